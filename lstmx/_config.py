@@ -1,0 +1,119 @@
+"""The configuration of an LSTM and the names and shapes of its parameters.
+
+One place says what a model with given options contains; the layers, the reference, the
+engine, saving and the docs all read it from here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import operator
+
+import numpy as np
+
+__all__ = ["LSTMConfig", "OUTPUT_ACTIVATIONS", "check_dtype"]
+
+OUTPUT_ACTIVATIONS = ("tanh", "identity")
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_dtype(dtype) -> np.dtype:
+    """The compute dtype named by ``dtype``: float32 or float64, else a TypeError."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as err:
+        raise TypeError(f"dtype must be float32 or float64; got {dtype!r}") from err
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64; got {dt}")
+    return dt
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer; got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError as err:
+        raise TypeError(f"{name} must be an integer; got {type(value).__name__} {value!r}") from err
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {value}")
+    return value
+
+
+def _check_bool(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool; got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTMConfig:
+    """Options of a (possibly stacked, bidirectional) LSTM; see ``lstmx.LSTM``."""
+
+    input_size: int
+    hidden_size: int
+    num_layers: int = 1
+    bias: bool = True
+    batch_first: bool = False
+    bidirectional: bool = False
+    proj_size: int = 0
+    peephole: bool = False
+    output_activation: str = "tanh"
+    dtype: np.dtype = np.dtype(np.float32)
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "input_size", _check_int("input_size", self.input_size, 1))
+        set_(self, "hidden_size", _check_int("hidden_size", self.hidden_size, 1))
+        set_(self, "num_layers", _check_int("num_layers", self.num_layers, 1))
+        set_(self, "proj_size", _check_int("proj_size", self.proj_size, 0))
+        for name in ("bias", "batch_first", "bidirectional", "peephole"):
+            set_(self, name, _check_bool(name, getattr(self, name)))
+        if self.proj_size >= self.hidden_size:
+            raise ValueError(f"proj_size must be smaller than hidden_size ({self.hidden_size}); "
+                             f"got {self.proj_size}")
+        if self.output_activation not in OUTPUT_ACTIVATIONS:
+            raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}; "
+                             f"got {self.output_activation!r}")
+        set_(self, "dtype", check_dtype(self.dtype))
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self) -> int:
+        """H_out: the size of h (the projection size when projecting)."""
+        return self.proj_size if self.proj_size > 0 else self.hidden_size
+
+    def layer_input_size(self, layer: int) -> int:
+        return self.input_size if layer == 0 else self.num_directions * self.output_size
+
+    @staticmethod
+    def suffix(layer: int, direction: int) -> str:
+        return f"_l{layer}" + ("_reverse" if direction else "")
+
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Names and shapes of every parameter, in ``torch.nn.LSTM.state_dict()`` order."""
+        H, P = self.hidden_size, self.proj_size
+        shapes = {}
+        for k in range(self.num_layers):
+            for d in range(self.num_directions):
+                s = self.suffix(k, d)
+                shapes["weight_ih" + s] = (4 * H, self.layer_input_size(k))
+                shapes["weight_hh" + s] = (4 * H, self.output_size)
+                if self.bias:
+                    shapes["bias_ih" + s] = (4 * H,)
+                    shapes["bias_hh" + s] = (4 * H,)
+                if P > 0:
+                    shapes["weight_hr" + s] = (P, H)
+                if self.peephole:
+                    for gate in "ifo":
+                        shapes[f"weight_c{gate}" + s] = (H,)
+        return shapes
+
+    def init_parameters(self, seed=None) -> dict[str, np.ndarray]:
+        """PyTorch's default initialisation: every parameter uniform in (-1/sqrt(H), 1/sqrt(H))."""
+        rng = np.random.default_rng(seed)
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        return {name: rng.uniform(-bound, bound, size=shape).astype(self.dtype)
+                for name, shape in self.parameter_shapes().items()}

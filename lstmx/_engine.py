@@ -1,0 +1,133 @@
+"""Runs the one-layer kernels over layers and directions.
+
+Inputs arrive here already checked (``lstmx._validation``): time-major, C-contiguous and in the
+compute dtype. This module allocates outputs and caches and calls ``lstmx._kernels``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from lstmx import _kernels
+from lstmx._config import LSTMConfig
+
+__all__ = ["LSTMCache", "forward", "backward"]
+
+
+class LSTMCache:
+    """What ``backward`` needs from one training forward pass.
+
+    It holds its own copies of the input, the initial state and the weights, so that changing
+    them after ``forward_train`` (an optimiser step, say) cannot corrupt the gradient; the output
+    ``y`` returned with it is read-only for the same reason.
+    """
+
+    __slots__ = ("config", "weights", "lengths", "h0", "c0", "inputs", "outputs", "gates",
+                 "cells")
+
+    def __init__(self, config, weights, lengths, h0, c0):
+        self.config = config
+        self.weights = weights
+        self.lengths = lengths
+        self.h0, self.c0 = h0, c0
+        self.inputs, self.outputs, self.gates, self.cells = [], [], [], []
+
+    @property
+    def seq_len(self) -> int:
+        return self.outputs[-1].shape[0]
+
+    @property
+    def batch(self) -> int:
+        return self.outputs[-1].shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        arrays = self.inputs + self.outputs + self.gates + self.cells
+        return sum(a.nbytes for a in arrays)
+
+    def __repr__(self):
+        return (f"<LSTMCache seq_len={self.seq_len} batch={self.batch} "
+                f"{self.nbytes / 2**20:.1f} MiB>")
+
+
+def layer_weights(cfg: LSTMConfig, params, layer: int, direction: int, copy: bool):
+    """(W, U, b, R, peep) for the kernels; b = b_ih + b_hh; absent ones are empty arrays."""
+    s = cfg.suffix(layer, direction)
+    empty = np.empty((0, 0), cfg.dtype)
+    W, U = params["weight_ih" + s], params["weight_hh" + s]
+    b = params["bias_ih" + s] + params["bias_hh" + s] if cfg.bias else np.empty(0, cfg.dtype)
+    R = params["weight_hr" + s] if cfg.proj_size else empty
+    peep = (np.stack([params[f"weight_c{g}" + s] for g in "ifo"]) if cfg.peephole
+            else empty)
+    if copy:
+        W, U, R = W.copy(), U.copy(), R.copy()
+    return W, U, b, R, peep
+
+
+def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool):
+    """Stacked LSTM over x (T, B, I). ``h0``, ``c0`` (L*D, B, .) are consumed: they receive
+    h_n, c_n. Returns y (T, B, D*Hout), h_n, c_n and, when training, an ``LSTMCache``."""
+    T, B = x.shape[:2]
+    D, H, Hout = cfg.num_directions, cfg.hidden_size, cfg.output_size
+    identity = cfg.output_activation == "identity"
+    cache = LSTMCache(cfg, [], lengths, h0.copy(), c0.copy()) if training else None
+    h_n, c_n = h0, c0
+    layer_input = x
+    for k in range(cfg.num_layers):
+        y = np.empty((T, B, D * Hout), cfg.dtype)
+        x2 = layer_input.reshape(T * B, -1)
+        for d in range(D):
+            idx = k * D + d
+            W, U, b, R, peep = layer_weights(cfg, params, k, d, copy=training)
+            if training:
+                gates = np.empty((T, B, 4 * H), cfg.dtype)
+                cells = np.empty((T, B, H), cfg.dtype)
+                _kernels.forward_train(x2, W, U, b, R, peep, lengths, h_n[idx], c_n[idx], y,
+                                       d * Hout, gates, cells, d == 1, identity)
+                cache.weights.append((W, U, R, peep))
+                cache.gates.append(gates)
+                cache.cells.append(cells)
+            else:
+                _kernels.forward(x2, W, U, b, R, peep, lengths, h_n[idx], c_n[idx], y,
+                                 d * Hout, d == 1, identity)
+        if training:
+            cache.inputs.append(x2)
+            cache.outputs.append(y)
+        layer_input = y
+    if training:
+        layer_input.flags.writeable = False
+    return layer_input, h_n, c_n, cache
+
+
+def backward(cache: LSTMCache, dy, dh, dc):
+    """Gradients of a training forward pass. ``dy`` (T, B, D*Hout); ``dh``, ``dc``
+    (L*D, B, .) are consumed: they receive dh0, dc0. Returns dx (T, B, I) and the parameter
+    gradients keyed like the parameters."""
+    cfg = cache.config
+    T, B = cache.seq_len, cache.batch
+    D, H, Hout = cfg.num_directions, cfg.hidden_size, cfg.output_size
+    identity = cfg.output_activation == "identity"
+    grads = {}
+    d_out = dy
+    for k in reversed(range(cfg.num_layers)):
+        x2 = cache.inputs[k]
+        dx = np.zeros_like(x2)
+        for d in range(D):
+            idx = k * D + d
+            W, U, R, peep = cache.weights[idx]
+            dW, dU, dR, dpeep = (np.empty_like(a) for a in (W, U, R, peep))
+            db = np.empty(4 * H if cfg.bias else 0, cfg.dtype)
+            _kernels.backward(x2, W, U, R, peep, cache.lengths, cache.h0[idx], cache.c0[idx],
+                              cache.outputs[k], d * Hout, cache.gates[idx], cache.cells[idx],
+                              d_out, d * Hout, dh[idx], dc[idx], dx, dW, dU, db, dR, dpeep,
+                              d == 1, identity)
+            s = cfg.suffix(k, d)
+            grads["weight_ih" + s], grads["weight_hh" + s] = dW, dU
+            if cfg.bias:
+                grads["bias_ih" + s], grads["bias_hh" + s] = db, db.copy()
+            if cfg.proj_size:
+                grads["weight_hr" + s] = dR
+            if cfg.peephole:
+                for gate, dp in zip("ifo", dpeep):
+                    grads[f"weight_c{gate}" + s] = dp
+        d_out = dx.reshape(T, B, -1)
+    return d_out, {name: grads[name] for name in cfg.parameter_shapes()}

@@ -1,0 +1,314 @@
+"""The public layers: ``LSTM`` (stacked, bidirectional sequences) and ``LSTMCell`` (one step).
+
+Both keep their parameters as NumPy arrays named and shaped like PyTorch's, check every input
+in ``lstmx._validation`` and hand the work to the compiled kernels through ``lstmx._engine``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from lstmx import _engine
+from lstmx._config import LSTMConfig
+from lstmx._validation import (as_float_array, check_lengths, check_rows, check_state,
+                               check_state_grad)
+
+__all__ = ["LSTM", "LSTMCell"]
+
+
+class _Parameterised:
+    """Parameter storage shared by ``LSTM`` and ``LSTMCell``: live arrays keyed by name."""
+
+    _params: dict
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """The live parameter arrays, keyed like ``state_dict()``; update them in place."""
+        return dict(self._params)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of the parameters, keyed exactly like PyTorch's ``state_dict()``."""
+        return {name: value.copy() for name, value in self._params.items()}
+
+    def load_state_dict(self, state_dict) -> None:
+        """Copy parameters in from ``state_dict``.
+
+        It must have exactly this layer's keys, with the same shapes; values are cast to the
+        layer's dtype (PyTorch CPU tensors are accepted). Nothing changes if anything is wrong.
+        """
+        if not hasattr(state_dict, "keys"):
+            raise TypeError(f"state_dict must be a mapping; got {type(state_dict).__name__}")
+        missing = [k for k in self._params if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in self._params]
+        if missing or unexpected:
+            raise KeyError(f"state_dict keys do not match: missing {missing}, "
+                           f"unexpected {unexpected}")
+        new = {}
+        for name, live in self._params.items():
+            value = state_dict[name]
+            if hasattr(value, "detach"):  # a torch tensor
+                value = value.detach().cpu().numpy()
+            new[name] = as_float_array(f"state_dict[{name!r}]", value, live.dtype, live.shape)
+        for name, value in new.items():
+            self._params[name][...] = value
+
+    def __getattr__(self, name):
+        params = self.__dict__.get("_params")
+        if params is not None and name in params:
+            return params[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+class LSTM(_Parameterised):
+    r"""A stacked, optionally bidirectional LSTM over sequences, computed by Cython kernels.
+
+    For each layer and direction, at each time step t:
+
+    .. math::
+
+        z &= x_t W^T + h_{t-1} U^T + b_{ih} + b_{hh} = [z_i, z_f, z_g, z_o] \\
+        i &= \sigma(z_i + p_i \odot c_{t-1}), \quad f = \sigma(z_f + p_f \odot c_{t-1}),
+             \quad g = \tanh(z_g) \\
+        c_t &= f \odot c_{t-1} + i \odot g \\
+        o &= \sigma(z_o + p_o \odot c_t) \\
+        h_t &= (o \odot \mathrm{act}(c_t))\, R^T \quad (R^T \text{ only when projecting})
+
+    where the peephole terms :math:`p` are present only with ``peephole=True`` and ``act`` is
+    tanh or the identity. Dimensions: T sequence length, B batch, I ``input_size``, H
+    ``hidden_size``, P ``proj_size``, H_out = P or H, L ``num_layers``, D = 2 if bidirectional
+    else 1.
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+        I and H.
+    num_layers : int, default 1
+        Stacked layers; layer k > 0 reads the (concatenated) outputs of layer k-1.
+    bias : bool, default True
+        Whether to use ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
+    batch_first : bool, default False
+        Inputs and outputs are (B, T, .) instead of (T, B, .).
+    bidirectional : bool, default False
+        Add a reverse direction (parameters suffixed ``_reverse``).
+    proj_size : int, default 0
+        Project h to P < H features with ``weight_hr_l{k}`` (P, H) (LSTMP, as PyTorch).
+    peephole : bool, default False
+        Peephole connections ``weight_ci_l{k}``, ``weight_cf_l{k}``, ``weight_co_l{k}`` (H,).
+    output_activation : {"tanh", "identity"}, default "tanh"
+        ``act`` above; "identity" gives h = o * c.
+    dtype : float32 or float64, default float32
+        The dtype of parameters and computations; inputs of the other float dtype are cast.
+    seed : int or None
+        Seed of PyTorch's default initialisation, uniform in (-1/sqrt(H), 1/sqrt(H)).
+
+    Notes
+    -----
+    Parameter shapes, with ``{s}`` = ``_l{k}`` or ``_l{k}_reverse``: ``weight_ih{s}`` (4H, I)
+    for k = 0 and (4H, D*H_out) above, ``weight_hh{s}`` (4H, H_out), ``bias_ih{s}`` and
+    ``bias_hh{s}`` (4H,), ``weight_hr{s}`` (P, H); gates stacked in the order i, f, g, o.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 bidirectional=False, proj_size=0, peephole=False, output_activation="tanh",
+                 dtype=np.float32, seed=None):
+        self.config = LSTMConfig(input_size, hidden_size, num_layers, bias, batch_first,
+                                 bidirectional, proj_size, peephole, output_activation, dtype)
+        self._params = self.config.init_parameters(seed)
+
+    def __repr__(self):
+        c = self.config
+        opts = [f"{c.input_size}", f"{c.hidden_size}"]
+        defaults = LSTMConfig(1, 2)
+        for name in ("num_layers", "bias", "batch_first", "bidirectional", "proj_size",
+                     "peephole", "output_activation"):
+            if getattr(c, name) != getattr(defaults, name):
+                opts.append(f"{name}={getattr(c, name)!r}")
+        return f"LSTM({', '.join(opts)}, dtype={c.dtype.name})"
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.config.dtype
+
+    def _inputs(self, x, state, lengths, training):
+        cfg = self.config
+        shape = ("B", "T", cfg.input_size) if cfg.batch_first else ("T", "B", cfg.input_size)
+        meaning = "(batch, seq_len, input_size)" if cfg.batch_first else \
+            "(seq_len, batch, input_size)"
+        x = as_float_array("x", x, cfg.dtype, shape, meaning, copy=False)
+        if cfg.batch_first:
+            x = x.swapaxes(0, 1)
+        T, B = x.shape[:2]
+        check_rows("x", T * B)
+        # Training keeps x in its cache, so it takes its own copy (transposing copies anyway).
+        x = np.array(x, order="C", copy=True) if training or cfg.batch_first else x
+        LD = cfg.num_layers * cfg.num_directions
+        h0, c0 = check_state(state, cfg.dtype, LD, B, cfg.output_size, cfg.hidden_size,
+                             copy=True)
+        return x, h0, c0, check_lengths(lengths, B, T)
+
+    def _output(self, y):
+        return y.swapaxes(0, 1) if self.config.batch_first else y
+
+    def __call__(self, x, state=None, lengths=None):
+        """Inference over a batch of sequences.
+
+        Parameters
+        ----------
+        x : array, (T, B, I), or (B, T, I) with ``batch_first``
+        state : pair of arrays (h0 (L*D, B, H_out), c0 (L*D, B, H)), optional
+            Initial state (index layer*D + direction); zeros if None.
+        lengths : array of int, (B,), optional
+            Valid steps of each sequence, in [1, T]; later steps output zeros and leave the
+            state unchanged (PyTorch's packed sequences).
+
+        Returns
+        -------
+        y : array, (T, B, D*H_out), or (B, T, D*H_out) with ``batch_first``
+        (h_n, c_n) : arrays (L*D, B, H_out) and (L*D, B, H), the state after each sequence's
+            last valid step
+        """
+        x, h0, c0, lengths = self._inputs(x, state, lengths, training=False)
+        y, h_n, c_n, _ = _engine.forward(self.config, self._params, x, h0, c0, lengths, False)
+        return self._output(y), (h_n, c_n)
+
+    def forward_train(self, x, state=None, lengths=None):
+        """As calling the layer, and also return the cache that ``backward`` needs.
+
+        Returns
+        -------
+        y, (h_n, c_n) : as ``__call__``; ``y`` is read-only (the cache shares it)
+        cache : LSTMCache
+        """
+        x, h0, c0, lengths = self._inputs(x, state, lengths, training=True)
+        y, h_n, c_n, cache = _engine.forward(self.config, self._params, x, h0, c0, lengths,
+                                             True)
+        return self._output(y), (h_n, c_n), cache
+
+    def backward(self, cache, dy, dstate=None):
+        """Backpropagation through time for one ``forward_train`` call.
+
+        Parameters
+        ----------
+        cache : LSTMCache
+            From ``forward_train`` of a layer with this configuration. Caches are independent:
+            several can be back-propagated in any order, or concurrently.
+        dy : array, the shape of ``y``
+            Gradient of the loss with respect to ``y``.
+        dstate : pair (dh_n, dc_n), optional
+            Gradients with respect to h_n and c_n; None, or a None member, means zeros.
+
+        Returns
+        -------
+        dx : array, the shape of ``x``
+        (dh0, dc0) : gradients with respect to the initial state
+        grads : dict of arrays keyed like ``state_dict()``
+        """
+        cfg = self.config
+        if not isinstance(cache, _engine.LSTMCache):
+            raise TypeError(f"cache must be the LSTMCache returned by forward_train; "
+                            f"got {type(cache).__name__}")
+        if cache.config != cfg:
+            raise ValueError(f"cache comes from a layer configured as {cache.config}, "
+                             f"not {cfg}")
+        T, B = cache.seq_len, cache.batch
+        F = cfg.num_directions * cfg.output_size
+        shape = (B, T, F) if cfg.batch_first else (T, B, F)
+        dy = as_float_array("dy", dy, cfg.dtype, shape, "(the shape of y)")
+        if cfg.batch_first:
+            dy = np.ascontiguousarray(dy.swapaxes(0, 1))
+        LD = cfg.num_layers * cfg.num_directions
+        dh, dc = check_state_grad(dstate, cfg.dtype, LD, B, cfg.output_size, cfg.hidden_size)
+        dx, grads = _engine.backward(cache, dy, dh, dc)
+        return self._output(dx), (dh, dc), grads
+
+
+class LSTMCell(_Parameterised):
+    r"""One LSTM time step, with ``torch.nn.LSTMCell`` parameter names.
+
+    Computes the step of ``LSTM`` (without projection) for a batch:
+    ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih``, ``bias_hh`` (4H,), and with
+    ``peephole=True`` ``weight_ci``, ``weight_cf``, ``weight_co`` (H,).
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+    bias : bool, default True
+    peephole : bool, default False
+    output_activation : {"tanh", "identity"}, default "tanh"
+    dtype : float32 or float64, default float32
+    seed : int or None
+    """
+
+    def __init__(self, input_size, hidden_size, bias=True, peephole=False,
+                 output_activation="tanh", dtype=np.float32, seed=None):
+        self.config = LSTMConfig(input_size, hidden_size, bias=bias, peephole=peephole,
+                                 output_activation=output_activation, dtype=dtype)
+        # The engine reads layer names (weight_ih_l0); the cell shows torch's cell names.
+        self._params = {name[:-3]: value
+                        for name, value in self.config.init_parameters(seed).items()}
+
+    def __repr__(self):
+        c = self.config
+        return (f"LSTMCell({c.input_size}, {c.hidden_size}, bias={c.bias}, "
+                f"peephole={c.peephole}, output_activation={c.output_activation!r}, "
+                f"dtype={c.dtype.name})")
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.config.dtype
+
+    def _layer_params(self):
+        return {name + "_l0": value for name, value in self._params.items()}
+
+    def _inputs(self, x, state, training):
+        cfg = self.config
+        x = as_float_array("x", x, cfg.dtype, ("B", cfg.input_size), "(batch, input_size)",
+                           copy=training)
+        B = x.shape[0]
+        h, c = check_state(state, cfg.dtype, 0, B, cfg.hidden_size, cfg.hidden_size, copy=True,
+                           names=("h", "c"))
+        return x[None], h[None], c[None], np.ones(B, dtype=np.intp)
+
+    def __call__(self, x, state=None):
+        """One step. x (B, I); state (h (B, H), c (B, H)) or None for zeros.
+        Returns the new (h, c)."""
+        x, h, c, lengths = self._inputs(x, state, training=False)
+        _, h, c, _ = _engine.forward(self.config, self._layer_params(), x, h, c, lengths, False)
+        return h[0], c[0]
+
+    def forward_train(self, x, state=None):
+        """One step, also returning the cache for ``backward``: ((h, c), cache)."""
+        x, h, c, lengths = self._inputs(x, state, training=True)
+        _, h, c, cache = _engine.forward(self.config, self._layer_params(), x, h, c, lengths,
+                                         True)
+        return (h[0], c[0]), cache
+
+    def backward(self, cache, dstate):
+        """Gradients of one step from those of its output state.
+
+        Parameters
+        ----------
+        cache : LSTMCache
+            From ``forward_train`` of a cell with this configuration.
+        dstate : pair (dh, dc) of arrays (B, H)
+            Gradients with respect to the new h and c; a None member means zeros.
+
+        Returns
+        -------
+        dx : array (B, I)
+        (dh, dc) : gradients with respect to the previous h and c
+        grads : dict keyed like ``state_dict()``
+        """
+        cfg = self.config
+        if not isinstance(cache, _engine.LSTMCache):
+            raise TypeError(f"cache must be the LSTMCache returned by forward_train; "
+                            f"got {type(cache).__name__}")
+        if cache.config != cfg:
+            raise ValueError(f"cache comes from a cell configured as {cache.config}, "
+                             f"not {cfg}")
+        if dstate is None:
+            raise TypeError("dstate must be a pair (dh, dc); got None")
+        B, H = cache.batch, cfg.hidden_size
+        dh, dc = check_state_grad(dstate, cfg.dtype, 0, B, H, H, names=("dh", "dc"))
+        dy = dh[None]
+        dh0, dc0 = np.zeros((1, B, H), cfg.dtype), dc[None]
+        dx, grads = _engine.backward(cache, dy, dh0, dc0)
+        return dx[0], (dh0[0], dc0[0]), {name[:-3]: g for name, g in grads.items()}
