@@ -10,7 +10,7 @@ import operator
 
 import numpy as np
 
-__all__ = ["LSTMConfig", "OUTPUT_ACTIVATIONS", "check_dtype"]
+__all__ = ["LSTMConfig", "OUTPUT_ACTIVATIONS", "INITIALISERS", "check_dtype"]
 
 OUTPUT_ACTIVATIONS = ("tanh", "identity")
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -111,9 +111,51 @@ class LSTMConfig:
                         shapes[f"weight_c{gate}" + s] = (H,)
         return shapes
 
-    def init_parameters(self, seed=None) -> dict[str, np.ndarray]:
-        """PyTorch's default initialisation: every parameter uniform in (-1/sqrt(H), 1/sqrt(H))."""
+    def init_parameters(self, seed=None, init: str = "pytorch") -> dict[str, np.ndarray]:
+        """Fresh parameters, reproducible with ``seed``.
+
+        ``init="pytorch"``: every parameter uniform in (-1/sqrt(H), 1/sqrt(H)), as PyTorch.
+        ``init="keras"``: Keras' LSTM defaults: Glorot-uniform input (and projection) weights,
+        orthogonal recurrent weights, zero biases but for a forget-gate bias of 1
+        (``unit_forget_bias``, held in ``bias_ih``), and zero peepholes.
+        """
+        if init not in INITIALISERS:
+            raise ValueError(f"init must be one of {INITIALISERS}; got {init!r}")
         rng = np.random.default_rng(seed)
-        bound = 1.0 / np.sqrt(self.hidden_size)
-        return {name: rng.uniform(-bound, bound, size=shape).astype(self.dtype)
-                for name, shape in self.parameter_shapes().items()}
+        H = self.hidden_size
+        params = {}
+        for name, shape in self.parameter_shapes().items():
+            if init == "pytorch":
+                bound = 1.0 / np.sqrt(H)
+                value = rng.uniform(-bound, bound, size=shape)
+            elif name.startswith(("weight_ih", "weight_hr")):
+                value = _glorot_uniform(rng, shape)
+            elif name.startswith("weight_hh"):
+                # Keras' recurrent_kernel (H_out, 4H) is orthogonal; ours is its transpose.
+                value = _orthogonal(rng, shape[::-1]).T
+            elif name.startswith("bias_ih"):
+                value = np.zeros(shape)
+                value[H:2 * H] = 1.0
+            else:  # bias_hh, peepholes
+                value = np.zeros(shape)
+            params[name] = np.ascontiguousarray(value, dtype=self.dtype)
+        return params
+
+
+INITIALISERS = ("pytorch", "keras")
+
+
+def _glorot_uniform(rng, shape):
+    """Glorot (Xavier) uniform for a torch-layout (fan_out, fan_in) weight."""
+    fan_out, fan_in = shape
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=shape)
+
+
+def _orthogonal(rng, shape):
+    """A (rows, cols) matrix with orthonormal rows or columns, as Keras' Orthogonal."""
+    rows, cols = shape
+    a = rng.standard_normal((max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(a)
+    q *= np.sign(np.diag(r))  # a unique, uniformly distributed factor
+    return q if rows >= cols else q.T

@@ -97,7 +97,11 @@ class LSTM(_Parameterised):
     dtype : float32 or float64, default float32
         The dtype of parameters and computations; inputs of the other float dtype are cast.
     seed : int or None
-        Seed of PyTorch's default initialisation, uniform in (-1/sqrt(H), 1/sqrt(H)).
+        Seed of the initialisation, for reproducible parameters.
+    init : {"pytorch", "keras"}, default "pytorch"
+        "pytorch": every parameter uniform in (-1/sqrt(H), 1/sqrt(H)). "keras": Keras' LSTM
+        defaults (Glorot-uniform input weights, orthogonal recurrent weights, zero biases with
+        a forget-gate bias of 1, zero peepholes).
 
     Notes
     -----
@@ -108,10 +112,10 @@ class LSTM(_Parameterised):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  bidirectional=False, proj_size=0, peephole=False, output_activation="tanh",
-                 dtype=np.float32, seed=None):
+                 dtype=np.float32, seed=None, init="pytorch"):
         self.config = LSTMConfig(input_size, hidden_size, num_layers, bias, batch_first,
                                  bidirectional, proj_size, peephole, output_activation, dtype)
-        self._params = self.config.init_parameters(seed)
+        self._params = self.config.init_parameters(seed, init)
 
     def __repr__(self):
         c = self.config
@@ -235,15 +239,17 @@ class LSTMCell(_Parameterised):
     output_activation : {"tanh", "identity"}, default "tanh"
     dtype : float32 or float64, default float32
     seed : int or None
+    init : {"pytorch", "keras"}, default "pytorch"
+        As for ``LSTM``.
     """
 
     def __init__(self, input_size, hidden_size, bias=True, peephole=False,
-                 output_activation="tanh", dtype=np.float32, seed=None):
+                 output_activation="tanh", dtype=np.float32, seed=None, init="pytorch"):
         self.config = LSTMConfig(input_size, hidden_size, bias=bias, peephole=peephole,
                                  output_activation=output_activation, dtype=dtype)
         # The engine reads layer names (weight_ih_l0); the cell shows torch's cell names.
         self._params = {name[:-3]: value
-                        for name, value in self.config.init_parameters(seed).items()}
+                        for name, value in self.config.init_parameters(seed, init).items()}
 
     def __repr__(self):
         c = self.config
