@@ -4,9 +4,16 @@
 passes run in typed Cython loops over BLAS with the GIL released, for float32 and float64.
 ``lstmx.reference`` is the same maths in plain NumPy.
 """
-from lstmx._config import LSTMConfig
-from lstmx._engine import LSTMCache
-from lstmx.layers import LSTM, LSTMCell
+import pkgutil
+
+# After a non-editable "pip install ." the checkout's lstmx/ (first on sys.path when Python
+# runs from the checkout) has no compiled modules; let submodule imports fall through to the
+# installed copy's directory.
+__path__ = pkgutil.extend_path(__path__, __name__)
+
+from lstmx._config import LSTMConfig  # noqa: E402
+from lstmx._engine import LSTMCache  # noqa: E402
+from lstmx.layers import LSTM, LSTMCell  # noqa: E402
 
 __all__ = ["LSTM", "LSTMCell", "LSTMConfig", "LSTMCache"]
 __version__ = "0.1.0"

@@ -1,0 +1,56 @@
+"""Shared test helpers: tolerances, random problems, optional imports that never skip in CI."""
+import importlib
+import os
+
+import numpy as np
+import pytest
+
+from lstmx import reference
+
+# Kernel vs the float64 reference: float32 rounding accumulates over steps and layers, so its
+# bound is ~1e2 ulp; float64 is held to 1e-9 relative, as against PyTorch.
+RTOL = {np.float32: 1e-4, np.float64: 1e-9}
+ATOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+def tolerances(dtype):
+    dtype = np.dtype(dtype).type
+    return dict(rtol=RTOL[dtype], atol=ATOL[dtype])
+
+
+def require(module: str):
+    """Import an optional test dependency; in CI (CI set) its absence is a failure, not a skip."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"{module} is not installed (CI installs it)")
+
+
+def random_problem(lstm, T, B, rng, lengths=False, state=True):
+    """x, state, lengths and output gradients for ``lstm``, in its dtype."""
+    cfg = lstm.config
+    dt = cfg.dtype
+    LD = cfg.num_layers * cfg.num_directions
+    x = rng.standard_normal((B, T, cfg.input_size) if cfg.batch_first
+                            else (T, B, cfg.input_size)).astype(dt)
+    st = ((rng.standard_normal((LD, B, cfg.output_size)).astype(dt),
+           rng.standard_normal((LD, B, cfg.hidden_size)).astype(dt)) if state else None)
+    lens = rng.integers(1, T + 1, size=B) if lengths else None
+    F = cfg.num_directions * cfg.output_size
+    dy = rng.standard_normal((B, T, F) if cfg.batch_first else (T, B, F)).astype(dt)
+    dstate = (rng.standard_normal((LD, B, cfg.output_size)).astype(dt),
+              rng.standard_normal((LD, B, cfg.hidden_size)).astype(dt))
+    return x, st, lens, dy, dstate
+
+
+def reference_run(lstm, x, state, lengths, dy, dstate):
+    """The reference forward and backward in float64 on ``lstm``'s parameters."""
+    p = {k: v.astype(np.float64) for k, v in lstm.parameters().items()}
+    f64 = (lambda a: None if a is None else np.asarray(a, np.float64))
+    h0, c0 = (None, None) if state is None else map(f64, state)
+    y, (h, c), saved = reference.lstm_forward(p, lstm.config, f64(x), h0, c0, lengths)
+    dx, (dh0, dc0), grads = reference.lstm_backward(p, lstm.config, saved, f64(dy),
+                                                    *map(f64, dstate))
+    return y, h, c, dx, dh0, dc0, grads

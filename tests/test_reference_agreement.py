@@ -1,0 +1,111 @@
+"""The compiled kernels agree with the NumPy reference: every option, both dtypes."""
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from numpy.testing import assert_allclose
+
+import lstmx
+from _helpers import random_problem, reference_run, tolerances
+
+DTYPES = [np.float32, np.float64]
+
+# peephole x output activation x projection x (layers, bidirectional) x lengths
+COMBINATIONS = list(itertools.product(
+    [False, True], ["tanh", "identity"], [0, 3], [(1, False), (2, True), (3, False)],
+    [False, True]))
+
+
+def assert_matches_reference(lstm, T, B, rng, lengths, state=True):
+    x, st_, lens, dy, dstate = random_problem(lstm, T, B, rng, lengths, state)
+    y, (h, c), cache = lstm.forward_train(x, st_, lens)
+    dx, (dh0, dc0), grads = lstm.backward(cache, dy, dstate)
+    ref = reference_run(lstm, x, st_, lens, dy, dstate)
+    tol = tolerances(lstm.dtype)
+    for got, want in zip((y, h, c, dx, dh0, dc0), ref[:6]):
+        assert got.dtype == lstm.dtype
+        assert_allclose(got, want, **tol)
+    assert list(grads) == list(lstm.state_dict())
+    for name, g in grads.items():
+        assert g.shape == lstm.parameters()[name].shape
+        assert_allclose(g, ref[6][name], **tol, err_msg=name)
+    # Inference gives what training gives.
+    y2, (h2, c2) = lstm(x, st_, lens)
+    assert_allclose(y2, y, **tol)
+    assert_allclose(h2, h, **tol)
+    assert_allclose(c2, c, **tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("peephole,act,proj,layers,lengths", COMBINATIONS)
+def test_every_combination(dtype, peephole, act, proj, layers, lengths):
+    num_layers, bidirectional = layers
+    lstm = lstmx.LSTM(5, 6, num_layers=num_layers, bidirectional=bidirectional,
+                      proj_size=proj, peephole=peephole, output_activation=act, dtype=dtype,
+                      seed=1)
+    assert_matches_reference(lstm, 7, 4, np.random.default_rng(2), lengths)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_first_no_bias_zero_state(dtype):
+    lstm = lstmx.LSTM(3, 4, num_layers=2, bias=False, batch_first=True, bidirectional=True,
+                      dtype=dtype, seed=0)
+    assert_matches_reference(lstm, 5, 3, np.random.default_rng(0), lengths=True, state=False)
+
+
+@settings(max_examples=40, deadline=None)
+@given(T=st.integers(1, 9), B=st.integers(1, 6), I=st.integers(1, 9), H=st.integers(1, 8),
+       num_layers=st.integers(1, 2), bidirectional=st.booleans(), lengths=st.booleans(),
+       peephole=st.booleans(), proj=st.booleans(), dtype=st.sampled_from(DTYPES),
+       seed=st.integers(0, 2**16))
+def test_random_shapes(T, B, I, H, num_layers, bidirectional, lengths, peephole, proj, dtype,
+                       seed):
+    proj_size = H - 1 if proj and H > 1 else 0
+    lstm = lstmx.LSTM(I, H, num_layers=num_layers, bidirectional=bidirectional,
+                      peephole=peephole, proj_size=proj_size, dtype=dtype, seed=seed)
+    assert_matches_reference(lstm, T, B, np.random.default_rng(seed), lengths)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_long_inference_chunks_match_training(dtype):
+    # Inference projects the input in chunks of time steps; training in one GEMM. A batch
+    # large enough for several chunks checks the chunk boundaries in both directions.
+    lstm = lstmx.LSTM(4, 64, bidirectional=True, dtype=dtype, seed=3)
+    rng = np.random.default_rng(3)
+    T, B = 300, 64  # 1 << 20 elements per chunk / (B * 4H) = 64 steps per chunk
+    x = rng.standard_normal((T, B, 4)).astype(dtype)
+    lengths = rng.integers(1, T + 1, size=B)
+    y, (h, c) = lstm(x, lengths=lengths)
+    y_t, (h_t, c_t), _ = lstm.forward_train(x, lengths=lengths)
+    assert_allclose(y, y_t, rtol=0, atol=0)
+    assert_allclose(h, h_t, rtol=0, atol=0)
+    assert_allclose(c, c_t, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("peephole", [False, True])
+def test_cell_matches_reference(dtype, peephole):
+    from lstmx import reference
+    cell = lstmx.LSTMCell(4, 5, peephole=peephole, dtype=dtype, seed=0)
+    rng = np.random.default_rng(0)
+    x, h, c = (rng.standard_normal(s).astype(dtype) for s in [(3, 4), (3, 5), (3, 5)])
+    dh, dc = (rng.standard_normal((3, 5)).astype(dtype) for _ in range(2))
+    (h1, c1), cache = cell.forward_train(x, (h, c))
+    dx, (dh0, dc0), grads = cell.backward(cache, (dh, dc))
+    p = {k: v.astype(np.float64) for k, v in cell.parameters().items()}
+    b = p["bias_ih"] + p["bias_hh"]
+    peep = np.stack([p["weight_ci"], p["weight_cf"], p["weight_co"]]) if peephole else None
+    h_r, c_r, saved = reference.cell_forward(x, h, c, p["weight_ih"], p["weight_hh"], b,
+                                             peep=peep)
+    dx_r, dh_r, dc_r, (dW, dU, db, _, dpeep) = reference.cell_backward(
+        dh, dc, saved, p["weight_ih"], p["weight_hh"], peep=peep)
+    tol = tolerances(dtype)
+    for got, want in [(h1, h_r), (c1, c_r), (dx, dx_r), (dh0, dh_r), (dc0, dc_r),
+                      (grads["weight_ih"], dW), (grads["weight_hh"], dU),
+                      (grads["bias_ih"], db), (grads["bias_hh"], db)]:
+        assert_allclose(got, want, **tol)
+    if peephole:
+        for k, gate in enumerate("ifo"):
+            assert_allclose(grads[f"weight_c{gate}"], dpeep[k], **tol)
+    assert_allclose(cell(x, (h, c))[0], h1, **tol)
