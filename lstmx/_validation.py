@@ -23,7 +23,7 @@ def as_float_array(name: str, value, dtype, shape, meaning: str = "", copy: bool
     ``shape`` is a tuple of ints and names; a name (such as ``"T"``) matches any size >= 1.
     Any real floating dtype is accepted and cast; anything else is a TypeError.
     """
-    arr = np.asarray(value)
+    arr = _asarray(name, value)
     if arr.dtype.kind != "f":
         raise TypeError(f"{name} must be a float32 or float64 array; got dtype {arr.dtype}")
     expected = _fmt(shape) + (f" {meaning}" if meaning else "")
@@ -37,22 +37,40 @@ def as_float_array(name: str, value, dtype, shape, meaning: str = "", copy: bool
                                  f"got shape {arr.shape}")
         elif want != got:
             raise ValueError(f"{name} must have shape {expected}; got {arr.shape}")
-    if copy:
+    # Checked before the copy below, so that a huge broadcast view (np.broadcast_to: no
+    # memory of its own) is refused instead of being materialised first.
+    check_rows(name, int(np.prod(arr.shape[:-1], dtype=np.int64)) if arr.ndim > 1 else 1)
+    if copy or not arr.flags.aligned:
+        # A misaligned float pointer is undefined behaviour in C (and in BLAS): copy.
         return np.array(arr, dtype=dtype, order="C", copy=True)
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
+def _asarray(name: str, value) -> np.ndarray:
+    """``np.asarray(value)``, with conversion failures naming the argument."""
+    try:
+        return np.asarray(value)
+    except ValueError as err:  # ragged nested sequences
+        raise ValueError(f"{name} must be an array of floats; got a {type(value).__name__} "
+                         f"that does not convert to one ({err})") from err
+    except (TypeError, RuntimeError) as err:  # e.g. a torch tensor that requires grad
+        raise TypeError(f"{name} must be an array of floats; got a {type(value).__name__} "
+                        f"that does not convert to one ({err})") from err
+
+
 def check_rows(name: str, rows: int):
+    """Refuse more rows (product of all but the last dimension) than a 32-bit BLAS takes."""
     if rows > MAX_BLAS_DIM:
-        raise ValueError(f"{name} has {rows} rows (seq_len * batch); at most {MAX_BLAS_DIM} "
-                         "fit a 32-bit BLAS")
+        raise ValueError(f"{name} must have at most {MAX_BLAS_DIM} rows (the product of all "
+                         f"but its last dimension, seq_len * batch for a sequence) to fit a "
+                         f"32-bit BLAS; got {rows}")
 
 
 def check_lengths(lengths, batch: int, seq_len: int) -> np.ndarray:
     """Lengths as an intp array of shape (batch,), every value in [1, seq_len]."""
     if lengths is None:
         return np.full(batch, seq_len, dtype=np.intp)
-    arr = np.asarray(lengths)
+    arr = _asarray("lengths", lengths)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"lengths must be integers; got dtype {arr.dtype}")
     if arr.shape != (batch,):
