@@ -1,8 +1,13 @@
 """Weights to and from PyTorch, Keras 3, TensorFlow 1 and ONNX.
 
 The conversions, with their gate-order tables, are described in ``docs/interop.md``. The
-frameworks are optional: each is imported only by the functions that need it.
+frameworks are optional: each is imported only by the functions that need it (Keras and
+TensorFlow never: their functions exchange NumPy arrays).
 """
+from lstmx.interop._keras import from_keras_weights, to_keras_weights
 from lstmx.interop._onnx import from_onnx, to_onnx
+from lstmx.interop._tf1 import from_tf1, to_tf1
+from lstmx.interop._torch import from_torch, to_torch
 
-__all__ = ["to_onnx", "from_onnx"]
+__all__ = ["from_torch", "to_torch", "from_keras_weights", "to_keras_weights", "from_tf1",
+           "to_tf1", "from_onnx", "to_onnx"]

@@ -26,6 +26,10 @@ _ACTIVATIONS = {"tanh": ("Sigmoid", "Tanh", "Tanh"),
                 "identity": ("Sigmoid", "Tanh", "Affine")}  # Affine(x) = 1 * x + 0
 
 
+# Operations that may sit between stacked layers, moving data without computing.
+_RESHAPES = ("Transpose", "Reshape", "Squeeze", "Identity", "Flatten")
+
+
 def _onnx():
     return optional_import("onnx", "ONNX export and import")
 
@@ -61,7 +65,7 @@ def to_onnx(model, *, initial_state=False, sequence_lens=False, ir_version=13, o
 
     Raises
     ------
-    NotImplementedError
+    ValueError
         For a model with a projection.
     """
     onnx = _onnx()
@@ -69,7 +73,7 @@ def to_onnx(model, *, initial_state=False, sequence_lens=False, ir_version=13, o
 
     cfg, params = layer_params(model)
     if cfg.proj_size:
-        raise NotImplementedError(f"ONNX's LSTM operator has no projection; cannot export a "
+        raise ValueError(f"ONNX's LSTM operator has no projection; cannot export a "
                                   f"model with proj_size={cfg.proj_size}")
     opset = DEFAULT_OPSET if opset is None else opset
     if not isinstance(opset, int) or opset < MIN_OPSET:
@@ -190,8 +194,10 @@ def _layer_to_onnx(cfg, params, k):
 def from_onnx(model, *, batch_first=None, dtype=None):
     """An ``LSTM`` from an ONNX graph of ``LSTM`` operators (such as ``to_onnx`` writes).
 
-    The graph's ``LSTM`` nodes, in graph order, are the layers; their weights must be
-    initializers (or ``Constant`` nodes). Every node must have the same hidden size,
+    The graph's ``LSTM`` nodes, in graph order, are the layers: each must read the output
+    ``Y`` of the one before, through reshapes only. Other operations are not read, so a
+    graph that computes more than a stack of LSTMs imports as its LSTM part. The weights
+    must be initializers (or ``Constant`` nodes). Every node must have the same hidden size,
     direction ("forward" or "bidirectional"), bias and peephole presence, the default
     activations (or ``Affine(1, 0)`` as the output activation, lstmx's "identity"), no
     ``clip`` and ``input_forget=0``; layer k > 0 must read D*H features.
@@ -241,6 +247,15 @@ def from_onnx(model, *, batch_first=None, dtype=None):
         act, layout = node_act, node_layout
         layers.append(layer)
 
+    producer = {out: n for n in graph.node for out in n.output}
+    for k in range(1, len(lstm_nodes)):
+        name = lstm_nodes[k].input[0]
+        while name in producer and producer[name].op_type in _RESHAPES:
+            name = producer[name].input[0]
+        if name != lstm_nodes[k - 1].output[0]:
+            raise ValueError(f"LSTM node {k} does not read the output Y of LSTM node {k - 1} "
+                             "(through reshapes only): the LSTM nodes are not a stack")
+
     W0, R0, B0, P0 = layers[0]
     D, H = W0.shape[0], R0.shape[2]
     for k, (W, R, B, P) in enumerate(layers):
@@ -284,14 +299,14 @@ def _node_weights(n, attrs, tensors, where):
     direction = attrs.get("direction", b"forward")
     direction = direction.decode() if isinstance(direction, bytes) else direction
     if direction not in ("forward", "bidirectional"):
-        raise NotImplementedError(f"{where}: direction {direction!r} has no lstmx equivalent "
+        raise ValueError(f"{where}: direction {direction!r} has no lstmx equivalent "
                                   "(lstmx has 'forward' and 'bidirectional')")
     D = 2 if direction == "bidirectional" else 1
     if "clip" in attrs:
-        raise NotImplementedError(f"{where}: lstmx has no cell clipping (clip="
+        raise ValueError(f"{where}: lstmx has no cell clipping (clip="
                                   f"{attrs['clip']})")
     if attrs.get("input_forget", 0):
-        raise NotImplementedError(f"{where}: lstmx has no coupled input-forget gate "
+        raise ValueError(f"{where}: lstmx has no coupled input-forget gate "
                                   "(input_forget=1)")
     acts = [a.decode() if isinstance(a, bytes) else a
             for a in attrs.get("activations", [b"Sigmoid", b"Tanh", b"Tanh"] * D)]
@@ -301,16 +316,16 @@ def _node_weights(n, attrs, tensors, where):
     for d in range(D):
         f, g, h = (a.lower() for a in acts[3 * d:3 * d + 3])
         if (f, g) != ("sigmoid", "tanh") or h not in ("tanh", "affine"):
-            raise NotImplementedError(f"{where}: activations {acts} have no lstmx "
+            raise ValueError(f"{where}: activations {acts} have no lstmx "
                                       "equivalent (Sigmoid, Tanh, then Tanh or Affine(1, 0))")
         this = "tanh"
         if h == "affine":
             if not (alphas and betas) or (alphas.pop(0), betas.pop(0)) != (1.0, 0.0):
-                raise NotImplementedError(f"{where}: only Affine(alpha=1, beta=0) (identity) "
+                raise ValueError(f"{where}: only Affine(alpha=1, beta=0) (identity) "
                                           "is an lstmx output activation")
             this = "identity"
         if act not in (None, this):
-            raise NotImplementedError(f"{where}: the directions use different activations")
+            raise ValueError(f"{where}: the directions use different activations")
         act = this
 
     def weight(i, name):

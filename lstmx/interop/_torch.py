@@ -1,0 +1,144 @@
+"""PyTorch: ``torch.nn.LSTM`` / ``LSTMCell`` modules and their state dicts.
+
+lstmx already uses PyTorch's parameter names, shapes and gate order (i, f, g, o), so the
+conversion only moves arrays between tensors and NumPy. torch is imported only to build a
+module (``to_torch``) or when a torch object is passed in.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+
+import numpy as np
+
+from lstmx.interop._gates import (build_cell, build_lstm, layer_params, optional_import,
+                                  resolve_dtype)
+
+__all__ = ["from_torch", "to_torch"]
+
+_LAYER_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr|weight_c[ifo])"
+                        r"_l(\d+)(_reverse)?$")
+_CELL_KEYS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_ci", "weight_cf",
+              "weight_co")
+
+
+def _to_numpy(name, value):
+    if hasattr(value, "detach"):  # a torch tensor; half precisions have no NumPy twin
+        value = value.detach().cpu()
+        if value.dtype not in (sys.modules["torch"].float32, sys.modules["torch"].float64):
+            value = value.float()
+        value = value.numpy()
+    value = np.asarray(value)
+    if value.dtype.kind != "f":
+        raise TypeError(f"state_dict[{name!r}] must hold floats; got dtype {value.dtype}")
+    return value
+
+
+def from_torch(module, *, batch_first=None, output_activation="tanh", dtype=None):
+    """An lstmx model with the parameters of a PyTorch LSTM, or of any state dict.
+
+    Parameters
+    ----------
+    module : torch.nn.LSTM, torch.nn.LSTMCell or mapping
+        A module, or a state dict (of tensors or arrays) keyed as ``torch.nn.LSTM``
+        (``weight_ih_l0``, ...) or ``torch.nn.LSTMCell`` (``weight_ih``, ...). lstmx's
+        peephole parameters (``weight_ci_l0``, ...) are recognised too. A module's
+        ``dropout`` is not carried over: lstmx has no dropout.
+    batch_first : bool, optional
+        Default: the module's, or False for a state dict (which does not record it).
+    output_activation : {"tanh", "identity"}, default "tanh"
+        PyTorch's LSTM uses tanh; "identity" is for state dicts of lstmx models using it.
+    dtype : float32 or float64, optional
+        Default: float64 for float64 parameters, else float32.
+
+    Returns
+    -------
+    LSTM, or LSTMCell for an ``LSTMCell`` module or cell-style state dict
+    """
+    torch = sys.modules.get("torch")  # a torch object means torch is already imported
+    if torch is not None and isinstance(module, torch.nn.LSTMCell):
+        if batch_first is not None:
+            raise TypeError("batch_first does not apply to an LSTMCell")
+        module = module.state_dict()
+    elif torch is not None and isinstance(module, torch.nn.LSTM):
+        batch_first = module.batch_first if batch_first is None else batch_first
+        module = module.state_dict()
+    elif not isinstance(module, Mapping):
+        raise TypeError(f"module must be a torch.nn.LSTM, torch.nn.LSTMCell or a state dict; "
+                        f"got {type(module).__name__}")
+    params = {name: _to_numpy(name, value) for name, value in module.items()}
+    if not params:
+        raise ValueError("the state dict is empty")
+    found = next(iter(params.values())).dtype
+    dtype = resolve_dtype(dtype, found)
+
+    if "weight_ih" in params:  # a cell
+        unknown = [k for k in params if k not in _CELL_KEYS]
+        if unknown:
+            raise ValueError(f"unexpected keys {unknown} in an LSTMCell state dict; "
+                             f"expected some of {list(_CELL_KEYS)}")
+        if batch_first is not None:
+            raise TypeError("batch_first does not apply to an LSTMCell")
+        options = _shapes_to_options(params, "")
+        return build_cell({k + "_l0": v for k, v in params.items()},
+                          output_activation=output_activation, dtype=dtype, **options)
+
+    layers, reverse = set(), False
+    for name in params:
+        match = _LAYER_KEY.match(name)
+        if match is None:
+            raise ValueError(f"unexpected key {name!r} in an LSTM state dict; expected names "
+                             "such as 'weight_ih_l0' or 'bias_hh_l1_reverse'")
+        layers.add(int(match.group(2)))
+        reverse |= bool(match.group(3))
+    if "weight_ih_l0" not in params:
+        raise ValueError("the state dict has no 'weight_ih_l0'")
+    options = _shapes_to_options(params, "_l0")
+    if "weight_hr_l0" in params:
+        options["proj_size"] = params["weight_hr_l0"].shape[0]
+    return build_lstm(params, num_layers=max(layers) + 1, bidirectional=reverse,
+                      batch_first=bool(batch_first), output_activation=output_activation,
+                      dtype=dtype, **options)
+
+
+def _shapes_to_options(params, s):
+    """input_size, hidden_size, bias and peephole read from the first layer's parameters."""
+    w_ih, w_hh = params["weight_ih" + s], params.get("weight_hh" + s)
+    if w_hh is None or w_ih.ndim != 2 or w_hh.ndim != 2 or w_hh.shape[0] % 4:
+        raise ValueError(f"weight_ih{s} and weight_hh{s} must be (4H, I) and (4H, H_out); "
+                         f"got {w_ih.shape} and {None if w_hh is None else w_hh.shape}")
+    return dict(input_size=w_ih.shape[1], hidden_size=w_hh.shape[0] // 4,
+                bias="bias_ih" + s in params, peephole="weight_ci" + s in params)
+
+
+def to_torch(model):
+    """A ``torch.nn.LSTM`` (or ``torch.nn.LSTMCell``) computing the same as ``model``.
+
+    Parameters
+    ----------
+    model : LSTM or LSTMCell
+        Without peepholes and with ``output_activation="tanh"``: PyTorch has neither.
+
+    Returns
+    -------
+    torch.nn.LSTM or torch.nn.LSTMCell
+        In the model's dtype, holding copies of its parameters.
+    """
+    torch = optional_import("torch", "to_torch")
+    cfg, _ = layer_params(model)
+    if cfg.peephole or cfg.output_activation != "tanh":
+        raise ValueError("PyTorch's LSTM has no peepholes and computes h = o * tanh(c); "
+                         f"cannot convert a model with peephole={cfg.peephole}, "
+                         f"output_activation={cfg.output_activation!r}")
+    tdtype = torch.float64 if cfg.dtype == np.float64 else torch.float32
+    if type(model).__name__ == "LSTMCell":
+        module = torch.nn.LSTMCell(cfg.input_size, cfg.hidden_size, bias=cfg.bias,
+                                   dtype=tdtype)
+    else:
+        module = torch.nn.LSTM(cfg.input_size, cfg.hidden_size, num_layers=cfg.num_layers,
+                               bias=cfg.bias, batch_first=cfg.batch_first,
+                               bidirectional=cfg.bidirectional, proj_size=cfg.proj_size,
+                               dtype=tdtype)
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+    return module
