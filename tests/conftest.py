@@ -10,8 +10,19 @@ Every profile has ``deadline=None``: kernel timings on a shared 2-core machine (
 ``LSTMX_DEBUG=1`` build, or under valgrind) are far too noisy for per-example deadlines.
 """
 import os
+import warnings
 
 from hypothesis import HealthCheck, settings
+
+# Hypothesis writes a patch for a failing example with libcst, whose import raises a
+# DeprecationWarning (mypy_extensions); under filterwarnings=error that turned a plain failure
+# report into an INTERNALERROR. Importing it here, quietly, caches the module.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    try:
+        import hypothesis.extra._patching  # noqa: F401
+    except ImportError:  # libcst is optional
+        pass
 
 _COMMON = dict(
     deadline=None,
