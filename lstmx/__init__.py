@@ -14,6 +14,11 @@ __path__ = pkgutil.extend_path(__path__, __name__)
 from lstmx._config import LSTMConfig  # noqa: E402
 from lstmx._engine import LSTMCache  # noqa: E402
 from lstmx.layers import LSTM, LSTMCell  # noqa: E402
+from lstmx.io import load, save  # noqa: E402
+from lstmx.interop import (from_keras_weights, from_onnx, from_tf1, from_torch,  # noqa: E402
+                           to_keras_weights, to_onnx, to_tf1, to_torch)
 
 __all__ = ["LSTM", "LSTMCell", "LSTMConfig", "LSTMCache"]
+__all__ += ["save", "load", "interop", "from_torch", "to_torch", "from_keras_weights",
+            "to_keras_weights", "from_tf1", "to_tf1", "from_onnx", "to_onnx"]
 __version__ = "0.1.0"
