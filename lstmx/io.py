@@ -8,6 +8,7 @@ or changing any model.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -94,30 +95,25 @@ def load(file, *, into=None):
         ``into``; the message names the file and the problem. Nothing is changed then.
     """
     name = _name(file)
-    try:
-        npz = np.load(file, allow_pickle=False)
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise ValueError("it holds a single .npy array")
-        with npz:  # reading each member checks its CRC and its .npy header
-            arrays = {key: npz[key] for key in npz.files}
-    except FileNotFoundError:
-        raise
-    except _READ_ERRORS as err:
-        raise ValueError(f"{name} is not a readable lstmx archive (corrupt, truncated or "
-                         f"another format): {err}") from err
+    with contextlib.ExitStack() as stack:
+        if isinstance(file, (str, os.PathLike)):
+            # Opened here, not by np.load, which leaves the file open when it is not a zip.
+            file = stack.enter_context(open(file, "rb"))
+        arrays = _read_arrays(file, name)
 
     cls, config = _read_header(name, arrays.pop(HEADER, None))
     try:
-        if cls is LSTMCell:
-            model = LSTMCell(**{k: config[k] for k in _CELL_FIELDS})
-            if model.config != LSTMConfig(**config):
-                raise ValueError(f"an LSTMCell has only the options {list(_CELL_FIELDS)}")
-        else:
-            model = LSTM(**config)
+        cfg = LSTMConfig(**config)
+        if cls is LSTMCell and cfg != LSTMConfig(**{k: config[k] for k in _CELL_FIELDS}):
+            raise ValueError(f"an LSTMCell has only the options {list(_CELL_FIELDS)}")
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name} has an invalid {cls.__name__} configuration: {err}") from err
 
-    expected = {k: v.shape for k, v in model.parameters().items()}
+    # Checked against the configuration before any model is built: a damaged header must
+    # not make us allocate what it claims.
+    expected = cfg.parameter_shapes()
+    if cls is LSTMCell:
+        expected = {k[:-3]: v for k, v in expected.items()}  # the cell drops "_l0"
     missing = [k for k in expected if k not in arrays]
     unexpected = [k for k in arrays if k not in expected]
     if missing or unexpected:
@@ -125,19 +121,34 @@ def load(file, *, into=None):
                          f"{missing}, unexpected {unexpected}")
     for key, shape in expected.items():
         arr = arrays[key]
-        if arr.dtype != model.dtype or arr.shape != shape:
-            raise ValueError(f"{name}: parameter {key!r} must be {model.dtype} with shape "
+        if arr.dtype != cfg.dtype or arr.shape != shape:
+            raise ValueError(f"{name}: parameter {key!r} must be {cfg.dtype} with shape "
                              f"{shape}; got {arr.dtype} with shape {arr.shape}")
 
     if into is None:
+        model = (LSTMCell(**{k: config[k] for k in _CELL_FIELDS}) if cls is LSTMCell
+                 else LSTM(**config))
         model.load_state_dict(arrays)
         return model
-    if type(into) is not cls or into.config != model.config:
+    if type(into) is not cls or into.config != cfg:
         got = into.config if isinstance(into, (LSTM, LSTMCell)) else None
-        raise ValueError(f"{name} holds a {cls.__name__} with {model.config}; it cannot be "
-                         f"loaded into a {type(into).__name__} with {got}")
+        raise ValueError(f"{name} holds a {cls.__name__} with {cfg}; it cannot be loaded "
+                         f"into a {type(into).__name__} with {got}")
     into.load_state_dict(arrays)
     return into
+
+
+def _read_arrays(file, name):
+    """Every array of the archive, read (and so checked) in full."""
+    try:
+        npz = np.load(file, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single .npy array")
+        with npz:  # reading each member checks its CRC and its .npy header
+            return {key: npz[key] for key in npz.files}
+    except _READ_ERRORS as err:
+        raise ValueError(f"{name} is not a readable lstmx archive (corrupt, truncated or "
+                         f"another format): {err}") from err
 
 
 def _read_header(name, header):

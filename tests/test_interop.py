@@ -499,6 +499,37 @@ def test_onnxruntime_runs_export(ort, L, bidirectional, peephole, bias, act, bat
     assert_same_model(from_onnx(onnx_model), model)
 
 
+@pytest.mark.parametrize("L, bidirectional, peephole, batch_first",
+                         [(1, False, True, False), (2, True, True, True), (2, True, False, False)])
+def test_onnx_float64_export_runs_in_onnx_reference(L, bidirectional, peephole, batch_first):
+    # onnxruntime's LSTM is float32 only; onnx's reference evaluator runs float64, but it
+    # ignores sequence_lens and the activations, so those stay with the float32 test above.
+    require("onnx")
+    from onnx.reference import ReferenceEvaluator
+    model = lstmx.LSTM(I, H, num_layers=L, bidirectional=bidirectional, peephole=peephole,
+                       batch_first=batch_first, dtype=np.float64, seed=18)
+    x, (h0, c0), _ = inputs(model, np.random.default_rng(19))
+    lead = (lambda a: a.swapaxes(0, 1)) if batch_first else (lambda a: a)
+    Y, Y_h, Y_c = ReferenceEvaluator(to_onnx(model, initial_state=True)).run(
+        None, {"X": x, "initial_h": lead(h0), "initial_c": lead(c0)})
+    y, (h, c) = model(x, (h0, c0))
+    D = model.config.num_directions
+    Y = Y.reshape(B, T, D * H) if batch_first else Y.transpose(0, 2, 1, 3).reshape(T, B, D * H)
+    assert Y.dtype == np.float64
+    assert_allclose(y, Y, **close(np.float64))
+    assert_allclose(h, lead(Y_h), **close(np.float64))
+    assert_allclose(c, lead(Y_c), **close(np.float64))
+
+
+def test_missing_optional_package_is_a_clear_import_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if not installed
+    with pytest.raises(ImportError, match="pip install onnx"):
+        to_onnx(lstmx.LSTM(I, H))
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ImportError, match="needs the optional package 'torch'"):
+        to_torch(lstmx.LSTM(I, H))
+
+
 def test_onnx_export_defaults(ort):
     onnx = require("onnx")
     model = lstmx.LSTM(I, H, peephole=True, seed=14)

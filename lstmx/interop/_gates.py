@@ -26,14 +26,12 @@ def reorder(a, src: str, dst: str, axis: int = 0):
     return np.concatenate([blocks[src.index(gate)] for gate in dst], axis=axis)
 
 
-def optional_import(module: str, purpose: str):
+def optional_import(module: str, purpose: str, how: str):
     """Import an optional dependency, or an ImportError saying how to install it."""
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        raise ImportError(f"{purpose} needs the optional package {module!r}; install it "
-                          f"with `pip install {module}` (or `pip install lstmx[interop]`)"
-                          ) from err
+        raise ImportError(f"{purpose} needs the optional package {module!r}; {how}") from err
 
 
 def resolve_dtype(dtype, found) -> np.dtype:

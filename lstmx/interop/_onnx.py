@@ -31,7 +31,8 @@ _RESHAPES = ("Transpose", "Reshape", "Squeeze", "Identity", "Flatten")
 
 
 def _onnx():
-    return optional_import("onnx", "ONNX export and import")
+    return optional_import("onnx", "ONNX export and import",
+                           "install it with `pip install onnx` or `pip install lstmx[interop]`")
 
 
 def to_onnx(model, *, initial_state=False, sequence_lens=False, ir_version=13, opset=None):

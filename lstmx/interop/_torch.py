@@ -125,7 +125,7 @@ def to_torch(model):
     torch.nn.LSTM or torch.nn.LSTMCell
         In the model's dtype, holding copies of its parameters.
     """
-    torch = optional_import("torch", "to_torch")
+    torch = optional_import("torch", "to_torch", "install PyTorch (https://pytorch.org)")
     cfg, _ = layer_params(model)
     if cfg.peephole or cfg.output_activation != "tanh":
         raise ValueError("PyTorch's LSTM has no peepholes and computes h = o * tanh(c); "
