@@ -106,7 +106,8 @@ def test_nan_in_one_batch_item_does_not_leak_into_others(dtype, features, where)
     rng = np.random.default_rng(2)
     T, B, LD = 5, 4, cfg.num_layers * cfg.num_directions
     F = cfg.num_directions * cfg.output_size
-    arrays = dict(x=rng.standard_normal((T, B, 3)), h0=rng.standard_normal((LD, B, cfg.output_size)),
+    arrays = dict(x=rng.standard_normal((T, B, 3)),
+                  h0=rng.standard_normal((LD, B, cfg.output_size)),
                   c0=rng.standard_normal((LD, B, cfg.hidden_size)),
                   dy=rng.standard_normal((T, B, F)),
                   dh_n=rng.standard_normal((LD, B, cfg.output_size)),
@@ -153,8 +154,8 @@ def test_nan_in_padding_past_lengths_changes_nothing_but_weight_ih(dtype, featur
             assert_array_equal(grads_pad[name], grads[name], err_msg=name)
 
 
-@pytest.mark.xfail(strict=True, reason="kernel bug (reliability report, issue 6): backward forms "
-                   "dW_ih = dz^T x over padded steps too, and 0 * NaN = NaN")
+@pytest.mark.xfail(strict=True, reason="kernel bug (reliability report, issue 6): backward "
+                   "forms dW_ih = dz^T x over padded steps too, and 0 * NaN = NaN")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_nan_in_padding_does_not_reach_input_weight_gradient(dtype):
     m = model(dtype)
