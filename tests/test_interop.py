@@ -86,7 +86,7 @@ def inputs(model, rng, lengths=False):
 
 def test_gate_order_tables():
     # The documented tables: block k of each framework is this gate of lstmx (i f g o).
-    from lstmx.interop import _gates
+    from lstmx import _interop_gates as _gates
     a = np.arange(8.0)  # two rows per gate
     assert_array_equal(_gates.reorder(a, "ifgo", _gates.ONNX), [0, 1, 6, 7, 2, 3, 4, 5])
     assert_array_equal(_gates.reorder(a, "ifgo", _gates.TF1), [0, 1, 4, 5, 2, 3, 6, 7])

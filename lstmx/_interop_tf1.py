@@ -12,8 +12,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from lstmx.interop._gates import LSTMX, TF1, build_cell, build_lstm, layer_params, \
-    resolve_dtype, reorder
+from lstmx._interop_gates import (LSTMX, TF1, build_cell, build_lstm, layer_params,
+                                  resolve_dtype, reorder)
 
 __all__ = ["to_tf1", "from_tf1"]
 

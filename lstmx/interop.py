@@ -4,10 +4,10 @@ The conversions, with their gate-order tables, are described in ``docs/interop.m
 frameworks are optional: each is imported only by the functions that need it (Keras and
 TensorFlow never: their functions exchange NumPy arrays).
 """
-from lstmx.interop._keras import from_keras_weights, to_keras_weights
-from lstmx.interop._onnx import from_onnx, to_onnx
-from lstmx.interop._tf1 import from_tf1, to_tf1
-from lstmx.interop._torch import from_torch, to_torch
+from lstmx._interop_keras import from_keras_weights, to_keras_weights
+from lstmx._interop_onnx import from_onnx, to_onnx
+from lstmx._interop_tf1 import from_tf1, to_tf1
+from lstmx._interop_torch import from_torch, to_torch
 
 __all__ = ["from_torch", "to_torch", "from_keras_weights", "to_keras_weights", "from_tf1",
            "to_tf1", "from_onnx", "to_onnx"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lstmx.interop._gates import build_cell, build_lstm, layer_params, resolve_dtype
+from lstmx._interop_gates import build_cell, build_lstm, layer_params, resolve_dtype
 
 __all__ = ["to_keras_weights", "from_keras_weights"]
 

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from lstmx.interop._gates import (LSTMX, ONNX, build_cell, build_lstm, layer_params,
+from lstmx._interop_gates import (LSTMX, ONNX, build_cell, build_lstm, layer_params,
                                   optional_import, resolve_dtype, reorder)
 
 __all__ = ["to_onnx", "from_onnx"]

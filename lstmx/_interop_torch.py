@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from lstmx.interop._gates import (build_cell, build_lstm, layer_params, optional_import,
+from lstmx._interop_gates import (build_cell, build_lstm, layer_params, optional_import,
                                   resolve_dtype)
 
 __all__ = ["from_torch", "to_torch"]
