@@ -70,6 +70,9 @@ def _keras_layer_weights(layer):
         if part is layer and cfg.get("go_backwards"):
             raise ValueError(f"Keras layer {part.name!r} has go_backwards=True; lstmx's "
                              "reverse direction exists only inside a bidirectional layer")
+    if not layer.weights:
+        raise ValueError(f"Keras layer {layer.name!r} has no weights yet: build it (call it "
+                         "on an input) first")
     return [_to_numpy(w) for w in layer.weights]
 
 

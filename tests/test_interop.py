@@ -312,6 +312,8 @@ def test_keras_rejects_what_it_cannot_compute(keras):
     layer(np.zeros((1, 2, I), np.float32))
     with pytest.raises(ValueError, match="merge_mode='concat'"):
         from_keras_weights(layer)
+    with pytest.raises(ValueError, match="no weights yet"):
+        from_keras_weights(keras.layers.LSTM(H))
     w = to_keras_weights(lstmx.LSTM(I, H))[0]
     with pytest.raises(ValueError, match="2, 3, 4 or 6"):
         from_keras_weights(w[:1])
@@ -530,6 +532,20 @@ def test_missing_optional_package_is_a_clear_import_error(monkeypatch):
         to_torch(lstmx.LSTM(I, H))
 
 
+def test_onnx_optional_inputs_in_between(ort):
+    # No B and no initial state, but sequence_lens and P: empty names hold their places.
+    model = lstmx.LSTM(I, H, bias=False, peephole=True, bidirectional=True, seed=21)
+    x, _, lens = inputs(model, np.random.default_rng(22), lengths=True)
+    onnx_model = to_onnx(model, sequence_lens=True)
+    assert list(onnx_model.graph.node[0].input) == ["X", "W_l0", "R_l0", "", "sequence_lens",
+                                                    "", "", "P_l0"]
+    Y, Y_h, Y_c = run_ort(ort, onnx_model, {"X": x, "sequence_lens": lens.astype(np.int32)})
+    y, (h, c) = model(x, lengths=lens)
+    assert_allclose(y, Y.transpose(0, 2, 1, 3).reshape(T, B, 2 * H), **close(np.float32))
+    assert_allclose(h, Y_h, **close(np.float32))
+    assert_allclose(c, Y_c, **close(np.float32))
+
+
 def test_onnx_export_defaults(ort):
     onnx = require("onnx")
     model = lstmx.LSTM(I, H, peephole=True, seed=14)
@@ -598,6 +614,15 @@ def test_onnx_import_of_foreign_graph(ort):
     assert_allclose(y, Y.transpose(0, 2, 1, 3).reshape(T, B, 2 * H), **close(np.float32))
     assert_allclose(h, Y_h, **close(np.float32))
     assert_allclose(c, Y_c, **close(np.float32))
+
+
+def test_onnx_import_reads_layout():
+    require("onnx")
+    rng = np.random.default_rng(20)
+    assert from_onnx(foreign_lstm_graph(rng, layout=1)).config.batch_first is True
+    assert from_onnx(foreign_lstm_graph(rng)).config.batch_first is False
+    assert from_onnx(foreign_lstm_graph(rng, layout=1), batch_first=False).config.batch_first \
+        is False
 
 
 @pytest.mark.parametrize("attrs, message", [
