@@ -50,14 +50,17 @@ class LSTMCache:
 
 
 def layer_weights(cfg: LSTMConfig, params, layer: int, direction: int, copy: bool):
-    """(W, U, b, R, peep) for the kernels; b = b_ih + b_hh; absent ones are empty arrays."""
+    """(W, U, b, R, peep) for the kernels: b = b_ih + b_hh, peep = [p_i; p_f; p_o] (3, H).
+
+    An absent bias or projection is an empty array; absent peepholes are zeros (the kernels'
+    element-wise loops are branch-free)."""
     s = cfg.suffix(layer, direction)
     empty = np.empty((0, 0), cfg.dtype)
     W, U = params["weight_ih" + s], params["weight_hh" + s]
     b = params["bias_ih" + s] + params["bias_hh" + s] if cfg.bias else np.empty(0, cfg.dtype)
     R = params["weight_hr" + s] if cfg.proj_size else empty
     peep = (np.stack([params[f"weight_c{g}" + s] for g in "ifo"]) if cfg.peephole
-            else empty)
+            else np.zeros((3, cfg.hidden_size), cfg.dtype))
     if copy:
         W, U, R = W.copy(), U.copy(), R.copy()
     return W, U, b, R, peep

@@ -16,6 +16,7 @@ import numpy as np
 
 from cython cimport floating
 from libc.math cimport exp, expf, tanh, tanhf
+from libc.stdint cimport int32_t
 from libc.string cimport memcpy, memset
 
 from lstmx._blas cimport gemm, NoTrans, Trans
@@ -26,17 +27,52 @@ cdef enum:
     INFERENCE_CHUNK_ELEMENTS = 1 << 20
 
 
+cdef inline float expf_(float x) noexcept nogil:
+    """e**x in float32 within ~2 ulp (Cephes' expf), as arithmetic the compiler vectorises.
+
+    x is clamped to [-87.3, 87], where the result and its reciprocal are normal floats: a
+    saturated gate is 1 or ~1e-38, never inf, NaN or a (slow) denormal. Constants are typed
+    float so that every operation stays in single precision.
+    """
+    cdef float lo = -87.3, hi = 87.0, log2e = 1.44269504088896341
+    cdef float round_ = 12582912.0  # 1.5 * 2**23: adding and subtracting it rounds to nearest
+    cdef float ln2_hi = 0.693359375, ln2_lo = -2.12194440e-4  # ln 2 in two parts
+    cdef float p0 = 1.9875691500e-4, p1 = 1.3981999507e-3, p2 = 8.3334519073e-3
+    cdef float p3 = 4.1665795894e-2, p4 = 1.6666665459e-1, p5 = 5.0000001201e-1
+    cdef float one = 1, n, y, scale
+    cdef int32_t bits
+    x = hi if x > hi else x
+    x = lo if x < lo else x
+    n = (x * log2e + round_) - round_          # n = round(x / ln 2)
+    x = x - n * ln2_hi - n * ln2_lo            # x - n ln 2, in [-ln2/2, ln2/2]
+    y = (((((p0 * x + p1) * x + p2) * x + p3) * x + p4) * x + p5) * x * x + x + one
+    bits = (<int32_t> n + 127) << 23           # 2**n: the exponent field of a float
+    memcpy(&scale, &bits, sizeof(float))
+    return y * scale
+
+
 cdef inline floating sigmoid(floating v) noexcept nogil:
-    # exp(-v) overflows to inf for v << 0, giving exactly 0: finite, no NaN.
+    cdef float one = 1  # typed constants keep float arithmetic in single precision
     if floating is float:
-        return 1 / (1 + expf(-v))
+        return one / (one + expf_(-v))
     else:
+        # exp(-v) overflows to inf for v << 0, giving exactly 0: finite, no NaN.
         return 1 / (1 + exp(-v))
 
 
 cdef inline floating tanh_(floating v) noexcept nogil:
+    # Cephes' tanhf: an odd polynomial below 0.625 (keeps relative precision near 0), else
+    # 1 - 2 / (e**2|v| + 1). Both are computed so that the loop stays branch-free.
+    cdef float q0 = -5.70498872745e-3, q1 = 2.06390887954e-2, q2 = -5.37397155531e-2
+    cdef float q3 = 1.33314422036e-1, q4 = -3.33332819422e-1, edge = 0.625
+    cdef float zero = 0, one = 1, two = 2, a, z, small, large
     if floating is float:
-        return tanhf(v)
+        a = v if v >= zero else -v
+        z = v * v
+        small = ((((q0 * z + q1) * z + q2) * z + q3) * z + q4) * z * v + v
+        large = one - two / (expf_(two * a) + one)
+        large = large if v >= zero else -large
+        return small if a < edge else large
     else:
         return tanh(v)
 
@@ -51,41 +87,30 @@ cdef inline const floating *ptr2(const floating[:, ::1] a) noexcept nogil:
 
 
 cdef void cell_forward_rows(
-        Py_ssize_t H, floating *gates, floating *c, floating *cell_cache,
-        floating *m, floating *y, const floating *peep, bint identity) noexcept nogil:
-    """One row of one step: pre-activations in ``gates`` become the gates i, f, g, o.
+        Py_ssize_t H, floating *gates, floating *c, floating *m, const floating *peep,
+        bint identity) noexcept nogil:
+    """One row of one step: pre-activations in ``gates`` become the gates i, f, g, o;
+    ``c`` holds c_{t-1} and receives c_t; ``m`` receives o * act(c_t).
 
-    ``c`` holds c_{t-1} and receives c_t (also copied to ``cell_cache`` when training);
-    ``m`` receives o * act(c_t), and so does ``y`` unless it is NULL (projection).
+    ``peep`` = [p_i | p_f | p_o] is zeros without peepholes: a branch-free loop vectorises, and
+    three multiply-adds cost less than a second code path.
     """
     cdef Py_ssize_t j
-    cdef floating i, f, g, o, cp, ct, zi, zf, zo, mj
+    cdef floating i, f, g, o, cp, ct, a
     for j in range(H):
         cp = c[j]
-        zi = gates[j]
-        zf = gates[H + j]
-        if peep != NULL:
-            zi = zi + peep[j] * cp
-            zf = zf + peep[H + j] * cp
-        i = sigmoid(zi)
-        f = sigmoid(zf)
+        i = sigmoid(gates[j] + peep[j] * cp)
+        f = sigmoid(gates[H + j] + peep[H + j] * cp)
         g = tanh_(gates[2 * H + j])
         ct = f * cp + i * g
-        zo = gates[3 * H + j]
-        if peep != NULL:
-            zo = zo + peep[2 * H + j] * ct
-        o = sigmoid(zo)
-        mj = o * (ct if identity else tanh_(ct))
+        o = sigmoid(gates[3 * H + j] + peep[2 * H + j] * ct)
         gates[j] = i
         gates[H + j] = f
         gates[2 * H + j] = g
         gates[3 * H + j] = o
         c[j] = ct
-        m[j] = mj
-        if cell_cache != NULL:
-            cell_cache[j] = ct
-        if y != NULL:
-            y[j] = mj
+        a = tanh_(ct)
+        m[j] = o * (ct if identity else a)
 
 
 cdef void cell_backward_rows(
@@ -95,7 +120,8 @@ cdef void cell_backward_rows(
     """Backward of one row of one step (LSTM.md, "Backward, one time step").
 
     ``dc`` holds the gradient reaching c_t from step t+1 and receives the one reaching c_{t-1};
-    ``dz`` receives [dz_i | dz_f | dz_g | dz_o]; ``m`` (if not NULL) receives m_t for dR.
+    ``dz`` receives [dz_i | dz_f | dz_g | dz_o]; ``m`` receives m_t (for dR); ``dpeep``
+    accumulates the peephole gradients (``peep`` is zeros without peepholes, as forward).
     """
     cdef Py_ssize_t j
     cdef floating i, f, g, o, ct, cp, a, dact, dzi, dzf, dzg, dzo, dcj
@@ -106,32 +132,22 @@ cdef void cell_backward_rows(
         o = gates[3 * H + j]
         ct = ct_[j]
         cp = cp_[j]
-        if identity:
-            a = ct
-            dact = 1
-        else:
-            a = tanh_(ct)
-            dact = 1 - a * a
+        a = ct if identity else tanh_(ct)
+        dact = 1 if identity else 1 - a * a
         dzo = dm[j] * a * o * (1 - o)
-        dcj = dc[j] + dm[j] * o * dact
-        if peep != NULL:
-            dcj = dcj + dzo * peep[2 * H + j]
+        dcj = dc[j] + dm[j] * o * dact + dzo * peep[2 * H + j]
         dzi = dcj * g * i * (1 - i)
         dzf = dcj * cp * f * (1 - f)
         dzg = dcj * i * (1 - g * g)
-        dcj = dcj * f
-        if peep != NULL:
-            dcj = dcj + dzi * peep[j] + dzf * peep[H + j]
-            dpeep[j] += dzi * cp
-            dpeep[H + j] += dzf * cp
-            dpeep[2 * H + j] += dzo * ct
-        dc[j] = dcj
+        dc[j] = dcj * f + dzi * peep[j] + dzf * peep[H + j]
+        dpeep[j] += dzi * cp
+        dpeep[H + j] += dzf * cp
+        dpeep[2 * H + j] += dzo * ct
         dz[j] = dzi
         dz[H + j] = dzf
         dz[2 * H + j] = dzg
         dz[3 * H + j] = dzo
-        if m != NULL:
-            m[j] = o * a
+        m[j] = o * a
 
 
 cdef void input_projection(
@@ -159,7 +175,7 @@ cdef void forward_layer(
     cdef Py_ssize_t Hout = P if P > 0 else H
     cdef Py_ssize_t s0, n, t_lo, s, t, bi
     cdef floating *zt
-    cdef bint active
+    cdef floating *mrow
     s0 = 0
     while s0 < T:
         # Steps s0 .. s0+n-1 in processing order are times t_lo .. t_lo+n-1.
@@ -172,21 +188,19 @@ cdef void forward_layer(
             # z += h @ U.T   (B, 4H) += (B, Hout)(Hout, 4H)
             gemm(NoTrans, Trans, B, G, Hout, 1, h, Hout, U, Hout, 1, zt, G)
             for bi in range(B):
-                active = t < lengths[bi]
-                if not active:
+                if t >= lengths[bi]:
                     memset(y + (t * B + bi) * ldy, 0, Hout * sizeof(floating))
                     if cells != NULL:
                         memset(zt + bi * G, 0, G * sizeof(floating))
                         memset(cells + (t * B + bi) * H, 0, H * sizeof(floating))
                     continue
-                if P > 0:
-                    cell_forward_rows(H, zt + bi * G, c + bi * H,
-                                      cells + (t * B + bi) * H if cells != NULL else NULL,
-                                      m + bi * H, NULL, peep, identity)
-                else:
-                    cell_forward_rows(H, zt + bi * G, c + bi * H,
-                                      cells + (t * B + bi) * H if cells != NULL else NULL,
-                                      h + bi * H, y + (t * B + bi) * ldy, peep, identity)
+                # Without projection m_t is h_t: written straight into the state.
+                mrow = m + bi * H if P > 0 else h + bi * H
+                cell_forward_rows(H, zt + bi * G, c + bi * H, mrow, peep, identity)
+                if cells != NULL:
+                    memcpy(cells + (t * B + bi) * H, c + bi * H, H * sizeof(floating))
+                if P == 0:
+                    memcpy(y + (t * B + bi) * ldy, mrow, H * sizeof(floating))
             if P > 0:
                 # h = m @ R.T   (B, P) = (B, H)(H, P); only active rows take it.
                 gemm(NoTrans, Trans, B, P, H, 1, m, H, R, H, 0, hp, P)
@@ -204,7 +218,7 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] W, const floating[:
     """Inference over one layer and direction; keeps nothing but the running state.
 
     x (T*B, I); W (4H, I); U (4H, Hout); b (4H,) = b_ih + b_hh or empty; R (P, H) or empty;
-    peep (3, H) = [p_i; p_f; p_o] or empty; lengths (B,); h (B, Hout) and c (B, H) hold the
+    peep (3, H) = [p_i; p_f; p_o] (zeros without peepholes); lengths (B,); h (B, Hout) and c (B, H) hold the
     initial state and receive the final one; y (T, B, ldy) receives h_t in columns
     [y_col, y_col + Hout).
     """
@@ -215,7 +229,7 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] W, const floating[:
     cdef floating[:, ::1] m = np.empty((B, H if P > 0 else 0), dtype=np.asarray(h).dtype)
     cdef floating[:, ::1] hp = np.empty((B, P), dtype=np.asarray(h).dtype)
     with nogil:
-        forward_layer(T, B, I, H, P, &x[0, 0], &W[0, 0], &U[0, 0], ptr1(b), ptr2(R), ptr2(peep),
+        forward_layer(T, B, I, H, P, &x[0, 0], &W[0, 0], &U[0, 0], ptr1(b), ptr2(R), &peep[0, 0],
                       &lengths[0], &h[0, 0], &c[0, 0], &y[0, 0, y_col], y.shape[2],
                       &gates[0, 0, 0], Tc, NULL,
                       <floating *> ptr2(m), <floating *> ptr2(hp), reverse, identity)
@@ -237,7 +251,7 @@ def forward_train(const floating[:, ::1] x, const floating[:, ::1] W,
     cdef floating[:, ::1] m = np.empty((B, H if P > 0 else 0), dtype=np.asarray(h).dtype)
     cdef floating[:, ::1] hp = np.empty((B, P), dtype=np.asarray(h).dtype)
     with nogil:
-        forward_layer(T, B, I, H, P, &x[0, 0], &W[0, 0], &U[0, 0], ptr1(b), ptr2(R), ptr2(peep),
+        forward_layer(T, B, I, H, P, &x[0, 0], &W[0, 0], &U[0, 0], ptr1(b), ptr2(R), &peep[0, 0],
                       &lengths[0], &h[0, 0], &c[0, 0], &y[0, 0, y_col], y.shape[2],
                       &gates[0, 0, 0], T, &cells[0, 0, 0],
                       <floating *> ptr2(m), <floating *> ptr2(hp), reverse, identity)
@@ -259,8 +273,7 @@ cdef void backward_layer(
     cdef bint all_active
     cdef const floating *cprev
     cdef floating *dmt = dm if P > 0 else dht
-    if dpeep != NULL:
-        memset(dpeep, 0, 3 * H * sizeof(floating))
+    memset(dpeep, 0, 3 * H * sizeof(floating))
     if dR != NULL:
         memset(dR, 0, P * H * sizeof(floating))
     for s in range(T):
@@ -291,8 +304,8 @@ cdef void backward_layer(
             else:
                 cprev = cells + (tp * B + bi) * H
             cell_backward_rows(H, gates + (t * B + bi) * G, cells + (t * B + bi) * H, cprev,
-                               dmt + bi * H, dc + bi * H, dz + (t * B + bi) * G,
-                               m + bi * H if P > 0 else NULL, peep, dpeep, identity)
+                               dmt + bi * H, dc + bi * H, dz + (t * B + bi) * G, m + bi * H,
+                               peep, dpeep, identity)
         if P > 0:
             # dR += dh.T @ m   (P, H) += (P, B)(B, H)
             gemm(Trans, NoTrans, P, H, B, 1, dht, P, m, H, 1, dR, H)
@@ -345,7 +358,7 @@ def backward(const floating[:, ::1] x, const floating[:, ::1] W, const floating[
     of h_t in columns [dy_col, dy_col + Hout). dh (B, Hout) and dc (B, H) hold the gradient
     reaching the final state and receive the one reaching h0, c0. dx (T*B, I) is accumulated
     into (two directions share one input); dW, dU, db (4H,) or empty, dR (P, H) or empty and
-    dpeep (3, H) or empty are overwritten.
+    dpeep (3, H) are overwritten.
     """
     cdef Py_ssize_t B = dh.shape[0], H = dc.shape[1], P = R.shape[0], I = x.shape[1]
     cdef Py_ssize_t T = y.shape[0], Hout = dh.shape[1]
@@ -357,10 +370,19 @@ def backward(const floating[:, ::1] x, const floating[:, ::1] W, const floating[
     cdef floating[:, ::1] dm = np.empty((B, 4 * H), dtype=dtype)
     cdef floating[:, ::1] m = np.empty((B, H), dtype=dtype)
     with nogil:
-        backward_layer(T, B, I, H, P, &x[0, 0], &W[0, 0], &U[0, 0], ptr2(R), ptr2(peep),
+        backward_layer(T, B, I, H, P, &x[0, 0], &W[0, 0], &U[0, 0], ptr2(R), &peep[0, 0],
                        &lengths[0], &h0[0, 0], &c0[0, 0], &y[0, 0, y_col], y.shape[2],
                        &gates[0, 0, 0], &cells[0, 0, 0], &dy[0, 0, dy_col], dy.shape[2],
                        &dh[0, 0], &dc[0, 0], &dx[0, 0], &dW[0, 0], &dU[0, 0],
-                       <floating *> ptr1(db), <floating *> ptr2(dR), <floating *> ptr2(dpeep),
+                       <floating *> ptr1(db), <floating *> ptr2(dR), &dpeep[0, 0],
                        &dz[0, 0, 0], &dht[0, 0], &dm[0, 0], &m[0, 0], &dhp[0, 0],
                        reverse, identity)
+
+
+def activations(const floating[::1] x, floating[::1] sig, floating[::1] th):
+    """sig = sigmoid(x), th = tanh(x) with the kernels' own functions (for accuracy tests)."""
+    cdef Py_ssize_t k
+    with nogil:
+        for k in range(x.shape[0]):
+            sig[k] = sigmoid(x[k])
+            th[k] = tanh_(x[k])
