@@ -121,16 +121,18 @@ def _problem(config: BenchConfig, dtype, seed):
     import lstmx
 
     rng = np.random.default_rng(seed)
+    dtype = np.dtype(dtype).type
     if config.cell:
         model = lstmx.LSTMCell(config.I, config.H, dtype=dtype, seed=seed)
-        x = rng.standard_normal((config.B, config.I)).astype(dtype)
-        dy = rng.standard_normal((config.B, config.H)).astype(dtype)
+        x = rng.standard_normal((config.B, config.I), dtype=dtype)
+        dy = rng.standard_normal((config.B, config.H), dtype=dtype)
     else:
         model = lstmx.LSTM(config.I, config.H, num_layers=config.num_layers,
                            bidirectional=config.bidirectional, dtype=dtype, seed=seed)
-        x = rng.standard_normal((config.T, config.B, config.I)).astype(dtype)
-        dy = rng.standard_normal(
-            (config.T, config.B, config.directions * config.H)).astype(dtype)
+        # Drawn in the dtype: no float64 temporary to inflate the memory measurements.
+        x = rng.standard_normal((config.T, config.B, config.I), dtype=dtype)
+        dy = rng.standard_normal((config.T, config.B, config.directions * config.H),
+                                 dtype=dtype)
     return model, x, dy
 
 
@@ -358,6 +360,35 @@ class OnnxruntimeImpl(_Impl):
         return y[0] if self.config.cell else y
 
 
+def float64_reference(obj: _Impl, gradients=True):
+    """The float64 reference on ``obj``'s weights, x and dy (upcast): y (the new h for the
+    cell) and, if asked, dx and the parameter gradients keyed like ``obj.gradients()``."""
+    from lstmx import reference
+
+    f64 = {k: v.astype(np.float64) for k, v in obj.state_dict.items()}
+    x, dy = obj.x.astype(np.float64), obj.dy.astype(np.float64)
+    if obj.config.cell:
+        b = f64["bias_ih"] + f64["bias_hh"]
+        zeros = np.zeros_like(dy)
+        h, _, saved = reference.cell_forward(x, zeros, zeros, f64["weight_ih"],
+                                             f64["weight_hh"], b)
+        if not gradients:
+            return h, None
+        dx, _, _, (dW, dU, db, _, _) = reference.cell_backward(
+            dy, zeros, saved, f64["weight_ih"], f64["weight_hh"])
+        return h, {"x": dx, "weight_ih": dW, "weight_hh": dU, "bias_ih": db, "bias_hh": db}
+    y, _, saved = reference.lstm_forward(f64, obj.model.config, x)
+    if not gradients:
+        return y, None
+    dx, _, grads = reference.lstm_backward(f64, obj.model.config, saved, dy)
+    return y, {"x": dx, **grads}
+
+
+def max_rel_error(got: dict, want: dict) -> float:
+    """The largest ``_rel_err`` over the arrays of ``want`` (keyed alike in ``got``)."""
+    return max(_rel_err(got[k], want[k]) for k in want)
+
+
 _IMPL_CLASSES = {cls.name: cls for cls in (LstmxImpl, ReferenceImpl, TorchImpl,
                                            OnnxruntimeImpl)}
 
@@ -480,7 +511,7 @@ def ratios(timings: dict, base="lstmx") -> dict:
     return {name: t.median / t0 for name, t in timings.items() if name != base}
 
 
-def _gemm_op(config, dtype):
+def gemm_op(config, dtype):
     """scipy's gemm at the input-projection shape (T*B, I) x (I, 4H); Fortran-ordered
     operands so that f2py passes them to BLAS without a copy."""
     from scipy.linalg import blas
@@ -520,25 +551,35 @@ def _reset_peak() -> bool:
 
 
 def _memory_child(impl, config, dtype, threads, steps):
-    """Peak RSS growth of ``steps`` training steps, in MiB, above the RSS before them.
+    """Peak RSS growth of ``steps`` training steps, in MiB, measured two ways.
 
-    The baseline is taken after the imports and after the model, x and dy exist; the growth
-    is what the steps themselves allocate (caches, gradients, workspaces).
+    ``growth_mib``: above the RSS after the imports (the performance issue's baseline), so it
+    includes the model, x and dy as this implementation holds them. ``step_growth_mib``:
+    above the RSS once those exist, so only what the steps allocate (caches, gradients,
+    workspaces).
     """
+    import importlib
     import resource
 
-    obj = build_impl(impl, config, dtype, threads=threads)
+    import lstmx.reference  # noqa: F401
+    if impl == "torch":
+        importlib.import_module("torch")
     limit_threads(threads)
     reset = _reset_peak()
     base = _rss_kib("VmRSS")
+    obj = build_impl(impl, config, dtype, threads=threads)
+    built_peak = _rss_kib("VmHWM") if reset else base
+    reset = reset and _reset_peak()
+    built = _rss_kib("VmRSS")
     for _ in range(steps):
         obj.train()
     if reset:
         peak, method = _rss_kib("VmHWM"), "VmHWM after clear_refs"
     else:  # ru_maxrss may include an earlier, higher peak: growth is then underestimated
         peak, method = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "ru_maxrss"
-    return {"impl": impl, "growth_mib": max(peak - base, 0) / 1024,
-            "baseline_mib": base / 1024, "method": method, "steps": steps}
+    return {"impl": impl, "growth_mib": max(built_peak, peak) / 1024 - base / 1024,
+            "step_growth_mib": max(peak - built, 0) / 1024, "baseline_mib": base / 1024,
+            "method": method, "steps": steps}
 
 
 def measure_memory(impl, config, dtype=np.float32, threads=2, steps=2, timeout=600):
@@ -663,7 +704,7 @@ def run_benchmarks(configs=None, impls=IMPLEMENTATIONS, dtype=np.float32, thread
                            for n, o in built.items() if o.trainable}}
         gemm_meta = None
         if cname == gemm_config and not config.cell:
-            fn, gemm_flops, shape = _gemm_op(config, dtype)
+            fn, gemm_flops, shape = gemm_op(config, dtype)
             modes["forward"]["gemm"] = (fn, contextlib.nullcontext)
             gemm_meta = (gemm_flops, shape)
         out["results"][cname], out["ratios"][cname] = {}, {}
@@ -842,11 +883,13 @@ def format_report(res) -> str:
             if r is None:
                 continue
             parts.append(f"{impl} error ({r['error']})" if "error" in r
-                         else f"{impl} {r['growth_mib']:.0f} MiB")
+                         else f"{impl} {r['growth_mib']:.0f} MiB "
+                              f"({r['step_growth_mib']:.0f} MiB in the steps alone)")
         method = next((r["method"] for r in mem.values()
                        if isinstance(r, dict) and "method" in r), "")
-        lines.append(f"training memory ({mem['config']}, {mem['steps']} steps, peak RSS "
-                     f"growth in a fresh process, {method}): " + ", ".join(parts))
+        lines.append(f"training memory ({mem['config']}, {mem['steps']} steps in a fresh "
+                     f"process, peak RSS above the post-import RSS, {method}): "
+                     + ", ".join(parts))
     lines += ["", "targets:"]
     for t in res["targets"]:
         value = "n/a" if t["measured"] is None else f"{t['measured']:.3g}{t['unit']}"
