@@ -1,0 +1,132 @@
+"""Every kernel path once, at small sizes: the workload that .ci/reliability.sh runs under
+valgrind memcheck (where the full pytest suite would take hours).
+
+Paths: inference, training forward and backward; float32 and float64; with and without bias,
+peepholes, projection, the identity output; one and two directions; one and two layers;
+full and ragged lengths; batch_first; T = B = H = 1; a sequence long enough that inference
+splits the input projection into several chunks (forward and reverse); a chunked projection;
+LSTMCell; and two threads in the kernels at once. Each result is checked against the NumPy
+reference so that a wrong read shows up as a wrong answer too.
+
+    python .ci/memcheck_paths.py            # CI size: every pair of option values
+    python .ci/memcheck_paths.py --full     # every combination (256, about 15x longer)
+"""
+import argparse
+import itertools
+import sys
+import threading
+
+import numpy as np
+
+import lstmx
+from lstmx import reference
+
+
+def check(model, T, B, lengths, rng):
+    cfg = model.config
+    shape = (B, T, cfg.input_size) if cfg.batch_first else (T, B, cfg.input_size)
+    x = rng.standard_normal(shape).astype(cfg.dtype)
+    LD = cfg.num_layers * cfg.num_directions
+    state = (rng.standard_normal((LD, B, cfg.output_size)).astype(cfg.dtype),
+             rng.standard_normal((LD, B, cfg.hidden_size)).astype(cfg.dtype))
+    y, (h, c) = model(x, state, lengths)
+    y_t, _, cache = model.forward_train(x, state, lengths)
+    dy = rng.standard_normal(y.shape).astype(cfg.dtype)
+    dstate = (rng.standard_normal(h.shape).astype(cfg.dtype),
+              rng.standard_normal(c.shape).astype(cfg.dtype))
+    dx, (dh0, dc0), grads = model.backward(cache, dy, dstate)
+    assert np.array_equal(y, y_t)
+    p64 = {k: v.astype(np.float64) for k, v in model.parameters().items()}
+    f64 = (lambda a: np.asarray(a, np.float64))
+    y_r, (h_r, c_r), saved = reference.lstm_forward(p64, cfg, f64(x), f64(state[0]),
+                                                    f64(state[1]), lengths)
+    dx_r, _, grads_r = reference.lstm_backward(p64, cfg, saved, f64(dy), f64(dstate[0]),
+                                               f64(dstate[1]))
+    tol = 1e-3 if cfg.dtype == np.float32 else 1e-9
+    for got, want in [(y, y_r), (h, h_r), (c, c_r), (dx, dx_r)] + \
+            [(grads[k], grads_r[k]) for k in grads]:
+        err = np.abs(got - want).max() / max(1.0, np.abs(want).max())
+        assert err < tol, (model, err)
+
+
+def pairwise(combos):
+    """A subset of ``combos`` in which every pair of values of any two options still occurs
+    together (a greedy covering array): a few dozen runs instead of all of them."""
+    def pairs(c):
+        return {(i, c[i], j, c[j]) for i in range(len(c)) for j in range(i + 1, len(c))}
+
+    todo = set().union(*map(pairs, combos))
+    chosen = []
+    while todo:
+        best = max(combos, key=lambda c: len(pairs(c) & todo))
+        chosen.append(best)
+        todo -= pairs(best)
+    return chosen
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="every combination of options")
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(0)
+    combos = list(itertools.product(
+        [np.float32, np.float64],           # dtype
+        [True, False],                      # bias
+        [False, True],                      # peephole
+        [0, 2],                             # proj_size
+        ["tanh", "identity"],               # output_activation
+        [False, True],                      # bidirectional
+        [1, 2],                             # num_layers
+        [False, True],                      # ragged lengths
+    ))
+    if not args.full:
+        combos = pairwise(combos)
+    n = 0
+    for dtype, bias, peephole, proj, act, bidir, layers, ragged in combos:
+        model = lstmx.LSTM(3, 4, num_layers=layers, bias=bias, bidirectional=bidir,
+                           proj_size=proj, peephole=peephole, output_activation=act,
+                           dtype=dtype, seed=n, batch_first=bool(n % 2))
+        T, B = 4, 3
+        lengths = [4, 1, 3] if ragged else None
+        check(model, T, B, lengths, rng)
+        n += 1
+    for dtype in (np.float32, np.float64):
+        # T = B = H = I = 1
+        check(lstmx.LSTM(1, 1, dtype=dtype, seed=0), 1, 1, None, rng)
+        # Inference chunks the input projection every 2**20 // (B * 4H) steps: 3 chunks here,
+        # the last one partial, in both directions, with a projection and ragged lengths.
+        model = lstmx.LSTM(2, 256, bidirectional=True, proj_size=3, dtype=dtype, seed=1)
+        T = 2 * (2 ** 20 // (4 * 256)) + 5
+        x = rng.standard_normal((T, 1, 2)).astype(dtype)
+        y, (h, c) = model(x, lengths=[T - 7])
+        y_t, (h_t, c_t), _ = model.forward_train(x, lengths=[T - 7])
+        assert np.array_equal(y, y_t) and np.array_equal(h, h_t) and np.array_equal(c, c_t)
+        # LSTMCell, forward and backward
+        cell = lstmx.LSTMCell(3, 4, peephole=True, dtype=dtype, seed=0)
+        (hc, cc), cache = cell.forward_train(np.ones((2, 3), dtype))
+        cell.backward(cache, (np.ones((2, 4), dtype), None))
+        cell(np.ones((2, 3), dtype), (hc, cc))
+        n += 3
+    # Two threads inside the kernels at once.
+    model = lstmx.LSTM(3, 8, bidirectional=True, dtype=np.float64, seed=0)
+    errors = []
+
+    def work(seed):
+        try:
+            check(model, 6, 2, [6, 3], np.random.default_rng(seed))
+        except BaseException as err:  # reported below; a thread cannot fail the process
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    print(f"memcheck_paths: {n + 2} configurations, every kernel path: OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,380 @@
+"""Fuzz target: hostile input to every validating entry point, and hostile model files.
+
+Not collected by a plain ``pytest`` run (the name does not start with ``test_``); run it by
+name. The example count comes from the hypothesis profile:
+
+    python -m pytest tests/fuzz_validation.py                          # CI size (profile "ci")
+    HYPOTHESIS_PROFILE=fuzz python -m pytest tests/fuzz_validation.py  # full size, 2000 each
+
+The property everywhere: the call either succeeds with a result of the documented shape, or
+raises the documented error (TypeError/ValueError; KeyError for a ``load_state_dict`` key
+mismatch; ValueError naming the file for ``lstmx.load``), and in that case no kernel ran and
+nothing was changed. Any other exception fails; a crash kills the run.
+"""
+import contextlib
+import io
+import json
+import os
+import zipfile
+
+import numpy as np
+from hypothesis import given, note
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import lstmx
+from lstmx import _kernels
+
+# Hostile files that lstmx.load does not yet turn into a ValueError (reported in issue 6 with
+# reproducers): a .npy member whose header claims more data than the file holds (numpy
+# allocates the claim first: MemoryError), a non-string "class" in the header (TypeError),
+# JSON nested deeper than the recursion limit (RecursionError), a zip entry asking for an
+# unknown zip version (NotImplementedError). The first three are not generated, the last is
+# tolerated by its exact message, so that CI stays green on the rest;
+# LSTMX_FUZZ_KNOWN_BUGS=1 generates them all and tolerates none.
+KNOWN_IO_BUGS = os.environ.get("LSTMX_FUZZ_KNOWN_BUGS", "0") not in ("", "0")
+
+# ----------------------------------------------------------------------------- strategies
+
+SMALL_SHAPES = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=4)
+ANY_DTYPE = st.one_of(hnp.scalar_dtypes(), hnp.byte_string_dtypes(max_len=3),
+                      hnp.unicode_string_dtypes(max_len=3),
+                      st.sampled_from([np.dtype(">f4"), np.dtype(">f8"), np.dtype("f2"),
+                                       np.dtype([("a", "f4"), ("b", "i2")])]))
+
+
+def any_array(shape=SMALL_SHAPES):
+    objects = st.builds(lambda n: np.array([None, 1.5, "a"][:n], dtype=object),
+                        st.integers(0, 3))
+    return hnp.arrays(ANY_DTYPE, shape) | objects
+
+
+class Unconvertible:
+    """An object whose conversion to an array fails in its own way."""
+
+    def __array__(self, dtype=None, copy=None):
+        raise RuntimeError("no array here")
+
+
+class Hostile(dict):
+    """A mapping whose lookups fail."""
+
+    def __getitem__(self, key):
+        raise RuntimeError("hostile mapping")
+
+
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70),
+                    st.floats(allow_nan=True, allow_infinity=True), st.complex_numbers(),
+                    st.text(max_size=4), st.binary(max_size=4),
+                    st.sampled_from([object(), Unconvertible(), Ellipsis, slice(None)]))
+
+ANYTHING = st.recursive(st.one_of(SCALARS, any_array()),
+                        lambda inner: st.lists(inner, max_size=3) | st.tuples(inner, inner),
+                        max_leaves=6)
+
+
+@st.composite
+def near(draw, valid):
+    """``valid`` (an array), or something close to it: another dtype, one dimension off, an
+    added or dropped dimension, a strange layout, a huge broadcast view, or anything."""
+    kind = draw(st.sampled_from(["valid", "dtype", "dim", "ndim", "layout", "huge", "nan",
+                                 "anything"]))
+    note(f"near: {kind}")
+    if kind == "valid":
+        return valid
+    if kind == "dtype":
+        with np.errstate(all="ignore"):  # NaN or inf cast to an integer dtype
+            return valid.astype(draw(ANY_DTYPE.filter(lambda d: d.kind not in "OSUV")))
+    if kind == "dim" and valid.ndim:
+        shape = list(valid.shape)
+        axis = draw(st.integers(0, valid.ndim - 1))
+        shape[axis] = draw(st.integers(0, 6).filter(lambda n: n != shape[axis]))
+        return np.zeros(shape, valid.dtype)
+    if kind == "ndim":
+        return valid[None] if draw(st.booleans()) or not valid.ndim else valid[0]
+    if kind == "layout":
+        how = draw(st.sampled_from(["F", "neg", "readonly", "misaligned", "bigendian"]))
+        if how == "F":
+            return np.asfortranarray(valid)
+        if how == "neg":
+            return np.ascontiguousarray(valid[::-1])[::-1]
+        if how == "readonly":
+            v = valid.copy()
+            v.flags.writeable = False
+            return v
+        if how == "misaligned":
+            buf = np.zeros(valid.nbytes + 1, np.uint8)
+            v = buf[1:].view(valid.dtype).reshape(valid.shape)
+            v[...] = valid
+            return v
+        return valid.astype(valid.dtype.newbyteorder())
+    if kind == "huge" and valid.ndim >= 2:
+        # No memory of its own: must be refused (too many rows), never copied.
+        shape = (2 ** 16, 2 ** 15 + draw(st.integers(1, 9))) + valid.shape[2:]
+        return np.broadcast_to(np.zeros((), valid.dtype), shape)
+    if kind == "nan":  # or, for integers, an extreme value
+        v = valid.copy()
+        if v.size:
+            extremes = ([np.nan, np.inf, -np.inf, np.finfo(v.dtype).max] if v.dtype.kind == "f"
+                        else [0, -1, np.iinfo(v.dtype).min, np.iinfo(v.dtype).max])
+            v.flat[draw(st.integers(0, v.size - 1))] = draw(st.sampled_from(extremes))
+        return v
+    return draw(ANYTHING)
+
+
+OPTIONS = dict(num_layers=st.integers(1, 2), bias=st.booleans(), batch_first=st.booleans(),
+               bidirectional=st.booleans(), peephole=st.booleans(),
+               output_activation=st.sampled_from(["tanh", "identity"]),
+               dtype=st.sampled_from([np.float32, np.float64]))
+
+
+@st.composite
+def models(draw, cell=False):
+    H = draw(st.integers(1, 4))
+    kw = dict(input_size=draw(st.integers(1, 4)), hidden_size=H, seed=0)
+    names = ["bias", "peephole", "output_activation", "dtype"] if cell else list(OPTIONS)
+    for name in names:
+        kw[name] = draw(OPTIONS[name])
+    if not cell:
+        kw["proj_size"] = draw(st.integers(0, H - 1))
+    return (lstmx.LSTMCell if cell else lstmx.LSTM)(**kw)
+
+
+# ----------------------------------------------------------------------------- harness
+
+@contextlib.contextmanager
+def kernel_spy():
+    calls = []
+    real = {name: getattr(_kernels, name) for name in ("forward", "forward_train", "backward")}
+
+    def spy(name):
+        def wrapper(*args, **kwargs):
+            calls.append(name)
+            return real[name](*args, **kwargs)
+        return wrapper
+
+    for name in real:
+        setattr(_kernels, name, spy(name))
+    try:
+        yield calls
+    finally:
+        for name, fn in real.items():
+            setattr(_kernels, name, fn)
+
+
+def attempt(call, allowed=(TypeError, ValueError)):
+    """Run ``call``: returns (result, None) or (None, the allowed error); no kernel may have
+    run when it fails; any other exception propagates and fails the example."""
+    with kernel_spy() as calls:
+        try:
+            return call(), None
+        except allowed as err:
+            assert str(err), "an error without a message"
+            assert calls == [], f"a kernel ran before {type(err).__name__}: {err}"
+            return None, err
+
+
+def valid_problem(m, T, B):
+    cfg = m.config
+    LD = cfg.num_layers * cfg.num_directions
+    x = np.ones((B, T, cfg.input_size) if cfg.batch_first else (T, B, cfg.input_size),
+                cfg.dtype)
+    state = (np.zeros((LD, B, cfg.output_size), cfg.dtype),
+             np.zeros((LD, B, cfg.hidden_size), cfg.dtype))
+    return x, state, np.full(B, T)
+
+
+# ----------------------------------------------------------------------------- the targets
+
+@given(which=st.sampled_from(["input_size", "hidden_size", "num_layers", "bias",
+                              "batch_first", "bidirectional", "proj_size", "peephole",
+                              "output_activation", "dtype", "init"]),
+       value=ANYTHING, cell=st.booleans())
+def test_fuzz_constructor(which, value, cell):
+    if cell and which in ("num_layers", "batch_first", "bidirectional", "proj_size"):
+        return
+    cls = lstmx.LSTMCell if cell else lstmx.LSTM
+    m, err = attempt(lambda: cls(3, 4, **{which: value}))
+    if err is None:
+        assert m(np.ones((2, 1, 3)) if not cell else np.ones((1, 3)))[0].dtype == m.dtype
+
+
+@given(m=models(), T=st.integers(1, 3), B=st.integers(1, 3), data=st.data())
+def test_fuzz_lstm_inputs(m, T, B, data):
+    x, state, lengths = valid_problem(m, T, B)
+    x2 = data.draw(near(x), "x")
+    state2 = data.draw(st.one_of(st.none(), st.tuples(near(state[0]), near(state[1])),
+                                 ANYTHING), "state")
+    lengths2 = data.draw(st.one_of(st.none(), near(lengths),
+                                   st.lists(st.integers(-2 ** 64, 2 ** 64), max_size=4)),
+                         "lengths")
+    params = m.state_dict()
+    for call in (m.__call__, m.forward_train):
+        out, err = attempt(lambda: call(x2, state2, lengths2))
+        if err is None:
+            y, (h, c) = out[:2]
+            assert y.dtype == m.dtype and h.shape[1] == c.shape[1] == y.shape[
+                0 if m.config.batch_first else 1]
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v, params[k])
+
+
+@given(m=models(), T=st.integers(1, 3), B=st.integers(1, 3), data=st.data())
+def test_fuzz_backward_inputs(m, T, B, data):
+    x, _, lengths = valid_problem(m, T, B)
+    y, (h, c), cache = m.forward_train(x, None, lengths)
+    cache2 = data.draw(st.one_of(st.just(cache), ANYTHING), "cache")
+    dy = data.draw(near(np.ones_like(y)), "dy")
+    dstate = data.draw(st.one_of(st.none(), st.tuples(st.none() | near(h), st.none() | near(c)),
+                                 ANYTHING), "dstate")
+    out, err = attempt(lambda: m.backward(cache2, dy, dstate))
+    if err is None:
+        assert out[0].shape == x.shape
+
+
+@given(m=models(cell=True), B=st.integers(1, 3), data=st.data())
+def test_fuzz_cell_inputs(m, B, data):
+    H = m.config.hidden_size
+    x = data.draw(near(np.ones((B, m.config.input_size), m.dtype)), "x")
+    state = data.draw(st.one_of(st.none(), st.tuples(near(np.zeros((B, H), m.dtype)),
+                                                     near(np.zeros((B, H), m.dtype))),
+                                ANYTHING), "state")
+    out, err = attempt(lambda: m(x, state))
+    out, err = attempt(lambda: m.forward_train(x, state))
+    if err is None:
+        (h, c), cache = out
+        dstate = data.draw(st.one_of(st.tuples(st.none() | near(h), st.none() | near(c)),
+                                     ANYTHING), "dstate")
+        attempt(lambda: m.backward(cache, dstate))
+
+
+@given(m=models(), data=st.data())
+def test_fuzz_load_state_dict(m, data):
+    sd = m.state_dict()
+    keys = list(sd)
+    kind = data.draw(st.sampled_from(["values", "drop", "add", "not_mapping", "hostile"]))
+    if kind == "values":
+        for k in data.draw(st.lists(st.sampled_from(keys), max_size=3, unique=True)):
+            sd[k] = data.draw(near(sd[k]), k)
+    elif kind == "drop":
+        del sd[data.draw(st.sampled_from(keys))]
+    elif kind == "add":
+        sd[data.draw(st.text(max_size=12))] = data.draw(ANYTHING)
+    elif kind == "not_mapping":
+        sd = data.draw(ANYTHING)
+    else:
+        sd = Hostile(sd)
+    before = m.state_dict()
+    allowed = (TypeError, ValueError, KeyError) + ((RuntimeError,) if kind == "hostile" else ())
+    _, err = attempt(lambda: m.load_state_dict(sd), allowed)
+    if err is not None:
+        for k, v in m.state_dict().items():
+            np.testing.assert_array_equal(v, before[k])
+
+
+# ----------------------------------------------------------------------------- hostile files
+
+def _archive(m) -> bytes:
+    buf = io.BytesIO()
+    lstmx.save(m, buf)
+    return buf.getvalue()
+
+
+def _rezip(members: dict) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def _npy(a) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, a, allow_pickle=True)
+    return buf.getvalue()
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70)
+                    | st.floats(allow_nan=False) | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+
+
+@st.composite
+def hostile_archives(draw):
+    m = draw(models(cell=draw(st.booleans())))
+    data = _archive(m)
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    header = json.loads(str(np.load(io.BytesIO(members["__lstmx__.npy"]))))
+    kind = draw(st.sampled_from(["bytes", "truncate", "header_field", "header_value",
+                                 "member", "member_header", "drop", "extra", "not_zip"]))
+    note(f"archive mutation: {kind}")
+    if kind == "bytes":
+        data = bytearray(data)
+        for _ in range(draw(st.integers(1, 8))):
+            data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+        return bytes(data)
+    if kind == "truncate":
+        return data[:draw(st.integers(0, len(data) - 1))]
+    if kind == "not_zip":
+        return draw(st.binary(max_size=64)) or _npy(np.zeros(3))
+    if kind in ("header_field", "header_value"):
+        target = header if kind == "header_field" else header["config"]
+        key = draw(st.sampled_from(sorted(target)) | st.text(max_size=8))
+        if draw(st.booleans()) and key in target:
+            del target[key]
+        elif key == "class" and not KNOWN_IO_BUGS:
+            target[key] = draw(JSON.filter(lambda v: not isinstance(v, (list, dict))))
+        else:
+            target[key] = draw(JSON)
+        text = json.dumps(header)
+        if KNOWN_IO_BUGS and draw(st.booleans()):
+            text = "[" * 10 ** 5 + "]" * 10 ** 5
+        members["__lstmx__.npy"] = _npy(np.array(text))
+    elif kind == "member":
+        name = draw(st.sampled_from(sorted(members)))
+        members[name] = _npy(draw(any_array(SMALL_SHAPES) | st.builds(
+            lambda a: np.broadcast_to(a, (2, 3)), st.just(np.float32(1)))))
+    elif kind == "member_header":
+        # A .npy header that claims a huge shape but carries a few bytes.
+        name = draw(st.sampled_from(sorted(members)))
+        dims = draw(st.lists(st.integers(0, 2 ** 40 if KNOWN_IO_BUGS else 2 ** 8),
+                             min_size=1, max_size=3))
+        dtype = np.dtype(draw(st.sampled_from(["<f4", "<f8", "|O", "<U3"])))
+        head = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            head, {"descr": dtype.str, "fortran_order": False, "shape": tuple(dims)})
+        members[name] = head.getvalue() + draw(st.binary(max_size=16))
+    elif kind == "drop":
+        del members[draw(st.sampled_from(sorted(members)))]
+    else:
+        members[draw(st.text(min_size=1, max_size=8)) + ".npy"] = _npy(
+            draw(any_array(SMALL_SHAPES)))
+    return _rezip(members)
+
+
+@given(blob=hostile_archives(), into=st.booleans())
+def test_fuzz_load_hostile_files(blob, into):
+    target = lstmx.LSTM(2, 3, seed=0) if into else None
+    before = target.state_dict() if into else None
+    try:
+        model = lstmx.load(io.BytesIO(blob), into=target)
+    except NotImplementedError as err:
+        if KNOWN_IO_BUGS or not str(err).startswith("zip file version"):
+            raise
+        return
+    except ValueError as err:
+        assert str(err)
+        if into:
+            for k, v in target.state_dict().items():
+                np.testing.assert_array_equal(v, before[k])
+        return
+    # A file that loads must give a working model.
+    cfg = model.config
+    if isinstance(model, lstmx.LSTMCell):
+        h, c = model(np.ones((1, cfg.input_size), cfg.dtype))
+        assert h.shape == (1, cfg.hidden_size)
+    else:
+        x = np.ones((1, 1, cfg.input_size), cfg.dtype)
+        assert model(x)[0].shape[-1] == cfg.num_directions * cfg.output_size
