@@ -13,3 +13,25 @@ cdef void gemm(BLAS_Trans ta, BLAS_Trans tb, blas_int m, blas_int n, blas_int k,
                floating alpha, const floating *A, blas_int lda,
                const floating *B, blas_int ldb,
                floating beta, floating *C, blas_int ldc) noexcept nogil
+
+
+cdef inline void gemm_small(blas_int m, blas_int n, blas_int k, const floating *A, blas_int lda,
+                     const floating *B, blas_int ldb,
+                     floating beta, floating *C, blas_int ldc) noexcept nogil:
+    """C := A B + beta * C, row-major, no transposes: for products so small (a batch of one
+    in a recurrent step) that calling BLAS costs more than the arithmetic. Each row of C is a
+    sum of rows of B (axpy form), so the inner loop is contiguous and vectorises. Inline, so
+    that each kernel variant compiles it for its own instruction set."""
+    cdef Py_ssize_t i, p, j
+    cdef floating a
+    cdef floating *c
+    cdef const floating *b
+    for i in range(m):
+        c = C + i * ldc
+        for j in range(n):
+            c[j] = 0 if beta == 0 else beta * c[j]
+        for p in range(k):
+            a = A[i * lda + p]
+            b = B + p * ldb
+            for j in range(n):
+                c[j] += a * b[j]

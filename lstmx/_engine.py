@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lstmx import _kernels
+from lstmx._dispatch import kernels as _kernels
 from lstmx._config import LSTMConfig
 
 __all__ = ["LSTMCache", "forward", "backward"]

@@ -19,12 +19,43 @@ from libc.math cimport exp, expf, tanh, tanhf
 from libc.stdint cimport int32_t
 from libc.string cimport memcpy, memset
 
-from lstmx._blas cimport gemm, NoTrans, Trans
+from lstmx._blas cimport gemm, gemm_small, NoTrans, Trans
 
 # Inference keeps the input projection of at most this many elements at a time, so that memory
 # stays bounded on long sequences while each chunk is still one large GEMM.
+cdef extern from *:
+    """
+    /* What this CPU (and its OS) can run, for choosing a kernel variant at run time. */
+    #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    static int lstmx_cpu_supports_avx2(void) {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    static int lstmx_cpu_supports_avx512(void) {
+        __builtin_cpu_init();
+        return lstmx_cpu_supports_avx2() && __builtin_cpu_supports("avx512f")
+            && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw")
+            && __builtin_cpu_supports("avx512dq");
+    }
+    #else
+    static int lstmx_cpu_supports_avx2(void) { return 0; }
+    static int lstmx_cpu_supports_avx512(void) { return 0; }
+    #endif
+    """
+    bint lstmx_cpu_supports_avx2()
+    bint lstmx_cpu_supports_avx512()
+
+
+def cpu_supports(variant):
+    """Whether this CPU can run the kernel variant "avx2" or "avx512"."""
+    return {"avx2": lstmx_cpu_supports_avx2, "avx512": lstmx_cpu_supports_avx512}[variant]()
+
+
 cdef enum:
     INFERENCE_CHUNK_ELEMENTS = 1 << 20
+    # Recurrent products of at most this many multiply-adds skip BLAS (its per-call cost
+    # dominates a batch of one); see gemm_small.
+    SMALL_PRODUCT = 1 << 15
 
 
 cdef inline float expf_(float x) noexcept nogil:
@@ -168,9 +199,10 @@ cdef void forward_layer(
         const floating *R, const floating *peep, const Py_ssize_t *lengths,
         floating *h, floating *c, floating *y, Py_ssize_t ldy,
         floating *gates, Py_ssize_t Tc, floating *cells,
-        floating *m, floating *hp, bint reverse, bint identity) noexcept nogil:
+        floating *m, floating *hp, const floating *Ut, bint reverse, bint identity) noexcept nogil:
     """Forward over a whole sequence; ``gates`` holds Tc steps (Tc = T and ``cells`` set when
-    training, in which case both keep every step for the backward pass)."""
+    training, in which case both keep every step for the backward pass). ``Ut`` = U.T
+    (Hout, 4H) for small products, else NULL."""
     cdef Py_ssize_t G = 4 * H
     cdef Py_ssize_t Hout = P if P > 0 else H
     cdef Py_ssize_t s0, n, t_lo, s, t, bi
@@ -186,7 +218,10 @@ cdef void forward_layer(
             t = T - 1 - s if reverse else s
             zt = gates + (t - t_lo) * B * G
             # z += h @ U.T   (B, 4H) += (B, Hout)(Hout, 4H)
-            gemm(NoTrans, Trans, B, G, Hout, 1, h, Hout, U, Hout, 1, zt, G)
+            if Ut != NULL:
+                gemm_small(B, G, Hout, h, Hout, Ut, G, 1, zt, G)
+            else:
+                gemm(NoTrans, Trans, B, G, Hout, 1, h, Hout, U, Hout, 1, zt, G)
             for bi in range(B):
                 if t >= lengths[bi]:
                     memset(y + (t * B + bi) * ldy, 0, Hout * sizeof(floating))
@@ -211,6 +246,14 @@ cdef void forward_layer(
         s0 += n
 
 
+cdef small_product_operand(U, Py_ssize_t B):
+    """U.T, C-contiguous, when a step's product h @ U.T is small enough for gemm_small;
+    otherwise an empty array (BLAS)."""
+    if B * U.shape[0] * U.shape[1] <= SMALL_PRODUCT:
+        return np.ascontiguousarray(np.asarray(U).T)
+    return np.empty((0, 0), dtype=np.asarray(U).dtype)
+
+
 def forward(const floating[:, ::1] x, const floating[:, ::1] W, const floating[:, ::1] U,
             const floating[::1] b, const floating[:, ::1] R, const floating[:, ::1] peep,
             const Py_ssize_t[::1] lengths, floating[:, ::1] h, floating[:, ::1] c,
@@ -228,11 +271,12 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] W, const floating[:
     cdef floating[:, :, ::1] gates = np.empty((Tc, B, 4 * H), dtype=np.asarray(h).dtype)
     cdef floating[:, ::1] m = np.empty((B, H if P > 0 else 0), dtype=np.asarray(h).dtype)
     cdef floating[:, ::1] hp = np.empty((B, P), dtype=np.asarray(h).dtype)
+    cdef const floating[:, ::1] Ut = small_product_operand(U, B)
     with nogil:
         forward_layer(T, B, I, H, P, &x[0, 0], &W[0, 0], &U[0, 0], ptr1(b), ptr2(R), &peep[0, 0],
                       &lengths[0], &h[0, 0], &c[0, 0], &y[0, 0, y_col], y.shape[2],
                       &gates[0, 0, 0], Tc, NULL,
-                      <floating *> ptr2(m), <floating *> ptr2(hp), reverse, identity)
+                      <floating *> ptr2(m), <floating *> ptr2(hp), ptr2(Ut), reverse, identity)
 
 
 def forward_train(const floating[:, ::1] x, const floating[:, ::1] W,
@@ -250,11 +294,12 @@ def forward_train(const floating[:, ::1] x, const floating[:, ::1] W,
     cdef Py_ssize_t T = y.shape[0]
     cdef floating[:, ::1] m = np.empty((B, H if P > 0 else 0), dtype=np.asarray(h).dtype)
     cdef floating[:, ::1] hp = np.empty((B, P), dtype=np.asarray(h).dtype)
+    cdef const floating[:, ::1] Ut = small_product_operand(U, B)
     with nogil:
         forward_layer(T, B, I, H, P, &x[0, 0], &W[0, 0], &U[0, 0], ptr1(b), ptr2(R), &peep[0, 0],
                       &lengths[0], &h[0, 0], &c[0, 0], &y[0, 0, y_col], y.shape[2],
                       &gates[0, 0, 0], T, &cells[0, 0, 0],
-                      <floating *> ptr2(m), <floating *> ptr2(hp), reverse, identity)
+                      <floating *> ptr2(m), <floating *> ptr2(hp), ptr2(Ut), reverse, identity)
 
 
 cdef void backward_layer(
@@ -272,6 +317,7 @@ cdef void backward_layer(
     cdef Py_ssize_t s, t, bi, j, tp
     cdef bint all_active
     cdef const floating *cprev
+    cdef floating *dst
     cdef floating *dmt = dm if P > 0 else dht
     memset(dpeep, 0, 3 * H * sizeof(floating))
     if dR != NULL:
@@ -310,10 +356,12 @@ cdef void backward_layer(
             # dR += dh.T @ m   (P, H) += (P, B)(B, H)
             gemm(Trans, NoTrans, P, H, B, 1, dht, P, m, H, 1, dR, H)
         # dh_{t-1} = dz_t @ U   (B, Hout) = (B, 4H)(4H, Hout); inactive rows keep their carry.
-        if all_active:
-            gemm(NoTrans, NoTrans, B, Hout, G, 1, dz + t * B * G, G, U, Hout, 0, dh, Hout)
+        dst = dh if all_active else dhp
+        if B * G * Hout <= SMALL_PRODUCT:
+            gemm_small(B, Hout, G, dz + t * B * G, G, U, Hout, 0, dst, Hout)
         else:
-            gemm(NoTrans, NoTrans, B, Hout, G, 1, dz + t * B * G, G, U, Hout, 0, dhp, Hout)
+            gemm(NoTrans, NoTrans, B, Hout, G, 1, dz + t * B * G, G, U, Hout, 0, dst, Hout)
+        if not all_active:
             for bi in range(B):
                 if t < lengths[bi]:
                     memcpy(dh + bi * Hout, dhp + bi * Hout, Hout * sizeof(floating))

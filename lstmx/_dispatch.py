@@ -1,0 +1,50 @@
+"""Which compiled kernel variant runs.
+
+``_kernels`` is built for baseline x86-64 (or whatever the compiler targets), and on x86-64
+also as ``_kernels_avx2`` and ``_kernels_avx512`` from the same source. The fastest variant
+this CPU supports is used, unless the environment variable ``LSTMX_KERNELS`` names one
+(``baseline``, ``avx2`` or ``avx512``).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+from lstmx import _kernels as _baseline
+
+__all__ = ["available", "load", "kernels", "variant"]
+
+_MODULES = {"baseline": "lstmx._kernels", "avx2": "lstmx._kernels_avx2",
+            "avx512": "lstmx._kernels_avx512"}
+
+
+def available() -> list[str]:
+    """Variants that are built and that this CPU can run, fastest first."""
+    names = []
+    for name in ("avx512", "avx2"):
+        try:
+            importlib.import_module(_MODULES[name])
+        except ImportError:
+            continue
+        if _baseline.cpu_supports(name):
+            names.append(name)
+    return names + ["baseline"]
+
+
+def load(name: str = "auto"):
+    """The kernel module ``name``, or the fastest available one for ``"auto"``."""
+    runnable = available()
+    if name == "auto":
+        name = runnable[0]
+    if name not in _MODULES:
+        raise ValueError(f"LSTMX_KERNELS must be one of auto, {', '.join(_MODULES)}; "
+                         f"got {name!r}")
+    if name not in runnable:
+        raise ValueError(f"kernel variant {name!r} is not available here "
+                         f"(available: {', '.join(runnable)})")
+    return importlib.import_module(_MODULES[name])
+
+
+variant = os.environ.get("LSTMX_KERNELS", "auto")
+kernels = load(variant)
+variant = {v: k for k, v in _MODULES.items()}[kernels.__name__]
