@@ -29,7 +29,7 @@ def _forget_bias(value) -> float:
 
 
 def to_tf1(model, *, forget_bias):
-    """The variables of TF1 ``LSTMCell``s computing the same as ``model``.
+    """The variables of TF1 ``LSTMCell`` cells computing the same as ``model``.
 
     Parameters
     ----------
@@ -83,7 +83,7 @@ def to_tf1(model, *, forget_bias):
 
 def from_tf1(cells, *, forget_bias, bidirectional=False, batch_first=False, dtype=None,
              cell=False):
-    """An lstmx model from the variables of TF1 ``LSTMCell``s.
+    """An lstmx model from the variables of TF1 ``LSTMCell`` cells.
 
     Parameters
     ----------
