@@ -82,6 +82,20 @@ step_memcheck() {
     command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind; }
     local xml="$WORK/memcheck.xml" full_flag=()
     [[ "$FULL" == 1 ]] && full_flag=(--full)
+    say "valgrind memcheck: the detector itself (a deliberate out-of-bounds read must fail)"
+    (PYTHONMALLOC=malloc valgrind --tool=memcheck --xml=yes --xml-file="$WORK/control.xml" \
+        --suppressions="$ROOT/.ci/valgrind-python.supp" "$PY" -c '
+import ctypes
+buf = ctypes.create_string_buffer(16)
+ctypes.string_at(ctypes.addressof(buf), 64)  # 48 bytes past the end of a malloc block
+') >/dev/null 2>&1 || true
+    if "$PY" "$ROOT/.ci/valgrind_report.py" "$WORK/control.xml" >"$WORK/control.txt"; then
+        cat "$WORK/control.txt"
+        echo "valgrind did not report a deliberate invalid read: the memcheck step is blind" >&2
+        exit 1
+    fi
+    echo "control caught: $(grep -c '^InvalidRead' "$WORK/control.txt") invalid read(s)"
+
     say "valgrind memcheck over every kernel path ($(valgrind --version))"
     # PYTHONMALLOC=malloc: every Python and NumPy allocation is a malloc valgrind can track.
     # One BLAS thread: the kernels' BLAS calls run on the calling thread, so every stack

@@ -6,12 +6,15 @@
   (``HYPOTHESIS_PROFILE=fuzz python -m pytest tests/test_properties.py tests/fuzz_validation.py``).
 - ``dev``: a handful of examples, for a quick local edit-and-run loop.
 
+Also the ``kernel_calls`` fixture: a spy on every entry into compiled code.
+
 Every profile has ``deadline=None``: kernel timings on a shared 2-core machine (and on the
 ``LSTMX_DEBUG=1`` build, or under valgrind) are far too noisy for per-example deadlines.
 """
 import os
 import warnings
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 # Hypothesis writes a patch for a failing example with libcst, whose import raises a
@@ -35,3 +38,36 @@ settings.register_profile("ci", max_examples=25, derandomize=True, **_COMMON)
 settings.register_profile("fuzz", max_examples=2000, **_COMMON)
 settings.register_profile("dev", max_examples=5, derandomize=True, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def _entry_points():
+    """Every way into compiled code: the engine's two entry points and every public function
+    of the kernel module (whatever its current set of functions is)."""
+    from lstmx import _engine, _kernels
+
+    points = [(_engine, "forward"), (_engine, "backward")]
+    for name in dir(_kernels):
+        obj = getattr(_kernels, name)
+        if not name.startswith("_") and callable(obj) and not isinstance(obj, type):
+            points.append((_kernels, name))
+    return points
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """A list that records every call into the engine or the compiled kernels.
+
+    Tests that bad input is refused "before any kernel runs" clear it, make the call and
+    assert it is still empty. (Under hypothesis, clear it at the start of each example.)
+    """
+    calls = []
+
+    def spy(module, name, real):
+        def wrapper(*args, **kwargs):
+            calls.append(f"{module.__name__}.{name}")
+            return real(*args, **kwargs)
+        return wrapper
+
+    for module, name in _entry_points():
+        monkeypatch.setattr(module, name, spy(module, name, getattr(module, name)))
+    return calls

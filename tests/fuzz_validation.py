@@ -11,19 +11,17 @@ raises the documented error (TypeError/ValueError; KeyError for a ``load_state_d
 mismatch; ValueError naming the file for ``lstmx.load``), and in that case no kernel ran and
 nothing was changed. Any other exception fails; a crash kills the run.
 """
-import contextlib
 import io
 import json
 import os
 import zipfile
 
 import numpy as np
-from hypothesis import given, note
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import lstmx
-from lstmx import _kernels
 
 # Hostile files that lstmx.load does not yet turn into a ValueError (reported in issue 6 with
 # reproducers): a .npy member whose header claims more data than the file holds (numpy
@@ -142,36 +140,23 @@ def models(draw, cell=False):
 
 # ----------------------------------------------------------------------------- harness
 
-@contextlib.contextmanager
-def kernel_spy():
-    calls = []
-    real = {name: getattr(_kernels, name) for name in ("forward", "forward_train", "backward")}
-
-    def spy(name):
-        def wrapper(*args, **kwargs):
-            calls.append(name)
-            return real[name](*args, **kwargs)
-        return wrapper
-
-    for name in real:
-        setattr(_kernels, name, spy(name))
-    try:
-        yield calls
-    finally:
-        for name, fn in real.items():
-            setattr(_kernels, name, fn)
-
-
-def attempt(call, allowed=(TypeError, ValueError)):
+def attempt(calls, call, allowed=(TypeError, ValueError)):
     """Run ``call``: returns (result, None) or (None, the allowed error); no kernel may have
-    run when it fails; any other exception propagates and fails the example."""
-    with kernel_spy() as calls:
-        try:
-            return call(), None
-        except allowed as err:
-            assert str(err), "an error without a message"
-            assert calls == [], f"a kernel ran before {type(err).__name__}: {err}"
-            return None, err
+    run when it fails (``calls`` is the ``kernel_calls`` spy of tests/conftest.py); any other
+    exception propagates and fails the example."""
+    calls.clear()
+    try:
+        return call(), None
+    except allowed as err:
+        assert str(err), "an error without a message"
+        assert calls == [], f"a kernel ran before {type(err).__name__}: {err}"
+        return None, err
+
+
+# The kernel spy is a function-scoped fixture shared by the examples of a test; attempt()
+# clears it before every call, so sharing it is safe.
+spied = settings(suppress_health_check=list(settings().suppress_health_check)
+                 + [HealthCheck.function_scoped_fixture])
 
 
 def valid_problem(m, T, B):
@@ -186,21 +171,25 @@ def valid_problem(m, T, B):
 
 # ----------------------------------------------------------------------------- the targets
 
+@spied
 @given(which=st.sampled_from(["input_size", "hidden_size", "num_layers", "bias",
                               "batch_first", "bidirectional", "proj_size", "peephole",
                               "output_activation", "dtype", "init"]),
        value=ANYTHING, cell=st.booleans())
-def test_fuzz_constructor(which, value, cell):
+def test_fuzz_constructor(which, value, cell, kernel_calls):
     if cell and which in ("num_layers", "batch_first", "bidirectional", "proj_size"):
         return
     cls = lstmx.LSTMCell if cell else lstmx.LSTM
-    m, err = attempt(lambda: cls(3, 4, **{which: value}))
-    if err is None:
+    m, err = attempt(kernel_calls, lambda: cls(3, 4, **{which: value}))
+    if err is not None:
+        assert which in str(err), f"the error does not name {which!r}: {err}"
+    else:
         assert m(np.ones((2, 1, 3)) if not cell else np.ones((1, 3)))[0].dtype == m.dtype
 
 
+@spied
 @given(m=models(), T=st.integers(1, 3), B=st.integers(1, 3), data=st.data())
-def test_fuzz_lstm_inputs(m, T, B, data):
+def test_fuzz_lstm_inputs(m, T, B, data, kernel_calls):
     x, state, lengths = valid_problem(m, T, B)
     x2 = data.draw(near(x), "x")
     state2 = data.draw(st.one_of(st.none(), st.tuples(near(state[0]), near(state[1])),
@@ -210,7 +199,7 @@ def test_fuzz_lstm_inputs(m, T, B, data):
                          "lengths")
     params = m.state_dict()
     for call in (m.__call__, m.forward_train):
-        out, err = attempt(lambda: call(x2, state2, lengths2))
+        out, err = attempt(kernel_calls, lambda: call(x2, state2, lengths2))
         if err is None:
             y, (h, c) = out[:2]
             assert y.dtype == m.dtype and h.shape[1] == c.shape[1] == y.shape[
@@ -219,37 +208,40 @@ def test_fuzz_lstm_inputs(m, T, B, data):
         np.testing.assert_array_equal(v, params[k])
 
 
+@spied
 @given(m=models(), T=st.integers(1, 3), B=st.integers(1, 3), data=st.data())
-def test_fuzz_backward_inputs(m, T, B, data):
+def test_fuzz_backward_inputs(m, T, B, data, kernel_calls):
     x, _, lengths = valid_problem(m, T, B)
     y, (h, c), cache = m.forward_train(x, None, lengths)
     cache2 = data.draw(st.one_of(st.just(cache), ANYTHING), "cache")
     dy = data.draw(near(np.ones_like(y)), "dy")
     dstate = data.draw(st.one_of(st.none(), st.tuples(st.none() | near(h), st.none() | near(c)),
                                  ANYTHING), "dstate")
-    out, err = attempt(lambda: m.backward(cache2, dy, dstate))
+    out, err = attempt(kernel_calls, lambda: m.backward(cache2, dy, dstate))
     if err is None:
         assert out[0].shape == x.shape
 
 
+@spied
 @given(m=models(cell=True), B=st.integers(1, 3), data=st.data())
-def test_fuzz_cell_inputs(m, B, data):
+def test_fuzz_cell_inputs(m, B, data, kernel_calls):
     H = m.config.hidden_size
     x = data.draw(near(np.ones((B, m.config.input_size), m.dtype)), "x")
     state = data.draw(st.one_of(st.none(), st.tuples(near(np.zeros((B, H), m.dtype)),
                                                      near(np.zeros((B, H), m.dtype))),
                                 ANYTHING), "state")
-    out, err = attempt(lambda: m(x, state))
-    out, err = attempt(lambda: m.forward_train(x, state))
+    out, err = attempt(kernel_calls, lambda: m(x, state))
+    out, err = attempt(kernel_calls, lambda: m.forward_train(x, state))
     if err is None:
         (h, c), cache = out
         dstate = data.draw(st.one_of(st.tuples(st.none() | near(h), st.none() | near(c)),
                                      ANYTHING), "dstate")
-        attempt(lambda: m.backward(cache, dstate))
+        attempt(kernel_calls, lambda: m.backward(cache, dstate))
 
 
+@spied
 @given(m=models(), data=st.data())
-def test_fuzz_load_state_dict(m, data):
+def test_fuzz_load_state_dict(m, data, kernel_calls):
     sd = m.state_dict()
     keys = list(sd)
     kind = data.draw(st.sampled_from(["values", "drop", "add", "not_mapping", "hostile"]))
@@ -266,7 +258,7 @@ def test_fuzz_load_state_dict(m, data):
         sd = Hostile(sd)
     before = m.state_dict()
     allowed = (TypeError, ValueError, KeyError) + ((RuntimeError,) if kind == "hostile" else ())
-    _, err = attempt(lambda: m.load_state_dict(sd), allowed)
+    _, err = attempt(kernel_calls, lambda: m.load_state_dict(sd), allowed)
     if err is not None:
         for k, v in m.state_dict().items():
             np.testing.assert_array_equal(v, before[k])

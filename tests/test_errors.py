@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import lstmx
-from lstmx import _kernels
 
 F32 = np.float32
 
@@ -268,22 +267,6 @@ CASES = [
         {**cell().state_dict(), "weight_hh": np.zeros((16, 5))})), ValueError,
      "state_dict['weight_hh']", "shape (16, 4)", "got (16, 5)"),
 ]
-
-
-@pytest.fixture
-def kernel_calls(monkeypatch):
-    """Replace every compiled entry point by a recorder, so a test sees whether any ran."""
-    calls = []
-
-    def spy(name, real):
-        def wrapper(*args, **kwargs):
-            calls.append(name)
-            return real(*args, **kwargs)
-        return wrapper
-
-    for name in ("forward", "forward_train", "backward"):
-        monkeypatch.setattr(_kernels, name, spy(name, getattr(_kernels, name)))
-    return calls
 
 
 @pytest.mark.parametrize("make, exc, argument, expected, got",

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from numpy.testing import assert_array_equal
 
 import lstmx
-from lstmx import _kernels, reference
+from lstmx import reference
 
 DTYPES = (np.float32, np.float64)
 LAYOUTS = ("C", "fortran", "strided", "reversed", "readonly", "misaligned", "byteswapped",
@@ -201,23 +201,6 @@ def assert_close_normwise(got, want, tol, what):
     scale = max(1.0, float(np.abs(want).max(initial=0)))
     err = float(np.abs(got - want).max(initial=0))
     assert err <= tol * scale, f"{what}: error {err:.3g} > {tol * scale:.3g}"
-
-
-# ----------------------------------------------------------------------------- spies
-
-@pytest.fixture
-def kernel_calls(monkeypatch):
-    calls = []
-
-    def spy(name, real):
-        def wrapper(*args, **kwargs):
-            calls.append(name)
-            return real(*args, **kwargs)
-        return wrapper
-
-    for name in ("forward", "forward_train", "backward"):
-        monkeypatch.setattr(_kernels, name, spy(name, getattr(_kernels, name)))
-    return calls
 
 
 # ----------------------------------------------------------------------------- LSTM
