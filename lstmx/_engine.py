@@ -50,25 +50,23 @@ class LSTMCache:
 
 
 def layer_weights(cfg: LSTMConfig, params, layer: int, direction: int, copy: bool):
-    """(W, U, b, R, peep) for the kernels: b = b_ih + b_hh, peep = [p_i; p_f; p_o] (3, H).
-
-    An absent bias or projection is an empty array; absent peepholes are zeros (the kernels'
-    element-wise loops are branch-free)."""
+    """(W, U, b_ih, b_hh, R, peep) as the kernels take them: peep = [p_i; p_f; p_o] (3, H);
+    absent ones are None. ``copy`` snapshots them for a training cache."""
     s = cfg.suffix(layer, direction)
-    empty = np.empty((0, 0), cfg.dtype)
     W, U = params["weight_ih" + s], params["weight_hh" + s]
-    b = params["bias_ih" + s] + params["bias_hh" + s] if cfg.bias else np.empty(0, cfg.dtype)
-    R = params["weight_hr" + s] if cfg.proj_size else empty
-    peep = (np.stack([params[f"weight_c{g}" + s] for g in "ifo"]) if cfg.peephole
-            else np.zeros((3, cfg.hidden_size), cfg.dtype))
+    b_ih, b_hh = (params["bias_ih" + s], params["bias_hh" + s]) if cfg.bias else (None, None)
+    R = params["weight_hr" + s] if cfg.proj_size else None
+    peep = (np.stack([params[f"weight_c{g}" + s] for g in "ifo"]) if cfg.peephole else None)
     if copy:
-        W, U, R = W.copy(), U.copy(), R.copy()
-    return W, U, b, R, peep
+        W, U, R = W.copy(), U.copy(), None if R is None else R.copy()
+        b_ih, b_hh = (None, None) if b_ih is None else (b_ih.copy(), b_hh.copy())
+    return W, U, b_ih, b_hh, R, peep
 
 
 def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool):
     """Stacked LSTM over x (T, B, I). ``h0``, ``c0`` (L*D, B, .) are consumed: they receive
-    h_n, c_n. Returns y (T, B, D*Hout), h_n, c_n and, when training, an ``LSTMCache``."""
+    h_n, c_n; ``lengths`` (B,) intp or None (all T). Returns y (T, B, D*Hout), h_n, c_n and,
+    when training, an ``LSTMCache``."""
     T, B = x.shape[:2]
     D, H, Hout = cfg.num_directions, cfg.hidden_size, cfg.output_size
     identity = cfg.output_activation == "identity"
@@ -80,18 +78,15 @@ def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool):
         x2 = layer_input.reshape(T * B, -1)
         for d in range(D):
             idx = k * D + d
-            W, U, b, R, peep = layer_weights(cfg, params, k, d, copy=training)
+            W, U, b_ih, b_hh, R, peep = layer_weights(cfg, params, k, d, copy=training)
+            gates = np.empty((T, B, 4 * H), cfg.dtype) if training else None
+            cells = np.empty((T, B, H), cfg.dtype) if training else None
+            _kernels.forward(x2, W, U, b_ih, b_hh, R, peep, lengths, h_n[idx], c_n[idx], y,
+                             d * Hout, d == 1, identity, gates, cells)
             if training:
-                gates = np.empty((T, B, 4 * H), cfg.dtype)
-                cells = np.empty((T, B, H), cfg.dtype)
-                _kernels.forward_train(x2, W, U, b, R, peep, lengths, h_n[idx], c_n[idx], y,
-                                       d * Hout, gates, cells, d == 1, identity)
                 cache.weights.append((W, U, R, peep))
                 cache.gates.append(gates)
                 cache.cells.append(cells)
-            else:
-                _kernels.forward(x2, W, U, b, R, peep, lengths, h_n[idx], c_n[idx], y,
-                                 d * Hout, d == 1, identity)
         if training:
             cache.inputs.append(x2)
             cache.outputs.append(y)
@@ -117,8 +112,10 @@ def backward(cache: LSTMCache, dy, dh, dc):
         for d in range(D):
             idx = k * D + d
             W, U, R, peep = cache.weights[idx]
-            dW, dU, dR, dpeep = (np.empty_like(a) for a in (W, U, R, peep))
-            db = np.empty(4 * H if cfg.bias else 0, cfg.dtype)
+            dW, dU = np.empty_like(W), np.empty_like(U)
+            dR = None if R is None else np.empty_like(R)
+            dpeep = None if peep is None else np.empty_like(peep)
+            db = np.empty(4 * H, cfg.dtype) if cfg.bias else None
             _kernels.backward(x2, W, U, R, peep, cache.lengths, cache.h0[idx], cache.c0[idx],
                               cache.outputs[k], d * Hout, cache.gates[idx], cache.cells[idx],
                               d_out, d * Hout, dh[idx], dc[idx], dx, dW, dU, db, dR, dpeep,

@@ -4,9 +4,14 @@ The maths, line for line, is in ``lstmx/reference.py`` (and ``docs/equations.md`
 every array is time-major and C-contiguous; a time step is a (B, .) block of rows, and the
 gate pre-activations of a row are the four blocks ``[z_i | z_f | z_g | z_o]`` of width H.
 
-Callers (``lstmx/_engine.py``) check every shape, dtype and range before calling; nothing here
-raises. Scratch is allocated with NumPy while the GIL is held, then each kernel runs in one
-``with nogil:`` block.
+Two tiers. ``cdef ... noexcept nogil`` kernels work on pointers and sizes and never raise.
+The ``def`` entry points take NumPy arrays (``lstmx._engine`` has checked the user's input),
+verify that every array has the dtype, C layout and size the kernel will assume (a few
+nanoseconds each, so that no mistake reaches the unchecked loops), allocate one scratch
+workspace with NumPy while the GIL is held, and run the kernel in one ``with nogil:`` block.
+They take ndarrays rather than typed memoryviews because a step of a small model costs less
+than acquiring a dozen memoryviews; absent arrays (no bias, projection, peepholes, lengths)
+are None.
 
 A batch row b is *active* at time t when ``t < lengths[b]``, in both directions: the forward
 direction runs t = 0 .. T-1, the reverse one t = T-1 .. 0, and either way an inactive row keeps
@@ -14,12 +19,15 @@ its state and outputs zeros (PyTorch's packed-sequence semantics).
 """
 import numpy as np
 
+cimport numpy as cnp
 from cython cimport floating
 from libc.math cimport exp, expf, tanh, tanhf
 from libc.stdint cimport int32_t
 from libc.string cimport memcpy, memset
 
 from lstmx._blas cimport gemm, gemm_small, NoTrans, Trans
+
+cnp.import_array()
 
 # Inference keeps the input projection of at most this many elements at a time, so that memory
 # stays bounded on long sequences while each chunk is still one large GEMM.
@@ -108,13 +116,9 @@ cdef inline floating tanh_(floating v) noexcept nogil:
         return tanh(v)
 
 
-cdef inline const floating *ptr1(const floating[::1] a) noexcept nogil:
-    """Data pointer of a possibly empty array (NULL when empty: 'feature absent')."""
-    return &a[0] if a.shape[0] > 0 else NULL
-
-
-cdef inline const floating *ptr2(const floating[:, ::1] a) noexcept nogil:
-    return &a[0, 0] if a.shape[0] > 0 and a.shape[1] > 0 else NULL
+cdef inline Py_ssize_t length(const Py_ssize_t *lengths, Py_ssize_t b, Py_ssize_t T) noexcept nogil:
+    """The valid steps of batch row b (all T when ``lengths`` is NULL)."""
+    return T if lengths == NULL else lengths[b]
 
 
 cdef void cell_forward_rows(
@@ -183,37 +187,43 @@ cdef void cell_backward_rows(
 
 cdef void input_projection(
         Py_ssize_t rows, Py_ssize_t I, Py_ssize_t G, const floating *x, const floating *W,
-        const floating *b, floating *z) noexcept nogil:
-    """z = x @ W.T + b for a block of ``rows`` rows; G = 4H."""
-    cdef Py_ssize_t r
-    if b != NULL:
-        for r in range(rows):
-            memcpy(z + r * G, b, G * sizeof(floating))
+        const floating *b_ih, const floating *b_hh, floating *z) noexcept nogil:
+    """z = x @ W.T + b_ih + b_hh for a block of ``rows`` rows (no bias when NULL); G = 4H."""
+    cdef Py_ssize_t r, j
+    if b_ih != NULL:
+        for j in range(G):
+            z[j] = b_ih[j] + b_hh[j]
+        for r in range(1, rows):
+            memcpy(z + r * G, z, G * sizeof(floating))
     # z += x @ W.T   (rows, 4H) += (rows, I)(I, 4H)
-    gemm(NoTrans, Trans, rows, G, I, 1, x, I, W, I, 1 if b != NULL else 0, z, G)
+    gemm(NoTrans, Trans, rows, G, I, 1, x, I, W, I, 1 if b_ih != NULL else 0, z, G)
 
 
 cdef void forward_layer(
         Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
-        const floating *x, const floating *W, const floating *U, const floating *b,
-        const floating *R, const floating *peep, const Py_ssize_t *lengths,
-        floating *h, floating *c, floating *y, Py_ssize_t ldy,
+        const floating *x, const floating *W, const floating *U, const floating *b_ih,
+        const floating *b_hh, const floating *R, const floating *peep,
+        const Py_ssize_t *lengths, floating *h, floating *c, floating *y, Py_ssize_t ldy,
         floating *gates, Py_ssize_t Tc, floating *cells,
-        floating *m, floating *hp, const floating *Ut, bint reverse, bint identity) noexcept nogil:
+        floating *m, floating *hp, floating *Ut, bint reverse, bint identity) noexcept nogil:
     """Forward over a whole sequence; ``gates`` holds Tc steps (Tc = T and ``cells`` set when
-    training, in which case both keep every step for the backward pass). ``Ut`` = U.T
-    (Hout, 4H) for small products, else NULL."""
+    training, in which case both keep every step for the backward pass). ``Ut`` is scratch
+    for U.T (Hout, 4H) when the recurrent product is small (see gemm_small), else NULL."""
     cdef Py_ssize_t G = 4 * H
     cdef Py_ssize_t Hout = P if P > 0 else H
-    cdef Py_ssize_t s0, n, t_lo, s, t, bi
+    cdef Py_ssize_t s0, n, t_lo, s, t, bi, r, k
     cdef floating *zt
     cdef floating *mrow
+    if Ut != NULL:
+        for r in range(G):
+            for k in range(Hout):
+                Ut[k * G + r] = U[r * Hout + k]
     s0 = 0
     while s0 < T:
         # Steps s0 .. s0+n-1 in processing order are times t_lo .. t_lo+n-1.
         n = Tc if T - s0 > Tc else T - s0
         t_lo = T - s0 - n if reverse else s0
-        input_projection(n * B, I, G, x + t_lo * B * I, W, b, gates)
+        input_projection(n * B, I, G, x + t_lo * B * I, W, b_ih, b_hh, gates)
         for s in range(s0, s0 + n):
             t = T - 1 - s if reverse else s
             zt = gates + (t - t_lo) * B * G
@@ -223,7 +233,7 @@ cdef void forward_layer(
             else:
                 gemm(NoTrans, Trans, B, G, Hout, 1, h, Hout, U, Hout, 1, zt, G)
             for bi in range(B):
-                if t >= lengths[bi]:
+                if t >= length(lengths, bi, T):
                     memset(y + (t * B + bi) * ldy, 0, Hout * sizeof(floating))
                     if cells != NULL:
                         memset(zt + bi * G, 0, G * sizeof(floating))
@@ -240,66 +250,161 @@ cdef void forward_layer(
                 # h = m @ R.T   (B, P) = (B, H)(H, P); only active rows take it.
                 gemm(NoTrans, Trans, B, P, H, 1, m, H, R, H, 0, hp, P)
                 for bi in range(B):
-                    if t < lengths[bi]:
+                    if t < length(lengths, bi, T):
                         memcpy(h + bi * P, hp + bi * P, P * sizeof(floating))
                         memcpy(y + (t * B + bi) * ldy, hp + bi * P, P * sizeof(floating))
         s0 += n
 
 
-cdef small_product_operand(U, Py_ssize_t B):
-    """U.T, C-contiguous, when a step's product h @ U.T is small enough for gemm_small;
-    otherwise an empty array (BLAS)."""
-    if B * U.shape[0] * U.shape[1] <= SMALL_PRODUCT:
-        return np.ascontiguousarray(np.asarray(U).T)
-    return np.empty((0, 0), dtype=np.asarray(U).dtype)
+cdef inline void *data(cnp.ndarray a) noexcept:
+    return NULL if a is None else cnp.PyArray_DATA(a)
 
 
-def forward(const floating[:, ::1] x, const floating[:, ::1] W, const floating[:, ::1] U,
-            const floating[::1] b, const floating[:, ::1] R, const floating[:, ::1] peep,
-            const Py_ssize_t[::1] lengths, floating[:, ::1] h, floating[:, ::1] c,
-            floating[:, :, ::1] y, Py_ssize_t y_col, bint reverse, bint identity):
-    """Inference over one layer and direction; keeps nothing but the running state.
+cdef int expect(cnp.ndarray a, str name, int typenum, Py_ssize_t d0, Py_ssize_t d1=-1,
+                Py_ssize_t d2=-1) except -1:
+    """Raise unless ``a`` is an aligned C-contiguous array of ``typenum`` and shape (d0[, d1[, d2]])."""
+    cdef int ndim = 1 if d1 < 0 else (2 if d2 < 0 else 3)
+    cdef Py_ssize_t want[3]
+    want[0], want[1], want[2] = d0, d1, d2
+    if a is None:
+        raise TypeError(f"kernel argument {name} is None")
+    if (cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(a)
+            or not cnp.PyArray_ISALIGNED(a)):
+        raise TypeError(f"kernel argument {name} must be an aligned C-contiguous "
+                        f"{np.dtype(cnp.PyArray_DescrFromType(typenum))} array; "
+                        f"got {(<object> a).dtype} with flags {(<object> a).flags}")
+    cdef int k
+    cdef bint same = cnp.PyArray_NDIM(a) == ndim
+    for k in range(ndim if same else 0):
+        same = same and a.shape[k] == want[k]
+    if not same:
+        raise ValueError(f"kernel argument {name} must have shape "
+                         f"{tuple(want[k] for k in range(ndim))}; got {(<object> a).shape}")
+    return 0
 
-    x (T*B, I); W (4H, I); U (4H, Hout); b (4H,) = b_ih + b_hh or empty; R (P, H) or empty;
-    peep (3, H) = [p_i; p_f; p_o] (zeros without peepholes); lengths (B,); h (B, Hout) and c (B, H) hold the
-    initial state and receive the final one; y (T, B, ldy) receives h_t in columns
-    [y_col, y_col + Hout).
-    """
-    cdef Py_ssize_t B = h.shape[0], H = c.shape[1], P = R.shape[0], I = x.shape[1]
-    cdef Py_ssize_t T = y.shape[0]
-    cdef Py_ssize_t Tc = max(1, min(T, INFERENCE_CHUNK_ELEMENTS // (B * 4 * H)))
-    cdef floating[:, :, ::1] gates = np.empty((Tc, B, 4 * H), dtype=np.asarray(h).dtype)
-    cdef floating[:, ::1] m = np.empty((B, H if P > 0 else 0), dtype=np.asarray(h).dtype)
-    cdef floating[:, ::1] hp = np.empty((B, P), dtype=np.asarray(h).dtype)
-    cdef const floating[:, ::1] Ut = small_product_operand(U, B)
+
+cdef int expect_lengths(cnp.ndarray lengths, Py_ssize_t B, Py_ssize_t T) except -1:
+    cdef Py_ssize_t bi
+    cdef const Py_ssize_t *ln
+    if lengths is None:
+        return 0
+    expect(lengths, "lengths", cnp.NPY_INTP, B)
+    ln = <const Py_ssize_t *> cnp.PyArray_DATA(lengths)
+    for bi in range(B):
+        if ln[bi] < 1 or ln[bi] > T:
+            raise ValueError(f"kernel argument lengths[{bi}] = {ln[bi]} is outside [1, {T}]")
+    return 0
+
+
+cdef class Shapes:
+    """The sizes of one layer and direction, read from the arrays and checked against each
+    other (the kernels' loops trust them)."""
+    cdef Py_ssize_t T, B, n_in, H, P, Hout, ldy  # n_in: I is a macro of complex.h
+    cdef int typenum
+
+    def __cinit__(self, cnp.ndarray x, cnp.ndarray W, cnp.ndarray U, cnp.ndarray R,
+                  cnp.ndarray peep, cnp.ndarray lengths, cnp.ndarray h, cnp.ndarray c,
+                  cnp.ndarray y, Py_ssize_t y_col):
+        self.typenum = cnp.PyArray_TYPE(h)
+        if self.typenum != cnp.NPY_FLOAT and self.typenum != cnp.NPY_DOUBLE:
+            raise TypeError(f"kernel arguments must be float32 or float64; "
+                            f"got {(<object> h).dtype}")
+        if h.ndim != 2 or c.ndim != 2 or y.ndim != 3 or W.ndim != 2:
+            raise ValueError("kernel arguments h, c, W must be 2-D and y 3-D")
+        self.B, self.Hout, self.H = h.shape[0], h.shape[1], c.shape[1]
+        self.T, self.ldy, self.n_in = y.shape[0], y.shape[2], W.shape[1]
+        self.P = 0 if R is None else R.shape[0]
+        if self.Hout != (self.P if self.P else self.H):
+            raise ValueError(f"kernel arguments: h has {self.Hout} features, expected "
+                             f"{self.P if self.P else self.H}")
+        if y_col < 0 or y_col + self.Hout > self.ldy or self.T < 1 or self.B < 1:
+            raise ValueError(f"kernel arguments: columns [{y_col}, {y_col + self.Hout}) "
+                             f"of y {(<object> y).shape} do not fit")
+        G = 4 * self.H
+        expect(x, "x", self.typenum, self.T * self.B, self.n_in)
+        expect(W, "W", self.typenum, G, self.n_in)
+        expect(U, "U", self.typenum, G, self.Hout)
+        expect(h, "h", self.typenum, self.B, self.Hout)
+        expect(c, "c", self.typenum, self.B, self.H)
+        expect(y, "y", self.typenum, self.T, self.B, self.ldy)
+        if R is not None:
+            expect(R, "R", self.typenum, self.P, self.H)
+        if peep is not None:
+            expect(peep, "peep", self.typenum, 3, self.H)
+        expect_lengths(lengths, self.B, self.T)
+
+    cdef bint small(self):
+        """Whether a step's recurrent product is small enough for gemm_small (whose U.T
+        costs a transposition per call: worth it over a few steps)."""
+        return self.B * 4 * self.H * self.Hout <= SMALL_PRODUCT and self.T >= 4
+
+
+cdef run_forward(floating kind, Shapes n, cnp.ndarray x, cnp.ndarray W, cnp.ndarray U,
+                 cnp.ndarray b_ih, cnp.ndarray b_hh, cnp.ndarray R, cnp.ndarray peep,
+                 cnp.ndarray lengths, cnp.ndarray h, cnp.ndarray c, cnp.ndarray y,
+                 Py_ssize_t y_col, cnp.ndarray gates, cnp.ndarray cells, bint reverse,
+                 bint identity):
+    """Allocate the workspace and run ``forward_layer`` (``kind`` only selects the type)."""
+    cdef Py_ssize_t G = 4 * n.H
+    cdef Py_ssize_t Tc = n.T if gates is not None else max(
+        1, min(n.T, INFERENCE_CHUNK_ELEMENTS // (n.B * G)))
+    # Workspace: [inference gate chunk | m (B, H) | h (B, P) | U.T | zero peepholes]
+    cdef Py_ssize_t n_gates = 0 if gates is not None else Tc * n.B * G
+    cdef Py_ssize_t n_m = n.B * n.H if n.P else 0, n_hp = n.B * n.P
+    cdef Py_ssize_t n_ut = n.Hout * G if n.small() else 0
+    cdef Py_ssize_t n_peep = 3 * n.H if peep is None else 0
+    cdef cnp.ndarray work = np.empty(n_gates + n_m + n_hp + n_ut + n_peep + 1, h.dtype)
+    cdef floating *w = <floating *> cnp.PyArray_DATA(work)
+    cdef floating *zero_peep = w + n_gates + n_m + n_hp + n_ut
+    memset(zero_peep, 0, n_peep * sizeof(floating))
+    cdef floating *x_ = <floating *> data(x)
+    cdef floating *W_ = <floating *> data(W)
+    cdef floating *U_ = <floating *> data(U)
+    cdef floating *b_ih_ = <floating *> data(b_ih)
+    cdef floating *b_hh_ = <floating *> data(b_hh)
+    cdef floating *R_ = <floating *> data(R)
+    cdef floating *peep_ = <floating *> data(peep) if peep is not None else zero_peep
+    cdef Py_ssize_t *lengths_ = <Py_ssize_t *> data(lengths)
+    cdef floating *h_ = <floating *> data(h)
+    cdef floating *c_ = <floating *> data(c)
+    cdef floating *y_ = <floating *> data(y) + y_col
+    cdef floating *gates_ = <floating *> data(gates) if gates is not None else w
+    cdef floating *cells_ = <floating *> data(cells)
     with nogil:
-        forward_layer(T, B, I, H, P, &x[0, 0], &W[0, 0], &U[0, 0], ptr1(b), ptr2(R), &peep[0, 0],
-                      &lengths[0], &h[0, 0], &c[0, 0], &y[0, 0, y_col], y.shape[2],
-                      &gates[0, 0, 0], Tc, NULL,
-                      <floating *> ptr2(m), <floating *> ptr2(hp), ptr2(Ut), reverse, identity)
+        forward_layer(n.T, n.B, n.n_in, n.H, n.P, x_, W_, U_, b_ih_, b_hh_, R_, peep_, lengths_,
+                      h_, c_, y_, n.ldy, gates_, Tc, cells_, w + n_gates, w + n_gates + n_m,
+                      w + n_gates + n_m + n_hp if n_ut else NULL, reverse, identity)
 
 
-def forward_train(const floating[:, ::1] x, const floating[:, ::1] W,
-                  const floating[:, ::1] U, const floating[::1] b, const floating[:, ::1] R,
-                  const floating[:, ::1] peep, const Py_ssize_t[::1] lengths,
-                  floating[:, ::1] h, floating[:, ::1] c, floating[:, :, ::1] y,
-                  Py_ssize_t y_col, floating[:, :, ::1] gates, floating[:, :, ::1] cells,
-                  bint reverse, bint identity):
-    """Training forward: as ``forward``, and keeps what ``backward`` needs.
+def forward(cnp.ndarray x, cnp.ndarray W, cnp.ndarray U, cnp.ndarray b_ih, cnp.ndarray b_hh,
+            cnp.ndarray R, cnp.ndarray peep, cnp.ndarray lengths, cnp.ndarray h,
+            cnp.ndarray c, cnp.ndarray y, Py_ssize_t y_col, bint reverse, bint identity,
+            cnp.ndarray gates=None, cnp.ndarray cells=None):
+    """One layer and direction over a sequence; inference, or training when ``gates`` and
+    ``cells`` are given.
 
-    gates (T, B, 4H) receives the activated gates i, f, g, o; cells (T, B, H) receives c_t.
-    Both are zero at inactive steps.
+    x (T*B, I); W (4H, I); U (4H, Hout); b_ih, b_hh (4H,) or None; R (P, H) or None;
+    peep (3, H) = [p_i; p_f; p_o] or None; lengths (B,) intp in [1, T], or None for T;
+    h (B, Hout) and c (B, H) hold the initial state and receive the final one; y (T, B, ldy)
+    receives h_t in columns [y_col, y_col + Hout) (zeros at inactive steps). Training: gates
+    (T, B, 4H) receives the activated gates i, f, g, o and cells (T, B, H) receives c_t, both
+    zero at inactive steps; inference keeps nothing but the running state.
     """
-    cdef Py_ssize_t B = h.shape[0], H = c.shape[1], P = R.shape[0], I = x.shape[1]
-    cdef Py_ssize_t T = y.shape[0]
-    cdef floating[:, ::1] m = np.empty((B, H if P > 0 else 0), dtype=np.asarray(h).dtype)
-    cdef floating[:, ::1] hp = np.empty((B, P), dtype=np.asarray(h).dtype)
-    cdef const floating[:, ::1] Ut = small_product_operand(U, B)
-    with nogil:
-        forward_layer(T, B, I, H, P, &x[0, 0], &W[0, 0], &U[0, 0], ptr1(b), ptr2(R), &peep[0, 0],
-                      &lengths[0], &h[0, 0], &c[0, 0], &y[0, 0, y_col], y.shape[2],
-                      &gates[0, 0, 0], T, &cells[0, 0, 0],
-                      <floating *> ptr2(m), <floating *> ptr2(hp), ptr2(Ut), reverse, identity)
+    cdef Shapes n = Shapes(x, W, U, R, peep, lengths, h, c, y, y_col)
+    if b_ih is not None or b_hh is not None:
+        expect(b_ih, "b_ih", n.typenum, 4 * n.H)
+        expect(b_hh, "b_hh", n.typenum, 4 * n.H)
+    if (gates is None) != (cells is None):
+        raise TypeError("kernel arguments gates and cells go together")
+    if gates is not None:
+        expect(gates, "gates", n.typenum, n.T, n.B, 4 * n.H)
+        expect(cells, "cells", n.typenum, n.T, n.B, n.H)
+    if n.typenum == cnp.NPY_FLOAT:
+        run_forward(<float> 0, n, x, W, U, b_ih, b_hh, R, peep, lengths, h, c, y, y_col,
+                    gates, cells, reverse, identity)
+    else:
+        run_forward(<double> 0, n, x, W, U, b_ih, b_hh, R, peep, lengths, h, c, y, y_col,
+                    gates, cells, reverse, identity)
 
 
 cdef void backward_layer(
@@ -328,7 +433,7 @@ cdef void backward_layer(
         all_active = True
         # dh_t = dy_t + (gradient from step t+1), on active rows
         for bi in range(B):
-            if t < lengths[bi]:
+            if t < length(lengths, bi, T):
                 for j in range(Hout):
                     dht[bi * Hout + j] = dy[(t * B + bi) * lddy + j] + dh[bi * Hout + j]
             else:
@@ -338,14 +443,14 @@ cdef void backward_layer(
             # dm = dh @ R   (B, H) = (B, P)(P, H)
             gemm(NoTrans, NoTrans, B, H, P, 1, dht, P, R, H, 0, dm, H)
         for bi in range(B):
-            if t >= lengths[bi]:
+            if t >= length(lengths, bi, T):
                 memset(dz + (t * B + bi) * G, 0, G * sizeof(floating))
                 if P > 0:
                     memset(m + bi * H, 0, H * sizeof(floating))
                 continue
             # c_{t-1}: the previous step in processing order, or c0 on a row's first step.
             tp = t + 1 if reverse else t - 1
-            if (reverse and tp >= lengths[bi]) or (not reverse and tp < 0):
+            if (reverse and tp >= length(lengths, bi, T)) or (not reverse and tp < 0):
                 cprev = c0 + bi * H
             else:
                 cprev = cells + (tp * B + bi) * H
@@ -363,7 +468,7 @@ cdef void backward_layer(
             gemm(NoTrans, NoTrans, B, Hout, G, 1, dz + t * B * G, G, U, Hout, 0, dst, Hout)
         if not all_active:
             for bi in range(B):
-                if t < lengths[bi]:
+                if t < length(lengths, bi, T):
                     memcpy(dh + bi * Hout, dhp + bi * Hout, Hout * sizeof(floating))
 
     # dx += dz @ W   (T*B, I) += (T*B, 4H)(4H, I)
@@ -379,7 +484,7 @@ cdef void backward_layer(
     else:
         # dU = sum_b dz[len_b - 1, b].T @ h0[b] + dz[:-1].T @ y[1:]   (gathered into dhp's twin)
         for bi in range(B):
-            memcpy(dm + bi * G, dz + ((lengths[bi] - 1) * B + bi) * G, G * sizeof(floating))
+            memcpy(dm + bi * G, dz + ((length(lengths, bi, T) - 1) * B + bi) * G, G * sizeof(floating))
         gemm(Trans, NoTrans, G, Hout, B, 1, dm, G, h0, Hout, 0, dU, Hout)
         gemm(Trans, NoTrans, G, Hout, (T - 1) * B, 1, dz, G, y + B * ldy, ldy, 1, dU, Hout)
     if db != NULL:
@@ -390,41 +495,94 @@ cdef void backward_layer(
                 db[j] += dz[s * G + j]
 
 
-def backward(const floating[:, ::1] x, const floating[:, ::1] W, const floating[:, ::1] U,
-             const floating[:, ::1] R, const floating[:, ::1] peep,
-             const Py_ssize_t[::1] lengths, const floating[:, ::1] h0,
-             const floating[:, ::1] c0, const floating[:, :, ::1] y, Py_ssize_t y_col,
-             const floating[:, :, ::1] gates, const floating[:, :, ::1] cells,
-             const floating[:, :, ::1] dy, Py_ssize_t dy_col,
-             floating[:, ::1] dh, floating[:, ::1] dc, floating[:, ::1] dx,
-             floating[:, ::1] dW, floating[:, ::1] dU, floating[::1] db,
-             floating[:, ::1] dR, floating[:, ::1] dpeep, bint reverse, bint identity):
+cdef run_backward(floating kind, Shapes n, cnp.ndarray x, cnp.ndarray W, cnp.ndarray U,
+                  cnp.ndarray R, cnp.ndarray peep, cnp.ndarray lengths, cnp.ndarray h0,
+                  cnp.ndarray c0, cnp.ndarray y, Py_ssize_t y_col, cnp.ndarray gates,
+                  cnp.ndarray cells, cnp.ndarray dy, Py_ssize_t dy_col, cnp.ndarray dh,
+                  cnp.ndarray dc, cnp.ndarray dx, cnp.ndarray dW, cnp.ndarray dU,
+                  cnp.ndarray db, cnp.ndarray dR, cnp.ndarray dpeep, bint reverse,
+                  bint identity):
+    """Allocate the workspace and run ``backward_layer`` (``kind`` only selects the type)."""
+    cdef Py_ssize_t G = 4 * n.H, B = n.B
+    # Workspace: [dz (T, B, 4H) | dh_t | dh_{t-1} | dm, also the (B, 4H) gather of the
+    # reverse direction's dU | m | zero peepholes | peephole gradients nobody asked for]
+    cdef Py_ssize_t n_dz = n.T * B * G, n_dh = B * n.Hout, n_dm = B * G, n_m = B * n.H
+    cdef Py_ssize_t n_peep = 3 * n.H if peep is None else 0
+    cdef Py_ssize_t n_dpeep = 3 * n.H if dpeep is None else 0
+    cdef cnp.ndarray work = np.empty(n_dz + 2 * n_dh + n_dm + n_m + n_peep + n_dpeep, h0.dtype)
+    cdef floating *w = <floating *> cnp.PyArray_DATA(work)
+    cdef floating *zero_peep = w + n_dz + 2 * n_dh + n_dm + n_m
+    memset(zero_peep, 0, n_peep * sizeof(floating))
+    cdef floating *x_ = <floating *> data(x)
+    cdef floating *W_ = <floating *> data(W)
+    cdef floating *U_ = <floating *> data(U)
+    cdef floating *R_ = <floating *> data(R)
+    cdef floating *peep_ = <floating *> data(peep) if peep is not None else zero_peep
+    cdef Py_ssize_t *lengths_ = <Py_ssize_t *> data(lengths)
+    cdef floating *h0_ = <floating *> data(h0)
+    cdef floating *c0_ = <floating *> data(c0)
+    cdef floating *y_ = <floating *> data(y) + y_col
+    cdef floating *gates_ = <floating *> data(gates)
+    cdef floating *cells_ = <floating *> data(cells)
+    cdef floating *dy_ = <floating *> data(dy) + dy_col
+    cdef Py_ssize_t lddy = dy.shape[2]
+    cdef floating *dh_ = <floating *> data(dh)
+    cdef floating *dc_ = <floating *> data(dc)
+    cdef floating *dx_ = <floating *> data(dx)
+    cdef floating *dW_ = <floating *> data(dW)
+    cdef floating *dU_ = <floating *> data(dU)
+    cdef floating *db_ = <floating *> data(db)
+    cdef floating *dR_ = <floating *> data(dR)
+    cdef floating *dpeep_ = <floating *> data(dpeep) if dpeep is not None else zero_peep + n_peep
+    with nogil:
+        backward_layer(n.T, B, n.n_in, n.H, n.P, x_, W_, U_, R_, peep_, lengths_, h0_, c0_, y_,
+                       n.ldy, gates_, cells_, dy_, lddy, dh_, dc_, dx_, dW_, dU_, db_, dR_,
+                       dpeep_, w, w + n_dz, w + n_dz + 2 * n_dh, w + n_dz + 2 * n_dh + n_dm,
+                       w + n_dz + n_dh, reverse, identity)
+
+
+def backward(cnp.ndarray x, cnp.ndarray W, cnp.ndarray U, cnp.ndarray R, cnp.ndarray peep,
+             cnp.ndarray lengths, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray y,
+             Py_ssize_t y_col, cnp.ndarray gates, cnp.ndarray cells, cnp.ndarray dy,
+             Py_ssize_t dy_col, cnp.ndarray dh, cnp.ndarray dc, cnp.ndarray dx,
+             cnp.ndarray dW, cnp.ndarray dU, cnp.ndarray db, cnp.ndarray dR,
+             cnp.ndarray dpeep, bint reverse, bint identity):
     """Backpropagation through time over one layer and direction.
 
-    Inputs as for ``forward_train`` plus its outputs: y (T, B, ldy) with h_t in columns
-    [y_col, y_col + Hout), gates (T, B, 4H), cells (T, B, H); dy (T, B, lddy) with the gradient
-    of h_t in columns [dy_col, dy_col + Hout). dh (B, Hout) and dc (B, H) hold the gradient
-    reaching the final state and receive the one reaching h0, c0. dx (T*B, I) is accumulated
-    into (two directions share one input); dW, dU, db (4H,) or empty, dR (P, H) or empty and
-    dpeep (3, H) are overwritten.
+    Inputs as for ``forward`` in training plus its outputs: y (T, B, ldy) with h_t in columns
+    [y_col, y_col + Hout), gates (T, B, 4H), cells (T, B, H); dy (T, B, lddy) with the
+    gradient of h_t in columns [dy_col, dy_col + Hout). dh (B, Hout) and dc (B, H) hold the
+    gradient reaching the final state and receive the one reaching h0, c0. dx (T*B, I) is
+    accumulated into (two directions share one input); dW, dU, db (4H,) or None, dR (P, H) or
+    None and dpeep (3, H) or None are overwritten.
     """
-    cdef Py_ssize_t B = dh.shape[0], H = dc.shape[1], P = R.shape[0], I = x.shape[1]
-    cdef Py_ssize_t T = y.shape[0], Hout = dh.shape[1]
-    dtype = np.asarray(dh).dtype
-    cdef floating[:, :, ::1] dz = np.empty((T, B, 4 * H), dtype=dtype)
-    cdef floating[:, ::1] dht = np.empty((B, Hout), dtype=dtype)
-    cdef floating[:, ::1] dhp = np.empty((B, Hout), dtype=dtype)
-    # dm doubles as the (B, 4H) gather buffer of the reverse direction's dU.
-    cdef floating[:, ::1] dm = np.empty((B, 4 * H), dtype=dtype)
-    cdef floating[:, ::1] m = np.empty((B, H), dtype=dtype)
-    with nogil:
-        backward_layer(T, B, I, H, P, &x[0, 0], &W[0, 0], &U[0, 0], ptr2(R), &peep[0, 0],
-                       &lengths[0], &h0[0, 0], &c0[0, 0], &y[0, 0, y_col], y.shape[2],
-                       &gates[0, 0, 0], &cells[0, 0, 0], &dy[0, 0, dy_col], dy.shape[2],
-                       &dh[0, 0], &dc[0, 0], &dx[0, 0], &dW[0, 0], &dU[0, 0],
-                       <floating *> ptr1(db), <floating *> ptr2(dR), &dpeep[0, 0],
-                       &dz[0, 0, 0], &dht[0, 0], &dm[0, 0], &m[0, 0], &dhp[0, 0],
-                       reverse, identity)
+    cdef Shapes n = Shapes(x, W, U, R, peep, lengths, h0, c0, y, y_col)
+    cdef Py_ssize_t G = 4 * n.H
+    expect(gates, "gates", n.typenum, n.T, n.B, G)
+    expect(cells, "cells", n.typenum, n.T, n.B, n.H)
+    if dy is None or dy.ndim != 3 or dy_col < 0 or dy_col + n.Hout > dy.shape[2]:
+        raise ValueError("kernel argument dy must be 3-D with room for the columns "
+                         f"[{dy_col}, {dy_col + n.Hout})")
+    expect(dy, "dy", n.typenum, n.T, n.B, dy.shape[2])
+    expect(dh, "dh", n.typenum, n.B, n.Hout)
+    expect(dc, "dc", n.typenum, n.B, n.H)
+    expect(dx, "dx", n.typenum, n.T * n.B, n.n_in)
+    expect(dW, "dW", n.typenum, G, n.n_in)
+    expect(dU, "dU", n.typenum, G, n.Hout)
+    if db is not None:
+        expect(db, "db", n.typenum, G)
+    if (dR is None) != (R is None):
+        raise TypeError("kernel arguments R and dR go together")
+    if dR is not None:
+        expect(dR, "dR", n.typenum, n.P, n.H)
+    if dpeep is not None:
+        expect(dpeep, "dpeep", n.typenum, 3, n.H)
+    if n.typenum == cnp.NPY_FLOAT:
+        run_backward(<float> 0, n, x, W, U, R, peep, lengths, h0, c0, y, y_col, gates, cells,
+                     dy, dy_col, dh, dc, dx, dW, dU, db, dR, dpeep, reverse, identity)
+    else:
+        run_backward(<double> 0, n, x, W, U, R, peep, lengths, h0, c0, y, y_col, gates, cells,
+                     dy, dy_col, dh, dc, dx, dW, dU, db, dR, dpeep, reverse, identity)
 
 
 def activations(const floating[::1] x, floating[::1] sig, floating[::1] th):

@@ -5,6 +5,8 @@ return arrays the kernels can take as they are: C-contiguous, in the compute dty
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = ["as_float_array", "check_lengths", "check_state", "check_state_grad"]
@@ -26,20 +28,21 @@ def as_float_array(name: str, value, dtype, shape, meaning: str = "", copy: bool
     arr = _asarray(name, value)
     if arr.dtype.kind != "f":
         raise TypeError(f"{name} must be a float32 or float64 array; got dtype {arr.dtype}")
-    expected = _fmt(shape) + (f" {meaning}" if meaning else "")
+    # (Messages are formatted only on failure: this runs on every call of a small model.)
+    expected = (lambda: _fmt(shape) + (f" {meaning}" if meaning else ""))  # noqa: E731
     if arr.ndim != len(shape):
-        raise ValueError(f"{name} must be {len(shape)}-D with shape {expected}; "
+        raise ValueError(f"{name} must be {len(shape)}-D with shape {expected()}; "
                          f"got {arr.ndim}-D with shape {arr.shape}")
     for want, got in zip(shape, arr.shape):
-        if isinstance(want, str):
+        if want.__class__ is str:
             if got < 1:
-                raise ValueError(f"{name} must have shape {expected} with {want} >= 1; "
+                raise ValueError(f"{name} must have shape {expected()} with {want} >= 1; "
                                  f"got shape {arr.shape}")
         elif want != got:
-            raise ValueError(f"{name} must have shape {expected}; got {arr.shape}")
+            raise ValueError(f"{name} must have shape {expected()}; got {arr.shape}")
     # Checked before the copy below, so that a huge broadcast view (np.broadcast_to: no
     # memory of its own) is refused instead of being materialised first.
-    check_rows(name, int(np.prod(arr.shape[:-1], dtype=np.int64)) if arr.ndim > 1 else 1)
+    check_rows(name, math.prod(arr.shape[:-1]))
     if copy or not arr.flags.aligned:
         # A misaligned float pointer is undefined behaviour in C (and in BLAS): copy.
         return np.array(arr, dtype=dtype, order="C", copy=True)

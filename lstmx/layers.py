@@ -146,7 +146,8 @@ class LSTM(_Parameterised):
         LD = cfg.num_layers * cfg.num_directions
         h0, c0 = check_state(state, cfg.dtype, LD, B, cfg.output_size, cfg.hidden_size,
                              copy=True)
-        return x, h0, c0, check_lengths(lengths, B, T)
+        lengths = None if lengths is None else check_lengths(lengths, B, T)
+        return x, h0, c0, lengths
 
     def _output(self, y):
         return y.swapaxes(0, 1) if self.config.batch_first else y
@@ -271,7 +272,7 @@ class LSTMCell(_Parameterised):
         B = x.shape[0]
         h, c = check_state(state, cfg.dtype, 0, B, cfg.hidden_size, cfg.hidden_size, copy=True,
                            names=("h", "c"))
-        return x[None], h[None], c[None], np.ones(B, dtype=np.intp)
+        return x[None], h[None], c[None], None
 
     def __call__(self, x, state=None):
         """One step. x (B, I); state (h (B, H), c (B, H)) or None for zeros.
