@@ -439,6 +439,12 @@ class Timing:
     def median(self) -> float:
         return float(np.median(self.samples))
 
+    @property
+    def spread(self) -> float:
+        """Interquartile range / median: the noise of the measurement."""
+        q1, q3 = np.percentile(self.samples, [25, 75])
+        return float((q3 - q1) / self.median)
+
 
 def _sample(fn, context, number) -> float:
     with context:
@@ -458,7 +464,8 @@ def _warm_up(fn, context, warm_time) -> float:
     return float(np.median(times[-5:]))
 
 
-def measure(ops, repeat=11, warmup=1, min_time=0.02, warm_time=0.2, gap=0.002) -> dict:
+def measure(ops, repeat=11, warmup=1, min_time=0.02, warm_time=0.2, gap=0.002,
+            max_time=None, min_repeat=5) -> dict:
     """Time several operations side by side.
 
     Parameters
@@ -478,6 +485,9 @@ def measure(ops, repeat=11, warmup=1, min_time=0.02, warm_time=0.2, gap=0.002) -
     gap : float
         Pause after each sample (seconds), so that threads of one library that spin after
         their work do not steal the cores from the next one's sample.
+    max_time : float, optional
+        Stop after the round in which the timed rounds pass this many seconds, but not
+        before ``min(min_repeat, repeat)`` samples: a budget for the slow configurations.
 
     Returns
     -------
@@ -491,7 +501,12 @@ def measure(ops, repeat=11, warmup=1, min_time=0.02, warm_time=0.2, gap=0.002) -
         one = _warm_up(*ops[name], warm_time)
         number[name] = max(1, math.ceil(min_time / max(one, 1e-9)))
     samples = {name: [] for name in names}
+    start = time.perf_counter()
     for r in range(warmup + repeat):
+        kept = r - warmup  # samples per operation so far
+        if (max_time is not None and kept >= min(min_repeat, repeat)
+                and time.perf_counter() - start > max_time):
+            break
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             fn, ctx = ops[name]
@@ -648,7 +663,7 @@ def _log(progress, msg):
 
 def run_benchmarks(configs=None, impls=IMPLEMENTATIONS, dtype=np.float32, threads=2,
                    repeat=11, warmup=1, min_time=0.02, warm_time=0.5, gap=0.002,
-                   memory_config="L",
+                   max_time=60.0, memory_config="L",
                    memory_steps=2, gemm_config="L", seed=0, progress=None) -> dict:
     """Time every implementation on every configuration; see the module docstring.
 
@@ -676,9 +691,11 @@ def run_benchmarks(configs=None, impls=IMPLEMENTATIONS, dtype=np.float32, thread
     dtype = np.dtype(dtype)
     limit_threads(threads)
     load_before = _loadavg()
+    t_start = time.perf_counter()
     out = {"schema": SCHEMA, "settings": {
         "dtype": dtype.name, "threads": threads, "repeat": repeat, "warmup": warmup,
-        "min_time_s": min_time, "warm_time_s": warm_time, "gap_s": gap, "seed": seed,
+        "min_time_s": min_time, "warm_time_s": warm_time, "gap_s": gap,
+        "max_time_s": max_time, "seed": seed,
         "impls": list(impls)},
         "configs": {n: dataclasses.asdict(c) for n, c in configs.items()},
         "results": {}, "ratios": {}, "agreement": {}, "unavailable": {}, "gemm": None,
@@ -711,11 +728,13 @@ def run_benchmarks(configs=None, impls=IMPLEMENTATIONS, dtype=np.float32, thread
         for mode, ops in modes.items():
             if not ops:
                 continue
-            _log(progress, f"{cname} {mode}: {', '.join(ops)}")
+            _log(progress, f"{time.perf_counter() - t_start:6.0f} s  {cname} {mode}: "
+                           f"{', '.join(ops)}")
             timings = measure(ops, repeat=repeat, warmup=warmup, min_time=min_time,
-                              warm_time=warm_time, gap=gap)
+                              warm_time=warm_time, gap=gap, max_time=max_time)
             out["results"][cname][mode] = {
-                n: {"median_s": t.median, "samples_s": t.samples, "number": t.number}
+                n: {"median_s": t.median, "spread": t.spread, "samples_s": t.samples,
+                    "number": t.number}
                 for n, t in timings.items() if n != "gemm"}
             out["ratios"][cname][mode] = {n: r for n, r in ratios(timings).items()
                                           if n != "gemm"}
@@ -736,7 +755,8 @@ def run_benchmarks(configs=None, impls=IMPLEMENTATIONS, dtype=np.float32, thread
         for impl in impls:
             if impl == "onnxruntime" or impl not in available:
                 continue  # inference only, or n/a in this process
-            _log(progress, f"{memory_config} training memory: {impl} (subprocess)")
+            _log(progress, f"{time.perf_counter() - t_start:6.0f} s  {memory_config} "
+                           f"training memory: {impl} (subprocess)")
             mem[impl] = measure_memory(impl, configs[memory_config], dtype, threads,
                                        memory_steps)
         out["memory"] = mem
@@ -844,8 +864,9 @@ def format_report(res) -> str:
              f"threads: {s['threads']} (torch: {m['torch_threads'] or 'n/a'}); pools: "
              + "; ".join(f"{p['internal_api']} {p['version']} ({p['user_api']}, "
                          f"{p['num_threads']} threads)" for p in m["threadpools"]),
-             f"dtype {s['dtype']}, {s['repeat']} interleaved repetitions after "
-             f"{s['warmup']} warm-up round, zero initial state",
+             f"dtype {s['dtype']}, up to {s['repeat']} interleaved repetitions (fewer past "
+             f"{s['max_time_s']} s a measurement, at least 5) after {s['warmup']} warm-up "
+             f"round, zero initial state",
              _load_line(m), ""]
     impls = [i for i in IMPLEMENTATIONS if i in s["impls"]]
     others = [i for i in impls if i != "lstmx"]
@@ -858,6 +879,11 @@ def format_report(res) -> str:
                              for i in impls)
             rs = " ".join(f"{_fmt_ratio(_ratio(res, cname, mode, i)):>17}" for i in others)
             lines.append(f"{cname:7} {mode:8} {times}  {rs}")
+    noisy = [f"{c} {m} {i} ({t['spread']:.0%})" for c, modes in res["results"].items()
+             for m, ts in modes.items() for i, t in ts.items() if t["spread"] > 0.25]
+    if noisy:
+        lines.append("noisy (interquartile range above 25% of the median): "
+                     + ", ".join(noisy))
     lines.append("")
     lines.append("configurations: " + "; ".join(
         f"{n}: {BenchConfig(**c).describe()}" for n, c in res["configs"].items()))
@@ -913,7 +939,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="fewer repetitions and shorter samples (about a minute)")
     parser.add_argument("--repeat", type=int, default=None,
-                        help="timed repetitions per measurement (default 11, quick 3)")
+                        help="timed repetitions per measurement (default 11, quick 5; "
+                             "fewer when a measurement passes 60 s, quick 10 s)")
     parser.add_argument("--configs", default=",".join(ALL_CONFIGS),
                         help=f"comma-separated subset of {','.join(ALL_CONFIGS)}")
     parser.add_argument("--impls", default=",".join(IMPLEMENTATIONS),
@@ -934,10 +961,11 @@ def main(args) -> int:
         raise SystemExit(f"--configs must name some of {list(ALL_CONFIGS)} (got {bad}), "
                          f"--impls some of {list(IMPLEMENTATIONS)} including lstmx "
                          f"(got {impls})")
-    repeat = args.repeat if args.repeat is not None else (3 if args.quick else 11)
+    repeat = args.repeat if args.repeat is not None else (5 if args.quick else 11)
     res = run_benchmarks(
         {n: ALL_CONFIGS[n] for n in names}, impls=impls, threads=args.threads, repeat=repeat,
         min_time=0.005 if args.quick else 0.02, warm_time=0.1 if args.quick else 0.5,
+        max_time=10.0 if args.quick else 60.0,
         memory_config=None if args.no_memory else "L",
         progress=lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
     print(format_report(res))

@@ -87,11 +87,19 @@ def test_measure_keeps_repeat_samples_and_interleaves():
     assert all(sorted(r) == list("abc") for r in rounds)
 
 
+def test_measure_time_budget_keeps_min_repeat():
+    ops = {"a": (lambda: None, _bench.contextlib.nullcontext)}
+    timings = _bench.measure(ops, repeat=50, warmup=0, min_time=0.0, warm_time=0.0, gap=0.0,
+                             max_time=0.0, min_repeat=3)
+    assert len(timings["a"].samples) == 3
+
+
 def test_ratios_are_ratios_of_medians():
     timings = {"lstmx": _bench.Timing([1.0, 3.0, 2.0], 1),
                "torch": _bench.Timing([5.0, 6.0, 100.0], 1)}
     assert _bench.ratios(timings) == {"torch": 3.0}
     assert _bench.ratios({"torch": timings["torch"]}) == {}
+    assert timings["torch"].spread == pytest.approx((53.0 - 5.5) / 6.0)
 
 
 def test_targets_pass_fail_and_missing():
@@ -131,6 +139,7 @@ def _check_structure(res, configs, impls):
             assert mode in ("forward", "train")
             for impl, t in timings.items():
                 assert len(t["samples_s"]) == res["settings"]["repeat"]
+                assert t["spread"] >= 0
                 assert t["median_s"] == pytest.approx(np.median(t["samples_s"]))
             base = timings["lstmx"]["median_s"]
             for impl, r in res["ratios"][cname][mode].items():
