@@ -42,14 +42,20 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 def _entry_points():
     """Every way into compiled code: the engine's two entry points and every public function
-    of the kernel module (whatever its current set of functions is)."""
+    of every kernel module (the baseline one and the variant the engine dispatches to,
+    whatever their current set of functions is)."""
     from lstmx import _engine, _kernels
 
     points = [(_engine, "forward"), (_engine, "backward")]
-    for name in dir(_kernels):
-        obj = getattr(_kernels, name)
-        if not name.startswith("_") and callable(obj) and not isinstance(obj, type):
-            points.append((_kernels, name))
+    modules = {_kernels.__name__: _kernels}
+    dispatched = getattr(_engine, "_kernels", None)
+    if dispatched is not None:
+        modules[dispatched.__name__] = dispatched
+    for module in modules.values():
+        for name in dir(module):
+            obj = getattr(module, name)
+            if not name.startswith("_") and callable(obj) and not isinstance(obj, type):
+                points.append((module, name))
     return points
 
 
