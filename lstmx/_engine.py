@@ -71,6 +71,10 @@ def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool):
     D, H, Hout = cfg.num_directions, cfg.hidden_size, cfg.output_size
     identity = cfg.output_activation == "identity"
     cache = LSTMCache(cfg, [], lengths, h0.copy(), c0.copy()) if training else None
+    if training and lengths is not None:
+        # The cache's x (our own copy) meets dz in dW = dz.T @ x: padding must be zeros, or a
+        # NaN there would give 0 * NaN = NaN. Padded steps' outputs are discarded anyway.
+        x[np.arange(T)[:, None] >= lengths] = 0
     h_n, c_n = h0, c0
     layer_input = x
     for k in range(cfg.num_layers):

@@ -25,6 +25,11 @@ def as_float_array(name: str, value, dtype, shape, meaning: str = "", copy: bool
     ``shape`` is a tuple of ints and names; a name (such as ``"T"``) matches any size >= 1.
     Any real floating dtype is accepted and cast; anything else is a TypeError.
     """
+    if (value.__class__ is np.ndarray and value.dtype == dtype and value.flags.c_contiguous
+            and value.flags.aligned and _matches(value.shape, shape)
+            and math.prod(value.shape[:-1]) <= MAX_BLAS_DIM):
+        # Already what the kernels take: the common case costs well under a microsecond.
+        return value.copy() if copy else value
     arr = _asarray(name, value)
     if arr.dtype.kind != "f":
         raise TypeError(f"{name} must be a float32 or float64 array; got dtype {arr.dtype}")
@@ -47,6 +52,16 @@ def as_float_array(name: str, value, dtype, shape, meaning: str = "", copy: bool
         # A misaligned float pointer is undefined behaviour in C (and in BLAS): copy.
         return np.array(arr, dtype=dtype, order="C", copy=True)
     return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _matches(got, want) -> bool:
+    """Whether shape ``got`` fits ``want`` (ints, and names standing for any size >= 1)."""
+    if len(got) != len(want):
+        return False
+    for g, w in zip(got, want):
+        if g != w and (w.__class__ is not str or g < 1):
+            return False
+    return True
 
 
 def _asarray(name: str, value) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from lstmx import _engine
+from lstmx._dispatch import kernels as _kernels
 from lstmx._config import LSTMConfig
 from lstmx._validation import (as_float_array, check_lengths, check_rows, check_state,
                                check_state_grad)
@@ -277,9 +278,16 @@ class LSTMCell(_Parameterised):
     def __call__(self, x, state=None):
         """One step. x (B, I); state (h (B, H), c (B, H)) or None for zeros.
         Returns the new (h, c)."""
-        x, h, c, lengths = self._inputs(x, state, training=False)
-        _, h, c, _ = _engine.forward(self.config, self._layer_params(), x, h, c, lengths, False)
-        return h[0], c[0]
+        x, h, c, _ = self._inputs(x, state, training=False)
+        # A cell step is latency-bound: call the kernel directly, not through the engine.
+        p, s = self._params, self.config
+        peep = (np.stack([p["weight_ci"], p["weight_cf"], p["weight_co"]]) if s.peephole
+                else None)
+        h_new = np.empty_like(h)
+        _kernels.forward(x[0], p["weight_ih"], p["weight_hh"], p.get("bias_ih"),
+                         p.get("bias_hh"), None, peep, None, h[0], c[0], h_new, 0, False,
+                         s.output_activation == "identity")
+        return h_new[0], c[0]
 
     def forward_train(self, x, state=None):
         """One step, also returning the cache for ``backward``: ((h, c), cache)."""

@@ -154,8 +154,6 @@ def test_nan_in_padding_past_lengths_changes_nothing_but_weight_ih(dtype, featur
             assert_array_equal(grads_pad[name], grads[name], err_msg=name)
 
 
-@pytest.mark.xfail(strict=True, reason="kernel bug (reliability report, issue 6): backward "
-                   "forms dW_ih = dz^T x over padded steps too, and 0 * NaN = NaN")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_nan_in_padding_does_not_reach_input_weight_gradient(dtype):
     m = model(dtype)
