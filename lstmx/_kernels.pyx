@@ -29,8 +29,8 @@ from lstmx._blas cimport gemm, gemm_small, NoTrans, Trans
 
 cnp.import_array()
 
-# Inference keeps the input projection of at most this many elements at a time, so that memory
-# stays bounded on long sequences while each chunk is still one large GEMM.
+# Inference keeps the input projection, and backward dz, of at most this many elements at a
+# time, so that memory stays bounded on long sequences while each chunk is still a large GEMM.
 cdef extern from *:
     """
     /* What this CPU (and its OS) can run, for choosing a kernel variant at run time. */
@@ -60,7 +60,7 @@ def cpu_supports(variant):
 
 
 cdef enum:
-    INFERENCE_CHUNK_ELEMENTS = 1 << 20
+    CHUNK_ELEMENTS = 1 << 20
     # Recurrent products of at most this many multiply-adds skip BLAS (its per-call cost
     # dominates a batch of one); see gemm_small.
     SMALL_PRODUCT = 1 << 15
@@ -347,7 +347,7 @@ cdef run_forward(floating kind, Shapes n, cnp.ndarray x, cnp.ndarray W, cnp.ndar
     """Allocate the workspace and run ``forward_layer`` (``kind`` only selects the type)."""
     cdef Py_ssize_t G = 4 * n.H
     cdef Py_ssize_t Tc = n.T if gates is not None else max(
-        1, min(n.T, INFERENCE_CHUNK_ELEMENTS // (n.B * G)))
+        1, min(n.T, CHUNK_ELEMENTS // (n.B * G)))
     # Workspace: [inference gate chunk | m (B, H) | h (B, P) | U.T | zero peepholes]
     cdef Py_ssize_t n_gates = 0 if gates is not None else Tc * n.B * G
     cdef Py_ssize_t n_m = n.B * n.H if n.P else 0, n_hp = n.B * n.P
@@ -414,85 +414,112 @@ cdef void backward_layer(
         const floating *h0, const floating *c0, const floating *y, Py_ssize_t ldy,
         const floating *gates, const floating *cells, const floating *dy, Py_ssize_t lddy,
         floating *dh, floating *dc, floating *dx, floating *dW, floating *dU, floating *db,
-        floating *dR, floating *dpeep, floating *dz, floating *dht, floating *dm,
-        floating *m, floating *dhp, bint reverse, bint identity) noexcept nogil:
-    """Backpropagation through time over one layer and direction (see ``backward``)."""
+        floating *dR, floating *dpeep, floating *dz, Py_ssize_t Tc, floating *dht,
+        floating *dm, floating *m, floating *dhp, floating *first,
+        bint reverse, bint identity) noexcept nogil:
+    """Backpropagation through time over one layer and direction (see ``backward``).
+
+    The steps are visited in chunks of ``Tc`` (the workspace ``dz`` holds one chunk's dz):
+    after each chunk, its dx, dW, dU and db contributions are large GEMMs (or a sum), so the
+    memory of backward does not grow with T. ``first`` (B, 4H) collects the dz of each row's
+    first forward step of the reverse direction, the one that meets h0 in dU.
+    """
     cdef Py_ssize_t G = 4 * H
     cdef Py_ssize_t Hout = P if P > 0 else H
-    cdef Py_ssize_t s, t, bi, j, tp
+    cdef Py_ssize_t s0, n, t_lo, s, t, bi, j, tp, rows
     cdef bint all_active
     cdef const floating *cprev
     cdef floating *dst
+    cdef floating *dzt
     cdef floating *dmt = dm if P > 0 else dht
     memset(dpeep, 0, 3 * H * sizeof(floating))
+    memset(dW, 0, G * I * sizeof(floating))
+    memset(dU, 0, G * Hout * sizeof(floating))
+    memset(first, 0, B * G * sizeof(floating))
     if dR != NULL:
         memset(dR, 0, P * H * sizeof(floating))
-    for s in range(T):
-        # Backward visits the steps in the opposite order of the forward pass.
-        t = s if reverse else T - 1 - s
-        all_active = True
-        # dh_t = dy_t + (gradient from step t+1), on active rows
-        for bi in range(B):
-            if t < length(lengths, bi, T):
-                for j in range(Hout):
-                    dht[bi * Hout + j] = dy[(t * B + bi) * lddy + j] + dh[bi * Hout + j]
-            else:
-                all_active = False
-                memset(dht + bi * Hout, 0, Hout * sizeof(floating))
-        if P > 0:
-            # dm = dh @ R   (B, H) = (B, P)(P, H)
-            gemm(NoTrans, NoTrans, B, H, P, 1, dht, P, R, H, 0, dm, H)
-        for bi in range(B):
-            if t >= length(lengths, bi, T):
-                memset(dz + (t * B + bi) * G, 0, G * sizeof(floating))
-                if P > 0:
-                    memset(m + bi * H, 0, H * sizeof(floating))
-                continue
-            # c_{t-1}: the previous step in processing order, or c0 on a row's first step.
-            tp = t + 1 if reverse else t - 1
-            if (reverse and tp >= length(lengths, bi, T)) or (not reverse and tp < 0):
-                cprev = c0 + bi * H
-            else:
-                cprev = cells + (tp * B + bi) * H
-            cell_backward_rows(H, gates + (t * B + bi) * G, cells + (t * B + bi) * H, cprev,
-                               dmt + bi * H, dc + bi * H, dz + (t * B + bi) * G, m + bi * H,
-                               peep, dpeep, identity)
-        if P > 0:
-            # dR += dh.T @ m   (P, H) += (P, B)(B, H)
-            gemm(Trans, NoTrans, P, H, B, 1, dht, P, m, H, 1, dR, H)
-        # dh_{t-1} = dz_t @ U   (B, Hout) = (B, 4H)(4H, Hout); inactive rows keep their carry.
-        dst = dh if all_active else dhp
-        if B * G * Hout <= SMALL_PRODUCT:
-            gemm_small(B, Hout, G, dz + t * B * G, G, U, Hout, 0, dst, Hout)
-        else:
-            gemm(NoTrans, NoTrans, B, Hout, G, 1, dz + t * B * G, G, U, Hout, 0, dst, Hout)
-        if not all_active:
+    if db != NULL:
+        memset(db, 0, G * sizeof(floating))
+    s0 = 0
+    while s0 < T:
+        # Backward visits the steps in the opposite order of the forward pass; this chunk
+        # is times t_lo .. t_lo+n-1, and dz of time t is at chunk slot t - t_lo.
+        n = Tc if T - s0 > Tc else T - s0
+        t_lo = s0 if reverse else T - s0 - n
+        for s in range(s0, s0 + n):
+            t = s if reverse else T - 1 - s
+            dzt = dz + (t - t_lo) * B * G
+            all_active = True
+            # dh_t = dy_t + (gradient from step t+1), on active rows
             for bi in range(B):
                 if t < length(lengths, bi, T):
-                    memcpy(dh + bi * Hout, dhp + bi * Hout, Hout * sizeof(floating))
+                    for j in range(Hout):
+                        dht[bi * Hout + j] = dy[(t * B + bi) * lddy + j] + dh[bi * Hout + j]
+                else:
+                    all_active = False
+                    memset(dht + bi * Hout, 0, Hout * sizeof(floating))
+            if P > 0:
+                # dm = dh @ R   (B, H) = (B, P)(P, H)
+                gemm(NoTrans, NoTrans, B, H, P, 1, dht, P, R, H, 0, dm, H)
+            for bi in range(B):
+                if t >= length(lengths, bi, T):
+                    memset(dzt + bi * G, 0, G * sizeof(floating))
+                    memset(m + bi * H, 0, H * sizeof(floating))
+                    continue
+                # c_{t-1}: the previous step in processing order, or c0 on a row's first step.
+                tp = t + 1 if reverse else t - 1
+                if (reverse and tp >= length(lengths, bi, T)) or (not reverse and tp < 0):
+                    cprev = c0 + bi * H
+                else:
+                    cprev = cells + (tp * B + bi) * H
+                cell_backward_rows(H, gates + (t * B + bi) * G, cells + (t * B + bi) * H,
+                                   cprev, dmt + bi * H, dc + bi * H, dzt + bi * G, m + bi * H,
+                                   peep, dpeep, identity)
+                if reverse and tp >= length(lengths, bi, T):
+                    memcpy(first + bi * G, dzt + bi * G, G * sizeof(floating))
+            if P > 0:
+                # dR += dh.T @ m   (P, H) += (P, B)(B, H)
+                gemm(Trans, NoTrans, P, H, B, 1, dht, P, m, H, 1, dR, H)
+            # dh_{t-1} = dz_t @ U   (B, Hout) = (B, 4H)(4H, Hout); inactive rows keep their carry.
+            dst = dh if all_active else dhp
+            if B * G * Hout <= SMALL_PRODUCT:
+                gemm_small(B, Hout, G, dzt, G, U, Hout, 0, dst, Hout)
+            else:
+                gemm(NoTrans, NoTrans, B, Hout, G, 1, dzt, G, U, Hout, 0, dst, Hout)
+            if not all_active:
+                for bi in range(B):
+                    if t < length(lengths, bi, T):
+                        memcpy(dh + bi * Hout, dhp + bi * Hout, Hout * sizeof(floating))
 
-    # dx += dz @ W   (T*B, I) += (T*B, 4H)(4H, I)
-    gemm(NoTrans, NoTrans, T * B, I, G, 1, dz, G, W, I, 1, dx, I)
-    # dW = dz.T @ x   (4H, I) = (4H, T*B)(T*B, I)
-    gemm(Trans, NoTrans, G, I, T * B, 1, dz, G, x, I, 0, dW, I)
-    # dU = sum_t dz_t.T @ h_{t-1}, where h_{t-1} is h0 on a row's first step and otherwise the
-    # neighbouring output row of y (zero past a row's end, where dz is zero too).
-    if not reverse:
-        # dU = dz[0].T @ h0 + dz[1:].T @ y[:-1]
-        gemm(Trans, NoTrans, G, Hout, B, 1, dz, G, h0, Hout, 0, dU, Hout)
-        gemm(Trans, NoTrans, G, Hout, (T - 1) * B, 1, dz + B * G, G, y, ldy, 1, dU, Hout)
-    else:
-        # dU = sum_b dz[len_b - 1, b].T @ h0[b] + dz[:-1].T @ y[1:]   (gathered into dhp's twin)
-        for bi in range(B):
-            memcpy(dm + bi * G, dz + ((length(lengths, bi, T) - 1) * B + bi) * G, G * sizeof(floating))
-        gemm(Trans, NoTrans, G, Hout, B, 1, dm, G, h0, Hout, 0, dU, Hout)
-        gemm(Trans, NoTrans, G, Hout, (T - 1) * B, 1, dz, G, y + B * ldy, ldy, 1, dU, Hout)
-    if db != NULL:
-        # db = dz.sum(axis=0)
-        memset(db, 0, G * sizeof(floating))
-        for s in range(T * B):
-            for j in range(G):
-                db[j] += dz[s * G + j]
+        # dx[chunk] += dz @ W   (n*B, I) += (n*B, 4H)(4H, I)
+        gemm(NoTrans, NoTrans, n * B, I, G, 1, dz, G, W, I, 1, dx + t_lo * B * I, I)
+        # dW += dz.T @ x[chunk]   (4H, I) += (4H, n*B)(n*B, I)
+        gemm(Trans, NoTrans, G, I, n * B, 1, dz, G, x + t_lo * B * I, I, 1, dW, I)
+        # dU += dz_t.T @ h_{t-1} over the chunk, where h_{t-1} is the neighbouring output row
+        # of y (zero past a row's end, where dz is zero too), or h0 on a row's first step.
+        if not reverse:
+            # forward: h_{t-1} = y[t-1], and h0 at t = 0
+            if t_lo == 0:
+                gemm(Trans, NoTrans, G, Hout, B, 1, dz, G, h0, Hout, 1, dU, Hout)
+                gemm(Trans, NoTrans, G, Hout, (n - 1) * B, 1, dz + B * G, G, y, ldy, 1, dU,
+                     Hout)
+            else:
+                gemm(Trans, NoTrans, G, Hout, n * B, 1, dz, G, y + (t_lo - 1) * B * ldy, ldy,
+                     1, dU, Hout)
+        else:
+            # reverse: h_{t-1} = y[t+1] (the rows that meet h0 are in ``first``)
+            rows = n if t_lo + n < T else n - 1
+            gemm(Trans, NoTrans, G, Hout, rows * B, 1, dz, G, y + (t_lo + 1) * B * ldy, ldy,
+                 1, dU, Hout)
+        if db != NULL:
+            # db += dz.sum(axis=0)
+            for s in range(n * B):
+                for j in range(G):
+                    db[j] += dz[s * G + j]
+        s0 += n
+    if reverse:
+        # dU += first.T @ h0   (4H, Hout) += (4H, B)(B, Hout)
+        gemm(Trans, NoTrans, G, Hout, B, 1, first, G, h0, Hout, 1, dU, Hout)
 
 
 cdef run_backward(floating kind, Shapes n, cnp.ndarray x, cnp.ndarray W, cnp.ndarray U,
@@ -504,14 +531,16 @@ cdef run_backward(floating kind, Shapes n, cnp.ndarray x, cnp.ndarray W, cnp.nda
                   bint identity):
     """Allocate the workspace and run ``backward_layer`` (``kind`` only selects the type)."""
     cdef Py_ssize_t G = 4 * n.H, B = n.B
-    # Workspace: [dz (T, B, 4H) | dh_t | dh_{t-1} | dm, also the (B, 4H) gather of the
-    # reverse direction's dU | m | zero peepholes | peephole gradients nobody asked for]
-    cdef Py_ssize_t n_dz = n.T * B * G, n_dh = B * n.Hout, n_dm = B * G, n_m = B * n.H
+    cdef Py_ssize_t Tc = max(1, min(n.T, CHUNK_ELEMENTS // (B * G)))
+    # Workspace: [dz of Tc steps | dh_t | dh_{t-1} | dm (B, H) | m | first (B, 4H) |
+    #             zero peepholes | peephole gradients nobody asked for]
+    cdef Py_ssize_t n_dz = Tc * B * G, n_dh = B * n.Hout, n_m = B * n.H, n_first = B * G
     cdef Py_ssize_t n_peep = 3 * n.H if peep is None else 0
     cdef Py_ssize_t n_dpeep = 3 * n.H if dpeep is None else 0
-    cdef cnp.ndarray work = np.empty(n_dz + 2 * n_dh + n_dm + n_m + n_peep + n_dpeep, h0.dtype)
+    cdef cnp.ndarray work = np.empty(n_dz + 2 * n_dh + 2 * n_m + n_first + n_peep + n_dpeep,
+                                     h0.dtype)
     cdef floating *w = <floating *> cnp.PyArray_DATA(work)
-    cdef floating *zero_peep = w + n_dz + 2 * n_dh + n_dm + n_m
+    cdef floating *zero_peep = w + n_dz + 2 * n_dh + 2 * n_m + n_first
     memset(zero_peep, 0, n_peep * sizeof(floating))
     cdef floating *x_ = <floating *> data(x)
     cdef floating *W_ = <floating *> data(W)
@@ -537,8 +566,9 @@ cdef run_backward(floating kind, Shapes n, cnp.ndarray x, cnp.ndarray W, cnp.nda
     with nogil:
         backward_layer(n.T, B, n.n_in, n.H, n.P, x_, W_, U_, R_, peep_, lengths_, h0_, c0_, y_,
                        n.ldy, gates_, cells_, dy_, lddy, dh_, dc_, dx_, dW_, dU_, db_, dR_,
-                       dpeep_, w, w + n_dz, w + n_dz + 2 * n_dh, w + n_dz + 2 * n_dh + n_dm,
-                       w + n_dz + n_dh, reverse, identity)
+                       dpeep_, w, Tc, w + n_dz, w + n_dz + 2 * n_dh,
+                       w + n_dz + 2 * n_dh + n_m, w + n_dz + n_dh,
+                       w + n_dz + 2 * n_dh + 2 * n_m, reverse, identity)
 
 
 def backward(cnp.ndarray x, cnp.ndarray W, cnp.ndarray U, cnp.ndarray R, cnp.ndarray peep,

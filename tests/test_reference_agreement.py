@@ -109,3 +109,11 @@ def test_cell_matches_reference(dtype, peephole):
         for k, gate in enumerate("ifo"):
             assert_allclose(grads[f"weight_c{gate}"], dpeep[k], **tol)
     assert_allclose(cell(x, (h, c))[0], h1, **tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backward_in_several_chunks_matches_reference(dtype):
+    # Backward keeps dz for at most 1 << 20 elements of steps at a time: with B * 4H = 16384
+    # that is 64 steps, so T = 150 runs three chunks (the last one short) in each direction.
+    lstm = lstmx.LSTM(3, 64, bidirectional=True, proj_size=0, dtype=dtype, seed=4)
+    assert_matches_reference(lstm, 150, 64, np.random.default_rng(4), lengths=True)
