@@ -22,12 +22,15 @@ def available() -> list[str]:
     """Variants that are built and that this CPU can run, fastest first."""
     names = []
     for name in ("avx512", "avx2"):
+        # Ask the CPU first: the variant's own module initialisation is compiled for its
+        # instruction set, so even importing it on a CPU without it could fault.
+        if not _baseline.cpu_supports(name):
+            continue
         try:
             importlib.import_module(_MODULES[name])
         except ImportError:
             continue
-        if _baseline.cpu_supports(name):
-            names.append(name)
+        names.append(name)
     return names + ["baseline"]
 
 
