@@ -20,7 +20,7 @@ def check_dtype(dtype) -> np.dtype:
     """The compute dtype named by ``dtype``: float32 or float64, else a TypeError."""
     try:
         dt = np.dtype(dtype)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise TypeError(f"dtype must be float32 or float64; got {dtype!r}") from err
     if dt not in FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32 or float64; got {dt}")
@@ -71,7 +71,8 @@ class LSTMConfig:
         if self.proj_size >= self.hidden_size:
             raise ValueError(f"proj_size must be smaller than hidden_size ({self.hidden_size}); "
                              f"got {self.proj_size}")
-        if self.output_activation not in OUTPUT_ACTIVATIONS:
+        if (not isinstance(self.output_activation, str)
+                or self.output_activation not in OUTPUT_ACTIVATIONS):
             raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}; "
                              f"got {self.output_activation!r}")
         set_(self, "dtype", check_dtype(self.dtype))
@@ -119,9 +120,13 @@ class LSTMConfig:
         orthogonal recurrent weights, zero biases but for a forget-gate bias of 1
         (``unit_forget_bias``, held in ``bias_ih``), and zero peepholes.
         """
-        if init not in INITIALISERS:
+        if not isinstance(init, str) or init not in INITIALISERS:
             raise ValueError(f"init must be one of {INITIALISERS}; got {init!r}")
-        rng = np.random.default_rng(seed)
+        try:
+            rng = np.random.default_rng(seed)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"seed must be None, a non-negative integer or a NumPy "
+                            f"Generator/SeedSequence; got {seed!r} ({err})") from err
         H = self.hidden_size
         params = {}
         for name, shape in self.parameter_shapes().items():

@@ -29,8 +29,12 @@ _CLASSES = {"LSTM": LSTM, "LSTMCell": LSTMCell}
 _CONFIG_FIELDS = [f.name for f in dataclasses.fields(LSTMConfig)]
 # The options of an LSTMCell; its other config fields keep LSTMConfig's defaults.
 _CELL_FIELDS = ("input_size", "hidden_size", "bias", "peephole", "output_activation", "dtype")
-# What a damaged archive raises while it is opened or read.
-_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError)
+# What a damaged archive raises while it is opened or read (MemoryError: a forged .npy header
+# that claims more data than any file holds).
+# NotImplementedError and RuntimeError: zip entries zipfile refuses (an unknown compression
+# method, an encrypted entry).
+_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError,
+                MemoryError, NotImplementedError, RuntimeError)
 
 
 def _name(file) -> str:
@@ -160,7 +164,7 @@ def _read_header(name, header):
                          f"dtype {header.dtype}, shape {header.shape}")
     try:
         meta = json.loads(str(header))
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:  # RecursionError: absurdly nested JSON
         raise ValueError(f"{name}: the {HEADER!r} header is not valid JSON: {err}") from err
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{name} is not an lstmx archive: its header has no "
@@ -168,7 +172,7 @@ def _read_header(name, header):
     if meta.get("version") != VERSION:
         raise ValueError(f"{name} has lstmx archive version {meta.get('version')!r}; this "
                          f"lstmx reads version {VERSION}")
-    cls = _CLASSES.get(meta.get("class"))
+    cls = _CLASSES.get(meta.get("class")) if isinstance(meta.get("class"), str) else None
     config = meta.get("config")
     if cls is None:
         raise ValueError(f"{name}: class must be one of {list(_CLASSES)}; got "
