@@ -464,7 +464,7 @@ def _warm_up(fn, context, warm_time) -> float:
     return float(np.median(times[-5:]))
 
 
-def measure(ops, repeat=11, warmup=1, min_time=0.02, warm_time=0.2, gap=0.002,
+def measure(ops, repeat=11, warmup=1, min_time=0.02, warm_time=0.2, gap=0.2,
             max_time=None, min_repeat=5) -> dict:
     """Time several operations side by side.
 
@@ -483,8 +483,11 @@ def measure(ops, repeat=11, warmup=1, min_time=0.02, warm_time=0.2, gap=0.002,
         Each operation first runs alone for at least this long (and twice), which also
         calibrates how many calls a sample takes.
     gap : float
-        Pause after each sample (seconds), so that threads of one library that spin after
-        their work do not steal the cores from the next one's sample.
+        Pause after each sample and warm-up (seconds). BLAS and OpenMP worker threads spin
+        for a while after their work (OpenBLAS about 2**28 cycles, 0.1 s) before they sleep;
+        on 2 cores, spinning threads of the library timed before would take a core from the
+        next one, whose own threads then wait at every barrier. With a 2 ms gap, torch's S
+        forward took a second per call and M's spreads passed 200%; with 0.2 s, 0.1 to 10%.
     max_time : float, optional
         Stop after the round in which the timed rounds pass this many seconds, but not
         before ``min(min_repeat, repeat)`` samples: a budget for the slow configurations.
@@ -500,6 +503,8 @@ def measure(ops, repeat=11, warmup=1, min_time=0.02, warm_time=0.2, gap=0.002,
     for name in names:
         one = _warm_up(*ops[name], warm_time)
         number[name] = max(1, math.ceil(min_time / max(one, 1e-9)))
+        if gap:
+            time.sleep(gap)
     samples = {name: [] for name in names}
     start = time.perf_counter()
     for r in range(warmup + repeat):
@@ -662,7 +667,7 @@ def _log(progress, msg):
 
 
 def run_benchmarks(configs=None, impls=IMPLEMENTATIONS, dtype=np.float32, threads=2,
-                   repeat=11, warmup=1, min_time=0.02, warm_time=0.5, gap=0.002,
+                   repeat=11, warmup=1, min_time=0.02, warm_time=0.5, gap=0.2,
                    max_time=60.0, memory_config="L",
                    memory_steps=2, gemm_config="L", seed=0, progress=None) -> dict:
     """Time every implementation on every configuration; see the module docstring.
