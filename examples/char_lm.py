@@ -1,0 +1,226 @@
+"""A character-level language model of Python's own standard library sources.
+
+The corpus ships with every Python: the source files of a fixed list of standard-library
+modules (found under ``sysconfig.get_paths()["stdlib"]``) for training, and of five other
+modules, never seen in training, for the held-out test. Characters outside printable ASCII
+and newline map to one "other" symbol (97 symbols in all).
+
+Model: ``Embedding(97, embed)``, ``LSTM(embed, hidden)`` and a ``Linear(hidden, 97)`` readout,
+trained on the softmax cross-entropy of the next character by truncated backpropagation
+through time: the training text is cut into ``batch`` parallel streams
+(``lstmx.bptt.batchify``) walked in chunks of ``seq_len`` characters (``bptt_chunks``), the
+LSTM state carried from chunk to chunk. Adam with a cosine-decaying learning rate and
+gradient clipping. The result is bits per character on the held-out modules, against the
+entropy of their own character frequencies (the best any unigram model can score on them),
+and a sample drawn from the trained model with a temperature.
+
+The exact corpus depends on the Python version, so numbers move a little between versions.
+
+Measured (float32, 2 shared cores, Python 3.11, defaults: embed 32, hidden 256, batch 32,
+seq_len 100, 2000 steps (4.1 passes over 1,547,811 training characters), Adam lr 3e-3
+decaying to 3e-4, gradient norm clipped at 1.0, seed 0): 2.21 bits per character on the
+99,960 held-out characters, against 4.45 for their unigram entropy, in 378 s. A sample
+(temperature 0.7, prompt "def ") reads like Python: indented ``def`` and ``if`` blocks,
+``self``, ``isinstance``, comments and docstrings of English-like words, ``raise
+TypeError(...)``, with invented names.
+
+Run::
+
+    python examples/char_lm.py
+    python examples/char_lm.py --steps 6000 --hidden 512   # larger (not measured here)
+"""
+from __future__ import annotations
+
+import os
+import sysconfig
+
+import numpy as np
+
+import _common
+import lstmx
+from lstmx.bptt import batchify, bptt_chunks
+from lstmx.losses import cross_entropy
+from lstmx.optim import Adam, clip_grad_norm
+
+TRAIN_MODULES = ["argparse", "ast", "calendar", "collections", "configparser", "csv",
+                 "dataclasses", "difflib", "enum", "functools", "gettext", "inspect",
+                 "ipaddress", "locale", "logging", "pprint", "random", "shutil", "statistics",
+                 "subprocess", "tarfile", "threading", "tokenize", "traceback", "typing"]
+TEST_MODULES = ["textwrap", "heapq", "fractions", "json.encoder", "json.decoder"]
+
+ALPHABET = "\n" + "".join(chr(c) for c in range(32, 127))
+OTHER = len(ALPHABET)  # one symbol for every other character
+VOCAB = len(ALPHABET) + 1
+_CODES = np.full(0x110000, OTHER, dtype=np.uint8)
+_CODES[[ord(c) for c in ALPHABET]] = np.arange(len(ALPHABET))
+
+
+def module_source(name):
+    """The source text of a pure-Python standard-library module (or package)."""
+    root = os.path.join(sysconfig.get_paths()["stdlib"], *name.split("."))
+    for path in (root + ".py", os.path.join(root, "__init__.py")):
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                return f.read()
+    raise FileNotFoundError(f"no source for the standard-library module {name!r} under "
+                            f"{os.path.dirname(root)}")
+
+
+def encode(text):
+    """Character codes (N,) uint8 of ``text``."""
+    return _CODES[np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)]
+
+
+def decode(codes):
+    return "".join(ALPHABET[c] if c < OTHER else "?" for c in codes)
+
+
+def corpus(modules, max_chars=None):
+    codes = encode("\n".join(module_source(m) for m in modules))
+    return codes if max_chars is None else codes[:max_chars]
+
+
+def unigram_bits(codes):
+    """Entropy (bits) of the character frequencies of ``codes``."""
+    p = np.bincount(codes, minlength=VOCAB) / len(codes)
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
+
+
+class CharLM:
+    """Embedding -> LSTM -> Linear, with the training step and evaluation of the example."""
+
+    def __init__(self, embed, hidden, seed):
+        self.emb = lstmx.Embedding(VOCAB, embed, seed=seed)
+        self.lstm = lstmx.LSTM(embed, hidden, seed=seed, init="keras")
+        self.head = lstmx.Linear(hidden, VOCAB, seed=seed)
+        self.modules = [self.emb, self.lstm, self.head]
+
+    def parameters(self):
+        return [m.parameters() for m in self.modules]
+
+    def logits(self, x, state=None):
+        y, state = self.lstm(self.emb(x), state)
+        return self.head(y), state
+
+    def gradients(self, x, target, state):
+        """Loss (nats per character), gradients and the final state of one chunk."""
+        e, e_cache = self.emb.forward_train(x)
+        y, state, l_cache = self.lstm.forward_train(e, state)
+        logits, h_cache = self.head.forward_train(y)
+        loss, dlogits = cross_entropy(logits, target)
+        dy, g_head = self.head.backward(h_cache, dlogits)
+        de, _, g_lstm = self.lstm.backward(l_cache, dy)
+        return loss, [self.emb.backward(e_cache, de), g_lstm, g_head], state
+
+    def bits_per_char(self, codes, batch=16, seq_len=512):
+        """Mean bits per character of predicting each character of ``codes`` from the ones
+        before it, over ``batch`` consecutive pieces (each from a zero state)."""
+        data = batchify(codes, batch)
+        total, count, state = 0.0, 0, None
+        for x, y in bptt_chunks(data[:-1], data[1:], seq_len=seq_len):
+            logits, state = self.logits(x, state)
+            total += cross_entropy(logits, y, reduction="sum")[0]
+            count += y.size
+        return total / count / np.log(2)
+
+    def sample(self, rng, prompt, length, temperature):
+        """``prompt`` followed by ``length`` characters drawn from the model."""
+        codes = list(encode(prompt))
+        logits, state = self.logits(np.array(codes)[:, None])
+        for _ in range(length):
+            z = logits[-1, 0].astype(np.float64) / temperature
+            p = np.exp(z - z.max())
+            codes.append(int(rng.choice(VOCAB, p=p / p.sum())))
+            logits, state = self.logits(np.array([[codes[-1]]]), state)
+        return decode(codes)
+
+
+def train(hidden=256, embed=32, batch=32, seq_len=100, steps=2000, lr=3e-3, clip=1.0,
+          eval_every=100, max_train_chars=None, valid_chars=20000, seed=0, progress=True):
+    """Train the model; returns a dict of the result, the learning curves and the model."""
+    train_codes = corpus(TRAIN_MODULES, max_train_chars)
+    test_codes = corpus(TEST_MODULES)
+    valid_codes = test_codes[:valid_chars]  # a slice of the held-out text to watch
+    model = CharLM(embed, hidden, seed)
+    opt = Adam(model.parameters(), lr=lr)
+    data = batchify(train_codes, batch)
+    chunks = bptt_chunks(data[:-1], data[1:], seq_len=seq_len)
+
+    clock = _common.Stopwatch()
+    curve = {"step": [], "valid_bits": []}
+    train_bits = []
+    bar = _common.progress(steps, f"char LM H={hidden}", disable=not progress)
+    state = None
+    for step in range(1, steps + 1):
+        i = (step - 1) % len(chunks)
+        if i == 0:
+            state = None  # a new pass over the text
+        x, target = chunks[i]
+        # Cosine decay to a tenth of the learning rate over the run.
+        opt.lr = lr * (0.1 + 0.45 * (1 + np.cos(np.pi * (step - 1) / steps)))
+        loss, grads, state = model.gradients(x, target, state)
+        clip_grad_norm(grads, clip)
+        opt.step(grads)
+        train_bits.append(loss / np.log(2))
+        bar.update()
+        if step % eval_every == 0 or step == steps:
+            curve["step"].append(step)
+            curve["valid_bits"].append(model.bits_per_char(valid_codes))
+            bar.set_postfix(train=f"{np.mean(train_bits[-eval_every:]):.3f}",
+                            valid=f"{curve['valid_bits'][-1]:.3f}")
+    bar.close()
+    train_seconds = clock()
+    return {"test_bits": model.bits_per_char(test_codes), "unigram_bits": unigram_bits(test_codes),
+            "train_chars": len(train_codes), "test_chars": len(test_codes), "steps": steps,
+            "epochs": steps / len(chunks), "seconds": train_seconds, "curve": curve,
+            "train_bits": train_bits, "model": model}
+
+
+def main(argv=None):
+    parser = _common.make_parser(__doc__)
+    parser.add_argument("--hidden", type=int, default=256, help="LSTM hidden size")
+    parser.add_argument("--embed", type=int, default=32, help="character embedding size")
+    parser.add_argument("--batch", type=int, default=32, help="parallel streams")
+    parser.add_argument("--seq-len", type=int, default=100, help="truncated BPTT length")
+    parser.add_argument("--steps", type=int, default=2000, help="training steps")
+    parser.add_argument("--lr", type=float, default=3e-3, help="initial Adam learning rate")
+    parser.add_argument("--clip", type=float, default=1.0, help="gradient norm clip")
+    parser.add_argument("--eval-every", type=int, default=100, help="steps between checks")
+    parser.add_argument("--max-train-chars", type=int, default=None,
+                        help="use only the start of the training text")
+    parser.add_argument("--valid-chars", type=int, default=20000,
+                        help="held-out characters scored during training (all at the end)")
+    parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
+    parser.add_argument("--sample-chars", type=int, default=600, help="characters to sample")
+    parser.add_argument("--prompt", default="def ", help="start of the sample")
+    args = parser.parse_args(argv)
+    with _common.blas_threads(args.threads):
+        r = train(args.hidden, args.embed, args.batch, args.seq_len, args.steps, args.lr,
+                  args.clip, args.eval_every, args.max_train_chars, args.valid_chars,
+                  args.seed, not args.no_progress)
+        r["sample"] = r["model"].sample(np.random.default_rng(args.seed), args.prompt,
+                                        args.sample_chars, args.temperature)
+    bits = np.asarray(r["train_bits"])
+    w = min(50, len(bits))
+    smooth = np.convolve(bits, np.ones(w) / w, mode="valid")
+    r["plot"] = _common.save_curve(
+        os.path.join(args.out, "char_lm.png"),
+        {f"train (mean of {w} steps)": (np.arange(w, len(bits) + 1), smooth),
+         f"held-out (first {args.valid_chars} characters)": (r["curve"]["step"],
+                                                              r["curve"]["valid_bits"])},
+        "step", "bits per character", f"Character LM of stdlib sources, H = {args.hidden}",
+        hlines={"unigram baseline (held-out entropy)": r["unigram_bits"]}, logy=False)
+    print(f"plot: {r['plot']}")
+    print(f"--- sample (temperature {args.temperature}) ---")
+    print(r["sample"])
+    print("---")
+    print(f"char LM H={args.hidden}: {r['test_bits']:.3f} bits/char on {r['test_chars']} "
+          f"held-out characters (unigram baseline {r['unigram_bits']:.3f}) after "
+          f"{r['steps']} steps ({r['epochs']:.2f} epochs of {r['train_chars']} characters) in "
+          f"{r['seconds']:.0f} s")
+    return r
+
+
+if __name__ == "__main__":
+    main()
