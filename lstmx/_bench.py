@@ -646,7 +646,7 @@ def machine_info(threads) -> dict:
         if mod is not None:  # imported, and not blocked (a None entry)
             versions[name] = mod.__version__
     pools = [{k: info.get(k) for k in ("user_api", "internal_api", "version", "num_threads",
-                                       "architecture", "prefix")}
+                                       "architecture", "prefix", "filepath")}
              for info in limit_threads(threads)]
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
             "versions": versions, "threadpools": pools, "threads": threads,
@@ -848,6 +848,12 @@ def _fmt_ratio(r):
     return "n/a" if r is None else f"{r:.2f}x"
 
 
+def _owner(pool) -> str:
+    """ "scipy: " for a library in scipy.libs/ (the BLAS lstmx calls), and so on."""
+    parent = os.path.basename(os.path.dirname(pool.get("filepath") or ""))
+    return parent[:-len(".libs")] + ": " if parent.endswith(".libs") else ""
+
+
 def _load_line(machine) -> str:
     load = machine.get("loadavg_1min") or {}
     before, after = load.get("before"), load.get("after")
@@ -867,11 +873,13 @@ def format_report(res) -> str:
              f"machine: {m['cpu']}, {m['cpu_count']} CPUs, {m['platform']}",
              "versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
              f"threads: {s['threads']} (torch: {m['torch_threads'] or 'n/a'}); pools: "
-             + "; ".join(f"{p['internal_api']} {p['version']} ({p['user_api']}, "
-                         f"{p['num_threads']} threads)" for p in m["threadpools"]),
+             + "; ".join(f"{_owner(p)}{p['internal_api']} {p['version']}"
+                         + (f" {p['architecture']} kernels" if p.get("architecture") else "")
+                         + f" ({p['user_api']}, {p['num_threads']} threads)"
+                         for p in m["threadpools"]),
              f"dtype {s['dtype']}, up to {s['repeat']} interleaved repetitions (fewer past "
-             f"{s['max_time_s']} s a measurement, at least 5) after {s['warmup']} warm-up "
-             f"round, zero initial state",
+             f"{s['max_time_s']} s a measurement, at least {min(5, s['repeat'])}) after "
+             f"{s['warmup']} warm-up round, zero initial state",
              _load_line(m), ""]
     impls = [i for i in IMPLEMENTATIONS if i in s["impls"]]
     others = [i for i in impls if i != "lstmx"]
