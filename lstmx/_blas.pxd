@@ -17,6 +17,20 @@ cdef void gemm(BLAS_Trans ta, BLAS_Trans tb, blas_int m, blas_int n, blas_int k,
 
 cdef enum:
     SMALL_BLOCK = 32  # columns of C held in registers across the k loop of gemm_small
+    TILE_ROWS = 8     # a gemm_tiled register tile: 8 x 32 floats = 16 AVX-512 registers
+    TILE_COLS = 32
+    PANEL_COLS = 256  # columns of B kept in L2 while every row tile passes over them
+
+cdef extern from *:
+    """
+    /* The register tiles of gemm_tiled need 32 vector registers: AVX-512 only. */
+    #if defined(__AVX512F__)
+    #define LSTMX_TILED_GEMM 1
+    #else
+    #define LSTMX_TILED_GEMM 0
+    #endif
+    """
+    const bint TILED_GEMM "LSTMX_TILED_GEMM"
 
 
 cdef inline void gemm_small(blas_int m, blas_int n, blas_int k, const floating *A, blas_int lda,
@@ -57,3 +71,46 @@ cdef inline void gemm_small(blas_int m, blas_int n, blas_int k, const floating *
                 acc[j] += a * b[j]
         for j in range(width):
             c[j0 + j] = acc[j]
+
+
+cdef inline void gemm_tiled(blas_int m, blas_int n, blas_int k, const floating *A,
+                            blas_int lda, const floating *B, blas_int ldb,
+                            floating beta, floating *C, blas_int ldc) noexcept nogil:
+    """C := A B + beta * C, row-major, no transposes, for the recurrent products of a step.
+
+    BLAS packs both operands at every call, and at every step that repacks the whole weight
+    matrix; here B (the weights) is read in place, in panels that stay in L2, by register
+    tiles of TILE_ROWS x TILE_COLS (with AVX-512 this outruns OpenBLAS' own kernels at these
+    shapes). Rows and columns left over go to gemm_small."""
+    cdef Py_ssize_t i0, j0, jc, nc, r, p, j
+    cdef floating acc[TILE_ROWS][TILE_COLS]
+    cdef floating a
+    cdef const floating *b
+    jc = 0
+    while jc < n:
+        nc = PANEL_COLS if n - jc > PANEL_COLS else n - jc
+        i0 = 0
+        while i0 + TILE_ROWS <= m:
+            j0 = jc
+            while j0 + TILE_COLS <= jc + nc:
+                for r in range(TILE_ROWS):
+                    for j in range(TILE_COLS):
+                        acc[r][j] = 0 if beta == 0 else beta * C[(i0 + r) * ldc + j0 + j]
+                for p in range(k):
+                    b = B + p * ldb + j0
+                    for r in range(TILE_ROWS):
+                        a = A[(i0 + r) * lda + p]
+                        for j in range(TILE_COLS):
+                            acc[r][j] += a * b[j]
+                for r in range(TILE_ROWS):
+                    for j in range(TILE_COLS):
+                        C[(i0 + r) * ldc + j0 + j] = acc[r][j]
+                j0 += TILE_COLS
+            if j0 < jc + nc:
+                gemm_small(TILE_ROWS, jc + nc - j0, k, A + i0 * lda, lda, B + j0, ldb, beta,
+                           C + i0 * ldc + j0, ldc)
+            i0 += TILE_ROWS
+        if i0 < m:
+            gemm_small(m - i0, nc, k, A + i0 * lda, lda, B + jc, ldb, beta, C + i0 * ldc + jc,
+                       ldc)
+        jc += nc
