@@ -36,6 +36,8 @@ macros = [("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
 # lstmx._dispatch loads the best one the CPU supports, so the default build still runs on
 # any x86-64 CPU.
 kernel_variants = {"_kernels": []}
+# OpenMP splits the AVX-512 recurrent products across cores (threadpoolctl controls it).
+openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
 if platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32":
     kernel_variants["_kernels_avx2"] = ["-mavx2", "-mfma"]
     kernel_variants["_kernels_avx512"] = ["-mavx2", "-mfma", "-mavx512f", "-mavx512vl",
@@ -49,7 +51,8 @@ extensions = [
         [f"lstmx/{name}.pyx"],
         include_dirs=[np.get_include()],
         define_macros=macros,
-        extra_compile_args=compile_args + isa_flags,
+        extra_compile_args=compile_args + isa_flags + (openmp if name != "_blas" else []),
+        extra_link_args=openmp if name != "_blas" else [],
     )
     for name, isa_flags in modules.items()
 ]

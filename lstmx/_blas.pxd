@@ -1,5 +1,6 @@
 # Row-major BLAS shim over scipy.linalg.cython_blas, fused over float and double.
 from cython cimport floating
+from cython.parallel cimport prange
 
 # SciPy <= 1.17 declares BLAS integers as C int; newer SciPy exports ``blas_int``.
 # Changing this one typedef is the whole switch.
@@ -19,7 +20,8 @@ cdef enum:
     SMALL_BLOCK = 32  # columns of C held in registers across the k loop of gemm_small
     TILE_ROWS = 8     # a gemm_tiled register tile: 8 x 32 floats = 16 AVX-512 registers
     TILE_COLS = 32
-    PANEL_COLS = 256  # columns of B kept in L2 while every row tile passes over them
+    PANEL_COLS = 128  # columns of B kept in L2 while every row tile passes over them; the
+                      # unit of work of each OpenMP thread
 
 cdef extern from *:
     """
@@ -73,6 +75,41 @@ cdef inline void gemm_small(blas_int m, blas_int n, blas_int k, const floating *
             c[j0 + j] = acc[j]
 
 
+cdef inline void gemm_panel(blas_int m, blas_int n, blas_int k, const floating *A,
+                            blas_int lda, const floating *B, blas_int ldb,
+                            floating beta, floating *C, blas_int ldc,
+                            Py_ssize_t jc) noexcept nogil:
+    """Columns [jc, jc + PANEL_COLS) of gemm_tiled's C."""
+    cdef Py_ssize_t i0, j0, nc, r, p, j
+    cdef floating acc[TILE_ROWS][TILE_COLS]
+    cdef floating a
+    cdef const floating *b
+    nc = PANEL_COLS if n - jc > PANEL_COLS else n - jc
+    i0 = 0
+    while i0 + TILE_ROWS <= m:
+        j0 = jc
+        while j0 + TILE_COLS <= jc + nc:
+            for r in range(TILE_ROWS):
+                for j in range(TILE_COLS):
+                    acc[r][j] = 0 if beta == 0 else beta * C[(i0 + r) * ldc + j0 + j]
+            for p in range(k):
+                b = B + p * ldb + j0
+                for r in range(TILE_ROWS):
+                    a = A[(i0 + r) * lda + p]
+                    for j in range(TILE_COLS):
+                        acc[r][j] += a * b[j]
+            for r in range(TILE_ROWS):
+                for j in range(TILE_COLS):
+                    C[(i0 + r) * ldc + j0 + j] = acc[r][j]
+            j0 += TILE_COLS
+        if j0 < jc + nc:
+            gemm_small(TILE_ROWS, jc + nc - j0, k, A + i0 * lda, lda, B + j0, ldb, beta,
+                       C + i0 * ldc + j0, ldc)
+        i0 += TILE_ROWS
+    if i0 < m:
+        gemm_small(m - i0, nc, k, A + i0 * lda, lda, B + jc, ldb, beta, C + i0 * ldc + jc, ldc)
+
+
 cdef inline void gemm_tiled(blas_int m, blas_int n, blas_int k, const floating *A,
                             blas_int lda, const floating *B, blas_int ldb,
                             floating beta, floating *C, blas_int ldc) noexcept nogil:
@@ -82,35 +119,6 @@ cdef inline void gemm_tiled(blas_int m, blas_int n, blas_int k, const floating *
     matrix; here B (the weights) is read in place, in panels that stay in L2, by register
     tiles of TILE_ROWS x TILE_COLS (with AVX-512 this outruns OpenBLAS' own kernels at these
     shapes). Rows and columns left over go to gemm_small."""
-    cdef Py_ssize_t i0, j0, jc, nc, r, p, j
-    cdef floating acc[TILE_ROWS][TILE_COLS]
-    cdef floating a
-    cdef const floating *b
-    jc = 0
-    while jc < n:
-        nc = PANEL_COLS if n - jc > PANEL_COLS else n - jc
-        i0 = 0
-        while i0 + TILE_ROWS <= m:
-            j0 = jc
-            while j0 + TILE_COLS <= jc + nc:
-                for r in range(TILE_ROWS):
-                    for j in range(TILE_COLS):
-                        acc[r][j] = 0 if beta == 0 else beta * C[(i0 + r) * ldc + j0 + j]
-                for p in range(k):
-                    b = B + p * ldb + j0
-                    for r in range(TILE_ROWS):
-                        a = A[(i0 + r) * lda + p]
-                        for j in range(TILE_COLS):
-                            acc[r][j] += a * b[j]
-                for r in range(TILE_ROWS):
-                    for j in range(TILE_COLS):
-                        C[(i0 + r) * ldc + j0 + j] = acc[r][j]
-                j0 += TILE_COLS
-            if j0 < jc + nc:
-                gemm_small(TILE_ROWS, jc + nc - j0, k, A + i0 * lda, lda, B + j0, ldb, beta,
-                           C + i0 * ldc + j0, ldc)
-            i0 += TILE_ROWS
-        if i0 < m:
-            gemm_small(m - i0, nc, k, A + i0 * lda, lda, B + jc, ldb, beta, C + i0 * ldc + jc,
-                       ldc)
-        jc += nc
+    cdef Py_ssize_t panel
+    for panel in prange((n + PANEL_COLS - 1) // PANEL_COLS, schedule="static"):
+        gemm_panel(m, n, k, A, lda, B, ldb, beta, C, ldc, panel * PANEL_COLS)
