@@ -355,7 +355,8 @@ def hostile_archives(draw):
     elif kind == "drop":
         del members[draw(st.sampled_from(sorted(members)))]
     else:
-        members[draw(st.text(min_size=1, max_size=8)) + ".npy"] = _npy(
+        name = draw(st.text("abcdefghijklmnopqrstuvwxyz_0123456789", min_size=1, max_size=8))
+        members[name + ".npy"] = _npy(
             draw(any_array(SMALL_SHAPES)))
     return _rezip(members)
 
