@@ -6,6 +6,9 @@
 #   memcheck  valgrind memcheck over every kernel path (.ci/memcheck_paths.py) on that build;
 #             fails on any invalid read/write/free, and on any error or definite leak with an
 #             lstmx frame on its stack (.ci/valgrind_report.py, .ci/valgrind-python.supp)
+#   asan      build the optimised variants (-O3, every ISA) with AddressSanitizer in a second
+#             copy and run every kernel path and the reliability tests natively on them: this
+#             is what checks the AVX-512 variant, which valgrind cannot execute
 #   fuzz      the fuzz target tests/fuzz_validation.py (hostile inputs and hostile files) on it
 #   portable  import and run lstmx on valgrind's virtual CPU, an x86-64 without AVX-512: the
 #             build must never execute an instruction the CPU lacks (the kernel variants
@@ -25,7 +28,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 # The real interpreter, not a pyenv shim: valgrind must run Python itself.
 PY="$(python -c 'import sys; print(sys.executable)')"
 FULL="${RELIABILITY_FULL:-0}"
-STEPS="${RELIABILITY_STEPS:-debug memcheck fuzz portable}"
+STEPS="${RELIABILITY_STEPS:-debug memcheck asan fuzz portable}"
 if [[ -n "${RELIABILITY_WORKDIR:-}" ]]; then
     WORK="$RELIABILITY_WORKDIR"
     mkdir -p "$WORK"
@@ -80,7 +83,7 @@ step_memcheck() {
     ensure_debug_tree
     command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind; }
     local xml="$WORK/memcheck.xml" full_flag=()
-    [[ "$FULL" == 1 ]] && full_flag=(--full)
+    if [[ "$FULL" == 1 ]]; then full_flag=(--full); fi
     say "valgrind memcheck: the detector itself (a deliberate out-of-bounds read must fail)"
     (PYTHONMALLOC=malloc valgrind --tool=memcheck --xml=yes --xml-file="$WORK/control.xml" \
         --suppressions="$ROOT/.ci/valgrind-python.supp" "$PY" -c '
@@ -105,9 +108,10 @@ ctypes.string_at(ctypes.addressof(buf), 64)  # 48 bytes past the end of a malloc
     done
     # PYTHONMALLOC=malloc: every Python and NumPy allocation is a malloc valgrind can track.
     # One BLAS thread: the kernels' BLAS calls run on the calling thread, so every stack
-    # reaches back into lstmx and is attributed.
+    # reaches back into lstmx and is attributed. Two OpenMP threads: the kernels' own
+    # parallel loops split their work as they do in use (their frames are ours).
     (cd "$TREE" && PYTHONPATH="$TREE" PYTHONMALLOC=malloc OPENBLAS_NUM_THREADS=1 \
-        OMP_NUM_THREADS=1 valgrind --tool=memcheck --num-callers=60 --error-limit=no \
+        OMP_NUM_THREADS=2 valgrind --tool=memcheck --num-callers=60 --error-limit=no \
         --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite \
         --suppressions="$ROOT/.ci/valgrind-python.supp" --xml=yes --xml-file="$xml" \
         "$PY" "$ROOT/.ci/memcheck_paths.py" "${full_flag[@]}") || status=$?
@@ -118,7 +122,7 @@ ctypes.string_at(ctypes.addressof(buf), 64)  # 48 bytes past the end of a malloc
         say "valgrind memcheck over the property, error and concurrency tests (full size)"
         for so in "${hidden[@]}"; do mv "$so" "$so.no-valgrind"; done
         (cd "$TREE" && PYTHONPATH="$TREE" PYTHONMALLOC=malloc OPENBLAS_NUM_THREADS=1 \
-            OMP_NUM_THREADS=1 HYPOTHESIS_PROFILE=dev valgrind --tool=memcheck \
+            OMP_NUM_THREADS=2 HYPOTHESIS_PROFILE=dev valgrind --tool=memcheck \
             --num-callers=60 --error-limit=no --leak-check=full --show-leak-kinds=definite \
             --errors-for-leak-kinds=definite --suppressions="$ROOT/.ci/valgrind-python.supp" \
             --xml=yes --xml-file="$WORK/memcheck-tests.xml" \
@@ -145,10 +149,48 @@ print("runs without AVX-512; kernel module:", getattr(kernels, "__name__", "?"))
 ') || { echo "lstmx cannot run on an x86-64 CPU without AVX-512 (SIGILL above?)" >&2; exit 1; }
 }
 
+step_asan() {
+    local tree="$WORK/asan" asan full_flag=()
+    if [[ "$FULL" == 1 ]]; then full_flag=(--full); fi
+    asan="$(gcc -print-file-name=libasan.so)"
+    if [[ ! -e "$asan" ]]; then
+        apt-get update -qq && apt-get install -y -qq libasan8
+        asan="$(gcc -print-file-name=libasan.so)"
+    fi
+    say "AddressSanitizer build of the optimised kernels in $tree"
+    mkdir -p "$tree"
+    (cd "$ROOT" && git ls-files -z | xargs -0 tar -cf - --) | tar -xf - -C "$tree"
+    (cd "$tree" && CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g" \
+        LDFLAGS="-fsanitize=address" "$PY" setup.py -q build_ext --inplace \
+        >"$WORK/asan-build.log" 2>&1) || { cat "$WORK/asan-build.log"; exit 1; }
+    # The interpreter is not instrumented, so the runtime is preloaded. Leaks are valgrind's
+    # job (CPython's exit-time leaks would drown ASan's report); a forged file's absurd size
+    # must come back as NULL (MemoryError), as from the real malloc, not abort the run.
+    local opts="detect_leaks=0:allocator_may_return_null=1:halt_on_error=1:abort_on_error=0"
+    say "AddressSanitizer: the detector itself (a deliberate overflow must be reported)"
+    if LD_PRELOAD="$asan" ASAN_OPTIONS="$opts" PYTHONMALLOC=malloc "$PY" -c '
+import ctypes
+buf = ctypes.create_string_buffer(16)
+ctypes.string_at(ctypes.addressof(buf), 64)  # 48 bytes past the end of a malloc block
+' >"$WORK/asan-control.txt" 2>&1 || ! grep -q "heap-buffer-overflow" "$WORK/asan-control.txt"; then
+        cat "$WORK/asan-control.txt"
+        echo "AddressSanitizer did not report a deliberate overflow: the asan step is blind" >&2
+        exit 1
+    fi
+    echo "control caught: heap-buffer-overflow"
+    say "AddressSanitizer: every kernel path in every variant, and the reliability tests"
+    (cd "$tree" && PYTHONPATH="$tree" LD_PRELOAD="$asan" ASAN_OPTIONS="$opts" \
+        PYTHONMALLOC=malloc "$PY" "$ROOT/.ci/memcheck_paths.py" "${full_flag[@]}")
+    (cd "$tree" && PYTHONPATH="$tree" LD_PRELOAD="$asan" ASAN_OPTIONS="$opts" \
+        PYTHONMALLOC=malloc "$PY" -m pytest -q -p no:cacheprovider tests/test_properties.py \
+        tests/test_errors.py tests/test_robustness.py tests/test_concurrency.py \
+        tests/fuzz_validation.py)
+}
+
 step_fuzz() {
     ensure_debug_tree
     local profile=ci
-    [[ "$FULL" == 1 ]] && profile=fuzz
+    if [[ "$FULL" == 1 ]]; then profile=fuzz; fi
     say "fuzz target tests/fuzz_validation.py (hypothesis profile '$profile') on the debug build"
     (cd "$TREE" && PYTHONPATH="$TREE" HYPOTHESIS_PROFILE="$profile" \
         "$PY" -m pytest -q -p no:cacheprovider tests/fuzz_validation.py)
@@ -160,7 +202,8 @@ for step in $STEPS; do
         memcheck) step_memcheck ;;
         fuzz) step_fuzz ;;
         portable) step_portable ;;
-        *) echo "unknown step: $step (known: debug memcheck fuzz portable)" >&2; exit 2 ;;
+        asan) step_asan ;;
+        *) echo "unknown step: $step (known: debug memcheck asan fuzz portable)" >&2; exit 2 ;;
     esac
 done
 say "all passed ($STEPS)"
