@@ -29,8 +29,6 @@ from lstmx._blas cimport gemm, gemm_small, gemm_tiled, NoTrans, Trans, TILED_GEM
 
 cnp.import_array()
 
-# Inference keeps the input projection, and backward dz, of at most this many elements at a
-# time, so that memory stays bounded on long sequences while each chunk is still a large GEMM.
 cdef extern from *:
     """
     /* What this CPU (and its OS) can run, for choosing a kernel variant at run time. */
@@ -59,6 +57,8 @@ def cpu_supports(variant):
     return {"avx2": lstmx_cpu_supports_avx2, "avx512": lstmx_cpu_supports_avx512}[variant]()
 
 
+# Inference keeps the input projection, and backward dz, of at most this many elements at a
+# time, so that memory stays bounded on long sequences while each chunk is still a large GEMM.
 cdef enum:
     CHUNK_ELEMENTS = 1 << 20
     # Recurrent products of at most this many multiply-adds skip BLAS (its per-call cost
@@ -187,8 +187,10 @@ cdef void cell_backward_rows(
 
 cdef void input_projection(
         Py_ssize_t rows, Py_ssize_t I, Py_ssize_t G, const floating *x, const floating *W,
-        const floating *b_ih, const floating *b_hh, floating *z) noexcept nogil:
-    """z = x @ W.T + b_ih + b_hh for a block of ``rows`` rows (no bias when NULL); G = 4H."""
+        const floating *Wt, const floating *b_ih, const floating *b_hh,
+        floating *z) noexcept nogil:
+    """z = x @ W.T + b_ih + b_hh for a block of ``rows`` rows (no bias when NULL); G = 4H.
+    With ``Wt`` = W.T (AVX-512 builds), by gemm_tiled rather than BLAS."""
     cdef Py_ssize_t r, j
     if b_ih != NULL:
         for j in range(G):
@@ -196,7 +198,10 @@ cdef void input_projection(
         for r in range(1, rows):
             memcpy(z + r * G, z, G * sizeof(floating))
     # z += x @ W.T   (rows, 4H) += (rows, I)(I, 4H)
-    gemm(NoTrans, Trans, rows, G, I, 1, x, I, W, I, 1 if b_ih != NULL else 0, z, G)
+    if Wt != NULL:
+        gemm_tiled(rows, G, I, x, I, Wt, G, 1 if b_ih != NULL else 0, z, G)
+    else:
+        gemm(NoTrans, Trans, rows, G, I, 1, x, I, W, I, 1 if b_ih != NULL else 0, z, G)
 
 
 cdef void transpose(Py_ssize_t rows, Py_ssize_t cols, const floating *A, floating *At) noexcept nogil:
@@ -218,10 +223,12 @@ cdef void forward_layer(
         const floating *b_hh, const floating *R, const floating *peep,
         const Py_ssize_t *lengths, floating *h, floating *c, floating *y, Py_ssize_t ldy,
         floating *gates, Py_ssize_t Tc, floating *cells,
-        floating *m, floating *hp, floating *Ut, bint reverse, bint identity) noexcept nogil:
+        floating *m, floating *hp, floating *Ut, floating *Wt, bint reverse,
+        bint identity) noexcept nogil:
     """Forward over a whole sequence; ``gates`` holds Tc steps (Tc = T and ``cells`` set when
     training, in which case both keep every step for the backward pass). ``Ut`` is scratch
-    for U.T (Hout, 4H) when the recurrent product is small (see gemm_small), else NULL."""
+    for U.T (Hout, 4H) when forward runs the recurrent products itself (see Shapes.small),
+    else NULL; ``Wt`` likewise for W.T (I, 4H) and the input projection."""
     cdef Py_ssize_t G = 4 * H
     cdef Py_ssize_t Hout = P if P > 0 else H
     cdef Py_ssize_t s0, n, t_lo, s, t, bi, r, k
@@ -229,12 +236,14 @@ cdef void forward_layer(
     cdef floating *mrow
     if Ut != NULL:
         transpose(G, Hout, U, Ut)
+    if Wt != NULL:
+        transpose(G, I, W, Wt)
     s0 = 0
     while s0 < T:
         # Steps s0 .. s0+n-1 in processing order are times t_lo .. t_lo+n-1.
         n = Tc if T - s0 > Tc else T - s0
         t_lo = T - s0 - n if reverse else s0
-        input_projection(n * B, I, G, x + t_lo * B * I, W, b_ih, b_hh, gates)
+        input_projection(n * B, I, G, x + t_lo * B * I, W, Wt, b_ih, b_hh, gates)
         for s in range(s0, s0 + n):
             t = T - 1 - s if reverse else s
             zt = gates + (t - t_lo) * B * G
@@ -352,6 +361,11 @@ cdef class Shapes:
         worth it over a few steps."""
         return (self.B * 4 * self.H * self.Hout <= SMALL_PRODUCT or TILED_GEMM) and self.T >= 4
 
+    cdef bint tiled_input(self):
+        """Whether the input projection runs on gemm_tiled (AVX-512 builds) with W.T, whose
+        transposition is worth it for enough rows."""
+        return TILED_GEMM and self.T * self.B >= 64
+
 
 cdef run_forward(floating kind, Shapes n, cnp.ndarray x, cnp.ndarray W, cnp.ndarray U,
                  cnp.ndarray b_ih, cnp.ndarray b_hh, cnp.ndarray R, cnp.ndarray peep,
@@ -362,12 +376,13 @@ cdef run_forward(floating kind, Shapes n, cnp.ndarray x, cnp.ndarray W, cnp.ndar
     cdef Py_ssize_t G = 4 * n.H
     cdef Py_ssize_t Tc = n.T if gates is not None else max(
         1, min(n.T, CHUNK_ELEMENTS // (n.B * G)))
-    # Workspace: [inference gate chunk | m (B, H) | h (B, P) | U.T | zero peepholes]
+    # Workspace: [inference gate chunk | m (B, H) | h (B, P) | U.T | zero peepholes | W.T]
     cdef Py_ssize_t n_gates = 0 if gates is not None else Tc * n.B * G
     cdef Py_ssize_t n_m = n.B * n.H if n.P else 0, n_hp = n.B * n.P
     cdef Py_ssize_t n_ut = n.Hout * G if n.small() else 0
+    cdef Py_ssize_t n_wt = n.n_in * G if n.tiled_input() else 0
     cdef Py_ssize_t n_peep = 3 * n.H if peep is None else 0
-    cdef cnp.ndarray work = np.empty(n_gates + n_m + n_hp + n_ut + n_peep + 1, h.dtype)
+    cdef cnp.ndarray work = np.empty(n_gates + n_m + n_hp + n_ut + n_peep + n_wt + 1, h.dtype)
     cdef floating *w = <floating *> cnp.PyArray_DATA(work)
     cdef floating *zero_peep = w + n_gates + n_m + n_hp + n_ut
     memset(zero_peep, 0, n_peep * sizeof(floating))
@@ -387,7 +402,8 @@ cdef run_forward(floating kind, Shapes n, cnp.ndarray x, cnp.ndarray W, cnp.ndar
     with nogil:
         forward_layer(n.T, n.B, n.n_in, n.H, n.P, x_, W_, U_, b_ih_, b_hh_, R_, peep_, lengths_,
                       h_, c_, y_, n.ldy, gates_, Tc, cells_, w + n_gates, w + n_gates + n_m,
-                      w + n_gates + n_m + n_hp if n_ut else NULL, reverse, identity)
+                      w + n_gates + n_m + n_hp if n_ut else NULL,
+                      zero_peep + n_peep if n_wt else NULL, reverse, identity)
 
 
 def forward(cnp.ndarray x, cnp.ndarray W, cnp.ndarray U, cnp.ndarray b_ih, cnp.ndarray b_hh,
@@ -508,7 +524,10 @@ cdef void backward_layer(
                         memcpy(dh + bi * Hout, dhp + bi * Hout, Hout * sizeof(floating))
 
         # dx[chunk] += dz @ W   (n*B, I) += (n*B, 4H)(4H, I)
-        gemm(NoTrans, NoTrans, n * B, I, G, 1, dz, G, W, I, 1, dx + t_lo * B * I, I)
+        if TILED_GEMM:
+            gemm_tiled(n * B, I, G, dz, G, W, I, 1, dx + t_lo * B * I, I)
+        else:
+            gemm(NoTrans, NoTrans, n * B, I, G, 1, dz, G, W, I, 1, dx + t_lo * B * I, I)
         # dW += dz.T @ x[chunk]   (4H, I) += (4H, n*B)(n*B, I)
         gemm(Trans, NoTrans, G, I, n * B, 1, dz, G, x + t_lo * B * I, I, 1, dW, I)
         # dU += dz_t.T @ h_{t-1} over the chunk, where h_{t-1} is the neighbouring output row
