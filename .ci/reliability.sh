@@ -4,20 +4,21 @@
 #   debug     build lstmx with LSTMX_DEBUG=1 (bounds, wraparound and initialisation checks on,
 #             -O0 -g) in a copy of the tree, prove the checks are live, run the whole suite on it
 #   memcheck  valgrind memcheck over every kernel path (.ci/memcheck_paths.py) on that build;
-#             fails on any invalid read/write/free, and on any error or definite leak with an
-#             lstmx frame on its stack (.ci/valgrind_report.py, .ci/valgrind-python.supp)
+#             fails on any invalid read/write/free, and on any error or definite leak that
+#             lstmx's compiled code caused (.ci/valgrind_report.py, .ci/valgrind-python.supp)
 #   asan      build the optimised variants (-O3, every ISA) with AddressSanitizer in a second
 #             copy and run every kernel path and the reliability tests natively on them: this
 #             is what checks the AVX-512 variant, which valgrind cannot execute
-#   fuzz      the fuzz target tests/fuzz_validation.py (hostile inputs and hostile files) on it
+#   fuzz      the fuzz target tests/fuzz_validation.py (hostile inputs, caches and files) on
+#             the debug build
 #   portable  import and run lstmx on valgrind's virtual CPU, an x86-64 without AVX-512: the
 #             build must never execute an instruction the CPU lacks (the kernel variants
 #             compiled for AVX2/AVX-512 may only be loaded where the CPU has them)
 #
 # The checkout's own compiled modules are never touched: everything is built in the copy.
 #
-#   bash .ci/reliability.sh                          # CI size: a few minutes on 2 cores
-#   RELIABILITY_FULL=1 bash .ci/reliability.sh       # full size (roughly an hour): every option
+#   bash .ci/reliability.sh                          # CI size: about 7 minutes on 2 cores
+#   RELIABILITY_FULL=1 bash .ci/reliability.sh       # full size (tens of minutes): every option
 #       combination and the property tests under valgrind, the fuzz target at 2000 examples
 #       per target
 #   RELIABILITY_STEPS="memcheck fuzz" bash .ci/reliability.sh   # some steps only
