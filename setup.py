@@ -26,10 +26,10 @@ directives = {
 # read floating-point exception flags); -fno-math-errno drops errno bookkeeping of libm calls.
 # Neither changes a result, unlike -ffast-math. The element-wise loops read and write a dozen
 # row pointers that Cython cannot mark restrict; GCC's default of 10 run-time alias checks
-# would leave them scalar.
+# would leave them scalar (backward needs ~100).
 compile_args = ["-O0", "-g"] if DEBUG else [
     "-O3", "-fno-trapping-math", "-fno-math-errno",
-    "--param=vect-max-version-for-alias-checks=64"]
+    "--param=vect-max-version-for-alias-checks=256"]
 macros = [("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
 
 # The kernels are also built for AVX2 and AVX-512 where the compiler targets x86-64;
