@@ -3,14 +3,15 @@
 One place builds, for a benchmark configuration and an implementation, the model and its
 inputs with the *same* weights: ``lstmx`` (the compiled layers), ``reference`` (the NumPy
 reference, in the compute dtype), ``torch`` (``torch.nn.LSTM`` / ``LSTMCell``) and
-``onnxruntime`` (a one-node ONNX ``LSTM`` graph per layer). Each implementation object has
+``onnxruntime`` (the graph of ``lstmx.interop.to_onnx``). Each implementation object has
 the same methods (``forward``, ``forward_train``, ``backward``, ``train``) so that timing code
 never needs to know which one it holds.
 
 The bench command times them side by side in one process: round-robin over the
 implementations at each repetition, after warm-up, with 2 threads for every library, and
 reports medians and the ratios ``time(other) / time(lstmx)`` (above 1: lstmx is faster). Peak
-memory of a training step is measured in a fresh subprocess per implementation.
+memory of a training step is measured in a fresh subprocess per implementation. What each
+number means, and the targets they are held to: ``docs/performance.md``.
 """
 from __future__ import annotations
 
@@ -27,9 +28,10 @@ import time
 
 import numpy as np
 
-__all__ = ["BenchConfig", "CONFIGS", "CELL", "IMPLEMENTATIONS", "UnavailableError",
-           "build_impl", "measure", "run_benchmarks", "evaluate_targets", "format_report",
-           "main"]
+__all__ = ["BenchConfig", "CONFIGS", "CELL", "ALL_CONFIGS", "IMPLEMENTATIONS",
+           "UnavailableError", "Timing", "build_impl", "limit_threads", "float64_reference",
+           "max_rel_error", "gemm_op", "measure", "ratios", "measure_memory", "run_benchmarks",
+           "evaluate_targets", "format_report", "main"]
 
 IMPLEMENTATIONS = ("lstmx", "reference", "torch", "onnxruntime")
 SCHEMA = "lstmx-bench/1"
@@ -849,7 +851,8 @@ def _fmt_ratio(r):
 
 
 def _owner(pool) -> str:
-    """ "scipy: " for a library in scipy.libs/ (the BLAS lstmx calls), and so on."""
+    """The package that ships a pool's library ("scipy: " for scipy.libs/, the BLAS that
+    lstmx calls), or "" when it is not a wheel's bundled library."""
     parent = os.path.basename(os.path.dirname(pool.get("filepath") or ""))
     return parent[:-len(".libs")] + ": " if parent.endswith(".libs") else ""
 
