@@ -43,7 +43,7 @@ if platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
     kernel_variants["_kernels_avx512"] = ["-mavx2", "-mfma", "-mavx512f", "-mavx512vl",
                                           "-mavx512bw", "-mavx512dq",
                                           "-mprefer-vector-width=512"]
-modules = {"_blas": [], **kernel_variants}
+modules = {"_blas": [], "_fastcheck": [], **kernel_variants}
 
 extensions = [
     Extension(
@@ -51,8 +51,8 @@ extensions = [
         [f"lstmx/{name}.pyx"],
         include_dirs=[np.get_include()],
         define_macros=macros,
-        extra_compile_args=compile_args + isa_flags + (openmp if name != "_blas" else []),
-        extra_link_args=openmp if name != "_blas" else [],
+        extra_compile_args=compile_args + isa_flags + (openmp if name in kernel_variants else []),
+        extra_link_args=openmp if name in kernel_variants else [],
     )
     for name, isa_flags in modules.items()
 ]

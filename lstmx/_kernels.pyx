@@ -657,3 +657,4 @@ def activations(const floating[::1] x, floating[::1] sig, floating[::1] th):
         for k in range(x.shape[0]):
             sig[k] = sigmoid(x[k])
             th[k] = tanh_(x[k])
+

@@ -25,11 +25,13 @@ def as_float_array(name: str, value, dtype, shape, meaning: str = "", copy: bool
     ``shape`` is a tuple of ints and names; a name (such as ``"T"``) matches any size >= 1.
     Any real floating dtype is accepted and cast; anything else is a TypeError.
     """
-    if (value.__class__ is np.ndarray and value.dtype == dtype and value.flags.c_contiguous
-            and value.flags.aligned and _matches(value.shape, shape)
-            and math.prod(value.shape[:-1]) <= MAX_BLAS_DIM):
-        # Already what the kernels take: the common case costs well under a microsecond.
-        return value.copy() if copy else value
+    if value.__class__ is np.ndarray and value.dtype is dtype:
+        # Already what the kernels take? The common case costs a few hundred nanoseconds
+        # (a model step of B = 1 is a few microseconds in all).
+        flags = value.flags
+        if (flags.c_contiguous and flags.aligned and _matches(value.shape, shape)
+                and math.prod(value.shape[:-1]) <= MAX_BLAS_DIM):
+            return value.copy() if copy else value
     arr = _asarray(name, value)
     if arr.dtype.kind != "f":
         raise TypeError(f"{name} must be a float32 or float64 array; got dtype {arr.dtype}")
@@ -56,6 +58,8 @@ def as_float_array(name: str, value, dtype, shape, meaning: str = "", copy: bool
 
 def _matches(got, want) -> bool:
     """Whether shape ``got`` fits ``want`` (ints, and names standing for any size >= 1)."""
+    if got == want:
+        return True
     if len(got) != len(want):
         return False
     for g, w in zip(got, want):
