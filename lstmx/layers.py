@@ -48,7 +48,9 @@ class _Parameterised:
             value = state_dict[name]
             if hasattr(value, "detach"):  # a torch tensor
                 value = value.detach().cpu().numpy()
-            new[name] = as_float_array(f"state_dict[{name!r}]", value, live.dtype, live.shape)
+            # A copy: a value may be a view of another live parameter that is written first.
+            new[name] = as_float_array(f"state_dict[{name!r}]", value, live.dtype, live.shape,
+                                       copy=True)
         for name, value in new.items():
             self._params[name][...] = value
 
