@@ -218,3 +218,13 @@ def test_repr_and_attributes():
     with pytest.raises(AttributeError, match="weight_ih_l5"):
         lstm.weight_ih_l5
     assert "LSTMCell(3, 4" in repr(lstmx.LSTMCell(3, 4))
+
+
+def test_load_state_dict_of_swapped_live_views():
+    lstm = lstmx.LSTM(2, 3, seed=0)
+    live = lstm.parameters()
+    ih, hh = live["bias_ih_l0"].copy(), live["bias_hh_l0"].copy()
+    swapped = dict(live, bias_ih_l0=live["bias_hh_l0"], bias_hh_l0=live["bias_ih_l0"])
+    lstm.load_state_dict(swapped)
+    assert_array_equal(lstm.bias_ih_l0, hh)
+    assert_array_equal(lstm.bias_hh_l0, ih)
