@@ -22,6 +22,7 @@ cdef enum:
     TILE_COLS = 32
     PANEL_COLS = 128  # columns of B kept in L2 while every row tile passes over them; the
                       # unit of work of each OpenMP thread
+    PARALLEL_WORK = 1 << 21  # multiply-adds below which gemm_tiled stays on one thread
 
 cdef extern from *:
     """
@@ -45,23 +46,34 @@ cdef inline void gemm_small(blas_int m, blas_int n, blas_int k, const floating *
     time in a local block the compiler keeps in vector registers, so C is read and written
     once, not k times. Inline, so that each kernel variant compiles it for its own ISA."""
     cdef Py_ssize_t i, p, j, j0, width
-    cdef floating a
+    cdef floating a, a2
     cdef floating acc[SMALL_BLOCK]
+    cdef floating acc2[SMALL_BLOCK]
     cdef floating *c
     cdef const floating *b
     for i in range(m):
         c = C + i * ldc
         j0 = 0
         while j0 + SMALL_BLOCK <= n:
+            # Even and odd k in two accumulators: two dependency chains of multiply-adds
+            # instead of one (a batch of one is latency-bound).
             for j in range(SMALL_BLOCK):
                 acc[j] = 0 if beta == 0 else beta * c[j0 + j]
-            for p in range(k):
+                acc2[j] = 0
+            for p in range(0, k - 1, 2):
                 a = A[i * lda + p]
+                a2 = A[i * lda + p + 1]
                 b = B + p * ldb + j0
                 for j in range(SMALL_BLOCK):
                     acc[j] += a * b[j]
+                    acc2[j] += a2 * b[ldb + j]
+            if k % 2:
+                a = A[i * lda + k - 1]
+                b = B + (k - 1) * ldb + j0
+                for j in range(SMALL_BLOCK):
+                    acc[j] += a * b[j]
             for j in range(SMALL_BLOCK):
-                c[j0 + j] = acc[j]
+                c[j0 + j] = acc[j] + acc2[j]
             j0 += SMALL_BLOCK
         width = n - j0
         for j in range(width):
@@ -119,6 +131,11 @@ cdef inline void gemm_tiled(blas_int m, blas_int n, blas_int k, const floating *
     matrix; here B (the weights) is read in place, in panels that stay in L2, by register
     tiles of TILE_ROWS x TILE_COLS (with AVX-512 this outruns OpenBLAS' own kernels at these
     shapes). Rows and columns left over go to gemm_small."""
-    cdef Py_ssize_t panel
-    for panel in prange((n + PANEL_COLS - 1) // PANEL_COLS, schedule="static"):
-        gemm_panel(m, n, k, A, lda, B, ldb, beta, C, ldc, panel * PANEL_COLS)
+    cdef Py_ssize_t panel, panels = (n + PANEL_COLS - 1) // PANEL_COLS
+    if <Py_ssize_t> m * n * k < PARALLEL_WORK:
+        # Waking a thread team costs microseconds (milliseconds on a busy machine).
+        for panel in range(panels):
+            gemm_panel(m, n, k, A, lda, B, ldb, beta, C, ldc, panel * PANEL_COLS)
+    else:
+        for panel in prange(panels, schedule="static"):
+            gemm_panel(m, n, k, A, lda, B, ldb, beta, C, ldc, panel * PANEL_COLS)
