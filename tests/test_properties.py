@@ -495,3 +495,26 @@ def test_load_state_dict_is_all_or_nothing(problem, which):
         model.load_state_dict(sd)
     for k, v in model.state_dict().items():
         assert_array_equal(v, before[k])
+
+
+@given(problem=lstm_problems())
+def test_load_state_dict_from_views_of_its_own_parameters(problem):
+    # Values that are the model's own live arrays, permuted among keys of the same shape
+    # (bias_ih <-> bias_hh, say): every key must receive the value it was given *before*
+    # the load began, not an already overwritten one.
+    model = problem[0]
+    live = model.parameters()
+    before = model.state_dict()
+    by_shape = {}
+    for name, value in live.items():
+        by_shape.setdefault(value.shape, []).append(name)
+    sd, want = {}, {}
+    for names in by_shape.values():
+        rotated = names[1:] + names[:1]
+        for dst, src in zip(names, rotated):
+            sd[dst] = live[src]
+            want[dst] = before[src]
+    model.load_state_dict(sd)
+    for name, value in model.parameters().items():
+        assert value is live[name]
+        assert_array_equal(value, want[name])
