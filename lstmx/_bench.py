@@ -33,7 +33,7 @@ __all__ = ["BenchConfig", "CONFIGS", "CELL", "ALL_CONFIGS", "IMPLEMENTATIONS",
            "max_rel_error", "gemm_op", "measure", "ratios", "measure_memory", "run_benchmarks",
            "evaluate_targets", "format_report", "main"]
 
-IMPLEMENTATIONS = ("lstmx", "reference", "torch", "onnxruntime")
+IMPLEMENTATIONS = ("lstmx", "reference", "torch", "onnxruntime", "lstmx-peephole")
 SCHEMA = "lstmx-bench/1"
 
 
@@ -391,8 +391,32 @@ def max_rel_error(got: dict, want: dict) -> float:
     return max(_rel_err(got[k], want[k]) for k in want)
 
 
+class LstmxPeepholeImpl(LstmxImpl):
+    """lstmx with peephole connections, for the cost of peepholes against the plain cell.
+
+    The peephole weights are zero, so that its outputs equal the others' (the kernels do the
+    same work whatever the weights hold)."""
+
+    name = "lstmx-peephole"
+
+    def __init__(self, config, dtype, seed, threads):
+        super().__init__(config, dtype, seed, threads)
+        import lstmx
+
+        plain, dt = self.model, np.dtype(dtype).type
+        if config.cell:
+            self.model = lstmx.LSTMCell(config.I, config.H, peephole=True, dtype=dt)
+        else:
+            self.model = lstmx.LSTM(config.I, config.H, num_layers=config.num_layers,
+                                    bidirectional=config.bidirectional, peephole=True,
+                                    dtype=dt)
+        weights = {k: np.zeros_like(v) for k, v in self.model.state_dict().items()}
+        weights.update(plain.state_dict())
+        self.model.load_state_dict(weights)
+
+
 _IMPL_CLASSES = {cls.name: cls for cls in (LstmxImpl, ReferenceImpl, TorchImpl,
-                                           OnnxruntimeImpl)}
+                                           OnnxruntimeImpl, LstmxPeepholeImpl)}
 
 
 def build_impl(impl: str, config, dtype=np.float32, seed=0, threads=2) -> _Impl:
@@ -760,8 +784,8 @@ def run_benchmarks(configs=None, impls=IMPLEMENTATIONS, dtype=np.float32, thread
     if memory_config in configs:
         mem = {"config": memory_config, "steps": memory_steps}
         for impl in impls:
-            if impl == "onnxruntime" or impl not in available:
-                continue  # inference only, or n/a in this process
+            if impl in ("onnxruntime", "lstmx-peephole") or impl not in available:
+                continue  # inference only, not a target, or n/a in this process
             _log(progress, f"{time.perf_counter() - t_start:6.0f} s  {memory_config} "
                            f"training memory: {impl} (subprocess)")
             mem[impl] = measure_memory(impl, configs[memory_config], dtype, threads,
@@ -822,6 +846,9 @@ def evaluate_targets(res) -> list:
     gemm = res.get("gemm") or {}
     add(Target(f"{gemm.get('config', 'L')} forward flop rate / sgemm rate", 0.9, unit=""),
         gemm.get("fraction"))
+    for c in ("S", "M", "L", "cell"):  # the variants issue: peepholes within 10% of plain
+        add(Target(f"peephole forward+backward / plain, {c}", 1.1, at_least=False, unit=""),
+            _ratio(res, c, "train", "lstmx-peephole"))
     add(Target("training vs reference, S", 10.0), _ratio(res, "S", "train", "reference"))
     add(Target("training vs reference, L", 1.5), _ratio(res, "L", "train", "reference"))
     mem = res.get("memory") or {}

@@ -148,7 +148,7 @@ def _check_structure(res, configs, impls):
         for impl, err in res["agreement"][cname].items():
             assert err < 1e-5, (cname, impl)
     names = [t["name"] for t in res["targets"]]
-    assert len(names) == len(set(names)) == 18
+    assert len(names) == len(set(names)) == 22
     assert {t["status"] for t in res["targets"]} <= {"PASS", "FAIL", "n/a"}
     # What the run writes with --json is plain JSON and reads back the same.
     assert json.loads(json.dumps(_bench._jsonable(res))) == _bench._jsonable(res)
@@ -162,7 +162,7 @@ def test_run_without_torch_or_onnxruntime(monkeypatch):
     _check_structure(res, TINY, _bench.IMPLEMENTATIONS)
     for cname in TINY:
         assert set(res["unavailable"][cname]) == {"torch", "onnxruntime"}
-        assert set(res["results"][cname]["forward"]) == {"lstmx", "reference"}
+        assert set(res["results"][cname]["forward"]) == {"lstmx", "reference", "lstmx-peephole"}
     g = res["gemm"]
     assert g["shape_mkn"] == [4 * 2, 3, 4 * 5] and g["routine"] == "sgemm"
     assert g["fraction"] == pytest.approx(g["lstmx_gflops"] / g["gflops"])
@@ -184,7 +184,7 @@ def test_run_with_every_implementation():
     res = _bench.run_benchmarks(TINY, memory_config=None, gemm_config=None, **FAST)
     _check_structure(res, TINY, _bench.IMPLEMENTATIONS)
     assert set(res["results"]["S"]["forward"]) == set(_bench.IMPLEMENTATIONS)
-    assert set(res["results"]["S"]["train"]) == {"lstmx", "reference", "torch"}
+    assert set(res["results"]["S"]["train"]) == {"lstmx", "reference", "torch", "lstmx-peephole"}
     assert res["machine"]["torch_threads"] == 2
     assert all(p["num_threads"] <= 2 for p in res["machine"]["threadpools"])
     assert res["gemm"] is None and res["memory"] is None
