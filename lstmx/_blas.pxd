@@ -23,6 +23,7 @@ cdef enum:
     PANEL_COLS = 128  # columns of B kept in L2 while every row tile passes over them; the
                       # unit of work of each OpenMP thread
     PARALLEL_WORK = 1 << 21  # multiply-adds below which gemm_tiled stays on one thread
+    DEPTH_BLOCK = 256        # k summed in registers before going to C
 
 cdef extern from *:
     """
@@ -44,47 +45,52 @@ cdef inline void gemm_small(blas_int m, blas_int n, blas_int k, const floating *
 
     Each row of C is a sum of rows of B (axpy form), accumulated SMALL_BLOCK columns at a
     time in a local block the compiler keeps in vector registers, so C is read and written
-    once, not k times. Inline, so that each kernel variant compiles it for its own ISA."""
-    cdef Py_ssize_t i, p, j, j0, width
+    once, not k times; k runs in blocks of DEPTH_BLOCK summed apart (rounding as in BLAS, not
+    growing with k), each in two chains of even and odd k (a batch of one is latency-bound).
+    Inline, so that each kernel variant compiles it for its own ISA."""
+    cdef Py_ssize_t i, p, j, j0, width, p0, p1
     cdef floating a, a2
+    cdef floating total[SMALL_BLOCK]
     cdef floating acc[SMALL_BLOCK]
     cdef floating acc2[SMALL_BLOCK]
-    cdef floating *c
     cdef const floating *b
     for i in range(m):
-        c = C + i * ldc
         j0 = 0
-        while j0 + SMALL_BLOCK <= n:
-            # Even and odd k in two accumulators: two dependency chains of multiply-adds
-            # instead of one (a batch of one is latency-bound).
-            for j in range(SMALL_BLOCK):
-                acc[j] = 0 if beta == 0 else beta * c[j0 + j]
-                acc2[j] = 0
-            for p in range(0, k - 1, 2):
-                a = A[i * lda + p]
-                a2 = A[i * lda + p + 1]
-                b = B + p * ldb + j0
-                for j in range(SMALL_BLOCK):
-                    acc[j] += a * b[j]
-                    acc2[j] += a2 * b[ldb + j]
-            if k % 2:
-                a = A[i * lda + k - 1]
-                b = B + (k - 1) * ldb + j0
-                for j in range(SMALL_BLOCK):
-                    acc[j] += a * b[j]
-            for j in range(SMALL_BLOCK):
-                c[j0 + j] = acc[j] + acc2[j]
-            j0 += SMALL_BLOCK
-        width = n - j0
-        for j in range(width):
-            acc[j] = 0 if beta == 0 else beta * c[j0 + j]
-        for p in range(k if width else 0):
-            a = A[i * lda + p]
-            b = B + p * ldb + j0
+        while j0 < n:
+            width = SMALL_BLOCK if n - j0 >= SMALL_BLOCK else n - j0
             for j in range(width):
-                acc[j] += a * b[j]
-        for j in range(width):
-            c[j0 + j] = acc[j]
+                total[j] = 0 if beta == 0 else beta * C[i * ldc + j0 + j]
+            p0 = 0
+            while p0 < k:
+                p1 = k if p0 + DEPTH_BLOCK > k else p0 + DEPTH_BLOCK
+                for j in range(SMALL_BLOCK):
+                    acc[j] = 0
+                    acc2[j] = 0
+                if width == SMALL_BLOCK:
+                    for p in range(p0, p1 - 1, 2):
+                        a = A[i * lda + p]
+                        a2 = A[i * lda + p + 1]
+                        b = B + p * ldb + j0
+                        for j in range(SMALL_BLOCK):
+                            acc[j] += a * b[j]
+                            acc2[j] += a2 * b[ldb + j]
+                    if (p1 - p0) % 2:
+                        a = A[i * lda + p1 - 1]
+                        b = B + (p1 - 1) * ldb + j0
+                        for j in range(SMALL_BLOCK):
+                            acc[j] += a * b[j]
+                else:
+                    for p in range(p0, p1):
+                        a = A[i * lda + p]
+                        b = B + p * ldb + j0
+                        for j in range(width):
+                            acc[j] += a * b[j]
+                for j in range(width):
+                    total[j] += acc[j] + acc2[j]
+                p0 = p1
+            for j in range(width):
+                C[i * ldc + j0 + j] = total[j]
+            j0 += width
 
 
 cdef inline void gemm_panel(blas_int m, blas_int n, blas_int k, const floating *A,
@@ -92,7 +98,7 @@ cdef inline void gemm_panel(blas_int m, blas_int n, blas_int k, const floating *
                             floating beta, floating *C, blas_int ldc,
                             Py_ssize_t jc) noexcept nogil:
     """Columns [jc, jc + PANEL_COLS) of gemm_tiled's C."""
-    cdef Py_ssize_t i0, j0, nc, r, p, j
+    cdef Py_ssize_t i0, j0, nc, r, p, j, p0, p1
     cdef floating acc[TILE_ROWS][TILE_COLS]
     cdef floating a
     cdef const floating *b
@@ -101,18 +107,27 @@ cdef inline void gemm_panel(blas_int m, blas_int n, blas_int k, const floating *
     while i0 + TILE_ROWS <= m:
         j0 = jc
         while j0 + TILE_COLS <= jc + nc:
-            for r in range(TILE_ROWS):
-                for j in range(TILE_COLS):
-                    acc[r][j] = 0 if beta == 0 else beta * C[(i0 + r) * ldc + j0 + j]
-            for p in range(k):
-                b = B + p * ldb + j0
+            # k in blocks of DEPTH_BLOCK, each summed in registers then added to C: rounding
+            # grows with k / DEPTH_BLOCK + DEPTH_BLOCK rather than k (as in BLAS).
+            p0 = 0
+            while p0 < k:
+                p1 = k if p0 + DEPTH_BLOCK > k else p0 + DEPTH_BLOCK
                 for r in range(TILE_ROWS):
-                    a = A[(i0 + r) * lda + p]
                     for j in range(TILE_COLS):
-                        acc[r][j] += a * b[j]
-            for r in range(TILE_ROWS):
-                for j in range(TILE_COLS):
-                    C[(i0 + r) * ldc + j0 + j] = acc[r][j]
+                        if p0 > 0:
+                            acc[r][j] = C[(i0 + r) * ldc + j0 + j]
+                        else:
+                            acc[r][j] = 0 if beta == 0 else beta * C[(i0 + r) * ldc + j0 + j]
+                for p in range(p0, p1):
+                    b = B + p * ldb + j0
+                    for r in range(TILE_ROWS):
+                        a = A[(i0 + r) * lda + p]
+                        for j in range(TILE_COLS):
+                            acc[r][j] += a * b[j]
+                for r in range(TILE_ROWS):
+                    for j in range(TILE_COLS):
+                        C[(i0 + r) * ldc + j0 + j] = acc[r][j]
+                p0 = p1
             j0 += TILE_COLS
         if j0 < jc + nc:
             gemm_small(TILE_ROWS, jc + nc - j0, k, A + i0 * lda, lda, B + j0, ldb, beta,

@@ -445,27 +445,36 @@ cdef void backward_layer(
         const floating *gates, const floating *cells, const floating *dy, Py_ssize_t lddy,
         floating *dh, floating *dc, floating *dx, floating *dW, floating *dU, floating *db,
         floating *dR, floating *dpeep, floating *dz, Py_ssize_t Tc, floating *dht,
-        floating *dm, floating *m, floating *dhp, floating *first,
+        floating *dm, floating *m, floating *dhp, floating *scratch,
         bint reverse, bint identity) noexcept nogil:
     """Backpropagation through time over one layer and direction (see ``backward``).
 
     The steps are visited in chunks of ``Tc`` (the workspace ``dz`` holds one chunk's dz):
     after each chunk, its dx, dW, dU and db contributions are large GEMMs (or a sum), so the
-    memory of backward does not grow with T. ``first`` (B, 4H) collects the dz of each row's
-    first forward step of the reverse direction, the one that meets h0 in dU.
+    memory of backward does not grow with T. ``scratch`` holds the chunk's h_{t-1} rows
+    (Tc*B, Hout) and, where gemm_tiled is compiled in (AVX-512), the transposes it works on:
+    x and h_{t-1} of the chunk, and dW.T and dU.T. With gemm_tiled no BLAS runs here, so its
+    thread pool does not spin against the OpenMP one.
     """
     cdef Py_ssize_t G = 4 * H
     cdef Py_ssize_t Hout = P if P > 0 else H
-    cdef Py_ssize_t s0, n, t_lo, s, t, bi, j, tp, rows
+    cdef Py_ssize_t s0, n, t_lo, s, t, bi, j, tp
     cdef bint all_active
     cdef const floating *cprev
     cdef floating *dst
     cdef floating *dzt
     cdef floating *dmt = dm if P > 0 else dht
+    cdef floating *hprev = scratch
+    cdef floating *xT = hprev + Tc * B * Hout
+    cdef floating *hT = xT + I * Tc * B
+    cdef floating *dWt = hT + Hout * Tc * B
+    cdef floating *dUt = dWt + I * G
     memset(dpeep, 0, 3 * H * sizeof(floating))
     memset(dW, 0, G * I * sizeof(floating))
     memset(dU, 0, G * Hout * sizeof(floating))
-    memset(first, 0, B * G * sizeof(floating))
+    if TILED_GEMM:
+        memset(dWt, 0, G * I * sizeof(floating))
+        memset(dUt, 0, G * Hout * sizeof(floating))
     if dR != NULL:
         memset(dR, 0, P * H * sizeof(floating))
     if db != NULL:
@@ -505,8 +514,6 @@ cdef void backward_layer(
                 cell_backward_rows(H, gates + (t * B + bi) * G, cells + (t * B + bi) * H,
                                    cprev, dmt + bi * H, dc + bi * H, dzt + bi * G, m + bi * H,
                                    peep, dpeep, identity)
-                if reverse and tp >= length(lengths, bi, T):
-                    memcpy(first + bi * G, dzt + bi * G, G * sizeof(floating))
             if P > 0:
                 # dR += dh.T @ m   (P, H) += (P, B)(B, H)
                 gemm(Trans, NoTrans, P, H, B, 1, dht, P, m, H, 1, dR, H)
@@ -528,33 +535,36 @@ cdef void backward_layer(
             gemm_tiled(n * B, I, G, dz, G, W, I, 1, dx + t_lo * B * I, I)
         else:
             gemm(NoTrans, NoTrans, n * B, I, G, 1, dz, G, W, I, 1, dx + t_lo * B * I, I)
-        # dW += dz.T @ x[chunk]   (4H, I) += (4H, n*B)(n*B, I)
-        gemm(Trans, NoTrans, G, I, n * B, 1, dz, G, x + t_lo * B * I, I, 1, dW, I)
-        # dU += dz_t.T @ h_{t-1} over the chunk, where h_{t-1} is the neighbouring output row
-        # of y (zero past a row's end, where dz is zero too), or h0 on a row's first step.
-        if not reverse:
-            # forward: h_{t-1} = y[t-1], and h0 at t = 0
-            if t_lo == 0:
-                gemm(Trans, NoTrans, G, Hout, B, 1, dz, G, h0, Hout, 1, dU, Hout)
-                gemm(Trans, NoTrans, G, Hout, (n - 1) * B, 1, dz + B * G, G, y, ldy, 1, dU,
-                     Hout)
-            else:
-                gemm(Trans, NoTrans, G, Hout, n * B, 1, dz, G, y + (t_lo - 1) * B * ldy, ldy,
-                     1, dU, Hout)
+        # h_{t-1} of every row of the chunk: h0 on the row's first step, else the neighbouring
+        # output row of y (zero past a row's end, where dz is zero too).
+        for t in range(t_lo, t_lo + n):
+            for bi in range(B):
+                tp = t + 1 if reverse else t - 1
+                if (reverse and tp >= length(lengths, bi, T)) or (not reverse and tp < 0):
+                    cprev = h0 + bi * Hout
+                else:
+                    cprev = y + (tp * B + bi) * ldy
+                memcpy(hprev + ((t - t_lo) * B + bi) * Hout, cprev, Hout * sizeof(floating))
+        if TILED_GEMM:
+            # dW.T += x[chunk].T @ dz   (I, 4H) += (I, n*B)(n*B, 4H), and dU.T likewise
+            transpose(n * B, I, x + t_lo * B * I, xT)
+            gemm_tiled(I, G, n * B, xT, n * B, dz, G, 1, dWt, G)
+            transpose(n * B, Hout, hprev, hT)
+            gemm_tiled(Hout, G, n * B, hT, n * B, dz, G, 1, dUt, G)
         else:
-            # reverse: h_{t-1} = y[t+1] (the rows that meet h0 are in ``first``)
-            rows = n if t_lo + n < T else n - 1
-            gemm(Trans, NoTrans, G, Hout, rows * B, 1, dz, G, y + (t_lo + 1) * B * ldy, ldy,
-                 1, dU, Hout)
+            # dW += dz.T @ x[chunk]   (4H, I) += (4H, n*B)(n*B, I)
+            gemm(Trans, NoTrans, G, I, n * B, 1, dz, G, x + t_lo * B * I, I, 1, dW, I)
+            # dU += dz.T @ h_prev   (4H, Hout) += (4H, n*B)(n*B, Hout)
+            gemm(Trans, NoTrans, G, Hout, n * B, 1, dz, G, hprev, Hout, 1, dU, Hout)
         if db != NULL:
             # db += dz.sum(axis=0)
             for s in range(n * B):
                 for j in range(G):
                     db[j] += dz[s * G + j]
         s0 += n
-    if reverse:
-        # dU += first.T @ h0   (4H, Hout) += (4H, B)(B, Hout)
-        gemm(Trans, NoTrans, G, Hout, B, 1, first, G, h0, Hout, 1, dU, Hout)
+    if TILED_GEMM:
+        transpose(I, G, dWt, dW)
+        transpose(Hout, G, dUt, dU)
 
 
 cdef run_backward(floating kind, Shapes n, cnp.ndarray x, cnp.ndarray W, cnp.ndarray U,
@@ -567,15 +577,17 @@ cdef run_backward(floating kind, Shapes n, cnp.ndarray x, cnp.ndarray W, cnp.nda
     """Allocate the workspace and run ``backward_layer`` (``kind`` only selects the type)."""
     cdef Py_ssize_t G = 4 * n.H, B = n.B
     cdef Py_ssize_t Tc = max(1, min(n.T, CHUNK_ELEMENTS // (B * G)))
-    # Workspace: [dz of Tc steps | dh_t | dh_{t-1} | dm (B, H) | m | first (B, 4H) |
-    #             zero peepholes | peephole gradients nobody asked for]
-    cdef Py_ssize_t n_dz = Tc * B * G, n_dh = B * n.Hout, n_m = B * n.H, n_first = B * G
+    # Workspace: [dz of Tc steps | dh_t | dh_{t-1} | dm (B, H) | m | scratch (h_{t-1} of a
+    #             chunk, and gemm_tiled's transposes) | zero peepholes | unwanted dpeep]
+    cdef Py_ssize_t n_dz = Tc * B * G, n_dh = B * n.Hout, n_m = B * n.H
+    cdef Py_ssize_t n_scratch = Tc * B * n.Hout + (
+        (n.n_in + n.Hout) * (Tc * B + G) if TILED_GEMM else 0)
     cdef Py_ssize_t n_peep = 3 * n.H if peep is None else 0
     cdef Py_ssize_t n_dpeep = 3 * n.H if dpeep is None else 0
-    cdef cnp.ndarray work = np.empty(n_dz + 2 * n_dh + 2 * n_m + n_first + n_peep + n_dpeep,
+    cdef cnp.ndarray work = np.empty(n_dz + 2 * n_dh + 2 * n_m + n_scratch + n_peep + n_dpeep,
                                      h0.dtype)
     cdef floating *w = <floating *> cnp.PyArray_DATA(work)
-    cdef floating *zero_peep = w + n_dz + 2 * n_dh + 2 * n_m + n_first
+    cdef floating *zero_peep = w + n_dz + 2 * n_dh + 2 * n_m + n_scratch
     memset(zero_peep, 0, n_peep * sizeof(floating))
     cdef floating *x_ = <floating *> data(x)
     cdef floating *W_ = <floating *> data(W)
