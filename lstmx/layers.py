@@ -255,6 +255,13 @@ class LSTMCell(_Parameterised):
         # The engine reads layer names (weight_ih_l0); the cell shows torch's cell names.
         self._params = {name[:-3]: value
                         for name, value in self.config.init_parameters(seed, init).items()}
+        self._peep = None
+        if peephole:
+            # The three peephole vectors live as rows of one (3, H) array, which a step hands
+            # to the kernel as it is (stacking them would cost a third of a step).
+            self._peep = np.stack([self._params[f"weight_c{g}"] for g in "ifo"])
+            for row, g in enumerate("ifo"):
+                self._params[f"weight_c{g}"] = self._peep[row]
 
     def __repr__(self):
         c = self.config
@@ -294,11 +301,9 @@ class LSTMCell(_Parameterised):
             x, h, c, _ = self._inputs(x, state, training=False)
             x, h, c = x[0], h[0], c[0]
         p = self._params
-        peep = (np.stack([p["weight_ci"], p["weight_cf"], p["weight_co"]]) if cfg.peephole
-                else None)
         y = np.empty((1, x.shape[0], H), cfg.dtype)
         _kernels.forward(x, p["weight_ih"], p["weight_hh"], p.get("bias_ih"), p.get("bias_hh"),
-                         None, peep, None, h, c, y, 0, False,
+                         None, self._peep, None, h, c, y, 0, False,
                          cfg.output_activation == "identity")
         return y[0], c
 
