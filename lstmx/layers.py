@@ -22,6 +22,18 @@ class _Parameterised:
 
     _params: dict
 
+    def _stack_peepholes(self, suffixes) -> dict:
+        """Keep each layer's three peephole vectors as the rows of one (3, H) array, which the
+        kernels take as it is (stacking them at every call would cost a small model more than
+        the peepholes' arithmetic). The parameters stay separate, live, arrays (the rows)."""
+        stacks = {}
+        for s in suffixes:
+            stack = np.stack([self._params[f"weight_c{g}" + s] for g in "ifo"])
+            for row, g in enumerate("ifo"):
+                self._params[f"weight_c{g}" + s] = stack[row]
+            stacks[s] = stack
+        return stacks
+
     def parameters(self) -> dict[str, np.ndarray]:
         """The live parameter arrays, keyed like ``state_dict()``; update them in place."""
         return dict(self._params)
@@ -120,6 +132,10 @@ class LSTM(_Parameterised):
         self.config = LSTMConfig(input_size, hidden_size, num_layers, bias, batch_first,
                                  bidirectional, proj_size, peephole, output_activation, dtype)
         self._params = self.config.init_parameters(seed, init)
+        cfg = self.config
+        self._peeps = self._stack_peepholes(
+            [cfg.suffix(k, d) for k in range(num_layers) for d in range(cfg.num_directions)]
+        ) if cfg.peephole else {}
 
     def __repr__(self):
         c = self.config
@@ -175,7 +191,8 @@ class LSTM(_Parameterised):
             last valid step
         """
         x, h0, c0, lengths = self._inputs(x, state, lengths, training=False)
-        y, h_n, c_n, _ = _engine.forward(self.config, self._params, x, h0, c0, lengths, False)
+        y, h_n, c_n, _ = _engine.forward(self.config, self._params, x, h0, c0, lengths, False,
+                                         self._peeps)
         return self._output(y), (h_n, c_n)
 
     def forward_train(self, x, state=None, lengths=None):
@@ -188,7 +205,7 @@ class LSTM(_Parameterised):
         """
         x, h0, c0, lengths = self._inputs(x, state, lengths, training=True)
         y, h_n, c_n, cache = _engine.forward(self.config, self._params, x, h0, c0, lengths,
-                                             True)
+                                             True, self._peeps)
         return self._output(y), (h_n, c_n), cache
 
     def backward(self, cache, dy, dstate=None):
@@ -255,13 +272,7 @@ class LSTMCell(_Parameterised):
         # The engine reads layer names (weight_ih_l0); the cell shows torch's cell names.
         self._params = {name[:-3]: value
                         for name, value in self.config.init_parameters(seed, init).items()}
-        self._peep = None
-        if peephole:
-            # The three peephole vectors live as rows of one (3, H) array, which a step hands
-            # to the kernel as it is (stacking them would cost a third of a step).
-            self._peep = np.stack([self._params[f"weight_c{g}"] for g in "ifo"])
-            for row, g in enumerate("ifo"):
-                self._params[f"weight_c{g}"] = self._peep[row]
+        self._peeps = {"_l0": self._stack_peepholes([""])[""]} if peephole else {}
 
     def __repr__(self):
         c = self.config
@@ -303,7 +314,7 @@ class LSTMCell(_Parameterised):
         p = self._params
         y = np.empty((1, x.shape[0], H), cfg.dtype)
         _kernels.forward(x, p["weight_ih"], p["weight_hh"], p.get("bias_ih"), p.get("bias_hh"),
-                         None, self._peep, None, h, c, y, 0, False,
+                         None, self._peeps.get("_l0"), None, h, c, y, 0, False,
                          cfg.output_activation == "identity")
         return y[0], c
 
@@ -311,7 +322,7 @@ class LSTMCell(_Parameterised):
         """One step, also returning the cache for ``backward``: ((h, c), cache)."""
         x, h, c, lengths = self._inputs(x, state, training=True)
         _, h, c, cache = _engine.forward(self.config, self._layer_params(), x, h, c, lengths,
-                                         True)
+                                         True, self._peeps)
         return (h[0], c[0]), cache
 
     def backward(self, cache, dstate):
