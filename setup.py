@@ -21,7 +21,7 @@ directives = {
     "cdivision": not DEBUG,
     "embedsignature": True,
 }
-# Portable by default: no -march=native, so the build runs on any x86-64 CPU.
+# Portable by default: no flags tuned to the build host, so the build runs on any x86-64 CPU.
 # -fno-trapping-math lets GCC vectorise the branch-free selects of the activations (we never
 # read floating-point exception flags); -fno-math-errno drops errno bookkeeping of libm calls.
 # Neither changes a result, unlike -ffast-math. The element-wise loops read and write a dozen
