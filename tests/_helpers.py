@@ -54,3 +54,19 @@ def reference_run(lstm, x, state, lengths, dy, dstate):
     dx, (dh0, dc0), grads = reference.lstm_backward(p, lstm.config, saved, f64(dy),
                                                     *map(f64, dstate))
     return y, h, c, dx, dh0, dc0, grads
+
+
+# Central differences in float64: truncation ~FD_EPS^2, rounding ~1e-16/FD_EPS.
+FD_EPS = 1e-6
+FD_RTOL = 1e-6
+
+
+def directional_fd(f, arr, direction):
+    """(f(arr + eps v) - f(arr - eps v)) / 2 eps, changing ``arr`` in place and restoring it."""
+    saved = arr.copy()
+    arr += FD_EPS * direction
+    up = f()
+    arr[...] = saved - FD_EPS * direction
+    down = f()
+    arr[...] = saved
+    return (up - down) / (2 * FD_EPS)

@@ -5,27 +5,15 @@ import numpy as np
 import pytest
 
 import lstmx
-from _helpers import random_problem
+from _helpers import FD_RTOL, directional_fd, random_problem
 
-EPS = 1e-6
-RTOL = 1e-6  # central differences at EPS: truncation ~EPS^2, rounding ~1e-16/EPS
+RTOL = FD_RTOL
 
 
 def loss_fn(lstm, x, state, lengths, dy, dstate):
     """A scalar whose gradient with respect to (y, h_n, c_n) is (dy, dh_n, dc_n)."""
     y, (h, c) = lstm(x, state, lengths)
     return np.sum(y * dy) + np.sum(h * dstate[0]) + np.sum(c * dstate[1])
-
-
-def directional_fd(f, arr, direction):
-    """(f(arr + eps v) - f(arr - eps v)) / 2 eps, restoring ``arr``."""
-    saved = arr.copy()
-    arr += EPS * direction
-    up = f()
-    arr[...] = saved - EPS * direction
-    down = f()
-    arr[...] = saved
-    return (up - down) / (2 * EPS)
 
 
 def check_gradients(lstm, T, B, lengths, seed):

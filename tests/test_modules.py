@@ -4,23 +4,11 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 import lstmx
-from _helpers import require, tolerances
+from _helpers import FD_RTOL, directional_fd, require, tolerances
 from lstmx.losses import cross_entropy
 
-EPS = 1e-6
-RTOL = 1e-6  # central differences in float64: truncation ~EPS^2, rounding ~1e-16/EPS
+RTOL = FD_RTOL
 DTYPES = [np.float32, np.float64]
-
-
-def directional_fd(f, arr, direction):
-    """(f(arr + eps v) - f(arr - eps v)) / 2 eps, restoring ``arr``."""
-    saved = arr.copy()
-    arr += EPS * direction
-    up = f()
-    arr[...] = saved - EPS * direction
-    down = f()
-    arr[...] = saved
-    return (up - down) / (2 * EPS)
 
 
 def assert_directional(f, arr, grad, rng, name):
