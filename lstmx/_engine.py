@@ -49,31 +49,27 @@ class LSTMCache:
                 f"{self.nbytes / 2**20:.1f} MiB>")
 
 
-def layer_weights(cfg: LSTMConfig, params, layer: int, direction: int, copy: bool,
-                  peeps=None):
-    """(W, U, b_ih, b_hh, R, peep) as the kernels take them: peep = [p_i; p_f; p_o] (3, H),
-    taken from ``peeps`` (suffix -> stacked array, as the layers keep them) when given;
-    absent ones are None. ``copy`` snapshots them for a training cache."""
+def layer_weights(cfg: LSTMConfig, params, layer: int, direction: int, copy: bool, peeps):
+    """(W, U, b_ih, b_hh, R, peep) as the kernels take them: peep = [p_i; p_f; p_o] (3, H)
+    from ``peeps`` (suffix -> the stacked array the layers keep); absent ones are None.
+    ``copy`` snapshots them for a training cache."""
     s = cfg.suffix(layer, direction)
     W, U = params["weight_ih" + s], params["weight_hh" + s]
     b_ih, b_hh = (params["bias_ih" + s], params["bias_hh" + s]) if cfg.bias else (None, None)
     R = params["weight_hr" + s] if cfg.proj_size else None
-    peep = None
-    if cfg.peephole:
-        peep = peeps.get(s) if peeps else None
-        if peep is None:
-            peep = np.stack([params[f"weight_c{g}" + s] for g in "ifo"])
-        elif copy:
-            peep = peep.copy()
+    peep = peeps[s] if cfg.peephole else None
+    if copy and peep is not None:
+        peep = peep.copy()
     if copy:
         W, U, R = W.copy(), U.copy(), None if R is None else R.copy()
         b_ih, b_hh = (None, None) if b_ih is None else (b_ih.copy(), b_hh.copy())
     return W, U, b_ih, b_hh, R, peep
 
 
-def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool, peeps=None):
+def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool, peeps):
     """Stacked LSTM over x (T, B, I). ``h0``, ``c0`` (L*D, B, .) are consumed: they receive
-    h_n, c_n; ``lengths`` (B,) intp or None (all T). Returns y (T, B, D*Hout), h_n, c_n and,
+    h_n, c_n; ``lengths`` (B,) intp or None (all T); ``peeps`` the layer's stacked peepholes
+    (see ``layer_weights``). Returns y (T, B, D*Hout), h_n, c_n and,
     when training, an ``LSTMCache``."""
     T, B = x.shape[:2]
     D, H, Hout = cfg.num_directions, cfg.hidden_size, cfg.output_size

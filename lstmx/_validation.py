@@ -89,9 +89,10 @@ def check_rows(name: str, rows: int):
 
 
 def check_lengths(lengths, batch: int, seq_len: int) -> np.ndarray:
-    """Lengths as an intp array of shape (batch,), every value in [1, seq_len]."""
+    """Lengths as an intp array of shape (batch,), every value in [1, seq_len]; None stays
+    None (every sequence is seq_len long)."""
     if lengths is None:
-        return np.full(batch, seq_len, dtype=np.intp)
+        return None
     arr = _asarray("lengths", lengths)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"lengths must be integers; got dtype {arr.dtype}")

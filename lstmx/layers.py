@@ -166,7 +166,7 @@ class LSTM(_Parameterised):
         LD = cfg.num_layers * cfg.num_directions
         h0, c0 = check_state(state, cfg.dtype, LD, B, cfg.output_size, cfg.hidden_size,
                              copy=True)
-        lengths = None if lengths is None else check_lengths(lengths, B, T)
+        lengths = check_lengths(lengths, B, T)
         return x, h0, c0, lengths
 
     def _output(self, y):
