@@ -18,23 +18,39 @@ cdef void gemm(BLAS_Trans ta, BLAS_Trans tb, blas_int m, blas_int n, blas_int k,
 
 cdef enum:
     SMALL_BLOCK = 32  # columns of C held in registers across the k loop of gemm_small
-    TILE_ROWS = 8     # a gemm_tiled register tile: 8 x 32 floats = 16 AVX-512 registers
-    TILE_COLS = 32
-    PANEL_COLS = 128  # columns of B kept in L2 while every row tile passes over them; the
-                      # unit of work of each OpenMP thread
-    PARALLEL_WORK = 1 << 21  # multiply-adds below which gemm_tiled stays on one thread
-    DEPTH_BLOCK = 256        # k summed in registers before going to C
+    TILE_ROWS = 8     # a micro_tile: 8 x 32 floats of C = 16 AVX-512 registers
+    TILE_COLS = 32    # the width of a packed strip of B
+    ROW_BLOCK = 128   # rows of A (in L2) that pass over one strip of B (in L1) in turn
+    DEPTH_BLOCK = 512 # k summed in registers before going to C
+    PARALLEL_WORK = 1 << 21  # multiply-adds below which a product stays on one thread
 
 cdef extern from *:
     """
-    /* The register tiles of gemm_tiled need 32 vector registers: AVX-512 only. */
+    /* The register tiles of gemm_packed need 32 vector registers: AVX-512 only. */
     #if defined(__AVX512F__)
     #define LSTMX_TILED_GEMM 1
     #else
     #define LSTMX_TILED_GEMM 0
     #endif
+    /* OpenMP from inside a parallel region (serial stand-ins without OpenMP). An orphaned
+       barrier binds to the innermost enclosing parallel region. */
+    #ifdef _OPENMP
+    #include <omp.h>
+    static inline void lstmx_barrier(void) {
+        _Pragma("omp barrier")
+    }
+    static inline int lstmx_num_threads(void) { return omp_get_num_threads(); }
+    static inline int lstmx_max_threads(void) { return omp_get_max_threads(); }
+    #else
+    static inline void lstmx_barrier(void) {}
+    static inline int lstmx_num_threads(void) { return 1; }
+    static inline int lstmx_max_threads(void) { return 1; }
+    #endif
     """
     const bint TILED_GEMM "LSTMX_TILED_GEMM"
+    void barrier "lstmx_barrier"() noexcept nogil
+    int num_threads "lstmx_num_threads"() noexcept nogil
+    int max_threads "lstmx_max_threads"() noexcept nogil
 
 
 cdef inline void gemm_small(blas_int m, blas_int n, blas_int k, const floating *A, blas_int lda,
@@ -93,64 +109,130 @@ cdef inline void gemm_small(blas_int m, blas_int n, blas_int k, const floating *
             j0 += width
 
 
-cdef inline void gemm_panel(blas_int m, blas_int n, blas_int k, const floating *A,
-                            blas_int lda, const floating *B, blas_int ldb,
-                            floating beta, floating *C, blas_int ldc,
-                            Py_ssize_t jc) noexcept nogil:
-    """Columns [jc, jc + PANEL_COLS) of gemm_tiled's C."""
-    cdef Py_ssize_t i0, j0, nc, r, p, j, p0, p1
+cdef inline Py_ssize_t strips(Py_ssize_t width) noexcept nogil:
+    """How many packed strips of TILE_COLS columns cover ``width`` columns."""
+    return (width + TILE_COLS - 1) // TILE_COLS
+
+
+cdef inline Py_ssize_t share(Py_ssize_t n, Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
+    """Where part ``part`` of ``parts`` near-equal parts of range(n) starts."""
+    return n * part // parts
+
+
+cdef inline void pack_strips(Py_ssize_t k, Py_ssize_t groups, Py_ssize_t width,
+                             const floating *B, Py_ssize_t rs, Py_ssize_t cs,
+                             Py_ssize_t s_lo, Py_ssize_t s_hi, floating *Bp) noexcept nogil:
+    """Pack strips [s_lo, s_hi) of every group of B for gemm_packed.
+
+    B is (k, groups * width) with element (p, col) at ``B[p * rs + col * cs]`` (so U.T is U
+    with rs = 1). Each group of ``width`` columns (a gate) is cut into strips(width) strips of
+    TILE_COLS columns, the last one zero-padded; strip q = group * strips(width) + s is the
+    contiguous (k, TILE_COLS) block at ``Bp + q * k * TILE_COLS``. Contiguous strips are what
+    BLAS packs at every call: strided rows of B alias in the caches (rows 4-8 KiB apart map
+    to the same sets), and a strip stays in L1 while every row tile of A passes over it.
+    """
+    cdef Py_ssize_t g, s, p, j, w, col
+    cdef Py_ssize_t per = strips(width)
+    cdef floating *dst
+    for g in range(groups):
+        for s in range(s_lo, s_hi):
+            dst = Bp + (g * per + s) * k * TILE_COLS
+            col = g * width + s * TILE_COLS
+            w = TILE_COLS if width - s * TILE_COLS >= TILE_COLS else width - s * TILE_COLS
+            if cs == 1:
+                for p in range(k):
+                    for j in range(w):
+                        dst[p * TILE_COLS + j] = B[p * rs + col + j]
+                    for j in range(w, TILE_COLS):
+                        dst[p * TILE_COLS + j] = 0
+            else:
+                for j in range(w):
+                    for p in range(k):
+                        dst[p * TILE_COLS + j] = B[p * rs + (col + j) * cs]
+                for p in range(k):
+                    for j in range(w, TILE_COLS):
+                        dst[p * TILE_COLS + j] = 0
+
+
+cdef inline void micro_tile(Py_ssize_t k, const floating *A, Py_ssize_t lda,
+                            const floating *Bp, floating *C, Py_ssize_t ldc,
+                            bint add) noexcept nogil:
+    """C[:8, :32] := A[:8, :k] @ Bp (+ C when ``add``), Bp one packed strip: the tile stays
+    in registers across k; each step broadcasts 8 elements of A against 2 vectors of Bp."""
     cdef floating acc[TILE_ROWS][TILE_COLS]
+    cdef Py_ssize_t r, j, p
     cdef floating a
-    cdef const floating *b
-    nc = PANEL_COLS if n - jc > PANEL_COLS else n - jc
-    i0 = 0
-    while i0 + TILE_ROWS <= m:
-        j0 = jc
-        while j0 + TILE_COLS <= jc + nc:
-            # k in blocks of DEPTH_BLOCK, each summed in registers then added to C: rounding
-            # grows with k / DEPTH_BLOCK + DEPTH_BLOCK rather than k (as in BLAS).
-            p0 = 0
-            while p0 < k:
-                p1 = k if p0 + DEPTH_BLOCK > k else p0 + DEPTH_BLOCK
-                for r in range(TILE_ROWS):
-                    for j in range(TILE_COLS):
-                        if p0 > 0:
-                            acc[r][j] = C[(i0 + r) * ldc + j0 + j]
-                        else:
-                            acc[r][j] = 0 if beta == 0 else beta * C[(i0 + r) * ldc + j0 + j]
-                for p in range(p0, p1):
-                    b = B + p * ldb + j0
-                    for r in range(TILE_ROWS):
-                        a = A[(i0 + r) * lda + p]
-                        for j in range(TILE_COLS):
-                            acc[r][j] += a * b[j]
-                for r in range(TILE_ROWS):
-                    for j in range(TILE_COLS):
-                        C[(i0 + r) * ldc + j0 + j] = acc[r][j]
-                p0 = p1
-            j0 += TILE_COLS
-        if j0 < jc + nc:
-            gemm_small(TILE_ROWS, jc + nc - j0, k, A + i0 * lda, lda, B + j0, ldb, beta,
-                       C + i0 * ldc + j0, ldc)
-        i0 += TILE_ROWS
-    if i0 < m:
-        gemm_small(m - i0, nc, k, A + i0 * lda, lda, B + jc, ldb, beta, C + i0 * ldc + jc, ldc)
+    for r in range(TILE_ROWS):
+        for j in range(TILE_COLS):
+            acc[r][j] = C[r * ldc + j] if add else 0
+    for p in range(k):
+        for r in range(TILE_ROWS):
+            a = A[r * lda + p]
+            for j in range(TILE_COLS):
+                acc[r][j] += a * Bp[p * TILE_COLS + j]
+    for r in range(TILE_ROWS):
+        for j in range(TILE_COLS):
+            C[r * ldc + j] = acc[r][j]
 
 
-cdef inline void gemm_tiled(blas_int m, blas_int n, blas_int k, const floating *A,
-                            blas_int lda, const floating *B, blas_int ldb,
-                            floating beta, floating *C, blas_int ldc) noexcept nogil:
-    """C := A B + beta * C, row-major, no transposes, for the recurrent products of a step.
+cdef inline void gemm_packed(Py_ssize_t m, Py_ssize_t k, const floating *A, Py_ssize_t lda,
+                             const floating *Bp, Py_ssize_t groups, Py_ssize_t width,
+                             Py_ssize_t s_lo, Py_ssize_t s_hi, bint add,
+                             floating *C, Py_ssize_t ldc) noexcept nogil:
+    """C[:, cols] := A @ B[:, cols] (+ C[:, cols] when ``add``) for the columns of strips
+    [s_lo, s_hi) of every group of a B packed by pack_strips; A is (m, k) row-major.
 
-    BLAS packs both operands at every call, and at every step that repacks the whole weight
-    matrix; here B (the weights) is read in place, in panels that stay in L2, by register
-    tiles of TILE_ROWS x TILE_COLS (with AVX-512 this outruns OpenBLAS' own kernels at these
-    shapes). Rows and columns left over go to gemm_small."""
-    cdef Py_ssize_t panel, panels = (n + PANEL_COLS - 1) // PANEL_COLS
-    if <Py_ssize_t> m * n * k < PARALLEL_WORK:
+    One thread's share of a product: callers split the strips between threads. k runs in
+    blocks of DEPTH_BLOCK summed in registers (rounding grows with k / DEPTH_BLOCK +
+    DEPTH_BLOCK, as in BLAS). Rows past the last full tile and the narrower last strip of a
+    group go to gemm_small, which reads a strip as a (k, TILE_COLS) matrix.
+    """
+    cdef Py_ssize_t per = strips(width), full = m - m % TILE_ROWS
+    cdef Py_ssize_t p0, kc, i_lo, i_hi, i0, g, s, w, col
+    cdef const floating *strip
+    p0 = 0
+    while p0 < k:
+        kc = DEPTH_BLOCK if k - p0 > DEPTH_BLOCK else k - p0
+        i_lo = 0
+        while i_lo < full:
+            i_hi = full if i_lo + ROW_BLOCK > full else i_lo + ROW_BLOCK
+            for g in range(groups):
+                for s in range(s_lo, s_hi):
+                    if width - s * TILE_COLS < TILE_COLS:
+                        continue
+                    strip = Bp + ((g * per + s) * k + p0) * TILE_COLS
+                    col = g * width + s * TILE_COLS
+                    i0 = i_lo
+                    while i0 < i_hi:
+                        micro_tile(kc, A + i0 * lda + p0, lda, strip, C + i0 * ldc + col, ldc,
+                                   add or p0 > 0)
+                        i0 += TILE_ROWS
+            i_lo = i_hi
+        p0 += kc
+    for g in range(groups):
+        for s in range(s_lo, s_hi):
+            w = TILE_COLS if width - s * TILE_COLS >= TILE_COLS else width - s * TILE_COLS
+            strip = Bp + (g * per + s) * k * TILE_COLS
+            col = g * width + s * TILE_COLS
+            if w < TILE_COLS and full > 0:
+                gemm_small(full, w, k, A, lda, strip, TILE_COLS, add, C + col, ldc)
+            if full < m:
+                gemm_small(m - full, w, k, A + full * lda, lda, strip, TILE_COLS, add,
+                           C + full * ldc + col, ldc)
+
+
+cdef inline void gemm_packed_parallel(Py_ssize_t m, Py_ssize_t k, const floating *A,
+                                      Py_ssize_t lda, const floating *Bp, Py_ssize_t groups,
+                                      Py_ssize_t width, bint add, floating *C,
+                                      Py_ssize_t ldc) noexcept nogil:
+    """gemm_packed over every strip, split between the OpenMP threads when big enough."""
+    cdef Py_ssize_t per = strips(width), part
+    cdef Py_ssize_t parts = max_threads()
+    parts = per if parts > per else parts
+    if m * groups * width * k < PARALLEL_WORK or parts < 2:
         # Waking a thread team costs microseconds (milliseconds on a busy machine).
-        for panel in range(panels):
-            gemm_panel(m, n, k, A, lda, B, ldb, beta, C, ldc, panel * PANEL_COLS)
+        gemm_packed(m, k, A, lda, Bp, groups, width, 0, per, add, C, ldc)
     else:
-        for panel in prange(panels, schedule="static"):
-            gemm_panel(m, n, k, A, lda, B, ldb, beta, C, ldc, panel * PANEL_COLS)
+        for part in prange(parts, schedule="static", num_threads=parts):
+            gemm_packed(m, k, A, lda, Bp, groups, width, share(per, part, parts),
+                        share(per, part + 1, parts), add, C, ldc)

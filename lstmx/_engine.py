@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lstmx import _workspace
 from lstmx._dispatch import kernels as _kernels
 from lstmx._config import LSTMConfig
 
@@ -61,7 +62,8 @@ def layer_weights(cfg: LSTMConfig, params, layer: int, direction: int, copy: boo
     if copy and peep is not None:
         peep = peep.copy()
     if copy:
-        W, U, R = W.copy(), U.copy(), None if R is None else R.copy()
+        W, U = _workspace.copy(W), _workspace.copy(U)
+        R = None if R is None else R.copy()
         b_ih, b_hh = (None, None) if b_ih is None else (b_ih.copy(), b_hh.copy())
     return W, U, b_ih, b_hh, R, peep
 
@@ -82,13 +84,13 @@ def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool, peeps):
     h_n, c_n = h0, c0
     layer_input = x
     for k in range(cfg.num_layers):
-        y = np.empty((T, B, D * Hout), cfg.dtype)
+        y = _workspace.empty((T, B, D * Hout), cfg.dtype)
         x2 = layer_input.reshape(T * B, -1)
         for d in range(D):
             idx = k * D + d
             W, U, b_ih, b_hh, R, peep = layer_weights(cfg, params, k, d, training, peeps)
-            gates = np.empty((T, B, 4 * H), cfg.dtype) if training else None
-            cells = np.empty((T, B, H), cfg.dtype) if training else None
+            gates = _workspace.empty((T, B, 4 * H), cfg.dtype) if training else None
+            cells = _workspace.empty((T, B, H), cfg.dtype) if training else None
             _kernels.forward(x2, W, U, b_ih, b_hh, R, peep, lengths, h_n[idx], c_n[idx], y,
                              d * Hout, d == 1, identity, gates, cells)
             if training:
@@ -116,11 +118,11 @@ def backward(cache: LSTMCache, dy, dh, dc):
     d_out = dy
     for k in reversed(range(cfg.num_layers)):
         x2 = cache.inputs[k]
-        dx = np.zeros_like(x2)
+        dx = _workspace.zeros(x2.shape, x2.dtype)
         for d in range(D):
             idx = k * D + d
             W, U, R, peep = cache.weights[idx]
-            dW, dU = np.empty_like(W), np.empty_like(U)
+            dW, dU = _workspace.empty(W.shape, W.dtype), _workspace.empty(U.shape, U.dtype)
             dR = None if R is None else np.empty_like(R)
             dpeep = None if peep is None else np.empty_like(peep)
             db = np.empty(4 * H, cfg.dtype) if cfg.bias else None

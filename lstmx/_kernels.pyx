@@ -25,7 +25,13 @@ from libc.math cimport exp, expf, tanh, tanhf
 from libc.stdint cimport int32_t
 from libc.string cimport memcpy, memset
 
-from lstmx._blas cimport gemm, gemm_small, gemm_tiled, NoTrans, Trans, TILED_GEMM
+from cython.parallel cimport parallel, threadid
+
+from lstmx._blas cimport (
+    NoTrans, PARALLEL_WORK, TILED_GEMM, TILE_COLS, Trans, barrier, gemm, gemm_packed,
+    gemm_packed_parallel, gemm_small, max_threads, num_threads, pack_strips, share, strips)
+
+from lstmx._workspace import MIN_BYTES as POOL_MIN_BYTES, empty as pooled_empty
 
 cnp.import_array()
 
@@ -122,17 +128,18 @@ cdef inline Py_ssize_t length(const Py_ssize_t *lengths, Py_ssize_t b, Py_ssize_
 
 
 cdef void cell_forward_rows(
-        Py_ssize_t H, floating *gates, floating *c, floating *m, const floating *peep,
-        bint identity) noexcept nogil:
-    """One row of one step: pre-activations in ``gates`` become the gates i, f, g, o;
-    ``c`` holds c_{t-1} and receives c_t; ``m`` receives o * act(c_t).
+        Py_ssize_t n, Py_ssize_t H, floating *gates, floating *c, floating *m,
+        const floating *peep, bint identity) noexcept nogil:
+    """Units [0, n) of one row of one step (the gates of a unit are H apart): pre-activations
+    in ``gates`` become the gates i, f, g, o; ``c`` holds c_{t-1} and receives c_t; ``m``
+    receives o * act(c_t).
 
     ``peep`` = [p_i | p_f | p_o] is zeros without peepholes: a branch-free loop vectorises, and
     three multiply-adds cost less than a second code path.
     """
     cdef Py_ssize_t j
     cdef floating i, f, g, o, cp, ct, a
-    for j in range(H):
+    for j in range(n):
         cp = c[j]
         i = sigmoid(gates[j] + peep[j] * cp)
         f = sigmoid(gates[H + j] + peep[H + j] * cp)
@@ -149,10 +156,11 @@ cdef void cell_forward_rows(
 
 
 cdef void cell_backward_rows(
-        Py_ssize_t H, const floating *gates, const floating *ct_, const floating *cp_,
+        Py_ssize_t n, Py_ssize_t H, const floating *gates, const floating *ct_, const floating *cp_,
         const floating *dm, floating *dc, floating *dz, floating *m,
         const floating *peep, floating *dpeep, bint identity) noexcept nogil:
-    """Backward of one row of one step (LSTM.md, "Backward, one time step").
+    """Backward of units [0, n) of one row of one step (LSTM.md, "Backward, one time step");
+    the gates of a unit are H apart, as in forward.
 
     ``dc`` holds the gradient reaching c_t from step t+1 and receives the one reaching c_{t-1};
     ``dz`` receives [dz_i | dz_f | dz_g | dz_o]; ``m`` receives m_t (for dR); ``dpeep``
@@ -160,7 +168,7 @@ cdef void cell_backward_rows(
     """
     cdef Py_ssize_t j
     cdef floating i, f, g, o, ct, cp, a, dact, dzi, dzf, dzg, dzo, dcj
-    for j in range(H):
+    for j in range(n):
         i = gates[j]
         f = gates[H + j]
         g = gates[2 * H + j]
@@ -186,32 +194,34 @@ cdef void cell_backward_rows(
 
 
 cdef void input_projection(
-        Py_ssize_t rows, Py_ssize_t I, Py_ssize_t G, const floating *x, const floating *W,
-        const floating *Wt, const floating *b_ih, const floating *b_hh,
+        Py_ssize_t rows, Py_ssize_t I, Py_ssize_t H, const floating *x, const floating *W,
+        const floating *Wp, const floating *b_ih, const floating *b_hh,
         floating *z) noexcept nogil:
-    """z = x @ W.T + b_ih + b_hh for a block of ``rows`` rows (no bias when NULL); G = 4H.
-    With ``Wt`` = W.T (AVX-512 builds), by gemm_tiled rather than BLAS."""
-    cdef Py_ssize_t r, j
+    """z = x @ W.T + b_ih + b_hh for a block of ``rows`` rows (no bias when NULL). With
+    ``Wp`` = W.T packed by gate (AVX-512 builds), by gemm_packed rather than BLAS."""
+    cdef Py_ssize_t r, j, G = 4 * H
     if b_ih != NULL:
         for j in range(G):
             z[j] = b_ih[j] + b_hh[j]
         for r in range(1, rows):
             memcpy(z + r * G, z, G * sizeof(floating))
     # z += x @ W.T   (rows, 4H) += (rows, I)(I, 4H)
-    if Wt != NULL:
-        gemm_tiled(rows, G, I, x, I, Wt, G, 1 if b_ih != NULL else 0, z, G)
+    if Wp != NULL:
+        gemm_packed_parallel(rows, I, x, I, Wp, 4, H, b_ih != NULL, z, G)
     else:
         gemm(NoTrans, Trans, rows, G, I, 1, x, I, W, I, 1 if b_ih != NULL else 0, z, G)
 
 
-cdef void transpose(Py_ssize_t rows, Py_ssize_t cols, const floating *A, floating *At) noexcept nogil:
-    """At = A.T for a row-major (rows, cols) A, in 16 x 16 blocks written row by row of At:
-    4-KiB-strided writes would alias in L1 (measured 15x slower at (1024, 256))."""
+cdef void transpose(Py_ssize_t rows, Py_ssize_t cols, const floating *A, floating *At,
+                    Py_ssize_t c_lo, Py_ssize_t c_hi) noexcept nogil:
+    """Rows [c_lo, c_hi) of At = A.T for a row-major (rows, cols) A, in 16 x 16 blocks written
+    row by row of At: 4-KiB-strided writes would alias in L1 (measured 15x slower at
+    (1024, 256))."""
     cdef Py_ssize_t r0, c0, r, c, r1, c1
     for r0 in range(0, rows, 16):
         r1 = rows if r0 + 16 > rows else r0 + 16
-        for c0 in range(0, cols, 16):
-            c1 = cols if c0 + 16 > cols else c0 + 16
+        for c0 in range(c_lo, c_hi, 16):
+            c1 = c_hi if c0 + 16 > c_hi else c0 + 16
             for c in range(c0, c1):
                 for r in range(r0, r1):
                     At[c * rows + r] = A[r * cols + c]
@@ -223,37 +233,36 @@ cdef void forward_layer(
         const floating *b_hh, const floating *R, const floating *peep,
         const Py_ssize_t *lengths, floating *h, floating *c, floating *y, Py_ssize_t ldy,
         floating *gates, Py_ssize_t Tc, floating *cells,
-        floating *m, floating *hp, floating *Ut, floating *Wt, bint reverse,
+        floating *m, floating *hp, floating *Ut, floating *Wp, bint reverse,
         bint identity) noexcept nogil:
     """Forward over a whole sequence; ``gates`` holds Tc steps (Tc = T and ``cells`` set when
     training, in which case both keep every step for the backward pass). ``Ut`` is scratch
-    for U.T (Hout, 4H) when forward runs the recurrent products itself (see Shapes.small),
-    else NULL; ``Wt`` likewise for W.T (I, 4H) and the input projection."""
+    for U.T (Hout, 4H) when the recurrent products are small enough for gemm_small (see
+    Shapes.small), else NULL and they go to BLAS; ``Wp`` is scratch for W.T packed by gate
+    when the input projection runs on gemm_packed (see Shapes.packed_input)."""
     cdef Py_ssize_t G = 4 * H
     cdef Py_ssize_t Hout = P if P > 0 else H
-    cdef Py_ssize_t s0, n, t_lo, s, t, bi, r, k
+    cdef Py_ssize_t s0, n, t_lo, s, t, bi
     cdef floating *zt
     cdef floating *mrow
     if Ut != NULL:
-        transpose(G, Hout, U, Ut)
-    if Wt != NULL:
-        transpose(G, I, W, Wt)
+        transpose(G, Hout, U, Ut, 0, Hout)
+    if Wp != NULL:
+        pack_strips(I, 4, H, W, 1, I, 0, strips(H), Wp)
     s0 = 0
     while s0 < T:
         # Steps s0 .. s0+n-1 in processing order are times t_lo .. t_lo+n-1.
         n = Tc if T - s0 > Tc else T - s0
         t_lo = T - s0 - n if reverse else s0
-        input_projection(n * B, I, G, x + t_lo * B * I, W, Wt, b_ih, b_hh, gates)
+        input_projection(n * B, I, H, x + t_lo * B * I, W, Wp, b_ih, b_hh, gates)
         for s in range(s0, s0 + n):
             t = T - 1 - s if reverse else s
             zt = gates + (t - t_lo) * B * G
             # z += h @ U.T   (B, 4H) += (B, Hout)(Hout, 4H)
-            if Ut == NULL:
-                gemm(NoTrans, Trans, B, G, Hout, 1, h, Hout, U, Hout, 1, zt, G)
-            elif B * G * Hout <= SMALL_PRODUCT:
+            if Ut != NULL:
                 gemm_small(B, G, Hout, h, Hout, Ut, G, 1, zt, G)
             else:
-                gemm_tiled(B, G, Hout, h, Hout, Ut, G, 1, zt, G)
+                gemm(NoTrans, Trans, B, G, Hout, 1, h, Hout, U, Hout, 1, zt, G)
             for bi in range(B):
                 if t >= length(lengths, bi, T):
                     memset(y + (t * B + bi) * ldy, 0, Hout * sizeof(floating))
@@ -263,7 +272,7 @@ cdef void forward_layer(
                     continue
                 # Without projection m_t is h_t: written straight into the state.
                 mrow = m + bi * H if P > 0 else h + bi * H
-                cell_forward_rows(H, zt + bi * G, c + bi * H, mrow, peep, identity)
+                cell_forward_rows(H, H, zt + bi * G, c + bi * H, mrow, peep, identity)
                 if cells != NULL:
                     memcpy(cells + (t * B + bi) * H, c + bi * H, H * sizeof(floating))
                 if P == 0:
@@ -276,6 +285,91 @@ cdef void forward_layer(
                         memcpy(h + bi * P, hp + bi * P, P * sizeof(floating))
                         memcpy(y + (t * B + bi) * ldy, hp + bi * P, P * sizeof(floating))
         s0 += n
+
+
+cdef void forward_parallel(
+        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+        const floating *x, const floating *W, const floating *U, const floating *b_ih,
+        const floating *b_hh, const floating *peep, const Py_ssize_t *lengths,
+        floating *h, floating *c, floating *y, Py_ssize_t ldy, floating *gates, Py_ssize_t Tc,
+        floating *cells, floating *Wp, floating *Up, floating *h_alt, int threads,
+        bint reverse, bint identity) noexcept nogil:
+    """forward_layer without projection on AVX-512 builds, every thread from start to end.
+
+    Each OpenMP thread owns a range of hidden units (whole strips of TILE_COLS): it packs its
+    columns of W.T and U.T (the four gates of its units), computes those columns of the input
+    projection and of each step's recurrent product with gemm_packed, and runs the cell
+    update of its units, which needs nothing from other threads. The only exchange is h: a
+    step reads all of h_{t-1} and writes its units of h_t into the other of two buffers (h,
+    ``h_alt``), so one barrier per step suffices. No BLAS runs here, so no second thread pool
+    competes with this one.
+    """
+    cdef Py_ssize_t G = 4 * H, per = strips(H)
+    # Initialised because OpenMP copies them into each thread (firstprivate).
+    cdef Py_ssize_t part = 0, parts = 0, s_lo = 0, s_hi = 0, u_lo = 0, u_hi = 0, nu = 0
+    cdef Py_ssize_t s0 = 0, n = 0, t_lo = 0, s = 0, t = 0, bi = 0, r = 0, g = 0, j = 0
+    cdef floating *h_old = NULL
+    cdef floating *h_new = NULL
+    cdef floating *zt = NULL
+    with parallel(num_threads=threads):
+        part = threadid()
+        parts = num_threads()
+        s_lo = share(per, part, parts)
+        s_hi = share(per, part + 1, parts)
+        u_lo = min(H, s_lo * TILE_COLS)
+        u_hi = min(H, s_hi * TILE_COLS)
+        nu = u_hi - u_lo
+        pack_strips(H, 4, H, U, 1, H, s_lo, s_hi, Up)
+        pack_strips(I, 4, H, W, 1, I, s_lo, s_hi, Wp)
+        s0 = 0
+        while s0 < T:
+            n = Tc if T - s0 > Tc else T - s0
+            t_lo = T - s0 - n if reverse else s0
+            # This thread's columns of z = x @ W.T + b_ih + b_hh for the chunk.
+            if b_ih != NULL:
+                for r in range(n * B):
+                    for g in range(4):
+                        for j in range(g * H + u_lo, g * H + u_hi):
+                            gates[r * G + j] = b_ih[j] + b_hh[j]
+            gemm_packed(n * B, I, x + t_lo * B * I, I, Wp, 4, H, s_lo, s_hi, b_ih != NULL,
+                        gates, G)
+            for s in range(s0, s0 + n):
+                t = T - 1 - s if reverse else s
+                zt = gates + (t - t_lo) * B * G
+                h_old = h if s % 2 == 0 else h_alt
+                h_new = h_alt if s % 2 == 0 else h
+                gemm_packed(B, H, h_old, H, Up, 4, H, s_lo, s_hi, True, zt, G)
+                for bi in range(B):
+                    if t >= length(lengths, bi, T):
+                        memset(y + (t * B + bi) * ldy + u_lo, 0, nu * sizeof(floating))
+                        memcpy(h_new + bi * H + u_lo, h_old + bi * H + u_lo,
+                               nu * sizeof(floating))
+                        if cells != NULL:
+                            for g in range(4):
+                                memset(zt + bi * G + g * H + u_lo, 0, nu * sizeof(floating))
+                            memset(cells + (t * B + bi) * H + u_lo, 0, nu * sizeof(floating))
+                        continue
+                    cell_forward_rows(nu, H, zt + bi * G + u_lo, c + bi * H + u_lo,
+                                      h_new + bi * H + u_lo, peep + u_lo, identity)
+                    if cells != NULL:
+                        memcpy(cells + (t * B + bi) * H + u_lo, c + bi * H + u_lo,
+                               nu * sizeof(floating))
+                    memcpy(y + (t * B + bi) * ldy + u_lo, h_new + bi * H + u_lo,
+                           nu * sizeof(floating))
+                barrier()
+            s0 = s0 + n  # (+= would be an OpenMP reduction)
+        if T % 2 == 1:
+            # The last step wrote h_alt.
+            for bi in range(B):
+                memcpy(h + bi * H + u_lo, h_alt + bi * H + u_lo, nu * sizeof(floating))
+
+
+cdef cnp.ndarray workspace(Py_ssize_t n, cnp.dtype dtype):
+    """Scratch of n elements: from lstmx._workspace when large (fresh pages cost a page
+    fault each), else from NumPy without the Python call."""
+    if n * dtype.itemsize < POOL_MIN_BYTES:
+        return np.empty(n, dtype)
+    return pooled_empty(n, dtype)
 
 
 cdef inline void *data(cnp.ndarray a) noexcept:
@@ -355,15 +449,26 @@ cdef class Shapes:
             expect(peep, "peep", self.typenum, 3, self.H)
         expect_lengths(lengths, self.B, self.T)
 
-    cdef bint small(self):
-        """Whether forward runs its recurrent products itself (gemm_small when small,
-        gemm_tiled where it is compiled in) on U.T, which costs a transposition per call:
-        worth it over a few steps."""
-        return (self.B * 4 * self.H * self.Hout <= SMALL_PRODUCT or TILED_GEMM) and self.T >= 4
+    cdef bint parallel(self):
+        """Whether forward and backward run as forward_parallel and backward_parallel:
+        AVX-512 builds, no projection, recurrent products too big for gemm_small."""
+        return TILED_GEMM and self.P == 0 and self.B * 4 * self.H * self.H > SMALL_PRODUCT
 
-    cdef bint tiled_input(self):
-        """Whether the input projection runs on gemm_tiled (AVX-512 builds) with W.T, whose
-        transposition is worth it for enough rows."""
+    cdef int threads(self):
+        """OpenMP threads for the parallel kernels: one below PARALLEL_WORK multiply-adds a
+        step (waking a team costs more), at most one per strip of hidden units."""
+        if self.B * 4 * self.H * (self.n_in + self.H) < PARALLEL_WORK:
+            return 1
+        return max(1, min(max_threads(), strips(self.H)))
+
+    cdef bint small(self):
+        """Whether forward runs its recurrent products on gemm_small with U.T, which costs a
+        transposition per call: worth it over a few steps."""
+        return self.B * 4 * self.H * self.Hout <= SMALL_PRODUCT and self.T >= 4
+
+    cdef bint packed_input(self):
+        """Whether forward_layer's input projection runs on gemm_packed (AVX-512 builds)
+        with W.T packed, which is worth it for enough rows."""
         return TILED_GEMM and self.T * self.B >= 64
 
 
@@ -372,19 +477,28 @@ cdef run_forward(floating kind, Shapes n, cnp.ndarray x, cnp.ndarray W, cnp.ndar
                  cnp.ndarray lengths, cnp.ndarray h, cnp.ndarray c, cnp.ndarray y,
                  Py_ssize_t y_col, cnp.ndarray gates, cnp.ndarray cells, bint reverse,
                  bint identity):
-    """Allocate the workspace and run ``forward_layer`` (``kind`` only selects the type)."""
+    """Allocate the workspace and run ``forward_layer`` or ``forward_parallel`` (``kind``
+    only selects the type)."""
     cdef Py_ssize_t G = 4 * n.H
     cdef Py_ssize_t Tc = n.T if gates is not None else max(
         1, min(n.T, CHUNK_ELEMENTS // (n.B * G)))
-    # Workspace: [inference gate chunk | m (B, H) | h (B, P) | U.T | zero peepholes | W.T]
+    cdef bint par = n.parallel()
+    cdef int threads = n.threads() if par else 1
+    # Workspace: [inference gate chunk | m (B, H) | h (B, P) | U.T | zero peepholes |
+    #             W.T packed | U.T packed | second h buffer]
     cdef Py_ssize_t n_gates = 0 if gates is not None else Tc * n.B * G
     cdef Py_ssize_t n_m = n.B * n.H if n.P else 0, n_hp = n.B * n.P
-    cdef Py_ssize_t n_ut = n.Hout * G if n.small() else 0
-    cdef Py_ssize_t n_wt = n.n_in * G if n.tiled_input() else 0
+    cdef Py_ssize_t n_ut = n.Hout * G if n.small() and not par else 0
     cdef Py_ssize_t n_peep = 3 * n.H if peep is None else 0
-    cdef cnp.ndarray work = np.empty(n_gates + n_m + n_hp + n_ut + n_peep + n_wt + 1, h.dtype)
+    cdef Py_ssize_t n_wp = (n.n_in * 4 * strips(n.H) * TILE_COLS
+                            if par or n.packed_input() else 0)
+    cdef Py_ssize_t n_up = n.H * 4 * strips(n.H) * TILE_COLS if par else 0
+    cdef Py_ssize_t n_halt = n.B * n.H if par else 0
+    cdef cnp.ndarray work = workspace(n_gates + n_m + n_hp + n_ut + n_peep + n_wp + n_up
+                                      + n_halt + 1, h.dtype)
     cdef floating *w = <floating *> cnp.PyArray_DATA(work)
     cdef floating *zero_peep = w + n_gates + n_m + n_hp + n_ut
+    cdef floating *Wp = zero_peep + n_peep
     memset(zero_peep, 0, n_peep * sizeof(floating))
     cdef floating *x_ = <floating *> data(x)
     cdef floating *W_ = <floating *> data(W)
@@ -400,10 +514,15 @@ cdef run_forward(floating kind, Shapes n, cnp.ndarray x, cnp.ndarray W, cnp.ndar
     cdef floating *gates_ = <floating *> data(gates) if gates is not None else w
     cdef floating *cells_ = <floating *> data(cells)
     with nogil:
-        forward_layer(n.T, n.B, n.n_in, n.H, n.P, x_, W_, U_, b_ih_, b_hh_, R_, peep_, lengths_,
-                      h_, c_, y_, n.ldy, gates_, Tc, cells_, w + n_gates, w + n_gates + n_m,
-                      w + n_gates + n_m + n_hp if n_ut else NULL,
-                      zero_peep + n_peep if n_wt else NULL, reverse, identity)
+        if par:
+            forward_parallel(n.T, n.B, n.n_in, n.H, x_, W_, U_, b_ih_, b_hh_, peep_, lengths_,
+                             h_, c_, y_, n.ldy, gates_, Tc, cells_, Wp, Wp + n_wp,
+                             Wp + n_wp + n_up, threads, reverse, identity)
+        else:
+            forward_layer(n.T, n.B, n.n_in, n.H, n.P, x_, W_, U_, b_ih_, b_hh_, R_, peep_,
+                          lengths_, h_, c_, y_, n.ldy, gates_, Tc, cells_, w + n_gates,
+                          w + n_gates + n_m, w + n_gates + n_m + n_hp if n_ut else NULL,
+                          Wp if n_wp else NULL, reverse, identity)
 
 
 def forward(cnp.ndarray x, cnp.ndarray W, cnp.ndarray U, cnp.ndarray b_ih, cnp.ndarray b_hh,
@@ -452,9 +571,7 @@ cdef void backward_layer(
     The steps are visited in chunks of ``Tc`` (the workspace ``dz`` holds one chunk's dz):
     after each chunk, its dx, dW, dU and db contributions are large GEMMs (or a sum), so the
     memory of backward does not grow with T. ``scratch`` holds the chunk's h_{t-1} rows
-    (Tc*B, Hout) and, where gemm_tiled is compiled in (AVX-512), the transposes it works on:
-    x and h_{t-1} of the chunk, and dW.T and dU.T. With gemm_tiled no BLAS runs here, so its
-    thread pool does not spin against the OpenMP one.
+    (Tc*B, Hout).
     """
     cdef Py_ssize_t G = 4 * H
     cdef Py_ssize_t Hout = P if P > 0 else H
@@ -465,16 +582,9 @@ cdef void backward_layer(
     cdef floating *dzt
     cdef floating *dmt = dm if P > 0 else dht
     cdef floating *hprev = scratch
-    cdef floating *xT = hprev + Tc * B * Hout
-    cdef floating *hT = xT + I * Tc * B
-    cdef floating *dWt = hT + Hout * Tc * B
-    cdef floating *dUt = dWt + I * G
     memset(dpeep, 0, 3 * H * sizeof(floating))
     memset(dW, 0, G * I * sizeof(floating))
     memset(dU, 0, G * Hout * sizeof(floating))
-    if TILED_GEMM:
-        memset(dWt, 0, G * I * sizeof(floating))
-        memset(dUt, 0, G * Hout * sizeof(floating))
     if dR != NULL:
         memset(dR, 0, P * H * sizeof(floating))
     if db != NULL:
@@ -511,7 +621,7 @@ cdef void backward_layer(
                     cprev = c0 + bi * H
                 else:
                     cprev = cells + (tp * B + bi) * H
-                cell_backward_rows(H, gates + (t * B + bi) * G, cells + (t * B + bi) * H,
+                cell_backward_rows(H, H, gates + (t * B + bi) * G, cells + (t * B + bi) * H,
                                    cprev, dmt + bi * H, dc + bi * H, dzt + bi * G, m + bi * H,
                                    peep, dpeep, identity)
             if P > 0:
@@ -521,8 +631,6 @@ cdef void backward_layer(
             dst = dh if all_active else dhp
             if B * G * Hout <= SMALL_PRODUCT:
                 gemm_small(B, Hout, G, dzt, G, U, Hout, 0, dst, Hout)
-            elif TILED_GEMM:
-                gemm_tiled(B, Hout, G, dzt, G, U, Hout, 0, dst, Hout)
             else:
                 gemm(NoTrans, NoTrans, B, Hout, G, 1, dzt, G, U, Hout, 0, dst, Hout)
             if not all_active:
@@ -531,10 +639,7 @@ cdef void backward_layer(
                         memcpy(dh + bi * Hout, dhp + bi * Hout, Hout * sizeof(floating))
 
         # dx[chunk] += dz @ W   (n*B, I) += (n*B, 4H)(4H, I)
-        if TILED_GEMM:
-            gemm_tiled(n * B, I, G, dz, G, W, I, 1, dx + t_lo * B * I, I)
-        else:
-            gemm(NoTrans, NoTrans, n * B, I, G, 1, dz, G, W, I, 1, dx + t_lo * B * I, I)
+        gemm(NoTrans, NoTrans, n * B, I, G, 1, dz, G, W, I, 1, dx + t_lo * B * I, I)
         # h_{t-1} of every row of the chunk: h0 on the row's first step, else the neighbouring
         # output row of y (zero past a row's end, where dz is zero too).
         for t in range(t_lo, t_lo + n):
@@ -545,26 +650,144 @@ cdef void backward_layer(
                 else:
                     cprev = y + (tp * B + bi) * ldy
                 memcpy(hprev + ((t - t_lo) * B + bi) * Hout, cprev, Hout * sizeof(floating))
-        if TILED_GEMM:
-            # dW.T += x[chunk].T @ dz   (I, 4H) += (I, n*B)(n*B, 4H), and dU.T likewise
-            transpose(n * B, I, x + t_lo * B * I, xT)
-            gemm_tiled(I, G, n * B, xT, n * B, dz, G, 1, dWt, G)
-            transpose(n * B, Hout, hprev, hT)
-            gemm_tiled(Hout, G, n * B, hT, n * B, dz, G, 1, dUt, G)
-        else:
-            # dW += dz.T @ x[chunk]   (4H, I) += (4H, n*B)(n*B, I)
-            gemm(Trans, NoTrans, G, I, n * B, 1, dz, G, x + t_lo * B * I, I, 1, dW, I)
-            # dU += dz.T @ h_prev   (4H, Hout) += (4H, n*B)(n*B, Hout)
-            gemm(Trans, NoTrans, G, Hout, n * B, 1, dz, G, hprev, Hout, 1, dU, Hout)
+        # dW += dz.T @ x[chunk]   (4H, I) += (4H, n*B)(n*B, I)
+        gemm(Trans, NoTrans, G, I, n * B, 1, dz, G, x + t_lo * B * I, I, 1, dW, I)
+        # dU += dz.T @ h_prev   (4H, Hout) += (4H, n*B)(n*B, Hout)
+        gemm(Trans, NoTrans, G, Hout, n * B, 1, dz, G, hprev, Hout, 1, dU, Hout)
         if db != NULL:
             # db += dz.sum(axis=0)
             for s in range(n * B):
                 for j in range(G):
                     db[j] += dz[s * G + j]
         s0 += n
-    if TILED_GEMM:
-        transpose(I, G, dWt, dW)
-        transpose(Hout, G, dUt, dU)
+
+
+cdef void backward_parallel(
+        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+        const floating *x, const floating *W, const floating *U, const floating *peep,
+        const Py_ssize_t *lengths, const floating *h0, const floating *c0, const floating *y,
+        Py_ssize_t ldy, const floating *gates, const floating *cells, const floating *dy,
+        Py_ssize_t lddy, floating *dh, floating *dc, floating *dx, floating *dW, floating *dU,
+        floating *db, floating *dpeep, floating *dz, Py_ssize_t Tc, floating *dht,
+        floating *dhp, floating *m, floating *scratch, int threads, bint reverse,
+        bint identity) noexcept nogil:
+    """backward_layer without projection on AVX-512 builds, every thread from start to end.
+
+    Each OpenMP thread owns the hidden units it owns in forward_parallel. A step: the thread
+    computes dz of its units (all four gates) from its units of dh_t and dc_t; a barrier; then
+    its units of dh_{t-1} = dz_t @ U, which is exactly what it reads at the next step (so one
+    barrier per step). After each chunk of steps: dx[chunk] (its strips of I columns), then,
+    after the transposes of x and h_{t-1} are complete, its columns of dW.T and dU.T. dW.T,
+    dU.T (``scratch``) are transposed into dW and dU at the end, each thread its own rows.
+    ``scratch`` also holds U and W packed, the chunk's dz packed, and the transposes.
+    """
+    cdef Py_ssize_t G = 4 * H, per = strips(H), per_in = strips(I)
+    cdef Py_ssize_t rows_max = Tc * B
+    cdef floating *Up = scratch
+    cdef floating *Wp = Up + G * per * TILE_COLS
+    cdef floating *dzp = Wp + G * per_in * TILE_COLS
+    cdef floating *xT = dzp + rows_max * 4 * per * TILE_COLS
+    cdef floating *hprev = xT + I * rows_max
+    cdef floating *hT = hprev + rows_max * H
+    cdef floating *dWt = hT + H * rows_max
+    cdef floating *dUt = dWt + I * G
+    # Initialised because OpenMP copies them into each thread (firstprivate).
+    cdef Py_ssize_t part = 0, parts = 0, s_lo = 0, s_hi = 0, u_lo = 0, u_hi = 0, nu = 0
+    cdef Py_ssize_t i_lo = 0, i_hi = 0, s0 = 0, n = 0, t_lo = 0, s = 0, t = 0, bi = 0, j = 0
+    cdef Py_ssize_t g = 0, tp = 0, r = 0, rows = 0
+    cdef bint all_active = True
+    cdef const floating *prev = NULL
+    cdef floating *dzt = NULL
+    memset(dpeep, 0, 3 * H * sizeof(floating))
+    memset(dWt, 0, G * I * sizeof(floating))
+    memset(dUt, 0, G * H * sizeof(floating))
+    if db != NULL:
+        memset(db, 0, G * sizeof(floating))
+    with parallel(num_threads=threads):
+        part = threadid()
+        parts = num_threads()
+        s_lo = share(per, part, parts)
+        s_hi = share(per, part + 1, parts)
+        u_lo = min(H, s_lo * TILE_COLS)
+        u_hi = min(H, s_hi * TILE_COLS)
+        nu = u_hi - u_lo
+        i_lo = share(per_in, part, parts)
+        i_hi = share(per_in, part + 1, parts)
+        # U as the (4H, H) right operand of dh = dz @ U, and W as the (4H, I) one of dx.
+        pack_strips(G, 1, H, U, H, 1, s_lo, s_hi, Up)
+        pack_strips(G, 1, I, W, I, 1, i_lo, i_hi, Wp)
+        s0 = 0
+        while s0 < T:
+            n = Tc if T - s0 > Tc else T - s0
+            t_lo = s0 if reverse else T - s0 - n
+            rows = n * B
+            for s in range(s0, s0 + n):
+                t = s if reverse else T - 1 - s
+                dzt = dz + (t - t_lo) * B * G
+                all_active = True
+                for bi in range(B):
+                    if t >= length(lengths, bi, T):
+                        all_active = False
+                        for g in range(4):
+                            memset(dzt + bi * G + g * H + u_lo, 0, nu * sizeof(floating))
+                        continue
+                    # dh_t = dy_t + (gradient from step t+1)
+                    for j in range(u_lo, u_hi):
+                        dht[bi * H + j] = dy[(t * B + bi) * lddy + j] + dh[bi * H + j]
+                    tp = t + 1 if reverse else t - 1
+                    if (reverse and tp >= length(lengths, bi, T)) or (not reverse and tp < 0):
+                        prev = c0 + bi * H
+                    else:
+                        prev = cells + (tp * B + bi) * H
+                    cell_backward_rows(nu, H, gates + (t * B + bi) * G + u_lo,
+                                       cells + (t * B + bi) * H + u_lo, prev + u_lo,
+                                       dht + bi * H + u_lo, dc + bi * H + u_lo,
+                                       dzt + bi * G + u_lo, m + bi * H + u_lo, peep + u_lo,
+                                       dpeep + u_lo, identity)
+                barrier()
+                # dh_{t-1} = dz_t @ U on this thread's units; inactive rows keep their carry.
+                if all_active:
+                    gemm_packed(B, G, dzt, G, Up, 1, H, s_lo, s_hi, False, dh, H)
+                else:
+                    gemm_packed(B, G, dzt, G, Up, 1, H, s_lo, s_hi, False, dhp, H)
+                    for bi in range(B):
+                        if t < length(lengths, bi, T):
+                            memcpy(dh + bi * H + u_lo, dhp + bi * H + u_lo,
+                                   nu * sizeof(floating))
+            # dz of the chunk is complete (barrier of its last step); read only from here on.
+            # dx[chunk] += dz @ W   (n*B, I) += (n*B, 4H)(4H, I), this thread's strips of I
+            gemm_packed(rows, G, dz, G, Wp, 1, I, i_lo, i_hi, True, dx + t_lo * B * I, I)
+            # h_{t-1} of every row of the chunk (h0 on a row's first step, else the
+            # neighbouring row of y), this thread's units; x[chunk].T and h_prev.T.
+            for t in range(t_lo, t_lo + n):
+                for bi in range(B):
+                    tp = t + 1 if reverse else t - 1
+                    if (reverse and tp >= length(lengths, bi, T)) or (not reverse and tp < 0):
+                        prev = h0 + bi * H
+                    else:
+                        prev = y + (tp * B + bi) * ldy
+                    memcpy(hprev + ((t - t_lo) * B + bi) * H + u_lo, prev + u_lo,
+                           nu * sizeof(floating))
+            transpose(rows, H, hprev, hT, u_lo, u_hi)
+            transpose(rows, I, x + t_lo * B * I, xT, share(I, part, parts),
+                      share(I, part + 1, parts))
+            pack_strips(rows, 4, H, dz, G, 1, s_lo, s_hi, dzp)
+            if db != NULL:
+                # db += dz.sum(axis=0)
+                for r in range(rows):
+                    for g in range(4):
+                        for j in range(g * H + u_lo, g * H + u_hi):
+                            db[j] += dz[r * G + j]
+            barrier()
+            # dW.T += x[chunk].T @ dz   (I, 4H) += (I, n*B)(n*B, 4H), and dU.T likewise
+            gemm_packed(I, rows, xT, rows, dzp, 4, H, s_lo, s_hi, True, dWt, G)
+            gemm_packed(H, rows, hT, rows, dzp, 4, H, s_lo, s_hi, True, dUt, G)
+            # The next chunk overwrites dz, xT and hT.
+            barrier()
+            s0 = s0 + n  # (+= would be an OpenMP reduction)
+        for g in range(4):
+            transpose(I, G, dWt, dW, g * H + u_lo, g * H + u_hi)
+            transpose(H, G, dUt, dU, g * H + u_lo, g * H + u_hi)
 
 
 cdef run_backward(floating kind, Shapes n, cnp.ndarray x, cnp.ndarray W, cnp.ndarray U,
@@ -574,18 +797,24 @@ cdef run_backward(floating kind, Shapes n, cnp.ndarray x, cnp.ndarray W, cnp.nda
                   cnp.ndarray dc, cnp.ndarray dx, cnp.ndarray dW, cnp.ndarray dU,
                   cnp.ndarray db, cnp.ndarray dR, cnp.ndarray dpeep, bint reverse,
                   bint identity):
-    """Allocate the workspace and run ``backward_layer`` (``kind`` only selects the type)."""
+    """Allocate the workspace and run ``backward_layer`` or ``backward_parallel`` (``kind``
+    only selects the type)."""
     cdef Py_ssize_t G = 4 * n.H, B = n.B
     cdef Py_ssize_t Tc = max(1, min(n.T, CHUNK_ELEMENTS // (B * G)))
-    # Workspace: [dz of Tc steps | dh_t | dh_{t-1} | dm (B, H) | m | scratch (h_{t-1} of a
-    #             chunk, and gemm_tiled's transposes) | zero peepholes | unwanted dpeep]
+    cdef bint par = n.parallel()
+    cdef int threads = n.threads() if par else 1
+    cdef Py_ssize_t packed = 4 * strips(n.H) * TILE_COLS  # 4H rounded up to whole strips
+    # Workspace: [dz of Tc steps | dh_t | dh_{t-1} | dm (B, H) | m | scratch | zero
+    #             peepholes | unwanted dpeep]; scratch is h_{t-1} of a chunk, or for
+    #             backward_parallel: U, W, dz packed, x.T, h_{t-1}, h_{t-1}.T, dW.T, dU.T
     cdef Py_ssize_t n_dz = Tc * B * G, n_dh = B * n.Hout, n_m = B * n.H
-    cdef Py_ssize_t n_scratch = Tc * B * n.Hout + (
-        (n.n_in + n.Hout) * (Tc * B + G) if TILED_GEMM else 0)
+    cdef Py_ssize_t n_scratch = (
+        G * strips(n.H) * TILE_COLS + G * strips(n.n_in) * TILE_COLS + Tc * B * packed
+        + (n.n_in + 2 * n.H) * Tc * B + (n.n_in + n.H) * G) if par else Tc * B * n.Hout
     cdef Py_ssize_t n_peep = 3 * n.H if peep is None else 0
     cdef Py_ssize_t n_dpeep = 3 * n.H if dpeep is None else 0
-    cdef cnp.ndarray work = np.empty(n_dz + 2 * n_dh + 2 * n_m + n_scratch + n_peep + n_dpeep,
-                                     h0.dtype)
+    cdef cnp.ndarray work = workspace(n_dz + 2 * n_dh + 2 * n_m + n_scratch + n_peep
+                                      + n_dpeep, h0.dtype)
     cdef floating *w = <floating *> cnp.PyArray_DATA(work)
     cdef floating *zero_peep = w + n_dz + 2 * n_dh + 2 * n_m + n_scratch
     memset(zero_peep, 0, n_peep * sizeof(floating))
@@ -611,11 +840,18 @@ cdef run_backward(floating kind, Shapes n, cnp.ndarray x, cnp.ndarray W, cnp.nda
     cdef floating *dR_ = <floating *> data(dR)
     cdef floating *dpeep_ = <floating *> data(dpeep) if dpeep is not None else zero_peep + n_peep
     with nogil:
-        backward_layer(n.T, B, n.n_in, n.H, n.P, x_, W_, U_, R_, peep_, lengths_, h0_, c0_, y_,
-                       n.ldy, gates_, cells_, dy_, lddy, dh_, dc_, dx_, dW_, dU_, db_, dR_,
-                       dpeep_, w, Tc, w + n_dz, w + n_dz + 2 * n_dh,
-                       w + n_dz + 2 * n_dh + n_m, w + n_dz + n_dh,
-                       w + n_dz + 2 * n_dh + 2 * n_m, reverse, identity)
+        if par:
+            backward_parallel(n.T, B, n.n_in, n.H, x_, W_, U_, peep_, lengths_, h0_, c0_, y_,
+                              n.ldy, gates_, cells_, dy_, lddy, dh_, dc_, dx_, dW_, dU_, db_,
+                              dpeep_, w, Tc, w + n_dz, w + n_dz + n_dh,
+                              w + n_dz + 2 * n_dh + n_m, w + n_dz + 2 * n_dh + 2 * n_m,
+                              threads, reverse, identity)
+        else:
+            backward_layer(n.T, B, n.n_in, n.H, n.P, x_, W_, U_, R_, peep_, lengths_, h0_,
+                           c0_, y_, n.ldy, gates_, cells_, dy_, lddy, dh_, dc_, dx_, dW_, dU_,
+                           db_, dR_, dpeep_, w, Tc, w + n_dz, w + n_dz + 2 * n_dh,
+                           w + n_dz + 2 * n_dh + n_m, w + n_dz + n_dh,
+                           w + n_dz + 2 * n_dh + 2 * n_m, reverse, identity)
 
 
 def backward(cnp.ndarray x, cnp.ndarray W, cnp.ndarray U, cnp.ndarray R, cnp.ndarray peep,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lstmx import _engine
+from lstmx import _engine, _workspace
 from lstmx._dispatch import kernels as _kernels
 from lstmx._fastcheck import ready
 from lstmx._config import LSTMConfig
@@ -162,7 +162,7 @@ class LSTM(_Parameterised):
         T, B = x.shape[:2]
         check_rows("x", T * B)
         # Training keeps x in its cache, so it takes its own copy (transposing copies anyway).
-        x = np.array(x, order="C", copy=True) if training or cfg.batch_first else x
+        x = _workspace.copy(x) if training or cfg.batch_first else x
         LD = cfg.num_layers * cfg.num_directions
         h0, c0 = check_state(state, cfg.dtype, LD, B, cfg.output_size, cfg.hidden_size,
                              copy=True)

@@ -117,3 +117,17 @@ def test_backward_in_several_chunks_matches_reference(dtype):
     # that is 64 steps, so T = 150 runs three chunks (the last one short) in each direction.
     lstm = lstmx.LSTM(3, 64, bidirectional=True, proj_size=0, dtype=dtype, seed=4)
     assert_matches_reference(lstm, 150, 64, np.random.default_rng(4), lengths=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("peephole,act", [(False, "tanh"), (True, "identity")])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_parallel_kernels_match_reference(dtype, peephole, act, threads):
+    # Big enough for the multi-threaded kernels (AVX-512 builds split hidden units between
+    # OpenMP threads); H = 200 is 6 strips of 32 units and a partial one, B = 37 is 4 row
+    # tiles of 8 and 5 rows more, T = 9 runs 2 backward chunks (1 << 20 / (B * 4H) = 7).
+    from threadpoolctl import threadpool_limits
+    lstm = lstmx.LSTM(50, 200, bidirectional=True, peephole=peephole, output_activation=act,
+                      dtype=dtype, seed=5)
+    with threadpool_limits(threads):
+        assert_matches_reference(lstm, 9, 37, np.random.default_rng(5), lengths=True)

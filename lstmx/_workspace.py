@@ -1,0 +1,118 @@
+"""Memory for large arrays, reused instead of asked of the OS at every call.
+
+A large new array is new pages: the first write to each 4 KiB page is a page fault, in which
+the kernel zeroes the page (about 2 us each on our machines). A training step of the M
+benchmark touches ~12 MiB of new arrays, and those faults took longer than the arithmetic of
+its forward pass. So the arrays of training caches, outputs, gradients and kernel workspaces
+come from here: views of buffers this module keeps. A buffer is free again once nothing refers
+to it (its reference count is back to the pool's own), however many views of it were made or
+passed on; so an array handed to a user stays theirs for as long as they hold any view of it.
+
+At most ``KEEP_BYTES`` of free buffers are kept; arrays below ``MIN_BYTES`` come from NumPy
+(malloc recycles small blocks without faults). ``clear()`` drops every free buffer.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import threading
+
+import numpy as np
+
+__all__ = ["MIN_BYTES", "KEEP_BYTES", "empty", "zeros", "copy", "clear", "pooled_bytes"]
+
+MIN_BYTES = 1 << 17   # glibc serves smaller blocks from its heap (its mmap threshold)
+KEEP_BYTES = 1 << 30  # free buffers kept for reuse, at most
+
+_lock = threading.Lock()
+_buffers: dict[int, list[np.ndarray]] = {}  # size in bytes -> uint8 buffers, oldest first
+
+
+def _refs(buffers, i):
+    return sys.getrefcount(buffers[i])
+
+
+def _calibrate() -> int:
+    # References to a buffer nobody else holds, as _refs counts them (the list, the call).
+    return _refs([np.empty(1, np.uint8)], 0)
+
+
+_FREE = _calibrate()
+
+
+def _is_free(buffers, i) -> bool:
+    return _refs(buffers, i) <= _FREE
+
+
+def _trim(keep_bytes: int) -> None:
+    """Drop free buffers, the oldest first, until at most ``keep_bytes`` of them are left."""
+    free = [(size, i) for size, bufs in _buffers.items() for i in range(len(bufs))
+            if _is_free(bufs, i)]
+    total = sum(size for size, _ in free)
+    dropped: dict[int, set] = {}
+    for size, i in free:
+        if total <= keep_bytes:
+            break
+        dropped.setdefault(size, set()).add(i)
+        total -= size
+    for size, idx in dropped.items():
+        kept = [b for i, b in enumerate(_buffers[size]) if i not in idx]
+        if kept:
+            _buffers[size] = kept
+        else:
+            del _buffers[size]
+
+
+def empty(shape, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array, as ``np.empty(shape, dtype)``."""
+    dtype = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    size = math.prod(shape) * dtype.itemsize
+    if size < MIN_BYTES:
+        return np.empty(shape, dtype)
+    with _lock:
+        bufs = _buffers.setdefault(size, [])
+        for i in range(len(bufs)):
+            if _is_free(bufs, i):
+                base = bufs.pop(i)
+                bufs.append(base)  # most recently used last
+                break
+        else:
+            _trim(KEEP_BYTES - size)
+            base = np.empty(size, np.uint8)
+            _buffers.setdefault(size, []).append(base)
+    return base.view(dtype).reshape(shape)
+
+
+def zeros(shape, dtype) -> np.ndarray:
+    """As ``np.zeros(shape, dtype)``."""
+    out = empty(shape, dtype)
+    out.fill(0)
+    return out
+
+
+def copy(a) -> np.ndarray:
+    """A C-contiguous copy of array ``a`` (any layout), as ``np.array(a, order="C")``."""
+    out = empty(a.shape, a.dtype)
+    np.copyto(out, a)
+    return out
+
+
+def clear() -> None:
+    """Drop every free buffer (buffers in use are dropped once they are free and not
+    reused)."""
+    with _lock:
+        _trim(0)
+
+
+def pooled_bytes() -> tuple[int, int]:
+    """(bytes of buffers in use, bytes of free buffers) held by the pool."""
+    with _lock:
+        used = free = 0
+        for size, bufs in _buffers.items():
+            for i in range(len(bufs)):
+                if _is_free(bufs, i):
+                    free += size
+                else:
+                    used += size
+        return used, free
