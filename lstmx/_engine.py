@@ -17,13 +17,16 @@ __all__ = ["LSTMCache", "forward", "backward"]
 class LSTMCache:
     """What ``backward`` needs from one training forward pass.
 
-    It holds its own copies of the input, the initial state and the weights, so that changing
-    them after ``forward_train`` (an optimiser step, say) cannot corrupt the gradient; the output
-    ``y`` returned with it is read-only for the same reason.
+    It refers to the caller's input and the layer's weights rather than copying them (as
+    PyTorch does: copies would be a fifth of a large model's training memory), and keeps a
+    fingerprint of each: ``verify`` refuses a cache whose input or weights were changed in
+    place since (an optimiser step between ``forward_train`` and ``backward``, say), instead
+    of returning a wrong gradient. The initial state is copied (it is small); the output
+    ``y`` returned with the cache is read-only because the cache holds it.
     """
 
     __slots__ = ("config", "weights", "lengths", "h0", "c0", "inputs", "outputs", "gates",
-                 "cells")
+                 "cells", "watched")
 
     def __init__(self, config, weights, lengths, h0, c0):
         self.config = config
@@ -31,6 +34,20 @@ class LSTMCache:
         self.lengths = lengths
         self.h0, self.c0 = h0, c0
         self.inputs, self.outputs, self.gates, self.cells = [], [], [], []
+        self.watched = []  # (name, array, fingerprint)
+
+    def watch(self, name, array):
+        """Remember ``array``'s fingerprint, for ``verify``."""
+        if array is not None:
+            self.watched.append((name, array, _kernels.fingerprint(array)))
+
+    def verify(self):
+        """Raise ValueError if an array the cache refers to changed since ``forward_train``."""
+        for name, array, fp in self.watched:
+            if _kernels.fingerprint(array) != fp:
+                raise ValueError(
+                    f"cache: {name} was changed in place after forward_train, and backward "
+                    f"needs its values from then; call forward_train again (or change a copy)")
 
     @property
     def seq_len(self) -> int:
@@ -50,21 +67,14 @@ class LSTMCache:
                 f"{self.nbytes / 2**20:.1f} MiB>")
 
 
-def layer_weights(cfg: LSTMConfig, params, layer: int, direction: int, copy: bool, peeps):
+def layer_weights(cfg: LSTMConfig, params, layer: int, direction: int, peeps):
     """(W, U, b_ih, b_hh, R, peep) as the kernels take them: peep = [p_i; p_f; p_o] (3, H)
-    from ``peeps`` (suffix -> the stacked array the layers keep); absent ones are None.
-    ``copy`` snapshots them for a training cache."""
+    from ``peeps`` (suffix -> the stacked array the layers keep); absent ones are None."""
     s = cfg.suffix(layer, direction)
     W, U = params["weight_ih" + s], params["weight_hh" + s]
     b_ih, b_hh = (params["bias_ih" + s], params["bias_hh" + s]) if cfg.bias else (None, None)
     R = params["weight_hr" + s] if cfg.proj_size else None
     peep = peeps[s] if cfg.peephole else None
-    if copy and peep is not None:
-        peep = peep.copy()
-    if copy:
-        W, U = _workspace.copy(W), _workspace.copy(U)
-        R = None if R is None else R.copy()
-        b_ih, b_hh = (None, None) if b_ih is None else (b_ih.copy(), b_hh.copy())
     return W, U, b_ih, b_hh, R, peep
 
 
@@ -78,9 +88,12 @@ def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool, peeps):
     identity = cfg.output_activation == "identity"
     cache = LSTMCache(cfg, [], lengths, h0.copy(), c0.copy()) if training else None
     if training and lengths is not None:
-        # The cache's x (our own copy) meets dz in dW = dz.T @ x: padding must be zeros, or a
-        # NaN there would give 0 * NaN = NaN. Padded steps' outputs are discarded anyway.
+        # The cache's x (our own copy with lengths: see LSTM._inputs) meets dz in
+        # dW = dz.T @ x: padding must be zeros, or a NaN there would give 0 * NaN = NaN.
+        # Padded steps' outputs are discarded anyway.
         x[np.arange(T)[:, None] >= lengths] = 0
+    if training:
+        cache.watch("x", x)
     h_n, c_n = h0, c0
     layer_input = x
     for k in range(cfg.num_layers):
@@ -88,12 +101,16 @@ def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool, peeps):
         x2 = layer_input.reshape(T * B, -1)
         for d in range(D):
             idx = k * D + d
-            W, U, b_ih, b_hh, R, peep = layer_weights(cfg, params, k, d, training, peeps)
+            W, U, b_ih, b_hh, R, peep = layer_weights(cfg, params, k, d, peeps)
             gates = _workspace.empty((T, B, 4 * H), cfg.dtype) if training else None
             cells = _workspace.empty((T, B, H), cfg.dtype) if training else None
             _kernels.forward(x2, W, U, b_ih, b_hh, R, peep, lengths, h_n[idx], c_n[idx], y,
                              d * Hout, d == 1, identity, gates, cells)
             if training:
+                s = cfg.suffix(k, d)
+                for name, array in [("weight_ih" + s, W), ("weight_hh" + s, U),
+                                    ("weight_hr" + s, R), (f"weight_ci{s}, weight_cf{s} or weight_co{s}", peep)]:
+                    cache.watch(name, array)
                 cache.weights.append((W, U, R, peep))
                 cache.gates.append(gates)
                 cache.cells.append(cells)
@@ -111,6 +128,7 @@ def backward(cache: LSTMCache, dy, dh, dc):
     (L*D, B, .) are consumed: they receive dh0, dc0. Returns dx (T, B, I) and the parameter
     gradients keyed like the parameters."""
     cfg = cache.config
+    cache.verify()
     T, B = cache.seq_len, cache.batch
     D, H, Hout = cfg.num_directions, cfg.hidden_size, cfg.output_size
     identity = cfg.output_activation == "identity"

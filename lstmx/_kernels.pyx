@@ -22,7 +22,7 @@ import numpy as np
 cimport numpy as cnp
 from cython cimport floating
 from libc.math cimport exp, expf, tanh, tanhf
-from libc.stdint cimport int32_t
+from libc.stdint cimport int32_t, uint64_t
 from libc.string cimport memcpy, memset
 
 from cython.parallel cimport parallel, threadid
@@ -63,10 +63,11 @@ def cpu_supports(variant):
     return {"avx2": lstmx_cpu_supports_avx2, "avx512": lstmx_cpu_supports_avx512}[variant]()
 
 
-# Inference keeps the input projection, and backward dz, of at most this many elements at a
-# time, so that memory stays bounded on long sequences while each chunk is still a large GEMM.
+# Inference keeps the input projection, and backward dz, of a chunk of time steps at a time,
+# so that memory stays bounded on long sequences while each chunk is still a large GEMM.
 cdef enum:
-    CHUNK_ELEMENTS = 1 << 20
+    CHUNK_ELEMENTS = 1 << 20           # elements of an inference chunk's z
+    BACKWARD_CHUNK_ELEMENTS = 1 << 19  # of a backward chunk's dz (it also keeps dz.T)
     # Recurrent products of at most this many multiply-adds skip BLAS (its per-call cost
     # dominates a batch of one); see gemm_small.
     SMALL_PRODUCT = 1 << 15
@@ -461,6 +462,13 @@ cdef class Shapes:
             return 1
         return max(1, min(max_threads(), strips(self.H)))
 
+    cdef Py_ssize_t packed_size(self, bint recurrent):
+        """Elements of W (or U when ``recurrent``) packed, either way round: forward packs
+        W.T as (I, 4H) and backward W as (4H, I). Both are rounded up to whole strips in
+        both dimensions, so that backward reuses forward's buffers (lstmx._workspace)."""
+        cdef Py_ssize_t cols = strips(self.H if recurrent else self.n_in) * TILE_COLS
+        return cols * 4 * strips(self.H) * TILE_COLS
+
     cdef bint small(self):
         """Whether forward runs its recurrent products on gemm_small with U.T, which costs a
         transposition per call: worth it over a few steps."""
@@ -485,20 +493,21 @@ cdef run_forward(floating kind, Shapes n, cnp.ndarray x, cnp.ndarray W, cnp.ndar
     cdef bint par = n.parallel()
     cdef int threads = n.threads() if par else 1
     # Workspace: [inference gate chunk | m (B, H) | h (B, P) | U.T | zero peepholes |
-    #             W.T packed | U.T packed | second h buffer]
+    #             second h buffer], and W.T and U.T packed apart (see Shapes.packed_size)
     cdef Py_ssize_t n_gates = 0 if gates is not None else Tc * n.B * G
     cdef Py_ssize_t n_m = n.B * n.H if n.P else 0, n_hp = n.B * n.P
     cdef Py_ssize_t n_ut = n.Hout * G if n.small() and not par else 0
     cdef Py_ssize_t n_peep = 3 * n.H if peep is None else 0
-    cdef Py_ssize_t n_wp = (n.n_in * 4 * strips(n.H) * TILE_COLS
-                            if par or n.packed_input() else 0)
-    cdef Py_ssize_t n_up = n.H * 4 * strips(n.H) * TILE_COLS if par else 0
     cdef Py_ssize_t n_halt = n.B * n.H if par else 0
-    cdef cnp.ndarray work = workspace(n_gates + n_m + n_hp + n_ut + n_peep + n_wp + n_up
-                                      + n_halt + 1, h.dtype)
+    cdef cnp.ndarray work = workspace(n_gates + n_m + n_hp + n_ut + n_peep + n_halt + 1,
+                                      h.dtype)
+    cdef cnp.ndarray Wp_ = (workspace(n.packed_size(False), h.dtype)
+                            if par or n.packed_input() else None)
+    cdef cnp.ndarray Up_ = workspace(n.packed_size(True), h.dtype) if par else None
+    cdef floating *Wp = <floating *> data(Wp_)
+    cdef floating *Up = <floating *> data(Up_)
     cdef floating *w = <floating *> cnp.PyArray_DATA(work)
     cdef floating *zero_peep = w + n_gates + n_m + n_hp + n_ut
-    cdef floating *Wp = zero_peep + n_peep
     memset(zero_peep, 0, n_peep * sizeof(floating))
     cdef floating *x_ = <floating *> data(x)
     cdef floating *W_ = <floating *> data(W)
@@ -516,13 +525,13 @@ cdef run_forward(floating kind, Shapes n, cnp.ndarray x, cnp.ndarray W, cnp.ndar
     with nogil:
         if par:
             forward_parallel(n.T, n.B, n.n_in, n.H, x_, W_, U_, b_ih_, b_hh_, peep_, lengths_,
-                             h_, c_, y_, n.ldy, gates_, Tc, cells_, Wp, Wp + n_wp,
-                             Wp + n_wp + n_up, threads, reverse, identity)
+                             h_, c_, y_, n.ldy, gates_, Tc, cells_, Wp, Up,
+                             zero_peep + n_peep, threads, reverse, identity)
         else:
             forward_layer(n.T, n.B, n.n_in, n.H, n.P, x_, W_, U_, b_ih_, b_hh_, R_, peep_,
                           lengths_, h_, c_, y_, n.ldy, gates_, Tc, cells_, w + n_gates,
                           w + n_gates + n_m, w + n_gates + n_m + n_hp if n_ut else NULL,
-                          Wp if n_wp else NULL, reverse, identity)
+                          Wp, reverse, identity)
 
 
 def forward(cnp.ndarray x, cnp.ndarray W, cnp.ndarray U, cnp.ndarray b_ih, cnp.ndarray b_hh,
@@ -669,28 +678,24 @@ cdef void backward_parallel(
         Py_ssize_t ldy, const floating *gates, const floating *cells, const floating *dy,
         Py_ssize_t lddy, floating *dh, floating *dc, floating *dx, floating *dW, floating *dU,
         floating *db, floating *dpeep, floating *dz, Py_ssize_t Tc, floating *dht,
-        floating *dhp, floating *m, floating *scratch, int threads, bint reverse,
-        bint identity) noexcept nogil:
+        floating *dhp, floating *m, floating *Up, floating *Wp, floating *scratch,
+        int threads, bint reverse, bint identity) noexcept nogil:
     """backward_layer without projection on AVX-512 builds, every thread from start to end.
 
     Each OpenMP thread owns the hidden units it owns in forward_parallel. A step: the thread
     computes dz of its units (all four gates) from its units of dh_t and dc_t; a barrier; then
     its units of dh_{t-1} = dz_t @ U, which is exactly what it reads at the next step (so one
     barrier per step). After each chunk of steps: dx[chunk] (its strips of I columns), then,
-    after the transposes of x and h_{t-1} are complete, its columns of dW.T and dU.T. dW.T,
-    dU.T (``scratch``) are transposed into dW and dU at the end, each thread its own rows.
-    ``scratch`` also holds U and W packed, the chunk's dz packed, and the transposes.
+    once x and h_{t-1} of the chunk are packed (each thread some strips), its rows of dW and
+    dU (the gates of its units), from its rows of dz.T. ``Up`` and ``Wp`` receive U and W
+    packed; ``scratch`` holds dz.T, x and h_{t-1} of the chunk, packed, and h_{t-1} gathered.
     """
     cdef Py_ssize_t G = 4 * H, per = strips(H), per_in = strips(I)
     cdef Py_ssize_t rows_max = Tc * B
-    cdef floating *Up = scratch
-    cdef floating *Wp = Up + G * per * TILE_COLS
-    cdef floating *dzp = Wp + G * per_in * TILE_COLS
-    cdef floating *xT = dzp + rows_max * 4 * per * TILE_COLS
-    cdef floating *hprev = xT + I * rows_max
-    cdef floating *hT = hprev + rows_max * H
-    cdef floating *dWt = hT + H * rows_max
-    cdef floating *dUt = dWt + I * G
+    cdef floating *dzT = scratch
+    cdef floating *xp = dzT + G * rows_max
+    cdef floating *hp = xp + rows_max * per_in * TILE_COLS
+    cdef floating *hprev = hp + rows_max * per * TILE_COLS
     # Initialised because OpenMP copies them into each thread (firstprivate).
     cdef Py_ssize_t part = 0, parts = 0, s_lo = 0, s_hi = 0, u_lo = 0, u_hi = 0, nu = 0
     cdef Py_ssize_t i_lo = 0, i_hi = 0, s0 = 0, n = 0, t_lo = 0, s = 0, t = 0, bi = 0, j = 0
@@ -699,8 +704,8 @@ cdef void backward_parallel(
     cdef const floating *prev = NULL
     cdef floating *dzt = NULL
     memset(dpeep, 0, 3 * H * sizeof(floating))
-    memset(dWt, 0, G * I * sizeof(floating))
-    memset(dUt, 0, G * H * sizeof(floating))
+    memset(dW, 0, G * I * sizeof(floating))
+    memset(dU, 0, G * H * sizeof(floating))
     if db != NULL:
         memset(db, 0, G * sizeof(floating))
     with parallel(num_threads=threads):
@@ -758,7 +763,8 @@ cdef void backward_parallel(
             # dx[chunk] += dz @ W   (n*B, I) += (n*B, 4H)(4H, I), this thread's strips of I
             gemm_packed(rows, G, dz, G, Wp, 1, I, i_lo, i_hi, True, dx + t_lo * B * I, I)
             # h_{t-1} of every row of the chunk (h0 on a row's first step, else the
-            # neighbouring row of y), this thread's units; x[chunk].T and h_prev.T.
+            # neighbouring row of y), this thread's units, packed; x[chunk] packed, this
+            # thread's strips of I; this thread's rows of dz.T.
             for t in range(t_lo, t_lo + n):
                 for bi in range(B):
                     tp = t + 1 if reverse else t - 1
@@ -768,10 +774,10 @@ cdef void backward_parallel(
                         prev = y + (tp * B + bi) * ldy
                     memcpy(hprev + ((t - t_lo) * B + bi) * H + u_lo, prev + u_lo,
                            nu * sizeof(floating))
-            transpose(rows, H, hprev, hT, u_lo, u_hi)
-            transpose(rows, I, x + t_lo * B * I, xT, share(I, part, parts),
-                      share(I, part + 1, parts))
-            pack_strips(rows, 4, H, dz, G, 1, s_lo, s_hi, dzp)
+            pack_strips(rows, 1, H, hprev, H, 1, s_lo, s_hi, hp)
+            pack_strips(rows, 1, I, x + t_lo * B * I, I, 1, i_lo, i_hi, xp)
+            for g in range(4):
+                transpose(rows, G, dz, dzT, g * H + u_lo, g * H + u_hi)
             if db != NULL:
                 # db += dz.sum(axis=0)
                 for r in range(rows):
@@ -779,15 +785,16 @@ cdef void backward_parallel(
                         for j in range(g * H + u_lo, g * H + u_hi):
                             db[j] += dz[r * G + j]
             barrier()
-            # dW.T += x[chunk].T @ dz   (I, 4H) += (I, n*B)(n*B, 4H), and dU.T likewise
-            gemm_packed(I, rows, xT, rows, dzp, 4, H, s_lo, s_hi, True, dWt, G)
-            gemm_packed(H, rows, hT, rows, dzp, 4, H, s_lo, s_hi, True, dUt, G)
-            # The next chunk overwrites dz, xT and hT.
+            # dW += dz.T @ x[chunk]   (4H, I) += (4H, n*B)(n*B, I), and dU likewise; this
+            # thread's rows (the gates of its units).
+            for g in range(4):
+                gemm_packed(nu, rows, dzT + (g * H + u_lo) * rows, rows, xp, 1, I, 0, per_in,
+                            True, dW + (g * H + u_lo) * I, I)
+                gemm_packed(nu, rows, dzT + (g * H + u_lo) * rows, rows, hp, 1, H, 0, per,
+                            True, dU + (g * H + u_lo) * H, H)
+            # The next chunk overwrites dz and the packed x and h_{t-1}.
             barrier()
             s0 = s0 + n  # (+= would be an OpenMP reduction)
-        for g in range(4):
-            transpose(I, G, dWt, dW, g * H + u_lo, g * H + u_hi)
-            transpose(H, G, dUt, dU, g * H + u_lo, g * H + u_hi)
 
 
 cdef run_backward(floating kind, Shapes n, cnp.ndarray x, cnp.ndarray W, cnp.ndarray U,
@@ -800,17 +807,21 @@ cdef run_backward(floating kind, Shapes n, cnp.ndarray x, cnp.ndarray W, cnp.nda
     """Allocate the workspace and run ``backward_layer`` or ``backward_parallel`` (``kind``
     only selects the type)."""
     cdef Py_ssize_t G = 4 * n.H, B = n.B
-    cdef Py_ssize_t Tc = max(1, min(n.T, CHUNK_ELEMENTS // (B * G)))
+    cdef Py_ssize_t Tc = max(1, min(n.T, BACKWARD_CHUNK_ELEMENTS // (B * G)))
     cdef bint par = n.parallel()
     cdef int threads = n.threads() if par else 1
-    cdef Py_ssize_t packed = 4 * strips(n.H) * TILE_COLS  # 4H rounded up to whole strips
     # Workspace: [dz of Tc steps | dh_t | dh_{t-1} | dm (B, H) | m | scratch | zero
     #             peepholes | unwanted dpeep]; scratch is h_{t-1} of a chunk, or for
-    #             backward_parallel: U, W, dz packed, x.T, h_{t-1}, h_{t-1}.T, dW.T, dU.T
+    #             backward_parallel: dz.T, x and h_{t-1} packed, h_{t-1}; and U and W packed
+    #             apart (see Shapes.packed_size)
     cdef Py_ssize_t n_dz = Tc * B * G, n_dh = B * n.Hout, n_m = B * n.H
     cdef Py_ssize_t n_scratch = (
-        G * strips(n.H) * TILE_COLS + G * strips(n.n_in) * TILE_COLS + Tc * B * packed
-        + (n.n_in + 2 * n.H) * Tc * B + (n.n_in + n.H) * G) if par else Tc * B * n.Hout
+        Tc * B * ((strips(n.H) + strips(n.n_in)) * TILE_COLS + G + n.H)
+    ) if par else Tc * B * n.Hout
+    cdef cnp.ndarray Up_ = workspace(n.packed_size(True), h0.dtype) if par else None
+    cdef cnp.ndarray Wp_ = workspace(n.packed_size(False), h0.dtype) if par else None
+    cdef floating *Up = <floating *> data(Up_)
+    cdef floating *Wp = <floating *> data(Wp_)
     cdef Py_ssize_t n_peep = 3 * n.H if peep is None else 0
     cdef Py_ssize_t n_dpeep = 3 * n.H if dpeep is None else 0
     cdef cnp.ndarray work = workspace(n_dz + 2 * n_dh + 2 * n_m + n_scratch + n_peep
@@ -844,7 +855,7 @@ cdef run_backward(floating kind, Shapes n, cnp.ndarray x, cnp.ndarray W, cnp.nda
             backward_parallel(n.T, B, n.n_in, n.H, x_, W_, U_, peep_, lengths_, h0_, c0_, y_,
                               n.ldy, gates_, cells_, dy_, lddy, dh_, dc_, dx_, dW_, dU_, db_,
                               dpeep_, w, Tc, w + n_dz, w + n_dz + n_dh,
-                              w + n_dz + 2 * n_dh + n_m, w + n_dz + 2 * n_dh + 2 * n_m,
+                              w + n_dz + 2 * n_dh + n_m, Up, Wp, w + n_dz + 2 * n_dh + 2 * n_m,
                               threads, reverse, identity)
         else:
             backward_layer(n.T, B, n.n_in, n.H, n.P, x_, W_, U_, R_, peep_, lengths_, h0_,
@@ -906,3 +917,43 @@ def activations(const floating[::1] x, floating[::1] sig, floating[::1] th):
             sig[k] = sigmoid(x[k])
             th[k] = tanh_(x[k])
 
+
+
+cdef enum:
+    FINGERPRINT_LANES = 32  # independent multiply chains: 4 AVX-512 vectors of 64-bit lanes
+
+
+def fingerprint(cnp.ndarray a):
+    """A 64-bit fingerprint of the bytes of C-contiguous array ``a``, for noticing that an
+    array was changed in place (not a cryptographic hash).
+
+    Each of 32 lanes runs acc = (acc ^ word) * M over every 32nd 64-bit word: a bijection of
+    acc for each word, so changing any word changes its lane; the lanes and the length are
+    then mixed into one value. About memory speed (vectorised 64-bit multiplies)."""
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raise ValueError("fingerprint needs a C-contiguous array")
+    cdef const unsigned char *p = <const unsigned char *> cnp.PyArray_DATA(a)
+    cdef Py_ssize_t nbytes = cnp.PyArray_NBYTES(a)
+    cdef Py_ssize_t words = nbytes // 8, full = words - words % FINGERPRINT_LANES, i, l
+    cdef uint64_t M = 0x9E3779B97F4A7C15ULL  # odd: multiplying by it is invertible
+    cdef uint64_t acc[FINGERPRINT_LANES]
+    cdef uint64_t w, h
+    with nogil:
+        for l in range(FINGERPRINT_LANES):
+            acc[l] = l + 1
+        i = 0
+        while i < full:
+            for l in range(FINGERPRINT_LANES):
+                memcpy(&w, p + (i + l) * 8, 8)
+                acc[l] = (acc[l] ^ w) * M
+            i += FINGERPRINT_LANES
+        for i in range(full, words):
+            memcpy(&w, p + i * 8, 8)
+            acc[0] = (acc[0] ^ w) * M
+        for i in range(words * 8, nbytes):
+            acc[1] = (acc[1] ^ p[i]) * M
+        h = <uint64_t> nbytes
+        for l in range(FINGERPRINT_LANES):
+            h = (h ^ acc[l]) * M
+            h ^= h >> 29
+    return h

@@ -161,12 +161,14 @@ class LSTM(_Parameterised):
             x = x.swapaxes(0, 1)
         T, B = x.shape[:2]
         check_rows("x", T * B)
-        # Training keeps x in its cache, so it takes its own copy (transposing copies anyway).
-        x = _workspace.copy(x) if training or cfg.batch_first else x
+        lengths = check_lengths(lengths, B, T)
+        # Transposing copies; training with lengths zeroes x's padding (see _engine.forward),
+        # which must not be the caller's.
+        if cfg.batch_first or (training and lengths is not None):
+            x = _workspace.copy(x)
         LD = cfg.num_layers * cfg.num_directions
         h0, c0 = check_state(state, cfg.dtype, LD, B, cfg.output_size, cfg.hidden_size,
                              copy=True)
-        lengths = check_lengths(lengths, B, T)
         return x, h0, c0, lengths
 
     def _output(self, y):

@@ -169,17 +169,26 @@ def test_inputs_are_never_mutated():
         assert_array_equal(before, after)
 
 
-def test_training_output_is_read_only_and_cache_survives_parameter_updates():
-    lstm = lstmx.LSTM(3, 4, dtype=np.float64, seed=0)
+def test_training_output_is_read_only_and_changed_inputs_are_refused():
+    # The cache refers to x and the weights (no copies) and notices in-place changes.
+    lstm = lstmx.LSTM(3, 4, proj_size=2, peephole=True, dtype=np.float64, seed=0)
     rng = np.random.default_rng(0)
     x, state, _, dy, dstate = random_problem(lstm, 4, 2, rng)
     y, _, cache = lstm.forward_train(x, state)
     with pytest.raises(ValueError, match="read-only"):
         y[...] = 0
     dx, _, grads = lstm.backward(cache, dy, dstate)
-    x[...] = 0  # the caller reuses its buffer and an optimiser steps
+    changed = [("x", x)] + [(name, p) for name, p in lstm.parameters().items()
+                            if name.startswith("weight_")]
+    for name, array in changed:
+        saved = array.copy()
+        array.flat[-1] = np.nextafter(array.flat[-1], np.inf)  # the smallest change
+        with pytest.raises(ValueError, match=f"cache: .*{name}.* changed in place"):
+            lstm.backward(cache, dy, dstate)
+        array[...] = saved
     for p in lstm.parameters().values():
-        p += 1
+        if p.ndim == 1 and p.shape[0] == 16:  # biases: backward does not need them
+            p += 1
     dx2, _, grads2 = lstm.backward(cache, dy, dstate)
     assert_array_equal(dx2, dx)
     for name in grads:
