@@ -219,8 +219,8 @@ cdef void transpose(Py_ssize_t rows, Py_ssize_t cols, const floating *A, floatin
     row by row of At: 4-KiB-strided writes would alias in L1 (measured 15x slower at
     (1024, 256))."""
     cdef Py_ssize_t r0, c0, r, c, r1, c1
-    for r0 in range(0, rows, 16):
-        r1 = rows if r0 + 16 > rows else r0 + 16
+    for r0 in range(0, rows, 8):
+        r1 = rows if r0 + 8 > rows else r0 + 8
         for c0 in range(c_lo, c_hi, 16):
             c1 = c_hi if c0 + 16 > c_hi else c0 + 16
             for c in range(c0, c1):
