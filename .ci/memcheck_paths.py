@@ -129,6 +129,14 @@ def run_paths(full):
         cell.backward(cache, (np.ones((2, 4), dtype), None))
         cell(np.ones((2, 3), dtype), (hc, cc))
         n += 3
+    # The per-hidden-unit OpenMP kernels of AVX-512 builds (2 threads: 9 * 4H * (I + H) is past
+    # PARALLEL_WORK), partial row tile and strip (B = 9, H = 136), two backward chunks
+    # (2**19 // (B * 4H) = 107 steps), ragged lengths, both directions.
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(2):
+        model = lstmx.LSTM(300, 136, bidirectional=True, peephole=True, dtype=np.float32,
+                           seed=2)
+        check(model, 110, 9, [110, 3, 60, 109, 1, 110, 50, 7, 108], rng)
     # Two threads inside the kernels at once.
     model = lstmx.LSTM(3, 8, bidirectional=True, dtype=np.float64, seed=0)
     errors = []
