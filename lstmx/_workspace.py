@@ -9,7 +9,8 @@ to it (its reference count is back to the pool's own), however many views of it 
 passed on; so an array handed to a user stays theirs for as long as they hold any view of it.
 
 At most ``KEEP_BYTES`` of free buffers are kept; arrays below ``MIN_BYTES`` come from NumPy
-(malloc recycles small blocks without faults). ``clear()`` drops every free buffer.
+(malloc recycles small blocks without faults). ``release_memory()`` (also
+``lstmx.release_memory``) drops every free buffer.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import threading
 
 import numpy as np
 
-__all__ = ["MIN_BYTES", "KEEP_BYTES", "empty", "zeros", "copy", "clear", "pooled_bytes"]
+__all__ = ["MIN_BYTES", "KEEP_BYTES", "empty", "zeros", "copy", "release_memory",
+           "pooled_bytes"]
 
 MIN_BYTES = 1 << 17   # glibc serves smaller blocks from its heap (its mmap threshold)
 KEEP_BYTES = 1 << 30  # free buffers kept for reuse, at most
@@ -98,9 +100,12 @@ def copy(a) -> np.ndarray:
     return out
 
 
-def clear() -> None:
-    """Drop every free buffer (buffers in use are dropped once they are free and not
-    reused)."""
+def release_memory() -> None:
+    """Give back to the allocator the buffers lstmx keeps for reuse.
+
+    lstmx reuses the memory of its large arrays (training caches, gradients, outputs and
+    scratch, once nothing refers to them) instead of asking the OS for fresh pages at every
+    call; it keeps up to 1 GiB of such free buffers. Arrays still in use are not affected."""
     with _lock:
         _trim(0)
 

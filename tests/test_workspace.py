@@ -1,0 +1,91 @@
+"""lstmx._workspace: large arrays reuse buffers only once nothing refers to them."""
+import threading
+
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+import lstmx
+from lstmx import _workspace
+
+BIG = (256, 1024)  # 1 MiB of float32, above MIN_BYTES
+
+
+@pytest.fixture(autouse=True)
+def empty_pool():
+    lstmx.release_memory()
+    yield
+    lstmx.release_memory()
+
+
+def test_buffer_is_reused_once_free_and_not_before():
+    a = _workspace.empty(BIG, np.float32)
+    view = a[10:20]
+    address = a.ctypes.data
+    del a
+    b = _workspace.empty(BIG, np.float32)  # the view keeps the first buffer busy
+    assert b.ctypes.data != address
+    assert not np.shares_memory(b, view)
+    del view
+    c = _workspace.empty(BIG, np.float32)
+    assert c.ctypes.data == address
+    assert _workspace.pooled_bytes() == (2 * c.nbytes, 0)
+
+
+def test_small_arrays_bypass_the_pool_and_results_match_numpy():
+    small = _workspace.empty((3, 4), np.float64)
+    assert small.base is None and small.shape == (3, 4)
+    assert _workspace.pooled_bytes() == (0, 0)
+    z = _workspace.zeros(BIG, np.float64)
+    assert z.dtype == np.float64 and z.flags.c_contiguous and not z.any()
+    src = np.arange(np.prod(BIG), dtype=np.float32).reshape(BIG).T  # Fortran order
+    cp = _workspace.copy(src)
+    assert cp.flags.c_contiguous and not np.shares_memory(cp, src)
+    assert_array_equal(cp, src)
+
+
+def test_release_memory_drops_free_buffers_only():
+    kept = _workspace.empty(BIG, np.float32)
+    _workspace.empty((512, 1024), np.float32)  # freed at once
+    assert _workspace.pooled_bytes() == (kept.nbytes, 2 * kept.nbytes)
+    lstmx.release_memory()
+    assert _workspace.pooled_bytes() == (kept.nbytes, 0)
+
+
+def test_free_buffers_kept_are_bounded(monkeypatch):
+    monkeypatch.setattr(_workspace, "KEEP_BYTES", 3 << 20)
+    for rows in range(256, 256 + 8 * 64, 64):  # eight sizes of about 1-2 MiB, each freed
+        _workspace.empty((rows, 1024), np.float32)
+    used, free = _workspace.pooled_bytes()
+    assert used == 0 and free <= 3 << 20
+
+
+def test_threads_never_share_a_buffer():
+    errors = []
+
+    def work(k):
+        for _ in range(200):
+            a = _workspace.empty(BIG, np.float32)
+            a.fill(k)
+            if not (a == k).all():
+                errors.append(k)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_training_reuses_memory_and_user_arrays_stay_intact():
+    lstm = lstmx.LSTM(64, 128, dtype=np.float32, seed=0)
+    x = np.random.default_rng(0).standard_normal((20, 16, 64)).astype(np.float32)
+    y1, _, cache = lstm.forward_train(x)
+    kept = y1.copy()
+    dx1, _, grads1 = lstm.backward(cache, np.ones_like(y1))
+    del cache
+    y2, _, cache2 = lstm.forward_train(2 * x)  # may reuse the first cache's buffers
+    dx2, _, _ = lstm.backward(cache2, np.ones_like(y2))
+    assert not np.shares_memory(y1, y2) and not np.shares_memory(dx1, dx2)
+    assert_array_equal(y1, kept)  # the caller's arrays are theirs
