@@ -36,7 +36,7 @@ macros = [("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
 # lstmx._dispatch loads the best one the CPU supports, so the default build still runs on
 # any x86-64 CPU.
 kernel_variants = {"_kernels": []}
-# OpenMP splits the AVX-512 recurrent products across cores (threadpoolctl controls it).
+# OpenMP splits the AVX-512 kernels' hidden units across cores (threadpoolctl controls it).
 openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
 if platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32":
     kernel_variants["_kernels_avx2"] = ["-mavx2", "-mfma"]
