@@ -496,7 +496,7 @@ cdef run_forward(floating kind, Shapes n, cnp.ndarray x, cnp.ndarray W, cnp.ndar
     #             second h buffer], and W.T and U.T packed apart (see Shapes.packed_size)
     cdef Py_ssize_t n_gates = 0 if gates is not None else Tc * n.B * G
     cdef Py_ssize_t n_m = n.B * n.H if n.P else 0, n_hp = n.B * n.P
-    cdef Py_ssize_t n_ut = n.Hout * G if n.small() and not par else 0
+    cdef Py_ssize_t n_ut = n.Hout * G if n.small() else 0
     cdef Py_ssize_t n_peep = 3 * n.H if peep is None else 0
     cdef Py_ssize_t n_halt = n.B * n.H if par else 0
     cdef cnp.ndarray work = workspace(n_gates + n_m + n_hp + n_ut + n_peep + n_halt + 1,
