@@ -18,6 +18,7 @@ cdef void gemm(BLAS_Trans ta, BLAS_Trans tb, blas_int m, blas_int n, blas_int k,
 
 cdef enum:
     SMALL_BLOCK = 32  # columns of C held in registers across the k loop of gemm_small
+    WIDE_REGISTERS = 8  # vector registers of C per row block of gemm_small's wide path
     TILE_ROWS = 8     # a micro_tile: 8 x 32 floats of C = 16 AVX-512 registers
     TILE_COLS = 32    # the width of a packed strip of B
     ROW_BLOCK = 128   # rows of A (in L2) that pass over one strip of B (in L1) in turn
@@ -31,6 +32,14 @@ cdef extern from *:
     #define LSTMX_TILED_GEMM 1
     #else
     #define LSTMX_TILED_GEMM 0
+    #endif
+    /* The vector width the kernel variant is compiled for. */
+    #if defined(__AVX512F__)
+    #define LSTMX_VECTOR_BYTES 64
+    #elif defined(__AVX__)
+    #define LSTMX_VECTOR_BYTES 32
+    #else
+    #define LSTMX_VECTOR_BYTES 16
     #endif
     /* OpenMP from inside a parallel region (serial stand-ins without OpenMP). An orphaned
        barrier binds to the innermost enclosing parallel region. */
@@ -48,6 +57,7 @@ cdef extern from *:
     #endif
     """
     const bint TILED_GEMM "LSTMX_TILED_GEMM"
+    const Py_ssize_t VECTOR_BYTES "LSTMX_VECTOR_BYTES"
     void barrier "lstmx_barrier"() noexcept nogil
     int num_threads "lstmx_num_threads"() noexcept nogil
     int max_threads "lstmx_max_threads"() noexcept nogil
@@ -59,19 +69,52 @@ cdef inline void gemm_small(blas_int m, blas_int n, blas_int k, const floating *
     """C := A B + beta * C, row-major, no transposes: for products so small (a batch of one
     in a recurrent step) that calling BLAS costs more than the arithmetic.
 
-    Each row of C is a sum of rows of B (axpy form), accumulated SMALL_BLOCK columns at a
-    time in a local block the compiler keeps in vector registers, so C is read and written
-    once, not k times; k runs in blocks of DEPTH_BLOCK summed apart (rounding as in BLAS, not
-    growing with k), each in two chains of even and odd k (a batch of one is latency-bound).
-    Inline, so that each kernel variant compiles it for its own ISA."""
+    Each row of C is a sum of rows of B (axpy form), accumulated in a local block of columns
+    the compiler keeps in vector registers, so C is read and written once, not k times; k
+    runs in blocks of DEPTH_BLOCK summed apart (rounding as in BLAS, not growing with k).
+    A batch of one is latency-bound: the wide path keeps WIDE_REGISTERS independent chains
+    (8 registers of columns), the rest runs SMALL_BLOCK columns at a time in two chains of
+    even and odd k. Inline, so that each kernel variant compiles it for its own ISA (the
+    wide block is as wide as its registers: 128 floats on AVX-512, measured 1.7x faster
+    than the two-chain path at (1, 32) x (32, 128))."""
     cdef Py_ssize_t i, p, j, j0, width, p0, p1
+    cdef Py_ssize_t wide = WIDE_REGISTERS * VECTOR_BYTES // sizeof(floating)
     cdef floating a, a2
     cdef floating total[SMALL_BLOCK]
     cdef floating acc[SMALL_BLOCK]
     cdef floating acc2[SMALL_BLOCK]
+    cdef floating row[WIDE_REGISTERS * 16]  # 16 floats fill an AVX-512 register
     cdef const floating *b
+    cdef floating *c
     for i in range(m):
         j0 = 0
+        while n - j0 >= wide and k > 0:  # (k = 0 goes below, which writes beta * C)
+            c = C + i * ldc + j0
+            p0 = 0
+            while p0 < k:
+                p1 = k if p0 + DEPTH_BLOCK > k else p0 + DEPTH_BLOCK
+                # Starting from the first product, not zeros: GCC turns a zero fill into a
+                # memset and then keeps the block in memory, not registers (2x slower).
+                a = A[i * lda + p0]
+                b = B + p0 * ldb + j0
+                for j in range(wide):
+                    row[j] = a * b[j]
+                for p in range(p0 + 1, p1):
+                    a = A[i * lda + p]
+                    b = B + p * ldb + j0
+                    for j in range(wide):
+                        row[j] += a * b[j]
+                if p0 > 0 or beta == 1:
+                    for j in range(wide):
+                        c[j] += row[j]
+                elif beta == 0:
+                    for j in range(wide):
+                        c[j] = row[j]
+                else:
+                    for j in range(wide):
+                        c[j] = beta * c[j] + row[j]
+                p0 = p1
+            j0 += wide
         while j0 < n:
             width = SMALL_BLOCK if n - j0 >= SMALL_BLOCK else n - j0
             for j in range(width):

@@ -919,6 +919,21 @@ def activations(const floating[::1] x, floating[::1] sig, floating[::1] th):
 
 
 
+def small_product(const floating[:, ::1] A, const floating[:, ::1] B, floating beta,
+                  floating[:, ::1] C):
+    """C := A @ B + beta * C with the kernels' own gemm_small (for tests); A (m, k),
+    B (k, n), C (m, n)."""
+    if A.shape[1] != B.shape[0] or C.shape[0] != A.shape[0] or C.shape[1] != B.shape[1]:
+        raise ValueError(f"small_product: shapes {(A.shape[0], A.shape[1])} @ "
+                         f"{(B.shape[0], B.shape[1])} do not give C's "
+                         f"{(C.shape[0], C.shape[1])}")
+    if C.shape[0] and C.shape[1]:
+        with nogil:
+            gemm_small(A.shape[0], B.shape[1], A.shape[1], &A[0, 0] if A.shape[1] else NULL,
+                       A.shape[1], &B[0, 0] if B.shape[0] else NULL, B.shape[1], beta,
+                       &C[0, 0], C.shape[1])
+
+
 cdef enum:
     FINGERPRINT_LANES = 32  # independent multiply chains: 4 AVX-512 vectors of 64-bit lanes
 
