@@ -131,14 +131,17 @@ def run_paths(full, parallel):
         n += 3
     # The per-hidden-unit OpenMP kernels of AVX-512 builds (2 threads: 9 * 4H * (I + H) is past
     # PARALLEL_WORK), partial row tile and strip (B = 9, H = 136), two backward chunks
-    # (2**19 // (B * 4H) = 107 steps), ragged lengths, both directions. Only the AVX-512
-    # variant has them (checked under ASan; valgrind cannot run it).
+    # (2**19 // (B * 4H) = 107 steps), ragged lengths, both directions: side by side on 2
+    # threads, one after the other on 4 threads each. Only the AVX-512 variant has them
+    # (checked under ASan; valgrind cannot run it).
     if parallel:
         from threadpoolctl import threadpool_limits
-        with threadpool_limits(2):
-            model = lstmx.LSTM(300, 136, bidirectional=True, peephole=True, dtype=np.float32,
-                               seed=2)
-            check(model, 110, 9, [110, 3, 60, 109, 1, 110, 50, 7, 108], rng)
+        for threads in (2, 4):
+            with threadpool_limits(threads, user_api="openmp"):
+                model = lstmx.LSTM(300, 136, bidirectional=True, peephole=True,
+                                   dtype=np.float32, seed=2)
+                check(model, 110, 9, [110, 3, 60, 109, 1, 110, 50, 7, 108], rng)
+                n += 1
     # Two threads inside the kernels at once.
     model = lstmx.LSTM(3, 8, bidirectional=True, dtype=np.float64, seed=0)
     errors = []

@@ -99,13 +99,14 @@ def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool, peeps):
     for k in range(cfg.num_layers):
         y = _workspace.empty((T, B, D * Hout), cfg.dtype)
         x2 = layer_input.reshape(T * B, -1)
+        calls = []
         for d in range(D):
             idx = k * D + d
             W, U, b_ih, b_hh, R, peep = layer_weights(cfg, params, k, d, peeps)
             gates = _workspace.empty((T, B, 4 * H), cfg.dtype) if training else None
             cells = _workspace.empty((T, B, H), cfg.dtype) if training else None
-            _kernels.forward(x2, W, U, b_ih, b_hh, R, peep, lengths, h_n[idx], c_n[idx], y,
-                             d * Hout, d == 1, identity, gates, cells)
+            calls.append((x2, W, U, b_ih, b_hh, R, peep, lengths, h_n[idx], c_n[idx], y,
+                          d * Hout, d == 1, identity, gates, cells))
             if training:
                 s = cfg.suffix(k, d)
                 for name, array in [("weight_ih" + s, W), ("weight_hh" + s, U),
@@ -114,6 +115,10 @@ def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool, peeps):
                 cache.weights.append((W, U, R, peep))
                 cache.gates.append(gates)
                 cache.cells.append(cells)
+        if D == 2:
+            _kernels.forward_directions(*calls)
+        else:
+            _kernels.forward(*calls[0])
         if training:
             cache.inputs.append(x2)
             cache.outputs.append(y)
@@ -137,6 +142,7 @@ def backward(cache: LSTMCache, dy, dh, dc):
     for k in reversed(range(cfg.num_layers)):
         x2 = cache.inputs[k]
         dx = _workspace.zeros(x2.shape, x2.dtype)
+        calls = []
         for d in range(D):
             idx = k * D + d
             W, U, R, peep = cache.weights[idx]
@@ -144,18 +150,25 @@ def backward(cache: LSTMCache, dy, dh, dc):
             dR = None if R is None else np.empty_like(R)
             dpeep = None if peep is None else np.empty_like(peep)
             db = np.empty(4 * H, cfg.dtype) if cfg.bias else None
-            _kernels.backward(x2, W, U, R, peep, cache.lengths, cache.h0[idx], cache.c0[idx],
-                              cache.outputs[k], d * Hout, cache.gates[idx], cache.cells[idx],
-                              d_out, d * Hout, dh[idx], dc[idx], dx, dW, dU, db, dR, dpeep,
-                              d == 1, identity)
+            calls.append((x2, W, U, R, peep, cache.lengths, cache.h0[idx], cache.c0[idx],
+                          cache.outputs[k], d * Hout, cache.gates[idx], cache.cells[idx],
+                          d_out, d * Hout, dh[idx], dc[idx], dx, dW, dU, db, dR, dpeep,
+                          d == 1, identity))
             s = cfg.suffix(k, d)
             grads["weight_ih" + s], grads["weight_hh" + s] = dW, dU
             if cfg.bias:
-                grads["bias_ih" + s], grads["bias_hh" + s] = db, db.copy()
+                grads["bias_ih" + s] = db  # bias_hh: a copy, once db is computed
             if cfg.proj_size:
                 grads["weight_hr" + s] = dR
             if cfg.peephole:
                 for gate, dp in zip("ifo", dpeep):
                     grads[f"weight_c{gate}" + s] = dp
+        if D == 2:
+            _kernels.backward_directions(*calls)
+        else:
+            _kernels.backward(*calls[0])
+        for d in range(D if cfg.bias else 0):
+            s = cfg.suffix(k, d)
+            grads["bias_hh" + s] = grads["bias_ih" + s].copy()
         d_out = dx.reshape(T, B, -1)
     return d_out, {name: grads[name] for name in cfg.parameter_shapes()}
