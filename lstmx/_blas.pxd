@@ -199,15 +199,18 @@ cdef inline void pack_strips(Py_ssize_t k, Py_ssize_t groups, Py_ssize_t width,
 
 cdef inline void micro_tile(Py_ssize_t k, const floating *A, Py_ssize_t lda,
                             const floating *Bp, floating *C, Py_ssize_t ldc,
-                            bint add) noexcept nogil:
-    """C[:8, :32] := A[:8, :k] @ Bp (+ C when ``add``), Bp one packed strip: the tile stays
-    in registers across k; each step broadcasts 8 elements of A against 2 vectors of Bp."""
+                            bint add, const floating *bias) noexcept nogil:
+    """C[:8, :32] := A[:8, :k] @ Bp (+ C when ``add``) (+ bias[:32] on every row unless
+    NULL), Bp one packed strip: the tile stays in registers across k; each step broadcasts
+    8 elements of A against 2 vectors of Bp."""
     cdef floating acc[TILE_ROWS][TILE_COLS]
     cdef Py_ssize_t r, j, p
     cdef floating a
     for r in range(TILE_ROWS):
         for j in range(TILE_COLS):
             acc[r][j] = C[r * ldc + j] if add else 0
+            if bias != NULL:
+                acc[r][j] += bias[j]
     for p in range(k):
         for r in range(TILE_ROWS):
             a = A[r * lda + p]
@@ -218,19 +221,30 @@ cdef inline void micro_tile(Py_ssize_t k, const floating *A, Py_ssize_t lda,
             C[r * ldc + j] = acc[r][j]
 
 
+cdef inline void add_bias(Py_ssize_t m, Py_ssize_t n, const floating *bias, bint add,
+                          floating *C, Py_ssize_t ldc) noexcept nogil:
+    """C[:m, :n] := bias[:n] on every row (+ C when ``add``)."""
+    cdef Py_ssize_t i, j
+    for i in range(m):
+        for j in range(n):
+            C[i * ldc + j] = (C[i * ldc + j] if add else 0) + bias[j]
+
+
 cdef inline void gemm_packed(Py_ssize_t m, Py_ssize_t k, const floating *A, Py_ssize_t lda,
                              const floating *Bp, Py_ssize_t groups, Py_ssize_t width,
                              Py_ssize_t s_lo, Py_ssize_t s_hi, bint add,
-                             floating *C, Py_ssize_t ldc) noexcept nogil:
-    """C[:, cols] := A @ B[:, cols] (+ C[:, cols] when ``add``) for the columns of strips
-    [s_lo, s_hi) of every group of a B packed by pack_strips; A is (m, k) row-major.
+                             floating *C, Py_ssize_t ldc, const floating *bias) noexcept nogil:
+    """C[:, cols] := A @ B[:, cols] (+ C[:, cols] when ``add``) (+ bias[cols] on every row
+    unless NULL) for the columns of strips [s_lo, s_hi) of every group of a B packed by
+    pack_strips; A is (m, k) row-major.
 
     One thread's share of a product: callers split the strips between threads. k runs in
     blocks of DEPTH_BLOCK summed in registers (rounding grows with k / DEPTH_BLOCK +
     DEPTH_BLOCK, as in BLAS). Rows past the last full tile and the narrower last strip of a
-    group go to gemm_small, which reads a strip as a (k, TILE_COLS) matrix.
+    group go to gemm_small, which reads a strip as a (k, TILE_COLS) matrix. The bias starts
+    the tiles' sums, as a bias stored in C first would, without a pass over C.
     """
-    cdef Py_ssize_t per = strips(width), full = m - m % TILE_ROWS
+    cdef Py_ssize_t per = strips(width), full = m - m % TILE_ROWS if k > 0 else 0
     cdef Py_ssize_t p0, kc, i_lo, i_hi, i0, g, s, w, col
     cdef const floating *strip
     p0 = 0
@@ -248,7 +262,8 @@ cdef inline void gemm_packed(Py_ssize_t m, Py_ssize_t k, const floating *A, Py_s
                     i0 = i_lo
                     while i0 < i_hi:
                         micro_tile(kc, A + i0 * lda + p0, lda, strip, C + i0 * ldc + col, ldc,
-                                   add or p0 > 0)
+                                   add or p0 > 0,
+                                   bias + col if bias != NULL and p0 == 0 else NULL)
                         i0 += TILE_ROWS
             i_lo = i_hi
         p0 += kc
@@ -258,24 +273,29 @@ cdef inline void gemm_packed(Py_ssize_t m, Py_ssize_t k, const floating *A, Py_s
             strip = Bp + (g * per + s) * k * TILE_COLS
             col = g * width + s * TILE_COLS
             if w < TILE_COLS and full > 0:
-                gemm_small(full, w, k, A, lda, strip, TILE_COLS, add, C + col, ldc)
+                if bias != NULL:
+                    add_bias(full, w, bias + col, add, C + col, ldc)
+                gemm_small(full, w, k, A, lda, strip, TILE_COLS, add or bias != NULL,
+                           C + col, ldc)
             if full < m:
-                gemm_small(m - full, w, k, A + full * lda, lda, strip, TILE_COLS, add,
-                           C + full * ldc + col, ldc)
+                if bias != NULL:
+                    add_bias(m - full, w, bias + col, add, C + full * ldc + col, ldc)
+                gemm_small(m - full, w, k, A + full * lda, lda, strip, TILE_COLS,
+                           add or bias != NULL, C + full * ldc + col, ldc)
 
 
 cdef inline void gemm_packed_parallel(Py_ssize_t m, Py_ssize_t k, const floating *A,
                                       Py_ssize_t lda, const floating *Bp, Py_ssize_t groups,
                                       Py_ssize_t width, bint add, floating *C,
-                                      Py_ssize_t ldc) noexcept nogil:
+                                      Py_ssize_t ldc, const floating *bias) noexcept nogil:
     """gemm_packed over every strip, split between the OpenMP threads when big enough."""
     cdef Py_ssize_t per = strips(width), part
     cdef Py_ssize_t parts = max_threads()
     parts = per if parts > per else parts
     if m * groups * width * k < PARALLEL_WORK or parts < 2:
         # Waking a thread team costs microseconds (milliseconds on a busy machine).
-        gemm_packed(m, k, A, lda, Bp, groups, width, 0, per, add, C, ldc)
+        gemm_packed(m, k, A, lda, Bp, groups, width, 0, per, add, C, ldc, bias)
     else:
         for part in prange(parts, schedule="static", num_threads=parts):
             gemm_packed(m, k, A, lda, Bp, groups, width, share(per, part, parts),
-                        share(per, part + 1, parts), add, C, ldc)
+                        share(per, part + 1, parts), add, C, ldc, bias)

@@ -196,21 +196,24 @@ cdef void cell_backward_rows(
 
 cdef void input_projection(
         Py_ssize_t rows, Py_ssize_t I, Py_ssize_t H, const floating *x, const floating *W,
-        const floating *Wp, const floating *b_ih, const floating *b_hh,
+        const floating *Wp, const floating *b_ih, const floating *b_hh, floating *bias,
         floating *z) noexcept nogil:
-    """z = x @ W.T + b_ih + b_hh for a block of ``rows`` rows (no bias when NULL). With
-    ``Wp`` = W.T packed by gate (AVX-512 builds), by gemm_packed rather than BLAS."""
+    """z = x @ W.T + b_ih + b_hh for a block of ``rows`` rows (no bias when NULL); ``bias``
+    is scratch for the (4H,) sum of the two. With ``Wp`` = W.T packed by gate (AVX-512
+    builds), by gemm_packed (which starts from the bias) rather than BLAS."""
     cdef Py_ssize_t r, j, G = 4 * H
     if b_ih != NULL:
         for j in range(G):
-            z[j] = b_ih[j] + b_hh[j]
-        for r in range(1, rows):
-            memcpy(z + r * G, z, G * sizeof(floating))
+            bias[j] = b_ih[j] + b_hh[j]
     # z += x @ W.T   (rows, 4H) += (rows, I)(I, 4H)
     if Wp != NULL:
-        gemm_packed_parallel(rows, I, x, I, Wp, 4, H, b_ih != NULL, z, G)
-    else:
-        gemm(NoTrans, Trans, rows, G, I, 1, x, I, W, I, 1 if b_ih != NULL else 0, z, G)
+        gemm_packed_parallel(rows, I, x, I, Wp, 4, H, False, z, G,
+                             bias if b_ih != NULL else NULL)
+        return
+    if b_ih != NULL:
+        for r in range(rows):
+            memcpy(z + r * G, bias, G * sizeof(floating))
+    gemm(NoTrans, Trans, rows, G, I, 1, x, I, W, I, 1 if b_ih != NULL else 0, z, G)
 
 
 cdef void transpose(Py_ssize_t rows, Py_ssize_t cols, const floating *A, floating *At,
@@ -234,13 +237,14 @@ cdef void forward_layer(
         const floating *b_hh, const floating *R, const floating *peep,
         const Py_ssize_t *lengths, floating *h, floating *c, floating *y, Py_ssize_t ldy,
         floating *gates, Py_ssize_t Tc, floating *cells,
-        floating *m, floating *hp, floating *Ut, floating *Wp, bint reverse,
+        floating *m, floating *hp, floating *Ut, floating *Wp, floating *bias, bint reverse,
         bint identity) noexcept nogil:
     """Forward over a whole sequence; ``gates`` holds Tc steps (Tc = T and ``cells`` set when
     training, in which case both keep every step for the backward pass). ``Ut`` is scratch
     for U.T (Hout, 4H) when the recurrent products are small enough for gemm_small (see
     Shapes.small), else NULL and they go to BLAS; ``Wp`` is scratch for W.T packed by gate
-    when the input projection runs on gemm_packed (see Shapes.packed_input)."""
+    when the input projection runs on gemm_packed (see Shapes.packed_input); ``bias`` is
+    scratch for b_ih + b_hh (4H,)."""
     cdef Py_ssize_t G = 4 * H
     cdef Py_ssize_t Hout = P if P > 0 else H
     cdef Py_ssize_t s0, n, t_lo, s, t, bi
@@ -255,7 +259,7 @@ cdef void forward_layer(
         # Steps s0 .. s0+n-1 in processing order are times t_lo .. t_lo+n-1.
         n = Tc if T - s0 > Tc else T - s0
         t_lo = T - s0 - n if reverse else s0
-        input_projection(n * B, I, H, x + t_lo * B * I, W, Wp, b_ih, b_hh, gates)
+        input_projection(n * B, I, H, x + t_lo * B * I, W, Wp, b_ih, b_hh, bias, gates)
         for s in range(s0, s0 + n):
             t = T - 1 - s if reverse else s
             zt = gates + (t - t_lo) * B * G
@@ -293,7 +297,8 @@ cdef void forward_parallel(
         const floating *x, const floating *W, const floating *U, const floating *b_ih,
         const floating *b_hh, const floating *peep, const Py_ssize_t *lengths,
         floating *h, floating *c, floating *y, Py_ssize_t ldy, floating *gates, Py_ssize_t Tc,
-        floating *cells, floating *Wp, floating *Up, floating *h_alt, int threads,
+        floating *cells, floating *Wp, floating *Up, floating *h_alt, floating *bias,
+        int threads,
         bint reverse, bint identity) noexcept nogil:
     """forward_layer without projection on AVX-512 builds, every thread from start to end.
 
@@ -322,24 +327,23 @@ cdef void forward_parallel(
         nu = u_hi - u_lo
         pack_strips(H, 4, H, U, 1, H, s_lo, s_hi, Up)
         pack_strips(I, 4, H, W, 1, I, s_lo, s_hi, Wp)
+        if b_ih != NULL:
+            for g in range(4):
+                for j in range(g * H + u_lo, g * H + u_hi):
+                    bias[j] = b_ih[j] + b_hh[j]
         s0 = 0
         while s0 < T:
             n = Tc if T - s0 > Tc else T - s0
             t_lo = T - s0 - n if reverse else s0
             # This thread's columns of z = x @ W.T + b_ih + b_hh for the chunk.
-            if b_ih != NULL:
-                for r in range(n * B):
-                    for g in range(4):
-                        for j in range(g * H + u_lo, g * H + u_hi):
-                            gates[r * G + j] = b_ih[j] + b_hh[j]
-            gemm_packed(n * B, I, x + t_lo * B * I, I, Wp, 4, H, s_lo, s_hi, b_ih != NULL,
-                        gates, G)
+            gemm_packed(n * B, I, x + t_lo * B * I, I, Wp, 4, H, s_lo, s_hi, False, gates, G,
+                        bias if b_ih != NULL else NULL)
             for s in range(s0, s0 + n):
                 t = T - 1 - s if reverse else s
                 zt = gates + (t - t_lo) * B * G
                 h_old = h if s % 2 == 0 else h_alt
                 h_new = h_alt if s % 2 == 0 else h
-                gemm_packed(B, H, h_old, H, Up, 4, H, s_lo, s_hi, True, zt, G)
+                gemm_packed(B, H, h_old, H, Up, 4, H, s_lo, s_hi, True, zt, G, NULL)
                 for bi in range(B):
                     if t >= length(lengths, bi, T):
                         memset(y + (t * B + bi) * ldy + u_lo, 0, nu * sizeof(floating))
@@ -505,6 +509,7 @@ cdef struct ForwardCall:
     void *Wp
     void *Up
     void *h_alt
+    void *bias
 
 
 cdef list prepare_forward(ForwardCall *f, tuple args):
@@ -530,13 +535,14 @@ cdef list prepare_forward(ForwardCall *f, tuple args):
     f.threads = n.threads() if f.par else 1
     f.reverse, f.identity, f.double = reverse, identity, n.typenum == cnp.NPY_DOUBLE
     # Workspace: [inference gate chunk | m (B, H) | h (B, P) | U.T | zero peepholes |
-    #             second h buffer], and W.T and U.T packed apart (see Shapes.packed_size)
+    #             second h buffer | b_ih + b_hh], and W.T and U.T packed apart (see
+    #             Shapes.packed_size)
     cdef Py_ssize_t n_gates = 0 if gates is not None else f.Tc * n.B * G
     cdef Py_ssize_t n_m = n.B * n.H if n.P else 0, n_hp = n.B * n.P
     cdef Py_ssize_t n_ut = n.Hout * G if n.small() else 0
     cdef Py_ssize_t n_peep = 3 * n.H if peep is None else 0
     cdef Py_ssize_t n_halt = n.B * n.H if f.par else 0
-    cdef cnp.ndarray work = workspace(n_gates + n_m + n_hp + n_ut + n_peep + n_halt + 1,
+    cdef cnp.ndarray work = workspace(n_gates + n_m + n_hp + n_ut + n_peep + n_halt + G,
                                       h.dtype)
     cdef cnp.ndarray Wp = (workspace(n.packed_size(False), h.dtype)
                            if f.par or n.packed_input() else None)
@@ -554,6 +560,7 @@ cdef list prepare_forward(ForwardCall *f, tuple args):
     f.hp = w + (n_gates + n_m) * size
     f.Ut = w + (n_gates + n_m + n_hp) * size if n_ut else NULL
     f.h_alt = zero_peep + n_peep * size
+    f.bias = zero_peep + (n_peep + n_halt) * size
     f.Wp, f.Up = data(Wp), data(Up)
     return [work, Wp, Up]
 
@@ -567,14 +574,16 @@ cdef void run_forward(floating kind, const ForwardCall *f, int threads) noexcept
                          <floating *> f.peep, f.lengths, <floating *> f.h, <floating *> f.c,
                          <floating *> f.y, f.ldy, <floating *> f.gates, f.Tc,
                          <floating *> f.cells, <floating *> f.Wp, <floating *> f.Up,
-                         <floating *> f.h_alt, threads, f.reverse, f.identity)
+                         <floating *> f.h_alt, <floating *> f.bias, threads, f.reverse,
+                         f.identity)
     else:
         forward_layer(f.T, f.B, f.n_in, f.H, f.P, <floating *> f.x, <floating *> f.W,
                       <floating *> f.U, <floating *> f.b_ih, <floating *> f.b_hh,
                       <floating *> f.R, <floating *> f.peep, f.lengths, <floating *> f.h,
                       <floating *> f.c, <floating *> f.y, f.ldy, <floating *> f.gates, f.Tc,
                       <floating *> f.cells, <floating *> f.m, <floating *> f.hp,
-                      <floating *> f.Ut, <floating *> f.Wp, f.reverse, f.identity)
+                      <floating *> f.Ut, <floating *> f.Wp, <floating *> f.bias,
+                      f.reverse, f.identity)
 
 
 cdef inline void run_forward_any(const ForwardCall *f, int threads) noexcept nogil:
@@ -817,16 +826,17 @@ cdef void backward_parallel(
                 barrier()
                 # dh_{t-1} = dz_t @ U on this thread's units; inactive rows keep their carry.
                 if all_active:
-                    gemm_packed(B, G, dzt, G, Up, 1, H, s_lo, s_hi, False, dh, H)
+                    gemm_packed(B, G, dzt, G, Up, 1, H, s_lo, s_hi, False, dh, H, NULL)
                 else:
-                    gemm_packed(B, G, dzt, G, Up, 1, H, s_lo, s_hi, False, dhp, H)
+                    gemm_packed(B, G, dzt, G, Up, 1, H, s_lo, s_hi, False, dhp, H, NULL)
                     for bi in range(B):
                         if t < length(lengths, bi, T):
                             memcpy(dh + bi * H + u_lo, dhp + bi * H + u_lo,
                                    nu * sizeof(floating))
             # dz of the chunk is complete (barrier of its last step); read only from here on.
             # dx[chunk] += dz @ W   (n*B, I) += (n*B, 4H)(4H, I), this thread's strips of I
-            gemm_packed(rows, G, dz, G, Wp, 1, I, i_lo, i_hi, True, dx + t_lo * B * I, I)
+            gemm_packed(rows, G, dz, G, Wp, 1, I, i_lo, i_hi, True, dx + t_lo * B * I, I,
+                        NULL)
             # h_{t-1} of every row of the chunk (h0 on a row's first step, else the
             # neighbouring row of y), this thread's units, packed; x[chunk] packed, this
             # thread's strips of I; this thread's rows of dz.T.
@@ -854,9 +864,9 @@ cdef void backward_parallel(
             # thread's rows (the gates of its units).
             for g in range(4):
                 gemm_packed(nu, rows, dzT + (g * H + u_lo) * rows, rows, xp, 1, I, 0, per_in,
-                            True, dW + (g * H + u_lo) * I, I)
+                            True, dW + (g * H + u_lo) * I, I, NULL)
                 gemm_packed(nu, rows, dzT + (g * H + u_lo) * rows, rows, hp, 1, H, 0, per,
-                            True, dU + (g * H + u_lo) * H, H)
+                            True, dU + (g * H + u_lo) * H, H, NULL)
             # The next chunk overwrites dz and the packed x and h_{t-1}.
             barrier()
             s0 = s0 + n  # (+= would be an OpenMP reduction)
