@@ -6,7 +6,9 @@ engine, saving and the docs all read it from here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import operator
+import typing
 
 import numpy as np
 
@@ -43,6 +45,17 @@ def _check_bool(name: str, value) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool; got {type(value).__name__} {value!r}")
     return bool(value)
+
+
+class ParameterNames(typing.NamedTuple):
+    """The parameter names of one layer and direction; None where the options have none."""
+
+    weight_ih: str
+    weight_hh: str
+    bias_ih: str | None
+    bias_hh: str | None
+    weight_hr: str | None
+    peepholes: tuple | None  # (weight_ci, weight_cf, weight_co)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,21 +108,55 @@ class LSTMConfig:
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         """Names and shapes of every parameter, in ``torch.nn.LSTM.state_dict()`` order."""
+        return dict(self._shapes)
+
+    def names(self, layer: int, direction: int) -> "ParameterNames":
+        """The parameter names of one layer and direction (those the options leave out
+        are None)."""
+        return self._names[layer * self.num_directions + direction]
+
+    # Computed once per configuration: a training step of a small cell spends microseconds
+    # in Python, and formatting names was a measurable part of it.
+    @functools.cached_property
+    def _names(self) -> tuple:
+        names = []
+        for k in range(self.num_layers):
+            for d in range(self.num_directions):
+                s = self.suffix(k, d)
+                names.append(ParameterNames(
+                    "weight_ih" + s, "weight_hh" + s,
+                    "bias_ih" + s if self.bias else None,
+                    "bias_hh" + s if self.bias else None,
+                    "weight_hr" + s if self.proj_size else None,
+                    tuple(f"weight_c{gate}" + s for gate in "ifo") if self.peephole else None))
+        return tuple(names)
+
+    @functools.cached_property
+    def parameter_names(self) -> tuple:
+        """The keys of ``parameter_shapes()``, in its order."""
+        return tuple(self._shapes)
+
+    @functools.cached_property
+    def cell_names(self) -> tuple:
+        """``parameter_names`` as an ``LSTMCell`` shows them (without the layer suffix)."""
+        return tuple(name.removesuffix("_l0") for name in self.parameter_names)
+
+    @functools.cached_property
+    def _shapes(self) -> dict:
         H, P = self.hidden_size, self.proj_size
         shapes = {}
         for k in range(self.num_layers):
             for d in range(self.num_directions):
-                s = self.suffix(k, d)
-                shapes["weight_ih" + s] = (4 * H, self.layer_input_size(k))
-                shapes["weight_hh" + s] = (4 * H, self.output_size)
+                n = self.names(k, d)
+                shapes[n.weight_ih] = (4 * H, self.layer_input_size(k))
+                shapes[n.weight_hh] = (4 * H, self.output_size)
                 if self.bias:
-                    shapes["bias_ih" + s] = (4 * H,)
-                    shapes["bias_hh" + s] = (4 * H,)
+                    shapes[n.bias_ih] = (4 * H,)
+                    shapes[n.bias_hh] = (4 * H,)
                 if P > 0:
-                    shapes["weight_hr" + s] = (P, H)
-                if self.peephole:
-                    for gate in "ifo":
-                        shapes[f"weight_c{gate}" + s] = (H,)
+                    shapes[n.weight_hr] = (P, H)
+                for name in n.peepholes or ():
+                    shapes[name] = (H,)
         return shapes
 
     def init_parameters(self, seed=None, init: str = "pytorch") -> dict[str, np.ndarray]:

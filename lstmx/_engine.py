@@ -37,7 +37,8 @@ class LSTMCache:
         self.watched = []  # (name, array, fingerprint)
 
     def watch(self, name, array):
-        """Remember ``array``'s fingerprint, for ``verify``."""
+        """Remember ``array``'s fingerprint, for ``verify``; ``name`` is a parameter name or
+    the peepholes' three."""
         if array is not None:
             self.watched.append((name, array, _kernels.fingerprint(array)))
 
@@ -45,6 +46,8 @@ class LSTMCache:
         """Raise ValueError if an array the cache refers to changed since ``forward_train``."""
         for name, array, fp in self.watched:
             if _kernels.fingerprint(array) != fp:
+                if not isinstance(name, str):  # the three peephole vectors, stacked
+                    name = ", ".join(name[:-1]) + " or " + name[-1]
                 raise ValueError(
                     f"cache: {name} was changed in place after forward_train, and backward "
                     f"needs its values from then; call forward_train again (or change a copy)")
@@ -70,11 +73,11 @@ class LSTMCache:
 def layer_weights(cfg: LSTMConfig, params, layer: int, direction: int, peeps):
     """(W, U, b_ih, b_hh, R, peep) as the kernels take them: peep = [p_i; p_f; p_o] (3, H)
     from ``peeps`` (suffix -> the stacked array the layers keep); absent ones are None."""
-    s = cfg.suffix(layer, direction)
-    W, U = params["weight_ih" + s], params["weight_hh" + s]
-    b_ih, b_hh = (params["bias_ih" + s], params["bias_hh" + s]) if cfg.bias else (None, None)
-    R = params["weight_hr" + s] if cfg.proj_size else None
-    peep = peeps[s] if cfg.peephole else None
+    n = cfg.names(layer, direction)
+    W, U = params[n.weight_ih], params[n.weight_hh]
+    b_ih, b_hh = (params[n.bias_ih], params[n.bias_hh]) if cfg.bias else (None, None)
+    R = params[n.weight_hr] if cfg.proj_size else None
+    peep = peeps[cfg.suffix(layer, direction)] if cfg.peephole else None
     return W, U, b_ih, b_hh, R, peep
 
 
@@ -108,9 +111,9 @@ def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool, peeps):
             calls.append((x2, W, U, b_ih, b_hh, R, peep, lengths, h_n[idx], c_n[idx], y,
                           d * Hout, d == 1, identity, gates, cells))
             if training:
-                s = cfg.suffix(k, d)
-                for name, array in [("weight_ih" + s, W), ("weight_hh" + s, U),
-                                    ("weight_hr" + s, R), (f"weight_ci{s}, weight_cf{s} or weight_co{s}", peep)]:
+                n = cfg.names(k, d)
+                for name, array in [(n.weight_ih, W), (n.weight_hh, U), (n.weight_hr, R),
+                                    (n.peepholes, peep)]:
                     cache.watch(name, array)
                 cache.weights.append((W, U, R, peep))
                 cache.gates.append(gates)
@@ -154,21 +157,20 @@ def backward(cache: LSTMCache, dy, dh, dc):
                           cache.outputs[k], d * Hout, cache.gates[idx], cache.cells[idx],
                           d_out, d * Hout, dh[idx], dc[idx], dx, dW, dU, db, dR, dpeep,
                           d == 1, identity))
-            s = cfg.suffix(k, d)
-            grads["weight_ih" + s], grads["weight_hh" + s] = dW, dU
+            n = cfg.names(k, d)
+            grads[n.weight_ih], grads[n.weight_hh] = dW, dU
             if cfg.bias:
-                grads["bias_ih" + s] = db  # bias_hh: a copy, once db is computed
+                grads[n.bias_ih] = db  # bias_hh: a copy, once db is computed
             if cfg.proj_size:
-                grads["weight_hr" + s] = dR
+                grads[n.weight_hr] = dR
             if cfg.peephole:
-                for gate, dp in zip("ifo", dpeep):
-                    grads[f"weight_c{gate}" + s] = dp
+                grads.update(zip(n.peepholes, dpeep))
         if D == 2:
             _kernels.backward_directions(*calls)
         else:
             _kernels.backward(*calls[0])
         for d in range(D if cfg.bias else 0):
-            s = cfg.suffix(k, d)
-            grads["bias_hh" + s] = grads["bias_ih" + s].copy()
+            n = cfg.names(k, d)
+            grads[n.bias_hh] = grads[n.bias_ih].copy()
         d_out = dx.reshape(T, B, -1)
-    return d_out, {name: grads[name] for name in cfg.parameter_shapes()}
+    return d_out, {name: grads[name] for name in cfg.parameter_names}

@@ -287,7 +287,12 @@ class LSTMCell(_Parameterised):
         return self.config.dtype
 
     def _layer_params(self):
-        return {name + "_l0": value for name, value in self._params.items()}
+        # What the engine reads by layer name (it takes the peepholes from _peeps).
+        p, n = self._params, self.config.names(0, 0)
+        layer = {n.weight_ih: p["weight_ih"], n.weight_hh: p["weight_hh"]}
+        if n.bias_ih:
+            layer[n.bias_ih], layer[n.bias_hh] = p["bias_ih"], p["bias_hh"]
+        return layer
 
     def _inputs(self, x, state, training):
         cfg = self.config
@@ -357,4 +362,5 @@ class LSTMCell(_Parameterised):
         dy = dh[None]
         dh0, dc0 = np.zeros((1, B, H), cfg.dtype), dc[None]
         dx, grads = _engine.backward(cache, dy, dh0, dc0)
-        return dx[0], (dh0[0], dc0[0]), {name[:-3]: g for name, g in grads.items()}
+        # grads is in parameter_names order; the cell's names drop "_l0".
+        return dx[0], (dh0[0], dc0[0]), dict(zip(cfg.cell_names, grads.values()))
