@@ -67,7 +67,16 @@ cdef inline void gemm_small(blas_int m, blas_int n, blas_int k, const floating *
                             const floating *B, blas_int ldb,
                             floating beta, floating *C, blas_int ldc) noexcept nogil:
     """C := A B + beta * C, row-major, no transposes: for products so small (a batch of one
-    in a recurrent step) that calling BLAS costs more than the arithmetic.
+    in a recurrent step) that calling BLAS costs more than the arithmetic. See
+    gemm_small_strided."""
+    gemm_small_strided(m, n, k, A, lda, 1, B, ldb, beta, C, ldc)
+
+
+cdef inline void gemm_small_strided(
+        Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *A, Py_ssize_t a_row,
+        Py_ssize_t a_col, const floating *B, Py_ssize_t ldb, floating beta, floating *C,
+        Py_ssize_t ldc) noexcept nogil:
+    """gemm_small with A[i, p] at ``A[i * a_row + p * a_col]`` (a_row = 1 reads A.T).
 
     Each row of C is a sum of rows of B (axpy form), accumulated in a local block of columns
     the compiler keeps in vector registers, so C is read and written once, not k times; k
@@ -95,12 +104,12 @@ cdef inline void gemm_small(blas_int m, blas_int n, blas_int k, const floating *
                 p1 = k if p0 + DEPTH_BLOCK > k else p0 + DEPTH_BLOCK
                 # Starting from the first product, not zeros: GCC turns a zero fill into a
                 # memset and then keeps the block in memory, not registers (2x slower).
-                a = A[i * lda + p0]
+                a = A[i * a_row + p0 * a_col]
                 b = B + p0 * ldb + j0
                 for j in range(wide):
                     row[j] = a * b[j]
                 for p in range(p0 + 1, p1):
-                    a = A[i * lda + p]
+                    a = A[i * a_row + p * a_col]
                     b = B + p * ldb + j0
                     for j in range(wide):
                         row[j] += a * b[j]
@@ -127,20 +136,20 @@ cdef inline void gemm_small(blas_int m, blas_int n, blas_int k, const floating *
                     acc2[j] = 0
                 if width == SMALL_BLOCK:
                     for p in range(p0, p1 - 1, 2):
-                        a = A[i * lda + p]
-                        a2 = A[i * lda + p + 1]
+                        a = A[i * a_row + p * a_col]
+                        a2 = A[i * a_row + (p + 1) * a_col]
                         b = B + p * ldb + j0
                         for j in range(SMALL_BLOCK):
                             acc[j] += a * b[j]
                             acc2[j] += a2 * b[ldb + j]
                     if (p1 - p0) % 2:
-                        a = A[i * lda + p1 - 1]
+                        a = A[i * a_row + (p1 - 1) * a_col]
                         b = B + (p1 - 1) * ldb + j0
                         for j in range(SMALL_BLOCK):
                             acc[j] += a * b[j]
                 else:
                     for p in range(p0, p1):
-                        a = A[i * lda + p]
+                        a = A[i * a_row + p * a_col]
                         b = B + p * ldb + j0
                         for j in range(width):
                             acc[j] += a * b[j]
@@ -197,12 +206,12 @@ cdef inline void pack_strips(Py_ssize_t k, Py_ssize_t groups, Py_ssize_t width,
                         dst[p * TILE_COLS + j] = 0
 
 
-cdef inline void micro_tile(Py_ssize_t k, const floating *A, Py_ssize_t lda,
-                            const floating *Bp, floating *C, Py_ssize_t ldc,
+cdef inline void micro_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
+                            Py_ssize_t a_col, const floating *Bp, floating *C, Py_ssize_t ldc,
                             bint add, const floating *bias) noexcept nogil:
     """C[:8, :32] := A[:8, :k] @ Bp (+ C when ``add``) (+ bias[:32] on every row unless
-    NULL), Bp one packed strip: the tile stays in registers across k; each step broadcasts
-    8 elements of A against 2 vectors of Bp."""
+    NULL), Bp one packed strip, A[i, p] at ``A[i * a_row + p * a_col]``: the tile stays in
+    registers across k; each step broadcasts 8 elements of A against 2 vectors of Bp."""
     cdef floating acc[TILE_ROWS][TILE_COLS]
     cdef Py_ssize_t r, j, p
     cdef floating a
@@ -213,7 +222,7 @@ cdef inline void micro_tile(Py_ssize_t k, const floating *A, Py_ssize_t lda,
                 acc[r][j] += bias[j]
     for p in range(k):
         for r in range(TILE_ROWS):
-            a = A[r * lda + p]
+            a = A[r * a_row + p * a_col]
             for j in range(TILE_COLS):
                 acc[r][j] += a * Bp[p * TILE_COLS + j]
     for r in range(TILE_ROWS):
@@ -244,6 +253,16 @@ cdef inline void gemm_packed(Py_ssize_t m, Py_ssize_t k, const floating *A, Py_s
     group go to gemm_small, which reads a strip as a (k, TILE_COLS) matrix. The bias starts
     the tiles' sums, as a bias stored in C first would, without a pass over C.
     """
+    gemm_packed_strided(m, k, A, lda, 1, Bp, groups, width, s_lo, s_hi, add, C, ldc, bias)
+
+
+cdef inline void gemm_packed_strided(
+        Py_ssize_t m, Py_ssize_t k, const floating *A, Py_ssize_t a_row, Py_ssize_t a_col,
+        const floating *Bp, Py_ssize_t groups, Py_ssize_t width, Py_ssize_t s_lo,
+        Py_ssize_t s_hi, bint add, floating *C, Py_ssize_t ldc,
+        const floating *bias) noexcept nogil:
+    """gemm_packed with A[i, p] at ``A[i * a_row + p * a_col]``: a_row = 1 multiplies by the
+    transpose of a row-major array without transposing it first."""
     cdef Py_ssize_t per = strips(width), full = m - m % TILE_ROWS if k > 0 else 0
     cdef Py_ssize_t p0, kc, i_lo, i_hi, i0, g, s, w, col
     cdef const floating *strip
@@ -261,7 +280,8 @@ cdef inline void gemm_packed(Py_ssize_t m, Py_ssize_t k, const floating *A, Py_s
                     col = g * width + s * TILE_COLS
                     i0 = i_lo
                     while i0 < i_hi:
-                        micro_tile(kc, A + i0 * lda + p0, lda, strip, C + i0 * ldc + col, ldc,
+                        micro_tile(kc, A + i0 * a_row + p0 * a_col, a_row, a_col, strip,
+                                   C + i0 * ldc + col, ldc,
                                    add or p0 > 0,
                                    bias + col if bias != NULL and p0 == 0 else NULL)
                         i0 += TILE_ROWS
@@ -275,13 +295,13 @@ cdef inline void gemm_packed(Py_ssize_t m, Py_ssize_t k, const floating *A, Py_s
             if w < TILE_COLS and full > 0:
                 if bias != NULL:
                     add_bias(full, w, bias + col, add, C + col, ldc)
-                gemm_small(full, w, k, A, lda, strip, TILE_COLS, add or bias != NULL,
-                           C + col, ldc)
+                gemm_small_strided(full, w, k, A, a_row, a_col, strip, TILE_COLS,
+                                   add or bias != NULL, C + col, ldc)
             if full < m:
                 if bias != NULL:
                     add_bias(m - full, w, bias + col, add, C + full * ldc + col, ldc)
-                gemm_small(m - full, w, k, A + full * lda, lda, strip, TILE_COLS,
-                           add or bias != NULL, C + full * ldc + col, ldc)
+                gemm_small_strided(m - full, w, k, A + full * a_row, a_row, a_col, strip,
+                                   TILE_COLS, add or bias != NULL, C + full * ldc + col, ldc)
 
 
 cdef inline void gemm_packed_parallel(Py_ssize_t m, Py_ssize_t k, const floating *A,

@@ -29,7 +29,8 @@ from cython.parallel cimport parallel, prange, threadid
 
 from lstmx._blas cimport (
     NoTrans, PARALLEL_WORK, TILED_GEMM, TILE_COLS, Trans, barrier, gemm, gemm_packed,
-    gemm_packed_parallel, gemm_small, max_threads, num_threads, pack_strips, share, strips)
+    gemm_packed_parallel, gemm_packed_strided, gemm_small, max_threads, num_threads,
+    pack_strips, share, strips)
 
 from lstmx._workspace import MIN_BYTES as POOL_MIN_BYTES, empty as pooled_empty
 
@@ -67,7 +68,7 @@ def cpu_supports(variant):
 # so that memory stays bounded on long sequences while each chunk is still a large GEMM.
 cdef enum:
     CHUNK_ELEMENTS = 1 << 20           # elements of an inference chunk's z
-    BACKWARD_CHUNK_ELEMENTS = 1 << 19  # of a backward chunk's dz (it also keeps dz.T)
+    BACKWARD_CHUNK_ELEMENTS = 1 << 19  # of a backward chunk's dz
     # Recurrent products of at most this many multiply-adds skip BLAS (its per-call cost
     # dominates a batch of one); see gemm_small.
     SMALL_PRODUCT = 1 << 15
@@ -773,13 +774,13 @@ cdef void backward_parallel(
     its units of dh_{t-1} = dz_t @ U, which is exactly what it reads at the next step (so one
     barrier per step). After each chunk of steps: dx[chunk] (its strips of I columns), then,
     once x and h_{t-1} of the chunk are packed (each thread some strips), its rows of dW and
-    dU (the gates of its units), from its rows of dz.T. ``Up`` and ``Wp`` receive U and W
-    packed; ``scratch`` holds dz.T, x and h_{t-1} of the chunk, packed, and h_{t-1} gathered.
+    dU (the gates of its units): products with dz.T, read from dz in place. ``Up`` and ``Wp``
+    receive U and W packed; ``scratch`` holds x and h_{t-1} of the chunk, packed, and
+    h_{t-1} gathered.
     """
     cdef Py_ssize_t G = 4 * H, per = strips(H), per_in = strips(I)
     cdef Py_ssize_t rows_max = Tc * B
-    cdef floating *dzT = scratch
-    cdef floating *xp = dzT + G * rows_max
+    cdef floating *xp = scratch
     cdef floating *hp = xp + rows_max * per_in * TILE_COLS
     cdef floating *hprev = hp + rows_max * per * TILE_COLS
     # Initialised because OpenMP copies them into each thread (firstprivate).
@@ -851,7 +852,7 @@ cdef void backward_parallel(
                         NULL)
             # h_{t-1} of every row of the chunk (h0 on a row's first step, else the
             # neighbouring row of y), this thread's units, packed; x[chunk] packed, this
-            # thread's strips of I; this thread's rows of dz.T.
+            # thread's strips of I.
             for t in range(t_lo, t_lo + n):
                 for bi in range(B):
                     tp = t + 1 if reverse else t - 1
@@ -863,8 +864,6 @@ cdef void backward_parallel(
                            nu * sizeof(floating))
             pack_strips(rows, 1, H, hprev, H, 1, s_lo, s_hi, hp)
             pack_strips(rows, 1, I, x + t_lo * B * I, I, 1, i_lo, i_hi, xp)
-            for g in range(4):
-                transpose(rows, G, dz, dzT, g * H + u_lo, g * H + u_hi)
             if db != NULL:
                 # db += dz.sum(axis=0)
                 for r in range(rows):
@@ -875,10 +874,10 @@ cdef void backward_parallel(
             # dW += dz.T @ x[chunk]   (4H, I) += (4H, n*B)(n*B, I), and dU likewise; this
             # thread's rows (the gates of its units).
             for g in range(4):
-                gemm_packed(nu, rows, dzT + (g * H + u_lo) * rows, rows, xp, 1, I, 0, per_in,
-                            True, dW + (g * H + u_lo) * I, I, NULL)
-                gemm_packed(nu, rows, dzT + (g * H + u_lo) * rows, rows, hp, 1, H, 0, per,
-                            True, dU + (g * H + u_lo) * H, H, NULL)
+                gemm_packed_strided(nu, rows, dz + g * H + u_lo, 1, G, xp, 1, I, 0, per_in,
+                                    True, dW + (g * H + u_lo) * I, I, NULL)
+                gemm_packed_strided(nu, rows, dz + g * H + u_lo, 1, G, hp, 1, H, 0, per,
+                                    True, dU + (g * H + u_lo) * H, H, NULL)
             # The next chunk overwrites dz and the packed x and h_{t-1}.
             barrier()
             s0 = s0 + n  # (+= would be an OpenMP reduction)
@@ -951,11 +950,11 @@ cdef list prepare_backward(BackwardCall *f, tuple args):
     f.reverse, f.identity, f.double = reverse, identity, n.typenum == cnp.NPY_DOUBLE
     # Workspace: [dz of Tc steps | dh_t | dh_{t-1} | dm (B, H) | m | scratch | zero
     #             peepholes | unwanted dpeep]; scratch is h_{t-1} of a chunk, or for
-    #             backward_parallel: dz.T, x and h_{t-1} packed, h_{t-1}; and U and W packed
+    #             backward_parallel: x and h_{t-1} packed, h_{t-1}; and U and W packed
     #             apart (see Shapes.packed_size)
     f.n_dz, f.n_dh, f.n_m = f.Tc * B * G, B * n.Hout, B * n.H
     cdef Py_ssize_t n_scratch = (
-        f.Tc * B * ((strips(n.H) + strips(n.n_in)) * TILE_COLS + G + n.H)
+        f.Tc * B * ((strips(n.H) + strips(n.n_in)) * TILE_COLS + n.H)
     ) if f.par else f.Tc * B * n.Hout
     cdef cnp.ndarray Up = workspace(n.packed_size(True), h0.dtype) if f.par else None
     cdef cnp.ndarray Wp = workspace(n.packed_size(False), h0.dtype) if f.par else None
