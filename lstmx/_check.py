@@ -20,6 +20,12 @@ CASES = [
 
 
 def _median_time(fn, repeat):
+    # NumPy and SciPy each bundle an OpenBLAS whose threads spin for ~0.1 s after their work;
+    # on 2 cores the spinning threads of the function timed before (the reference uses
+    # NumPy's) took a core from this one's BLAS calls, which then waited at every step: the
+    # projection case read 12 ms instead of 0.5. Let them sleep, then warm up.
+    time.sleep(0.2)
+    fn()
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
