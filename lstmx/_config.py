@@ -110,7 +110,7 @@ class LSTMConfig:
         """Names and shapes of every parameter, in ``torch.nn.LSTM.state_dict()`` order."""
         return dict(self._shapes)
 
-    def names(self, layer: int, direction: int) -> "ParameterNames":
+    def names(self, layer: int, direction: int) -> ParameterNames:
         """The parameter names of one layer and direction (those the options leave out
         are None)."""
         return self._names[layer * self.num_directions + direction]

@@ -38,7 +38,7 @@ class LSTMCache:
 
     def watch(self, name, array):
         """Remember ``array``'s fingerprint, for ``verify``; ``name`` is a parameter name or
-    the peepholes' three."""
+        the peepholes' three."""
         if array is not None:
             self.watched.append((name, array, _kernels.fingerprint(array)))
 
