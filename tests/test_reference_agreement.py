@@ -113,8 +113,8 @@ def test_cell_matches_reference(dtype, peephole):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_backward_in_several_chunks_matches_reference(dtype):
-    # Backward keeps dz for at most 1 << 20 elements of steps at a time: with B * 4H = 16384
-    # that is 64 steps, so T = 150 runs three chunks (the last one short) in each direction.
+    # Backward keeps dz for a chunk of at most 256 rows (steps x batch) at a time: with
+    # B = 64 that is 4 steps, so T = 150 runs 38 chunks (the last one short) each direction.
     lstm = lstmx.LSTM(3, 64, bidirectional=True, proj_size=0, dtype=dtype, seed=4)
     assert_matches_reference(lstm, 150, 64, np.random.default_rng(4), lengths=True)
 
@@ -125,7 +125,7 @@ def test_backward_in_several_chunks_matches_reference(dtype):
 def test_parallel_kernels_match_reference(dtype, peephole, act, threads):
     # Big enough for the multi-threaded kernels (AVX-512 builds split hidden units between
     # OpenMP threads); H = 200 is 6 strips of 32 units and a partial one, B = 37 is 4 row
-    # tiles of 8 and 5 rows more, T = 20 runs 2 backward chunks (1 << 19 / (B * 4H) = 17).
+    # tiles of 8 and 5 rows more, T = 20 runs 4 backward chunks (256 rows // B = 6 steps).
     # On 2 and 3 threads the two directions run side by side, one thread each; on 4, one
     # after the other on 4 threads each.
     from threadpoolctl import threadpool_limits
