@@ -130,12 +130,18 @@ def run_paths(full, parallel):
         cell(np.ones((2, 3), dtype), (hc, cc))
         n += 3
     # The per-hidden-unit OpenMP kernels of AVX-512 builds (2 threads: 9 * 4H * (I + H) is past
-    # PARALLEL_WORK), partial row tile and strip (B = 9, H = 136), two backward chunks
-    # (2**19 // (B * 4H) = 107 steps), ragged lengths, both directions: side by side on 2
-    # threads, one after the other on 4 threads each. Only the AVX-512 variant has them
-    # (checked under ASan; valgrind cannot run it).
+    # PARALLEL_WORK), partial row tile and strip (B = 9, H = 136), four backward chunks
+    # (256 rows // B = 28 steps), ragged lengths, both directions: side by side on 2
+    # threads, one after the other on 4 threads each; and a projection's recurrent products
+    # on packed U.T and R.T (B * 4H * P past SMALL_PRODUCT, partial strips and row tile).
+    # Only the AVX-512 variant has them (checked under ASan; valgrind cannot run it).
     if parallel:
         from threadpoolctl import threadpool_limits
+        for dtype in (np.float32, np.float64):
+            model = lstmx.LSTM(20, 70, proj_size=33, bidirectional=True, peephole=True,
+                               dtype=dtype, seed=3)
+            check(model, 5, 37, [5, 2] * 18 + [4], rng)
+            n += 1
         for threads in (2, 4):
             with threadpool_limits(threads, user_api="openmp"):
                 model = lstmx.LSTM(300, 136, bidirectional=True, peephole=True,

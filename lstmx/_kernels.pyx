@@ -306,15 +306,16 @@ cdef void forward_layer(
         const floating *b_hh, const floating *R, const floating *peep,
         const Py_ssize_t *lengths, floating *h, floating *c, floating *y, Py_ssize_t ldy,
         floating *gates, Py_ssize_t Tc, floating *cells,
-        floating *m, floating *hp, floating *Ut, floating *Wp, floating *bias, bint lean,
-        bint reverse, bint identity) noexcept nogil:
+        floating *m, floating *hp, floating *Ut, floating *Wp, floating *Up, floating *Rp,
+        floating *bias, bint lean, bint reverse, bint identity) noexcept nogil:
     """Forward over a whole sequence; ``gates`` holds Tc steps (Tc = T and ``cells`` set when
     training, in which case both keep every step for the backward pass). ``Ut`` is scratch
     for U.T (Hout, 4H) when the recurrent products are small enough for gemm_small (see
-    Shapes.small), else NULL and they go to BLAS; ``Wp`` is scratch for W.T packed by gate
-    when the input projection runs on gemm_packed (see Shapes.packed_input); ``bias`` is
-    scratch for b_ih + b_hh (4H,). ``lean``: inference without peepholes (see
-    cell_forward_rows)."""
+    Shapes.small); else ``Up`` and ``Rp`` are scratch for U.T (by gate) and R.T packed when
+    the products run on gemm_packed (see Shapes.packed_steps), or NULL and they go to BLAS.
+    ``Wp`` is scratch for W.T packed by gate when the input projection runs on gemm_packed
+    (see Shapes.packed_input); ``bias`` is scratch for b_ih + b_hh (4H,). ``lean``:
+    inference without peepholes (see cell_forward_rows)."""
     cdef Py_ssize_t G = 4 * H
     cdef Py_ssize_t Hout = P if P > 0 else H
     cdef Py_ssize_t s0, n, t_lo, s, t, bi
@@ -324,6 +325,10 @@ cdef void forward_layer(
         transpose(G, Hout, U, Ut)
     if Wp != NULL:
         pack_strips(I, 4, H, W, 1, I, 0, strips(H), Wp)
+    if Up != NULL:
+        pack_strips(Hout, 4, H, U, 1, Hout, 0, strips(H), Up)
+    if Rp != NULL:
+        pack_strips(H, 1, P, R, 1, H, 0, strips(P), Rp)
     s0 = 0
     while s0 < T:
         # Steps s0 .. s0+n-1 in processing order are times t_lo .. t_lo+n-1.
@@ -336,6 +341,8 @@ cdef void forward_layer(
             # z += h @ U.T   (B, 4H) += (B, Hout)(Hout, 4H)
             if Ut != NULL:
                 gemm_small(B, G, Hout, h, Hout, Ut, G, 1, zt, G)
+            elif Up != NULL:
+                gemm_packed(B, Hout, h, Hout, Up, 4, H, 0, strips(H), True, zt, G, NULL)
             else:
                 gemm(NoTrans, Trans, B, G, Hout, 1, h, Hout, U, Hout, 1, zt, G)
             for bi in range(B):
@@ -354,7 +361,10 @@ cdef void forward_layer(
                     memcpy(y + (t * B + bi) * ldy, mrow, H * sizeof(floating))
             if P > 0:
                 # h = m @ R.T   (B, P) = (B, H)(H, P); only active rows take it.
-                gemm(NoTrans, Trans, B, P, H, 1, m, H, R, H, 0, hp, P)
+                if Rp != NULL:
+                    gemm_packed(B, H, m, H, Rp, 1, P, 0, strips(P), False, hp, P, NULL)
+                else:
+                    gemm(NoTrans, Trans, B, P, H, 1, m, H, R, H, 0, hp, P)
                 for bi in range(B):
                     if t < length(lengths, bi, T):
                         memcpy(h + bi * P, hp + bi * P, P * sizeof(floating))
@@ -547,6 +557,14 @@ cdef class Shapes:
         transposition per call: worth it over a few steps."""
         return self.B * 4 * self.H * self.Hout <= SMALL_PRODUCT and self.T >= 4
 
+    cdef bint packed_steps(self):
+        """Whether forward_layer's recurrent products (and projections) run on gemm_packed
+        with U.T and R.T packed once per call (AVX-512 builds) rather than on BLAS: no
+        per-call cost, and no OpenBLAS threads beside the OpenMP team of the input
+        projection (on 2 cores the two pools' spinning threads made a projection model's
+        inference 3 times slower on 2 threads than on one)."""
+        return TILED_GEMM and not self.parallel() and not self.small()
+
     cdef bint packed_input(self):
         """Whether forward_layer's input projection runs on gemm_packed (AVX-512 builds)
         with W.T packed, which is worth it for enough rows."""
@@ -577,6 +595,7 @@ cdef struct ForwardCall:
     void *Ut
     void *Wp
     void *Up
+    void *Rp
     void *h_alt
     void *bias
 
@@ -616,7 +635,12 @@ cdef list prepare_forward(ForwardCall *f, tuple args):
                                       h.dtype)
     cdef cnp.ndarray Wp = (workspace(n.packed_size(False), h.dtype)
                            if f.par or n.packed_input() else None)
-    cdef cnp.ndarray Up = workspace(n.packed_size(True), h.dtype) if f.par else None
+    cdef bint packed_steps = n.packed_steps()
+    cdef cnp.ndarray Up = (workspace(n.packed_size(True), h.dtype) if f.par else
+                           workspace(n.Hout * 4 * strips(n.H) * TILE_COLS, h.dtype)
+                           if packed_steps else None)
+    cdef cnp.ndarray Rp = (workspace(n.H * strips(n.P) * TILE_COLS, h.dtype)
+                           if packed_steps and n.P else None)
     cdef char *w = <char *> cnp.PyArray_DATA(work)
     cdef char *zero_peep = w + (n_gates + n_m + n_hp + n_ut) * size
     memset(zero_peep, 0, n_peep * size)
@@ -631,8 +655,8 @@ cdef list prepare_forward(ForwardCall *f, tuple args):
     f.Ut = w + (n_gates + n_m + n_hp) * size if n_ut else NULL
     f.h_alt = zero_peep + n_peep * size
     f.bias = zero_peep + (n_peep + n_halt) * size
-    f.Wp, f.Up = data(Wp), data(Up)
-    return [work, Wp, Up]
+    f.Wp, f.Up, f.Rp = data(Wp), data(Up), data(Rp)
+    return [work, Wp, Up, Rp]
 
 
 cdef void run_forward(floating kind, const ForwardCall *f, int threads) noexcept nogil:
@@ -652,8 +676,8 @@ cdef void run_forward(floating kind, const ForwardCall *f, int threads) noexcept
                       <floating *> f.R, <floating *> f.peep, f.lengths, <floating *> f.h,
                       <floating *> f.c, <floating *> f.y, f.ldy, <floating *> f.gates, f.Tc,
                       <floating *> f.cells, <floating *> f.m, <floating *> f.hp,
-                      <floating *> f.Ut, <floating *> f.Wp, <floating *> f.bias, f.lean,
-                      f.reverse, f.identity)
+                      <floating *> f.Ut, <floating *> f.Wp, <floating *> f.Up,
+                      <floating *> f.Rp, <floating *> f.bias, f.lean, f.reverse, f.identity)
 
 
 cdef inline void run_forward_any(const ForwardCall *f, int threads) noexcept nogil:

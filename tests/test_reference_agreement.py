@@ -120,6 +120,18 @@ def test_backward_in_several_chunks_matches_reference(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("peephole", [False, True])
+def test_projection_on_packed_weights_matches_reference(dtype, peephole):
+    # With a projection, recurrent products too big for gemm_small run on gemm_packed with
+    # U.T and R.T packed once a call (AVX-512 builds; BLAS elsewhere): B * 4H * P is 10x
+    # SMALL_PRODUCT here; H = 70 and P = 33 end in partial strips of 32 columns, B = 37 in
+    # a partial tile of rows.
+    lstm = lstmx.LSTM(20, 70, proj_size=33, num_layers=2, bidirectional=True,
+                      peephole=peephole, dtype=dtype, seed=6)
+    assert_matches_reference(lstm, 9, 37, np.random.default_rng(6), lengths=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("peephole,act", [(False, "tanh"), (True, "identity")])
 @pytest.mark.parametrize("threads", [1, 2, 3, 4])
 def test_parallel_kernels_match_reference(dtype, peephole, act, threads):
