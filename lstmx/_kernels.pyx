@@ -562,8 +562,9 @@ cdef class Shapes:
         with U.T and R.T packed once per call (AVX-512 builds) rather than on BLAS: no
         per-call cost, and no OpenBLAS threads beside the OpenMP team of the input
         projection (on 2 cores the two pools' spinning threads made a projection model's
-        inference 3 times slower on 2 threads than on one)."""
-        return TILED_GEMM and not self.parallel() and not self.small()
+        inference 3 times slower on 2 threads than on one). Packing costs about one step's
+        product, so a few steps are needed (an LSTMCell step calls BLAS)."""
+        return TILED_GEMM and not self.parallel() and not self.small() and self.T >= 4
 
     cdef bint packed_input(self):
         """Whether forward_layer's input projection runs on gemm_packed (AVX-512 builds)
