@@ -76,13 +76,16 @@ def kernel_variants():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="every combination of options")
+    parser.add_argument("--no-threaded", action="store_true",
+                        help="skip the OpenMP kernels at the sizes that take them (hours under "
+                             "valgrind, which serialises threads; ASan runs them)")
     args = parser.parse_args(argv)
     from lstmx import _engine
     for variant in kernel_variants():
         if variant is not None:
             from lstmx import _dispatch
             _engine._kernels = _dispatch.load(variant)
-        run_paths(args.full, parallel=variant in (None, "avx512"))
+        run_paths(args.full, parallel=variant in (None, "avx2", "avx512") and not args.no_threaded)
         print(f"memcheck_paths: kernel variant {variant or 'the only one'}: OK")
     return 0
 
@@ -134,7 +137,7 @@ def run_paths(full, parallel):
     # (256 rows // B = 28 steps), ragged lengths, both directions: side by side on 2
     # threads, one after the other on 4 threads each; and a projection's recurrent products
     # on packed U.T and R.T (B * 4H * P past SMALL_PRODUCT, partial strips and row tile).
-    # Only the AVX-512 variant has them (checked under ASan; valgrind cannot run it).
+    # Only the AVX2 and AVX-512 variants have them.
     if parallel:
         from threadpoolctl import threadpool_limits
         for dtype in (np.float32, np.float64):

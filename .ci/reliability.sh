@@ -8,7 +8,8 @@
 #             lstmx's compiled code caused (.ci/valgrind_report.py, .ci/valgrind-python.supp)
 #   asan      build the optimised variants (-O3, every ISA) with AddressSanitizer in a second
 #             copy and run every kernel path and the reliability tests natively on them: this
-#             is what checks the AVX-512 variant, which valgrind cannot execute
+#             is what checks the AVX-512 variant, which valgrind cannot execute, and the
+#             threaded kernels at their sizes
 #   fuzz      the fuzz target tests/fuzz_validation.py (hostile inputs, caches and files) on
 #             the debug build
 #   portable  import and run lstmx on valgrind's virtual CPU, an x86-64 without AVX-512: the
@@ -102,7 +103,9 @@ ctypes.string_at(ctypes.addressof(buf), 64)  # 48 bytes past the end of a malloc
     say "valgrind memcheck over every kernel path ($(valgrind --version))"
     # Valgrind 3.19 cannot execute AVX-512, so the AVX-512 kernel variant is set aside for
     # this step (it runs the same source as the others, and runs bounds-checked natively in
-    # the debug step); every other variant is checked.
+    # the debug step); every other variant is checked, but not at the sizes that take the
+    # threaded kernels (--no-threaded: hours on valgrind's serialised threads; the asan step
+    # runs them).
     local hidden=() status=0 so
     for so in "$TREE"/lstmx/_kernels_avx512*.so; do
         if [[ -e "$so" ]]; then mv "$so" "$so.no-valgrind"; hidden+=("$so"); fi
@@ -115,7 +118,7 @@ ctypes.string_at(ctypes.addressof(buf), 64)  # 48 bytes past the end of a malloc
         OMP_NUM_THREADS=2 valgrind --tool=memcheck --num-callers=60 --error-limit=no \
         --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite \
         --suppressions="$ROOT/.ci/valgrind-python.supp" --xml=yes --xml-file="$xml" \
-        "$PY" "$ROOT/.ci/memcheck_paths.py" "${full_flag[@]}") || status=$?
+        "$PY" "$ROOT/.ci/memcheck_paths.py" --no-threaded "${full_flag[@]}") || status=$?
     for so in "${hidden[@]}"; do mv "$so.no-valgrind" "$so"; done
     [[ "$status" == 0 ]] || { echo "the memcheck workload failed ($status)" >&2; exit 1; }
     "$PY" "$ROOT/.ci/valgrind_report.py" "$xml"

@@ -19,19 +19,34 @@ cdef void gemm(BLAS_Trans ta, BLAS_Trans tb, blas_int m, blas_int n, blas_int k,
 cdef enum:
     SMALL_BLOCK = 32  # columns of C held in registers across the k loop of gemm_small
     WIDE_REGISTERS = 8  # vector registers of C per row block of gemm_small's wide path
-    TILE_ROWS = 8     # a micro_tile: 8 x 32 floats of C = 16 AVX-512 registers
     TILE_COLS = 32    # the width of a packed strip of B
-    ROW_BLOCK = 128   # rows of A (in L2) that pass over one strip of B (in L1) in turn
+    ROW_TILES = 16    # tiles of rows of A (in L2) that pass over one strip of B (in L1) in turn
     DEPTH_BLOCK = 512 # k summed in registers before going to C
     PARALLEL_WORK = 1 << 21  # multiply-adds below which a product stays on one thread
 
 cdef extern from *:
     """
-    /* The register tiles of gemm_packed need 32 vector registers: AVX-512 only. */
+    /* The register tiles of gemm_packed (micro_tile): TILE_ROWS rows of C by a pass of
+       PASS_FLOATS (PASS_DOUBLES) of the TILE_COLS columns of a packed strip, held in vector
+       registers across k. AVX-512: 8 x 32 floats or doubles in one pass, 16 or 32 of its
+       32 registers. AVX2: 6 rows of 2 vectors (16 floats, 8 doubles), 12 of its 16
+       registers, each broadcast of A feeding 2 FMAs and each vector of B 6 (setup.py
+       keeps GCC from unrolling the pass's column loop before it vectorises it). */
     #if defined(__AVX512F__)
     #define LSTMX_TILED_GEMM 1
+    #define LSTMX_TILE_ROWS 8
+    #define LSTMX_PASS_FLOATS 32
+    #define LSTMX_PASS_DOUBLES 32
+    #elif defined(__AVX2__) && defined(__FMA__)
+    #define LSTMX_TILED_GEMM 1
+    #define LSTMX_TILE_ROWS 6
+    #define LSTMX_PASS_FLOATS 16
+    #define LSTMX_PASS_DOUBLES 8
     #else
     #define LSTMX_TILED_GEMM 0
+    #define LSTMX_TILE_ROWS 8
+    #define LSTMX_PASS_FLOATS 32
+    #define LSTMX_PASS_DOUBLES 32
     #endif
     /* The vector width the kernel variant is compiled for. */
     #if defined(__AVX512F__)
@@ -57,6 +72,9 @@ cdef extern from *:
     #endif
     """
     const bint TILED_GEMM "LSTMX_TILED_GEMM"
+    enum: TILE_ROWS "LSTMX_TILE_ROWS"
+    enum: PASS_FLOATS "LSTMX_PASS_FLOATS"
+    enum: PASS_DOUBLES "LSTMX_PASS_DOUBLES"
     const Py_ssize_t VECTOR_BYTES "LSTMX_VECTOR_BYTES"
     void barrier "lstmx_barrier"() noexcept nogil
     int num_threads "lstmx_num_threads"() noexcept nogil
@@ -209,24 +227,27 @@ cdef inline void pack_strips(Py_ssize_t k, Py_ssize_t groups, Py_ssize_t width,
 cdef inline void micro_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
                             Py_ssize_t a_col, const floating *Bp, floating *C, Py_ssize_t ldc,
                             bint add, const floating *bias) noexcept nogil:
-    """C[:8, :32] := A[:8, :k] @ Bp (+ C when ``add``) (+ bias[:32] on every row unless
-    NULL), Bp one packed strip, A[i, p] at ``A[i * a_row + p * a_col]``: the tile stays in
-    registers across k; each step broadcasts 8 elements of A against 2 vectors of Bp."""
-    cdef floating acc[TILE_ROWS][TILE_COLS]
+    """C[:TILE_ROWS, :w] := A[:TILE_ROWS, :k] @ Bp[:, :w] (+ C when ``add``) (+ bias[:w] on
+    every row unless NULL), w = PASS_FLOATS (PASS_DOUBLES) columns of a packed strip (its
+    rows TILE_COLS apart), A[i, p] at ``A[i * a_row + p * a_col]``: the tile stays in
+    registers across k; each step broadcasts TILE_ROWS elements of A against the w columns
+    of a row of Bp."""
+    cdef floating acc[TILE_ROWS][PASS_FLOATS]
+    cdef Py_ssize_t w = PASS_FLOATS if floating is float else PASS_DOUBLES
     cdef Py_ssize_t r, j, p
     cdef floating a
     for r in range(TILE_ROWS):
-        for j in range(TILE_COLS):
+        for j in range(w):
             acc[r][j] = C[r * ldc + j] if add else 0
             if bias != NULL:
                 acc[r][j] += bias[j]
     for p in range(k):
         for r in range(TILE_ROWS):
             a = A[r * a_row + p * a_col]
-            for j in range(TILE_COLS):
+            for j in range(w):
                 acc[r][j] += a * Bp[p * TILE_COLS + j]
     for r in range(TILE_ROWS):
-        for j in range(TILE_COLS):
+        for j in range(w):
             C[r * ldc + j] = acc[r][j]
 
 
@@ -264,14 +285,15 @@ cdef inline void gemm_packed_strided(
     """gemm_packed with A[i, p] at ``A[i * a_row + p * a_col]``: a_row = 1 multiplies by the
     transpose of a row-major array without transposing it first."""
     cdef Py_ssize_t per = strips(width), full = m - m % TILE_ROWS if k > 0 else 0
-    cdef Py_ssize_t p0, kc, i_lo, i_hi, i0, g, s, w, col
+    cdef Py_ssize_t p0, kc, i_lo, i_hi, i0, g, s, w, col, q
+    cdef Py_ssize_t pw = PASS_FLOATS if floating is float else PASS_DOUBLES
     cdef const floating *strip
     p0 = 0
     while p0 < k:
         kc = DEPTH_BLOCK if k - p0 > DEPTH_BLOCK else k - p0
         i_lo = 0
         while i_lo < full:
-            i_hi = full if i_lo + ROW_BLOCK > full else i_lo + ROW_BLOCK
+            i_hi = full if i_lo + ROW_TILES * TILE_ROWS > full else i_lo + ROW_TILES * TILE_ROWS
             for g in range(groups):
                 for s in range(s_lo, s_hi):
                     if width - s * TILE_COLS < TILE_COLS:
@@ -280,10 +302,11 @@ cdef inline void gemm_packed_strided(
                     col = g * width + s * TILE_COLS
                     i0 = i_lo
                     while i0 < i_hi:
-                        micro_tile(kc, A + i0 * a_row + p0 * a_col, a_row, a_col, strip,
-                                   C + i0 * ldc + col, ldc,
-                                   add or p0 > 0,
-                                   bias + col if bias != NULL and p0 == 0 else NULL)
+                        for q in range(TILE_COLS // pw):
+                            micro_tile(kc, A + i0 * a_row + p0 * a_col, a_row, a_col,
+                                       strip + q * pw, C + i0 * ldc + col + q * pw, ldc,
+                                       add or p0 > 0, bias + col + q * pw
+                                       if bias != NULL and p0 == 0 else NULL)
                         i0 += TILE_ROWS
             i_lo = i_hi
         p0 += kc

@@ -14,11 +14,17 @@ from lstmx import _dispatch
 from _helpers import random_problem, reference_run, tolerances
 from numpy.testing import assert_allclose
 assert _dispatch.variant == {variant!r}, _dispatch.variant
+# Small models (B = 1 and 9: gemm_small for the steps, BLAS for backward's chunks), then two
+# big enough for the tiled kernels of the AVX2 and AVX-512 variants: the threaded ones, and
+# a projection's packed per-step products.
+models = [(dict(input_size=5, hidden_size=6, num_layers=2, bidirectional=True, peephole=True,
+                proj_size=3), 7, B) for B in (1, 9)]
+models += [(dict(input_size=50, hidden_size=200, bidirectional=True, peephole=True), 20, 37),
+           (dict(input_size=20, hidden_size=70, proj_size=33), 9, 37)]
 for dtype in (np.float32, np.float64):
-    for B in (1, 9):  # B = 1 takes the small-product path, B = 9 BLAS
-        lstm = lstmx.LSTM(5, 6, num_layers=2, bidirectional=True, peephole=True,
-                          proj_size=3, dtype=dtype, seed=0)
-        x, st, lens, dy, dstate = random_problem(lstm, 7, B, np.random.default_rng(0), True)
+    for options, T, B in models:
+        lstm = lstmx.LSTM(**options, dtype=dtype, seed=0)
+        x, st, lens, dy, dstate = random_problem(lstm, T, B, np.random.default_rng(0), True)
         y, (h, c), cache = lstm.forward_train(x, st, lens)
         dx, (dh0, dc0), grads = lstm.backward(cache, dy, dstate)
         ref = reference_run(lstm, x, st, lens, dy, dstate)
