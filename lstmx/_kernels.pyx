@@ -269,8 +269,8 @@ cdef void input_projection(
         const floating *Wp, const floating *b_ih, const floating *b_hh, floating *bias,
         floating *z) noexcept nogil:
     """z = x @ W.T + b_ih + b_hh for a block of ``rows`` rows (no bias when NULL); ``bias``
-    is scratch for the (4H,) sum of the two. With ``Wp`` = W.T packed by gate (AVX-512
-    builds), by gemm_packed (which starts from the bias) rather than BLAS."""
+    is scratch for the (4H,) sum of the two. With ``Wp`` = W.T packed by gate (AVX2 and
+    AVX-512 builds), by gemm_packed (which starts from the bias) rather than BLAS."""
     cdef Py_ssize_t r, j, G = 4 * H
     if b_ih != NULL:
         for j in range(G):
@@ -379,7 +379,7 @@ cdef void forward_parallel(
         floating *h, floating *c, floating *y, Py_ssize_t ldy, floating *gates, Py_ssize_t Tc,
         floating *cells, floating *Wp, floating *Up, floating *h_alt, floating *bias,
         int threads, bint lean, bint reverse, bint identity) noexcept nogil:
-    """forward_layer without projection on AVX-512 builds, every thread from start to end.
+    """forward_layer without projection on AVX2 and AVX-512 builds, every thread throughout.
 
     Each OpenMP thread owns a range of hidden units (whole strips of TILE_COLS): it packs its
     columns of W.T and U.T (the four gates of its units), computes those columns of the input
@@ -535,7 +535,7 @@ cdef class Shapes:
 
     cdef bint parallel(self):
         """Whether forward and backward run as forward_parallel and backward_parallel:
-        AVX-512 builds, no projection, recurrent products too big for gemm_small."""
+        AVX2 and AVX-512 builds, no projection, recurrent products too big for gemm_small."""
         return TILED_GEMM and self.P == 0 and self.B * 4 * self.H * self.H > SMALL_PRODUCT
 
     cdef int threads(self):
@@ -559,7 +559,7 @@ cdef class Shapes:
 
     cdef bint packed_steps(self):
         """Whether forward_layer's recurrent products (and projections) run on gemm_packed
-        with U.T and R.T packed once per call (AVX-512 builds) rather than on BLAS: no
+        with U.T and R.T packed once per call (AVX2, AVX-512 builds) rather than BLAS: no
         per-call cost, and no OpenBLAS threads beside the OpenMP team of the input
         projection (on 2 cores the two pools' spinning threads made a projection model's
         inference 3 times slower on 2 threads than on one). Packing costs about one step's
@@ -567,8 +567,8 @@ cdef class Shapes:
         return TILED_GEMM and not self.parallel() and not self.small() and self.T >= 4
 
     cdef bint packed_input(self):
-        """Whether forward_layer's input projection runs on gemm_packed (AVX-512 builds)
-        with W.T packed, which is worth it for enough rows."""
+        """Whether forward_layer's input projection runs on gemm_packed (AVX2 and
+        AVX-512 builds) with W.T packed, which is worth it for enough rows."""
         return TILED_GEMM and self.T * self.B >= 64
 
 
@@ -850,7 +850,7 @@ cdef void backward_parallel(
         floating *db, floating *dpeep, floating *dz, Py_ssize_t Tc, floating *dht,
         floating *dhp, floating *m, floating *Up, floating *Wp, floating *scratch,
         int threads, bint reverse, bint identity) noexcept nogil:
-    """backward_layer without projection on AVX-512 builds, every thread from start to end.
+    """backward_layer without projection on AVX2 and AVX-512 builds, every thread throughout.
 
     Each OpenMP thread owns the hidden units it owns in forward_parallel. A step: the thread
     computes dz of its units (all four gates) from its units of dh_t and dc_t; a barrier; then

@@ -126,7 +126,7 @@ def test_backward_in_several_chunks_matches_reference(dtype):
 @pytest.mark.parametrize("peephole", [False, True])
 def test_projection_on_packed_weights_matches_reference(dtype, peephole):
     # With a projection, recurrent products too big for gemm_small run on gemm_packed with
-    # U.T and R.T packed once a call (AVX-512 builds; BLAS elsewhere): B * 4H * P is 10x
+    # U.T and R.T packed once a call (AVX2 and AVX-512 builds): B * 4H * P is 10x
     # SMALL_PRODUCT here; H = 70 and P = 33 end in partial strips of 32 columns, B = 37 in
     # a partial tile of rows.
     lstm = lstmx.LSTM(20, 70, proj_size=33, num_layers=2, bidirectional=True,
@@ -138,7 +138,7 @@ def test_projection_on_packed_weights_matches_reference(dtype, peephole):
 @pytest.mark.parametrize("peephole,act", [(False, "tanh"), (True, "identity")])
 @pytest.mark.parametrize("threads", [1, 2, 3, 4])
 def test_parallel_kernels_match_reference(dtype, peephole, act, threads):
-    # Big enough for the multi-threaded kernels (AVX-512 builds split hidden units between
+    # Big enough for the multi-threaded kernels (AVX2, AVX-512 builds split hidden units between
     # OpenMP threads); H = 200 is 6 strips of 32 units and a partial one, B = 37 is 4 row
     # tiles of 8 and 5 rows more, T = 20 runs 4 backward chunks (256 rows // B = 6 steps).
     # On 2 and 3 threads the two directions run side by side, one thread each; on 4, one
