@@ -155,7 +155,7 @@ cdef inline floating tanh_(floating v) noexcept nogil:
     # computed so that the loop stays branch-free.
     cdef float q0 = -5.70498872745e-3, q1 = 2.06390887954e-2, q2 = -5.37397155531e-2
     cdef float q3 = 1.33314422036e-1, q4 = -3.33332819422e-1, edge = 0.625
-    cdef float zero = 0, one = 1, two = 2
+    cdef float one = 1, two = 2
     cdef double p0 = -9.64399179425052238628e-1, p1 = -9.92877231001918586564e1
     cdef double p2 = -1.61468768441708447952e3, r0 = 1.12811678491632931402e2
     cdef double r1 = 2.23548839060100448583e3, r2 = 4.84406305325125486048e3
@@ -625,8 +625,8 @@ cdef list prepare_forward(ForwardCall *f, tuple args):
     f.reverse, f.identity, f.double = reverse, identity, n.typenum == cnp.NPY_DOUBLE
     f.lean = gates is None and peep is None
     # Workspace: [inference gate chunk | m (B, H) | h (B, P) | U.T | zero peepholes |
-    #             second h buffer | b_ih + b_hh], and W.T and U.T packed apart (see
-    #             Shapes.packed_size)
+    #             second h buffer | b_ih + b_hh], and W.T, U.T and R.T packed apart (see
+    #             Shapes.packed_size and packed_steps)
     cdef Py_ssize_t n_gates = 0 if gates is not None else f.Tc * n.B * G
     cdef Py_ssize_t n_m = n.B * n.H if n.P else 0, n_hp = n.B * n.P
     cdef Py_ssize_t n_ut = n.Hout * G if n.small() else 0
