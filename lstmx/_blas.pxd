@@ -330,10 +330,12 @@ cdef inline void gemm_packed_strided(
 cdef inline void gemm_packed_parallel(Py_ssize_t m, Py_ssize_t k, const floating *A,
                                       Py_ssize_t lda, const floating *Bp, Py_ssize_t groups,
                                       Py_ssize_t width, bint add, floating *C,
-                                      Py_ssize_t ldc, const floating *bias) noexcept nogil:
-    """gemm_packed over every strip, split between the OpenMP threads when big enough."""
+                                      Py_ssize_t ldc, const floating *bias,
+                                      int threads) noexcept nogil:
+    """gemm_packed over every strip, split between at most ``threads`` OpenMP threads when
+    big enough."""
     cdef Py_ssize_t per = strips(width), part
-    cdef Py_ssize_t parts = max_threads()
+    cdef Py_ssize_t parts = threads
     parts = per if parts > per else parts
     if m * groups * width * k < PARALLEL_WORK or parts < 2:
         # Waking a thread team costs microseconds (milliseconds on a busy machine).

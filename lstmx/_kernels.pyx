@@ -282,13 +282,9 @@ cdef void input_projection(
         for j in range(G):
             bias[j] = b_ih[j] + b_hh[j]
     # z += x @ W.T   (rows, 4H) += (rows, I)(I, 4H)
-    if Wp != NULL and one_thread:
-        gemm_packed(rows, I, x, I, Wp, 4, H, 0, strips(H), False, z, G,
-                    bias if b_ih != NULL else NULL)
-        return
     if Wp != NULL:
         gemm_packed_parallel(rows, I, x, I, Wp, 4, H, False, z, G,
-                             bias if b_ih != NULL else NULL)
+                             bias if b_ih != NULL else NULL, 1 if one_thread else max_threads())
         return
     if b_ih != NULL:
         for r in range(rows):
