@@ -234,16 +234,40 @@ cdef void cell_forward_rows(
 cdef void cell_backward_rows(
         Py_ssize_t n, Py_ssize_t H, const floating *gates, const floating *ct_, const floating *cp_,
         const floating *dm, floating *dc, floating *dz, floating *m,
-        const floating *peep, floating *dpeep, bint identity) noexcept nogil:
+        const floating *peep, floating *dpeep, bint lean, bint identity) noexcept nogil:
     """Backward of units [0, n) of one row of one step (LSTM.md, "Backward, one time step");
     the gates of a unit are H apart, as in forward.
 
     ``dc`` holds the gradient reaching c_t from step t+1 and receives the one reaching c_{t-1};
     ``dz`` receives [dz_i | dz_f | dz_g | dz_o]; ``m`` receives m_t (for dR); ``dpeep``
     accumulates the peephole gradients (``peep`` is zeros without peepholes, as forward).
+    ``lean``: no peepholes and no projection, so neither ``m`` nor ``dpeep`` is wanted; its
+    loop skips their 4 stores and 6 loads a unit, and gives the same bits as the full loop
+    with zero peepholes.
     """
     cdef Py_ssize_t j
     cdef floating i, f, g, o, ct, cp, a, dact, dzi, dzf, dzg, dzo, dcj
+    if lean:
+        for j in range(n):
+            i = gates[j]
+            f = gates[H + j]
+            g = gates[2 * H + j]
+            o = gates[3 * H + j]
+            ct = ct_[j]
+            cp = cp_[j]
+            a = ct if identity else tanh_(ct)
+            dact = 1 if identity else 1 - a * a
+            dzo = dm[j] * a * o * (1 - o)
+            dcj = dc[j] + dm[j] * o * dact
+            dzi = dcj * g * i * (1 - i)
+            dzf = dcj * cp * f * (1 - f)
+            dzg = dcj * i * (1 - g * g)
+            dc[j] = dcj * f
+            dz[j] = dzi
+            dz[H + j] = dzf
+            dz[2 * H + j] = dzg
+            dz[3 * H + j] = dzo
+        return
     for j in range(n):
         i = gates[j]
         f = gates[H + j]
@@ -814,7 +838,7 @@ cdef void backward_layer(
                     cprev = cells + (tp * B + bi) * H
                 cell_backward_rows(H, H, gates + (t * B + bi) * G, cells + (t * B + bi) * H,
                                    cprev, dmt + bi * H, dc + bi * H, dzt + bi * G, m + bi * H,
-                                   peep, dpeep, identity)
+                                   peep, dpeep, False, identity)
             if P > 0:
                 # dR += dh.T @ m   (P, H) += (P, B)(B, H)
                 gemm(Trans, NoTrans, P, H, B, 1, dht, P, m, H, 1, dR, H)
@@ -861,7 +885,7 @@ cdef void backward_parallel(
         Py_ssize_t lddy, floating *dh, floating *dc, floating *dx, floating *dW, floating *dU,
         floating *db, floating *dpeep, floating *dz, Py_ssize_t Tc, floating *dht,
         floating *dhp, floating *m, floating *Up, floating *Wp, floating *scratch,
-        int threads, bint reverse, bint identity) noexcept nogil:
+        int threads, bint lean, bint reverse, bint identity) noexcept nogil:
     """backward_layer without projection on AVX2 and AVX-512 builds, every thread throughout.
 
     Each OpenMP thread owns the hidden units it owns in forward_parallel. A step: the thread
@@ -930,7 +954,7 @@ cdef void backward_parallel(
                                        cells + (t * B + bi) * H + u_lo, prev + u_lo,
                                        dht + bi * H + u_lo, dc + bi * H + u_lo,
                                        dzt + bi * ldz + u_lo, m + bi * H + u_lo, peep + u_lo,
-                                       dpeep + u_lo, identity)
+                                       dpeep + u_lo, lean, identity)
                 barrier()
                 # dh_{t-1} = dz_t @ U on this thread's units; inactive rows keep their carry.
                 if all_active:
@@ -982,7 +1006,7 @@ cdef struct BackwardCall:
     # As ForwardCall, for backward.
     Py_ssize_t T, B, n_in, H, P, ldy, lddy, Tc, n_dz, n_dh, n_m
     int threads
-    bint par, reverse, identity, double
+    bint par, lean, reverse, identity, double
     const void *x
     const void *W
     const void *U
@@ -1042,6 +1066,7 @@ cdef list prepare_backward(BackwardCall *f, tuple args):
     f.Tc = max(1, min(n.T, BACKWARD_CHUNK_ELEMENTS // (B * G), BACKWARD_CHUNK_ROWS // B))
     f.par = n.parallel()
     f.threads = n.threads() if f.par else 1
+    f.lean = peep is None
     f.reverse, f.identity, f.double = reverse, identity, n.typenum == cnp.NPY_DOUBLE
     # Workspace: [dz of Tc steps | dh_t | dh_{t-1} | dm (B, H) | m | scratch | zero
     #             peepholes | unwanted dpeep]; scratch is h_{t-1} of a chunk, or for
@@ -1085,7 +1110,7 @@ cdef void run_backward(floating kind, const BackwardCall *f, int threads) noexce
             <floating *> f.dx, <floating *> f.dW, <floating *> f.dU, <floating *> f.db,
             <floating *> f.dpeep, w, f.Tc, w + n_dz, w + n_dz + n_dh,
             w + n_dz + 2 * n_dh + n_m, <floating *> f.Up, <floating *> f.Wp,
-            w + n_dz + 2 * n_dh + 2 * n_m, threads, f.reverse, f.identity)
+            w + n_dz + 2 * n_dh + 2 * n_m, threads, f.lean, f.reverse, f.identity)
     else:
         backward_layer(
             f.T, f.B, f.n_in, f.H, f.P, <floating *> f.x, <floating *> f.W, <floating *> f.U,
