@@ -9,7 +9,6 @@ import numpy as np
 
 from lstmx import _engine, _workspace
 from lstmx._dispatch import kernels as _kernels
-from lstmx._fastcheck import ready
 from lstmx._config import LSTMConfig
 from lstmx._validation import (as_float_array, check_lengths, check_rows, check_state,
                                check_state_grad)
@@ -306,24 +305,22 @@ class LSTMCell(_Parameterised):
     def __call__(self, x, state=None):
         """One step. x (B, I); state (h (B, H), c (B, H)) or None for zeros.
         Returns the new (h, c)."""
-        cfg = self.config
-        H, typenum = cfg.hidden_size, cfg.dtype.num
-        # A cell step is latency-bound: arrays that are already right skip the general
-        # validation, and the kernel is called directly, not through the engine.
-        if (ready(x, typenum, -1, cfg.input_size) and state is not None
-                and state.__class__ is tuple and len(state) == 2
-                and ready(state[0], typenum, x.shape[0], H)
-                and ready(state[1], typenum, x.shape[0], H)):
-            h, c = state[0].copy(), state[1].copy()
-        else:
-            x, h, c, _ = self._inputs(x, state, training=False)
-            x, h, c = x[0], h[0], c[0]
-        p = self._params
-        y = np.empty((1, x.shape[0], H), cfg.dtype)
-        _kernels.forward(x, p["weight_ih"], p["weight_hh"], p.get("bias_ih"), p.get("bias_hh"),
-                         None, self._peeps.get("_l0"), None, h, c, y, 0, False,
-                         cfg.output_activation == "identity")
-        return y[0], c
+        cfg, p = self.config, self._params
+        identity = cfg.output_activation == "identity"
+        # A cell step is latency-bound: arrays that are already right go straight to the
+        # kernel, which checks them in C (cell_step); anything else is validated here.
+        if state is not None:
+            new = _kernels.cell_step(x, state, cfg.input_size, cfg.hidden_size,
+                                     p["weight_ih"], p["weight_hh"], p.get("bias_ih"),
+                                     p.get("bias_hh"), self._peeps.get("_l0"), identity)
+            if new is not None:
+                return new
+        x, h, c, _ = self._inputs(x, state, training=False)
+        y = np.empty((1, x.shape[1], cfg.hidden_size), cfg.dtype)
+        _kernels.forward(x[0], p["weight_ih"], p["weight_hh"], p.get("bias_ih"),
+                         p.get("bias_hh"), None, self._peeps.get("_l0"), None, h[0], c[0], y,
+                         0, False, identity)
+        return y[0], c[0]
 
     def forward_train(self, x, state=None):
         """One step, also returning the cache for ``backward``: ((h, c), cache)."""

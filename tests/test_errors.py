@@ -325,6 +325,9 @@ def test_the_kernel_spy_sees_valid_calls(kernel_calls):
     y, _, cache = layer.forward_train(x())
     layer.backward(cache, np.ones_like(y))
     cell()(np.zeros((2, 3), F32))
+    assert not any(c.endswith(".cell_step") for c in kernel_calls)
+    cell()(np.zeros((2, 3), F32), (np.zeros((2, 4), F32), np.zeros((2, 4), F32)))
+    assert any(c.endswith(".cell_step") for c in kernel_calls)
     assert any(c.startswith("lstmx._engine.forward") for c in kernel_calls)
     assert any(c.startswith("lstmx._engine.backward") for c in kernel_calls)
     assert any(c.startswith("lstmx._kernels") for c in kernel_calls), kernel_calls
