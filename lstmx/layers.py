@@ -21,16 +21,17 @@ class _Parameterised:
 
     _params: dict
 
-    def _stack_peepholes(self, suffixes) -> dict:
+    def _stack_peepholes(self, suffixes) -> list:
         """Keep each layer's three peephole vectors as the rows of one (3, H) array, which the
         kernels take as it is (stacking them at every call would cost a small model more than
-        the peepholes' arithmetic). The parameters stay separate, live, arrays (the rows)."""
-        stacks = {}
+        the peepholes' arithmetic). The parameters stay separate, live, arrays (the rows).
+        Returns the stacks in the order of ``suffixes``."""
+        stacks = []
         for s in suffixes:
             stack = np.stack([self._params[f"weight_c{g}" + s] for g in "ifo"])
             for row, g in enumerate("ifo"):
                 self._params[f"weight_c{g}" + s] = stack[row]
-            stacks[s] = stack
+            stacks.append(stack)
         return stacks
 
     def parameters(self) -> dict[str, np.ndarray]:
@@ -134,7 +135,7 @@ class LSTM(_Parameterised):
         cfg = self.config
         self._peeps = self._stack_peepholes(
             [cfg.suffix(k, d) for k in range(num_layers) for d in range(cfg.num_directions)]
-        ) if cfg.peephole else {}
+        ) if cfg.peephole else []
 
     def __repr__(self):
         c = self.config
@@ -273,7 +274,8 @@ class LSTMCell(_Parameterised):
         # The engine reads layer names (weight_ih_l0); the cell shows torch's cell names.
         self._params = {name[:-3]: value
                         for name, value in self.config.init_parameters(seed, init).items()}
-        self._peeps = {"_l0": self._stack_peepholes([""])[""]} if peephole else {}
+        self._peeps = self._stack_peepholes([""]) if peephole else []
+        self._peep = self._peeps[0] if peephole else None  # what the kernels take
 
     def __repr__(self):
         c = self.config
@@ -312,13 +314,13 @@ class LSTMCell(_Parameterised):
         if state is not None:
             new = _kernels.cell_step(x, state, cfg.input_size, cfg.hidden_size,
                                      p["weight_ih"], p["weight_hh"], p.get("bias_ih"),
-                                     p.get("bias_hh"), self._peeps.get("_l0"), identity)
+                                     p.get("bias_hh"), self._peep, identity)
             if new is not None:
                 return new
         x, h, c, _ = self._inputs(x, state, training=False)
         y = np.empty((1, x.shape[1], cfg.hidden_size), cfg.dtype)
         _kernels.forward(x[0], p["weight_ih"], p["weight_hh"], p.get("bias_ih"),
-                         p.get("bias_hh"), None, self._peeps.get("_l0"), None, h[0], c[0], y,
+                         p.get("bias_hh"), None, self._peep, None, h[0], c[0], y,
                          0, False, identity)
         return y[0], c[0]
 
@@ -358,6 +360,5 @@ class LSTMCell(_Parameterised):
         dh, dc = check_state_grad(dstate, cfg.dtype, 0, B, H, H, names=("dh", "dc"))
         dy = dh[None]
         dh0, dc0 = np.zeros((1, B, H), cfg.dtype), dc[None]
-        dx, grads = _engine.backward(cache, dy, dh0, dc0)
-        # grads is in parameter_names order; the cell's names drop "_l0".
-        return dx[0], (dh0[0], dc0[0]), dict(zip(cfg.cell_names, grads.values()))
+        dx, grads = _engine.backward(cache, dy, dh0, dc0, keys=cfg.cell_names)
+        return dx[0], (dh0[0], dc0[0]), grads
