@@ -9,9 +9,10 @@ never needs to know which one it holds.
 
 The bench command times them side by side in one process: round-robin over the
 implementations at each repetition, after warm-up, with 2 threads for every library, and
-reports medians and the ratios ``time(other) / time(lstmx)`` (above 1: lstmx is faster). Peak
-memory of a training step is measured in a fresh subprocess per implementation. What each
-number means, and the targets they are held to: ``docs/performance.md``.
+reports medians and the ratios ``time(other) / time(lstmx)`` (within each round, median over
+the rounds; above 1: lstmx is faster). Peak memory of a training step is measured in a fresh
+subprocess per implementation. What each number means, and the targets they are held to:
+``docs/performance.md``.
 """
 from __future__ import annotations
 
@@ -31,12 +32,12 @@ import numpy as np
 
 __all__ = ["BenchConfig", "CONFIGS", "CELL", "ALL_CONFIGS", "IMPLEMENTATIONS",
            "UnavailableError", "Timing", "build_impl", "limit_threads", "float64_reference",
-           "max_rel_error", "gemm_op", "measure", "measure_settled", "ratios", "measure_memory",
-           "run_benchmarks",
-           "evaluate_targets", "format_report", "main"]
+           "max_rel_error", "gemm_op", "measure", "measure_settled", "ratios",
+           "ratios_of_medians", "measure_memory", "run_benchmarks", "evaluate_targets",
+           "format_report", "main"]
 
 IMPLEMENTATIONS = ("lstmx", "reference", "torch", "onnxruntime", "lstmx-peephole")
-SCHEMA = "lstmx-bench/1"
+SCHEMA = "lstmx-bench/2"  # 2: ratios pair the samples of each round
 # A timing whose interquartile range passes this fraction of its median is noisy.
 NOISY = 0.25
 
@@ -597,7 +598,34 @@ def measure_settled(ops, retries=2, on_retry=None, watch=None, **kwargs):
 
 
 def ratios(timings: dict, base="lstmx") -> dict:
-    """``median(other) / median(base)`` for every other timing (above 1: base is faster)."""
+    """For every other timing, the median over the rounds of ``time(other) / time(base)``
+    within the round (above 1: base is faster).
+
+    The two samples of a round were taken seconds apart, so a slowdown of the shared
+    machine that lasts longer than that falls on both and cancels in their ratio, whereas
+    it shifts one median more than the other when they are compared instead. Over the 385
+    comparisons in eleven saved runs of the bench, the 90% bootstrap interval of this ratio
+    was 9.4% of its value wide (median), that of the ratio of medians 13.8%, and the two
+    differed by at most 0.4% in the median for each library, in both directions
+    (``ratios_of_medians``; docs/performance.md).
+    """
+    if base not in timings:
+        return {}
+    t0 = np.asarray(timings[base].samples, dtype=float)
+    out = {}
+    for name, t in timings.items():
+        if name == base:
+            continue
+        if len(t.samples) != len(t0):
+            raise ValueError(f"ratios pair samples by round: {name} has {len(t.samples)}, "
+                             f"{base} {len(t0)}")
+        out[name] = float(np.median(np.asarray(t.samples, dtype=float) / t0))
+    return out
+
+
+def ratios_of_medians(timings: dict, base="lstmx") -> dict:
+    """``median(other) / median(base)`` for every other timing: the ratio of the reported
+    times, kept beside ``ratios`` in the results."""
     if base not in timings:
         return {}
     t0 = timings[base].median
@@ -764,11 +792,11 @@ def run_benchmarks(configs=None, impls=IMPLEMENTATIONS, dtype=np.float32, thread
     -------
     dict
         JSON-ready: ``machine``, ``settings``, ``configs``, ``results[config][mode][impl]``
-        (``median_s``, ``spread``, ``samples_s``, ``number``), ``ratios[config][mode][impl]``,
-        ``discarded[config][mode]`` (the noisy attempts measured again: a list of
-        ``{impl: {median_s, spread}}``), ``agreement`` (relative max difference of each
-        forward output from lstmx's), ``unavailable``, ``gemm``, ``memory`` and
-        ``targets``.
+        (``median_s``, ``spread``, ``samples_s``, ``number``), ``ratios[config][mode][impl]``
+        (see ``ratios``) and ``ratios_of_medians`` likewise, ``discarded[config][mode]``
+        (the noisy attempts measured again: a list of ``{impl: {median_s, spread}}``),
+        ``agreement`` (relative max difference of each forward output from lstmx's),
+        ``unavailable``, ``gemm``, ``memory`` and ``targets``.
     """
     configs = dict(ALL_CONFIGS if configs is None else configs)
     dtype = np.dtype(dtype)
@@ -781,7 +809,8 @@ def run_benchmarks(configs=None, impls=IMPLEMENTATIONS, dtype=np.float32, thread
         "max_time_s": max_time, "retries": retries, "seed": seed,
         "impls": list(impls)},
         "configs": {n: dataclasses.asdict(c) for n, c in configs.items()},
-        "results": {}, "ratios": {}, "discarded": {}, "agreement": {}, "unavailable": {},
+        "results": {}, "ratios": {}, "ratios_of_medians": {}, "discarded": {},
+        "agreement": {}, "unavailable": {},
         "gemm": None,
         "memory": None}
     available = set()
@@ -808,7 +837,8 @@ def run_benchmarks(configs=None, impls=IMPLEMENTATIONS, dtype=np.float32, thread
             fn, gemm_flops, shape = gemm_op(config, dtype)
             modes["forward"]["gemm"] = (fn, contextlib.nullcontext)
             gemm_meta = (gemm_flops, shape)
-        out["results"][cname], out["ratios"][cname], out["discarded"][cname] = {}, {}, {}
+        for key in ("results", "ratios", "ratios_of_medians", "discarded"):
+            out[key][cname] = {}
         for mode, ops in modes.items():
             if not ops:
                 continue
@@ -821,8 +851,8 @@ def run_benchmarks(configs=None, impls=IMPLEMENTATIONS, dtype=np.float32, thread
                     progress, f"{time.perf_counter() - t_start:6.0f} s  {cname} {mode}: "
                               "noisy (" + ", ".join(f"{n} {v:.0%}" for n, v in noisy.items())
                               + "), measuring again"),
-                watch=[n for n in ops if n != "gemm"], repeat=repeat, warmup=warmup, min_time=min_time, warm_time=warm_time,
-                gap=gap, max_time=max_time)
+                watch=[n for n in ops if n != "gemm"], repeat=repeat, warmup=warmup,
+                min_time=min_time, warm_time=warm_time, gap=gap, max_time=max_time)
             if discarded:
                 out["discarded"][cname][mode] = [
                     {n: {"median_s": t.median, "spread": t.spread} for n, t in d.items()}
@@ -831,8 +861,8 @@ def run_benchmarks(configs=None, impls=IMPLEMENTATIONS, dtype=np.float32, thread
                 n: {"median_s": t.median, "spread": t.spread, "samples_s": t.samples,
                     "number": t.number}
                 for n, t in timings.items() if n != "gemm"}
-            out["ratios"][cname][mode] = {n: r for n, r in ratios(timings).items()
-                                          if n != "gemm"}
+            for key, fn in (("ratios", ratios), ("ratios_of_medians", ratios_of_medians)):
+                out[key][cname][mode] = {n: r for n, r in fn(timings).items() if n != "gemm"}
             if mode == "forward" and gemm_meta is not None:
                 gemm_flops, shape = gemm_meta
                 t_gemm = timings["gemm"].median
@@ -962,8 +992,8 @@ def _load_line(machine) -> str:
 def format_report(res) -> str:
     """The human-readable report of ``run_benchmarks``."""
     m, s = res["machine"], res["settings"]
-    lines = ["lstmx bench: median time per call; ratio = time(other) / time(lstmx), "
-             "above 1 means lstmx is faster",
+    lines = ["lstmx bench: median time per call; ratio = time(other) / time(lstmx) within a "
+             "round, median over the rounds; above 1 means lstmx is faster",
              f"machine: {m['cpu']}, {m['cpu_count']} CPUs, {m['platform']}",
              "versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
              f"threads: {s['threads']} (torch: {m['torch_threads'] or 'n/a'}); pools: "

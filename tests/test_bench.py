@@ -131,12 +131,24 @@ def test_measure_settled_keeps_the_least_noisy_attempt(monkeypatch):
     assert timings["gemm"].spread == pytest.approx(0.9) and discarded == []
 
 
-def test_ratios_are_ratios_of_medians():
+def test_ratios_pair_the_samples_of_each_round():
     timings = {"lstmx": _bench.Timing([1.0, 3.0, 2.0], 1),
                "torch": _bench.Timing([5.0, 6.0, 100.0], 1)}
-    assert _bench.ratios(timings) == {"torch": 3.0}
+    # Rounds: 5/1, 6/3, 100/2.
+    assert _bench.ratios(timings) == {"torch": 5.0}
+    assert _bench.ratios_of_medians(timings) == {"torch": 3.0}
     assert _bench.ratios({"torch": timings["torch"]}) == {}
+    assert _bench.ratios_of_medians({"torch": timings["torch"]}) == {}
     assert timings["torch"].spread == pytest.approx((53.0 - 5.5) / 6.0)
+    # torch 1.1x slower throughout; the machine at half speed in rounds 2 and 3 (both
+    # samples), and lstmx alone hit in round 4: the ratio of medians reads torch as faster.
+    machine = np.array([1.0, 1.0, 2.0, 2.0, 1.0])
+    timings = {"lstmx": _bench.Timing(list(machine * [1, 1, 1, 1, 1.5]), 1),
+               "torch": _bench.Timing(list(1.1 * machine), 1)}
+    assert _bench.ratios(timings)["torch"] == pytest.approx(1.1)
+    assert _bench.ratios_of_medians(timings)["torch"] == pytest.approx(1.1 / 1.5)
+    with pytest.raises(ValueError, match="torch has 2, lstmx 5"):
+        _bench.ratios({"lstmx": timings["lstmx"], "torch": _bench.Timing([1.0, 2.0], 1)})
 
 
 def test_targets_pass_fail_and_missing():
@@ -178,10 +190,14 @@ def _check_structure(res, configs, impls):
                 assert len(t["samples_s"]) == res["settings"]["repeat"]
                 assert t["spread"] >= 0
                 assert t["median_s"] == pytest.approx(np.median(t["samples_s"]))
-            base = timings["lstmx"]["median_s"]
+            base = timings["lstmx"]
+            assert set(res["ratios"][cname][mode]) == set(res["ratios_of_medians"][cname][mode])
             for impl, r in res["ratios"][cname][mode].items():
                 assert impl in impls and impl != "lstmx"
-                assert r == pytest.approx(timings[impl]["median_s"] / base)
+                assert r == pytest.approx(np.median(np.divide(timings[impl]["samples_s"],
+                                                              base["samples_s"])))
+                assert res["ratios_of_medians"][cname][mode][impl] == pytest.approx(
+                    timings[impl]["median_s"] / base["median_s"])
         for impl, err in res["agreement"][cname].items():
             assert err < 1e-5, (cname, impl)
         for mode, attempts in res["discarded"][cname].items():
