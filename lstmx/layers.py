@@ -274,8 +274,7 @@ class LSTMCell(_Parameterised):
         # The engine reads layer names (weight_ih_l0); the cell shows torch's cell names.
         self._params = {name[:-3]: value
                         for name, value in self.config.init_parameters(seed, init).items()}
-        self._peeps = self._stack_peepholes([""]) if peephole else []
-        self._peep = self._peeps[0] if peephole else None  # what the kernels take
+        self._peep = self._stack_peepholes([""])[0] if peephole else None  # (3, H) or None
 
     def __repr__(self):
         c = self.config
@@ -288,7 +287,7 @@ class LSTMCell(_Parameterised):
         return self.config.dtype
 
     def _layer_params(self):
-        # What the engine reads by layer name (it takes the peepholes from _peeps).
+        # What the engine reads by layer name (it takes the peepholes from _peep).
         p, n = self._params, self.config.names(0, 0)
         layer = {n.weight_ih: p["weight_ih"], n.weight_hh: p["weight_hh"]}
         if n.bias_ih:
@@ -328,7 +327,7 @@ class LSTMCell(_Parameterised):
         """One step, also returning the cache for ``backward``: ((h, c), cache)."""
         x, h, c, lengths = self._inputs(x, state, training=True)
         _, h, c, cache = _engine.forward(self.config, self._layer_params(), x, h, c, lengths,
-                                         True, self._peeps)
+                                         True, (self._peep,))
         return (h[0], c[0]), cache
 
     def backward(self, cache, dstate):
