@@ -1090,7 +1090,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="threads for every library")
     parser.add_argument("--retries", type=int, default=2,
                         help="times a measurement with a noisy timing (interquartile range "
-                             f"above {NOISY:.0%} of the median) is measured again "
+                             f"above {NOISY:.0%}% of the median) is measured again "
                              "(default 2)")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the training-memory subprocesses")

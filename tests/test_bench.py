@@ -263,6 +263,15 @@ def test_cli_writes_json(tmp_path, capsys):
     assert set(res["results"]["cell"]["forward"]) == {"lstmx", "reference"}
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["check", "--help"], ["bench", "--help"]])
+def test_cli_help(argv, capsys):
+    # argparse formats help strings with %: a literal one must be written %%.
+    with pytest.raises(SystemExit) as exit_:
+        cli(argv)
+    assert exit_.value.code == 0
+    assert "usage: python -m lstmx" in capsys.readouterr().out
+
+
 def test_cli_rejects_unknown_config():
     with pytest.raises(SystemExit, match="--configs must name"):
         cli(["bench", "--configs", "XXL"])
