@@ -1,4 +1,4 @@
-"""Side-by-side timing of lstmx and torch at given shapes (one thread), for the shape-cliff table of docs/performance.md.
+"""Side-by-side timing of lstmx and torch at given shapes (one thread), for the shape-cliff table of docs/performance.md."""
 import sys, time, json, os
 import numpy as np
 import torch
