@@ -162,9 +162,9 @@ class LSTM(_Parameterised):
         T, B = x.shape[:2]
         check_rows("x", T * B)
         lengths = check_lengths(lengths, B, T)
-        # Transposing copies; training with lengths zeroes x's padding (see _engine.forward),
-        # which must not be the caller's.
-        if cfg.batch_first or (training and lengths is not None):
+        # Transposing copies; training keeps its own copy of x in the cache (so a change to
+        # the caller's x cannot reach backward) and zeroes its padding (see _engine.forward).
+        if cfg.batch_first or training:
             x = _workspace.copy(x)
         LD = cfg.num_layers * cfg.num_directions
         h0, c0 = check_state(state, cfg.dtype, LD, B, cfg.output_size, cfg.hidden_size,
