@@ -192,7 +192,7 @@ def test_from_torch_rejects_bad_state_dicts():
         from_torch([sd])
     with pytest.raises(TypeError, match="must hold floats"):
         from_torch({**sd, "bias_ih_l0": np.arange(4 * H)})
-    with pytest.raises(KeyError, match="missing"):  # the shapes say 2 layers, one is missing
+    with pytest.raises(ValueError, match="missing"):  # the keys say 2 layers, one is partial
         from_torch({**sd, "weight_ih_l1": sd["weight_ih_l0"]})
 
 
