@@ -10,7 +10,7 @@ import weakref
 
 import numpy as np
 
-from lstmx import _workspace
+from lstmx import _fork, _workspace
 from lstmx._dispatch import kernels as _kernels
 from lstmx._config import LSTMConfig
 
@@ -23,6 +23,14 @@ __all__ = ["LSTMCache", "forward", "backward"]
 SHARE_BYTES = 1 << 16
 _snapshots: dict = {}  # id(live array) -> (weakref to it, weakref to its read-only copy)
 _snapshots_lock = threading.RLock()  # re-entrant: a collection inside may run drop()
+
+
+def _new_lock():  # in a child made by fork (see lstmx._fork)
+    global _snapshots_lock
+    _snapshots_lock = threading.RLock()
+
+
+_fork.at_fork_in_child(_new_lock)
 
 
 def _same_bits(a, b) -> bool:
