@@ -56,7 +56,7 @@ def snapshot(live):
         if copy is not None and copy.shape == live.shape and copy.dtype == live.dtype \
                 and _same_bits(copy, np.ascontiguousarray(live)):
             return copy
-    copy = np.array(live, order="C")
+    copy = _workspace.copy(live)  # reused pages: no page faults at every optimiser step
     copy.flags.writeable = False
 
     def drop(_, key=key):
