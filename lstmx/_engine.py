@@ -92,6 +92,31 @@ class LSTMCache:
         self.h0, self.c0 = h0, c0
         self.inputs, self.outputs, self.gates, self.cells = [], [], [], []
 
+    def __getstate__(self):
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state):
+        # Unpickled arrays may be misaligned or read-only views of a transport's buffers:
+        # the kernels get aligned copies (the weights stay read-only: see ``snapshot``).
+        def fresh(a, read_only=False):
+            if not isinstance(a, np.ndarray):
+                return a
+            a = np.array(a, dtype=a.dtype.newbyteorder("="), order="C")
+            a.flags.writeable = not read_only
+            return a
+
+        for name in self.__slots__:
+            value = state.get(name)
+            if name == "weights":
+                value = [tuple(fresh(a, True) for a in w) for w in value]
+            elif isinstance(value, list):
+                value = [fresh(a) for a in value]
+            elif name in ("lengths", "h0", "c0"):
+                value = fresh(value)
+            setattr(self, name, value)
+        if self.outputs:
+            self.outputs[-1].flags.writeable = False  # the y that was returned
+
     @staticmethod
     def keep(*arrays):
         """Read-only copies of the weights ``arrays`` (None stays None), for the forward pass

@@ -223,6 +223,12 @@ def _read_member(members, key, name, dtype=None, shape=None, header=False):
             return None
         raise ValueError(f"{name} has no member {key!r}")
     what = f"{name}: member {info.filename!r}"
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        # zipfile inflates bzip2 and lzma input a whole chunk at a time, however large the
+        # result: their output is not bounded by what a member declares.
+        raise ValueError(f"{what} uses compression method {info.compress_type}; an lstmx "
+                         "archive's members are stored or deflated (as numpy.savez and "
+                         "numpy.savez_compressed write them)")
     limit = info.compress_size * (1 if info.compress_type == zipfile.ZIP_STORED
                                   else MAX_DEFLATE_RATIO) + 64
     if info.file_size > limit:

@@ -170,3 +170,11 @@ def test_save_respects_the_umask_and_an_existing_files_mode(tmp_path, mask):
         assert stat.S_IMODE(existing.stat().st_mode) == 0o640
     finally:
         os.umask(old)
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_members_compressed_other_than_deflate_are_refused(method):
+    members = list(members_of(lstmx.LSTM(3, 4, seed=0)).items())
+    with pytest.raises(ValueError, match=f"uses compression method {method}; an lstmx "
+                                         "archive's members are stored or deflated"):
+        lstmx.load(io.BytesIO(zipped(members, method)))

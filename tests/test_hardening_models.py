@@ -167,3 +167,26 @@ def test_buffers_of_a_saved_model_round_trip_through_bytes():
     buf = io.BytesIO()
     lstmx.save(model, buf)
     assert_array_equal(run(lstmx.load(io.BytesIO(buf.getvalue()))), run(model))
+
+
+def test_caches_travel_too():
+    model = lstmx.LSTM(3, 4, num_layers=2, peephole=True, seed=0)
+    x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(2, 2, 3)
+    y, _, cache = model.forward_train(x, lengths=[2, 1])
+    want = model.backward(cache, np.ones_like(y))
+    buffers = []
+    data = pickle.dumps(cache, protocol=5, buffer_callback=buffers.append)
+    other = pickle.loads(data, buffers=misaligned_read_only(buffers))
+    got = model.backward(other, np.ones_like(y))
+    assert_array_equal(got[0], want[0])
+    for name in want[2]:
+        assert_array_equal(got[2][name], want[2][name])
+
+
+def test_masked_arrays_with_masked_elements_are_refused():
+    x = np.ma.masked_array(np.ones((2, 1, 3), np.float32), mask=False)
+    x[1] = np.ma.masked
+    with pytest.raises(TypeError, match="x is a masked array with masked elements"):
+        lstmx.LSTM(3, 4)(x)
+    assert lstmx.LSTM(3, 4)(np.ma.masked_array(np.ones((2, 1, 3)), mask=False))[0].shape \
+        == (2, 1, 4)
