@@ -243,6 +243,16 @@ def from_onnx(model, *, batch_first=None, dtype=None, base_dir=None):
             raise ValueError(f"base_dir must be an existing directory; got {base_dir!r}")
         base_dir = os.path.realpath(os.fspath(base_dir))
     graph = model.graph
+    # Every name must mean one thing: runtimes disagree on which of two same-named
+    # initializers, or of two nodes writing one output, counts.
+    names = [t.name for t in graph.initializer] + [o for n in graph.node for o in n.output
+                                                   if o]
+    if len(set(names)) != len(names):
+        seen, dup = set(), set()
+        for name in names:
+            (dup if name in seen else seen).add(name)
+        raise ValueError(f"{source} is ambiguous: the names {sorted(dup)[:5]} are each given "
+                         "to more than one initializer or node output")
     tensors = {t.name: t for t in graph.initializer}
     for n in graph.node:
         if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):

@@ -25,6 +25,8 @@ def _forget_bias(value) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.floating,
                                                                      np.integer)):
         raise TypeError(f"forget_bias must be a number; got {value!r}")
+    if not np.isfinite(value):
+        raise ValueError(f"forget_bias must be finite; got {value!r}")
     return float(value)
 
 

@@ -59,6 +59,9 @@ def save(model, file) -> None:
     if not isinstance(model, (LSTM, LSTMCell)):
         raise TypeError(f"model must be an lstmx.LSTM or lstmx.LSTMCell; "
                         f"got {type(model).__name__}")
+    problem = model._changed_parameter()
+    if problem is not None:  # the file would not load
+        raise ValueError(f"cannot save the model: {problem}")
     config = dataclasses.asdict(model.config)
     config["dtype"] = model.config.dtype.name
     header = json.dumps({"format": FORMAT, "version": VERSION,

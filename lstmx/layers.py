@@ -111,6 +111,21 @@ class _Parameterised:
     def _link(self):
         """Rebuild what is derived from the parameter arrays (the peephole stacks)."""
 
+    def _changed_parameter(self):
+        """A message naming a live parameter whose shape, dtype or layout was changed in
+        place (``p.shape = ...``), or None."""
+        shapes = self.config.parameter_shapes()
+        if isinstance(self, LSTMCell):
+            shapes = {k[:-3]: v for k, v in shapes.items()}
+        for name, a in self._params.items():
+            if not (a.dtype == self.config.dtype and a.shape == shapes[name]
+                    and a.flags.c_contiguous and a.flags.aligned):
+                return (f"parameter {name!r} was changed in place: it must be an aligned "
+                        f"C-contiguous {self.config.dtype} array of shape {shapes[name]}; "
+                        f"it is now {a.dtype} with shape {a.shape} (assign values to it "
+                        f"instead: model.{name} = new_values)")
+        return None
+
     def _explain(self, err, cache):
         """What to raise for ``err`` from the engine or kernels, whose own checks a call
         reaches only if something changed behind the validation: a live parameter reshaped
@@ -118,17 +133,9 @@ class _Parameterised:
         argument ...", name internals a user cannot act on.)"""
         if not (isinstance(err, IndexError) or str(err).startswith("kernel argument")):
             return err
-        shapes = self.config.parameter_shapes()
-        if isinstance(self, LSTMCell):
-            shapes = {k[:-3]: v for k, v in shapes.items()}
-        for name, a in self._params.items():
-            if not (a.dtype == self.config.dtype and a.shape == shapes[name]
-                    and a.flags.c_contiguous and a.flags.aligned):
-                return ValueError(
-                    f"parameter {name!r} was changed in place: it must be an aligned "
-                    f"C-contiguous {self.config.dtype} array of shape {shapes[name]}; it is "
-                    f"now {a.dtype} with shape {a.shape} (assign values to it instead: "
-                    f"model.{name} = new_values)")
+        problem = self._changed_parameter()
+        if problem is not None:
+            return ValueError(problem)
         if cache is not None:
             return ValueError("cache: its arrays were replaced or changed by hand after "
                               "forward_train and no longer fit its configuration; call "

@@ -81,3 +81,12 @@ def test_torch_layer_numbers_bound_the_work():
 def test_flags_must_be_bools(call):
     with pytest.raises(TypeError, match="must be a bool; got str"):
         call()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_tf1_forget_bias_must_be_finite(bad):
+    cells = to_tf1(lstmx.LSTM(3, 4, seed=0), forget_bias=0.0)
+    with pytest.raises(ValueError, match="forget_bias must be finite"):
+        from_tf1(cells, forget_bias=bad)
+    with pytest.raises(ValueError, match="forget_bias must be finite"):
+        to_tf1(lstmx.LSTM(3, 4, seed=0), forget_bias=bad)

@@ -178,3 +178,12 @@ def test_members_compressed_other_than_deflate_are_refused(method):
     with pytest.raises(ValueError, match=f"uses compression method {method}; an lstmx "
                                          "archive's members are stored or deflated"):
         lstmx.load(io.BytesIO(zipped(members, method)))
+
+
+def test_a_parameter_reshaped_in_place_is_not_saved(tmp_path):
+    model = lstmx.LSTM(3, 4, seed=0)
+    model.parameters()["weight_ih_l0"].shape = (3, 16)
+    with pytest.raises(ValueError, match="cannot save the model: parameter 'weight_ih_l0' "
+                                         "was changed in place"):
+        lstmx.save(model, tmp_path / "m.npz")
+    assert not os.listdir(tmp_path)

@@ -277,3 +277,13 @@ def test_external_data_check_does_not_follow_symlinks_out(tmp_path):
     with pytest.raises(ValueError, match="not a file inside base_dir"):
         from_onnx(proto, base_dir=base)
     assert json.loads("{}") == {}
+
+
+def test_names_given_twice_are_refused():
+    proto = to_onnx(lstmx.LSTM(I, H, seed=0))
+    w = next(t for t in proto.graph.initializer if t.name == "W_l0")
+    twin = onnx.TensorProto()
+    twin.CopyFrom(w)
+    proto.graph.initializer.append(twin)
+    with pytest.raises(ValueError, match=r"ambiguous: the names \['W_l0'\]"):
+        from_onnx(proto)
