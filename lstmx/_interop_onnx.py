@@ -369,6 +369,8 @@ def _tensor(t, where, base_dir):
     """The array of TensorProto ``t``; data kept in an external file only from base_dir."""
     from onnx import TensorProto, numpy_helper
 
+    if any(d < 0 for d in t.dims):
+        raise ValueError(f"{where} has negative dimensions {tuple(t.dims)}")
     if t.data_location == TensorProto.EXTERNAL:
         info = {e.key: e.value for e in t.external_data}
         location = info.get("location", "")

@@ -194,9 +194,10 @@ def _open_members(stack, file, name):
     """(zip, {key: ZipInfo}) of an archive, keyed as ``np.load`` keys them (without
     ``.npy``). Nothing is decompressed yet."""
     try:
+        start = file.tell()  # (an archive may follow other data in a stream)
         if file.read(6) == b"\x93NUMPY":
             raise ValueError("it holds a single .npy array")
-        file.seek(0)
+        file.seek(start)
         zf = stack.enter_context(zipfile.ZipFile(file))
         infos = zf.infolist()
     except _READ_ERRORS as err:

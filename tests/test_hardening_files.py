@@ -187,3 +187,12 @@ def test_a_parameter_reshaped_in_place_is_not_saved(tmp_path):
                                          "was changed in place"):
         lstmx.save(model, tmp_path / "m.npz")
     assert not os.listdir(tmp_path)
+
+
+def test_an_archive_is_read_from_the_streams_position():
+    model = lstmx.LSTM(3, 4, seed=0)
+    stream = io.BytesIO()
+    stream.write(b"other data first")
+    lstmx.save(model, stream)
+    stream.seek(len(b"other data first"))
+    assert_array_equal(lstmx.load(stream).weight_hh_l0, model.weight_hh_l0)

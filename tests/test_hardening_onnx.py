@@ -287,3 +287,11 @@ def test_names_given_twice_are_refused():
     proto.graph.initializer.append(twin)
     with pytest.raises(ValueError, match=r"ambiguous: the names \['W_l0'\]"):
         from_onnx(proto)
+
+
+def test_negative_dimensions_are_refused():
+    proto = to_onnx(lstmx.LSTM(I, H, seed=0))
+    w = next(t for t in proto.graph.initializer if t.name == "W_l0")
+    w.dims[0] = -1
+    with pytest.raises(ValueError, match=r"input W \('W_l0'\) has negative dimensions"):
+        from_onnx(proto)
