@@ -46,7 +46,8 @@ if platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
     kernel_variants["_kernels_avx512"] = ["-mavx2", "-mfma", "-mavx512f", "-mavx512vl",
                                           "-mavx512bw", "-mavx512dq",
                                           "-mprefer-vector-width=512"]
-modules = {"_blas": [], **kernel_variants}
+# _peak picks its instruction set at run time (GCC target attributes): no ISA flags here.
+modules = {"_blas": [], "_peak": [], **kernel_variants}
 
 extensions = [
     Extension(
