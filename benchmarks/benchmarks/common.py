@@ -21,7 +21,7 @@ class Benchmark:
 def safe_import():
     """Import optional things; when one is missing the benchmarks that need it are skipped.
 
-    Use as ``with safe_import(): from lstmx import _bench`` after binding the name to None:
+    Use as ``with safe_import(): from lstmx import _bench_impls`` after binding the name to None:
     a commit without the module (or an environment without a library) then leaves None, and
     the benchmark's ``setup`` raises ``NotImplementedError``, which asv reports as skipped.
     """
