@@ -11,19 +11,23 @@ cdef extern from *:
     #include <immintrin.h>
     #define LSTMX_PEAK_X86 1
 
-    #define LSTMX_PEAK_LOOP(VEC, SET1, FMA, ADD, STORE, LANES, T)              \\
-        VEC acc[LSTMX_PEAK_ACC];                                              \\
-        const VEC m = SET1((T)0.999), c = SET1((T)0.001);                     \\
-        T out[LANES];                                                         \\
-        for (int k = 0; k < LSTMX_PEAK_ACC; ++k) acc[k] = SET1((T)k);         \\
-        for (long long i = 0; i < iterations; ++i) {                          \\
-            for (int k = 0; k < LSTMX_PEAK_ACC; ++k) acc[k] = FMA(acc[k], m, c); \\
-        }                                                                     \\
-        for (int k = 1; k < LSTMX_PEAK_ACC; ++k) acc[0] = ADD(acc[0], acc[k]); \\
-        STORE(out, acc[0]);                                                   \\
-        double sum = 0;                                                       \\
-        for (int k = 0; k < LANES; ++k) sum += out[k];                       \\
-        return sum;
+    /* One function per ISA and type: P and S spell its intrinsics (P##set1_##S is
+     * _mm256_set1_ps, say), ATTR is its target attribute. */
+    #define LSTMX_PEAK_FN(NAME, ATTR, VEC, P, S, FMA, T, LANES)                 \\
+        ATTR static double NAME(long long iterations) {                         \\
+            VEC acc[LSTMX_PEAK_ACC];                                            \\
+            const VEC m = P##set1_##S((T)0.999), c = P##set1_##S((T)0.001);     \\
+            T out[LANES];                                                       \\
+            for (int k = 0; k < LSTMX_PEAK_ACC; ++k) acc[k] = P##set1_##S((T)k); \\
+            for (long long i = 0; i < iterations; ++i) {                        \\
+                for (int k = 0; k < LSTMX_PEAK_ACC; ++k) acc[k] = FMA(acc[k], m, c); \\
+            }                                                                   \\
+            for (int k = 1; k < LSTMX_PEAK_ACC; ++k) acc[0] = P##add_##S(acc[0], acc[k]); \\
+            P##storeu_##S(out, acc[0]);                                         \\
+            double sum = 0;                                                     \\
+            for (int k = 0; k < LANES; ++k) sum += out[k];                      \\
+            return sum;                                                         \\
+        }
 
     /* Without FMA: a multiply and an add per element, as a baseline x86-64 build computes. */
     static inline __m128 lstmx_sse_fma_ps(__m128 a, __m128 b, __m128 c) {
@@ -32,35 +36,18 @@ cdef extern from *:
     static inline __m128d lstmx_sse_fma_pd(__m128d a, __m128d b, __m128d c) {
         return _mm_add_pd(_mm_mul_pd(a, b), c);
     }
-
-    __attribute__((target("avx512f")))
-    static double lstmx_peak_avx512_f32(long long iterations) {
-        LSTMX_PEAK_LOOP(__m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps,
-                        _mm512_storeu_ps, 16, float)
-    }
-    __attribute__((target("avx512f")))
-    static double lstmx_peak_avx512_f64(long long iterations) {
-        LSTMX_PEAK_LOOP(__m512d, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_add_pd,
-                        _mm512_storeu_pd, 8, double)
-    }
-    __attribute__((target("avx2,fma")))
-    static double lstmx_peak_avx2_f32(long long iterations) {
-        LSTMX_PEAK_LOOP(__m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps,
-                        _mm256_storeu_ps, 8, float)
-    }
-    __attribute__((target("avx2,fma")))
-    static double lstmx_peak_avx2_f64(long long iterations) {
-        LSTMX_PEAK_LOOP(__m256d, _mm256_set1_pd, _mm256_fmadd_pd, _mm256_add_pd,
-                        _mm256_storeu_pd, 4, double)
-    }
-    static double lstmx_peak_sse2_f32(long long iterations) {
-        LSTMX_PEAK_LOOP(__m128, _mm_set1_ps, lstmx_sse_fma_ps, _mm_add_ps,
-                        _mm_storeu_ps, 4, float)
-    }
-    static double lstmx_peak_sse2_f64(long long iterations) {
-        LSTMX_PEAK_LOOP(__m128d, _mm_set1_pd, lstmx_sse_fma_pd, _mm_add_pd,
-                        _mm_storeu_pd, 2, double)
-    }
+    #define LSTMX_AVX512 __attribute__((target("avx512f")))
+    #define LSTMX_AVX2 __attribute__((target("avx2,fma")))
+    LSTMX_PEAK_FN(lstmx_peak_avx512_f32, LSTMX_AVX512, __m512, _mm512_, ps, _mm512_fmadd_ps,
+                  float, 16)
+    LSTMX_PEAK_FN(lstmx_peak_avx512_f64, LSTMX_AVX512, __m512d, _mm512_, pd, _mm512_fmadd_pd,
+                  double, 8)
+    LSTMX_PEAK_FN(lstmx_peak_avx2_f32, LSTMX_AVX2, __m256, _mm256_, ps, _mm256_fmadd_ps,
+                  float, 8)
+    LSTMX_PEAK_FN(lstmx_peak_avx2_f64, LSTMX_AVX2, __m256d, _mm256_, pd, _mm256_fmadd_pd,
+                  double, 4)
+    LSTMX_PEAK_FN(lstmx_peak_sse2_f32, , __m128, _mm_, ps, lstmx_sse_fma_ps, float, 4)
+    LSTMX_PEAK_FN(lstmx_peak_sse2_f64, , __m128d, _mm_, pd, lstmx_sse_fma_pd, double, 2)
     #endif
 
     /* Any other CPU: plain C, which the compiler vectorises as it can. */
