@@ -41,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip measuring the CPU's FMA peak")
     parser.add_argument("--sweep", action="store_true",
                         help="also sweep the shape one axis at a time around a base shape, "
-                             "lstmx vs torch and vs its baseline kernels (forward and "
-                             "training; about 10 minutes, quick about 5)")
+                             "lstmx vs torch and vs its baseline kernels, forward and "
+                             "training (18 shapes: tens of minutes; with --quick and "
+                             "--retries 0 about a minute a shape on 2 busy cores)")
     parser.add_argument("--sweep-axes", metavar="AXES", default="",
                         help="replace axes of the sweep, e.g. 'I=1,33 H=17,100' (default "
                              "I=1,3,31,32,33,100 H=1,17,32,50,63,100,257,300 B=1,3,8,33 "

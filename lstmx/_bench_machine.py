@@ -102,7 +102,7 @@ def _fma_rate(peak, is_double, threads, iterations) -> float:
     return threads * iterations * peak.flops_per_iteration(is_double) / seconds / 1e9
 
 
-def fma_peak(threads, seconds=0.2, repeat=5) -> dict:
+def fma_peak(threads, seconds=0.2, repeat=3) -> dict:
     """This CPU's fused multiply-add peak (``lstmx._peak``) in float32 and float64, on one
     thread and on ``threads``: the best of ``repeat`` runs of about ``seconds`` each (a peak
     is what the CPU can do, so the fastest run is the one least disturbed).

@@ -174,9 +174,8 @@ def format_report(res) -> str:
              "round, median over the rounds; above 1 means lstmx is faster"]
     lines += _machine_lines(res)
     lines += _peak_lines(res.get("peak"), res["settings"]["threads"])
-    lines.append("")
     if res["results"]:
-        lines += _times_table(res)
+        lines += [""] + _times_table(res)
         noisy = [f"{c} {m} {i} ({t['spread']:.0%})" for c, modes in res["results"].items()
                  for m, ts in modes.items() for i, t in ts.items() if t["spread"] > NOISY]
         if noisy:

@@ -74,7 +74,7 @@ def test_build_impl_rejects_unknown_names():
         _bench_impls.build_impl("lstmx", "XL")
 
 
-def test_forward_flops_follow_lstm_md():
+def test_forward_flops_follow_the_equations():
     # 2 T B 4H (I + H) per layer and direction; layer 1 of a bidirectional stack reads 2H.
     assert _bench_impls.CONFIGS["L"].forward_flops() == 2 * 100 * 64 * 4 * 512 * (512 + 512)
     c = TINY["M-bi2"]

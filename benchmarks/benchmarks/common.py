@@ -1,7 +1,7 @@
 """asv benchmark utilities, as SciPy's ``benchmarks/benchmarks/common.py``."""
 from contextlib import contextmanager
 
-# The performance issue's setting: every library gets 2 threads.
+# The bench's setting: every library gets 2 threads (the cores of a small CI machine).
 THREADS = 2
 
 
