@@ -31,10 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--impls", default=",".join(IMPLEMENTATIONS),
                         help=f"comma-separated subset of {','.join(IMPLEMENTATIONS)}")
     parser.add_argument("--threads", type=int, default=2, help="threads for every library")
-    parser.add_argument("--retries", type=int, default=2,
+    parser.add_argument("--retries", type=int, default=None,
                         help="times a measurement with a noisy timing (interquartile range "
                              f"above {NOISY:.0%}% of the median) is measured again "
-                             "(default 2)")
+                             "(default 2, quick 1)")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the training-memory subprocesses")
     parser.add_argument("--no-peak", action="store_true",
@@ -98,10 +98,11 @@ def main(args) -> int:
         except (OSError, ValueError) as err:
             raise SystemExit(f"--check: {err}") from err
     repeat = args.repeat if args.repeat is not None else (5 if args.quick else 11)
+    retries = args.retries if args.retries is not None else (1 if args.quick else 2)
     res = run_benchmarks(
         {n: ALL_CONFIGS[n] for n in names}, impls=impls, threads=args.threads, repeat=repeat,
         min_time=0.005 if args.quick else 0.02, warm_time=0.1 if args.quick else 0.5,
-        max_time=10.0 if args.quick else 60.0, retries=args.retries,
+        max_time=10.0 if args.quick else 60.0, retries=retries,
         memory_config=None if args.no_memory else "L", peak=not args.no_peak, sweep=sweep,
         progress=lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
     if targets is not None:

@@ -412,10 +412,11 @@ def test_sweep_reports_a_failed_baseline(monkeypatch):
     assert "baseline kernels: n/a (boom)" in _bench_report.format_sweep(sweep)
 
 
-def test_cli_writes_json_and_checks(tmp_path, capsys):
+def test_cli_writes_json_and_checks(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(_bench_impls.ALL_CONFIGS, "S", TINY["S"])  # seconds, not a minute
     out = tmp_path / "bench.json"
     code = cli(["bench", "--quick", "--configs", "S", "--impls", "lstmx,reference",
-                "--repeat", "2", "--no-memory", "--no-peak", "--json", str(out),
+                "--repeat", "2", "--retries", "0", "--no-memory", "--no-peak", "--json", str(out),
                 "--check", str(TARGETS)])
     printed = capsys.readouterr().out
     assert "lstmx bench" in printed and "targets:" in printed and str(out) in printed
@@ -441,7 +442,8 @@ def test_cli_check_exits_1_on_a_missed_target(tmp_path, capsys):
         {"name": "impossible", "metric": "ratio", "mode": "forward", "impl": "reference",
          "configs": ["cell"], ">=": 1e9}]}))
     assert cli(["bench", "--configs", "cell", "--impls", "lstmx,reference", "--repeat", "2",
-                "--no-memory", "--no-peak", "--quick", "--check", str(impossible)]) == 1
+                "--retries", "0", "--no-memory", "--no-peak", "--quick",
+                "--check", str(impossible)]) == 1
     assert "FAIL  impossible, cell" in capsys.readouterr().out
 
 
