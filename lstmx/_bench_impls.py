@@ -23,6 +23,7 @@ __all__ = ["BenchConfig", "CONFIGS", "CELL", "ALL_CONFIGS", "IMPLEMENTATIONS",
 
 IMPLEMENTATIONS = ("lstmx", "reference", "torch", "onnxruntime", "lstmx-peephole")
 
+
 class UnavailableError(NotImplementedError):
     """An implementation cannot run here (not installed, or lacks the operation).
 

@@ -483,3 +483,14 @@ def test_cli_rejects_unknown_config():
         cli(["bench", "--configs", "XXL"])
     with pytest.raises(SystemExit, match="none only with --sweep"):
         cli(["bench", "--configs", ""])
+
+
+def test_check_names_its_kernel_variant_and_threads(monkeypatch, capsys):
+    from lstmx import _check, _dispatch
+
+    monkeypatch.setattr(_check, "CASES", [("tiny", dict(input_size=3, hidden_size=4), 3, 2)])
+    monkeypatch.setattr(_check.time, "sleep", lambda s: None)
+    assert cli(["check", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"kernel variant: {_dispatch.variant}" in out
+    assert "threads: " in out and "OK: errors at float precision" in out
