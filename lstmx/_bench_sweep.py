@@ -12,6 +12,7 @@ drift of the machine that the paired ratios cancel.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -118,8 +119,6 @@ def _child_main():
 
 def _run_baseline(configs, dtype, threads, timing, retries, timeout):
     """Results of ``_child_main`` run with ``LSTMX_KERNELS=baseline``, or ``{"error"}``."""
-    import dataclasses
-
     args = json.dumps({"configs": [dataclasses.asdict(c) for c in configs], "dtype": dtype,
                        "threads": threads, "timing": timing, "retries": retries})
     code = "from lstmx._bench_sweep import _child_main; _child_main()"
@@ -145,8 +144,6 @@ def run_sweep(base=None, axes=None, impls=("lstmx", "torch"), dtype="float32", t
     ``ratios[mode][impl]``: ``time(impl) / time(lstmx)``, paired by round for the
     implementations of this process, a ratio of medians for ``lstmx-baseline``.
     """
-    import dataclasses
-
     from lstmx import _dispatch
 
     shapes = sweep_configs(base, axes)
