@@ -46,7 +46,8 @@ if platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
     kernel_variants["_kernels_avx512"] = ["-mavx2", "-mfma", "-mavx512f", "-mavx512vl",
                                           "-mavx512bw", "-mavx512dq",
                                           "-mprefer-vector-width=512"]
-modules = {"_blas": [], "_cpu": [], **kernel_variants}
+# _cpu and _peak pick their instruction set at run time: no ISA flags for them.
+modules = {"_blas": [], "_cpu": [], "_peak": [], **kernel_variants}
 
 extensions = [
     Extension(

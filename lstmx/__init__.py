@@ -10,6 +10,7 @@ import pkgutil
 # runs from the checkout) has no compiled modules; let submodule imports fall through to the
 # installed copy's directory.
 __path__ = pkgutil.extend_path(__path__, __name__)
+del pkgutil  # not part of the package's namespace
 
 from lstmx._config import LSTMConfig  # noqa: E402
 from lstmx._engine import LSTMCache  # noqa: E402

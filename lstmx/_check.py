@@ -34,9 +34,10 @@ def _median_time(fn, repeat):
     return float(np.median(times))
 
 
-def _rel_err(got, want) -> float:
-    """max |got - want| / max |want|: one number per array, comparable across scales."""
-    got, want = np.atleast_1d(got), np.atleast_1d(want)
+def rel_err(got, want) -> float:
+    """max |got - want| / max |want| in float64: one number per array, comparable across
+    scales (also the bench's measure of agreement)."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     return float(np.abs(got - want).max() / max(np.abs(want).max(), np.finfo(float).tiny))
 
 
@@ -56,9 +57,9 @@ def check_case(options, T, B, dtype, repeat=5, seed=0):
                                                           lengths=lengths)
     dx_ref, (dh0_ref, dc0_ref), grads_ref = reference.lstm_backward(
         params64, cfg, saved, dy.astype(np.float64))
-    fwd_err = max(_rel_err(y, y_ref), _rel_err(h, h_ref), _rel_err(c, c_ref))
-    bwd_err = max([_rel_err(dx, dx_ref), _rel_err(dh0, dh0_ref), _rel_err(dc0, dc0_ref)]
-                  + [_rel_err(grads[k], grads_ref[k]) for k in grads])
+    fwd_err = max(rel_err(y, y_ref), rel_err(h, h_ref), rel_err(c, c_ref))
+    bwd_err = max([rel_err(dx, dx_ref), rel_err(dh0, dh0_ref), rel_err(dc0, dc0_ref)]
+                  + [rel_err(grads[k], grads_ref[k]) for k in grads])
 
     def lstmx_train():
         _, _, cache = lstm.forward_train(x, lengths=lengths)
@@ -79,12 +80,25 @@ def check_case(options, T, B, dtype, repeat=5, seed=0):
     }
 
 
+def _setup_line() -> str:
+    """Which kernel variant runs and on how many threads: what the times depend on."""
+    from threadpoolctl import threadpool_info
+
+    from lstmx import _dispatch
+    from lstmx._bench_machine import pool_label
+
+    pools = "; ".join(pool_label(p) for p in threadpool_info())
+    return (f"kernel variant: {_dispatch.variant} (available: {', '.join(_dispatch.available())};"
+            f" LSTMX_KERNELS chooses); threads: {pools or 'no thread pool found'}")
+
+
 def main(repeat=5) -> int:
     """Print the table; return 1 if an error is far above the dtype's precision."""
     header = (f"{'dtype':8} {'case':34} {'fwd err':>9} {'bwd err':>9} {'fwd ms':>8} "
               f"{'ref fwd':>8} {'train ms':>9} {'ref train':>9} {'speed-up':>8}")
     print("lstmx check: kernels vs the NumPy reference (float64), relative max errors, "
           "median times")
+    print(_setup_line())
     print(header)
     print("-" * len(header))
     ok = True

@@ -19,24 +19,11 @@ gradients stop at chunk boundaries, which is the truncation::
 """
 from __future__ import annotations
 
-import operator
-
 import numpy as np
 
+from lstmx._config import _check_int
+
 __all__ = ["batchify", "bptt_chunks"]
-
-
-def _positive_int(name, value):
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an integer; got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError as err:
-        raise TypeError(f"{name} must be an integer; got {type(value).__name__} "
-                        f"{value!r}") from err
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1; got {value}")
-    return value
 
 
 def batchify(stream, batch_size):
@@ -56,7 +43,7 @@ def batchify(stream, batch_size):
         ``stream[b * N:(b + 1) * N]``.
     """
     stream = np.asarray(stream)
-    batch_size = _positive_int("batch_size", batch_size)
+    batch_size = _check_int("batch_size", batch_size, 1)
     if stream.ndim < 1:
         raise ValueError("stream must be an array with a time axis first; got a scalar")
     N = stream.shape[0] // batch_size
@@ -84,7 +71,7 @@ def bptt_chunks(*arrays, seq_len):
         Views of each array over the same steps, in time order (for a lone array, the views
         themselves rather than 1-tuples).
     """
-    seq_len = _positive_int("seq_len", seq_len)
+    seq_len = _check_int("seq_len", seq_len, 1)
     if not arrays:
         raise TypeError("bptt_chunks needs at least one array")
     arrays = [np.asarray(a) for a in arrays]

@@ -4,23 +4,33 @@ These check the machinery, not the speed: every implementation computes the same
 the same weights, the JSON has its documented structure, ratios and targets are computed
 right, and absent libraries show as "n/a". A few seconds, most of it importing torch.
 """
+import contextlib
+import dataclasses
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
 from _helpers import require
-from lstmx import _bench
+from lstmx import (_bench_impls, _bench_machine, _bench_memory, _bench_report, _bench_run,
+                   _bench_sweep, _bench_targets, _bench_timing)
 from lstmx.__main__ import main as cli
 
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = ROOT / "benchmarks" / "targets.json"
 TINY = {
-    "S": _bench.BenchConfig("S", T=4, B=2, I=3, H=5),
-    "M-bi2": _bench.BenchConfig("M-bi2", T=3, B=2, I=3, H=4, num_layers=2,
-                                bidirectional=True),
-    "cell": _bench.BenchConfig("cell", T=1, B=2, I=3, H=4, cell=True),
+    "S": _bench_impls.BenchConfig("S", T=4, B=2, I=3, H=5),
+    "M-bi2": _bench_impls.BenchConfig("M-bi2", T=3, B=2, I=3, H=4, num_layers=2,
+                                      bidirectional=True),
+    "cell": _bench_impls.BenchConfig("cell", T=1, B=2, I=3, H=4, cell=True),
 }
+# A sweep of three shapes: the base, one other I, one other H.
+TINY_SWEEP = dict(base={"T": 2, "B": 1, "I": 2, "H": 3},
+                  axes={"I": (1, 2), "H": (3, 4), "B": (1,), "T": (2,)})
 FAST = dict(repeat=2, warmup=1, min_time=0.0, warm_time=0.0, gap=0.0)
 
 
@@ -31,10 +41,10 @@ def test_implementations_compute_the_same(impl, config, dtype):
     """Same weights, same x, dy: outputs and gradients agree with lstmx's."""
     require({"reference": "numpy", "torch": "torch", "onnxruntime": "onnxruntime"}[impl])
     tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-9, atol=1e-12)
-    ours = _bench.build_impl("lstmx", TINY[config], dtype)
+    ours = _bench_impls.build_impl("lstmx", TINY[config], dtype)
     try:
-        other = _bench.build_impl(impl, TINY[config], dtype)
-    except _bench.UnavailableError as err:
+        other = _bench_impls.build_impl(impl, TINY[config], dtype)
+    except _bench_impls.UnavailableError as err:
         # onnxruntime 1.31's CPU LSTM kernel is float32 only; anything else must run.
         assert impl == "onnxruntime" and dtype == np.float64, err
         return
@@ -51,7 +61,7 @@ def test_implementations_compute_the_same(impl, config, dtype):
 
 def test_onnxruntime_has_no_training():
     require("onnxruntime")
-    ort = _bench.build_impl("onnxruntime", TINY["S"], np.float32)
+    ort = _bench_impls.build_impl("onnxruntime", TINY["S"], np.float32)
     assert not ort.trainable
     with pytest.raises(NotImplementedError, match="no training"):
         ort.train()
@@ -59,14 +69,14 @@ def test_onnxruntime_has_no_training():
 
 def test_build_impl_rejects_unknown_names():
     with pytest.raises(ValueError, match="impl must be one of"):
-        _bench.build_impl("tensorflow", "S")
+        _bench_impls.build_impl("tensorflow", "S")
     with pytest.raises(ValueError, match="config must be one of"):
-        _bench.build_impl("lstmx", "XL")
+        _bench_impls.build_impl("lstmx", "XL")
 
 
-def test_forward_flops_follow_lstm_md():
+def test_forward_flops_follow_the_equations():
     # 2 T B 4H (I + H) per layer and direction; layer 1 of a bidirectional stack reads 2H.
-    assert _bench.CONFIGS["L"].forward_flops() == 2 * 100 * 64 * 4 * 512 * (512 + 512)
+    assert _bench_impls.CONFIGS["L"].forward_flops() == 2 * 100 * 64 * 4 * 512 * (512 + 512)
     c = TINY["M-bi2"]
     per_dir = [2 * 3 * 2 * 16 * (3 + 4), 2 * 3 * 2 * 16 * (8 + 4)]
     assert c.forward_flops() == 2 * sum(per_dir)
@@ -74,9 +84,9 @@ def test_forward_flops_follow_lstm_md():
 
 def test_measure_keeps_repeat_samples_and_interleaves():
     calls = []
-    ops = {name: ((lambda name=name: calls.append(name)), _bench.contextlib.nullcontext)
+    ops = {name: ((lambda name=name: calls.append(name)), contextlib.nullcontext)
            for name in "abc"}
-    timings = _bench.measure(ops, repeat=4, warmup=1, min_time=0.0, warm_time=0.0, gap=0.0)
+    timings = _bench_timing.measure(ops, repeat=4, warmup=1, min_time=0.0, warm_time=0.0, gap=0.0)
     assert set(timings) == set("abc")
     for t in timings.values():
         assert len(t.samples) == 4 and t.number == 1
@@ -88,8 +98,8 @@ def test_measure_keeps_repeat_samples_and_interleaves():
 
 
 def test_measure_time_budget_keeps_min_repeat():
-    ops = {"a": (lambda: None, _bench.contextlib.nullcontext)}
-    timings = _bench.measure(ops, repeat=50, warmup=0, min_time=0.0, warm_time=0.0, gap=0.0,
+    ops = {"a": (lambda: None, contextlib.nullcontext)}
+    timings = _bench_timing.measure(ops, repeat=50, warmup=0, min_time=0.0, warm_time=0.0, gap=0.0,
                              max_time=0.0, min_repeat=3)
     assert len(timings["a"].samples) == 3
 
@@ -100,16 +110,16 @@ def _scripted_measure(monkeypatch, spreads):
     script = iter(spreads)
 
     def fake(ops, **kwargs):
-        return {name: _bench.Timing([1 - s / 2, 1 - s / 2, 1, 1 + s / 2, 1 + s / 2], 1)
+        return {name: _bench_timing.Timing([1 - s / 2, 1 - s / 2, 1, 1 + s / 2, 1 + s / 2], 1)
                 for name, s in next(script).items()}
-    monkeypatch.setattr(_bench, "measure", fake)
+    monkeypatch.setattr(_bench_timing, "measure", fake)
 
 
 def test_measure_settled_measures_noisy_timings_again(monkeypatch):
     _scripted_measure(monkeypatch, [{"a": 0.1, "b": 0.5}, {"a": 0.3, "b": 0.1},
                                     {"a": 0.2, "b": 0.05}, {"a": 0.0, "b": 0.0}])
     retried = []
-    timings, discarded = _bench.measure_settled({}, retries=5, on_retry=retried.append)
+    timings, discarded = _bench_timing.measure_settled({}, retries=5, on_retry=retried.append)
     # The third attempt is the first with nothing noisy; the fourth is never measured.
     assert timings["a"].spread == pytest.approx(0.2)
     assert [round(d["b"].spread, 3) for d in discarded] == [0.5, 0.1]
@@ -119,77 +129,161 @@ def test_measure_settled_measures_noisy_timings_again(monkeypatch):
 def test_measure_settled_keeps_the_least_noisy_attempt(monkeypatch):
     _scripted_measure(monkeypatch, [{"a": 0.3, "b": 0.9}, {"a": 0.4, "b": 0.1},
                                     {"a": 0.6, "b": 0.0}])
-    timings, discarded = _bench.measure_settled({}, retries=2)
+    timings, discarded = _bench_timing.measure_settled({}, retries=2)
     assert timings["a"].spread == pytest.approx(0.4)  # the attempt whose worst is least bad
     assert len(discarded) == 2
     _scripted_measure(monkeypatch, [{"a": 0.9}])
-    timings, discarded = _bench.measure_settled({}, retries=0)
+    timings, discarded = _bench_timing.measure_settled({}, retries=0)
     assert timings["a"].spread == pytest.approx(0.9) and discarded == []
-    # Only the watched timings decide.
-    _scripted_measure(monkeypatch, [{"a": 0.1, "gemm": 0.9}])
-    timings, discarded = _bench.measure_settled({}, retries=2, watch=["a"])
-    assert timings["gemm"].spread == pytest.approx(0.9) and discarded == []
 
 
 def test_ratios_pair_the_samples_of_each_round():
-    timings = {"lstmx": _bench.Timing([1.0, 3.0, 2.0], 1),
-               "torch": _bench.Timing([5.0, 6.0, 100.0], 1)}
+    timings = {"lstmx": _bench_timing.Timing([1.0, 3.0, 2.0], 1),
+               "torch": _bench_timing.Timing([5.0, 6.0, 100.0], 1)}
     # Rounds: 5/1, 6/3, 100/2.
-    assert _bench.ratios(timings) == {"torch": 5.0}
-    assert _bench.ratios_of_medians(timings) == {"torch": 3.0}
-    assert _bench.ratios({"torch": timings["torch"]}) == {}
-    assert _bench.ratios_of_medians({"torch": timings["torch"]}) == {}
+    assert _bench_timing.ratios(timings) == {"torch": 5.0}
+    assert _bench_timing.ratios_of_medians(timings) == {"torch": 3.0}
+    assert _bench_timing.ratios({"torch": timings["torch"]}) == {}
+    assert _bench_timing.ratios_of_medians({"torch": timings["torch"]}) == {}
     assert timings["torch"].spread == pytest.approx((53.0 - 5.5) / 6.0)
     # torch 1.1x slower throughout; the machine at half speed in rounds 2 and 3 (both
     # samples), and lstmx alone hit in round 4: the ratio of medians reads torch as faster.
     machine = np.array([1.0, 1.0, 2.0, 2.0, 1.0])
-    timings = {"lstmx": _bench.Timing(list(machine * [1, 1, 1, 1, 1.5]), 1),
-               "torch": _bench.Timing(list(1.1 * machine), 1)}
-    assert _bench.ratios(timings)["torch"] == pytest.approx(1.1)
-    assert _bench.ratios_of_medians(timings)["torch"] == pytest.approx(1.1 / 1.5)
+    timings = {"lstmx": _bench_timing.Timing(list(machine * [1, 1, 1, 1, 1.5]), 1),
+               "torch": _bench_timing.Timing(list(1.1 * machine), 1)}
+    assert _bench_timing.ratios(timings)["torch"] == pytest.approx(1.1)
+    assert _bench_timing.ratios_of_medians(timings)["torch"] == pytest.approx(1.1 / 1.5)
     with pytest.raises(ValueError, match="torch has 2, lstmx 5"):
-        _bench.ratios({"lstmx": timings["lstmx"], "torch": _bench.Timing([1.0, 2.0], 1)})
+        _bench_timing.ratios({"lstmx": timings["lstmx"],
+                              "torch": _bench_timing.Timing([1.0, 2.0], 1)})
 
 
-def test_targets_pass_fail_and_missing():
+def _targets(tmp_path, *targets):
+    path = tmp_path / "targets.json"
+    path.write_text(json.dumps({"schema": _bench_targets.TARGETS_SCHEMA,
+                                "targets": list(targets)}))
+    return _bench_targets.load_targets(path)
+
+
+def test_targets_pass_fail_and_missing(tmp_path):
     res = {
+        "settings": {"impls": ["lstmx", "torch", "onnxruntime", "reference"], "threads": 2},
+        "configs": {"S": {}, "cell": {}, "L": {}},
         "ratios": {"S": {"forward": {"torch": 2.0, "onnxruntime": 0.5},
                          "train": {"torch": 3.0, "reference": 9.99}},
-                   "cell": {"forward": {"torch": 6.0}}},
-        "results": {"cell": {"forward": {"lstmx": {"median_s": 3e-6}}}},
-        "gemm": {"config": "L", "fraction": 0.8},
+                   "cell": {"forward": {"torch": 6.0}}, "L": {"forward": {}}},
+        "peak_fraction": {"L": {"forward": {"lstmx": 0.82}}},
         "memory": {"config": "L", "lstmx": {"growth_mib": 100.0},
                    "torch": {"growth_mib": 300.0}},
+        "sweep": {"rows": [{"ratios": {"forward": {"torch": 1.2, "lstmx-baseline": 1.5}}},
+                           {"ratios": {"forward": {"torch": 0.85}}}]},
     }
-    rows = {t["name"]: t for t in _bench.evaluate_targets(res)}
-    status = {name: t["status"] for name, t in rows.items()}
-    assert status["forward vs torch, S"] == "PASS"
-    assert status["forward vs onnxruntime, S"] == "FAIL"
-    assert status["training vs torch, S"] == "PASS"  # 3.0 >= 3: the bound is inclusive
-    assert status["training vs reference, S"] == "FAIL"
-    assert status["forward vs torch, cell"] == "PASS"
-    assert status["LSTMCell step vs torch.nn.LSTMCell"] == "PASS"
-    assert rows["LSTMCell step time"]["measured"] == pytest.approx(3.0)
-    assert status["LSTMCell step time"] == "PASS"
-    assert status["L forward flop rate / sgemm rate"] == "FAIL"
-    mem = rows["L training peak RSS growth, lstmx / torch"]
-    assert mem["measured"] == pytest.approx(1 / 3) and mem["status"] == "PASS"
-    assert status["forward vs torch, M"] == "n/a" and rows["forward vs torch, M"][
-        "measured"] is None
-    assert status["training vs reference, L"] == "n/a"
+    targets = _targets(
+        tmp_path,
+        {"name": "fwd vs torch", "metric": "ratio", "mode": "forward", "impl": "torch",
+         "configs": ["S", "M", "L", "cell"], ">=": 1.0},
+        {"name": "fwd vs ort", "metric": "ratio", "mode": "forward", "impl": "onnxruntime",
+         "configs": ["S"], ">=": 1.0},
+        {"name": "train vs torch", "metric": "ratio", "mode": "train", "impl": "torch",
+         "configs": ["S"], ">=": 3.0},
+        {"name": "peephole", "metric": "ratio", "mode": "train", "impl": "lstmx-peephole",
+         "configs": ["S"], "<=": 1.1},
+        {"name": "peak 1", "metric": "peak_fraction", "mode": "forward", "impl": "lstmx",
+         "configs": ["L"], "threads": 1, ">=": 0.85},
+        {"name": "peak 2", "metric": "peak_fraction", "mode": "forward", "impl": "lstmx",
+         "configs": ["L"], "threads": 2, ">=": 0.8},
+        {"name": "memory", "metric": "memory_ratio", "impl": "lstmx", "vs": "torch",
+         "<=": 0.5},
+        {"name": "sweep torch", "metric": "sweep_min_ratio", "impl": "torch",
+         "modes": ["forward", "train"], ">=": 0.9},
+    )
+    rows = _bench_targets.evaluate_targets(res, targets)
+    got = {t["name"]: (t["status"], t["measured"]) for t in rows}
+    assert got == {
+        "fwd vs torch, S": ("PASS", 2.0), "fwd vs torch, cell": ("PASS", 6.0),
+        "fwd vs torch, L": ("n/a", None),  # asked for, not measured
+        "fwd vs ort, S": ("FAIL", 0.5),
+        "train vs torch, S": ("PASS", 3.0),  # the bound is inclusive
+        "peak 2, L": ("PASS", 0.82),
+        "memory, L": ("PASS", pytest.approx(1 / 3)),
+        "sweep torch, forward": ("FAIL", 0.85), "sweep torch, train": ("n/a", None),
+    }
+    # Not listed: M (not run), lstmx-peephole (not asked for), peak 1 (a 2-thread run).
+    assert _bench_targets.any_failed(rows)
+    assert not _bench_targets.any_failed([r for r in rows if r["status"] != "FAIL"])
+    text = _bench_targets.format_targets(rows)
+    assert "FAIL  fwd vs ort, S" in text and "5 PASS, 2 FAIL, 2 n/a" in text
+
+
+def test_load_targets_rejects_malformed_files(tmp_path):
+    with pytest.raises(ValueError, match="metric must be one of"):
+        _targets(tmp_path, {"name": "x", "metric": "speed", ">=": 1})
+    with pytest.raises(ValueError, match="exactly one of"):
+        _targets(tmp_path, {"name": "x", "metric": "ratio", "mode": "forward",
+                            "impl": "torch", "configs": ["S"]})
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps({"targets": []}))
+    with pytest.raises(ValueError, match="schema"):
+        _bench_targets.load_targets(path)
+
+
+def test_project_targets_are_ratios_and_fractions():
+    """The project's targets file loads, names only known configurations and implementations,
+    and holds no absolute time."""
+    targets = _bench_targets.load_targets(TARGETS)
+    known = set(_bench_impls.ALL_CONFIGS)
+    impls = set(_bench_impls.IMPLEMENTATIONS) | {_bench_sweep.BASELINE}
+    for t in targets:
+        assert set(t.get("configs", [])) <= known, t
+        assert t["impl"] in impls, t
+        assert t["metric"] in ("ratio", "peak_fraction", "memory_ratio", "sweep_min_ratio")
+
+
+def test_new_configurations():
+    c = _bench_impls.CONFIGS
+    assert (c["I1"].T, c["I1"].B, c["I1"].I, c["I1"].H) == (200, 32, 1, 64)
+    assert (c["H1024"].T, c["H1024"].B, c["H1024"].I, c["H1024"].H) == (20, 128, 256, 1024)
+    assert (c["T400"].T, c["T400"].B, c["T400"].I, c["T400"].H) == (400, 8, 64, 128)
+    assert c["L"].train_flops() == 3 * c["L"].forward_flops()
+
+
+def test_fma_peak_is_measured():
+    """The loop runs on 1 and on 2 threads, and its checksum (the accumulators' fixed point,
+    1 per lane) shows that the loop ran rather than a rate computed from nothing."""
+    from lstmx import _peak
+
+    isa = _peak.best_isa()
+    assert isa in ("avx512f", "avx2+fma", "sse2", "scalar")
+    lanes = _peak.flops_per_iteration(False) // (2 * _peak.accumulators())
+    assert _peak.fma_loop(False, 100_000) == pytest.approx(_peak.accumulators() * lanes,
+                                                           rel=1e-3)
+    if isa != "scalar":
+        assert _peak.flops_per_iteration(True) * 2 == _peak.flops_per_iteration(False)
+    with pytest.raises(ValueError, match="iterations must be >= 0"):
+        _peak.fma_loop(False, -1)
+    peak = _bench_machine.fma_peak(2, seconds=0.005, repeat=1)
+    assert set(peak["gflops"]) == {"float32", "float64"}
+    for rates in peak["gflops"].values():
+        assert set(rates) == {"1", "2"} and all(r > 0 for r in rates.values())
 
 
 def _check_structure(res, configs, impls):
-    assert res["schema"] == _bench.SCHEMA
+    assert res["schema"] == _bench_run.SCHEMA
     assert set(res["configs"]) == set(configs)
     assert res["settings"]["threads"] == 2
+    peak = res["peak"]["gflops"]["float32"]["2"]
     for cname in configs:
         for mode, timings in res["results"][cname].items():
             assert mode in ("forward", "train")
+            flops = (configs[cname].forward_flops() if mode == "forward"
+                     else configs[cname].train_flops())
             for impl, t in timings.items():
                 assert len(t["samples_s"]) == res["settings"]["repeat"]
                 assert t["spread"] >= 0
                 assert t["median_s"] == pytest.approx(np.median(t["samples_s"]))
+                rate = res["rates_gflops"][cname][mode][impl]
+                assert rate == pytest.approx(flops / t["median_s"] / 1e9)
+                assert res["peak_fraction"][cname][mode][impl] == pytest.approx(rate / peak)
             base = timings["lstmx"]
             assert set(res["ratios"][cname][mode]) == set(res["ratios_of_medians"][cname][mode])
             for impl, r in res["ratios"][cname][mode].items():
@@ -203,64 +297,174 @@ def _check_structure(res, configs, impls):
         for mode, attempts in res["discarded"][cname].items():
             assert 1 <= len(attempts) <= res["settings"]["retries"]
             for attempt in attempts:
-                assert set(attempt) <= set(res["results"][cname][mode]) | {"gemm"}
-                assert max(t["spread"] for impl, t in attempt.items()
-                           if impl != "gemm") > _bench.NOISY
-    names = [t["name"] for t in res["targets"]]
-    assert len(names) == len(set(names)) == 22
-    assert {t["status"] for t in res["targets"]} <= {"PASS", "FAIL", "n/a"}
+                assert set(attempt) <= set(res["results"][cname][mode])
+                assert max(t["spread"] for t in attempt.values()) > _bench_timing.NOISY
+    assert "targets" not in res  # only --check evaluates targets
     # What the run writes with --json is plain JSON and reads back the same.
-    assert json.loads(json.dumps(_bench._jsonable(res))) == _bench._jsonable(res)
+    assert json.loads(json.dumps(_bench_run.jsonable(res))) == _bench_run.jsonable(res)
+
+
+FAST_PEAK = dict(FAST, peak_time=0.002)
 
 
 def test_run_without_torch_or_onnxruntime(monkeypatch):
     """Absent libraries: their columns read n/a; memory is measured in subprocesses."""
     monkeypatch.setitem(sys.modules, "torch", None)  # makes "import torch" fail
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    res = _bench.run_benchmarks(TINY, memory_config="S", gemm_config="S", **FAST)
-    _check_structure(res, TINY, _bench.IMPLEMENTATIONS)
+    res = _bench_run.run_benchmarks(TINY, memory_config="S", **FAST_PEAK)
+    _check_structure(res, TINY, _bench_impls.IMPLEMENTATIONS)
     for cname in TINY:
         assert set(res["unavailable"][cname]) == {"torch", "onnxruntime"}
         assert set(res["results"][cname]["forward"]) == {"lstmx", "reference", "lstmx-peephole"}
-    g = res["gemm"]
-    assert g["shape_mkn"] == [4 * 2, 3, 4 * 5] and g["routine"] == "sgemm"
-    assert g["fraction"] == pytest.approx(g["lstmx_gflops"] / g["gflops"])
-    assert g["lstmx_gflops"] == pytest.approx(
-        TINY["S"].forward_flops() / res["results"]["S"]["forward"]["lstmx"]["median_s"] / 1e9)
     mem = res["memory"]
     assert mem["config"] == "S" and set(mem) == {"config", "steps", "lstmx", "reference"}
     for impl in ("lstmx", "reference"):
         assert mem[impl]["growth_mib"] >= 0, mem[impl]
-    report = _bench.format_report(res)
+    report = _bench_report.format_report(res)
     assert "n/a: torch: torch does not import" in report
     s_forward = next(line for line in report.splitlines() if line.startswith("S       forward"))
     assert s_forward.split().count("n/a") == 4  # torch, onnxruntime times and ratios
+    assert "FMA peak (" in report and "GEMM" not in report
+    assert res["machine"]["kernel_variant"] in ("baseline", "avx2", "avx512")
 
 
 def test_run_with_every_implementation():
     require("torch")
     require("onnxruntime")
-    res = _bench.run_benchmarks(TINY, memory_config=None, gemm_config=None, **FAST)
-    _check_structure(res, TINY, _bench.IMPLEMENTATIONS)
-    assert set(res["results"]["S"]["forward"]) == set(_bench.IMPLEMENTATIONS)
+    res = _bench_run.run_benchmarks(TINY, memory_config=None, **FAST_PEAK)
+    _check_structure(res, TINY, _bench_impls.IMPLEMENTATIONS)
+    assert set(res["results"]["S"]["forward"]) == set(_bench_impls.IMPLEMENTATIONS)
     assert set(res["results"]["S"]["train"]) == {"lstmx", "reference", "torch", "lstmx-peephole"}
     assert res["machine"]["torch_threads"] == 2
     assert all(p["num_threads"] <= 2 for p in res["machine"]["threadpools"])
-    assert res["gemm"] is None and res["memory"] is None
-    report = _bench.format_report(res)
-    assert "targets:" in report and "forward vs torch, S" in report
+    assert res["memory"] is None and res["sweep"] is None
+    report = _bench_report.format_report(res)
+    assert "rate and fraction of the FMA peak" in report and "targets:" not in report
 
 
-def test_cli_writes_json(tmp_path, capsys):
+def test_report_marks_noisy_ratios_and_omits_unknown_versions():
+    timings = {"lstmx": {"median_s": 1.0, "spread": 0.1},
+               "torch": {"median_s": 2.0, "spread": 0.4},
+               "reference": {"median_s": 3.0, "spread": 0.1}}
+    res = {"settings": {"impls": ["lstmx", "reference", "torch"], "threads": 2, "repeat": 5,
+                        "max_time_s": 1.0, "warmup": 1, "dtype": "float32"},
+           "machine": {"cpu": "CPU X", "cpu_count": 2, "platform": "p", "versions": {},
+                       "torch_threads": 2, "kernel_variant": "avx2",
+                       "threadpools": [{"user_api": "openmp", "internal_api": "openmp",
+                                        "version": None, "num_threads": 2}]},
+           "configs": {"S": dataclasses.asdict(TINY["S"])},
+           "results": {"S": {"forward": timings}},
+           "ratios": {"S": {"forward": {"torch": 2.0, "reference": 3.0}}},
+           "agreement": {}, "unavailable": {}, "peak": None}
+    report = _bench_report.format_report(res)
+    line = next(line for line in report.splitlines() if line.startswith("S       forward"))
+    assert line.split()[-2:] == ["3.00x", "2.00x*"]  # reference quiet, torch noisy
+    assert "* = noisy" in report
+    assert "openmp (openmp, 2 threads)" in report and "None" not in report
+    assert "lstmx kernels: avx2" in report
+
+
+def test_sweep_grid():
+    shapes = _bench_sweep.sweep_configs()
+    assert shapes[0][0] == "base"
+    base = _bench_sweep.SWEEP_BASE
+    # One axis at a time: each other shape differs from the base in exactly its axis.
+    for axis, value, c in shapes[1:]:
+        shape = {"T": c.T, "B": c.B, "I": c.I, "H": c.H}
+        assert shape == dict(base, **{axis: value})
+    count = sum(len([v for v in vs if v != base[a]])
+                for a, vs in _bench_sweep.SWEEP_AXES.items())
+    assert len(shapes) == 1 + count == len({c.name for _, _, c in shapes})
+    assert _bench_sweep.SWEEP_AXES == {"I": (1, 3, 31, 32, 33, 100),
+                                       "H": (1, 17, 32, 50, 63, 100, 257, 300),
+                                       "B": (1, 3, 8, 33), "T": (1, 7, 200)}
+    assert _bench_sweep.parse_grid("I=1,33 H=17", {"I": (5,), "T": (2,)}) == {
+        "I": (1, 33), "H": (17,), "T": (2,)}
+    for bad in ("X=1", "I=0", "I=a", "I"):
+        with pytest.raises(ValueError):
+            _bench_sweep.parse_grid(bad, {})
+
+
+def test_sweep_against_torch_and_baseline():
+    """A three-shape sweep, with the baseline kernels in a real child process."""
+    require("torch")
+    sweep = _bench_sweep.run_sweep(**TINY_SWEEP, **FAST)
+    assert sweep["baseline_variant"] == "baseline", sweep.get("baseline_error")
+    assert [(r["axis"], r["value"], r["config"]["name"]) for r in sweep["rows"]] == [
+        ("base", None, "T2-B1-I2-H3"), ("I", 1, "T2-B1-I1-H3"), ("H", 4, "T2-B1-I2-H4")]
+    for row in sweep["rows"]:
+        for mode in ("forward", "train"):
+            t = row["timings"][mode]
+            assert set(t) == {"lstmx", "torch", "lstmx-baseline"}
+            assert row["ratios"][mode]["lstmx-baseline"] == pytest.approx(
+                t["lstmx-baseline"]["median_s"] / t["lstmx"]["median_s"])
+            assert row["ratios"][mode]["torch"] == pytest.approx(np.median(
+                np.divide(t["torch"]["samples_s"], t["lstmx"]["samples_s"])))
+    text = _bench_report.format_sweep(sweep)
+    assert "T2-B1-I1-H3" in text and "worst: forward vs torch" in text
+
+
+def test_sweep_reports_a_failed_baseline(monkeypatch):
+    monkeypatch.setattr(_bench_sweep, "_run_baseline", lambda *a: {"error": "boom"})
+    sweep = _bench_sweep.run_sweep(impls=("lstmx",), **TINY_SWEEP, **FAST)
+    assert sweep["baseline_error"] == "boom"
+    assert all(set(r["timings"]["forward"]) == {"lstmx"} for r in sweep["rows"])
+    assert "baseline kernels: n/a (boom)" in _bench_report.format_sweep(sweep)
+
+
+def test_cli_writes_json_and_checks(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(_bench_impls.ALL_CONFIGS, "S", TINY["S"])  # seconds, not a minute
     out = tmp_path / "bench.json"
-    assert cli(["bench", "--quick", "--configs", "cell", "--impls", "lstmx,reference",
-                "--repeat", "2", "--no-memory", "--json", str(out)]) == 0
+    code = cli(["bench", "--quick", "--configs", "S", "--impls", "lstmx,reference",
+                "--repeat", "2", "--retries", "0", "--no-memory", "--no-peak", "--json", str(out),
+                "--check", str(TARGETS)])
     printed = capsys.readouterr().out
     assert "lstmx bench" in printed and "targets:" in printed and str(out) in printed
     res = json.loads(out.read_text())
-    assert res["schema"] == _bench.SCHEMA and list(res["configs"]) == ["cell"]
-    assert res["settings"]["repeat"] == 2
-    assert set(res["results"]["cell"]["forward"]) == {"lstmx", "reference"}
+    assert res["schema"] == _bench_run.SCHEMA and list(res["configs"]) == ["S"]
+    assert res["settings"]["repeat"] == 2 and res["peak"] is None
+    assert set(res["results"]["S"]["forward"]) == {"lstmx", "reference"}
+    # Only the targets of what was asked for (S, the reference): no n/a rows for the rest.
+    assert [t["name"] for t in res["targets"]] == ["training vs reference, S"]
+    failed = res["targets"][0]["status"] == "FAIL"
+    assert code == (1 if failed else 0)
+    # The offline check of the saved result agrees with the run's.
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "check_targets.py"),
+                           str(out)], capture_output=True, text=True,
+                          env=_bench_memory.child_env())
+    assert proc.returncode == code, proc.stderr
+    assert "training vs reference, S" in proc.stdout
+
+
+def test_cli_check_exits_1_on_a_missed_target(tmp_path, capsys):
+    impossible = tmp_path / "targets.json"
+    impossible.write_text(json.dumps({"schema": _bench_targets.TARGETS_SCHEMA, "targets": [
+        {"name": "impossible", "metric": "ratio", "mode": "forward", "impl": "reference",
+         "configs": ["cell"], ">=": 1e9}]}))
+    assert cli(["bench", "--configs", "cell", "--impls", "lstmx,reference", "--repeat", "2",
+                "--retries", "0", "--no-memory", "--no-peak", "--quick",
+                "--check", str(impossible)]) == 1
+    assert "FAIL  impossible, cell" in capsys.readouterr().out
+
+
+def test_cli_sweep(monkeypatch, capsys):
+    """--sweep alone (no configurations) reaches run_sweep with the parsed grid."""
+    seen = {}
+
+    def fake_sweep(**kwargs):
+        seen.update(kwargs)
+        return {"base": kwargs["base"], "axes": kwargs["axes"], "variant": "avx2", "rows": []}
+    monkeypatch.setattr(_bench_run, "run_sweep", fake_sweep)
+    assert cli(["bench", "--configs", "", "--sweep", "--sweep-axes", "I=1,33",
+                "--sweep-base", "T=7 B=3 I=32 H=17", "--no-baseline", "--no-peak"]) == 0
+    assert seen["base"] == {"T": 7, "B": 3, "I": 32, "H": 17}
+    assert seen["axes"]["I"] == (1, 33) and seen["axes"]["H"] == _bench_sweep.SWEEP_AXES["H"]
+    assert seen["baseline"] is False
+    assert "shape sweep around T=7 B=3 I=32 H=17" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--sweep-base takes one value"):
+        cli(["bench", "--sweep", "--sweep-base", "T=1,2"])
+    with pytest.raises(SystemExit, match="--sweep-axes"):
+        cli(["bench", "--sweep", "--sweep-axes", "Q=1"])
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["check", "--help"], ["bench", "--help"]])
@@ -269,9 +473,24 @@ def test_cli_help(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli(argv)
     assert exit_.value.code == 0
-    assert "usage: python -m lstmx" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "usage: python -m lstmx" in out
+    assert "``" not in out  # plain text, not reST markup
 
 
 def test_cli_rejects_unknown_config():
     with pytest.raises(SystemExit, match="--configs must name"):
         cli(["bench", "--configs", "XXL"])
+    with pytest.raises(SystemExit, match="none only with --sweep"):
+        cli(["bench", "--configs", ""])
+
+
+def test_check_names_its_kernel_variant_and_threads(monkeypatch, capsys):
+    from lstmx import _check, _dispatch
+
+    monkeypatch.setattr(_check, "CASES", [("tiny", dict(input_size=3, hidden_size=4), 3, 2)])
+    monkeypatch.setattr(_check.time, "sleep", lambda s: None)
+    assert cli(["check", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"kernel variant: {_dispatch.variant}" in out
+    assert "threads: " in out and "OK: errors at float precision" in out

@@ -1,23 +1,25 @@
-"""lstmx against the NumPy reference, torch and onnxruntime on the issue's configurations.
+"""lstmx against the NumPy reference, torch and onnxruntime on the bench's configurations.
 
-Each class is parameterised by configuration (``lstmx._bench.CONFIGS``: S, M, L and the
-two-layer bidirectional M-bi2), dtype and implementation; ``lstmx._bench`` builds every
-implementation from the same seeded weights and inputs, as ``python -m lstmx bench`` does.
-An implementation that cannot run (not installed, onnxruntime in float64 or training) is
-skipped. Every library runs on ``common.THREADS`` threads.
+Each class is parameterised by configuration (``lstmx._bench_impls.CONFIGS``: S, M, L, the
+two-layer bidirectional M-bi2, I1, H1024 and T400), dtype and implementation;
+``lstmx._bench_impls`` builds every implementation from the same seeded weights and inputs,
+as ``python -m lstmx bench`` does. An implementation that cannot run (not installed,
+onnxruntime in float64 or training) is skipped. Every library runs on ``common.THREADS``
+threads. The shape sweep is in ``bench_sweep.py``.
 """
 from .common import THREADS, Benchmark, safe_import
 
-_bench = None
-_import_error = "lstmx._bench is not in this commit"
+_bench = _machine = None
+_import_error = "lstmx._bench_impls is not in this commit"
 with safe_import():
     try:
-        from lstmx import _bench
+        from lstmx import _bench_impls as _bench
+        from lstmx import _bench_machine as _machine
     except ImportError as err:
-        _import_error = f"cannot import lstmx._bench: {err}"
+        _import_error = f"cannot import lstmx._bench_impls: {err}"
         raise
 
-CONFIGS = ["S", "M", "L", "M-bi2"]
+CONFIGS = ["S", "M", "L", "M-bi2", "I1", "H1024", "T400"]
 DTYPES = ["float32", "float64"]
 ALL_IMPLS = ["lstmx", "reference", "torch", "onnxruntime"]
 TRAINABLE_IMPLS = ["lstmx", "reference", "torch"]
@@ -29,7 +31,7 @@ def build(config, dtype, impl, training=False):
     if _bench is None:
         raise NotImplementedError(_import_error)
     obj = _bench.build_impl(impl, config, dtype, seed=0, threads=THREADS)
-    _bench.limit_threads(THREADS)
+    _machine.limit_threads(THREADS)
     if training and not obj.trainable:
         raise NotImplementedError(f"{impl} has no training")
     return obj
@@ -45,10 +47,12 @@ class Forward(Benchmark):
         self.impl = build(config, dtype, impl)
 
     def time_forward(self, config, dtype, impl):
-        self.impl.forward()
+        with self.impl.context("forward"):  # torch.no_grad() for torch
+            self.impl.forward()
 
     def peakmem_forward(self, config, dtype, impl):
-        self.impl.forward()
+        with self.impl.context("forward"):
+            self.impl.forward()
 
 
 class Training(Benchmark):
@@ -96,7 +100,8 @@ class CellStep(Benchmark):
         self.impl = build("cell", dtype, impl)
 
     def time_step(self, dtype, impl):
-        self.impl.forward()
+        with self.impl.context("forward"):
+            self.impl.forward()
 
 
 class CellTrainingStep(Benchmark):
@@ -143,18 +148,20 @@ class GradientError(Benchmark):
         return _bench.max_rel_error(self.impl.gradients(), self.want)
 
 
-class GemmCeiling(Benchmark):
-    """scipy's gemm at the input-projection shape (T*B, I) x (I, 4H): the rate that the
-    forward pass's matrix products cannot beat."""
+class FmaPeak(Benchmark):
+    """This CPU's fused multiply-add peak (``lstmx._peak``), GFLOP/s, on one thread and on
+    ``THREADS``: the yardstick of the flop rates of ``python -m lstmx bench``."""
 
-    params = [CONFIGS, DTYPES]
-    param_names = ["config", "dtype"]
+    params = [DTYPES, sorted({1, THREADS})]
+    param_names = ["dtype", "threads"]
+    unit = "GFLOP/s"
 
-    def setup(self, config, dtype):
-        if _bench is None:
+    def setup(self, dtype, threads):
+        if _machine is None:
             raise NotImplementedError(_import_error)
-        _bench.limit_threads(THREADS)
-        self.gemm, _, _ = _bench.gemm_op(_bench.CONFIGS[config], dtype)
+        self.peak = _machine.fma_peak(threads)
+        if "error" in self.peak:
+            raise NotImplementedError(self.peak["error"])
 
-    def time_gemm(self, config, dtype):
-        self.gemm()
+    def track_fma_peak(self, dtype, threads):
+        return self.peak["gflops"][dtype][str(threads)]

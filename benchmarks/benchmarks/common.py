@@ -1,7 +1,7 @@
 """asv benchmark utilities, as SciPy's ``benchmarks/benchmarks/common.py``."""
 from contextlib import contextmanager
 
-# The performance issue's setting: every library gets 2 threads.
+# The bench's setting: every library gets 2 threads (the cores of a small CI machine).
 THREADS = 2
 
 
@@ -21,7 +21,7 @@ class Benchmark:
 def safe_import():
     """Import optional things; when one is missing the benchmarks that need it are skipped.
 
-    Use as ``with safe_import(): from lstmx import _bench`` after binding the name to None:
+    Use as ``with safe_import(): from lstmx import _bench_impls`` after binding the name to None:
     a commit without the module (or an environment without a library) then leaves None, and
     the benchmark's ``setup`` raises ``NotImplementedError``, which asv reports as skipped.
     """

@@ -1,0 +1,133 @@
+"""The machine a bench runs on: CPU model, versions, thread pools, load and the FMA peak."""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import threading
+import time
+
+import numpy as np
+
+__all__ = ["limit_threads", "cpu_model", "pool_label", "machine_info", "loadavg", "fma_peak"]
+
+
+def limit_threads(threads: int) -> list:
+    """Limit every BLAS/OpenMP pool in the process (threadpoolctl) and torch to ``threads``.
+
+    The limit stays in force for the rest of the process (asv runs each benchmark in its own).
+    Returns threadpoolctl's view of the pools, for the report.
+    """
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    threadpool_limits(limits=threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+    return threadpool_info()
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def pool_label(pool: dict) -> str:
+    """A thread pool as the report names it: the package that ships its library ("scipy: "
+    for scipy.libs/, the BLAS that lstmx calls), the library, its version and kernels when
+    threadpoolctl knows them, and its threads."""
+    parent = os.path.basename(os.path.dirname(pool.get("filepath") or ""))
+    owner = parent[:-len(".libs")] + ": " if parent.endswith(".libs") else ""
+    name = " ".join(str(pool[k]) for k in ("internal_api", "version") if pool.get(k))
+    kernels = f" {pool['architecture']} kernels" if pool.get("architecture") else ""
+    return f"{owner}{name}{kernels} ({pool['user_api']}, {pool['num_threads']} threads)"
+
+
+def machine_info(threads) -> dict:
+    """CPU, versions, the kernel variant and the BLAS/OpenMP pools (threadpoolctl) after
+    limiting threads."""
+    import scipy
+
+    import lstmx
+    from lstmx import _dispatch
+
+    versions = {"python": platform.python_version(), "numpy": np.__version__,
+                "scipy": scipy.__version__, "lstmx": lstmx.__version__}
+    for name in ("torch", "onnxruntime", "onnx"):
+        mod = sys.modules.get(name)
+        if mod is not None:  # imported, and not blocked (a None entry)
+            versions[name] = mod.__version__
+    pools = [{k: info.get(k) for k in ("user_api", "internal_api", "version", "num_threads",
+                                       "architecture", "prefix", "filepath")}
+             for info in limit_threads(threads)]
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
+            "kernel_variant": _dispatch.variant, "versions": versions, "threadpools": pools,
+            "threads": threads,
+            "torch_threads": (sys.modules["torch"].get_num_threads()
+                              if sys.modules.get("torch") is not None else None)}
+
+
+def loadavg():
+    """The 1-minute load average, or None where the OS has none."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def _fma_rate(peak, is_double, threads, iterations) -> float:
+    """GFLOP/s of ``threads`` threads each running the FMA loop ``iterations`` times at once
+    (wall time from a common start to the last one's end)."""
+    start = threading.Barrier(threads + 1)
+
+    def run():
+        start.wait()
+        peak.fma_loop(is_double, iterations)
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for w in workers:
+        w.join()
+    seconds = time.perf_counter() - t0
+    return threads * iterations * peak.flops_per_iteration(is_double) / seconds / 1e9
+
+
+def fma_peak(threads, seconds=0.2, repeat=3) -> dict:
+    """This CPU's fused multiply-add peak (``lstmx._peak``) in float32 and float64, on one
+    thread and on ``threads``: the best of ``repeat`` runs of about ``seconds`` each (a peak
+    is what the CPU can do, so the fastest run is the one least disturbed).
+
+    Returns ``{"isa", "accumulators", "gflops": {dtype: {str(threads): GFLOP/s}}}``, or
+    ``{"error": why}`` when the module is not built.
+    """
+    try:
+        from lstmx import _peak
+    except ImportError as err:
+        return {"error": f"lstmx._peak does not import: {err}"}
+    out = {"isa": _peak.best_isa(), "accumulators": _peak.accumulators(), "gflops": {}}
+    counts = sorted({1, threads})
+    for dtype in ("float32", "float64"):
+        is_double = dtype == "float64"
+        # Calibrate: iterations that last about `seconds` on one thread.
+        n = 1 << 16
+        while True:
+            t0 = time.perf_counter()
+            _peak.fma_loop(is_double, n)
+            took = time.perf_counter() - t0
+            if took > 0.02 or n >= 1 << 40:
+                break
+            n *= 4
+        n = max(1, int(n * seconds / max(took, 1e-9)))
+        out["gflops"][dtype] = {str(k): max(_fma_rate(_peak, is_double, k, n)
+                                            for _ in range(repeat)) for k in counts}
+    return out

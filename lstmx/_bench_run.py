@@ -1,0 +1,184 @@
+"""One bench run: every implementation on every configuration, side by side, as JSON-ready data.
+
+Round-robin over the implementations at each repetition, after warm-up, with the same thread
+count for every library; medians and the ratios ``time(other) / time(lstmx)`` (within each
+round, median over the rounds; above 1: lstmx is faster); each rate as a fraction of this
+CPU's FMA peak; the peak memory of a training step in a fresh subprocess per implementation;
+optionally the shape sweep. What each number means: ``docs/performance.md``.
+
+The result (``SCHEMA``; what ``--json`` writes):
+
+- ``schema``, ``settings`` (dtype, threads, repeat, warmup, min_time_s, warm_time_s, gap_s,
+  max_time_s, retries, seed, impls), ``configs`` (name -> ``BenchConfig`` fields),
+  ``machine`` (cpu, cpu_count, platform, kernel_variant, versions, threadpools, threads,
+  torch_threads, loadavg_1min before/after).
+- ``results[config][mode][impl]``: ``median_s``, ``spread`` (interquartile range / median),
+  ``samples_s``, ``number`` (calls per sample); mode is ``forward`` or ``train``.
+- ``ratios[config][mode][impl]`` (paired by round) and ``ratios_of_medians`` likewise;
+  ``discarded[config][mode]``: the noisy attempts measured again, each
+  ``{impl: {median_s, spread}}``.
+- ``peak``: ``{isa, accumulators, gflops: {dtype: {threads: GFLOP/s}}}`` or ``{error}``, or
+  None when not measured; ``rates_gflops[config][mode][impl]`` and
+  ``peak_fraction[config][mode][impl]`` (of the peak on ``settings.threads``, in the dtype).
+- ``agreement[config][impl]``: relative max difference of the forward output from lstmx's;
+  ``unavailable[config][impl]``: why an implementation could not run.
+- ``memory``: None, or ``{config, steps, impl: {growth_mib, step_growth_mib, baseline_mib,
+  method, steps} or {error}}``.
+- ``sweep``: None, or what ``lstmx._bench_sweep.run_sweep`` returns.
+- ``targets`` (only with ``--check``): rows of ``lstmx._bench_targets.evaluate_targets``.
+
+Version 3 dropped ``gemm`` and the built-in targets, and added ``peak``, ``rates_gflops``,
+``peak_fraction``, ``sweep`` and ``machine.kernel_variant``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from lstmx._bench_impls import ALL_CONFIGS, IMPLEMENTATIONS, UnavailableError, build_impl
+from lstmx._bench_machine import fma_peak, limit_threads, loadavg, machine_info
+from lstmx._bench_memory import measure_memory
+from lstmx._bench_sweep import run_sweep
+from lstmx._bench_timing import measure_settled, ratios, ratios_of_medians
+from lstmx._check import rel_err
+
+__all__ = ["SCHEMA", "run_benchmarks", "jsonable"]
+
+SCHEMA = "lstmx-bench/3"
+
+
+def _log(progress, msg):
+    if progress is not None:
+        progress(msg)
+
+
+def _rates(out, cname, config, mode, dtype, threads):
+    """Flop rates of a mode's timings and their fractions of the FMA peak."""
+    flops = config.forward_flops() if mode == "forward" else config.train_flops()
+    rates = {n: flops / t["median_s"] / 1e9 for n, t in out["results"][cname][mode].items()}
+    out["rates_gflops"].setdefault(cname, {})[mode] = rates
+    peak = (out["peak"] or {}).get("gflops", {}).get(dtype.name, {}).get(str(threads))
+    if peak:
+        out["peak_fraction"].setdefault(cname, {})[mode] = {n: r / peak
+                                                            for n, r in rates.items()}
+
+
+def run_benchmarks(configs=None, impls=IMPLEMENTATIONS, dtype=np.float32, threads=2,
+                   repeat=11, warmup=1, min_time=0.02, warm_time=0.5, gap=0.2,
+                   max_time=60.0, retries=2, memory_config="L", memory_steps=2,
+                   peak=True, peak_time=0.2, sweep=None, seed=0, progress=None) -> dict:
+    """Time every implementation on every configuration; see the module docstring.
+
+    Parameters
+    ----------
+    configs : dict of name -> BenchConfig, optional
+        Default: ``ALL_CONFIGS``; ``{}`` for none (a sweep alone).
+    impls : sequence of str
+        Among ``IMPLEMENTATIONS``; those that cannot run here are reported as unavailable.
+    retries : int
+        How many times a measurement with a noisy timing is measured again (see
+        ``measure_settled``).
+    memory_config : str or None
+        Name in ``configs`` on which to measure the training memory (subprocesses); None
+        (or a name not in ``configs``) skips it.
+    peak, peak_time : bool, float
+        Measure the FMA peak (runs of about ``peak_time`` seconds).
+    sweep : dict, optional
+        Run the shape sweep too, with these ``run_sweep`` options (``base``, ``axes``,
+        ``baseline``); its timing settings are the run's.
+    progress : callable(str), optional
+        Receives a line before each measurement.
+    """
+    configs = dict(ALL_CONFIGS if configs is None else configs)
+    dtype = np.dtype(dtype)
+    limit_threads(threads)
+    load_before = loadavg()
+    t_start = time.perf_counter()
+    timing = dict(repeat=repeat, warmup=warmup, min_time=min_time, warm_time=warm_time,
+                  gap=gap, max_time=max_time)
+    out = {"schema": SCHEMA, "settings": {
+        "dtype": dtype.name, "threads": threads, "repeat": repeat, "warmup": warmup,
+        "min_time_s": min_time, "warm_time_s": warm_time, "gap_s": gap,
+        "max_time_s": max_time, "retries": retries, "seed": seed, "impls": list(impls)},
+        "configs": {n: dataclasses.asdict(c) for n, c in configs.items()},
+        "results": {}, "ratios": {}, "ratios_of_medians": {}, "discarded": {},
+        "rates_gflops": {}, "peak_fraction": {}, "agreement": {}, "unavailable": {},
+        "peak": None, "memory": None, "sweep": None}
+
+    def log(msg):
+        _log(progress, f"{time.perf_counter() - t_start:6.0f} s  {msg}")
+
+    if peak:
+        log(f"FMA peak on 1 and {threads} threads")
+        out["peak"] = fma_peak(threads, seconds=peak_time)
+    available = set()
+    for cname, config in configs.items():
+        built, unavailable = {}, {}
+        for impl in impls:
+            try:
+                built[impl] = build_impl(impl, config, dtype, seed, threads)
+            except UnavailableError as err:
+                unavailable[impl] = str(err)
+        limit_threads(threads)  # torch may have been imported just now
+        available.update(built)
+        out["unavailable"][cname] = unavailable
+        if "lstmx" in built:
+            want = built["lstmx"].output()
+            out["agreement"][cname] = {n: rel_err(o.output(), want)
+                                       for n, o in built.items() if n != "lstmx"}
+        modes = {"forward": {n: (o.forward, lambda o=o: o.context("forward"))
+                             for n, o in built.items()},
+                 "train": {n: (o.train, lambda o=o: o.context("train"))
+                           for n, o in built.items() if o.trainable}}
+        for key in ("results", "ratios", "ratios_of_medians", "discarded"):
+            out[key][cname] = {}
+        for mode, ops in modes.items():
+            if not ops:
+                continue
+            log(f"{cname} {mode}: {', '.join(ops)}")
+            timings, discarded = measure_settled(
+                ops, retries, lambda noisy, cname=cname, mode=mode: log(
+                    f"{cname} {mode}: noisy (" + ", ".join(
+                        f"{n} {v:.0%}" for n, v in noisy.items()) + "), measuring again"),
+                **timing)
+            if discarded:
+                out["discarded"][cname][mode] = [
+                    {n: {"median_s": t.median, "spread": t.spread} for n, t in d.items()}
+                    for d in discarded]
+            out["results"][cname][mode] = {
+                n: {"median_s": t.median, "spread": t.spread, "samples_s": t.samples,
+                    "number": t.number}
+                for n, t in timings.items()}
+            out["ratios"][cname][mode] = ratios(timings)
+            out["ratios_of_medians"][cname][mode] = ratios_of_medians(timings)
+            _rates(out, cname, config, mode, dtype, threads)
+        del built
+    if memory_config in configs:
+        mem = {"config": memory_config, "steps": memory_steps}
+        for impl in impls:
+            if impl in ("onnxruntime", "lstmx-peephole") or impl not in available:
+                continue  # inference only, not compared, or n/a in this process
+            log(f"{memory_config} training memory: {impl} (subprocess)")
+            mem[impl] = measure_memory(impl, configs[memory_config], dtype, threads,
+                                       memory_steps)
+        out["memory"] = mem
+    if sweep is not None:
+        out["sweep"] = run_sweep(dtype=dtype.name, threads=threads, retries=retries,
+                                 progress=log, **sweep, **timing)
+    out["machine"] = machine_info(threads)
+    # Other work on a shared machine slows multi-threaded code most (OpenMP barriers).
+    out["machine"]["loadavg_1min"] = {"before": load_before, "after": loadavg()}
+    return out
+
+
+def jsonable(obj):
+    """``obj`` with NumPy scalars made Python ones and keys made strings, for ``json``."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
