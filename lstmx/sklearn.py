@@ -184,18 +184,37 @@ class _LSTMEstimator(BaseEstimator):
 
     def _train_step(self, xb, tb):
         """One Adam step on a batch; returns the batch's loss."""
-        y, _, cache = self.lstm_.forward_train(xb)
-        pred, head_cache = self.head_.forward_train(y[:, -1])
-        loss, dpred = self._loss(pred, tb)
-        dlast, g_head = self.head_.backward(head_cache, dpred)
-        dy = np.zeros(y.shape, y.dtype)
-        dy[:, -1] = dlast  # only the last step feeds the readout
-        _, _, g_lstm = self.lstm_.backward(cache, dy)
-        grads = [g_lstm, g_head]
-        if self.clip_norm is not None:
-            clip_grad_norm(grads, self.clip_norm)
-        self._optimizer.step(grads)
+        # A diverging run overflows somewhere in here; it is reported once, as an error
+        # naming the cure (_check_finite), not as a stream of NumPy warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            y, _, cache = self.lstm_.forward_train(xb)
+            pred, head_cache = self.head_.forward_train(y[:, -1])
+            loss, dpred = self._loss(pred, tb)
+            self._check_finite(loss)
+            dlast, g_head = self.head_.backward(head_cache, dpred)
+            dy = np.zeros(y.shape, y.dtype)
+            dy[:, -1] = dlast  # only the last step feeds the readout
+            _, _, g_lstm = self.lstm_.backward(cache, dy)
+            grads = [g_lstm, g_head]
+            if self.clip_norm is not None:
+                clip_grad_norm(grads, self.clip_norm)
+            self._optimizer.step(grads)
         return loss
+
+    def _check_finite(self, loss=None):
+        """Raise if the loss or (without a loss) any parameter is not finite."""
+        if loss is None:
+            params = [*self.lstm_.parameters().values(), *self.head_.parameters().values()]
+            if all(np.isfinite(p).all() for p in params):
+                return
+            what = "a parameter"
+        elif np.isfinite(loss):
+            return
+        else:
+            what = f"the training loss ({loss})"
+        raise FloatingPointError(f"training diverged: {what} is not finite after "
+                                 f"{self._optimizer.steps} steps; lower learning_rate (now "
+                                 f"{self.learning_rate}) or set clip_norm")
 
     def _epoch(self, X, T):
         """One pass over (X, T) in shuffled mini-batches; the mean loss."""
@@ -234,10 +253,6 @@ class _LSTMEstimator(BaseEstimator):
                     self.history_["val_loss"].append(watched)
                     logs["val_loss"] = watched
                 progress.update(epoch, logs)
-                if not np.isfinite(loss):
-                    raise FloatingPointError(
-                        f"the training loss became {loss} at epoch {epoch}; lower "
-                        f"learning_rate (now {self.learning_rate}) or set clip_norm")
                 if watched < best - self.tol:
                     best, stale = watched, 0
                     if self.early_stopping:
@@ -251,6 +266,7 @@ class _LSTMEstimator(BaseEstimator):
         if best_params is not None:  # early stopping keeps the best model seen
             self.lstm_.load_state_dict(best_params[0])
             self.head_.load_state_dict(best_params[1])
+        self._check_finite()
         return self
 
     def _partial_fit(self, X, T, dtype, n_outputs, rng):
@@ -259,6 +275,7 @@ class _LSTMEstimator(BaseEstimator):
             self._build(dtype, n_outputs, rng)
         loss = self._epoch(X.astype(self.lstm_.dtype, copy=False), T)
         self.history_["loss"].append(loss)
+        self._check_finite()
         return self
 
 
