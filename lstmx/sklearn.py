@@ -279,6 +279,73 @@ class _LSTMEstimator(BaseEstimator):
         return self
 
 
+    # -- checkpoints (lstmx.checkpoint) -------------------------------------------------------
+
+    _FITTED = ("n_features_in_", "n_timesteps_in_", "input_size_", "n_iter_", "history_")
+    _FITTED_ARRAYS: tuple = ()
+
+    def _checkpoint_state(self) -> dict:
+        """The hyper-parameters and, once fitted, everything ``partial_fit`` continues from."""
+        from lstmx.checkpoint import _rng_state
+        params = self.get_params()
+        params["dtype"] = np.dtype(params["dtype"]).name
+        if not (params["random_state"] is None or
+                isinstance(params["random_state"], numbers.Integral)):
+            raise TypeError("an estimator checkpoints with random_state an int or None; got "
+                            f"{type(params['random_state']).__name__}")
+        state = {"params": params, "fitted": None}
+        if hasattr(self, "lstm_"):
+            fitted = {name: getattr(self, name) for name in self._FITTED}
+            for name in self._FITTED_ARRAYS + ("feature_names_in_",):
+                if hasattr(self, name):
+                    value = np.asarray(getattr(self, name))
+                    # Labels of object dtype (strings from pandas, say) as a string array.
+                    fitted[name] = value.astype(str) if value.dtype == object else value
+            fitted.update(lstm=self.lstm_.state_dict(), head=self.head_.state_dict(),
+                          optimizer=self._optimizer.state_dict(),
+                          shuffle_rng=_rng_state(self._shuffle_rng))
+            state["fitted"] = fitted
+        return state
+
+    def _checkpoint_restore(self, state, where):
+        """Check ``state`` against this class; return a function that applies it."""
+        from lstmx.checkpoint import _restore_rng
+        params = dict(state["params"])
+        if set(params) != set(self.get_params()):
+            raise ValueError(f"{where}: the estimator's parameters {sorted(params)} are not "
+                             f"those of {type(self).__name__}")
+        try:
+            params["dtype"] = np.dtype(params["dtype"]).type
+        except TypeError as err:
+            raise ValueError(f"{where}: dtype {params['dtype']!r} is not a dtype") from err
+        probe = type(self)(**params)
+        fitted = state["fitted"]
+        if fitted is not None:
+            dtype = probe._check_params()
+            probe.input_size_ = fitted["input_size_"]
+            n_out = np.shape(fitted["head"]["weight"])[0]
+            probe._build(dtype, n_out, check_random_state(0))
+            try:
+                probe.lstm_.load_state_dict(fitted["lstm"])
+                probe.head_.load_state_dict(fitted["head"])
+                probe._optimizer.load_state_dict(fitted["optimizer"])
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"{where}: the fitted model does not match its "
+                                 f"parameters: {err}") from err
+            probe._shuffle_rng, set_state = _restore_rng(fitted["shuffle_rng"], None, where)
+            set_state()
+            for name in self._FITTED + self._FITTED_ARRAYS + ("feature_names_in_",):
+                if name in fitted:
+                    setattr(probe, name, fitted[name])
+            probe.history_ = {k: list(v) for k, v in probe.history_.items()}
+
+        def apply():
+            for key in [k for k in vars(self) if k.endswith("_") or k.startswith("_")]:
+                delattr(self, key)
+            self.__dict__.update(vars(probe))
+        return apply
+
+
 class LSTMRegressor(RegressorMixin, _LSTMEstimator):
     """Sequence -> value regression: an LSTM read out by a ``Linear`` at the last time step.
 
@@ -352,6 +419,7 @@ class LSTMRegressor(RegressorMixin, _LSTMEstimator):
         return tags
 
     _multi_output = True
+    _FITTED_ARRAYS = ("y_mean_", "y_scale_", "_y_1d")
 
     def _loss(self, pred, target):
         return mse_loss(pred, target)
@@ -448,6 +516,7 @@ class LSTMClassifier(ClassifierMixin, _LSTMEstimator):
     """
 
     _multi_output = False  # scikit-learn then warns of a column-vector y, and flattens it
+    _FITTED_ARRAYS = ("classes_",)
 
     def _loss(self, logits, target):
         return cross_entropy(logits, target)
