@@ -19,18 +19,20 @@ def make_parser(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--out", default=DEFAULT_OUT, help="directory of the plot")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--threads", type=int, default=1,
-                        help="BLAS threads (more only pays on a quiet machine with big sizes)")
+                        help="BLAS and OpenMP threads (more only pays on a quiet machine "
+                             "with big sizes)")
     return parser
 
 
 def blas_threads(n: int):
-    """A context limiting BLAS to ``n`` threads.
+    """A context limiting BLAS and OpenMP (the kernels' threads over hidden units) to ``n``
+    threads.
 
     The examples' matrix products are small (batch x hidden); on a machine shared with other
-    work, extra BLAS threads spin waiting for cores and make each step many times slower.
+    work, extra threads spin waiting for cores and make each step many times slower.
     """
     from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=n, user_api="blas")
+    return threadpool_limits(limits=n)
 
 
 def progress(total: int, desc: str, disable: bool = False):
