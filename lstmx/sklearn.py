@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import r2_score
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from lstmx.layers import LSTM
 from lstmx.losses import cross_entropy, mse_loss
@@ -80,12 +80,13 @@ class _Progress:
 class _LSTMEstimator(BaseEstimator):
     """What the regressor and the classifier share: validation, the model, the training loop."""
 
-    def __init__(self, hidden_size=32, num_layers=1, *, max_iter=200, batch_size=32,
-                 learning_rate=1e-3, weight_decay=0.0, clip_norm=None, early_stopping=False,
-                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, dtype=np.float64,
-                 random_state=None, verbose=0):
+    def __init__(self, hidden_size=32, num_layers=1, *, return_sequences=False, max_iter=200,
+                 batch_size=32, learning_rate=1e-3, weight_decay=0.0, clip_norm=None,
+                 early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4,
+                 dtype=np.float64, random_state=None, verbose=0):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
+        self.return_sequences = return_sequences
         self.max_iter = max_iter
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -111,6 +112,8 @@ class _LSTMEstimator(BaseEstimator):
         free of checks)."""
         _check_int("hidden_size", self.hidden_size, 1)
         _check_int("num_layers", self.num_layers, 1)
+        if not isinstance(self.return_sequences, (bool, np.bool_)):
+            raise TypeError(f"return_sequences must be a bool; got {self.return_sequences!r}")
         _check_int("max_iter", self.max_iter, 1)
         _check_int("batch_size", self.batch_size, 1)
         _check_real("learning_rate", self.learning_rate, 0.0, low_open=True)
@@ -147,6 +150,14 @@ class _LSTMEstimator(BaseEstimator):
                              "y is None")
         if y is None:
             X = validate_data(self, X, **common)
+        elif self.return_sequences:  # y (n, T[, O]): scikit-learn's checks stop at 2-D
+            X = validate_data(self, X, **common)
+            y = check_array(y, ensure_2d=False, allow_nd=True, input_name="y",
+                            dtype=np.float64 if self._multi_output else None)
+            if y.shape[:2] != X.shape[:2] or y.ndim > 3:
+                raise ValueError(f"with return_sequences, y must have shape (n_samples, "
+                                 f"n_timesteps) or (n_samples, n_timesteps, n_outputs) = "
+                                 f"{X.shape[:2]} + (n_outputs,); got {y.shape}")
         else:
             X, y = validate_data(self, X, y, multi_output=self._multi_output, **common)
         X = self._as_sequences(X)
@@ -174,12 +185,13 @@ class _LSTMEstimator(BaseEstimator):
             self.history_["val_loss"] = []
 
     def _outputs(self, X):
-        """The readout of the last time step, (n, O), in chunks."""
+        """The readout of the last time step, (n, O), or of every step, (n, T, O), in
+        chunks."""
         dtype = self.lstm_.dtype
         out = []
         for start in range(0, X.shape[0], _PREDICT_CHUNK):
             y, _ = self.lstm_(X[start:start + _PREDICT_CHUNK].astype(dtype, copy=False))
-            out.append(self.head_(y[:, -1]))
+            out.append(self.head_(y if self.return_sequences else y[:, -1]))
         return np.concatenate(out).astype(np.float64)
 
     def _train_step(self, xb, tb):
@@ -188,12 +200,16 @@ class _LSTMEstimator(BaseEstimator):
         # naming the cure (_check_finite), not as a stream of NumPy warnings.
         with np.errstate(over="ignore", invalid="ignore"):
             y, _, cache = self.lstm_.forward_train(xb)
-            pred, head_cache = self.head_.forward_train(y[:, -1])
+            pred, head_cache = self.head_.forward_train(y if self.return_sequences
+                                                        else y[:, -1])
             loss, dpred = self._loss(pred, tb)
             self._check_finite(loss)
-            dlast, g_head = self.head_.backward(head_cache, dpred)
-            dy = np.zeros(y.shape, y.dtype)
-            dy[:, -1] = dlast  # only the last step feeds the readout
+            dfeat, g_head = self.head_.backward(head_cache, dpred)
+            if self.return_sequences:
+                dy = dfeat
+            else:
+                dy = np.zeros(y.shape, y.dtype)
+                dy[:, -1] = dfeat  # only the last step feeds the readout
             _, _, g_lstm = self.lstm_.backward(cache, dy)
             grads = [g_lstm, g_head]
             if self.clip_norm is not None:
@@ -359,6 +375,10 @@ class LSTMRegressor(RegressorMixin, _LSTMEstimator):
         H, the LSTM's hidden units.
     num_layers : int, default 1
         Stacked LSTM layers.
+    return_sequences : bool, default False
+        Sequence -> sequence: read out every time step, so that ``y`` (and the predictions)
+        are (n_samples, n_timesteps) or (n_samples, n_timesteps, n_outputs). The LSTM runs
+        forwards only, so step t is predicted from steps 0 to t.
     max_iter : int, default 200
         Largest number of epochs (passes over the training data).
     batch_size : int, default 32
@@ -425,18 +445,20 @@ class LSTMRegressor(RegressorMixin, _LSTMEstimator):
         return mse_loss(pred, target)
 
     def _targets(self, y, dtype, reset):
+        """y standardised, with an output axis: (n, O), or (n, T, O) with return_sequences."""
         y = np.asarray(y, dtype=np.float64)
-        if y.ndim not in (1, 2):
-            raise ValueError(f"y must be 1-D (n_samples,) or 2-D (n_samples, n_outputs); got "
-                             f"shape {y.shape}")
-        self._y_1d = y.ndim == 1 if reset else self._y_1d
-        y2 = y.reshape(len(y), -1)
+        base = 2 if self.return_sequences else 1  # the axes before the output axis
+        if y.ndim not in (base, base + 1):
+            raise ValueError(f"y must be {base}-D or {base + 1}-D; got shape {y.shape}")
+        self._y_1d = y.ndim == base if reset else self._y_1d
+        y2 = y.reshape(y.shape[:base] + (-1,))
         if reset:
-            self.y_mean_ = y2.mean(axis=0)
-            scale = y2.std(axis=0)
+            axes = tuple(range(base))
+            self.y_mean_ = y2.mean(axis=axes)
+            scale = y2.std(axis=axes)
             self.y_scale_ = np.where(scale > 0, scale, 1.0)
-        elif y2.shape[1] != self.y_mean_.shape[0]:
-            raise ValueError(f"y has {y2.shape[1]} outputs, but {type(self).__name__} was "
+        elif y2.shape[-1] != self.y_mean_.shape[0]:
+            raise ValueError(f"y has {y2.shape[-1]} outputs, but {type(self).__name__} was "
                              f"fitted with {self.y_mean_.shape[0]}")
         return ((y2 - self.y_mean_) / self.y_scale_).astype(dtype)
 
@@ -455,7 +477,7 @@ class LSTMRegressor(RegressorMixin, _LSTMEstimator):
         dtype = self._check_params()
         X, y = self._validate_X(X, reset=True, y=y)
         T = self._targets(y, dtype, reset=True)
-        return self._fit(X, T, dtype, T.shape[1], check_random_state(self.random_state))
+        return self._fit(X, T, dtype, T.shape[-1], check_random_state(self.random_state))
 
     def partial_fit(self, X, y):
         """One epoch over ``X`` and ``y``; the first call builds the model (and fixes the
@@ -469,7 +491,7 @@ class LSTMRegressor(RegressorMixin, _LSTMEstimator):
         first = not hasattr(self, "lstm_")
         X, y = self._validate_X(X, reset=first, y=y)
         T = self._targets(y, dtype, reset=first)
-        return self._partial_fit(X, T, dtype, T.shape[1],
+        return self._partial_fit(X, T, dtype, T.shape[-1],
                                  check_random_state(self.random_state))
 
     def predict(self, X):
@@ -477,11 +499,15 @@ class LSTMRegressor(RegressorMixin, _LSTMEstimator):
         check_is_fitted(self)
         X, _ = self._validate_X(X, reset=False)
         y = self._outputs(X) * self.y_scale_ + self.y_mean_
-        return y[:, 0] if self._y_1d else y
+        return y[..., 0] if self._y_1d else y
 
     def score(self, X, y, sample_weight=None):
-        """R^2 of the predictions (averaged over outputs), as ``RegressorMixin.score``."""
-        return r2_score(y, self.predict(X), sample_weight=sample_weight)
+        """R^2 of the predictions, averaged over outputs (and time steps, with
+        ``return_sequences``), as ``RegressorMixin.score``."""
+        pred = self.predict(X)
+        y = np.asarray(y)
+        return r2_score(y.reshape(len(y), -1), pred.reshape(len(pred), -1),
+                        sample_weight=sample_weight)
 
 
 class LSTMClassifier(ClassifierMixin, _LSTMEstimator):
@@ -493,6 +519,9 @@ class LSTMClassifier(ClassifierMixin, _LSTMEstimator):
     hidden_size, num_layers, max_iter, batch_size, learning_rate, weight_decay, clip_norm,
     early_stopping, validation_fraction, n_iter_no_change, tol, dtype, random_state, verbose
         As for ``LSTMRegressor``; the loss watched is the cross-entropy (nats).
+    return_sequences : bool, default False
+        Sequence -> sequence: a label for every time step, ``y`` (n_samples, n_timesteps)
+        (tagging, say); ``predict`` returns that shape and ``score`` counts every step.
 
     Attributes
     ----------
@@ -522,6 +551,7 @@ class LSTMClassifier(ClassifierMixin, _LSTMEstimator):
         return cross_entropy(logits, target)
 
     def _encode(self, y, classes):
+        y = np.asarray(y)
         missing = np.setdiff1d(y, classes)
         if missing.size:
             raise ValueError(f"y has labels {missing.tolist()} that are not in classes "
@@ -529,7 +559,7 @@ class LSTMClassifier(ClassifierMixin, _LSTMEstimator):
         return np.searchsorted(classes, y)
 
     def _check_y(self, y):
-        check_classification_targets(y)
+        check_classification_targets(np.ravel(y) if self.return_sequences else y)
         return y
 
     def fit(self, X, y):
@@ -594,9 +624,9 @@ class LSTMClassifier(ClassifierMixin, _LSTMEstimator):
         check_is_fitted(self)
         X, _ = self._validate_X(X, reset=False)
         z = self._outputs(X)
-        z -= z.max(axis=1, keepdims=True)
+        z -= z.max(axis=-1, keepdims=True)
         p = np.exp(z)
-        p /= p.sum(axis=1, keepdims=True)
+        p /= p.sum(axis=-1, keepdims=True)
         return p
 
     def predict_log_proba(self, X):
@@ -604,11 +634,23 @@ class LSTMClassifier(ClassifierMixin, _LSTMEstimator):
         check_is_fitted(self)
         X, _ = self._validate_X(X, reset=False)
         z = self._outputs(X)
-        z -= z.max(axis=1, keepdims=True)
-        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        z -= z.max(axis=-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
     def predict(self, X):
-        """The most probable label of each sequence, (n_samples,)."""
+        """The most probable label of each sequence, (n_samples,), or of each step,
+        (n_samples, n_timesteps), with ``return_sequences``."""
         check_is_fitted(self)
         X, _ = self._validate_X(X, reset=False)
-        return self.classes_[np.argmax(self._outputs(X), axis=1)]
+        return self.classes_[np.argmax(self._outputs(X), axis=-1)]
+
+    def score(self, X, y, sample_weight=None):
+        """Accuracy: the fraction of labels predicted right (of every step's, with
+        ``return_sequences``), as ``ClassifierMixin.score``."""
+        from sklearn.metrics import accuracy_score
+        pred = self.predict(X)
+        if self.return_sequences:
+            y = np.asarray(y)
+            w = None if sample_weight is None else np.repeat(sample_weight, y.shape[1])
+            return accuracy_score(y.ravel(), pred.ravel(), sample_weight=w)
+        return accuracy_score(y, pred, sample_weight=sample_weight)

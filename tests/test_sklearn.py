@@ -180,3 +180,23 @@ def test_diverging_training_is_reported():
         # Steps of 1e38 take float32 weights to the edge of overflow: the outputs become inf.
         LSTMRegressor(hidden_size=4, learning_rate=1e38, max_iter=5,
                       dtype=np.float32).fit(X, y)
+
+
+def test_sequence_to_sequence_regression_and_tagging():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((150, 6))
+    running = np.cumsum(X, axis=1) / np.sqrt(np.arange(1, 7))  # a target at every step
+    model = LSTMRegressor(**FAST, return_sequences=True, random_state=0).fit(X, running)
+    assert model.predict(X).shape == (150, 6) and model.score(X, running) > 0.9
+    two = np.stack([running, -running], axis=-1)
+    model.fit(X[..., None], two)
+    assert model.predict(X[..., None]).shape == (150, 6, 2)
+    with pytest.raises(ValueError, match=r"y must have shape \(n_samples, n_timesteps\)"):
+        model.fit(X, running[:, :5])
+
+    tags = np.where(running > 0, "pos", "neg")
+    clf = LSTMClassifier(**FAST, return_sequences=True, random_state=0).fit(X, tags)
+    assert clf.predict(X).shape == (150, 6) and set(clf.predict(X).ravel()) <= {"pos", "neg"}
+    assert clf.predict_proba(X).shape == (150, 6, 2)
+    assert clf.score(X, tags) > 0.9
+    assert clf.score(X, tags) == np.mean(clf.predict(X) == tags)
