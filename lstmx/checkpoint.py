@@ -29,12 +29,12 @@ import contextlib
 import dataclasses
 import json
 import os
-import tempfile
+import secrets
+import zipfile
+import zlib
 
 import numpy as np
 
-from lstmx._config import LSTMConfig
-from lstmx.io import _name, _read_arrays
 from lstmx.layers import LSTM, LSTMCell
 from lstmx.modules import Embedding, Linear
 from lstmx.optim import _Optimiser, _Scheduler
@@ -45,6 +45,40 @@ HEADER = "__lstmx_checkpoint__"
 FORMAT, VERSION = "lstmx-checkpoint", 1
 _ARRAY = "__array__"  # {"__array__": key}: an array stored beside the header
 _TUPLE = "__tuple__"  # {"__tuple__": [...]}: a tuple (JSON has only lists)
+# What a damaged archive raises while it is opened or read (MemoryError: a forged .npy
+# header claiming more data than the file holds; NotImplementedError and RuntimeError: zip
+# entries zipfile refuses).
+_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError,
+                MemoryError, NotImplementedError, RuntimeError)
+
+
+def _name(file) -> str:
+    if isinstance(file, (str, os.PathLike)):
+        return repr(os.fspath(file))
+    return repr(getattr(file, "name", file))
+
+
+def _read_arrays(file, name):
+    """Every array of the archive, read (and so checked: CRC, .npy header) in full; never
+    unpickled."""
+    try:
+        start = file.tell()
+        with zipfile.ZipFile(file) as zf:
+            # Only stored or deflated members, as np.savez writes: other methods (bzip2,
+            # lzma) would inflate without the bound of the declared size.
+            odd = [i.filename for i in zf.infolist()
+                   if i.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)]
+            if odd:
+                raise ValueError(f"members {odd} are compressed in a way np.savez never is")
+        file.seek(start)
+        npz = np.load(file, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single .npy array")
+        with npz:
+            return {key: npz[key] for key in npz.files}
+    except _READ_ERRORS as err:
+        raise ValueError(f"{name} is not a readable lstmx checkpoint (corrupt, truncated or "
+                         f"another format): {err}") from err
 
 
 # -- nested values <-> JSON plus arrays ----------------------------------------------------
@@ -261,8 +295,10 @@ def save(file, *, modules=None, optimizer=None, scheduler=None, rng=None, step=0
         np.savez(file, **arrays)
         return
     path = os.fspath(file)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                               prefix=".lstmx-", suffix=".npz.tmp")
+    directory, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+    # 0o666 less the umask, as for any new file (tempfile's would be 0o600).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -305,6 +341,9 @@ def load(file, *, modules=None, optimizer=None, scheduler=None, rng=None) -> dic
     with contextlib.ExitStack() as stack:
         if isinstance(file, (str, os.PathLike)):
             file = stack.enter_context(open(file, "rb"))
+        elif not hasattr(file, "seek"):
+            raise TypeError(f"file must be a path or a seekable binary file; got "
+                            f"{type(file).__name__}")
         arrays = _read_arrays(file, name)
     header = arrays.pop(HEADER, None)
     if header is None or header.shape != () or header.dtype.kind != "U":

@@ -1,9 +1,11 @@
 """Checkpoints of whole training runs: a resumed run is bit for bit the uninterrupted one."""
+import io
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import numpy as np
 import pytest
@@ -152,11 +154,29 @@ def test_other_files_are_refused(tmp_path):
     with pytest.raises(ValueError, match="not an lstmx checkpoint"):
         checkpoint.load(tmp_path / "model.npz")
     (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not really")
-    with pytest.raises(ValueError, match="not a readable"):
+    with pytest.raises(ValueError, match="not a readable lstmx checkpoint"):
         checkpoint.load(tmp_path / "junk.npz")
     np.savez(tmp_path / "objects.npz", a=np.array([{"x": 1}], dtype=object))
-    with pytest.raises(ValueError, match="not a readable"):  # never unpickled
+    with pytest.raises(ValueError, match="not a readable lstmx checkpoint"):  # never unpickled
         checkpoint.load(tmp_path / "objects.npz")
+
+
+def test_odd_zip_members_and_file_mode(tmp_path):
+    with zipfile.ZipFile(tmp_path / "bz.npz", "w", zipfile.ZIP_BZIP2) as zf:
+        zf.writestr("a.npy", b"x" * 100)
+    with pytest.raises(ValueError, match="compressed in a way np.savez never is"):
+        checkpoint.load(tmp_path / "bz.npz")
+    old = os.umask(0o022)
+    try:
+        checkpoint.save(tmp_path / "m.npz", step=1)
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "m.npz").st_mode & 0o777 == 0o644
+    buf = io.BytesIO(b"preamble")
+    buf.seek(0, io.SEEK_END)
+    checkpoint.save(buf, step=5)
+    buf.seek(len(b"preamble"))
+    assert checkpoint.load(buf)["step"] == 5
 
 
 def test_save_refuses_what_it_cannot_restore(tmp_path):
