@@ -10,8 +10,9 @@ constant) and persistence (next year = this year). The forecaster itself is thes
     X = sliding_window_view(series[:-1], window)        # (n, window): the past years
     y = series[window:]                                  # the year after each window
     train = years[window:] < 1930
-    model = make_pipeline(StandardScaler(), LSTMRegressor(hidden_size=32, max_iter=400,
-                          learning_rate=3e-3, early_stopping=True, random_state=seed))
+    model = make_pipeline(StandardScaler(), LSTMRegressor(
+        hidden_size=32, max_iter=400, learning_rate=3e-3, early_stopping=True,
+        n_iter_no_change=30, random_state=seed))
     model.fit(X[train], y[train])
     rmse = np.sqrt(np.mean((model.predict(X[~train]) - y[~train]) ** 2))
 
@@ -97,7 +98,8 @@ def main(argv=None):
     test_years = years[W:][~train]
     shown = years >= 1880
     ax.plot(years[shown], series[shown], color="0.5", linewidth=1.5, label="observed")
-    ax.plot(test_years, lstm, color="C0", linewidth=1, label=f"LSTM (RMSE {result['lstm_rmse']:.1f})")
+    ax.plot(test_years, lstm, color="C0", linewidth=1,
+            label=f"LSTM (RMSE {result['lstm_rmse']:.1f})")
     ax.plot(test_years, ar, color="C1", linewidth=1, linestyle="--",
             label=f"AR({W}) (RMSE {result['ar_rmse']:.1f})")
     ax.axvline(TEST_FROM - 0.5, color="k", linestyle=":", linewidth=1)
