@@ -13,6 +13,12 @@ import numbers
 import sys
 
 import numpy as np
+
+try:
+    import sklearn  # noqa: F401
+except ImportError as err:
+    raise ImportError("lstmx.sklearn needs scikit-learn: pip install scikit-learn (or "
+                      "lstmx[sklearn])") from err
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import r2_score
 from sklearn.utils import check_random_state
