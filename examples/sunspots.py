@@ -7,12 +7,12 @@ forecasts 1930-2008 one year ahead, from the true preceding years. Beside it, th
 baselines: an AR(p) model on the same lags (statsmodels' ``AutoReg``, least squares with a
 constant) and persistence (next year = this year). The forecaster itself is these lines::
 
-    X = sliding_window_view(series[:-1], window)        # (n, window): the past years
-    y = series[window:]                                  # the year after each window
+    X = sliding_window_view(series[:-1], window)  # past years
+    y = series[window:]                           # the next year
     train = years[window:] < 1930
     model = make_pipeline(StandardScaler(), LSTMRegressor(
-        hidden_size=32, max_iter=400, learning_rate=3e-3, early_stopping=True,
-        n_iter_no_change=30, random_state=seed))
+        hidden_size=32, max_iter=400, learning_rate=3e-3,
+        early_stopping=True, n_iter_no_change=30, random_state=seed))
     model.fit(X[train], y[train])
     rmse = np.sqrt(np.mean((model.predict(X[~train]) - y[~train]) ** 2))
 
