@@ -23,6 +23,7 @@ cdef enum:
     ROW_TILES = 16    # tiles of rows of A (in L2) that pass over one strip of B (in L1) in turn
     DEPTH_BLOCK = 512 # k summed in registers before going to C
     PARALLEL_WORK = 1 << 21  # multiply-adds below which a product stays on one thread
+    EDGE_ROWS = 3     # rows of A below which gemm_packed runs gemm_small instead of tiles
 
 cdef extern from *:
     """
@@ -238,17 +239,23 @@ cdef inline void micro_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
     cdef floating a
     for r in range(TILE_ROWS):
         for j in range(w):
-            acc[r][j] = C[r * ldc + j] if add else 0
-            if bias != NULL:
-                acc[r][j] += bias[j]
+            acc[r][j] = bias[j] if bias != NULL else 0
     for p in range(k):
         for r in range(TILE_ROWS):
             a = A[r * a_row + p * a_col]
             for j in range(w):
                 acc[r][j] += a * Bp[p * TILE_COLS + j]
-    for r in range(TILE_ROWS):
-        for j in range(w):
-            C[r * ldc + j] = acc[r][j]
+    # C is added last, not loaded first: each block of k is summed apart (as in BLAS), so
+    # the rounding of a long sum split in blocks (backward's dW over many chunks) does not
+    # grow with the whole sum's length.
+    if add:
+        for r in range(TILE_ROWS):
+            for j in range(w):
+                C[r * ldc + j] += acc[r][j]
+    else:
+        for r in range(TILE_ROWS):
+            for j in range(w):
+                C[r * ldc + j] = acc[r][j]
 
 
 cdef inline void add_bias(Py_ssize_t m, Py_ssize_t n, const floating *bias, bint add,
@@ -277,17 +284,50 @@ cdef inline void gemm_packed(Py_ssize_t m, Py_ssize_t k, const floating *A, Py_s
     gemm_packed_strided(m, k, A, lda, 1, Bp, groups, width, s_lo, s_hi, add, C, ldc, bias)
 
 
+cdef inline void edge_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
+                           Py_ssize_t a_col, const floating *Bp, floating *C, Py_ssize_t ldc,
+                           Py_ssize_t rows, Py_ssize_t cols, bint add,
+                           const floating *bias) noexcept nogil:
+    """micro_tile for a tile of C cut short: only its first ``rows`` rows and ``cols``
+    columns exist. The tile runs on a copy in local memory, so the micro-kernel keeps its
+    full register shape; A must have TILE_ROWS readable rows (the caller pads it) and the
+    strip is zero-padded by pack_strips. Nothing outside C[:rows, :cols] or bias[:cols] is
+    read or written."""
+    cdef floating tile[TILE_ROWS * PASS_FLOATS]
+    cdef floating tile_bias[PASS_FLOATS]
+    cdef Py_ssize_t w = PASS_FLOATS if floating is float else PASS_DOUBLES
+    cdef Py_ssize_t r, j
+    for j in range(w):
+        tile_bias[j] = bias[j] if bias != NULL and j < cols else 0
+    for r in range(TILE_ROWS):
+        for j in range(w):
+            tile[r * w + j] = C[r * ldc + j] if add and r < rows and j < cols else 0
+    micro_tile(k, A, a_row, a_col, Bp, tile, w, add, tile_bias if bias != NULL else NULL)
+    for r in range(rows):
+        for j in range(cols):
+            C[r * ldc + j] = tile[r * w + j]
+
+
 cdef inline void gemm_packed_strided(
         Py_ssize_t m, Py_ssize_t k, const floating *A, Py_ssize_t a_row, Py_ssize_t a_col,
         const floating *Bp, Py_ssize_t groups, Py_ssize_t width, Py_ssize_t s_lo,
         Py_ssize_t s_hi, bint add, floating *C, Py_ssize_t ldc,
         const floating *bias) noexcept nogil:
     """gemm_packed with A[i, p] at ``A[i * a_row + p * a_col]``: a_row = 1 multiplies by the
-    transpose of a row-major array without transposing it first."""
+    transpose of a row-major array without transposing it first.
+
+    Every tile runs on micro_tile, whatever the width: columns past a group's last full
+    pass go to edge_tile, which computes a whole tile and keeps a part. So do the rows past
+    the last full tile (from a zero-padded copy of A), unless they are fewer than EDGE_ROWS:
+    a mostly empty tile then costs more than gemm_small, built for a batch of one."""
     cdef Py_ssize_t per = strips(width), full = m - m % TILE_ROWS if k > 0 else 0
-    cdef Py_ssize_t p0, kc, i_lo, i_hi, i0, g, s, w, col, q
+    cdef Py_ssize_t rest = m - full
+    cdef bint rest_tiled = rest >= EDGE_ROWS
+    cdef Py_ssize_t p0, kc, i_lo, i_hi, i0, g, s, w, col, q, cols, r, p
     cdef Py_ssize_t pw = PASS_FLOATS if floating is float else PASS_DOUBLES
     cdef const floating *strip
+    cdef const floating *tile_bias
+    cdef floating pad[TILE_ROWS * DEPTH_BLOCK]
     p0 = 0
     while p0 < k:
         kc = DEPTH_BLOCK if k - p0 > DEPTH_BLOCK else k - p0
@@ -296,35 +336,54 @@ cdef inline void gemm_packed_strided(
             i_hi = full if i_lo + ROW_TILES * TILE_ROWS > full else i_lo + ROW_TILES * TILE_ROWS
             for g in range(groups):
                 for s in range(s_lo, s_hi):
-                    if width - s * TILE_COLS < TILE_COLS:
-                        continue
                     strip = Bp + ((g * per + s) * k + p0) * TILE_COLS
                     col = g * width + s * TILE_COLS
                     i0 = i_lo
                     while i0 < i_hi:
                         for q in range(TILE_COLS // pw):
-                            micro_tile(kc, A + i0 * a_row + p0 * a_col, a_row, a_col,
-                                       strip + q * pw, C + i0 * ldc + col + q * pw, ldc,
-                                       add or p0 > 0, bias + col + q * pw
-                                       if bias != NULL and p0 == 0 else NULL)
+                            cols = width - s * TILE_COLS - q * pw
+                            tile_bias = (bias + col + q * pw
+                                         if bias != NULL and p0 == 0 else NULL)
+                            if cols >= pw:
+                                micro_tile(kc, A + i0 * a_row + p0 * a_col, a_row, a_col,
+                                           strip + q * pw, C + i0 * ldc + col + q * pw, ldc,
+                                           add or p0 > 0, tile_bias)
+                            elif cols > 0:
+                                edge_tile(kc, A + i0 * a_row + p0 * a_col, a_row, a_col,
+                                          strip + q * pw, C + i0 * ldc + col + q * pw, ldc,
+                                          TILE_ROWS, cols, add or p0 > 0, tile_bias)
                         i0 += TILE_ROWS
             i_lo = i_hi
+        if rest_tiled:
+            # The last rows, zero-padded to a whole tile (row-major, kc apart).
+            for r in range(TILE_ROWS):
+                for p in range(kc):
+                    pad[r * kc + p] = (A[(full + r) * a_row + (p0 + p) * a_col]
+                                       if r < rest else 0)
+            for g in range(groups):
+                for s in range(s_lo, s_hi):
+                    strip = Bp + ((g * per + s) * k + p0) * TILE_COLS
+                    col = g * width + s * TILE_COLS
+                    for q in range(TILE_COLS // pw):
+                        cols = width - s * TILE_COLS - q * pw
+                        if cols > 0:
+                            edge_tile(kc, pad, kc, 1, strip + q * pw,
+                                      C + full * ldc + col + q * pw, ldc, rest,
+                                      pw if cols > pw else cols, add or p0 > 0,
+                                      bias + col + q * pw if bias != NULL and p0 == 0
+                                      else NULL)
         p0 += kc
+    if rest_tiled:
+        return
     for g in range(groups):
         for s in range(s_lo, s_hi):
             w = TILE_COLS if width - s * TILE_COLS >= TILE_COLS else width - s * TILE_COLS
             strip = Bp + (g * per + s) * k * TILE_COLS
             col = g * width + s * TILE_COLS
-            if w < TILE_COLS and full > 0:
-                if bias != NULL:
-                    add_bias(full, w, bias + col, add, C + col, ldc)
-                gemm_small_strided(full, w, k, A, a_row, a_col, strip, TILE_COLS,
-                                   add or bias != NULL, C + col, ldc)
-            if full < m:
-                if bias != NULL:
-                    add_bias(m - full, w, bias + col, add, C + full * ldc + col, ldc)
-                gemm_small_strided(m - full, w, k, A + full * a_row, a_row, a_col, strip,
-                                   TILE_COLS, add or bias != NULL, C + full * ldc + col, ldc)
+            if bias != NULL:
+                add_bias(rest, w, bias + col, add, C + full * ldc + col, ldc)
+            gemm_small_strided(rest, w, k, A + full * a_row, a_row, a_col, strip, TILE_COLS,
+                               add or bias != NULL, C + full * ldc + col, ldc)
 
 
 cdef inline void gemm_packed_parallel(Py_ssize_t m, Py_ssize_t k, const floating *A,

@@ -5,28 +5,85 @@ compute dtype. This module allocates outputs and caches and calls ``lstmx._kerne
 """
 from __future__ import annotations
 
+import threading
+import weakref
+
 import numpy as np
 
-from lstmx import _workspace
+from lstmx import _fork, _workspace
 from lstmx._dispatch import kernels as _kernels
 from lstmx._config import LSTMConfig
 
 __all__ = ["LSTMCache", "forward", "backward"]
 
 
+# Weights at least this large share one copy among caches while they are unchanged (a cell
+# stepped through a long sequence would otherwise keep a copy of its weights per step);
+# smaller ones are copied each time, which costs less than comparing them.
+SHARE_BYTES = 1 << 16
+_snapshots: dict = {}  # id(live array) -> (weakref to it, weakref to its read-only copy)
+_snapshots_lock = threading.RLock()  # re-entrant: a collection inside may run drop()
+
+
+def _new_lock():  # in a child made by fork (see lstmx._fork)
+    global _snapshots_lock
+    _snapshots_lock = threading.RLock()
+
+
+_fork.at_fork_in_child(_new_lock)
+
+
+def _same_bits(a, b) -> bool:
+    """Whether C-contiguous arrays ``a`` and ``b`` (same dtype and shape) hold the same bytes
+    (0.0 and -0.0 differ, a NaN equals itself)."""
+    bits = np.dtype(f"u{a.dtype.itemsize}")
+    a, b = a.reshape(-1).view(bits), b.reshape(-1).view(bits)
+    # After an optimiser step nearly every element differs: the head decides in a microsecond.
+    return bool(np.array_equal(a[:64], b[:64]) and np.array_equal(a, b))
+
+
+def snapshot(live):
+    """A read-only C-contiguous copy of ``live``, the one made last time if ``live`` has not
+    changed since and some cache still holds it."""
+    if live.nbytes < SHARE_BYTES:
+        copy = np.array(live, order="C")
+        copy.flags.writeable = False
+        return copy
+    key = id(live)
+    entry = _snapshots.get(key)
+    if entry is not None and entry[0]() is live:
+        copy = entry[1]()
+        if copy is not None and copy.shape == live.shape and copy.dtype == live.dtype \
+                and _same_bits(copy, np.ascontiguousarray(live)):
+            return copy
+    copy = _workspace.copy(live)  # reused pages: no page faults at every optimiser step
+    copy.flags.writeable = False
+
+    def drop(_, key=key):
+        with _snapshots_lock:
+            entry = _snapshots.get(key)
+            if entry is not None and (entry[0]() is None or entry[1]() is None):
+                del _snapshots[key]
+
+    with _snapshots_lock:
+        _snapshots[key] = (weakref.ref(live, drop), weakref.ref(copy, drop))
+    return copy
+
+
 class LSTMCache:
     """What ``backward`` needs from one training forward pass.
 
-    It refers to the caller's input and the layer's weights rather than copying them (as
-    PyTorch does: copies would be a fifth of a large model's training memory), and keeps a
-    fingerprint of each: ``verify`` refuses a cache whose input or weights were changed in
-    place since (an optimiser step between ``forward_train`` and ``backward``, say), instead
-    of returning a wrong gradient. The initial state is copied (it is small); the output
-    ``y`` returned with the cache is read-only because the cache holds it.
+    It holds its own read-only copies of everything backward reads (the layer inputs, the
+    weights, the initial state), and the forward pass computes with those copies: whatever
+    happens to the caller's ``x`` or to the parameters afterwards (an optimiser step before
+    ``backward``, a reused input buffer), ``backward`` returns the gradient of the forward
+    pass as it ran. A copy cannot be fooled, as a fingerprint of the bytes can, and costs
+    less than hashing them (see ``docs/performance.md``). The output ``y`` returned with the
+    cache is read-only because the cache holds it.
     """
 
     __slots__ = ("config", "weights", "lengths", "h0", "c0", "inputs", "outputs", "gates",
-                 "cells", "watched")
+                 "cells")
 
     def __init__(self, config, weights, lengths, h0, c0):
         self.config = config
@@ -34,23 +91,37 @@ class LSTMCache:
         self.lengths = lengths
         self.h0, self.c0 = h0, c0
         self.inputs, self.outputs, self.gates, self.cells = [], [], [], []
-        self.watched = []  # (name, array, fingerprint)
 
-    def watch(self, name, array):
-        """Remember ``array``'s fingerprint, for ``verify``; ``name`` is a parameter name or
-        the peepholes' three."""
-        if array is not None:
-            self.watched.append((name, array, _kernels.fingerprint(array)))
+    def __getstate__(self):
+        return {name: getattr(self, name) for name in self.__slots__}
 
-    def verify(self):
-        """Raise ValueError if an array the cache refers to changed since ``forward_train``."""
-        for name, array, fp in self.watched:
-            if _kernels.fingerprint(array) != fp:
-                if not isinstance(name, str):  # the three peephole vectors, stacked
-                    name = ", ".join(name[:-1]) + " or " + name[-1]
-                raise ValueError(
-                    f"cache: {name} was changed in place after forward_train, and backward "
-                    f"needs its values from then; call forward_train again (or change a copy)")
+    def __setstate__(self, state):
+        # Unpickled arrays may be misaligned or read-only views of a transport's buffers:
+        # the kernels get aligned copies (the weights stay read-only: see ``snapshot``).
+        def fresh(a, read_only=False):
+            if not isinstance(a, np.ndarray):
+                return a
+            a = np.array(a, dtype=a.dtype.newbyteorder("="), order="C")
+            a.flags.writeable = not read_only
+            return a
+
+        for name in self.__slots__:
+            value = state.get(name)
+            if name == "weights":
+                value = [tuple(fresh(a, True) for a in w) for w in value]
+            elif isinstance(value, list):
+                value = [fresh(a) for a in value]
+            elif name in ("lengths", "h0", "c0"):
+                value = fresh(value)
+            setattr(self, name, value)
+        if self.outputs:
+            self.outputs[-1].flags.writeable = False  # the y that was returned
+
+    @staticmethod
+    def keep(*arrays):
+        """Read-only copies of the weights ``arrays`` (None stays None), for the forward pass
+        to compute with and for backward: see ``snapshot``."""
+        return [None if a is None else snapshot(a) for a in arrays]
 
     @property
     def seq_len(self) -> int:
@@ -92,12 +163,10 @@ def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool, peeps):
     identity = cfg.output_activation == "identity"
     cache = LSTMCache(cfg, [], lengths, h0.copy(), c0.copy()) if training else None
     if training and lengths is not None:
-        # The cache's x (our own copy with lengths: see LSTM._inputs) meets dz in
+        # The cache's x (the layers' own copy when training: see LSTM._inputs) meets dz in
         # dW = dz.T @ x: padding must be zeros, or a NaN there would give 0 * NaN = NaN.
         # Padded steps' outputs are discarded anyway.
         x[np.arange(T)[:, None] >= lengths] = 0
-    if training:
-        cache.watch("x", x)
     h_n, c_n = h0, c0
     layer_input = x
     for k in range(cfg.num_layers):
@@ -107,15 +176,13 @@ def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool, peeps):
         for d in range(D):
             idx = k * D + d
             W, U, b_ih, b_hh, R, peep = layer_weights(cfg, params, k, d, peeps)
+            if training:  # forward and backward both read the cache's copies
+                W, U, R, peep = cache.keep(W, U, R, peep)
             gates = _workspace.empty((T, B, 4 * H), cfg.dtype) if training else None
             cells = _workspace.empty((T, B, H), cfg.dtype) if training else None
             calls.append((x2, W, U, b_ih, b_hh, R, peep, lengths, h_n[idx], c_n[idx], y,
                           d * Hout, d == 1, identity, gates, cells))
             if training:
-                n = cfg.names(k, d)
-                for name, array in [(n.weight_ih, W), (n.weight_hh, U), (n.weight_hr, R),
-                                    (n.peepholes, peep)]:
-                    cache.watch(name, array)
                 cache.weights.append((W, U, R, peep))
                 cache.gates.append(gates)
                 cache.cells.append(cells)
@@ -137,7 +204,6 @@ def backward(cache: LSTMCache, dy, dh, dc, keys=None):
     (L*D, B, .) are consumed: they receive dh0, dc0. Returns dx (T, B, I) and the parameter
     gradients in ``parameter_names`` order, keyed by ``keys`` (default: those names)."""
     cfg = cache.config
-    cache.verify()
     T, B = cache.seq_len, cache.batch
     D, H, Hout = cfg.num_directions, cfg.hidden_size, cfg.output_size
     identity = cfg.output_activation == "identity"

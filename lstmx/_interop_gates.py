@@ -41,18 +41,33 @@ def resolve_dtype(dtype, found) -> np.dtype:
     return np.dtype(np.float64) if np.dtype(found) == np.float64 else np.dtype(np.float32)
 
 
+def check_flag(name: str, value) -> bool:
+    """A bool option of a converter (``"no"`` is not False, nor True)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool; got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def build_lstm(params, **options) -> LSTM:
     """An ``LSTM`` with ``options`` holding ``params`` (checked by ``load_state_dict``)."""
     model = LSTM(**options)
-    model.load_state_dict(params)
+    _load(model, params)
     return model
 
 
 def build_cell(params, **options) -> LSTMCell:
     """An ``LSTMCell`` with ``options`` holding ``params`` (layer names, ``_l0`` suffixed)."""
     model = LSTMCell(**options)
-    model.load_state_dict({name[:-3]: value for name, value in params.items()})
+    _load(model, {name[:-3]: value for name, value in params.items()})
     return model
+
+
+def _load(model, params):
+    try:
+        model.load_state_dict(params)
+    except KeyError as err:  # a converter's input is a value, not a mapping to match
+        raise ValueError(f"the converted parameters do not make a {model!r}: "
+                         f"{err.args[0]}") from err
 
 
 def layer_params(model):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lstmx._interop_gates import build_cell, build_lstm, layer_params, resolve_dtype
+from lstmx._interop_gates import (build_cell, build_lstm, check_flag, layer_params,
+                                  resolve_dtype)
 
 __all__ = ["to_keras_weights", "from_keras_weights"]
 
@@ -107,6 +108,7 @@ def from_keras_weights(weights, *, batch_first=False, dtype=None, cell=False):
     LSTM or LSTMCell
         Keras' one bias goes to ``bias_ih``; ``bias_hh`` is zero.
     """
+    cell = check_flag("cell", cell)
     if hasattr(weights, "get_weights"):
         groups = [_keras_layer_weights(weights)]
     elif isinstance(weights, (list, tuple)) and weights and all(

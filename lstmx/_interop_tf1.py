@@ -12,8 +12,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from lstmx._interop_gates import (LSTMX, TF1, build_cell, build_lstm, layer_params,
-                                  resolve_dtype, reorder)
+from lstmx._interop_gates import (LSTMX, TF1, build_cell, build_lstm, check_flag,
+                                  layer_params, resolve_dtype, reorder)
 
 __all__ = ["to_tf1", "from_tf1"]
 
@@ -25,6 +25,8 @@ def _forget_bias(value) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.floating,
                                                                      np.integer)):
         raise TypeError(f"forget_bias must be a number; got {value!r}")
+    if not np.isfinite(value):
+        raise ValueError(f"forget_bias must be finite; got {value!r}")
     return float(value)
 
 
@@ -109,6 +111,7 @@ def from_tf1(cells, *, forget_bias, bidirectional=False, batch_first=False, dtyp
         The bias goes to ``bias_ih``; ``bias_hh`` is zero.
     """
     forget_bias = _forget_bias(forget_bias)
+    bidirectional, cell = check_flag("bidirectional", bidirectional), check_flag("cell", cell)
     if isinstance(cells, Mapping):
         cells = [cells]
     if not isinstance(cells, (list, tuple)) or not cells or \
@@ -123,9 +126,16 @@ def from_tf1(cells, *, forget_bias, bidirectional=False, batch_first=False, dtyp
     if "kernel" not in first or first["kernel"].ndim != 2 or first["kernel"].shape[1] % 4:
         raise ValueError("cells[0]['kernel'] must be a (I + H_out, 4H) array")
     H = first["kernel"].shape[1] // 4
-    P = first["projection/kernel"].shape[1] if "projection/kernel" in first else 0
+    proj = first.get("projection/kernel")
+    if proj is not None and (proj.ndim != 2 or proj.shape[0] != H or not proj.shape[1]):
+        raise ValueError(f"cells[0]['projection/kernel'] must be a (H, P) = ({H}, P) array; "
+                         f"got shape {proj.shape}")
+    P = 0 if proj is None else proj.shape[1]
     H_out = P or H
     I = first["kernel"].shape[0] - H_out
+    if H < 1 or I < 1:
+        raise ValueError(f"cells[0]['kernel'] must be a (I + H_out, 4H) array with I >= 1 "
+                         f"and H >= 1; got shape {first['kernel'].shape} (H_out = {H_out})")
     bias = "bias" in first
     peephole = "w_i_diag" in first
     dt = resolve_dtype(dtype, first["kernel"].dtype)

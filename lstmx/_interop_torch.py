@@ -6,14 +6,15 @@ module (``to_torch``) or when a torch object is passed in.
 """
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 from collections.abc import Mapping
 
 import numpy as np
 
-from lstmx._interop_gates import (build_cell, build_lstm, layer_params, optional_import,
-                                  resolve_dtype)
+from lstmx._interop_gates import (build_cell, build_lstm, check_flag, layer_params,
+                                  optional_import, resolve_dtype)
 
 __all__ = ["from_torch", "to_torch"]
 
@@ -100,11 +101,22 @@ def from_torch(module, *, batch_first=None, output_activation="tanh", dtype=None
         reverse |= bool(match.group(3))
     if "weight_ih_l0" not in params:
         raise ValueError("the state dict has no 'weight_ih_l0'")
+    # The layers are those the keys hold, numbered from 0 without gaps: a key such as
+    # weight_ih_l999999 must not make us build a million layers to find out.
+    if layers != set(range(len(layers))):
+        gaps = list(itertools.islice((i for i in itertools.count() if i not in layers), 5))
+        raise ValueError(f"the state dict's layers must be numbered 0 to {len(layers) - 1}; "
+                         f"it has keys for layers {sorted(layers)[:10]}"
+                         f"{' ...' if len(layers) > 10 else ''} but none for {gaps}")
     options = _shapes_to_options(params, "_l0")
     if "weight_hr_l0" in params:
-        options["proj_size"] = params["weight_hr_l0"].shape[0]
-    return build_lstm(params, num_layers=max(layers) + 1, bidirectional=reverse,
-                      batch_first=bool(batch_first), output_activation=output_activation,
+        w_hr = params["weight_hr_l0"]
+        if w_hr.ndim != 2:
+            raise ValueError(f"weight_hr_l0 must be (P, H); got shape {w_hr.shape}")
+        options["proj_size"] = w_hr.shape[0]
+    return build_lstm(params, num_layers=len(layers), bidirectional=reverse,
+                      batch_first=False if batch_first is None else batch_first,
+                      output_activation=output_activation,
                       dtype=dtype, **options)
 
 

@@ -70,6 +70,12 @@ def _matches(got, want) -> bool:
 
 def _asarray(name: str, value) -> np.ndarray:
     """``np.asarray(value)``, with conversion failures naming the argument."""
+    if isinstance(value, np.ma.MaskedArray) and np.ma.getmask(value) is not np.ma.nomask \
+            and value.mask.any():
+        # np.asarray would silently compute with whatever the masked elements hold.
+        raise TypeError(f"{name} is a masked array with masked elements, and lstmx does not "
+                        "read masks; pass lengths= for padded sequences, or fill the masked "
+                        "elements (np.ma.filled) yourself")
     try:
         return np.asarray(value)
     except ValueError as err:  # ragged nested sequences

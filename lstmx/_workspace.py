@@ -20,6 +20,8 @@ import threading
 
 import numpy as np
 
+from lstmx import _fork
+
 __all__ = ["MIN_BYTES", "KEEP_BYTES", "empty", "zeros", "copy", "release_memory",
            "pooled_bytes"]
 
@@ -28,6 +30,16 @@ KEEP_BYTES = 1 << 30  # free buffers kept for reuse, at most
 
 _lock = threading.Lock()
 _buffers: dict[int, list[np.ndarray]] = {}  # size in bytes -> uint8 buffers, oldest first
+
+
+def _new_lock():
+    # In a child made by fork: the parent's lock may have been held by a thread the child
+    # does not have.
+    global _lock
+    _lock = threading.Lock()
+
+
+_fork.at_fork_in_child(_new_lock)
 
 
 def _refs(buffers, i):

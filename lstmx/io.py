@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
+import stat
 import tempfile
 import zipfile
 import zlib
@@ -57,6 +59,9 @@ def save(model, file) -> None:
     if not isinstance(model, (LSTM, LSTMCell)):
         raise TypeError(f"model must be an lstmx.LSTM or lstmx.LSTMCell; "
                         f"got {type(model).__name__}")
+    problem = model._changed_parameter()
+    if problem is not None:  # the file would not load
+        raise ValueError(f"cannot save the model: {problem}")
     config = dataclasses.asdict(model.config)
     config["dtype"] = model.config.dtype.name
     header = json.dumps({"format": FORMAT, "version": VERSION,
@@ -70,11 +75,35 @@ def save(model, file) -> None:
                                prefix=".lstmx-", suffix=".npz.tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            # mkstemp makes the file 0600: give it the mode that open(path, "wb") would
+            # (an existing file's, else 0666 less the umask).
+            os.chmod(fd, _mode_for(path))
             np.savez(f, **arrays)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def _mode_for(path) -> int:
+    """The permission bits a file written at ``path`` gets from a plain ``open``."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    try:  # Linux shows it without changing it (os.umask would, for every thread)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def load(file, *, into=None):
@@ -97,37 +126,50 @@ def load(file, *, into=None):
     ValueError
         If the file is not an lstmx archive, is corrupt or truncated, or does not match
         ``into``; the message names the file and the problem. Nothing is changed then.
+
+    Notes
+    -----
+    What the file claims is checked before it is believed: the header's configuration
+    against the number of members, each member's declared dtype and shape against the
+    configuration and against the bytes the archive holds for it, all before any array
+    is allocated. So the work and memory of a load are bounded by the file's size (by 1032
+    times it, deflate's largest ratio, for a compressed archive). Members must have distinct
+    names; arrays of either byte order are read.
     """
     name = _name(file)
     with contextlib.ExitStack() as stack:
         if isinstance(file, (str, os.PathLike)):
-            # Opened here, not by np.load, which leaves the file open when it is not a zip.
             file = stack.enter_context(open(file, "rb"))
-        arrays = _read_arrays(file, name)
+        members = _open_members(stack, file, name)
+        header = _read_member(members, HEADER, name, header=True)
+        cls, config = _read_header(name, header)
+        try:
+            cfg = LSTMConfig(**config)
+            if cls is LSTMCell and cfg != LSTMConfig(**{k: config[k] for k in _CELL_FIELDS}):
+                raise ValueError(f"an LSTMCell has only the options {list(_CELL_FIELDS)}")
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{name} has an invalid {cls.__name__} configuration: "
+                             f"{err}") from err
 
-    cls, config = _read_header(name, arrays.pop(HEADER, None))
-    try:
-        cfg = LSTMConfig(**config)
-        if cls is LSTMCell and cfg != LSTMConfig(**{k: config[k] for k in _CELL_FIELDS}):
-            raise ValueError(f"an LSTMCell has only the options {list(_CELL_FIELDS)}")
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} has an invalid {cls.__name__} configuration: {err}") from err
-
-    # Checked against the configuration before any model is built: a damaged header must
-    # not make us allocate what it claims.
-    expected = cfg.parameter_shapes()
-    if cls is LSTMCell:
-        expected = {k[:-3]: v for k, v in expected.items()}  # the cell drops "_l0"
-    missing = [k for k in expected if k not in arrays]
-    unexpected = [k for k in arrays if k not in expected]
-    if missing or unexpected:
-        raise ValueError(f"{name} does not hold the parameters of its configuration: missing "
-                         f"{missing}, unexpected {unexpected}")
-    for key, shape in expected.items():
-        arr = arrays[key]
-        if arr.dtype != cfg.dtype or arr.shape != shape:
-            raise ValueError(f"{name}: parameter {key!r} must be {cfg.dtype} with shape "
-                             f"{shape}; got {arr.dtype} with shape {arr.shape}")
+        # Counted before any name is built: a header claiming a million layers must cost
+        # no more than one claiming one.
+        per_layer = 2 + 2 * cfg.bias + (cfg.proj_size > 0) + 3 * cfg.peephole
+        want = cfg.num_layers * cfg.num_directions * per_layer
+        got = len(members[1]) - 1
+        if want > got + 16:  # (a few missing ones are named below)
+            raise ValueError(f"{name} does not hold the parameters of its configuration: "
+                             f"it needs {want} parameter arrays; the archive has {got}")
+        expected = cfg.parameter_shapes()
+        if cls is LSTMCell:
+            expected = {k[:-3]: v for k, v in expected.items()}  # the cell drops "_l0"
+        keys = [k for k in members[1] if k != HEADER]
+        missing = [k for k in expected if k not in members[1]]
+        unexpected = [k for k in keys if k not in expected]
+        if missing or unexpected:
+            raise ValueError(f"{name} does not hold the parameters of its configuration: "
+                             f"missing {missing}, unexpected {unexpected}")
+        arrays = {key: _read_member(members, key, name, dtype=cfg.dtype, shape=shape)
+                  for key, shape in expected.items()}
 
     if into is None:
         model = (LSTMCell(**{k: config[k] for k in _CELL_FIELDS}) if cls is LSTMCell
@@ -142,17 +184,110 @@ def load(file, *, into=None):
     return into
 
 
-def _read_arrays(file, name):
-    """Every array of the archive, read (and so checked) in full."""
+# Deflate never inflates by more than this (RFC 1951's longest match per two bits or so);
+# a member that claims more is lying.
+MAX_DEFLATE_RATIO = 1032
+MAX_HEADER_BYTES = 1 << 16  # the JSON of a configuration is a few hundred bytes
+
+
+def _open_members(stack, file, name):
+    """(zip, {key: ZipInfo}) of an archive, keyed as ``np.load`` keys them (without
+    ``.npy``). Nothing is decompressed yet."""
     try:
-        npz = np.load(file, allow_pickle=False)
-        if not isinstance(npz, np.lib.npyio.NpzFile):
+        start = file.tell()  # (an archive may follow other data in a stream)
+        if file.read(6) == b"\x93NUMPY":
             raise ValueError("it holds a single .npy array")
-        with npz:  # reading each member checks its CRC and its .npy header
-            return {key: npz[key] for key in npz.files}
+        file.seek(start)
+        zf = stack.enter_context(zipfile.ZipFile(file))
+        infos = zf.infolist()
     except _READ_ERRORS as err:
         raise ValueError(f"{name} is not a readable lstmx archive (corrupt, truncated or "
                          f"another format): {err}") from err
+    members, dup = {}, []
+    for info in infos:
+        key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        if key in members:
+            dup.append(info.filename)
+        members[key] = info
+    if dup:
+        # Readers disagree on which of two same-named members counts; refuse to pick one.
+        raise ValueError(f"{name} is ambiguous: it has more than one member named "
+                         f"{sorted(set(dup))}")
+    return zf, members
+
+
+def _read_member(members, key, name, dtype=None, shape=None, header=False):
+    """The array of member ``key``: the ``HEADER`` (a 0-d string, ``header=True``) or a
+    parameter of ``dtype`` (either byte order) and ``shape``. Its .npy header and the
+    archive's sizes are checked before anything is allocated."""
+    zf, infos = members
+    info = infos.get(key)
+    if info is None:
+        if header:
+            return None
+        raise ValueError(f"{name} has no member {key!r}")
+    what = f"{name}: member {info.filename!r}"
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        # zipfile inflates bzip2 and lzma input a whole chunk at a time, however large the
+        # result: their output is not bounded by what a member declares.
+        raise ValueError(f"{what} uses compression method {info.compress_type}; an lstmx "
+                         "archive's members are stored or deflated (as numpy.savez and "
+                         "numpy.savez_compressed write them)")
+    limit = info.compress_size * (1 if info.compress_type == zipfile.ZIP_STORED
+                                  else MAX_DEFLATE_RATIO) + 64
+    if info.file_size > limit:
+        raise ValueError(f"{what} claims {info.file_size} bytes, more than its "
+                         f"{info.compress_size} stored bytes can hold")
+    if header and info.file_size > MAX_HEADER_BYTES:
+        raise ValueError(f"{what}: the header is {info.file_size} bytes; an lstmx header is "
+                         f"at most {MAX_HEADER_BYTES}")
+    try:
+        with zf.open(info) as fp:
+            magic = fp.read(6)
+            if magic != b"\x93NUMPY":
+                raise ValueError(f"{what} is not a .npy array (it does not start with the "
+                                 f".npy magic string); got {magic!r}")
+            fp.seek(0)
+            version = np.lib.format.read_magic(fp)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            if version not in ((1, 0), (2, 0), (3, 0)):
+                raise ValueError(f"{what} has .npy version {version}; expected 1.0 to 3.0")
+            got_shape, fortran, got_dtype = read(fp)
+            if header:
+                if got_shape != () or got_dtype.kind != "U":
+                    raise ValueError(f"the {HEADER!r} header must be a 0-d string array; "
+                                     f"got dtype {got_dtype}, shape {got_shape}")
+            elif (got_dtype.kind != "f" or got_dtype.newbyteorder("=") != dtype
+                    or got_shape != shape):
+                raise ValueError(f"parameter {key!r} must be {dtype} with shape {shape}; "
+                                 f"got {got_dtype} with shape {got_shape}")
+            count = math.prod(got_shape)
+            data_bytes = count * got_dtype.itemsize
+            if fp.tell() + data_bytes != info.file_size:
+                raise ValueError(f"its .npy header declares {data_bytes} bytes of data; the "
+                                 f"member holds {info.file_size - fp.tell()}")
+            arr = np.empty(count, got_dtype)
+            buf, done = memoryview(arr).cast("B"), 0
+            while done < data_bytes:
+                n = fp.readinto(buf[done:])
+                if not n:
+                    raise ValueError(f"the data ends after {done} of {data_bytes} bytes")
+                done += n
+            if fp.read(1):  # also makes zipfile check the CRC
+                raise ValueError("it has bytes after its data")
+    except ValueError as err:
+        if str(err).startswith(name):
+            raise
+        raise ValueError(f"{what} is not readable: {err}") from err
+    except _READ_ERRORS as err:
+        raise ValueError(f"{name} is not a readable lstmx archive (corrupt, truncated or "
+                         f"another format): {err}") from err
+    order = "F" if fortran else "C"
+    arr = arr.reshape(got_shape, order=order)
+    if header:
+        return arr
+    return np.ascontiguousarray(arr, dtype=dtype)
 
 
 def _read_header(name, header):

@@ -131,6 +131,10 @@ def cross_entropy(logits, target, ignore_index=None, mask=None, reduction="mean"
                          f"{counted.min()} to {counted.max()}")
     n = int(valid.sum())
 
+    if n < valid.size:
+        # Items not counted must not reach the arithmetic: a NaN or inf in their logits would
+        # make their "zero" gradient NaN (0 * NaN), and with it the readout's weight gradient.
+        logits = np.where(valid[..., None], logits, logits.dtype.type(0))
     shifted = logits - logits.max(axis=-1, keepdims=True)
     k = np.where(valid, target, 0)[..., None]
     shifted_k = np.take_along_axis(shifted, k, axis=-1)[..., 0].astype(np.float64)

@@ -194,8 +194,9 @@ def test_cell_step_fast_path_matches_general_path(dtype, peephole, I, H, B):
     assert_array_equal(c1, c3)
 
 
-def test_training_output_is_read_only_and_changed_inputs_are_refused():
-    # The cache refers to x and the weights (no copies) and notices in-place changes.
+def test_training_output_is_read_only_and_later_changes_do_not_reach_backward():
+    # The cache computes with its own copies of x and the weights: changing the caller's
+    # arrays in place after forward_train leaves the gradient that of the forward pass.
     lstm = lstmx.LSTM(3, 4, proj_size=2, peephole=True, dtype=np.float64, seed=0)
     rng = np.random.default_rng(0)
     x, state, _, dy, dstate = random_problem(lstm, 4, 2, rng)
@@ -203,17 +204,9 @@ def test_training_output_is_read_only_and_changed_inputs_are_refused():
     with pytest.raises(ValueError, match="read-only"):
         y[...] = 0
     dx, _, grads = lstm.backward(cache, dy, dstate)
-    changed = [("x", x)] + [(name, p) for name, p in lstm.parameters().items()
-                            if name.startswith("weight_")]
-    for name, array in changed:
-        saved = array.copy()
+    for array in [x, *lstm.parameters().values()]:
         array.flat[-1] = np.nextafter(array.flat[-1], np.inf)  # the smallest change
-        with pytest.raises(ValueError, match=f"cache: .*{name}.* changed in place"):
-            lstm.backward(cache, dy, dstate)
-        array[...] = saved
-    for p in lstm.parameters().values():
-        if p.ndim == 1 and p.shape[0] == 16:  # biases: backward does not need them
-            p += 1
+        array *= -1
     dx2, _, grads2 = lstm.backward(cache, dy, dstate)
     assert_array_equal(dx2, dx)
     for name in grads:

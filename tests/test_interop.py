@@ -192,7 +192,7 @@ def test_from_torch_rejects_bad_state_dicts():
         from_torch([sd])
     with pytest.raises(TypeError, match="must hold floats"):
         from_torch({**sd, "bias_ih_l0": np.arange(4 * H)})
-    with pytest.raises(KeyError, match="missing"):  # the shapes say 2 layers, one is missing
+    with pytest.raises(ValueError, match="missing"):  # the keys say 2 layers, one is partial
         from_torch({**sd, "weight_ih_l1": sd["weight_ih_l0"]})
 
 
@@ -628,7 +628,7 @@ def test_onnx_import_reads_layout():
 @pytest.mark.parametrize("attrs, message", [
     (dict(clip=3.0), "clip"),
     (dict(input_forget=1), "input_forget"),
-    (dict(direction="reverse"), "direction 'reverse'"),
+    (dict(direction="reverse"), "lone direction='reverse' node"),
     (dict(activations=["Sigmoid", "Tanh", "Relu"] * 2), "activations"),
     (dict(activations=["Sigmoid", "Tanh", "Affine"] * 2, activation_alpha=[2.0, 2.0],
           activation_beta=[0.0, 0.0]), "Affine"),

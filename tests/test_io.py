@@ -173,7 +173,7 @@ def bad_files(tmp_path):
         **{**params, "weight_hh_l0": params["weight_hh_l0"][:, :3]})
     add("wrong_dtype", "'bias_ih_l0' must be float32", header=header,
         **{**params, "bias_ih_l0": params["bias_ih_l0"].astype(np.float64)})
-    add("object_param", "not a readable lstmx archive", header=header,
+    add("object_param", "'bias_ih_l0' must be float32 with shape .*; got object", header=header,
         **{**params, "bias_ih_l0": np.array([None] * 16, dtype=object)})
     return cases
 

@@ -1,0 +1,106 @@
+"""A training cache against in-place changes: backward returns the gradient of the forward
+pass as it ran, whatever is done to x and the parameters in between."""
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+import lstmx
+from lstmx import _engine
+
+from _helpers import random_problem
+
+# Changes that a checksum of the bytes can miss: each keeps some sum, xor or per-lane
+# product of the words (negating a float64 array of 2**k elements fooled the old 64-bit
+# fingerprint); and the smallest change there is.
+STRUCTURED = {
+    "negate": lambda a: np.negative(a, out=a),
+    "reverse": lambda a: a.reshape(-1).__setitem__(slice(None), a.reshape(-1)[::-1].copy()),
+    "swap halves": lambda a: a.reshape(-1).__setitem__(
+        slice(None), np.roll(a.reshape(-1), a.size // 2)),
+    "sign of zero": lambda a: a.reshape(-1).__setitem__(0, -0.0 if a.flat[0] == 0 else
+                                                        -a.flat[0]),
+    "one ulp": lambda a: a.reshape(-1).__setitem__(
+        -1, np.nextafter(a.flat[-1], np.inf)),
+}
+
+
+def backward_all(model, cache, dy, dstate):
+    if isinstance(model, lstmx.LSTMCell):
+        return model.backward(cache, dstate)
+    return model.backward(cache, dy, dstate)
+
+
+def assert_same_gradients(a, b):
+    (dx_a, (dh_a, dc_a), g_a), (dx_b, (dh_b, dc_b), g_b) = a, b
+    for got, want in [(dx_b, dx_a), (dh_b, dh_a), (dc_b, dc_a)]:
+        assert_array_equal(got, want)
+    assert list(g_a) == list(g_b)
+    for name in g_a:
+        assert_array_equal(g_b[name], g_a[name], err_msg=name)
+
+
+MODELS = [
+    # float64 with power-of-two sizes: where negation fooled the fingerprint
+    lambda: lstmx.LSTM(4, 8, dtype=np.float64, seed=0),
+    lambda: lstmx.LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2, peephole=True,
+                       batch_first=True, dtype=np.float32, seed=1),
+    # weights above SHARE_BYTES: their copies are shared between caches
+    lambda: lstmx.LSTM(64, 64, dtype=np.float64, seed=2),
+    lambda: lstmx.LSTMCell(4, 8, peephole=True, dtype=np.float64, seed=3),
+]
+
+
+@pytest.mark.parametrize("make", MODELS)
+@pytest.mark.parametrize("change", list(STRUCTURED))
+def test_in_place_changes_never_reach_backward(make, change):
+    model = make()
+    rng = np.random.default_rng(0)
+    cfg = model.config
+    if isinstance(model, lstmx.LSTMCell):
+        B = 4
+        x = rng.standard_normal((B, cfg.input_size)).astype(cfg.dtype)
+        state = tuple(rng.standard_normal((B, cfg.hidden_size)).astype(cfg.dtype)
+                      for _ in range(2))
+        dstate = tuple(rng.standard_normal((B, cfg.hidden_size)).astype(cfg.dtype)
+                       for _ in range(2))
+        dy = None
+        _, cache = model.forward_train(x, state)
+    else:
+        x, state, _, dy, dstate = random_problem(model, 4, 4, rng)
+        _, _, cache = model.forward_train(x, state)
+    before = backward_all(model, cache, dy, dstate)
+    for array in [x, *state, *model.parameters().values()]:
+        STRUCTURED[change](array)
+    after = backward_all(model, cache, dy, dstate)
+    assert_same_gradients(before, after)
+
+
+def test_unchanged_large_weights_share_one_copy_and_changed_ones_get_another():
+    lstm = lstmx.LSTM(64, 64, dtype=np.float64, seed=0)
+    W = lstm.weight_ih_l0
+    assert W.nbytes >= _engine.SHARE_BYTES
+    rng = np.random.default_rng(0)
+    x, state, _, dy, dstate = random_problem(lstm, 3, 2, rng)
+    _, _, c1 = lstm.forward_train(x, state)
+    _, _, c2 = lstm.forward_train(x, state)
+    assert c1.weights[0][0] is c2.weights[0][0]  # one copy for both caches
+    assert not c1.weights[0][0].flags.writeable
+    g1 = lstm.backward(c1, dy, dstate)
+    W[0, 0] = -0.0 if W[0, 0] == 0 else -W[0, 0]  # a change at the head...
+    _, _, c3 = lstm.forward_train(x, state)
+    assert c3.weights[0][0] is not c1.weights[0][0]
+    W[0, 0] = -W[0, 0]
+    W[-1, -1] = np.nextafter(W[-1, -1], 1.0)  # ...and one only the full comparison sees
+    _, _, c4 = lstm.forward_train(x, state)
+    assert c4.weights[0][0] is not c1.weights[0][0]
+    assert_array_equal(c4.weights[0][0], W)
+    assert_same_gradients(g1, lstm.backward(c1, dy, dstate))
+    assert_same_gradients(g1, lstm.backward(c2, dy, dstate))
+
+
+def test_copies_are_freed_with_the_caches():
+    lstm = lstmx.LSTM(64, 64, dtype=np.float64, seed=0)
+    x = np.ones((2, 1, 64))
+    for _ in range(3):
+        lstm.forward_train(x)
+    assert all(entry[1]() is None for entry in _engine._snapshots.values())
