@@ -4,8 +4,9 @@ Build (what CI runs, in ``.ci/docs.sh``)::
 
     python -m sphinx -W --keep-going -b html docs docs/_build/html
 
-Nothing is fetched from the network while building: no intersphinx, no theme assets from a
-CDN. (MathJax is loaded by the reader's browser when a page with equations is viewed.)
+Nothing is fetched from the network while building or reading: no intersphinx, no theme
+assets from a CDN, and MathJax is served from the site itself (``sphinx-mathjax-offline``
+copies MathJax 3 into ``_static/mathjax``), so the equations render on an offline machine.
 """
 import os
 import sys
@@ -28,6 +29,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax from _static, not from a CDN
     "numpydoc",
     "myst_parser",
     "lstmx_docs",  # docs/_ext: optional-toctree, the examples gallery
@@ -41,6 +43,10 @@ templates_path = ["_templates"]
 highlight_language = "none"
 pygments_style = "sphinx"
 nitpicky = False
+
+# The copy of MathJax that sphinx-mathjax-offline puts in _static (chosen there too; said
+# here so that the page <script> is visibly local).
+mathjax_path = "mathjax/tex-chtml.js"
 
 # -- MyST (the Markdown pages) -------------------------------------------------------------
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
@@ -67,7 +73,24 @@ html_theme_options = {
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version", "theme-version"],
 }
-html_sidebars = {"index": []}
-html_static_path = []
+# No section navigation on the pages that have no sections below them: it was an empty
+# column that squeezed the page (the API reference and the gallery keep theirs).
+html_sidebars = {page: [] for page in ("index", "install", "tutorial", "equations",
+                                       "interop", "performance", "guarantees")}
+html_static_path = ["_static"]
+html_css_files = ["lstmx.css"]
 html_show_sourcelink = True
 html_copy_source = True
+
+
+def _skip_scikit_learn_members(app, what, name, obj, skip, options):
+    """The estimators of lstmx.sklearn inherit scikit-learn's plumbing (metadata routing,
+    get_params, ...), documented by scikit-learn, whose cross-references do not resolve
+    here: list only what lstmx defines."""
+    if (getattr(obj, "__module__", None) or "").startswith("sklearn."):
+        return True
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_scikit_learn_members)

@@ -19,18 +19,20 @@ def make_parser(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--out", default=DEFAULT_OUT, help="directory of the plot")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--threads", type=int, default=1,
-                        help="BLAS threads (more only pays on a quiet machine with big sizes)")
+                        help="BLAS and OpenMP threads (more only pays on a quiet machine "
+                             "with big sizes)")
     return parser
 
 
 def blas_threads(n: int):
-    """A context limiting BLAS to ``n`` threads.
+    """A context limiting BLAS and OpenMP (the kernels' threads over hidden units) to ``n``
+    threads.
 
     The examples' matrix products are small (batch x hidden); on a machine shared with other
-    work, extra BLAS threads spin waiting for cores and make each step many times slower.
+    work, extra threads spin waiting for cores and make each step many times slower.
     """
     from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=n, user_api="blas")
+    return threadpool_limits(limits=n)
 
 
 def progress(total: int, desc: str, disable: bool = False):
@@ -51,21 +53,40 @@ def save_curve(path: str, curves: dict, xlabel: str, ylabel: str, title: str,
     hlines : dict of label -> y, optional
         Reference levels (a baseline, a target) drawn as dotted lines.
     styles : dict of label -> dict, optional
-        Keyword arguments of ``plot`` for some curves (colour, line style).
+        Keyword arguments of ``plot`` for some curves (colour, line style, marker).
+    """
+    return save_panels(path, [dict(curves=curves, ylabel=ylabel, hlines=hlines, logy=logy,
+                                   styles=styles)], xlabel, title)
+
+
+def save_panels(path: str, panels: list, xlabel: str, title: str) -> str:
+    """Write a PNG of curves against one x axis, one panel per unit of y.
+
+    Parameters
+    ----------
+    panels : list of dicts
+        Each: ``curves``, ``ylabel`` and optionally ``hlines``, ``logy`` (default True) and
+        ``styles``, as for ``save_curve``. Panels are stacked, sharing the x axis.
     """
     # The object-oriented API needs no GUI backend and leaves pyplot's global state alone.
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
-    ax = fig.subplots()
-    for label, (x, y) in curves.items():
-        ax.plot(x, y, label=label, **(styles or {}).get(label, {}))
-    for i, (label, y) in enumerate((hlines or {}).items()):
-        ax.axhline(y, linestyle=":", color=f"C{len(curves) + i}", label=label)
-    if logy:
-        ax.set_yscale("log")
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
+    fig = Figure(figsize=(8.4, 1.0 + 3.0 * len(panels)), layout="constrained")
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, panel in zip(axes, panels):
+        curves = panel["curves"]
+        for label, (x, y) in curves.items():
+            ax.plot(x, y, label=label, **(panel.get("styles") or {}).get(label, {}))
+        for i, (label, y) in enumerate((panel.get("hlines") or {}).items()):
+            ax.axhline(y, linestyle=":", color=f"C{len(curves) + i}", label=label)
+        if panel.get("logy", True):
+            ax.set_yscale("log")
+        ax.set(ylabel=panel["ylabel"])
+        ax.grid(True, alpha=0.3)
+        # Beside the axes, not over them: a legend inside covered the curves.
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0,
+                  fontsize="small")
+    axes[-1].set(xlabel=xlabel)
+    axes[0].set(title=title)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
     return path

@@ -204,13 +204,20 @@ def main(argv=None):
     bits = np.asarray(r["train_bits"])
     w = min(50, len(bits))
     smooth = np.convolve(bits, np.ones(w) / w, mode="valid")
+    # The curve watches the start of the held-out text; the result (printed below) scores
+    # all of it: drawn as its own point at the last step, labelled with the printed value.
+    result = f"held-out, all {r['test_chars']} characters: {r['test_bits']:.3f} (the result)"
     r["plot"] = _common.save_curve(
         os.path.join(args.out, "char_lm.png"),
         {f"train (mean of {w} steps)": (np.arange(w, len(bits) + 1), smooth),
-         f"held-out (first {args.valid_chars} characters)": (r["curve"]["step"],
-                                                              r["curve"]["valid_bits"])},
+         f"held-out, first {args.valid_chars} characters": (r["curve"]["step"],
+                                                             r["curve"]["valid_bits"]),
+         result: ([r["steps"]], [r["test_bits"]])},
         "step", "bits per character", f"Character LM of stdlib sources, H = {args.hidden}",
-        hlines={"unigram baseline (held-out entropy)": r["unigram_bits"]}, logy=False)
+        hlines={f"unigram baseline, all {r['test_chars']} held-out characters":
+                r["unigram_bits"]},
+        logy=False, styles={result: dict(marker="*", markersize=12, linestyle="none",
+                                         color="k")})
     print(f"plot: {r['plot']}")
     print(f"--- sample (temperature {args.temperature}) ---")
     print(r["sample"])

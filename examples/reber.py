@@ -162,12 +162,13 @@ def main(argv=None):
     bits = np.asarray(r["bits_per_symbol"])
     smooth = np.convolve(bits, np.ones(50) / 50, mode="valid")
     steps = np.arange(50, len(bits) + 1)
-    r["plot"] = _common.save_curve(
+    r["plot"] = _common.save_panels(
         os.path.join(args.out, "reber.png"),
-        {"train loss, bits/symbol (mean of 50 steps)": (steps, smooth),
-         "test strings predicted correctly (fraction)": (r["curve"]["step"],
-                                                         r["curve"]["solved"])},
-        "step", "", "Embedded Reber grammar", logy=False)
+        [dict(curves={"train (mean of 50 steps)": (steps, smooth)},
+              ylabel="loss (bits/symbol)", logy=False),
+         dict(curves={"test strings": (r["curve"]["step"], r["curve"]["solved"])},
+              ylabel="fraction predicted\ncorrectly", logy=False)],
+        "step", "Embedded Reber grammar")
     print(f"plot: {r['plot']}")
     n_ok = round(r["solved"] * r["test_size"])
     print(f"embedded Reber: {n_ok}/{r['test_size']} test strings predicted correctly "

@@ -41,9 +41,13 @@ def to_onnx(model, *, initial_state=False, sequence_lens=False, ir_version=13, o
 
     Parameters
     ----------
-    model : LSTM or LSTMCell
+    model : LSTM or LSTMCell, or a list [Embedding, LSTM, Linear]
         Any configuration without projection (``proj_size=0``): ONNX's LSTM has no
         projection. An ``LSTMCell`` exports as a one-layer LSTM (feed T = 1 for one step).
+        A list is a whole model, one graph: an LSTM with a ``Linear`` readout of its every
+        step and/or an ``Embedding`` of its input tokens. The input ``X`` is then
+        ``tokens`` (int64, (T, B)) and the output ``Y`` is ``output`` (T, B, O), the
+        readout of lstmx's ``y`` ((B, T, .) with ``batch_first``).
     initial_state : bool, default False
         Add the graph inputs ``initial_h`` and ``initial_c``; without them the state starts
         at zero.
@@ -73,6 +77,11 @@ def to_onnx(model, *, initial_state=False, sequence_lens=False, ir_version=13, o
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
 
+    if isinstance(model, (list, tuple)):
+        from lstmx._interop_onnx_model import sequential_to_onnx
+        return sequential_to_onnx(model, to_onnx, initial_state=initial_state,
+                                  sequence_lens=sequence_lens, ir_version=ir_version,
+                                  opset=opset)
     cfg, params = layer_params(model)
     if cfg.proj_size:
         raise ValueError(f"ONNX's LSTM operator has no projection; cannot export a "

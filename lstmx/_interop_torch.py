@@ -36,7 +36,7 @@ def _to_numpy(name, value):
     return value
 
 
-def from_torch(module, *, batch_first=None, output_activation="tanh", dtype=None):
+def from_torch(module, *, batch_first=None, output_activation="tanh", dtype=None, prefix=None):
     """An lstmx model with the parameters of a PyTorch LSTM, or of any state dict.
 
     Parameters
@@ -50,6 +50,10 @@ def from_torch(module, *, batch_first=None, output_activation="tanh", dtype=None
         Default: the module's, or False for a state dict (which does not record it).
     output_activation : {"tanh", "identity"}, default "tanh"
         PyTorch's LSTM uses tanh; "identity" is for state dicts of lstmx models using it.
+    prefix : str, optional
+        Read only the keys that start with it, without it: ``prefix="lstm."`` takes the LSTM
+        out of a whole model's ``state_dict()`` (``lstm.weight_ih_l0``, ...), whatever else
+        the model holds.
     dtype : float32 or float64, optional
         Default: float64 for float64 parameters, else float32.
 
@@ -68,6 +72,8 @@ def from_torch(module, *, batch_first=None, output_activation="tanh", dtype=None
     elif not isinstance(module, Mapping):
         raise TypeError(f"module must be a torch.nn.LSTM, torch.nn.LSTMCell or a state dict; "
                         f"got {type(module).__name__}")
+    if prefix is not None:
+        module = _strip_prefix(module, prefix)
     params = {name: _to_numpy(name, value) for name, value in module.items()}
     if not params:
         raise ValueError("the state dict is empty")
@@ -112,6 +118,20 @@ def from_torch(module, *, batch_first=None, output_activation="tanh", dtype=None
                       batch_first=False if batch_first is None else batch_first,
                       output_activation=output_activation,
                       dtype=dtype, **options)
+
+
+def _strip_prefix(state_dict, prefix):
+    """The entries of ``state_dict`` under ``prefix``, keyed without it."""
+    if not isinstance(prefix, str) or not prefix:
+        raise TypeError(f"prefix must be a non-empty string; got {prefix!r}")
+    found = {k[len(prefix):]: v for k, v in state_dict.items()
+             if isinstance(k, str) and k.startswith(prefix)}
+    if not found:
+        heads = sorted({k.split(".")[0] + "." for k in state_dict
+                        if isinstance(k, str) and "." in k})
+        raise ValueError(f"no key of the state dict starts with prefix {prefix!r}; its "
+                         f"prefixes are {heads}")
+    return found
 
 
 def _shapes_to_options(params, s):

@@ -257,12 +257,61 @@ class LSTM(_Parameterised):
     def _output(self, y):
         return y.swapaxes(0, 1) if self.config.batch_first else y
 
+    # One unbatched sequence, (T, I), as torch.nn.LSTM takes it: run as a batch of one.
+
+    @staticmethod
+    def _is_unbatched(x) -> bool:
+        ndim = getattr(x, "ndim", None)
+        if ndim is None:
+            try:
+                ndim = np.ndim(x)
+            except (ValueError, TypeError):  # ragged: the batched path's checks say why
+                return False
+        return ndim == 2
+
+    def _batch_one(self, x, state):
+        """x (T, I) and state ((L*D, H_out), (L*D, H)) with a batch axis of one added."""
+        cfg = self.config
+        x = as_float_array("x", x, cfg.dtype, ("T", cfg.input_size),
+                           "(seq_len, input_size), one unbatched sequence")
+        x = x[None] if cfg.batch_first else x[:, None]
+        if state is not None:
+            LD = cfg.num_layers * cfg.num_directions
+            # layers=0: states without a layer axis, here (L*D, .) without a batch axis.
+            h0, c0 = check_state(state, cfg.dtype, 0, LD, cfg.output_size, cfg.hidden_size,
+                                 copy=False)
+            state = (h0[:, None], c0[:, None])
+        return x, state
+
+    def _unbatch(self, y):
+        return y[0] if self.config.batch_first else y[:, 0]
+
+    def _batch_one_grads(self, cache, dy, dstate):
+        """dy (T, F) and dstate of an unbatched sequence with a batch axis of one added."""
+        cfg = self.config
+        if not isinstance(cache, _engine.LSTMCache) or cache.batch != 1:
+            raise ValueError(f"dy must be 3-D, the shape of y, for the cache of a batch of "
+                             f"{getattr(cache, 'batch', None)}; got 2-D with shape "
+                             f"{np.shape(dy)} (the shape of one unbatched sequence's y)")
+        F = cfg.num_directions * cfg.output_size
+        dy = as_float_array("dy", dy, cfg.dtype, (cache.seq_len, F), "(the shape of y)")
+        dy = dy[None] if cfg.batch_first else dy[:, None]
+        if dstate is not None:
+            LD = cfg.num_layers * cfg.num_directions
+            dh, dc = check_state_grad(dstate, cfg.dtype, 0, LD, cfg.output_size,
+                                      cfg.hidden_size)
+            dstate = (dh[:, None], dc[:, None])
+        return dy, dstate
+
     def __call__(self, x, state=None, lengths=None):
         """Inference over a batch of sequences.
 
         Parameters
         ----------
         x : array, (T, B, I), or (B, T, I) with ``batch_first``
+            Or (T, I), one unbatched sequence as ``torch.nn.LSTM`` takes it: the outputs and
+            states then have no batch axis either (y (T, D*H_out), h_n (L*D, H_out), ...),
+            and neither do ``state``, ``dy`` and ``dstate``.
         state : pair of arrays (h0 (L*D, B, H_out), c0 (L*D, B, H)), optional
             Initial state (index layer*D + direction); zeros if None.
         lengths : array of int, (B,), optional
@@ -275,6 +324,10 @@ class LSTM(_Parameterised):
         (h_n, c_n) : arrays (L*D, B, H_out) and (L*D, B, H), the state after each sequence's
             last valid step
         """
+        if self._is_unbatched(x):  # (T, I): y (T, D*H_out), states (L*D, .)
+            y, (h_n, c_n) = self(*self._batch_one(x, state), lengths)
+            return self._unbatch(y), (h_n[:, 0], c_n[:, 0])
+
         x, h0, c0, lengths = self._inputs(x, state, lengths, training=False)
         try:
             y, h_n, c_n, _ = _engine.forward(self.config, self._params, x, h0, c0, lengths, False,
@@ -291,6 +344,10 @@ class LSTM(_Parameterised):
         y, (h_n, c_n) : as ``__call__``; ``y`` is read-only (the cache shares it)
         cache : LSTMCache
         """
+        if self._is_unbatched(x):
+            y, (h_n, c_n), cache = self.forward_train(*self._batch_one(x, state), lengths)
+            return self._unbatch(y), (h_n[:, 0], c_n[:, 0]), cache
+
         x, h0, c0, lengths = self._inputs(x, state, lengths, training=True)
         try:
             y, h_n, c_n, cache = _engine.forward(self.config, self._params, x, h0, c0, lengths,
@@ -318,6 +375,11 @@ class LSTM(_Parameterised):
         (dh0, dc0) : gradients with respect to the initial state
         grads : dict of arrays keyed like ``state_dict()``
         """
+        if self._is_unbatched(dy):  # the gradients of one unbatched sequence
+            dx, (dh0, dc0), grads = self.backward(cache, *self._batch_one_grads(cache, dy,
+                                                                                 dstate))
+            return self._unbatch(dx), (dh0[:, 0], dc0[:, 0]), grads
+
         cfg = self.config
         if not isinstance(cache, _engine.LSTMCache):
             raise TypeError(f"cache must be the LSTMCache returned by forward_train; "

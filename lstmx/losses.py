@@ -27,7 +27,7 @@ def _as_input(name, value):
     return arr
 
 
-def mse_loss(input, target, reduction="mean"):
+def mse_loss(input, target, reduction="mean", mask=None):
     r"""Mean squared error, :math:`\frac{1}{N} \sum (\mathrm{input} - \mathrm{target})^2`.
 
     Parameters
@@ -36,19 +36,40 @@ def mse_loss(input, target, reduction="mean"):
         Predictions.
     target : array, the shape of ``input``
     reduction : {"mean", "sum"}, default "mean"
-        Average over all N elements (as ``torch.nn.functional.mse_loss``) or sum them.
+        Average over the N counted elements (all of them: ``torch.nn.functional.mse_loss``)
+        or sum them.
+    mask : bool array, optional
+        Only elements where it is True are counted. Its shape is that of ``input`` or of
+        its leading axes: a (T, B) mask of the steps within each sequence's length covers
+        every output of those steps in a (T, B, O) ``input``.
 
     Returns
     -------
     loss : float
+        0.0 when no element is counted.
     dinput : array, the shape and dtype of ``input``
-        :math:`2 (\mathrm{input} - \mathrm{target}) / N` (without the 1/N for "sum").
+        :math:`2 (\mathrm{input} - \mathrm{target}) / N` for counted elements (without the
+        1/N for "sum"), zero for the others.
     """
     _check_reduction(reduction)
     input = _as_input("input", input)
     target = as_float_array("target", target, input.dtype, input.shape, "(the shape of input)")
     diff = input - target
-    scale = 1.0 / max(diff.size, 1) if reduction == "mean" else 1.0
+    if mask is None:
+        scale = 1.0 / max(diff.size, 1) if reduction == "mean" else 1.0
+        loss = float(np.sum(np.square(diff, dtype=np.float64))) * scale
+        return loss, (diff * (2 * scale)).astype(input.dtype, copy=False)
+    mask = np.asarray(mask)
+    if mask.dtype != bool:
+        raise TypeError(f"mask must be a bool array; got dtype {mask.dtype}")
+    if mask.shape != input.shape[:mask.ndim]:
+        raise ValueError(f"mask must have the shape of input {input.shape} or of its leading "
+                         f"axes; got {mask.shape}")
+    mask = mask.reshape(mask.shape + (1,) * (input.ndim - mask.ndim))
+    # Elements left out are zeroed, not multiplied by zero: a NaN there must not spread.
+    diff = np.where(mask, diff, diff.dtype.type(0))
+    n = int(mask.sum()) * (input.size // max(mask.size, 1))
+    scale = 1.0 / max(n, 1) if reduction == "mean" else 1.0
     loss = float(np.sum(np.square(diff, dtype=np.float64))) * scale
     return loss, (diff * (2 * scale)).astype(input.dtype, copy=False)
 

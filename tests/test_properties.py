@@ -385,7 +385,8 @@ def _corruptions(model, x, state, lengths, dy, dstate):
         bad += [
             (f"{fname}: x int", lambda f=f: f(x.astype(np.int64), state, lengths)),
             (f"{fname}: x complex", lambda f=f: f(x.astype(np.complex64), state, lengths)),
-            (f"{fname}: x one dim short", lambda f=f: f(x[0], state, lengths)),
+            # (One dim short, (T, I), is one unbatched sequence, as in torch: test_parity.)
+            (f"{fname}: x two dims short", lambda f=f: f(x[0, 0], state, lengths)),
             (f"{fname}: x one dim more", lambda f=f: f(x[None], state, lengths)),
             (f"{fname}: x wrong features", lambda f=f: f(
                 np.concatenate([x, x[..., :1]], -1), state, lengths)),
