@@ -235,8 +235,6 @@ def from_onnx(model, *, batch_first=None, dtype=None, base_dir=None):
         was expected and what was found.
     """
     onnx = _onnx()
-    from onnx import helper
-
     model, source = _load_model(onnx, model)
     if base_dir is not None:
         if not isinstance(base_dir, (str, os.PathLike)) or not os.path.isdir(base_dir):
