@@ -104,3 +104,24 @@ def test_copies_are_freed_with_the_caches():
     for _ in range(3):
         lstm.forward_train(x)
     assert all(entry[1]() is None for entry in _engine._snapshots.values())
+
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+
+@given(data=st.data())
+def test_any_in_place_change_never_reaches_backward(data):
+    model = lstmx.LSTM(4, 8, num_layers=2, peephole=True, dtype=np.float64, seed=5)
+    rng = np.random.default_rng(1)
+    x, state, _, dy, dstate = random_problem(model, 3, 2, rng)
+    _, _, cache = model.forward_train(x, state)
+    before = model.backward(cache, dy, dstate)
+    arrays = {"x": x, **model.parameters()}
+    for name in data.draw(st.lists(st.sampled_from(sorted(arrays)), min_size=1, max_size=4)):
+        flat = arrays[name].reshape(-1)
+        idx = data.draw(st.lists(st.integers(0, flat.size - 1), min_size=1, max_size=8))
+        values = data.draw(st.lists(st.floats(allow_nan=True, allow_infinity=True,
+                                              width=64), min_size=len(idx),
+                                    max_size=len(idx)))
+        flat[idx] = values
+    assert_same_gradients(before, model.backward(cache, dy, dstate))
