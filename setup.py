@@ -41,12 +41,12 @@ openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
 if platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32":
     # GCC unrolls loops of up to max-completely-peel-times iterations before vectorising:
     # micro_tile's pass of 16 floats (8 doubles) must reach the vectoriser as a loop (see
-    # _blas.pxd), or GCC vectorises across the tile's rows with shuffles, 30x slower.
+    # _gemm.pxd), or GCC vectorises across the tile's rows with shuffles, many times slower.
     kernel_variants["_kernels_avx2"] = ["-mavx2", "-mfma", "--param=max-completely-peel-times=7"]
     kernel_variants["_kernels_avx512"] = ["-mavx2", "-mfma", "-mavx512f", "-mavx512vl",
                                           "-mavx512bw", "-mavx512dq",
                                           "-mprefer-vector-width=512"]
-modules = {"_blas": [], **kernel_variants}
+modules = {"_blas": [], "_cpu": [], **kernel_variants}
 
 extensions = [
     Extension(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 
-from lstmx import _kernels as _baseline
+from lstmx._cpu import cpu_supports
 
 __all__ = ["available", "load", "kernels", "variant"]
 
@@ -24,7 +24,7 @@ def available() -> list[str]:
     for name in ("avx512", "avx2"):
         # Ask the CPU first: the variant's own module initialisation is compiled for its
         # instruction set, so even importing it on a CPU without it could fault.
-        if not _baseline.cpu_supports(name):
+        if not cpu_supports(name):
             continue
         try:
             importlib.import_module(_MODULES[name])

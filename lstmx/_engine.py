@@ -180,16 +180,18 @@ def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool, peeps):
                 W, U, R, peep = cache.keep(W, U, R, peep)
             gates = _workspace.empty((T, B, 4 * H), cfg.dtype) if training else None
             cells = _workspace.empty((T, B, H), cfg.dtype) if training else None
-            calls.append((x2, W, U, b_ih, b_hh, R, peep, lengths, h_n[idx], c_n[idx], y,
-                          d * Hout, d == 1, identity, gates, cells))
+            calls.append(_kernels.LayerForward(
+                x=x2, W=W, U=U, b_ih=b_ih, b_hh=b_hh, R=R, peep=peep, lengths=lengths,
+                h=h_n[idx], c=c_n[idx], y=y, y_col=d * Hout, reverse=d == 1,
+                identity=identity, gates=gates, cells=cells))
             if training:
                 cache.weights.append((W, U, R, peep))
                 cache.gates.append(gates)
                 cache.cells.append(cells)
         if D == 2:
-            _kernels.forward_directions(*calls)
+            _kernels.forward_pair(*calls)
         else:
-            _kernels.forward(*calls[0])
+            _kernels.forward(calls[0])
         if training:
             cache.inputs.append(x2)
             cache.outputs.append(y)
@@ -220,10 +222,12 @@ def backward(cache: LSTMCache, dy, dh, dc, keys=None):
             dR = None if R is None else np.empty_like(R)
             dpeep = None if peep is None else np.empty((3, H), cfg.dtype)
             db = np.empty(4 * H, cfg.dtype) if cfg.bias else None
-            calls.append((x2, W, U, R, peep, cache.lengths, cache.h0[idx], cache.c0[idx],
-                          cache.outputs[k], d * Hout, cache.gates[idx], cache.cells[idx],
-                          d_out, d * Hout, dh[idx], dc[idx], dx, dW, dU, db, dR, dpeep,
-                          d == 1, identity))
+            calls.append(_kernels.LayerBackward(
+                x=x2, W=W, U=U, R=R, peep=peep, lengths=cache.lengths, h0=cache.h0[idx],
+                c0=cache.c0[idx], y=cache.outputs[k], y_col=d * Hout, gates=cache.gates[idx],
+                cells=cache.cells[idx], dy=d_out, dy_col=d * Hout, dh=dh[idx], dc=dc[idx],
+                dx=dx, dW=dW, dU=dU, db=db, dR=dR, dpeep=dpeep, reverse=d == 1,
+                identity=identity))
             n = cfg.names(k, d)
             grads[n.weight_ih], grads[n.weight_hh] = dW, dU
             if cfg.bias:
@@ -234,9 +238,9 @@ def backward(cache: LSTMCache, dy, dh, dc, keys=None):
                 ci, cf, co = n.peepholes
                 grads[ci], grads[cf], grads[co] = dpeep[0], dpeep[1], dpeep[2]
         if D == 2:
-            _kernels.backward_directions(*calls)
+            _kernels.backward_pair(*calls)
         else:
-            _kernels.backward(*calls[0])
+            _kernels.backward(calls[0])
         for d in range(D if cfg.bias else 0):
             n = cfg.names(k, d)
             grads[n.bias_hh] = grads[n.bias_ih].copy()

@@ -3,7 +3,7 @@
 Each layer becomes one ``LSTM`` node (``direction="bidirectional"`` for two directions). Per
 direction ``d`` the operator holds ``W`` (D, 4H, I), ``R`` (D, 4H, H), ``B`` (D, 8H) =
 [input biases, recurrent biases] and ``P`` (D, 3H) = [p_i, p_o, p_f], gates in the order
-i, o, f, c; its equations are those of ``LSTM.md`` with ``h = o * h_act(c)``.
+i, o, f, c; its equations are those of ``docs/equations.md`` with ``h = o * h_act(c)``.
 """
 from __future__ import annotations
 

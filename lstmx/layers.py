@@ -418,9 +418,10 @@ class LSTMCell(_Parameterised):
         x, h, c, _ = self._inputs(x, state, training=False)
         y = np.empty((1, x.shape[1], cfg.hidden_size), cfg.dtype)
         try:
-            _kernels.forward(x[0], p["weight_ih"], p["weight_hh"], p.get("bias_ih"),
-                             p.get("bias_hh"), None, self._peep, None, h[0], c[0], y,
-                             0, False, identity)
+            _kernels.forward(_kernels.LayerForward(
+                x=x[0], W=p["weight_ih"], U=p["weight_hh"], b_ih=p.get("bias_ih"),
+                b_hh=p.get("bias_hh"), peep=self._peep, h=h[0], c=c[0], y=y,
+                identity=identity))
         except (TypeError, ValueError, IndexError) as err:
             raise self._explain(err, None) from None
         return y[0], c[0]

@@ -1,4 +1,4 @@
-"""A plain NumPy LSTM: the maths of ``LSTM.md``, line for line.
+"""A plain NumPy LSTM: the maths of ``docs/equations.md``, line for line.
 
 This is the ground truth of the tests and the baseline of the benchmarks, written to be read,
 not to be fast. The compiled path (``lstmx._kernels``) never imports it.

@@ -223,12 +223,18 @@ def test_fuzz_cell_inputs(m, B, data, kernel_calls):
                                                      near(np.zeros((B, H), m.dtype))),
                                 ANYTHING), "state")
     out, err = attempt(kernel_calls, lambda: m(x, state))
+    if err is None:
+        h, c = out
+        assert h.dtype == c.dtype == m.dtype and h.shape == c.shape and h.shape[1] == H
     out, err = attempt(kernel_calls, lambda: m.forward_train(x, state))
     if err is None:
         (h, c), cache = out
         dstate = data.draw(st.one_of(st.tuples(st.none() | near(h), st.none() | near(c)),
                                      ANYTHING), "dstate")
-        attempt(kernel_calls, lambda: m.backward(cache, dstate))
+        grads, err = attempt(kernel_calls, lambda: m.backward(cache, dstate))
+        if err is None:
+            dx, (dh, dc), _ = grads
+            assert dx.shape == (h.shape[0], m.config.input_size) and dh.shape == h.shape
 
 
 @spied

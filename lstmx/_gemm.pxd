@@ -1,0 +1,377 @@
+# The in-house GEMM: B packed in strips, a register-tile kernel, its serial and threaded drivers.
+#
+# Everything is inline, so that each kernel variant (_kernels, _kernels_avx2, _kernels_avx512)
+# compiles it for its own instruction set. BLAS itself is in _blas (only the shim).
+from cython cimport floating
+from cython.parallel cimport prange
+
+cdef enum:
+    SMALL_BLOCK = 32  # columns of C held in registers across the k loop of gemm_small
+    WIDE_REGISTERS = 8  # vector registers of C per row block of gemm_small's wide path
+    TILE_COLS = 32    # the width of a packed strip of B
+    ROW_TILES = 16    # tiles of rows of A (in L2) that pass over one strip of B (in L1) in turn
+    DEPTH_BLOCK = 512 # k summed in registers before going to C
+    PARALLEL_WORK = 1 << 21  # multiply-adds below which a product stays on one thread
+    EDGE_ROWS = 3     # rows of A below which gemm_packed runs gemm_small instead of tiles
+
+cdef extern from *:
+    """
+    /* The register tiles of gemm_packed (micro_tile): TILE_ROWS rows of C by a pass of
+       PASS_FLOATS (PASS_DOUBLES) of the TILE_COLS columns of a packed strip, held in vector
+       registers across k. AVX-512: 8 x 32 floats or doubles in one pass, 16 or 32 of its
+       32 registers. AVX2: 6 rows of 2 vectors (16 floats, 8 doubles), 12 of its 16
+       registers, each broadcast of A feeding 2 FMAs and each vector of B 6 (setup.py
+       keeps GCC from unrolling the pass's column loop before it vectorises it). */
+    #if defined(__AVX512F__)
+    #define LSTMX_TILED_GEMM 1
+    #define LSTMX_TILE_ROWS 8
+    #define LSTMX_PASS_FLOATS 32
+    #define LSTMX_PASS_DOUBLES 32
+    #elif defined(__AVX2__) && defined(__FMA__)
+    #define LSTMX_TILED_GEMM 1
+    #define LSTMX_TILE_ROWS 6
+    #define LSTMX_PASS_FLOATS 16
+    #define LSTMX_PASS_DOUBLES 8
+    #else
+    #define LSTMX_TILED_GEMM 0
+    #define LSTMX_TILE_ROWS 8
+    #define LSTMX_PASS_FLOATS 32
+    #define LSTMX_PASS_DOUBLES 32
+    #endif
+    /* The vector width the kernel variant is compiled for. */
+    #if defined(__AVX512F__)
+    #define LSTMX_VECTOR_BYTES 64
+    #elif defined(__AVX__)
+    #define LSTMX_VECTOR_BYTES 32
+    #else
+    #define LSTMX_VECTOR_BYTES 16
+    #endif
+    """
+    const bint TILED_GEMM "LSTMX_TILED_GEMM"
+    enum: TILE_ROWS "LSTMX_TILE_ROWS"
+    enum: PASS_FLOATS "LSTMX_PASS_FLOATS"
+    enum: PASS_DOUBLES "LSTMX_PASS_DOUBLES"
+    const Py_ssize_t VECTOR_BYTES "LSTMX_VECTOR_BYTES"
+
+
+cdef inline void gemm_small(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *A,
+                            Py_ssize_t lda, const floating *B, Py_ssize_t ldb,
+                            floating beta, floating *C, Py_ssize_t ldc) noexcept nogil:
+    """C := A B + beta * C, row-major, no transposes: for products so small (a batch of one
+    in a recurrent step) that calling BLAS costs more than the arithmetic. See
+    gemm_small_strided."""
+    gemm_small_strided(m, n, k, A, lda, 1, B, ldb, beta, C, ldc)
+
+
+cdef inline void gemm_small_strided(
+        Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *A, Py_ssize_t a_row,
+        Py_ssize_t a_col, const floating *B, Py_ssize_t ldb, floating beta, floating *C,
+        Py_ssize_t ldc) noexcept nogil:
+    """gemm_small with A[i, p] at ``A[i * a_row + p * a_col]`` (a_row = 1 reads A.T).
+
+    Each row of C is a sum of rows of B (axpy form), accumulated in a local block of columns
+    the compiler keeps in vector registers, so C is read and written once, not k times; k
+    runs in blocks of DEPTH_BLOCK summed apart (rounding as in BLAS, not growing with k).
+    A batch of one is latency-bound: the wide path keeps WIDE_REGISTERS independent chains
+    (8 registers of columns), the rest runs SMALL_BLOCK columns at a time in two chains of
+    even and odd k. Inline, so that each kernel variant compiles it for its own ISA (the
+    wide block is as wide as its registers: 128 floats on AVX-512, faster than the two-chain
+    path at (1, 32) x (32, 128))."""
+    cdef Py_ssize_t i, p, j, j0, width, p0, p1
+    cdef Py_ssize_t wide = WIDE_REGISTERS * VECTOR_BYTES // sizeof(floating)
+    cdef floating a, a2
+    cdef floating total[SMALL_BLOCK]
+    cdef floating acc[SMALL_BLOCK]
+    cdef floating acc2[SMALL_BLOCK]
+    cdef floating row[WIDE_REGISTERS * 16]  # 16 floats fill an AVX-512 register
+    cdef const floating *b
+    cdef floating *c
+    for i in range(m):
+        j0 = 0
+        while n - j0 >= wide and k > 0:  # (k = 0 goes below, which writes beta * C)
+            c = C + i * ldc + j0
+            p0 = 0
+            while p0 < k:
+                p1 = k if p0 + DEPTH_BLOCK > k else p0 + DEPTH_BLOCK
+                # Starting from the first product, not zeros: GCC turns a zero fill into a
+                # memset and then keeps the block in memory, not registers.
+                a = A[i * a_row + p0 * a_col]
+                b = B + p0 * ldb + j0
+                for j in range(wide):
+                    row[j] = a * b[j]
+                for p in range(p0 + 1, p1):
+                    a = A[i * a_row + p * a_col]
+                    b = B + p * ldb + j0
+                    for j in range(wide):
+                        row[j] += a * b[j]
+                if p0 > 0 or beta == 1:
+                    for j in range(wide):
+                        c[j] += row[j]
+                elif beta == 0:
+                    for j in range(wide):
+                        c[j] = row[j]
+                else:
+                    for j in range(wide):
+                        c[j] = beta * c[j] + row[j]
+                p0 = p1
+            j0 += wide
+        while j0 < n:
+            width = SMALL_BLOCK if n - j0 >= SMALL_BLOCK else n - j0
+            for j in range(width):
+                total[j] = 0 if beta == 0 else beta * C[i * ldc + j0 + j]
+            p0 = 0
+            while p0 < k:
+                p1 = k if p0 + DEPTH_BLOCK > k else p0 + DEPTH_BLOCK
+                for j in range(SMALL_BLOCK):
+                    acc[j] = 0
+                    acc2[j] = 0
+                if width == SMALL_BLOCK:
+                    for p in range(p0, p1 - 1, 2):
+                        a = A[i * a_row + p * a_col]
+                        a2 = A[i * a_row + (p + 1) * a_col]
+                        b = B + p * ldb + j0
+                        for j in range(SMALL_BLOCK):
+                            acc[j] += a * b[j]
+                            acc2[j] += a2 * b[ldb + j]
+                    if (p1 - p0) % 2:
+                        a = A[i * a_row + (p1 - 1) * a_col]
+                        b = B + (p1 - 1) * ldb + j0
+                        for j in range(SMALL_BLOCK):
+                            acc[j] += a * b[j]
+                else:
+                    for p in range(p0, p1):
+                        a = A[i * a_row + p * a_col]
+                        b = B + p * ldb + j0
+                        for j in range(width):
+                            acc[j] += a * b[j]
+                for j in range(width):
+                    total[j] += acc[j] + acc2[j]
+                p0 = p1
+            for j in range(width):
+                C[i * ldc + j0 + j] = total[j]
+            j0 += width
+
+
+cdef inline Py_ssize_t strips(Py_ssize_t width) noexcept nogil:
+    """How many packed strips of TILE_COLS columns cover ``width`` columns."""
+    return (width + TILE_COLS - 1) // TILE_COLS
+
+
+cdef inline Py_ssize_t share(Py_ssize_t n, Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
+    """Where part ``part`` of ``parts`` near-equal parts of range(n) starts."""
+    return n * part // parts
+
+
+cdef inline void pack_strips(Py_ssize_t k, Py_ssize_t groups, Py_ssize_t width,
+                             const floating *B, Py_ssize_t rs, Py_ssize_t cs,
+                             Py_ssize_t s_lo, Py_ssize_t s_hi, floating *Bp) noexcept nogil:
+    """Pack strips [s_lo, s_hi) of every group of B for gemm_packed.
+
+    B is (k, groups * width) with element (p, col) at ``B[p * rs + col * cs]`` (so U.T is U
+    with rs = 1). Each group of ``width`` columns (a gate) is cut into strips(width) strips of
+    TILE_COLS columns, the last one zero-padded; strip q = group * strips(width) + s is the
+    contiguous (k, TILE_COLS) block at ``Bp + q * k * TILE_COLS``. Contiguous strips are what
+    BLAS packs at every call: strided rows of B alias in the caches (rows 4-8 KiB apart map
+    to the same sets), and a strip stays in L1 while every row tile of A passes over it.
+    """
+    cdef Py_ssize_t g, s, p, j, w, col
+    cdef Py_ssize_t per = strips(width)
+    cdef floating *dst
+    for g in range(groups):
+        for s in range(s_lo, s_hi):
+            dst = Bp + (g * per + s) * k * TILE_COLS
+            col = g * width + s * TILE_COLS
+            w = TILE_COLS if width - s * TILE_COLS >= TILE_COLS else width - s * TILE_COLS
+            if cs == 1:
+                for p in range(k):
+                    for j in range(w):
+                        dst[p * TILE_COLS + j] = B[p * rs + col + j]
+                    for j in range(w, TILE_COLS):
+                        dst[p * TILE_COLS + j] = 0
+            else:
+                for j in range(w):
+                    for p in range(k):
+                        dst[p * TILE_COLS + j] = B[p * rs + (col + j) * cs]
+                for p in range(k):
+                    for j in range(w, TILE_COLS):
+                        dst[p * TILE_COLS + j] = 0
+
+
+cdef inline void micro_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
+                            Py_ssize_t a_col, const floating *Bp, floating *C, Py_ssize_t ldc,
+                            bint add, const floating *bias) noexcept nogil:
+    """C[:TILE_ROWS, :w] := A[:TILE_ROWS, :k] @ Bp[:, :w] (+ C when ``add``) (+ bias[:w] on
+    every row unless NULL), w = PASS_FLOATS (PASS_DOUBLES) columns of a packed strip (its
+    rows TILE_COLS apart), A[i, p] at ``A[i * a_row + p * a_col]``: the tile stays in
+    registers across k; each step broadcasts TILE_ROWS elements of A against the w columns
+    of a row of Bp."""
+    cdef floating acc[TILE_ROWS][PASS_FLOATS]
+    cdef Py_ssize_t w = PASS_FLOATS if floating is float else PASS_DOUBLES
+    cdef Py_ssize_t r, j, p
+    cdef floating a
+    for r in range(TILE_ROWS):
+        for j in range(w):
+            acc[r][j] = bias[j] if bias != NULL else 0
+    for p in range(k):
+        for r in range(TILE_ROWS):
+            a = A[r * a_row + p * a_col]
+            for j in range(w):
+                acc[r][j] += a * Bp[p * TILE_COLS + j]
+    # C is added last, not loaded first: each block of k is summed apart (as in BLAS), so
+    # the rounding of a long sum split in blocks (backward's dW over many chunks) does not
+    # grow with the whole sum's length.
+    if add:
+        for r in range(TILE_ROWS):
+            for j in range(w):
+                C[r * ldc + j] += acc[r][j]
+    else:
+        for r in range(TILE_ROWS):
+            for j in range(w):
+                C[r * ldc + j] = acc[r][j]
+
+
+cdef inline void add_bias(Py_ssize_t m, Py_ssize_t n, const floating *bias, bint add,
+                          floating *C, Py_ssize_t ldc) noexcept nogil:
+    """C[:m, :n] := bias[:n] on every row (+ C when ``add``)."""
+    cdef Py_ssize_t i, j
+    for i in range(m):
+        for j in range(n):
+            C[i * ldc + j] = (C[i * ldc + j] if add else 0) + bias[j]
+
+
+cdef inline void gemm_packed(Py_ssize_t m, Py_ssize_t k, const floating *A, Py_ssize_t lda,
+                             const floating *Bp, Py_ssize_t groups, Py_ssize_t width,
+                             Py_ssize_t s_lo, Py_ssize_t s_hi, bint add,
+                             floating *C, Py_ssize_t ldc, const floating *bias) noexcept nogil:
+    """C[:, cols] := A @ B[:, cols] (+ C[:, cols] when ``add``) (+ bias[cols] on every row
+    unless NULL) for the columns of strips [s_lo, s_hi) of every group of a B packed by
+    pack_strips; A is (m, k) row-major.
+
+    One thread's share of a product: callers split the strips between threads. k runs in
+    blocks of DEPTH_BLOCK summed in registers (rounding grows with k / DEPTH_BLOCK +
+    DEPTH_BLOCK, as in BLAS). Rows past the last full tile and the narrower last strip of a
+    group go to gemm_small, which reads a strip as a (k, TILE_COLS) matrix. The bias starts
+    the tiles' sums, as a bias stored in C first would, without a pass over C.
+    """
+    gemm_packed_strided(m, k, A, lda, 1, Bp, groups, width, s_lo, s_hi, add, C, ldc, bias)
+
+
+cdef inline void edge_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
+                           Py_ssize_t a_col, const floating *Bp, floating *C, Py_ssize_t ldc,
+                           Py_ssize_t rows, Py_ssize_t cols, bint add,
+                           const floating *bias) noexcept nogil:
+    """micro_tile for a tile of C cut short: only its first ``rows`` rows and ``cols``
+    columns exist. The tile runs on a copy in local memory, so the micro-kernel keeps its
+    full register shape; A must have TILE_ROWS readable rows (the caller pads it) and the
+    strip is zero-padded by pack_strips. Nothing outside C[:rows, :cols] or bias[:cols] is
+    read or written."""
+    cdef floating tile[TILE_ROWS * PASS_FLOATS]
+    cdef floating tile_bias[PASS_FLOATS]
+    cdef Py_ssize_t w = PASS_FLOATS if floating is float else PASS_DOUBLES
+    cdef Py_ssize_t r, j
+    for j in range(w):
+        tile_bias[j] = bias[j] if bias != NULL and j < cols else 0
+    for r in range(TILE_ROWS):
+        for j in range(w):
+            tile[r * w + j] = C[r * ldc + j] if add and r < rows and j < cols else 0
+    micro_tile(k, A, a_row, a_col, Bp, tile, w, add, tile_bias if bias != NULL else NULL)
+    for r in range(rows):
+        for j in range(cols):
+            C[r * ldc + j] = tile[r * w + j]
+
+
+cdef inline void gemm_packed_strided(
+        Py_ssize_t m, Py_ssize_t k, const floating *A, Py_ssize_t a_row, Py_ssize_t a_col,
+        const floating *Bp, Py_ssize_t groups, Py_ssize_t width, Py_ssize_t s_lo,
+        Py_ssize_t s_hi, bint add, floating *C, Py_ssize_t ldc,
+        const floating *bias) noexcept nogil:
+    """gemm_packed with A[i, p] at ``A[i * a_row + p * a_col]``: a_row = 1 multiplies by the
+    transpose of a row-major array without transposing it first.
+
+    Every tile runs on micro_tile, whatever the width: columns past a group's last full
+    pass go to edge_tile, which computes a whole tile and keeps a part. So do the rows past
+    the last full tile (from a zero-padded copy of A), unless they are fewer than EDGE_ROWS:
+    a mostly empty tile then costs more than gemm_small, built for a batch of one."""
+    cdef Py_ssize_t per = strips(width), full = m - m % TILE_ROWS if k > 0 else 0
+    cdef Py_ssize_t rest = m - full
+    cdef bint rest_tiled = rest >= EDGE_ROWS
+    cdef Py_ssize_t p0, kc, i_lo, i_hi, i0, g, s, w, col, q, cols, r, p
+    cdef Py_ssize_t pw = PASS_FLOATS if floating is float else PASS_DOUBLES
+    cdef const floating *strip
+    cdef const floating *tile_bias
+    cdef floating pad[TILE_ROWS * DEPTH_BLOCK]
+    p0 = 0
+    while p0 < k:
+        kc = DEPTH_BLOCK if k - p0 > DEPTH_BLOCK else k - p0
+        i_lo = 0
+        while i_lo < full:
+            i_hi = full if i_lo + ROW_TILES * TILE_ROWS > full else i_lo + ROW_TILES * TILE_ROWS
+            for g in range(groups):
+                for s in range(s_lo, s_hi):
+                    strip = Bp + ((g * per + s) * k + p0) * TILE_COLS
+                    col = g * width + s * TILE_COLS
+                    i0 = i_lo
+                    while i0 < i_hi:
+                        for q in range(TILE_COLS // pw):
+                            cols = width - s * TILE_COLS - q * pw
+                            tile_bias = (bias + col + q * pw
+                                         if bias != NULL and p0 == 0 else NULL)
+                            if cols >= pw:
+                                micro_tile(kc, A + i0 * a_row + p0 * a_col, a_row, a_col,
+                                           strip + q * pw, C + i0 * ldc + col + q * pw, ldc,
+                                           add or p0 > 0, tile_bias)
+                            elif cols > 0:
+                                edge_tile(kc, A + i0 * a_row + p0 * a_col, a_row, a_col,
+                                          strip + q * pw, C + i0 * ldc + col + q * pw, ldc,
+                                          TILE_ROWS, cols, add or p0 > 0, tile_bias)
+                        i0 += TILE_ROWS
+            i_lo = i_hi
+        if rest_tiled:
+            # The last rows, zero-padded to a whole tile (row-major, kc apart).
+            for r in range(TILE_ROWS):
+                for p in range(kc):
+                    pad[r * kc + p] = (A[(full + r) * a_row + (p0 + p) * a_col]
+                                       if r < rest else 0)
+            for g in range(groups):
+                for s in range(s_lo, s_hi):
+                    strip = Bp + ((g * per + s) * k + p0) * TILE_COLS
+                    col = g * width + s * TILE_COLS
+                    for q in range(TILE_COLS // pw):
+                        cols = width - s * TILE_COLS - q * pw
+                        if cols > 0:
+                            edge_tile(kc, pad, kc, 1, strip + q * pw,
+                                      C + full * ldc + col + q * pw, ldc, rest,
+                                      pw if cols > pw else cols, add or p0 > 0,
+                                      bias + col + q * pw if bias != NULL and p0 == 0
+                                      else NULL)
+        p0 += kc
+    if rest_tiled:
+        return
+    for g in range(groups):
+        for s in range(s_lo, s_hi):
+            w = TILE_COLS if width - s * TILE_COLS >= TILE_COLS else width - s * TILE_COLS
+            strip = Bp + (g * per + s) * k * TILE_COLS
+            col = g * width + s * TILE_COLS
+            if bias != NULL:
+                add_bias(rest, w, bias + col, add, C + full * ldc + col, ldc)
+            gemm_small_strided(rest, w, k, A + full * a_row, a_row, a_col, strip, TILE_COLS,
+                               add or bias != NULL, C + full * ldc + col, ldc)
+
+
+cdef inline void gemm_packed_parallel(Py_ssize_t m, Py_ssize_t k, const floating *A,
+                                      Py_ssize_t lda, const floating *Bp, Py_ssize_t groups,
+                                      Py_ssize_t width, bint add, floating *C,
+                                      Py_ssize_t ldc, const floating *bias,
+                                      int threads) noexcept nogil:
+    """gemm_packed over every strip, split between at most ``threads`` OpenMP threads when
+    big enough."""
+    cdef Py_ssize_t per = strips(width), part
+    cdef Py_ssize_t parts = threads
+    parts = per if parts > per else parts
+    if m * groups * width * k < PARALLEL_WORK or parts < 2:
+        # Waking a thread team costs microseconds (milliseconds on a busy machine).
+        gemm_packed(m, k, A, lda, Bp, groups, width, 0, per, add, C, ldc, bias)
+    else:
+        for part in prange(parts, schedule="static", num_threads=parts):
+            gemm_packed(m, k, A, lda, Bp, groups, width, share(per, part, parts),
+                        share(per, part + 1, parts), add, C, ldc, bias)

@@ -1,0 +1,206 @@
+# Layer drivers, OpenMP: each thread owns a range of hidden units for a whole sequence.
+#
+# Included by _kernels.pyx; AVX2 and AVX-512 builds, models without projection.
+
+
+cdef void forward_parallel(
+        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+        const floating *x, const floating *W, const floating *U, const floating *b_ih,
+        const floating *b_hh, const floating *peep, const Py_ssize_t *lengths,
+        floating *h, floating *c, floating *y, Py_ssize_t ldy, floating *gates, Py_ssize_t Tc,
+        floating *cells, floating *Wp, floating *Up, floating *h_alt, floating *bias,
+        int threads, bint lean, bint reverse, bint identity) noexcept nogil:
+    """forward_layer without projection on AVX2 and AVX-512 builds, every thread throughout.
+
+    Each OpenMP thread owns a range of hidden units (whole strips of TILE_COLS): it packs its
+    columns of W.T and U.T (the four gates of its units), computes those columns of the input
+    projection and of each step's recurrent product with gemm_packed, and runs the cell
+    update of its units, which needs nothing from other threads. The only exchange is h: a
+    step reads all of h_{t-1} and writes its units of h_t into the other of two buffers (h,
+    ``h_alt``), so one barrier per step suffices. No BLAS runs here, so no second thread pool
+    competes with this one.
+    """
+    cdef Py_ssize_t G = 4 * H, per = strips(H)
+    # Initialised because OpenMP copies them into each thread (firstprivate).
+    cdef Py_ssize_t part = 0, parts = 0, s_lo = 0, s_hi = 0, u_lo = 0, u_hi = 0, nu = 0
+    cdef Py_ssize_t s0 = 0, n = 0, t_lo = 0, s = 0, t = 0, bi = 0, g = 0, j = 0
+    cdef floating *h_old = NULL
+    cdef floating *h_new = NULL
+    cdef floating *zt = NULL
+    with parallel(num_threads=threads):
+        part = threadid()
+        parts = num_threads()
+        s_lo = share(per, part, parts)
+        s_hi = share(per, part + 1, parts)
+        u_lo = min(H, s_lo * TILE_COLS)
+        u_hi = min(H, s_hi * TILE_COLS)
+        nu = u_hi - u_lo
+        pack_strips(H, 4, H, U, 1, H, s_lo, s_hi, Up)
+        pack_strips(I, 4, H, W, 1, I, s_lo, s_hi, Wp)
+        if b_ih != NULL:
+            for g in range(4):
+                for j in range(g * H + u_lo, g * H + u_hi):
+                    bias[j] = b_ih[j] + b_hh[j]
+        s0 = 0
+        while s0 < T:
+            n = Tc if T - s0 > Tc else T - s0
+            t_lo = T - s0 - n if reverse else s0
+            # This thread's columns of z = x @ W.T + b_ih + b_hh for the chunk.
+            gemm_packed(n * B, I, x + t_lo * B * I, I, Wp, 4, H, s_lo, s_hi, False, gates, G,
+                        bias if b_ih != NULL else NULL)
+            for s in range(s0, s0 + n):
+                t = T - 1 - s if reverse else s
+                zt = gates + (t - t_lo) * B * G
+                h_old = h if s % 2 == 0 else h_alt
+                h_new = h_alt if s % 2 == 0 else h
+                gemm_packed(B, H, h_old, H, Up, 4, H, s_lo, s_hi, True, zt, G, NULL)
+                for bi in range(B):
+                    if t >= length(lengths, bi, T):
+                        memset(y + (t * B + bi) * ldy + u_lo, 0, nu * sizeof(floating))
+                        memcpy(h_new + bi * H + u_lo, h_old + bi * H + u_lo,
+                               nu * sizeof(floating))
+                        if cells != NULL:
+                            for g in range(4):
+                                memset(zt + bi * G + g * H + u_lo, 0, nu * sizeof(floating))
+                            memset(cells + (t * B + bi) * H + u_lo, 0, nu * sizeof(floating))
+                        continue
+                    cell_forward_rows(nu, H, zt + bi * G + u_lo, c + bi * H + u_lo,
+                                      h_new + bi * H + u_lo, peep + u_lo, lean, identity)
+                    if cells != NULL:
+                        memcpy(cells + (t * B + bi) * H + u_lo, c + bi * H + u_lo,
+                               nu * sizeof(floating))
+                    memcpy(y + (t * B + bi) * ldy + u_lo, h_new + bi * H + u_lo,
+                           nu * sizeof(floating))
+                barrier()
+            s0 = s0 + n  # (+= would be an OpenMP reduction)
+        if T % 2 == 1:
+            # The last step wrote h_alt.
+            for bi in range(B):
+                memcpy(h + bi * H + u_lo, h_alt + bi * H + u_lo, nu * sizeof(floating))
+
+
+
+cdef void backward_parallel(
+        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+        const floating *x, const floating *W, const floating *U, const floating *peep,
+        const Py_ssize_t *lengths, const floating *h0, const floating *c0, const floating *y,
+        Py_ssize_t ldy, const floating *gates, const floating *cells, const floating *dy,
+        Py_ssize_t lddy, floating *dh, floating *dc, floating *dx, floating *dW, floating *dU,
+        floating *db, floating *dpeep, floating *dz, Py_ssize_t Tc, floating *dht,
+        floating *dhp, floating *m, floating *Up, floating *Wp, floating *scratch,
+        int threads, bint lean, bint reverse, bint identity) noexcept nogil:
+    """backward_layer without projection on AVX2 and AVX-512 builds, every thread throughout.
+
+    Each OpenMP thread owns the hidden units it owns in forward_parallel. A step: the thread
+    computes dz of its units (all four gates) from its units of dh_t and dc_t; a barrier; then
+    its units of dh_{t-1} = dz_t @ U, which is exactly what it reads at the next step (so one
+    barrier per step). After each chunk of steps: dx[chunk] (its strips of I columns), then,
+    once x and h_{t-1} of the chunk are packed (each thread some strips), its rows of dW and
+    dU (the gates of its units): products with dz.T, read from dz in place. ``dz`` holds Tc
+    steps of rows 4H + DZ_PAD apart. ``Up`` and ``Wp`` receive U and W packed; ``scratch``
+    holds x and h_{t-1} of the chunk, packed, and h_{t-1} gathered.
+    """
+    cdef Py_ssize_t G = 4 * H, ldz = G + DZ_PAD, per = strips(H), per_in = strips(I)
+    cdef Py_ssize_t rows_max = Tc * B
+    cdef floating *xp = scratch
+    cdef floating *hp = xp + rows_max * per_in * TILE_COLS
+    cdef floating *hprev = hp + rows_max * per * TILE_COLS
+    # Initialised because OpenMP copies them into each thread (firstprivate).
+    cdef Py_ssize_t part = 0, parts = 0, s_lo = 0, s_hi = 0, u_lo = 0, u_hi = 0, nu = 0
+    cdef Py_ssize_t i_lo = 0, i_hi = 0, s0 = 0, n = 0, t_lo = 0, s = 0, t = 0, bi = 0, j = 0
+    cdef Py_ssize_t g = 0, tp = 0, r = 0, rows = 0
+    cdef bint all_active = True
+    cdef const floating *prev = NULL
+    cdef floating *dzt = NULL
+    memset(dpeep, 0, 3 * H * sizeof(floating))
+    memset(dW, 0, G * I * sizeof(floating))
+    memset(dU, 0, G * H * sizeof(floating))
+    if db != NULL:
+        memset(db, 0, G * sizeof(floating))
+    with parallel(num_threads=threads):
+        part = threadid()
+        parts = num_threads()
+        s_lo = share(per, part, parts)
+        s_hi = share(per, part + 1, parts)
+        u_lo = min(H, s_lo * TILE_COLS)
+        u_hi = min(H, s_hi * TILE_COLS)
+        nu = u_hi - u_lo
+        i_lo = share(per_in, part, parts)
+        i_hi = share(per_in, part + 1, parts)
+        # U as the (4H, H) right operand of dh = dz @ U, and W as the (4H, I) one of dx.
+        pack_strips(G, 1, H, U, H, 1, s_lo, s_hi, Up)
+        pack_strips(G, 1, I, W, I, 1, i_lo, i_hi, Wp)
+        s0 = 0
+        while s0 < T:
+            n = Tc if T - s0 > Tc else T - s0
+            t_lo = s0 if reverse else T - s0 - n
+            rows = n * B
+            for s in range(s0, s0 + n):
+                t = s if reverse else T - 1 - s
+                dzt = dz + (t - t_lo) * B * ldz
+                all_active = True
+                for bi in range(B):
+                    if t >= length(lengths, bi, T):
+                        all_active = False
+                        for g in range(4):
+                            memset(dzt + bi * ldz + g * H + u_lo, 0, nu * sizeof(floating))
+                        continue
+                    # dh_t = dy_t + (gradient from step t+1)
+                    for j in range(u_lo, u_hi):
+                        dht[bi * H + j] = dy[(t * B + bi) * lddy + j] + dh[bi * H + j]
+                    tp = t + 1 if reverse else t - 1
+                    if (reverse and tp >= length(lengths, bi, T)) or (not reverse and tp < 0):
+                        prev = c0 + bi * H
+                    else:
+                        prev = cells + (tp * B + bi) * H
+                    cell_backward_rows(nu, H, gates + (t * B + bi) * G + u_lo,
+                                       cells + (t * B + bi) * H + u_lo, prev + u_lo,
+                                       dht + bi * H + u_lo, dc + bi * H + u_lo,
+                                       dzt + bi * ldz + u_lo, m + bi * H + u_lo, peep + u_lo,
+                                       dpeep + u_lo, lean, identity)
+                barrier()
+                # dh_{t-1} = dz_t @ U on this thread's units; inactive rows keep their carry.
+                if all_active:
+                    gemm_packed(B, G, dzt, ldz, Up, 1, H, s_lo, s_hi, False, dh, H, NULL)
+                else:
+                    gemm_packed(B, G, dzt, ldz, Up, 1, H, s_lo, s_hi, False, dhp, H, NULL)
+                    for bi in range(B):
+                        if t < length(lengths, bi, T):
+                            memcpy(dh + bi * H + u_lo, dhp + bi * H + u_lo,
+                                   nu * sizeof(floating))
+            # dz of the chunk is complete (barrier of its last step); read only from here on.
+            # dx[chunk] += dz @ W   (n*B, I) += (n*B, 4H)(4H, I), this thread's strips of I
+            gemm_packed(rows, G, dz, ldz, Wp, 1, I, i_lo, i_hi, True, dx + t_lo * B * I, I,
+                        NULL)
+            # h_{t-1} of every row of the chunk (h0 on a row's first step, else the
+            # neighbouring row of y), this thread's units, packed; x[chunk] packed, this
+            # thread's strips of I.
+            for t in range(t_lo, t_lo + n):
+                for bi in range(B):
+                    tp = t + 1 if reverse else t - 1
+                    if (reverse and tp >= length(lengths, bi, T)) or (not reverse and tp < 0):
+                        prev = h0 + bi * H
+                    else:
+                        prev = y + (tp * B + bi) * ldy
+                    memcpy(hprev + ((t - t_lo) * B + bi) * H + u_lo, prev + u_lo,
+                           nu * sizeof(floating))
+            pack_strips(rows, 1, H, hprev, H, 1, s_lo, s_hi, hp)
+            pack_strips(rows, 1, I, x + t_lo * B * I, I, 1, i_lo, i_hi, xp)
+            if db != NULL:
+                # db += dz.sum(axis=0)
+                for r in range(rows):
+                    for g in range(4):
+                        for j in range(g * H + u_lo, g * H + u_hi):
+                            db[j] += dz[r * ldz + j]
+            barrier()
+            # dW += dz.T @ x[chunk]   (4H, I) += (4H, n*B)(n*B, I), and dU likewise; this
+            # thread's rows (the gates of its units).
+            for g in range(4):
+                gemm_packed_strided(nu, rows, dz + g * H + u_lo, 1, ldz, xp, 1, I, 0, per_in,
+                                    True, dW + (g * H + u_lo) * I, I, NULL)
+                gemm_packed_strided(nu, rows, dz + g * H + u_lo, 1, ldz, hp, 1, H, 0, per,
+                                    True, dU + (g * H + u_lo) * H, H, NULL)
+            # The next chunk overwrites dz and the packed x and h_{t-1}.
+            barrier()
+            s0 = s0 + n  # (+= would be an OpenMP reduction)
+

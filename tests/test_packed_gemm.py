@@ -1,0 +1,73 @@
+"""The kernels' packed GEMM (gemm_packed): whole tiles, tiles cut short in rows or columns."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from lstmx import _dispatch
+
+pytestmark = pytest.mark.parametrize("variant", _dispatch.available())
+
+
+def run(variant, m, k, width, groups, add, bias, transpose_a, dtype, parts=1, seed=0):
+    rng = np.random.default_rng(seed)
+    n = groups * width
+    A = rng.standard_normal((k, m) if transpose_a else (m, k)).astype(dtype)
+    B = rng.standard_normal((k, n)).astype(dtype)
+    C0 = rng.standard_normal((m, n)).astype(dtype)
+    b = rng.standard_normal(n).astype(dtype) if bias else None
+    C = C0.copy() if add else np.full((m, n), np.nan, dtype)  # not added: never read
+    _dispatch.load(variant).packed_product(A, B, C, b, add, transpose_a, groups, parts)
+    opA = A.T if transpose_a else A
+    want = opA.astype(np.float64) @ B + (C0 if add else 0) + (b if bias else 0)
+    # Summation error grows like sqrt(k) * eps * |A||B| entries.
+    scale = (np.abs(opA).astype(np.float64) @ np.abs(B) + (np.abs(C0) if add else 0)
+             + (np.abs(b) if bias else 0))
+    tol = 4 * np.finfo(dtype).eps * np.sqrt(k)
+    assert np.all(np.abs(C - want) <= tol * scale), np.abs(C - want).max()
+    return C
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,k,width,groups", [
+    (32, 64, 50, 4),    # H = 50: a full strip and one of 18 columns per gate
+    (32, 64, 100, 4),   # 3 full strips and 4 columns
+    (37, 20, 70, 4),    # rows past the last tile on every ISA
+    (4, 100, 300, 4),   # a batch smaller than a tile
+    (2, 33, 65, 1),     # rows below EDGE_ROWS (gemm_small)
+    (1, 7, 1, 1),       # one column, one row
+    (300, 1, 31, 1),    # depth one
+    (9, 1100, 33, 2),   # k past DEPTH_BLOCK: blocks summed apart, then added to C
+])
+@pytest.mark.parametrize("add,bias,transpose_a", [(False, False, False), (True, True, False),
+                                                  (False, True, True), (True, False, True)])
+def test_matches_float64_product(variant, m, k, width, groups, add, bias, transpose_a, dtype):
+    run(variant, m, k, width, groups, add, bias, transpose_a, dtype)
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 40), k=st.integers(1, 70), width=st.integers(1, 100),
+       groups=st.integers(1, 4), add=st.booleans(), bias=st.booleans(),
+       transpose_a=st.booleans(), double=st.booleans(), seed=st.integers(0, 99))
+def test_any_shape(variant, m, k, width, groups, add, bias, transpose_a, double, seed):
+    run(variant, m, k, width, groups, add, bias, transpose_a,
+        np.float64 if double else np.float32, seed=seed)
+
+
+@pytest.mark.parametrize("parts", [2, 3, 5])
+@pytest.mark.parametrize("width", [17, 64, 100])
+def test_split_into_parts_is_bit_identical(variant, parts, width):
+    # Threads split the strips of B: every column's result must not depend on the split.
+    one = run(variant, 37, 45, width, 4, True, True, False, np.float32, parts=1, seed=3)
+    split = run(variant, 37, 45, width, 4, True, True, False, np.float32, parts=parts, seed=3)
+    np.testing.assert_array_equal(split, one)
+
+
+def test_rejects_mismatched_shapes(variant):
+    k = _dispatch.load(variant)
+    A, B, C = np.zeros((2, 3)), np.zeros((3, 4)), np.zeros((2, 4))
+    with pytest.raises(ValueError, match="do not fit"):
+        k.packed_product(A, np.zeros((4, 4)), C, None, False, False, 1, 1)
+    with pytest.raises(ValueError, match="do not fit"):
+        k.packed_product(A, B, C, None, False, False, 3, 1)
+    with pytest.raises(ValueError, match="bias must have 4"):
+        k.packed_product(A, B, C, np.zeros(3), False, False, 1, 1)
