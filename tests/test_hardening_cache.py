@@ -125,3 +125,16 @@ def test_any_in_place_change_never_reaches_backward(data):
                                     max_size=len(idx)))
         flat[idx] = values
     assert_same_gradients(before, model.backward(cache, dy, dstate))
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_the_returned_output_cannot_be_made_writeable(batch_first):
+    lstm = lstmx.LSTM(3, 4, num_layers=2, batch_first=batch_first, seed=0)
+    x = np.ones((2, 3, 3), np.float32)
+    y, _, cache = lstm.forward_train(x)
+    with pytest.raises(ValueError, match="read-only"):
+        y[...] = 0
+    with pytest.raises(ValueError, match="cannot set WRITEABLE flag"):
+        y.flags.writeable = True
+    want = lstm.backward(cache, np.ones_like(y))
+    assert_array_equal(lstm.backward(cache, np.ones_like(y))[0], want[0])
