@@ -43,12 +43,11 @@ def _same_bits(a, b) -> bool:
 
 
 def snapshot(live):
-    """A read-only C-contiguous copy of ``live``, the one made last time if ``live`` has not
-    changed since and some cache still holds it."""
-    if live.nbytes < SHARE_BYTES:
-        copy = np.array(live, order="C")
-        copy.flags.writeable = False
-        return copy
+    """A C-contiguous copy of ``live``: for large arrays, a read-only one shared by the
+    caches, the one made last time if ``live`` has not changed since and a cache still
+    holds it."""
+    if live.nbytes < SHARE_BYTES:  # this cache's own (a cell step: ~1 us for both weights)
+        return live.copy()
     key = id(live)
     entry = _snapshots.get(key)
     if entry is not None and entry[0]() is live:
@@ -73,8 +72,8 @@ def snapshot(live):
 class LSTMCache:
     """What ``backward`` needs from one training forward pass.
 
-    It holds its own read-only copies of everything backward reads (the layer inputs, the
-    weights, the initial state), and the forward pass computes with those copies: whatever
+    It holds its own copies of everything backward reads (the layer inputs, the weights,
+    the initial state), and the forward pass computes with those copies: whatever
     happens to the caller's ``x`` or to the parameters afterwards (an optimiser step before
     ``backward``, a reused input buffer), ``backward`` returns the gradient of the forward
     pass as it ran. A copy cannot be fooled, as a fingerprint of the bytes can, and costs
@@ -118,10 +117,11 @@ class LSTMCache:
             self.outputs[-1].flags.writeable = False  # the y that was returned
 
     @staticmethod
-    def keep(*arrays):
-        """Read-only copies of the weights ``arrays`` (None stays None), for the forward pass
-        to compute with and for backward: see ``snapshot``."""
-        return [None if a is None else snapshot(a) for a in arrays]
+    def keep(W, U, R, peep):
+        """Copies of one layer's weights (None stays None), for the forward pass to compute
+        with and for backward: see ``snapshot``."""
+        return (snapshot(W), snapshot(U), None if R is None else snapshot(R),
+                None if peep is None else snapshot(peep))
 
     @property
     def seq_len(self) -> int:

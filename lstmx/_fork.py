@@ -12,13 +12,13 @@ from __future__ import annotations
 import ctypes
 import os
 
-__all__ = ["forked"]
+__all__ = ["at_fork_in_child"]
 
 # The OpenMP runtimes lstmx's kernels may be linked with; only one already loaded (by the
 # kernels) is used: RTLD_NOLOAD loads nothing.
 _RUNTIMES = ("libgomp.so.1", "libomp.so", "libomp.so.5", "libiomp5.so")
 _hooks = []
-forked = False  # whether this process is a child made by fork after lstmx was imported
+_set_num_threads = None  # the runtime's omp_set_num_threads, once found
 
 
 def _find_set_num_threads():
@@ -39,16 +39,20 @@ def at_fork_in_child(hook) -> None:
     _hooks.append(hook)
 
 
+def _before_fork():
+    # Looked up in the parent (the child must not dlopen: another thread may have held the
+    # loader's lock at the fork), and not at import: the kernels load the runtime later.
+    global _set_num_threads
+    if _set_num_threads is None:
+        _set_num_threads = _find_set_num_threads()
+
+
 def _after_fork_in_child():
-    global forked
-    forked = True
-    # Looked up here, not at import: the kernels may load the runtime after this module.
-    set_num_threads = _find_set_num_threads()
-    if set_num_threads is not None:
-        set_num_threads(1)
+    if _set_num_threads is not None:
+        _set_num_threads(1)
     for hook in _hooks:
         hook()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

@@ -244,8 +244,6 @@ def from_onnx(model, *, batch_first=None, dtype=None, base_dir=None):
         was expected and what was found.
     """
     onnx = _onnx()
-    from onnx import helper
-
     model, source = _load_model(onnx, model)
     if base_dir is not None:
         if not isinstance(base_dir, (str, os.PathLike)) or not os.path.isdir(base_dir):
@@ -264,7 +262,7 @@ def from_onnx(model, *, batch_first=None, dtype=None, base_dir=None):
                          "to more than one initializer or node output")
     tensors = {t.name: t for t in graph.initializer}
     for n in graph.node:
-        if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
+        if n.op_type == "Constant" and n.domain in ("", "ai.onnx") and n.output:
             for a in n.attribute:
                 if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
                     tensors[n.output[0]] = a.t
@@ -277,7 +275,7 @@ def from_onnx(model, *, batch_first=None, dtype=None, base_dir=None):
         where = f"{source}: LSTM node {n.name or k!r}"
         if n.domain not in ("", "ai.onnx"):
             raise ValueError(f"{where} is of domain {n.domain!r}, not ONNX's LSTM operator")
-        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        attrs = _attributes(onnx, n, where)
         nodes.append((n, where, _node_weights(n, attrs, tensors, where, base_dir)))
     layers = _group_layers(nodes, graph, source)
 
@@ -417,8 +415,29 @@ def _tensor(t, where, base_dir):
                          f"{tuple(t.dims)} and type claim: {err}") from err
 
 
-_LSTM_ATTRIBUTES = {"activation_alpha", "activation_beta", "activations", "clip", "direction",
-                    "hidden_size", "input_forget", "layout"}
+_LSTM_ATTRIBUTES = {"activation_alpha": "FLOATS", "activation_beta": "FLOATS",
+                    "activations": "STRINGS", "clip": "FLOAT", "direction": "STRING",
+                    "hidden_size": "INT", "input_forget": "INT", "layout": "INT"}
+
+
+def _attributes(onnx, n, where) -> dict:
+    """The node's attributes by name, each of the type ONNX's LSTM gives it."""
+    from onnx import helper
+
+    attrs = {}
+    for a in n.attribute:
+        want = _LSTM_ATTRIBUTES.get(a.name)
+        if want is None:
+            raise ValueError(f"{where}: unknown attribute {a.name!r}; ONNX's LSTM has "
+                             f"{sorted(_LSTM_ATTRIBUTES)}")
+        if a.name in attrs:
+            raise ValueError(f"{where}: attribute {a.name!r} is given twice")
+        if a.type != getattr(onnx.AttributeProto, want):
+            got = onnx.AttributeProto.AttributeType.Name(a.type) \
+                if a.type in onnx.AttributeProto.AttributeType.values() else a.type
+            raise TypeError(f"{where}: attribute {a.name!r} must be of type {want}; got {got}")
+        attrs[a.name] = helper.get_attribute_value(a)
+    return attrs
 _DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
 
 
@@ -428,10 +447,6 @@ def _text(value):
 
 def _node_weights(n, attrs, tensors, where, base_dir):
     """Check one ONNX LSTM node; {direction, act, layout, D, H, weights: (W, R, B, P)}."""
-    unknown = sorted(set(attrs) - _LSTM_ATTRIBUTES)
-    if unknown:
-        raise ValueError(f"{where}: unknown attributes {unknown}; ONNX's LSTM has "
-                         f"{sorted(_LSTM_ATTRIBUTES)}")
     direction = _text(attrs.get("direction", b"forward"))
     if direction not in _DIRECTIONS:
         raise ValueError(f"{where}: direction must be one of {list(_DIRECTIONS)}; got "
@@ -541,8 +556,9 @@ def _group_layers(nodes, graph, source):
         fwd, rev = sorted(pair, key=lambda p: p[2]["direction"] != "forward")
         (nf, wf, f), (nr, wr, r) = fwd, rev
         axis = 1 if f["layout"] == 0 else 2
-        concat = [c for c in consumers.get(nf.output[0] if nf.output else "", [])
-                  if c.op_type == "Concat" and list(c.input) == [nf.output[0], nr.output[0]]
+        yf, yr = (nf.output[0] if nf.output else ""), (nr.output[0] if nr.output else "")
+        concat = [c for c in consumers.get(yf, []) if yf and yr and c.output
+                  and c.op_type == "Concat" and list(c.input) == [yf, yr]
                   and {a.name: a.i for a in c.attribute}.get("axis") in (axis, axis - 4)]
         if nf.input[0] != nr.input[0] or not concat or \
                 (f["act"], f["layout"], f["H"]) != (r["act"], r["layout"], r["H"]) or \
@@ -573,7 +589,7 @@ def _check_between(prev, layer, producer, tensors, source, k):
     while name != prev["y"]:
         op = producer.get(name)
         if op is None or op.op_type not in ("Transpose", "Reshape", "Squeeze",
-                                             "Identity") or len(chain) > 8:
+                                             "Identity") or len(chain) > 8 or not op.input:
             what = "a graph input" if op is None else f"a {op.op_type} node"
             raise ValueError(f"{layer['where']} (layer {k}) does not read the output Y of "
                              f"the layer before it through reshapes only (its input comes "

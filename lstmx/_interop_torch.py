@@ -13,8 +13,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from lstmx._interop_gates import (build_cell, build_lstm, check_flag, layer_params,
-                                  optional_import, resolve_dtype)
+from lstmx._interop_gates import (build_cell, build_lstm, layer_params, optional_import,
+                                  resolve_dtype)
 
 __all__ = ["from_torch", "to_torch"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import math
 import os
@@ -39,6 +40,19 @@ _READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, K
                 MemoryError, NotImplementedError, RuntimeError)
 
 
+def _check_file(file, need: str):
+    """Refuse what is neither a path nor a binary file object with ``need`` (read or
+    write) and seek."""
+    if isinstance(file, (str, os.PathLike)):
+        return
+    if isinstance(file, io.TextIOBase):
+        raise TypeError(f"file must be a path or a binary file object; got a file opened in "
+                        f"text mode ({_name(file)}): open it with mode '{need[0]}b'")
+    if not (callable(getattr(file, need, None)) and callable(getattr(file, "seek", None))):
+        raise TypeError(f"file must be a path or a binary file object with {need}() and "
+                        f"seek(); got {type(file).__name__}")
+
+
 def _name(file) -> str:
     if isinstance(file, (str, os.PathLike)):
         return repr(os.fspath(file))
@@ -59,6 +73,7 @@ def save(model, file) -> None:
     if not isinstance(model, (LSTM, LSTMCell)):
         raise TypeError(f"model must be an lstmx.LSTM or lstmx.LSTMCell; "
                         f"got {type(model).__name__}")
+    _check_file(file, "write")
     problem = model._changed_parameter()
     if problem is not None:  # the file would not load
         raise ValueError(f"cannot save the model: {problem}")
@@ -136,6 +151,7 @@ def load(file, *, into=None):
     times it, deflate's largest ratio, for a compressed archive). Members must have distinct
     names; arrays of either byte order are read.
     """
+    _check_file(file, "read")
     name = _name(file)
     with contextlib.ExitStack() as stack:
         if isinstance(file, (str, os.PathLike)):

@@ -153,6 +153,13 @@ class _Parameterised:
             self.__setstate__(self.__getstate__())
 
 
+def _sealed(y):
+    """The read-only ``y`` that a cache shares, as an array whose read-only flag cannot be
+    set back (its memory is reached through a read-only buffer): a write into it would
+    change what ``backward`` reads."""
+    return np.frombuffer(memoryview(y), y.dtype).reshape(y.shape)
+
+
 class LSTM(_Parameterised):
     r"""A stacked, optionally bidirectional LSTM over sequences, computed by Cython kernels.
 
@@ -354,7 +361,7 @@ class LSTM(_Parameterised):
                                                  True, self._peeps)
         except (TypeError, ValueError, IndexError) as err:
             raise self._explain(err, None) from None
-        return self._output(y), (h_n, c_n), cache
+        return self._output(_sealed(y)), (h_n, c_n), cache
 
     def backward(self, cache, dy, dstate=None):
         """Backpropagation through time for one ``forward_train`` call.

@@ -104,3 +104,37 @@ def test_copies_are_freed_with_the_caches():
     for _ in range(3):
         lstm.forward_train(x)
     assert all(entry[1]() is None for entry in _engine._snapshots.values())
+
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+
+@given(data=st.data())
+def test_any_in_place_change_never_reaches_backward(data):
+    model = lstmx.LSTM(4, 8, num_layers=2, peephole=True, dtype=np.float64, seed=5)
+    rng = np.random.default_rng(1)
+    x, state, _, dy, dstate = random_problem(model, 3, 2, rng)
+    _, _, cache = model.forward_train(x, state)
+    before = model.backward(cache, dy, dstate)
+    arrays = {"x": x, **model.parameters()}
+    for name in data.draw(st.lists(st.sampled_from(sorted(arrays)), min_size=1, max_size=4)):
+        flat = arrays[name].reshape(-1)
+        idx = data.draw(st.lists(st.integers(0, flat.size - 1), min_size=1, max_size=8))
+        values = data.draw(st.lists(st.floats(allow_nan=True, allow_infinity=True,
+                                              width=64), min_size=len(idx),
+                                    max_size=len(idx)))
+        flat[idx] = values
+    assert_same_gradients(before, model.backward(cache, dy, dstate))
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_the_returned_output_cannot_be_made_writeable(batch_first):
+    lstm = lstmx.LSTM(3, 4, num_layers=2, batch_first=batch_first, seed=0)
+    x = np.ones((2, 3, 3), np.float32)
+    y, _, cache = lstm.forward_train(x)
+    with pytest.raises(ValueError, match="read-only"):
+        y[...] = 0
+    with pytest.raises(ValueError, match="cannot set WRITEABLE flag"):
+        y.flags.writeable = True
+    want = lstm.backward(cache, np.ones_like(y))
+    assert_array_equal(lstm.backward(cache, np.ones_like(y))[0], want[0])

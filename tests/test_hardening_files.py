@@ -196,3 +196,17 @@ def test_an_archive_is_read_from_the_streams_position():
     lstmx.save(model, stream)
     stream.seek(len(b"other data first"))
     assert_array_equal(lstmx.load(stream).weight_hh_l0, model.weight_hh_l0)
+
+
+def test_what_is_not_a_binary_file_is_a_type_error(tmp_path):
+    path = tmp_path / "m.npz"
+    lstmx.save(lstmx.LSTM(2, 3), path)
+    with open(path) as text, pytest.raises(TypeError, match="opened in text mode"):
+        lstmx.load(text)
+    for bad in (42, None, [path]):
+        with pytest.raises(TypeError, match="file must be a path or a binary file object"):
+            lstmx.load(bad)
+        with pytest.raises(TypeError, match="file must be a path or a binary file object"):
+            lstmx.save(lstmx.LSTM(2, 3), bad)
+    with pytest.raises(TypeError, match="opened in text mode"):
+        lstmx.save(lstmx.LSTM(2, 3), io.StringIO())
