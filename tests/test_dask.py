@@ -423,3 +423,23 @@ def test_step_that_keeps_losing_workers_raises_and_leaves_model(client):
     # The cluster recovers and the next step runs.
     assert np.isfinite(ldask.train_step([lstm, head], opt, X, Y, lstmx.losses.mse_loss,
                                         client=client, timeout=TIMEOUT))
+
+
+def test_example_trains_on_chunks_from_disk(tmp_path, capsys):
+    require("matplotlib")
+    import sys
+    examples = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "examples")
+    sys.path.insert(0, examples)
+    try:
+        import dask_chunked
+        r = dask_chunked.main(["--n", "1536", "--test", "512", "--T", "20", "--epochs", "2",
+                               "--chunk", "32", "--batch", "64",
+                               "--out", str(tmp_path), "--no-progress"])
+    finally:
+        sys.path.remove(examples)
+    assert sorted(os.listdir(tmp_path / "dask_chunked" / "x"))[:2] == ["0.npy", "1.npy"]
+    # Answering 0 scores ~0.04; two short epochs already do ten times better.
+    assert r["test_mse"] < r["baseline"] / 10
+    assert os.path.getsize(r["plot"]) > 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("dask chunked: test MSE")
