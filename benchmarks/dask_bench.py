@@ -9,8 +9,8 @@ Measures, at M (T=50, B=32, I=128, H=256) and L (T=100, B=64, I=512, H=512), flo
   with 2 threads.
 - train step: ``lstmx.dask.train_step`` (MSE loss, SGD) with the data on the workers, one
   shard per worker, against the same step in this process on the whole batch (1 thread); the
-  difference is the cluster's overhead. Also the local step at B/8 and B/64 (what one worker
-  of 8 or 64 computes), and the two constants of docs/scaling.md's cost model measured here:
+  difference is the cluster's overhead. Also the local step at B/2, B/8 and B/64 (what one
+  worker of 2, 8 or 64 computes), and the two constants of docs/scaling.md's cost model measured here:
   the round trip of an empty task and the bandwidth of moving an array of the model's size.
 
 Writes JSON to benchmarks/results/dask-<date>.json (or --out). Takes a minute or two::
@@ -175,7 +175,9 @@ def main(argv=None):
               "cpu": cpu(), "versions": {"lstmx": lstmx.__version__, "dask": dask.__version__,
                                          "distributed": distributed.__version__,
                                          "numpy": np.__version__},
-              "repeat": args.repeat, "batches": args.batches, "sizes": {}}
+              "repeat": args.repeat, "batches": args.batches, "sizes": {},
+              # The machine is shared: how busy it was, before and after.
+              "loadavg_start": os.getloadavg()}
     rng = np.random.default_rng(0)
     models, data = {}, {}
     for name in args.sizes:
@@ -194,7 +196,7 @@ def main(argv=None):
             t = local_predict(models[name], batches, threads, args.repeat)
             r["predict_local"][f"{threads}_thread"] = {**t, "seq_per_s": seqs / t["median_s"]}
         r["step_local"] = {"B": local_step(models[name], batches[0], target, args.repeat)}
-        for n in (8, 64):
+        for n in (2, 8, 64):
             b = max(1, s["B"] // n)
             r["step_local"][f"B/{n}"] = {"batch": b, **local_step(
                 models[name], batches[0][:, :b], target[:, :b], args.repeat)}
@@ -225,8 +227,12 @@ def main(argv=None):
         pc = r["predict_cluster"]
         r["predict_speedup_2_over_1_worker"] = pc["2_worker"]["seq_per_s"] / \
             pc["1_worker"]["seq_per_s"]
-        local = r["step_local"]["B"]["median_s"]
-        r["step_overhead_s"] = {k: v["median_s"] - local for k, v in r["step_cluster"].items()}
+        # Against what one worker computes: the whole batch for one worker, half for two.
+        local = {"1_worker": r["step_local"]["B"]["median_s"],
+                 "2_worker": r["step_local"]["B/2"]["median_s"]}
+        r["step_overhead_s"] = {k: v["median_s"] - local[k]
+                                for k, v in r["step_cluster"].items()}
+    result["loadavg_end"] = os.getloadavg()
     out = args.out or os.path.join(
         RESULTS, f"dask-{datetime.date.today().isoformat()}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
