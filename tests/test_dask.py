@@ -334,6 +334,37 @@ def test_model_larger_than_one_message(client):
     assert_grads_close([got], local, np.float32)
 
 
+def test_default_client_is_found(client):
+    lstm, x, _, _, _ = lstm_problem()
+    X = da.from_array(x, chunks=(6, 5, 5))
+    with dask.config.set(scheduler=client):  # what a Client(set_as_default=True) does
+        y = ldask.predict(lstm, X)
+        graph = convert_legacy_graph(dict(y.__dask_graph__()))
+        (key,) = set().union(*(task.dependencies for task in graph.values())) - set(graph)
+        assert len(client.who_has()[key]) == 2  # scattered, not in the graph
+        got = y.compute()
+    want = np.concatenate([lstm(s)[0] for s in shards_of(x, 1, (5, 5))], axis=1)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_step_past_its_timeout_raises_and_leaves_model(client):
+    (lstm, head), _ = two_models()
+    opt = lstmx.optim.SGD([lstm.parameters(), head.parameters()], lr=0.1)
+    before = [m.state_dict() for m in (lstm, head)]
+    rng = np.random.default_rng(0)
+    X = da.from_array(rng.standard_normal((6, 8, 5)), chunks=(6, 4, 5))
+    Y = da.from_array(rng.standard_normal((6, 8, 2)), chunks=(6, 4, 2))
+    t = time.perf_counter()
+    with pytest.raises(TimeoutError):
+        ldask.train_step([lstm, head], opt, X, Y, _slow(lstmx.losses.mse_loss, 2),
+                         client=client, timeout=0.5)
+    assert time.perf_counter() - t < 2
+    assert opt.steps == 0
+    for m, saved in zip((lstm, head), before):
+        for k, v in saved.items():
+            np.testing.assert_array_equal(m.parameters()[k], v)
+
+
 def _slow(loss, seconds):
     # A closure, so that cloudpickle ships it by value to the workers.
     def slow_loss(out, target):
