@@ -55,6 +55,7 @@ class _Parameterised:
         if missing or unexpected:
             raise KeyError(f"state_dict keys do not match: missing {missing}, "
                            f"unexpected {unexpected}")
+        self._realign()
         new = {}
         for name, live in self._params.items():
             value = state_dict[name]
@@ -71,6 +72,78 @@ class _Parameterised:
         if params is not None and name in params:
             return params[name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    # What the parameters' shapes follow: set once, by __init__.
+    _FIXED = frozenset({"config", "_params", "_peeps", "_peep", "in_features", "out_features",
+                        "num_embeddings", "embedding_dim", "padding_idx"})
+
+    def __setattr__(self, name, value):
+        params = self.__dict__.get("_params")
+        if params is not None and name in params:
+            # m.weight_ih_l0 = array: into the live parameter (an instance attribute would
+            # shadow it, and the model would go on computing with, and saving, the old one).
+            live = params[name]
+            live[...] = as_float_array(name, value, live.dtype, live.shape, copy=True)
+            return
+        if name in self._FIXED and name in self.__dict__:
+            raise AttributeError(f"{name} of a {type(self).__name__} cannot be reassigned: "
+                                 "the parameters are shaped by it; make a new model")
+        object.__setattr__(self, name, value)
+
+    def __getstate__(self):
+        # The peephole stacks are rebuilt from their rows by __setstate__.
+        return {k: v for k, v in self.__dict__.items() if k not in ("_peeps", "_peep")}
+
+    def __setstate__(self, state):
+        # Arrays may arrive from anywhere (protocol-5 out-of-band buffers are read-only and
+        # may sit at any address): each parameter gets a fresh aligned, writeable,
+        # C-contiguous, native-order copy, and the peephole stacks are rebuilt on the rows.
+        state = dict(state)
+        state["_params"] = {name: np.array(value, dtype=value.dtype.newbyteorder("="),
+                                           order="C", copy=True)
+                            for name, value in state["_params"].items()}
+        for derived in ("_peeps", "_peep"):
+            state.pop(derived, None)
+            self.__dict__.pop(derived, None)
+        self.__dict__.update(state)
+        self._link()
+
+    def _link(self):
+        """Rebuild what is derived from the parameter arrays (the peephole stacks)."""
+
+    def _explain(self, err, cache):
+        """What to raise for ``err`` from the engine or kernels, whose own checks a call
+        reaches only if something changed behind the validation: a live parameter reshaped
+        or re-typed in place, or a cache changed by hand. (Their messages, "kernel
+        argument ...", name internals a user cannot act on.)"""
+        if not (isinstance(err, IndexError) or str(err).startswith("kernel argument")):
+            return err
+        shapes = self.config.parameter_shapes()
+        if isinstance(self, LSTMCell):
+            shapes = {k[:-3]: v for k, v in shapes.items()}
+        for name, a in self._params.items():
+            if not (a.dtype == self.config.dtype and a.shape == shapes[name]
+                    and a.flags.c_contiguous and a.flags.aligned):
+                return ValueError(
+                    f"parameter {name!r} was changed in place: it must be an aligned "
+                    f"C-contiguous {self.config.dtype} array of shape {shapes[name]}; it is "
+                    f"now {a.dtype} with shape {a.shape} (assign values to it instead: "
+                    f"model.{name} = new_values)")
+        if cache is not None:
+            return ValueError("cache: its arrays were replaced or changed by hand after "
+                              "forward_train and no longer fit its configuration; call "
+                              "forward_train again")
+        return RuntimeError(f"lstmx internal error (please report it): {err}")
+
+    def _realign(self):
+        """Replace any live parameter the kernels could not take as it is (misaligned,
+        read-only, not C-contiguous, byte-swapped) by an aligned copy; the others stay the
+        same objects."""
+        bad = [name for name, a in self._params.items()
+               if not (a.flags.c_contiguous and a.flags.aligned and a.flags.writeable
+                       and a.dtype.isnative)]
+        if bad:
+            self.__setstate__(self.__getstate__())
 
 
 class LSTM(_Parameterised):
@@ -132,10 +205,13 @@ class LSTM(_Parameterised):
         self.config = LSTMConfig(input_size, hidden_size, num_layers, bias, batch_first,
                                  bidirectional, proj_size, peephole, output_activation, dtype)
         self._params = self.config.init_parameters(seed, init)
+        self._link()
+
+    def _link(self):
         cfg = self.config
         self._peeps = self._stack_peepholes(
-            [cfg.suffix(k, d) for k in range(num_layers) for d in range(cfg.num_directions)]
-        ) if cfg.peephole else []
+            [cfg.suffix(k, d) for k in range(cfg.num_layers)
+             for d in range(cfg.num_directions)]) if cfg.peephole else []
 
     def __repr__(self):
         c = self.config
@@ -193,8 +269,11 @@ class LSTM(_Parameterised):
             last valid step
         """
         x, h0, c0, lengths = self._inputs(x, state, lengths, training=False)
-        y, h_n, c_n, _ = _engine.forward(self.config, self._params, x, h0, c0, lengths, False,
-                                         self._peeps)
+        try:
+            y, h_n, c_n, _ = _engine.forward(self.config, self._params, x, h0, c0, lengths, False,
+                                             self._peeps)
+        except (TypeError, ValueError, IndexError) as err:
+            raise self._explain(err, None) from None
         return self._output(y), (h_n, c_n)
 
     def forward_train(self, x, state=None, lengths=None):
@@ -206,8 +285,11 @@ class LSTM(_Parameterised):
         cache : LSTMCache
         """
         x, h0, c0, lengths = self._inputs(x, state, lengths, training=True)
-        y, h_n, c_n, cache = _engine.forward(self.config, self._params, x, h0, c0, lengths,
-                                             True, self._peeps)
+        try:
+            y, h_n, c_n, cache = _engine.forward(self.config, self._params, x, h0, c0, lengths,
+                                                 True, self._peeps)
+        except (TypeError, ValueError, IndexError) as err:
+            raise self._explain(err, None) from None
         return self._output(y), (h_n, c_n), cache
 
     def backward(self, cache, dy, dstate=None):
@@ -244,7 +326,10 @@ class LSTM(_Parameterised):
             dy = np.ascontiguousarray(dy.swapaxes(0, 1))
         LD = cfg.num_layers * cfg.num_directions
         dh, dc = check_state_grad(dstate, cfg.dtype, LD, B, cfg.output_size, cfg.hidden_size)
-        dx, grads = _engine.backward(cache, dy, dh, dc)
+        try:
+            dx, grads = _engine.backward(cache, dy, dh, dc)
+        except (TypeError, ValueError, IndexError) as err:
+            raise self._explain(err, cache) from None
         return self._output(dx), (dh, dc), grads
 
 
@@ -274,7 +359,11 @@ class LSTMCell(_Parameterised):
         # The engine reads layer names (weight_ih_l0); the cell shows torch's cell names.
         self._params = {name[:-3]: value
                         for name, value in self.config.init_parameters(seed, init).items()}
-        self._peep = self._stack_peepholes([""])[0] if peephole else None  # (3, H) or None
+        self._link()
+
+    def _link(self):
+        self._peep = (self._stack_peepholes([""])[0] if self.config.peephole
+                      else None)  # (3, H) or None
 
     def __repr__(self):
         c = self.config
@@ -311,23 +400,32 @@ class LSTMCell(_Parameterised):
         # A cell step is latency-bound: arrays that are already right go straight to the
         # kernel, which checks them in C (cell_step); anything else is validated here.
         if state is not None:
-            new = _kernels.cell_step(x, state, cfg.input_size, cfg.hidden_size,
-                                     p["weight_ih"], p["weight_hh"], p.get("bias_ih"),
-                                     p.get("bias_hh"), self._peep, identity)
+            try:
+                new = _kernels.cell_step(x, state, cfg.input_size, cfg.hidden_size,
+                                         p["weight_ih"], p["weight_hh"], p.get("bias_ih"),
+                                         p.get("bias_hh"), self._peep, identity)
+            except (TypeError, ValueError, IndexError) as err:
+                raise self._explain(err, None) from None
             if new is not None:
                 return new
         x, h, c, _ = self._inputs(x, state, training=False)
         y = np.empty((1, x.shape[1], cfg.hidden_size), cfg.dtype)
-        _kernels.forward(x[0], p["weight_ih"], p["weight_hh"], p.get("bias_ih"),
-                         p.get("bias_hh"), None, self._peep, None, h[0], c[0], y,
-                         0, False, identity)
+        try:
+            _kernels.forward(x[0], p["weight_ih"], p["weight_hh"], p.get("bias_ih"),
+                             p.get("bias_hh"), None, self._peep, None, h[0], c[0], y,
+                             0, False, identity)
+        except (TypeError, ValueError, IndexError) as err:
+            raise self._explain(err, None) from None
         return y[0], c[0]
 
     def forward_train(self, x, state=None):
         """One step, also returning the cache for ``backward``: ((h, c), cache)."""
         x, h, c, lengths = self._inputs(x, state, training=True)
-        _, h, c, cache = _engine.forward(self.config, self._layer_params(), x, h, c, lengths,
-                                         True, (self._peep,))
+        try:
+            _, h, c, cache = _engine.forward(self.config, self._layer_params(), x, h, c,
+                                             lengths, True, (self._peep,))
+        except (TypeError, ValueError, IndexError) as err:
+            raise self._explain(err, None) from None
         return (h[0], c[0]), cache
 
     def backward(self, cache, dstate):
@@ -359,5 +457,8 @@ class LSTMCell(_Parameterised):
         dh, dc = check_state_grad(dstate, cfg.dtype, 0, B, H, H, names=("dh", "dc"))
         dy = dh[None]
         dh0, dc0 = np.zeros((1, B, H), cfg.dtype), dc[None]
-        dx, grads = _engine.backward(cache, dy, dh0, dc0, keys=cfg.cell_names)
+        try:
+            dx, grads = _engine.backward(cache, dy, dh0, dc0, keys=cfg.cell_names)
+        except (TypeError, ValueError, IndexError) as err:
+            raise self._explain(err, cache) from None
         return dx[0], (dh0[0], dc0[0]), grads
