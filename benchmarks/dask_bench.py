@@ -16,6 +16,8 @@ Measures, at M (T=50, B=32, I=128, H=256) and L (T=100, B=64, I=512, H=512), flo
 Writes JSON to benchmarks/results/dask-<date>.json (or --out). Takes a minute or two::
 
     python benchmarks/dask_bench.py [--repeat 3] [--batches 8] [--sizes M L]
+
+with lstmx (and lstmx.dask) importable: installed, or ``PYTHONPATH=.`` from a checkout.
 """
 from __future__ import annotations
 
