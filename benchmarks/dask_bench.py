@@ -5,8 +5,9 @@ Measures, at M (T=50, B=32, I=128, H=256) and L (T=100, B=64, I=512, H=512), flo
 - predict: sequences a second of ``lstmx.dask.predict`` over a dataset of ``--batches``
   batches of B sequences already held by the workers (the outputs stay there, as before a
   write to disk), on a LocalCluster of 1 and of 2 worker processes, each with one thread and
-  one OpenMP/BLAS thread; against ``model(x)`` batch by batch in this process with 1 and
-  with 2 threads.
+  one OpenMP/BLAS thread (both clusters up, taking turns round by round, so that the
+  speed-up is also a median of paired rounds); against ``model(x)`` batch by batch in this
+  process with 1 and with 2 threads.
 - train step: ``lstmx.dask.train_step`` (MSE loss, SGD) with the data on the workers, one
   shard per worker, against the same step in this process on the whole batch (1 thread); the
   difference is the cluster's overhead. Also the local step at B/2, B/8 and B/64 (what one
@@ -112,19 +113,29 @@ def on_workers(client, shape, chunks, seed):
     return x
 
 
-def cluster_predict(client, lstm, s, n_batches, repeat):
+def cluster_predict(clients, lstm, s, n_batches, repeat):
+    """Seconds of predict over the dataset on each cluster, the clusters taking turns round
+    by round, so that a change in the machine's load hits both alike (paired rounds)."""
     from distributed import futures_of, wait
     import lstmx.dask
-    X = on_workers(client, (s["T"], s["B"] * n_batches, s["I"]), (s["T"], s["B"], s["I"]), 1)
+    Xs = [on_workers(c, (s["T"], s["B"] * n_batches, s["I"]), (s["T"], s["B"], s["I"]), 1)
+          for c in clients]
 
-    def run():
+    def run(client, X):
+        t = time.perf_counter()
         y = client.persist(lstmx.dask.predict(lstm, X, client=client))
         with client.as_current():
             wait(futures_of(y), timeout=TIMEOUT)
         del y
+        return time.perf_counter() - t
 
-    run()  # warm: imports and workspaces on the workers
-    return timed(run, repeat)
+    for c, X in zip(clients, Xs):
+        run(c, X)  # warm: imports and workspaces on the workers
+    times = [[] for _ in clients]
+    for _ in range(repeat):
+        for i, (c, X) in enumerate(zip(clients, Xs)):
+            times[i].append(run(c, X))
+    return [best(t) for t in times]
 
 
 def cluster_step(client, lstm, s, n_shards, repeat):
@@ -205,22 +216,27 @@ def main(argv=None):
         print(name, "local", json.dumps({k: v for k, v in r.items() if k != "shape"},
                                         default=str)[:400], flush=True)
 
-    for n_workers in (1, 2):
-        lc, client = cluster(n_workers)
-        try:
-            result[f"worker_threads_{n_workers}"] = worker_threads(client)
-            for name in args.sizes:
-                s, r = SIZES[name], result["sizes"][name]
-                seqs = s["B"] * args.batches
-                t = cluster_predict(client, models[name], s, args.batches, args.repeat)
-                r.setdefault("predict_cluster", {})[f"{n_workers}_worker"] = {
-                    **t, "seq_per_s": seqs / t["median_s"]}
-                r.setdefault("step_cluster", {})[f"{n_workers}_worker"] = cluster_step(
-                    client, models[name], s, n_workers, args.repeat)
-                if n_workers == 1:
-                    r["comm"] = comm_constants(client, r["parameter_bytes"], args.repeat)
-                print(name, n_workers, "worker(s)", r["predict_cluster"], flush=True)
-        finally:
+    clusters = [cluster(n) for n in (1, 2)]
+    clients = [c for _, c in clusters]
+    try:
+        for name in args.sizes:
+            s, r = SIZES[name], result["sizes"][name]
+            seqs = s["B"] * args.batches
+            times = cluster_predict(clients, models[name], s, args.batches, args.repeat)
+            r["predict_cluster"] = {f"{n}_worker": {**t, "seq_per_s": seqs / t["median_s"]}
+                                    for n, t in zip((1, 2), times)}
+            rounds = zip(times[0]["all_s"], times[1]["all_s"])
+            r["predict_speedup_paired_median"] = statistics.median(a / b for a, b in rounds)
+            r["step_cluster"] = {f"{n}_worker": cluster_step(c, models[name], s, n,
+                                                             args.repeat)
+                                 for n, c in zip((1, 2), clients)}
+            r["comm"] = comm_constants(clients[0], r["parameter_bytes"], args.repeat)
+            print(name, r["predict_cluster"], flush=True)
+        # After the work, so that lstmx's OpenMP runtime is loaded and listed too.
+        for n, c in zip((1, 2), clients):
+            result[f"worker_threads_{n}"] = worker_threads(c)
+    finally:
+        for lc, client in clusters:
             client.close(timeout=60)
             lc.close(timeout=60)
 
@@ -247,7 +263,8 @@ def main(argv=None):
               f"{r['predict_local']['2_thread']['seq_per_s']:.0f}; cluster 1 worker "
               f"{r['predict_cluster']['1_worker']['seq_per_s']:.0f}, 2 workers "
               f"{r['predict_cluster']['2_worker']['seq_per_s']:.0f} "
-              f"({r['predict_speedup_2_over_1_worker']:.2f}x); step local "
+              f"({r['predict_speedup_2_over_1_worker']:.2f}x, paired rounds "
+              f"{r['predict_speedup_paired_median']:.2f}x); step local "
               f"{1e3 * r['step_local']['B']['median_s']:.1f} ms, overhead "
               + ", ".join(f"{k} {1e3 * v:+.1f} ms" for k, v in r["step_overhead_s"].items()))
     print("wrote", out)
