@@ -89,7 +89,7 @@ def local_step(lstm, x, target, repeat, threads=1):
 def cluster(n_workers):
     from dask.distributed import Client, LocalCluster
     lc = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None, timeout=TIMEOUT)
+                      dashboard_address=":0", timeout=TIMEOUT)
     client = Client(lc, set_as_default=False, timeout=TIMEOUT)
     client.wait_for_workers(n_workers, timeout=TIMEOUT)
     return lc, client

@@ -100,7 +100,7 @@ def train(path, n=8192, test=1024, T=50, features=4, hidden=32, chunk=128, batch
     if workers:
         from distributed import Client, LocalCluster
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
-                               dashboard_address=None)
+                               dashboard_address=":0")
         client = Client(cluster, set_as_default=False)
     try:
         x, y = write_dataset(path, n, T, features, chunk, seed, progress)

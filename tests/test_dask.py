@@ -36,7 +36,7 @@ def client():
     with dask.config.set({"distributed.comm.shard": SHARD,
                           "distributed.scheduler.allowed-failures": 1}):
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           dashboard_address=None, timeout=TIMEOUT)
+                                           dashboard_address=":0", timeout=TIMEOUT)
         with cluster, distributed.Client(cluster, set_as_default=False,
                                          timeout=TIMEOUT) as c:
             c.wait_for_workers(2, timeout=TIMEOUT)
