@@ -5,14 +5,18 @@ Measures, at M (T=50, B=32, I=128, H=256) and L (T=100, B=64, I=512, H=512), flo
 - predict: sequences a second of ``lstmx.dask.predict`` over a dataset of ``--batches``
   batches of B sequences already held by the workers (the outputs stay there, as before a
   write to disk), on a LocalCluster of 1 and of 2 worker processes, each with one thread and
-  one OpenMP/BLAS thread (both clusters up, taking turns round by round, so that the
-  speed-up is also a median of paired rounds); against ``model(x)`` batch by batch in this
-  process with 1 and with 2 threads.
+  one OpenMP/BLAS thread; against ``model(x)`` batch by batch in this process with 1 and
+  with 2 threads.
 - train step: ``lstmx.dask.train_step`` (MSE loss, SGD) with the data on the workers, one
-  shard per worker, against the same step in this process on the whole batch (1 thread); the
-  difference is the cluster's overhead. Also the local step at B/2, B/8 and B/64 (what one
-  worker of 2, 8 or 64 computes), and the two constants of docs/scaling.md's cost model measured here:
-  the round trip of an empty task and the bandwidth of moving an array of the model's size.
+  shard per worker, against the same step in this process (1 thread) on what one worker
+  computes (the whole batch for one worker, half of it for two); the difference is the
+  cluster's overhead. Also the local step at B/8 and B/64 (what one worker of 8 or 64
+  computes), and the two constants of docs/scaling.md's cost model measured here: the round
+  trip of an empty task and the time to move an array of the model's size.
+
+The machine is shared and its load changes from minute to minute, so the contenders take
+turns round by round (``--repeat`` rounds after a warm-up) and ratios are medians of the
+per-round ratios; the load average is recorded with each size.
 
 Writes JSON to benchmarks/results/dask-<date>.json (or --out). Takes a minute or two::
 
@@ -63,27 +67,48 @@ def timed(fn, repeat):
     return best(times)
 
 
-def local_predict(lstm, batches, threads, repeat):
+def rounds(runners, repeat):
+    """Seconds of each runner, all taking turns round by round after one warm-up call each:
+    on a shared machine the load changes from minute to minute, and paired rounds meet the
+    same load, so their ratios (medians of per-round ratios) are what to compare."""
+    for run in runners.values():
+        run()
+    times = {name: [] for name in runners}
+    for _ in range(repeat):
+        for name, run in runners.items():
+            t = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t)
+    return {name: best(t) for name, t in times.items()}
+
+
+def paired(times, a, b):
+    """Median over rounds of a's time over b's (b's speed-up over a)."""
+    return statistics.median(x / y for x, y in zip(times[a]["all_s"], times[b]["all_s"]))
+
+
+def local_predict(lstm, batches, threads):
     from threadpoolctl import threadpool_limits
-    with threadpool_limits(threads):
-        lstm(batches[0])  # warm the workspace
-        return timed(lambda: [lstm(x) for x in batches], repeat)
+
+    def run():
+        with threadpool_limits(threads):
+            for x in batches:
+                lstm(x)
+    return run
 
 
-def local_step(lstm, x, target, repeat, threads=1):
+def local_step(lstm, x, target):
     import lstmx
     from threadpoolctl import threadpool_limits
     opt = lstmx.optim.SGD([lstm.parameters()], lr=1e-6)
 
-    def step():
-        y, _, cache = lstm.forward_train(x)
-        _, dy = lstmx.losses.mse_loss(y, target)
-        _, _, grads = lstm.backward(cache, dy)
-        opt.step([grads])
-
-    with threadpool_limits(threads):
-        step()
-        return timed(step, repeat)
+    def run():
+        with threadpool_limits(1):
+            y, _, cache = lstm.forward_train(x)
+            _, dy = lstmx.losses.mse_loss(y, target)
+            _, _, grads = lstm.backward(cache, dy)
+            opt.step([grads])
+    return run
 
 
 def cluster(n_workers):
@@ -113,32 +138,20 @@ def on_workers(client, shape, chunks, seed):
     return x
 
 
-def cluster_predict(clients, lstm, s, n_batches, repeat):
-    """Seconds of predict over the dataset on each cluster, the clusters taking turns round
-    by round, so that a change in the machine's load hits both alike (paired rounds)."""
+def cluster_predict(client, lstm, s, n_batches):
+    """predict over a dataset made and kept by the workers; the outputs stay there."""
     from distributed import futures_of, wait
     import lstmx.dask
-    Xs = [on_workers(c, (s["T"], s["B"] * n_batches, s["I"]), (s["T"], s["B"], s["I"]), 1)
-          for c in clients]
+    X = on_workers(client, (s["T"], s["B"] * n_batches, s["I"]), (s["T"], s["B"], s["I"]), 1)
 
-    def run(client, X):
-        t = time.perf_counter()
+    def run():
         y = client.persist(lstmx.dask.predict(lstm, X, client=client))
         with client.as_current():
             wait(futures_of(y), timeout=TIMEOUT)
-        del y
-        return time.perf_counter() - t
-
-    for c, X in zip(clients, Xs):
-        run(c, X)  # warm: imports and workspaces on the workers
-    times = [[] for _ in clients]
-    for _ in range(repeat):
-        for i, (c, X) in enumerate(zip(clients, Xs)):
-            times[i].append(run(c, X))
-    return [best(t) for t in times]
+    return run
 
 
-def cluster_step(client, lstm, s, n_shards, repeat):
+def cluster_step(client, lstm, s, n_shards):
     import lstmx
     import lstmx.dask
     opt = lstmx.optim.SGD([lstm.parameters()], lr=1e-6)
@@ -149,9 +162,7 @@ def cluster_step(client, lstm, s, n_shards, repeat):
     def run():
         lstmx.dask.train_step(lstm, opt, X, Y, lstmx.losses.mse_loss, client=client,
                               timeout=TIMEOUT)
-
-    run()
-    return timed(run, repeat)
+    return run
 
 
 def comm_constants(client, nbytes, repeat):
@@ -192,64 +203,59 @@ def main(argv=None):
               # The machine is shared: how busy it was, before and after.
               "loadavg_start": os.getloadavg()}
     rng = np.random.default_rng(0)
-    models, data = {}, {}
-    for name in args.sizes:
-        s = SIZES[name]
-        models[name] = lstmx.LSTM(s["I"], s["H"], seed=0)
-        batches = [rng.standard_normal((s["T"], s["B"], s["I"]), dtype=np.float32)
-                   for _ in range(args.batches)]
-        target = rng.standard_normal((s["T"], s["B"], s["H"]), dtype=np.float32)
-        data[name] = batches, target
-        nparams = sum(v.size for v in models[name].parameters().values())
-        r = result["sizes"][name] = {"shape": s, "parameters": int(nparams),
-                                     "parameter_bytes": int(4 * nparams)}
-        seqs = s["B"] * args.batches
-        r["predict_local"] = {}
-        for threads in (1, 2):
-            t = local_predict(models[name], batches, threads, args.repeat)
-            r["predict_local"][f"{threads}_thread"] = {**t, "seq_per_s": seqs / t["median_s"]}
-        r["step_local"] = {"B": local_step(models[name], batches[0], target, args.repeat)}
-        for n in (2, 8, 64):
-            b = max(1, s["B"] // n)
-            r["step_local"][f"B/{n}"] = {"batch": b, **local_step(
-                models[name], batches[0][:, :b], target[:, :b], args.repeat)}
-        print(name, "local", json.dumps({k: v for k, v in r.items() if k != "shape"},
-                                        default=str)[:400], flush=True)
-
     clusters = [cluster(n) for n in (1, 2)]
-    clients = [c for _, c in clusters]
+    (_, c1), (_, c2) = clusters
     try:
         for name in args.sizes:
-            s, r = SIZES[name], result["sizes"][name]
+            s = SIZES[name]
+            lstm = lstmx.LSTM(s["I"], s["H"], seed=0)
+            batches = [rng.standard_normal((s["T"], s["B"], s["I"]), dtype=np.float32)
+                       for _ in range(args.batches)]
+            target = rng.standard_normal((s["T"], s["B"], s["H"]), dtype=np.float32)
+            nparams = sum(v.size for v in lstm.parameters().values())
+            r = result["sizes"][name] = {"shape": s, "parameters": int(nparams),
+                                         "parameter_bytes": int(4 * nparams),
+                                         "loadavg": os.getloadavg()}
             seqs = s["B"] * args.batches
-            times = cluster_predict(clients, models[name], s, args.batches, args.repeat)
-            r["predict_cluster"] = {f"{n}_worker": {**t, "seq_per_s": seqs / t["median_s"]}
-                                    for n, t in zip((1, 2), times)}
-            rounds = zip(times[0]["all_s"], times[1]["all_s"])
-            r["predict_speedup_paired_median"] = statistics.median(a / b for a, b in rounds)
-            r["step_cluster"] = {f"{n}_worker": cluster_step(c, models[name], s, n,
-                                                             args.repeat)
-                                 for n, c in zip((1, 2), clients)}
-            r["comm"] = comm_constants(clients[0], r["parameter_bytes"], args.repeat)
-            print(name, r["predict_cluster"], flush=True)
+            t = rounds({"local_1_thread": local_predict(lstm, batches, 1),
+                        "local_2_thread": local_predict(lstm, batches, 2),
+                        "1_worker": cluster_predict(c1, lstm, s, args.batches),
+                        "2_worker": cluster_predict(c2, lstm, s, args.batches)}, args.repeat)
+            r["predict"] = {k: {**v, "seq_per_s": seqs / v["median_s"]} for k, v in t.items()}
+            r["predict_speedup"] = {"2_over_1_worker": paired(t, "1_worker", "2_worker"),
+                                    "1_worker_over_local": paired(t, "local_1_thread",
+                                                                  "1_worker"),
+                                    "2_worker_over_local": paired(t, "local_1_thread",
+                                                                  "2_worker")}
+            half = s["B"] // 2
+            t = rounds({"local_B": local_step(lstm, batches[0], target),
+                        "local_B/2": local_step(lstm, batches[0][:, :half], target[:, :half]),
+                        "1_worker": cluster_step(c1, lstm, s, 1),
+                        "2_worker": cluster_step(c2, lstm, s, 2)}, args.repeat)
+            r["step"] = t
+            # Against what one worker computes: the whole batch for one, half for two.
+            r["step_overhead_s"] = {
+                "1_worker": statistics.median(
+                    x - y for x, y in zip(t["1_worker"]["all_s"], t["local_B"]["all_s"])),
+                "2_worker": statistics.median(
+                    x - y for x, y in zip(t["2_worker"]["all_s"], t["local_B/2"]["all_s"]))}
+            # What one worker of 8 or 64 would compute (the cost model's t_c(B/N)).
+            r["step_shard"] = {}
+            for n in (8, 64):
+                b = max(1, s["B"] // n)
+                r["step_shard"][f"B/{n}"] = {"batch": b, **rounds(
+                    {"local": local_step(lstm, batches[0][:, :b], target[:, :b])},
+                    args.repeat)["local"]}
+            r["comm"] = comm_constants(c1, r["parameter_bytes"], args.repeat)
+            print(name, json.dumps(r["predict_speedup"]), flush=True)
         # After the work, so that lstmx's OpenMP runtime is loaded and listed too.
-        for n, c in zip((1, 2), clients):
+        for n, c in ((1, c1), (2, c2)):
             result[f"worker_threads_{n}"] = worker_threads(c)
     finally:
         for lc, client in clusters:
             client.close(timeout=60)
             lc.close(timeout=60)
 
-    for name in args.sizes:
-        r = result["sizes"][name]
-        pc = r["predict_cluster"]
-        r["predict_speedup_2_over_1_worker"] = pc["2_worker"]["seq_per_s"] / \
-            pc["1_worker"]["seq_per_s"]
-        # Against what one worker computes: the whole batch for one worker, half for two.
-        local = {"1_worker": r["step_local"]["B"]["median_s"],
-                 "2_worker": r["step_local"]["B/2"]["median_s"]}
-        r["step_overhead_s"] = {k: v["median_s"] - local[k]
-                                for k, v in r["step_cluster"].items()}
     result["loadavg_end"] = os.getloadavg()
     out = args.out or os.path.join(
         RESULTS, f"dask-{datetime.date.today().isoformat()}.json")
@@ -258,14 +264,12 @@ def main(argv=None):
         json.dump(result, f, indent=1)
     for name in args.sizes:
         r = result["sizes"][name]
-        print(f"{name}: predict seq/s local 1 thread "
-              f"{r['predict_local']['1_thread']['seq_per_s']:.0f}, 2 threads "
-              f"{r['predict_local']['2_thread']['seq_per_s']:.0f}; cluster 1 worker "
-              f"{r['predict_cluster']['1_worker']['seq_per_s']:.0f}, 2 workers "
-              f"{r['predict_cluster']['2_worker']['seq_per_s']:.0f} "
-              f"({r['predict_speedup_2_over_1_worker']:.2f}x, paired rounds "
-              f"{r['predict_speedup_paired_median']:.2f}x); step local "
-              f"{1e3 * r['step_local']['B']['median_s']:.1f} ms, overhead "
+        p, sp = r["predict"], r["predict_speedup"]
+        print(f"{name}: predict seq/s local 1 thread {p['local_1_thread']['seq_per_s']:.0f}, "
+              f"2 threads {p['local_2_thread']['seq_per_s']:.0f}; cluster 1 worker "
+              f"{p['1_worker']['seq_per_s']:.0f}, 2 workers {p['2_worker']['seq_per_s']:.0f}; "
+              f"2 over 1 worker {sp['2_over_1_worker']:.2f}x (paired rounds); step local "
+              f"{1e3 * r['step']['local_B']['median_s']:.1f} ms, overhead "
               + ", ".join(f"{k} {1e3 * v:+.1f} ms" for k, v in r["step_overhead_s"].items()))
     print("wrote", out)
     return result
