@@ -16,7 +16,9 @@ Measures, at M (T=50, B=32, I=128, H=256) and L (T=100, B=64, I=512, H=512), flo
 
 The machine is shared and its load changes from minute to minute, so the contenders take
 turns round by round (``--repeat`` rounds after a warm-up) and ratios are medians of the
-per-round ratios; the load average is recorded with each size.
+per-round ratios; the load average is recorded with each size, and so is how many cores two
+CPU-bound processes of this session got together, before and after (the ceiling of any
+2-over-1 speed-up on a busy machine, which Linux shares between sessions).
 
 Writes JSON to benchmarks/results/dask-<date>.json (or --out). Takes a minute or two::
 
@@ -65,6 +67,26 @@ def timed(fn, repeat):
         fn()
         times.append(time.perf_counter() - t)
     return best(times)
+
+
+_BUSY = "import time\nt = time.process_time()\nwhile time.process_time() - t < 2: pass"
+
+
+def parallel_capacity():
+    """How many cores two CPU-bound processes of this session get together: the wall time of
+    one alone against two side by side (2.0 on two idle cores). Linux shares the CPU between
+    sessions (autogroup), so on a busy machine this can be near 1, and then no second worker
+    or thread can be faster than one; this is the ceiling of every 2-over-1 ratio here."""
+    import sys
+
+    def wall(n):
+        t = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-c", _BUSY]) for _ in range(n)]
+        for p in procs:
+            p.wait(timeout=TIMEOUT)
+        return time.perf_counter() - t
+    one, two = wall(1), wall(2)
+    return {"one_s": one, "two_s": two, "cores": 2 * one / two}
 
 
 def rounds(runners, repeat):
@@ -215,7 +237,8 @@ def main(argv=None):
             nparams = sum(v.size for v in lstm.parameters().values())
             r = result["sizes"][name] = {"shape": s, "parameters": int(nparams),
                                          "parameter_bytes": int(4 * nparams),
-                                         "loadavg": os.getloadavg()}
+                                         "loadavg": os.getloadavg(),
+                                         "capacity_before": parallel_capacity()}
             seqs = s["B"] * args.batches
             t = rounds({"local_1_thread": local_predict(lstm, batches, 1),
                         "local_2_thread": local_predict(lstm, batches, 2),
@@ -247,6 +270,7 @@ def main(argv=None):
                     {"local": local_step(lstm, batches[0][:, :b], target[:, :b])},
                     args.repeat)["local"]}
             r["comm"] = comm_constants(c1, r["parameter_bytes"], args.repeat)
+            r["capacity_after"] = parallel_capacity()
             print(name, json.dumps(r["predict_speedup"]), flush=True)
         # After the work, so that lstmx's OpenMP runtime is loaded and listed too.
         for n, c in ((1, c1), (2, c2)):
@@ -268,7 +292,9 @@ def main(argv=None):
         print(f"{name}: predict seq/s local 1 thread {p['local_1_thread']['seq_per_s']:.0f}, "
               f"2 threads {p['local_2_thread']['seq_per_s']:.0f}; cluster 1 worker "
               f"{p['1_worker']['seq_per_s']:.0f}, 2 workers {p['2_worker']['seq_per_s']:.0f}; "
-              f"2 over 1 worker {sp['2_over_1_worker']:.2f}x (paired rounds); step local "
+              f"2 over 1 worker {sp['2_over_1_worker']:.2f}x (paired rounds; the session had "
+              f"{r['capacity_before']['cores']:.2f} and {r['capacity_after']['cores']:.2f} "
+              f"cores before and after); step local "
               f"{1e3 * r['step']['local_B']['median_s']:.1f} ms, overhead "
               + ", ".join(f"{k} {1e3 * v:+.1f} ms" for k, v in r["step_overhead_s"].items()))
     print("wrote", out)
