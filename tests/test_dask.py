@@ -33,8 +33,11 @@ SHARD = "64KiB"
 def client():
     # allowed-failures=1: a task may lose its worker once and be retried; the second loss is
     # a KilledWorker error (the default, 3, would make the always-failing test slow).
+    # connect=10s: a worker that asks a killed peer for data is refused at once and retries
+    # until this timeout (30 s by default) before the scheduler finds the data elsewhere.
     with dask.config.set({"distributed.comm.shard": SHARD,
-                          "distributed.scheduler.allowed-failures": 1}):
+                          "distributed.scheduler.allowed-failures": 1,
+                          "distributed.comm.timeouts.connect": "10s"}):
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                            dashboard_address=":0", timeout=TIMEOUT)
         with cluster, distributed.Client(cluster, set_as_default=False,
@@ -396,7 +399,7 @@ def test_worker_killed_during_step(client):
     worker.start()
     victim = _wait_for_processing(client)
     os.kill(pids[victim], signal.SIGKILL)
-    worker.join(TIMEOUT)
+    worker.join(2 * TIMEOUT)  # the step's own timeout (TIMEOUT) ends it first
     assert not worker.is_alive()
     want = local_step([l2, h2], x, target, opt2, lstmx.losses.mse_loss)
     # The step really ran through the loss of a worker: its process is gone from the cluster.
