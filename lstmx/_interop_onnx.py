@@ -1,10 +1,10 @@
 """ONNX: an lstmx model as a graph of ONNX ``LSTM`` operators, and back.
 
 Each layer becomes one ``LSTM`` node (``direction="bidirectional"`` for two directions,
-``"reverse"`` for a ``reverse=True`` model). Per
-direction ``d`` the operator holds ``W`` (D, 4H, I), ``R`` (D, 4H, H), ``B`` (D, 8H) =
-[input biases, recurrent biases] and ``P`` (D, 3H) = [p_i, p_o, p_f], gates in the order
-i, o, f, c; its equations are those of ``docs/equations.md`` with ``h = o * h_act(c)``.
+``"reverse"`` for a ``reverse=True`` model). Per direction ``d`` the operator holds ``W``
+(D, 4H, I), ``R`` (D, 4H, H), ``B`` (D, 8H) = [input biases, recurrent biases] and ``P``
+(D, 3H) = [p_i, p_o, p_f], gates in the order i, o, f, c; its equations are those of
+``docs/equations.md`` with ``h = o * h_act(c)``.
 """
 from __future__ import annotations
 
@@ -213,13 +213,13 @@ def from_onnx(model, *, batch_first=None, dtype=None, base_dir=None):
     bidirectional layer is one node with ``direction="bidirectional"``, or a
     ``"forward"`` and a ``"reverse"`` node on the same input whose outputs ``Y`` are
     concatenated on the direction axis; a lone ``"reverse"`` node is a layer of an
-    ``LSTM(reverse=True)``, and then every layer must be one. Operations after the last layer are not read, so a graph that computes
-    more than a stack of LSTMs imports as its LSTM part. The weights must be initializers
-    (or ``Constant`` nodes); the initial state and ``sequence_lens``, if any, graph inputs
-    (lstmx takes them at call time). Every node must have the same hidden size, layout,
-    bias and peephole presence, the default activations (or ``Affine(1, 0)`` as the
-    output activation, lstmx's "identity"), no ``clip`` and ``input_forget=0``; layer k > 0
-    must read D*H features.
+    ``LSTM(reverse=True)``, and then every layer must be one. Operations after the last
+    layer are not read, so a graph that computes more than a stack of LSTMs imports as its
+    LSTM part. The weights must be initializers (or ``Constant`` nodes); the initial state
+    and ``sequence_lens``, if any, graph inputs (lstmx takes them at call time). Every node
+    must have the same hidden size, layout, bias and peephole presence, the default
+    activations (or ``Affine(1, 0)`` as the output activation, lstmx's "identity"), no
+    ``clip`` and ``input_forget=0``; layer k > 0 must read D*H features.
 
     Parameters
     ----------

@@ -1,6 +1,5 @@
 """LSTM(reverse=True): every layer runs each sequence backwards; checked against the reference,
 finite differences, a bidirectional model's reverse half, onnxruntime and saved files."""
-import io
 import itertools
 import json
 import zipfile
