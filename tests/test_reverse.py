@@ -6,6 +6,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 import lstmx
@@ -128,6 +129,34 @@ def test_equals_reverse_half_of_a_bidirectional_layer(dtype, peephole, proj):
     assert_array_equal(dc, dc_bi[1:])
     for name, value in g.items():
         assert_array_equal(value, g_bi[name + "_reverse"], err_msg=name)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seq_len=st.integers(1, 7), batch=st.integers(1, 5), layers=st.integers(1, 3),
+       peephole=st.booleans(), proj=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_reverse_is_forward_over_each_sequence_flipped_within_its_length(
+        seq_len, batch, layers, peephole, proj, seed):
+    """An oracle independent of the reverse code paths: flipping x[:n] of each sequence,
+    running forwards and flipping y[:n] back gives the reversed stack's y (every layer
+    reads its input flipped the same way)."""
+    rng = np.random.default_rng(seed)
+    options = dict(num_layers=layers, peephole=peephole, proj_size=2 * proj,
+                   dtype=np.float64)
+    rev = lstmx.LSTM(3, 4, seed=seed, reverse=True, **options)
+    fwd = lstmx.LSTM(3, 4, seed=0, **options)
+    fwd.load_state_dict(rev.state_dict())
+    x = rng.standard_normal((seq_len, batch, 3))
+    lens = rng.integers(1, seq_len + 1, size=batch)
+    flipped = x.copy()
+    for b, n in enumerate(lens):
+        flipped[:n, b] = x[:n, b][::-1]
+    y, (h, c) = rev(x, lengths=lens)
+    y_f, (h_f, c_f) = fwd(flipped, lengths=lens)
+    for b, n in enumerate(lens):
+        assert_allclose(y[:n, b], y_f[:n, b][::-1], **tolerances(np.float64))
+        assert_array_equal(y[n:, b], 0)
+    assert_allclose(h, h_f, **tolerances(np.float64))
+    assert_allclose(c, c_f, **tolerances(np.float64))
 
 
 def test_reverse_differs_from_forward():
