@@ -45,8 +45,7 @@ def to_keras_weights(model):
     if cfg.reverse:
         raise ValueError("cannot convert a model with reverse=True: Keras' go_backwards=True "
                          "returns its outputs in reversed time order (y_t at T-1-t) where "
-                         "lstmx writes y_t at t, and it ignores masks' lengths, so no Keras "
-                         "LSTM layer computes the same")
+                         "lstmx writes y_t at t, so no Keras LSTM layer computes the same")
     layers = []
     for k in range(cfg.num_layers):
         weights = []
