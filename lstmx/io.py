@@ -32,6 +32,9 @@ _CLASSES = {"LSTM": LSTM, "LSTMCell": LSTMCell}
 _CONFIG_FIELDS = [f.name for f in dataclasses.fields(LSTMConfig)]
 # The options of an LSTMCell; its other config fields keep LSTMConfig's defaults.
 _CELL_FIELDS = ("input_size", "hidden_size", "bias", "peephole", "output_activation", "dtype")
+# Fields added after version 1 was first written, with the value that archives without them
+# mean.
+_LATER_FIELDS = {"reverse": False}
 # What a damaged archive raises while it is opened or read (MemoryError: a forged .npy header
 # that claims more data than any file holds).
 # NotImplementedError and RuntimeError: zip entries zipfile refuses (an unknown compression
@@ -328,6 +331,8 @@ def _read_header(name, header):
     if cls is None:
         raise ValueError(f"{name}: class must be one of {list(_CLASSES)}; got "
                          f"{meta.get('class')!r}")
+    if isinstance(config, dict):
+        config = {**{k: v for k, v in _LATER_FIELDS.items() if k not in config}, **config}
     if not isinstance(config, dict) or sorted(config) != sorted(_CONFIG_FIELDS):
         got = sorted(config) if isinstance(config, dict) else type(config).__name__
         raise ValueError(f"{name}: config must have the fields {_CONFIG_FIELDS}; got {got}")
