@@ -5,7 +5,8 @@ frameworks are optional: each is imported only by the functions that need it (Ke
 TensorFlow never: their functions exchange NumPy arrays).
 """
 from lstmx._interop_keras import from_keras_weights, to_keras_weights
-from lstmx._interop_onnx import from_onnx, to_onnx
+from lstmx._interop_onnx import to_onnx
+from lstmx._interop_onnx_import import from_onnx
 from lstmx._interop_tf1 import from_tf1, to_tf1
 from lstmx._interop_torch import from_torch, to_torch
 
