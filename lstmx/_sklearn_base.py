@@ -14,20 +14,13 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, validate_data
 
+from lstmx._config import _check_int
 from lstmx.layers import LSTM
 from lstmx.modules import Linear
 from lstmx.optim import Adam, clip_grad_norm
 
 # Inference in chunks of samples: memory stays bounded for any n_samples.
 _PREDICT_CHUNK = 4096
-
-
-def _check_int(name, value, low):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer; got {type(value).__name__} {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}; got {value}")
-    return int(value)
 
 
 def _check_real(name, value, low, high=None, low_open=False, high_open=False):
