@@ -72,6 +72,8 @@ class LSTMConfig:
     peephole: bool = False
     output_activation: str = "tanh"
     dtype: np.dtype = np.dtype(np.float32)
+    # Last, so that positional constructions written before it existed keep their meaning.
+    reverse: bool = False
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -79,8 +81,12 @@ class LSTMConfig:
         set_(self, "hidden_size", _check_int("hidden_size", self.hidden_size, 1))
         set_(self, "num_layers", _check_int("num_layers", self.num_layers, 1))
         set_(self, "proj_size", _check_int("proj_size", self.proj_size, 0))
-        for name in ("bias", "batch_first", "bidirectional", "peephole"):
+        for name in ("bias", "batch_first", "bidirectional", "peephole", "reverse"):
             set_(self, name, _check_bool(name, getattr(self, name)))
+        if self.reverse and self.bidirectional:
+            raise ValueError("reverse=True runs a one-direction layer backwards in time; it "
+                             "cannot be combined with bidirectional=True (whose second "
+                             "direction already does); got reverse=True, bidirectional=True")
         if self.proj_size >= self.hidden_size:
             raise ValueError(f"proj_size must be smaller than hidden_size ({self.hidden_size}); "
                              f"got {self.proj_size}")
@@ -98,6 +104,12 @@ class LSTMConfig:
     def output_size(self) -> int:
         """H_out: the size of h (the projection size when projecting)."""
         return self.proj_size if self.proj_size > 0 else self.hidden_size
+
+    def is_reversed(self, direction: int) -> bool:
+        """Whether ``direction`` (0 or 1) of every layer runs from each sequence's last
+        valid step back to its first: the second of a bidirectional layer, or the only one
+        of a ``reverse`` layer."""
+        return (direction == 1) != self.reverse
 
     def layer_input_size(self, layer: int) -> int:
         return self.input_size if layer == 0 else self.num_directions * self.output_size

@@ -182,8 +182,8 @@ def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool, peeps):
             cells = _workspace.empty((T, B, H), cfg.dtype) if training else None
             calls.append(_kernels.LayerForward(
                 x=x2, W=W, U=U, b_ih=b_ih, b_hh=b_hh, R=R, peep=peep, lengths=lengths,
-                h=h_n[idx], c=c_n[idx], y=y, y_col=d * Hout, reverse=d == 1,
-                identity=identity, gates=gates, cells=cells))
+                h=h_n[idx], c=c_n[idx], y=y, y_col=d * Hout,
+                reverse=cfg.is_reversed(d), identity=identity, gates=gates, cells=cells))
             if training:
                 cache.weights.append((W, U, R, peep))
                 cache.gates.append(gates)
@@ -226,8 +226,8 @@ def backward(cache: LSTMCache, dy, dh, dc, keys=None):
                 x=x2, W=W, U=U, R=R, peep=peep, lengths=cache.lengths, h0=cache.h0[idx],
                 c0=cache.c0[idx], y=cache.outputs[k], y_col=d * Hout, gates=cache.gates[idx],
                 cells=cache.cells[idx], dy=d_out, dy_col=d * Hout, dh=dh[idx], dc=dc[idx],
-                dx=dx, dW=dW, dU=dU, db=db, dR=dR, dpeep=dpeep, reverse=d == 1,
-                identity=identity))
+                dx=dx, dW=dW, dU=dU, db=db, dR=dR, dpeep=dpeep,
+                reverse=cfg.is_reversed(d), identity=identity))
             n = cfg.names(k, d)
             grads[n.weight_ih], grads[n.weight_hh] = dW, dU
             if cfg.bias:

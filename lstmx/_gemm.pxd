@@ -253,7 +253,8 @@ cdef inline void gemm_packed(Py_ssize_t m, Py_ssize_t k, const floating *A, Py_s
     group go to gemm_small, which reads a strip as a (k, TILE_COLS) matrix. The bias starts
     the tiles' sums, as a bias stored in C first would, without a pass over C.
     """
-    gemm_packed_strided(m, k, A, lda, 1, Bp, groups, width, s_lo, s_hi, add, C, ldc, bias)
+    gemm_packed_strided(m, k, A, lda, 1, Bp, groups, width, s_lo, s_hi, add, C, ldc, bias,
+                        EDGE_ROWS)
 
 
 cdef inline void edge_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
@@ -283,18 +284,21 @@ cdef inline void edge_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
 cdef inline void gemm_packed_strided(
         Py_ssize_t m, Py_ssize_t k, const floating *A, Py_ssize_t a_row, Py_ssize_t a_col,
         const floating *Bp, Py_ssize_t groups, Py_ssize_t width, Py_ssize_t s_lo,
-        Py_ssize_t s_hi, bint add, floating *C, Py_ssize_t ldc,
-        const floating *bias) noexcept nogil:
+        Py_ssize_t s_hi, bint add, floating *C, Py_ssize_t ldc, const floating *bias,
+        Py_ssize_t edge_rows) noexcept nogil:
     """gemm_packed with A[i, p] at ``A[i * a_row + p * a_col]``: a_row = 1 multiplies by the
     transpose of a row-major array without transposing it first.
 
     Every tile runs on micro_tile, whatever the width: columns past a group's last full
     pass go to edge_tile, which computes a whole tile and keeps a part. So do the rows past
-    the last full tile (from a zero-padded copy of A), unless they are fewer than EDGE_ROWS:
-    a mostly empty tile then costs more than gemm_small, built for a batch of one."""
+    the last full tile (from a zero-padded copy of A), unless they are fewer than
+    ``edge_rows``: a mostly empty tile then costs more than gemm_small, built for a batch of
+    one (gemm_packed passes EDGE_ROWS). Tiles give every row of C the same sums whichever
+    rows share its tile; gemm_small sums in another order. So a product whose rows threads
+    split (backward's dW and dU) passes 1: its bits then do not depend on the split."""
     cdef Py_ssize_t per = strips(width), full = m - m % TILE_ROWS if k > 0 else 0
     cdef Py_ssize_t rest = m - full
-    cdef bint rest_tiled = rest >= EDGE_ROWS
+    cdef bint rest_tiled = rest >= edge_rows
     cdef Py_ssize_t p0, kc, i_lo, i_hi, i0, g, s, w, col, q, cols, r, p
     cdef Py_ssize_t pw = PASS_FLOATS if floating is float else PASS_DOUBLES
     cdef const floating *strip

@@ -23,7 +23,9 @@ def to_keras_weights(model):
     ----------
     model : LSTM or LSTMCell
         Without peepholes, projection or ``output_activation="identity"``: Keras' LSTM has
-        none of them (its ``activation`` is both the candidate's and the output's).
+        none of them (its ``activation`` is both the candidate's and the output's). Not
+        ``reverse=True``: Keras' ``go_backwards=True`` returns its outputs in reversed time
+        order, so it does not compute what lstmx's reversed layer does.
 
     Returns
     -------
@@ -40,6 +42,10 @@ def to_keras_weights(model):
                          "h = o * tanh(c); cannot convert a model with "
                          f"peephole={cfg.peephole}, proj_size={cfg.proj_size}, "
                          f"output_activation={cfg.output_activation!r}")
+    if cfg.reverse:
+        raise ValueError("cannot convert a model with reverse=True: Keras' go_backwards=True "
+                         "returns its outputs in reversed time order (y_t at T-1-t) where "
+                         "lstmx writes y_t at t, so no Keras LSTM layer computes the same")
     layers = []
     for k in range(cfg.num_layers):
         weights = []
@@ -69,8 +75,10 @@ def _keras_layer_weights(layer):
                 raise ValueError(f"Keras layer {part.name!r} has {key}={cfg[key]!r}; lstmx "
                                  f"computes {want}")
         if part is layer and cfg.get("go_backwards"):
-            raise ValueError(f"Keras layer {part.name!r} has go_backwards=True; lstmx's "
-                             "reverse direction exists only inside a bidirectional layer")
+            raise ValueError(f"Keras layer {part.name!r} has go_backwards=True: it returns "
+                             "its outputs in reversed time order, which lstmx's reverse=True "
+                             "does not (it writes y_t at time t); only the backward layer of "
+                             "a Bidirectional converts")
     if not layer.weights:
         raise ValueError(f"Keras layer {layer.name!r} has no weights yet: build it (call it "
                          "on an input) first")

@@ -1,9 +1,10 @@
 """ONNX: an lstmx model as a graph of ONNX ``LSTM`` operators, and back.
 
-Each layer becomes one ``LSTM`` node (``direction="bidirectional"`` for two directions). Per
-direction ``d`` the operator holds ``W`` (D, 4H, I), ``R`` (D, 4H, H), ``B`` (D, 8H) =
-[input biases, recurrent biases] and ``P`` (D, 3H) = [p_i, p_o, p_f], gates in the order
-i, o, f, c; its equations are those of ``docs/equations.md`` with ``h = o * h_act(c)``.
+Each layer becomes one ``LSTM`` node (``direction="bidirectional"`` for two directions,
+``"reverse"`` for a ``reverse=True`` model). Per direction ``d`` the operator holds ``W``
+(D, 4H, I), ``R`` (D, 4H, H), ``B`` (D, 8H) = [input biases, recurrent biases] and ``P``
+(D, 3H) = [p_i, p_o, p_f], gates in the order i, o, f, c; its equations are those of
+``docs/equations.md`` with ``h = o * h_act(c)``.
 """
 from __future__ import annotations
 
@@ -154,9 +155,9 @@ def to_onnx(model, *, initial_state=False, sequence_lens=False, ir_version=13, o
         c_n = "Y_c" if L == 1 and not cfg.batch_first else f"Y_c_l{k}"
         while inputs[-1] == "":  # trailing optional inputs are left out
             inputs.pop()
-        node("LSTM", inputs, [y, h_n, c_n], hidden_size=H,
-             direction="bidirectional" if D == 2 else "forward", activations=activations,
-             **extra)
+        direction = "bidirectional" if D == 2 else "reverse" if cfg.reverse else "forward"
+        node("LSTM", inputs, [y, h_n, c_n], hidden_size=H, direction=direction,
+             activations=activations, **extra)
         hs.append(h_n)
         cs.append(c_n)
         if not last:  # (T, D, B, H) -> (T, B, D*H), the next layer's input
@@ -211,14 +212,14 @@ def from_onnx(model, *, batch_first=None, dtype=None, base_dir=None):
     between two layers (a transpose that swaps time and batch, say) is refused. A
     bidirectional layer is one node with ``direction="bidirectional"``, or a
     ``"forward"`` and a ``"reverse"`` node on the same input whose outputs ``Y`` are
-    concatenated on the direction axis (a lone ``"reverse"`` node has no lstmx
-    equivalent). Operations after the last layer are not read, so a graph that computes
-    more than a stack of LSTMs imports as its LSTM part. The weights must be initializers
-    (or ``Constant`` nodes); the initial state and ``sequence_lens``, if any, graph inputs
-    (lstmx takes them at call time). Every node must have the same hidden size, layout,
-    bias and peephole presence, the default activations (or ``Affine(1, 0)`` as the
-    output activation, lstmx's "identity"), no ``clip`` and ``input_forget=0``; layer k > 0
-    must read D*H features.
+    concatenated on the direction axis; a lone ``"reverse"`` node is a layer of an
+    ``LSTM(reverse=True)``, and then every layer must be one. Operations after the last
+    layer are not read, so a graph that computes more than a stack of LSTMs imports as its
+    LSTM part. The weights must be initializers (or ``Constant`` nodes); the initial state
+    and ``sequence_lens``, if any, graph inputs (lstmx takes them at call time). Every node
+    must have the same hidden size, layout, bias and peephole presence, the default
+    activations (or ``Affine(1, 0)`` as the output activation, lstmx's "identity"), no
+    ``clip`` and ``input_forget=0``; layer k > 0 must read D*H features.
 
     Parameters
     ----------
@@ -307,7 +308,7 @@ def from_onnx(model, *, batch_first=None, dtype=None, base_dir=None):
     options = dict(input_size=int(W0.shape[2]), hidden_size=int(H), num_layers=len(layers),
                    bias=B0 is not None, batch_first=batch_first, bidirectional=D == 2,
                    peephole=P0 is not None, output_activation=act,
-                   dtype=resolve_dtype(dtype, W0.dtype))
+                   dtype=resolve_dtype(dtype, W0.dtype), reverse=first["reverse"])
     params = {}
     for k, layer in enumerate(layers):
         W, R, B, P = layer["weights"]
@@ -321,9 +322,9 @@ def from_onnx(model, *, batch_first=None, dtype=None, base_dir=None):
             if P is not None:
                 for g, j in zip("iof", range(3)):
                     params[f"weight_c{g}" + s] = P[d, j * H:(j + 1) * H]
-    if saved.get("cell") and len(layers) == 1 and D == 1:
+    if saved.get("cell") and len(layers) == 1 and D == 1 and not first["reverse"]:
         options = {k: v for k, v in options.items()
-                   if k not in ("num_layers", "batch_first", "bidirectional")}
+                   if k not in ("num_layers", "batch_first", "bidirectional", "reverse")}
         return build_cell(params, **options)
     return build_lstm(params, **options)
 
@@ -531,8 +532,8 @@ def _node_weights(n, attrs, tensors, where, base_dir):
 
 
 def _group_layers(nodes, graph, source):
-    """The layers: one bidirectional or forward node each, or a forward node and a reverse
-    node on the same input whose Y are concatenated on the direction axis."""
+    """The layers: one node each (bidirectional, forward or reverse), or a forward node and
+    a reverse node on the same input whose Y are concatenated on the direction axis."""
     consumers = {}
     for c in graph.node:
         for i in c.input:
@@ -540,19 +541,14 @@ def _group_layers(nodes, graph, source):
     layers, i = [], 0
     while i < len(nodes):
         n, where, info = nodes[i]
-        if info["direction"] != "reverse" and not (
-                i + 1 < len(nodes) and nodes[i + 1][2]["direction"] == "reverse"
-                and info["direction"] == "forward"):
-            layers.append(dict(info, node=n, where=where, y=n.output[0] if n.output else ""))
+        pair = nodes[i:i + 2]
+        directions = sorted(p[2]["direction"] for p in pair)
+        if directions != ["forward", "reverse"] or not all(p[0].input for p in pair) or \
+                pair[0][0].input[0] != pair[1][0].input[0]:
+            layers.append(dict(info, node=n, where=where, y=n.output[0] if n.output else "",
+                               reverse=info["direction"] == "reverse"))
             i += 1
             continue
-        pair = nodes[i:i + 2]
-        directions = [p[2]["direction"] for p in pair]
-        if directions != ["forward", "reverse"] and directions != ["reverse", "forward"]:
-            raise ValueError(f"{where}: a lone direction='reverse' node has no lstmx "
-                             "equivalent; lstmx runs a reverse direction only as the second "
-                             "half of a bidirectional layer (a 'forward' and a 'reverse' "
-                             "node on the same input, their Y concatenated)")
         fwd, rev = sorted(pair, key=lambda p: p[2]["direction"] != "forward")
         (nf, wf, f), (nr, wr, r) = fwd, rev
         axis = 1 if f["layout"] == 0 else 2
@@ -570,12 +566,21 @@ def _group_layers(nodes, graph, source):
         weights = tuple(None if a is None else np.concatenate([a, b])
                         for a, b in zip(f["weights"], r["weights"]))
         layers.append(dict(f, D=2, weights=weights, node=nf, where=wf,
-                           y=concat[0].output[0]))
+                           y=concat[0].output[0], reverse=False))
         i += 2
-    D = {layer["D"] for layer in layers}
-    if len(D) > 1:
-        raise ValueError(f"{source}: some layers have one direction and some two; lstmx "
-                         "layers are all alike")
+    kinds = {"bidirectional" if layer["D"] == 2 else "reverse" if layer["reverse"]
+             else "forward" for layer in layers}
+    if kinds == {"forward", "reverse"}:
+        where = next(layer["where"] for layer in layers if layer["reverse"])
+        raise ValueError(f"{where}: a direction='reverse' node must pair with a 'forward' "
+                         "node of the same options on the same input X, their outputs Y "
+                         "concatenated (forward first) on the direction axis, to be the two "
+                         "directions of an lstmx layer; or every layer must be a lone "
+                         "'reverse' node (an LSTM with reverse=True); lstmx layers are all "
+                         "alike")
+    if len(kinds) > 1:
+        raise ValueError(f"{source}: some layers are {' and some '.join(sorted(kinds))}; "
+                         "lstmx layers all have the same direction(s)")
     return layers
 
 

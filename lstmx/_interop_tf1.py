@@ -56,6 +56,9 @@ def to_tf1(model, *, forget_bias):
     """
     forget_bias = _forget_bias(forget_bias)
     cfg, params = layer_params(model)
+    if cfg.reverse:
+        raise ValueError("cannot convert a model with reverse=True: TF1's cells hold no "
+                         "direction, so whatever ran them would run them forwards in time")
     if cfg.output_activation != "tanh":
         raise ValueError("TF1's LSTMCell uses one activation for the candidate and the "
                          "output, so it cannot compute h = o * c "

@@ -150,7 +150,9 @@ def to_torch(model):
     Parameters
     ----------
     model : LSTM or LSTMCell
-        Without peepholes and with ``output_activation="tanh"``: PyTorch has neither.
+        Without peepholes, with ``output_activation="tanh"`` and ``reverse=False``: PyTorch
+        has neither peepholes, nor another output activation, nor a one-direction LSTM that
+        runs backwards in time.
 
     Returns
     -------
@@ -163,6 +165,10 @@ def to_torch(model):
         raise ValueError("PyTorch's LSTM has no peepholes and computes h = o * tanh(c); "
                          f"cannot convert a model with peephole={cfg.peephole}, "
                          f"output_activation={cfg.output_activation!r}")
+    if cfg.reverse:
+        raise ValueError("torch.nn.LSTM has no reversed one-direction layer (only the second "
+                         "direction of bidirectional=True runs backwards); cannot convert a "
+                         "model with reverse=True")
     tdtype = torch.float64 if cfg.dtype == np.float64 else torch.float32
     if type(model).__name__ == "LSTMCell":
         module = torch.nn.LSTMCell(cfg.input_size, cfg.hidden_size, bias=cfg.bias,

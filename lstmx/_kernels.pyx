@@ -15,8 +15,9 @@ is held, and records where each part of it lies; running it is one ``with nogil:
 The code is split by job, and included here so that every kernel variant (``_kernels``,
 ``_kernels_avx2``, ``_kernels_avx512``) compiles all of it for its own instruction set:
 ``_activations.pxd`` (exp, sigmoid, tanh), ``_cell.pxi`` (the cell's element-wise steps),
-``_layer_serial.pxi`` and ``_layer_parallel.pxi`` (the layer drivers), ``_gemm.pxd`` (the
-in-house GEMM), ``_blas`` (the BLAS shim) and ``_openmp.pxd``.
+``_layer_serial.pxi`` and ``_layer_parallel.pxi`` (the layer drivers), ``_contract.pxi``
+(the checks of every argument), ``_gemm.pxd`` (the in-house GEMM), ``_blas`` (the BLAS shim),
+``_openmp.pxd`` and ``_test_hooks.pxi``.
 
 A batch row b is *active* at time t when ``t < lengths[b]``, in both directions: the forward
 direction runs t = 0 .. T-1, the reverse one t = T-1 .. 0, and either way an inactive row keeps
@@ -34,7 +35,7 @@ from cython.parallel cimport parallel, prange, threadid
 from lstmx._activations cimport sigmoid, tanh_
 from lstmx._blas cimport NoTrans, Trans, gemm
 from lstmx._gemm cimport (
-    PARALLEL_WORK, TILED_GEMM, TILE_COLS, gemm_packed, gemm_packed_parallel,
+    EDGE_ROWS, PARALLEL_WORK, TILED_GEMM, TILE_COLS, gemm_packed, gemm_packed_parallel,
     gemm_packed_strided, gemm_small, pack_strips, share, strips)
 from lstmx._openmp cimport barrier, max_threads, num_threads
 
@@ -64,188 +65,8 @@ cdef enum:
 include "_cell.pxi"
 include "_layer_serial.pxi"
 include "_layer_parallel.pxi"
-
-
-# ---------------------------------------------------------------------------------------------
-# The contract: every array checked before a kernel runs.
-
-cdef cnp.ndarray workspace(Py_ssize_t n, cnp.dtype dtype):
-    """Scratch of n elements: from lstmx._workspace when large (fresh pages cost a page
-    fault each), else from NumPy without the Python call."""
-    if n * dtype.itemsize < POOL_MIN_BYTES:
-        return np.empty(n, dtype)
-    return pooled_empty(n, dtype)
-
-
-cdef inline void *data(cnp.ndarray a) noexcept:
-    return NULL if a is None else cnp.PyArray_DATA(a)
-
-
-cdef int expect(cnp.ndarray a, str name, int typenum, Py_ssize_t d0, Py_ssize_t d1=-1,
-                Py_ssize_t d2=-1) except -1:
-    """Raise unless ``a`` is an aligned, C-contiguous, native-order array of ``typenum`` and
-    shape (d0[, d1[, d2]])."""
-    cdef int ndim = 1 if d1 < 0 else (2 if d2 < 0 else 3)
-    cdef Py_ssize_t want[3]
-    want[0], want[1], want[2] = d0, d1, d2
-    if a is None:
-        raise TypeError(f"kernel argument {name} is None; expected an array")
-    if (cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(a)
-            or not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISNOTSWAPPED(a)):
-        raise TypeError(f"kernel argument {name} must be an aligned C-contiguous "
-                        f"native-order {np.dtype(cnp.PyArray_DescrFromType(typenum))} array; "
-                        f"got {(<object> a).dtype} with flags {(<object> a).flags}")
-    cdef int k
-    cdef bint same = cnp.PyArray_NDIM(a) == ndim
-    for k in range(ndim if same else 0):
-        same = same and a.shape[k] == want[k]
-    if not same:
-        raise ValueError(f"kernel argument {name} must have shape "
-                         f"{tuple(want[k] for k in range(ndim))}; got {(<object> a).shape}")
-    return 0
-
-
-cdef int expect_output(cnp.ndarray a, str name, int typenum, Py_ssize_t d0,
-                       Py_ssize_t d1=-1, Py_ssize_t d2=-1) except -1:
-    """``expect``, and writeable: ``a`` receives results."""
-    expect(a, name, typenum, d0, d1, d2)
-    if not cnp.PyArray_ISWRITEABLE(a):
-        raise ValueError(f"kernel argument {name} receives results and must be writeable")
-    return 0
-
-
-cdef int expect_ndim(cnp.ndarray a, str name, int ndim) except -1:
-    """Raise unless ``a`` is an array of ``ndim`` dimensions (its sizes are read next)."""
-    if a is None:
-        raise TypeError(f"kernel argument {name} is None; expected a {ndim}-D array")
-    if cnp.PyArray_NDIM(a) != ndim:
-        raise ValueError(f"kernel argument {name} must be {ndim}-D; got shape "
-                         f"{(<object> a).shape}")
-    return 0
-
-
-cdef int expect_lengths(cnp.ndarray lengths, Py_ssize_t B, Py_ssize_t T) except -1:
-    cdef Py_ssize_t bi
-    cdef const Py_ssize_t *ln
-    if lengths is None:
-        return 0
-    expect(lengths, "lengths", cnp.NPY_INTP, B)
-    ln = <const Py_ssize_t *> cnp.PyArray_DATA(lengths)
-    for bi in range(B):
-        if ln[bi] < 1 or ln[bi] > T:
-            raise ValueError(f"kernel argument lengths[{bi}] = {ln[bi]} is outside [1, {T}]")
-    return 0
-
-
-cdef class Shapes:
-    """The sizes of one layer and direction, read from the arrays and checked against each
-    other (the kernels' loops trust them)."""
-    cdef Py_ssize_t T, B, n_in, H, P, Hout, ldy  # n_in: I is a macro of complex.h
-    cdef int typenum
-    cdef str h_name, c_name  # "h", "c" in a forward pass; "h0", "c0" in backward
-
-    def __cinit__(self, cnp.ndarray x, cnp.ndarray W, cnp.ndarray U, cnp.ndarray R,
-                  cnp.ndarray peep, cnp.ndarray lengths, cnp.ndarray h, cnp.ndarray c,
-                  cnp.ndarray y, Py_ssize_t y_col, bint outputs):
-        self.h_name, self.c_name = ("h", "c") if outputs else ("h0", "c0")
-        expect_ndim(h, self.h_name, 2)
-        expect_ndim(c, self.c_name, 2)
-        expect_ndim(y, "y", 3)
-        expect_ndim(W, "W", 2)
-        if R is not None:
-            expect_ndim(R, "R", 2)
-        self.typenum = cnp.PyArray_TYPE(h)
-        if self.typenum != cnp.NPY_FLOAT and self.typenum != cnp.NPY_DOUBLE:
-            raise TypeError(f"kernel arguments must be float32 or float64; "
-                            f"got {self.h_name} of {(<object> h).dtype}")
-        self.B, self.Hout, self.H = h.shape[0], h.shape[1], c.shape[1]
-        self.T, self.ldy, self.n_in = y.shape[0], y.shape[2], W.shape[1]
-        self.P = 0 if R is None else R.shape[0]
-        try:
-            if self.T < 1 or self.B < 1 or self.H < 1 or self.n_in < 1:
-                raise ValueError(f"kernel arguments: seq_len, batch, hidden size and input "
-                                 f"size must be at least 1")
-            if self.Hout != (self.P if self.P else self.H):
-                raise ValueError(f"kernel arguments: {self.h_name} has {self.Hout} features, "
-                                 f"expected {self.P if self.P else self.H}")
-            if y_col < 0 or y_col + self.Hout > self.ldy:
-                raise ValueError(f"kernel arguments: columns [{y_col}, {y_col + self.Hout}) "
-                                 f"of y {(<object> y).shape} do not fit")
-            if (self.T * self.B > BLAS_LIMIT
-                    or 4 * self.H > BLAS_LIMIT // max(self.n_in, self.H)
-                    or self.T * self.B > BLAS_LIMIT // max(self.n_in, 4 * self.H)):
-                raise ValueError(f"kernel arguments: the sizes exceed BLAS's 32-bit indices")
-            self.check(x, W, U, R, peep, lengths, h, c, y, outputs)
-        except (TypeError, ValueError) as err:
-            raise self.explain(err) from None
-
-    cdef int check(self, cnp.ndarray x, cnp.ndarray W, cnp.ndarray U, cnp.ndarray R,
-                   cnp.ndarray peep, cnp.ndarray lengths, cnp.ndarray h, cnp.ndarray c,
-                   cnp.ndarray y, bint outputs) except -1:
-        G = 4 * self.H
-        expect(x, "x", self.typenum, self.T * self.B, self.n_in)
-        expect(W, "W", self.typenum, G, self.n_in)
-        expect(U, "U", self.typenum, G, self.Hout)
-        if outputs:  # a forward pass writes the state and y
-            expect_output(h, self.h_name, self.typenum, self.B, self.Hout)
-            expect_output(c, self.c_name, self.typenum, self.B, self.H)
-            expect_output(y, "y", self.typenum, self.T, self.B, self.ldy)
-        else:
-            expect(h, self.h_name, self.typenum, self.B, self.Hout)
-            expect(c, self.c_name, self.typenum, self.B, self.H)
-            expect(y, "y", self.typenum, self.T, self.B, self.ldy)
-        if R is not None:
-            expect(R, "R", self.typenum, self.P, self.H)
-        if peep is not None:
-            expect(peep, "peep", self.typenum, 3, self.H)
-        expect_lengths(lengths, self.B, self.T)
-        return 0
-
-    cdef object explain(self, err):
-        """``err`` with where the dtype and sizes it compares came from: a wrong array that
-        sets one is reported as the others disagreeing with it."""
-        return type(err)(f"{err} (from the arguments: dtype "
-                         f"{np.dtype(cnp.PyArray_DescrFromType(self.typenum))} from "
-                         f"{self.h_name}, T={self.T} from y, B={self.B} from {self.h_name}, "
-                         f"I={self.n_in} from W, H={self.H} from {self.c_name}, P={self.P} "
-                         f"from R)")
-
-    cdef bint parallel(self):
-        """Whether forward and backward run as forward_parallel and backward_parallel:
-        AVX2 and AVX-512 builds, no projection, recurrent products too big for gemm_small."""
-        return TILED_GEMM and self.P == 0 and self.B * 4 * self.H * self.H > SMALL_PRODUCT
-
-    cdef int threads(self):
-        """OpenMP threads for the parallel kernels: one below PARALLEL_WORK multiply-adds a
-        step (waking a team costs more), at most one per strip of hidden units."""
-        if self.B * 4 * self.H * (self.n_in + self.H) < PARALLEL_WORK:
-            return 1
-        return max(1, min(max_threads(), strips(self.H)))
-
-    cdef Py_ssize_t packed_size(self, bint recurrent):
-        """Elements of W (or U when ``recurrent``) packed, either way round: forward packs
-        W.T as (I, 4H) and backward W as (4H, I). Both are rounded up to whole strips in
-        both dimensions, so that backward reuses forward's buffers (lstmx._workspace)."""
-        cdef Py_ssize_t cols = strips(self.H if recurrent else self.n_in) * TILE_COLS
-        return cols * 4 * strips(self.H) * TILE_COLS
-
-    cdef bint small(self):
-        """Whether forward runs its recurrent products on gemm_small with U.T, which costs a
-        transposition per call: worth it over a few steps."""
-        return self.B * 4 * self.H * self.Hout <= SMALL_PRODUCT and self.T >= 4
-
-    cdef bint packed_steps(self):
-        """Whether forward_layer's recurrent products (and projections) run on gemm_packed
-        with U.T and R.T packed once per call (AVX2, AVX-512 builds) rather than BLAS: no
-        per-call cost, and no OpenBLAS threads beside the OpenMP team of the input
-        projection (on 2 cores the two pools' spinning threads slow each other down).
-        Packing costs about one step's product, so a few steps are needed."""
-        return TILED_GEMM and not self.parallel() and not self.small() and self.T >= 4
-
-    cdef bint packed_input(self):
-        """Whether forward_layer's input projection runs on gemm_packed (AVX2 and
-        AVX-512 builds) with W.T packed, which is worth it for enough rows."""
-        return TILED_GEMM and self.T * self.B >= 64
+include "_contract.pxi"
+include "_test_hooks.pxi"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -653,81 +474,24 @@ def backward(LayerBackward call not None):
 
 
 def backward_pair(LayerBackward fwd not None, LayerBackward rev not None):
-    """Both directions of a layer, at once when ``side_by_side`` says so, in which case the
-    reverse direction's dx goes to a scratch array added to dx afterwards. The two must
-    share x and dx."""
+    """Both directions of a layer, at once when ``side_by_side`` says so. The two must
+    share x and dx. The reverse direction's dx goes to a scratch array added to dx
+    afterwards, whether or not the directions run at once, so that the sum rounds the same
+    way on any number of threads."""
     if fwd.plan.dx != rev.plan.dx or fwd.plan.x != rev.plan.x:
         raise ValueError("kernel arguments: the two directions must share x and dx")
     cdef BackwardPlan f[2]
     f[0], f[1] = fwd.plan, rev.plan
     cdef int d
-    cdef cnp.ndarray dx = fwd.dx, dx1
+    cdef cnp.ndarray dx = fwd.dx
+    cdef cnp.ndarray dx1 = workspace(dx.size, dx.dtype)
+    memset(cnp.PyArray_DATA(dx1), 0, cnp.PyArray_NBYTES(dx1))
+    f[1].dx = cnp.PyArray_DATA(dx1)
     if side_by_side(f[0].par, f[1].par, f[0].threads, f[1].threads):
-        dx1 = workspace(dx.size, dx.dtype)
-        memset(cnp.PyArray_DATA(dx1), 0, cnp.PyArray_NBYTES(dx1))
-        f[1].dx = cnp.PyArray_DATA(dx1)
         for d in prange(2, nogil=True, num_threads=2, schedule="static"):
             run_backward_any(&f[d], 1)
-        np.add(dx.reshape(-1), dx1, out=dx.reshape(-1))
     else:
         with nogil:
             run_backward_any(&f[0], f[0].threads)
             run_backward_any(&f[1], f[1].threads)
-
-
-# ---------------------------------------------------------------------------------------------
-# Test hooks: the kernels' own functions, for tests of accuracy.
-
-def activations(const floating[::1] x, floating[::1] sig, floating[::1] th):
-    """sig = sigmoid(x), th = tanh(x) with the kernels' own functions."""
-    if sig.shape[0] != x.shape[0] or th.shape[0] != x.shape[0]:
-        raise ValueError(f"activations: x, sig and th must have one length; got "
-                         f"{x.shape[0]}, {sig.shape[0]}, {th.shape[0]}")
-    cdef Py_ssize_t k
-    with nogil:
-        for k in range(x.shape[0]):
-            sig[k] = sigmoid(x[k])
-            th[k] = tanh_(x[k])
-
-
-def small_product(const floating[:, ::1] A, const floating[:, ::1] B, floating beta,
-                  floating[:, ::1] C):
-    """C := A @ B + beta * C with the kernels' own gemm_small; A (m, k), B (k, n), C (m, n)."""
-    if A.shape[1] != B.shape[0] or C.shape[0] != A.shape[0] or C.shape[1] != B.shape[1]:
-        raise ValueError(f"small_product: shapes {(A.shape[0], A.shape[1])} @ "
-                         f"{(B.shape[0], B.shape[1])} do not give C's "
-                         f"{(C.shape[0], C.shape[1])}")
-    if C.shape[0] and C.shape[1]:
-        with nogil:
-            gemm_small(A.shape[0], B.shape[1], A.shape[1], &A[0, 0] if A.shape[1] else NULL,
-                       A.shape[1], &B[0, 0] if B.shape[0] else NULL, B.shape[1], beta,
-                       &C[0, 0], C.shape[1])
-
-
-def packed_product(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C,
-                   bias, bint add, bint transpose_a, Py_ssize_t groups, Py_ssize_t parts):
-    """C := op(A) @ B (+ C when ``add``) (+ bias on every row) with the kernels' own
-    gemm_packed: B (k, n) packed in strips, its n columns in ``groups`` groups of equal
-    width; op(A) is A (m, k), or A.T for ``transpose_a`` (A is then (k, m)); bias (n,) of
-    C's dtype or None. The strips are computed in ``parts`` calls, as threads split them."""
-    cdef Py_ssize_t m = C.shape[0], n = C.shape[1], k = B.shape[0], part
-    if (B.shape[1] != n or groups < 1 or n % groups or parts < 1
-            or (A.shape[1] if transpose_a else A.shape[0]) != m
-            or (A.shape[0] if transpose_a else A.shape[1]) != k or m < 1 or n < 1 or k < 1):
-        raise ValueError(f"packed_product: shapes A {(A.shape[0], A.shape[1])}, B "
-                         f"{(B.shape[0], B.shape[1])}, C {(m, n)}, groups {groups} and "
-                         f"parts {parts} do not fit")
-    cdef Py_ssize_t width = n // groups, per = strips(width)
-    cdef const floating[::1] b = bias if bias is not None else None
-    if b is not None and b.shape[0] != n:
-        raise ValueError(f"packed_product: bias must have {n} elements; got {b.shape[0]}")
-    Bp_array = np.zeros(groups * per * k * TILE_COLS,
-                        np.float32 if floating is float else np.float64)
-    cdef floating[::1] Bp = Bp_array
-    with nogil:
-        pack_strips(k, groups, width, &B[0, 0], n, 1, 0, per, &Bp[0])
-        for part in range(parts):
-            gemm_packed_strided(m, k, &A[0, 0], 1 if transpose_a else k,
-                                m if transpose_a else 1, &Bp[0], groups, width,
-                                share(per, part, parts), share(per, part + 1, parts), add,
-                                &C[0, 0], n, &b[0] if b is not None else NULL)
+    np.add(dx.reshape(-1), dx1, out=dx.reshape(-1))

@@ -194,12 +194,13 @@ cdef void backward_parallel(
                             db[j] += dz[r * ldz + j]
             barrier()
             # dW += dz.T @ x[chunk]   (4H, I) += (4H, n*B)(n*B, I), and dU likewise; this
-            # thread's rows (the gates of its units).
+            # thread's rows (the gates of its units); every row on tiles (see
+            # gemm_packed_strided), so that no bit depends on how units are split.
             for g in range(4):
                 gemm_packed_strided(nu, rows, dz + g * H + u_lo, 1, ldz, xp, 1, I, 0, per_in,
-                                    True, dW + (g * H + u_lo) * I, I, NULL)
+                                    True, dW + (g * H + u_lo) * I, I, NULL, 1)
                 gemm_packed_strided(nu, rows, dz + g * H + u_lo, 1, ldz, hp, 1, H, 0, per,
-                                    True, dU + (g * H + u_lo) * H, H, NULL)
+                                    True, dU + (g * H + u_lo) * H, H, NULL, 1)
             # The next chunk overwrites dz and the packed x and h_{t-1}.
             barrier()
             s0 = s0 + n  # (+= would be an OpenMP reduction)

@@ -150,6 +150,8 @@ def _restore_module(name, record, into, file):
     if cls_name not in _MODULES:
         raise ValueError(f"{file}: module {name!r} has an unknown class {cls_name!r}")
     cls, config = _MODULES[cls_name], record["config"]
+    if cls_name == "LSTM" and isinstance(config, dict) and "reverse" not in config:
+        config = {**config, "reverse": False}  # recorded before LSTM had the option
     if into is None:
         try:
             into = cls(**config)

@@ -26,6 +26,9 @@ _CLASSES = {"LSTM": LSTM, "LSTMCell": LSTMCell}
 _CONFIG_FIELDS = [f.name for f in dataclasses.fields(LSTMConfig)]
 # The options of an LSTMCell; its other config fields keep LSTMConfig's defaults.
 _CELL_FIELDS = ("input_size", "hidden_size", "bias", "peephole", "output_activation", "dtype")
+# Fields added after version 1 was first written, with the value that archives without them
+# mean.
+_LATER_FIELDS = {"reverse": False}
 KIND = "lstmx archive"  # what messages call the file
 MAX_HEADER_BYTES = 1 << 16  # the JSON of a configuration is a few hundred bytes
 
@@ -144,6 +147,8 @@ def _read_header(archive):
     if cls is None:
         raise ValueError(f"{name}: class must be one of {list(_CLASSES)}; got "
                          f"{meta.get('class')!r}")
+    if isinstance(config, dict):
+        config = {**{k: v for k, v in _LATER_FIELDS.items() if k not in config}, **config}
     if not isinstance(config, dict) or sorted(config) != sorted(_CONFIG_FIELDS):
         got = sorted(config) if isinstance(config, dict) else type(config).__name__
         raise ValueError(f"{name}: config must have the fields {_CONFIG_FIELDS}; got {got}")

@@ -205,6 +205,11 @@ class LSTM(_Parameterised):
         "pytorch": every parameter uniform in (-1/sqrt(H), 1/sqrt(H)). "keras": Keras' LSTM
         defaults (Glorot-uniform input weights, orthogonal recurrent weights, zero biases with
         a forget-gate bias of 1, zero peepholes).
+    reverse : bool, default False
+        Run every layer backwards in time, as the reverse half of a bidirectional layer:
+        each sequence from its last valid step (t = lengths[b] - 1) down to t = 0, writing
+        y_t at time t; h_n, c_n are the state after step 0. Only with
+        ``bidirectional=False``. ONNX's ``direction="reverse"``; PyTorch has no equivalent.
 
     Notes
     -----
@@ -215,9 +220,10 @@ class LSTM(_Parameterised):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  bidirectional=False, proj_size=0, peephole=False, output_activation="tanh",
-                 dtype=np.float32, seed=None, init="pytorch"):
+                 dtype=np.float32, seed=None, init="pytorch", reverse=False):
         self.config = LSTMConfig(input_size, hidden_size, num_layers, bias, batch_first,
-                                 bidirectional, proj_size, peephole, output_activation, dtype)
+                                 bidirectional, proj_size, peephole, output_activation, dtype,
+                                 reverse)
         self._params = self.config.init_parameters(seed, init)
         self._link()
 
@@ -232,7 +238,7 @@ class LSTM(_Parameterised):
         opts = [f"{c.input_size}", f"{c.hidden_size}"]
         defaults = LSTMConfig(1, 2)
         for name in ("num_layers", "bias", "batch_first", "bidirectional", "proj_size",
-                     "peephole", "output_activation"):
+                     "peephole", "output_activation", "reverse"):
             if getattr(c, name) != getattr(defaults, name):
                 opts.append(f"{name}={getattr(c, name)!r}")
         return f"LSTM({', '.join(opts)}, dtype={c.dtype.name})"

@@ -122,8 +122,9 @@ def lstm_forward(params, config: LSTMConfig, x, h0=None, c0=None, lengths=None):
         outputs = []
         for d in range(D):
             W, U, b, R, peep = _layer_params(params, cfg, k, d)
+            reverse = (d == 1) != cfg.reverse  # a bidirectional layer's second, or reverse=True
             y, h, c, s = layer_forward(layer_input, h0[k * D + d], c0[k * D + d], W, U, b, R,
-                                       peep, lengths, d == 1, cfg.output_activation)
+                                       peep, lengths, reverse, cfg.output_activation)
             outputs.append(y)
             h_n.append(h)
             c_n.append(c)
@@ -151,9 +152,10 @@ def lstm_backward(params, config: LSTMConfig, saved, dy, dh_n=None, dc_n=None):
         for d in range(D):
             idx = k * D + d
             W, U, b, R, peep = _layer_params(params, cfg, k, d)
+            reverse = (d == 1) != cfg.reverse
             dx, dh0[idx], dc0[idx], (dW, dU, db, dR, dpeep) = layer_backward(
                 d_out[..., d * Hout:(d + 1) * Hout], dh_n[idx], dc_n[idx], saved[idx],
-                W, U, R, peep, lengths, d == 1, cfg.output_activation)
+                W, U, R, peep, lengths, reverse, cfg.output_activation)
             d_in = d_in + dx
             s = cfg.suffix(k, d)
             grads["weight_ih" + s], grads["weight_hh" + s] = dW, dU

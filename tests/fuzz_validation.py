@@ -113,7 +113,7 @@ def near(draw, valid, arrays_only=False):
 
 
 OPTIONS = dict(num_layers=st.integers(1, 2), bias=st.booleans(), batch_first=st.booleans(),
-               bidirectional=st.booleans(), peephole=st.booleans(),
+               bidirectional=st.booleans(), reverse=st.booleans(), peephole=st.booleans(),
                output_activation=st.sampled_from(["tanh", "identity"]),
                dtype=st.sampled_from([np.float32, np.float64]))
 
@@ -125,6 +125,8 @@ def models(draw, cell=False):
     names = ["bias", "peephole", "output_activation", "dtype"] if cell else list(OPTIONS)
     for name in names:
         kw[name] = draw(OPTIONS[name])
+    if not cell and kw["bidirectional"]:
+        kw["reverse"] = False  # one reversed direction, or two: not both
     if not cell:
         kw["proj_size"] = draw(st.integers(0, H - 1))
     return (lstmx.LSTMCell if cell else lstmx.LSTM)(**kw)
@@ -165,11 +167,11 @@ def valid_problem(m, T, B):
 
 @spied
 @given(which=st.sampled_from(["input_size", "hidden_size", "num_layers", "bias",
-                              "batch_first", "bidirectional", "proj_size", "peephole",
+                              "batch_first", "bidirectional", "reverse", "proj_size", "peephole",
                               "output_activation", "dtype", "init", "seed"]),
        value=ANYTHING, cell=st.booleans())
 def test_fuzz_constructor(which, value, cell, kernel_calls):
-    if cell and which in ("num_layers", "batch_first", "bidirectional", "proj_size"):
+    if cell and which in ("num_layers", "batch_first", "bidirectional", "reverse", "proj_size"):
         return
     cls = lstmx.LSTMCell if cell else lstmx.LSTM
     m, err = attempt(kernel_calls, lambda: cls(3, 4, **{which: value}))

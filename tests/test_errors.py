@@ -98,6 +98,10 @@ CASES = [
      "batch_first", "must be a bool", "str 'yes'"),
     ("bidirectional_none", now(lambda: lstm(bidirectional=None)), TypeError,
      "bidirectional", "must be a bool", "NoneType None"),
+    ("reverse_str", now(lambda: lstm(reverse="yes")), TypeError,
+     "reverse", "must be a bool", "str 'yes'"),
+    ("reverse_bidirectional", now(lambda: lstm(reverse=True, bidirectional=True)), ValueError,
+     "reverse", "bidirectional", "True"),
     ("peephole_int", now(lambda: lstm(peephole=0)), TypeError,
      "peephole", "must be a bool", "int 0"),
     ("output_activation_unknown", now(lambda: lstm(output_activation="relu")), ValueError,
@@ -296,7 +300,8 @@ def test_message_names_argument_first():
 def test_cases_cover_every_argument_of_the_public_api():
     named = {c[3].split("[")[0] for c in CASES}
     assert {"input_size", "hidden_size", "num_layers", "proj_size", "bias", "batch_first",
-            "bidirectional", "peephole", "output_activation", "dtype", "init", "x", "lengths",
+            "bidirectional", "reverse", "peephole", "output_activation", "dtype", "init", "x",
+            "lengths",
             "state", "cache", "dy", "dstate", "state_dict"} <= named
 
 

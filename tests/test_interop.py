@@ -628,7 +628,6 @@ def test_onnx_import_reads_layout():
 @pytest.mark.parametrize("attrs, message", [
     (dict(clip=3.0), "clip"),
     (dict(input_forget=1), "input_forget"),
-    (dict(direction="reverse"), "lone direction='reverse' node"),
     (dict(activations=["Sigmoid", "Tanh", "Relu"] * 2), "activations"),
     (dict(activations=["Sigmoid", "Tanh", "Affine"] * 2, activation_alpha=[2.0, 2.0],
           activation_beta=[0.0, 0.0]), "Affine"),

@@ -1,0 +1,182 @@
+# The contract of the kernels' arguments: every array checked, and the sizes read, before a kernel runs.
+#
+# Included by _kernels.pyx. A TypeError or ValueError names the argument, what it must be and
+# what it is, and where the sizes it was compared with came from.
+
+cdef cnp.ndarray workspace(Py_ssize_t n, cnp.dtype dtype):
+    """Scratch of n elements: from lstmx._workspace when large (fresh pages cost a page
+    fault each), else from NumPy without the Python call."""
+    if n * dtype.itemsize < POOL_MIN_BYTES:
+        return np.empty(n, dtype)
+    return pooled_empty(n, dtype)
+
+
+cdef inline void *data(cnp.ndarray a) noexcept:
+    return NULL if a is None else cnp.PyArray_DATA(a)
+
+
+cdef int expect(cnp.ndarray a, str name, int typenum, Py_ssize_t d0, Py_ssize_t d1=-1,
+                Py_ssize_t d2=-1) except -1:
+    """Raise unless ``a`` is an aligned, C-contiguous, native-order array of ``typenum`` and
+    shape (d0[, d1[, d2]])."""
+    cdef int ndim = 1 if d1 < 0 else (2 if d2 < 0 else 3)
+    cdef Py_ssize_t want[3]
+    want[0], want[1], want[2] = d0, d1, d2
+    if a is None:
+        raise TypeError(f"kernel argument {name} is None; expected an array")
+    if (cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(a)
+            or not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISNOTSWAPPED(a)):
+        raise TypeError(f"kernel argument {name} must be an aligned C-contiguous "
+                        f"native-order {np.dtype(cnp.PyArray_DescrFromType(typenum))} array; "
+                        f"got {(<object> a).dtype} with flags {(<object> a).flags}")
+    cdef int k
+    cdef bint same = cnp.PyArray_NDIM(a) == ndim
+    for k in range(ndim if same else 0):
+        same = same and a.shape[k] == want[k]
+    if not same:
+        raise ValueError(f"kernel argument {name} must have shape "
+                         f"{tuple(want[k] for k in range(ndim))}; got {(<object> a).shape}")
+    return 0
+
+
+cdef int expect_output(cnp.ndarray a, str name, int typenum, Py_ssize_t d0,
+                       Py_ssize_t d1=-1, Py_ssize_t d2=-1) except -1:
+    """``expect``, and writeable: ``a`` receives results."""
+    expect(a, name, typenum, d0, d1, d2)
+    if not cnp.PyArray_ISWRITEABLE(a):
+        raise ValueError(f"kernel argument {name} receives results and must be writeable")
+    return 0
+
+
+cdef int expect_ndim(cnp.ndarray a, str name, int ndim) except -1:
+    """Raise unless ``a`` is an array of ``ndim`` dimensions (its sizes are read next)."""
+    if a is None:
+        raise TypeError(f"kernel argument {name} is None; expected a {ndim}-D array")
+    if cnp.PyArray_NDIM(a) != ndim:
+        raise ValueError(f"kernel argument {name} must be {ndim}-D; got shape "
+                         f"{(<object> a).shape}")
+    return 0
+
+
+cdef int expect_lengths(cnp.ndarray lengths, Py_ssize_t B, Py_ssize_t T) except -1:
+    cdef Py_ssize_t bi
+    cdef const Py_ssize_t *ln
+    if lengths is None:
+        return 0
+    expect(lengths, "lengths", cnp.NPY_INTP, B)
+    ln = <const Py_ssize_t *> cnp.PyArray_DATA(lengths)
+    for bi in range(B):
+        if ln[bi] < 1 or ln[bi] > T:
+            raise ValueError(f"kernel argument lengths[{bi}] = {ln[bi]} is outside [1, {T}]")
+    return 0
+
+
+cdef class Shapes:
+    """The sizes of one layer and direction, read from the arrays and checked against each
+    other (the kernels' loops trust them)."""
+    cdef Py_ssize_t T, B, n_in, H, P, Hout, ldy  # n_in: I is a macro of complex.h
+    cdef int typenum
+    cdef str h_name, c_name  # "h", "c" in a forward pass; "h0", "c0" in backward
+
+    def __cinit__(self, cnp.ndarray x, cnp.ndarray W, cnp.ndarray U, cnp.ndarray R,
+                  cnp.ndarray peep, cnp.ndarray lengths, cnp.ndarray h, cnp.ndarray c,
+                  cnp.ndarray y, Py_ssize_t y_col, bint outputs):
+        self.h_name, self.c_name = ("h", "c") if outputs else ("h0", "c0")
+        expect_ndim(h, self.h_name, 2)
+        expect_ndim(c, self.c_name, 2)
+        expect_ndim(y, "y", 3)
+        expect_ndim(W, "W", 2)
+        if R is not None:
+            expect_ndim(R, "R", 2)
+        self.typenum = cnp.PyArray_TYPE(h)
+        if self.typenum != cnp.NPY_FLOAT and self.typenum != cnp.NPY_DOUBLE:
+            raise TypeError(f"kernel arguments must be float32 or float64; "
+                            f"got {self.h_name} of {(<object> h).dtype}")
+        self.B, self.Hout, self.H = h.shape[0], h.shape[1], c.shape[1]
+        self.T, self.ldy, self.n_in = y.shape[0], y.shape[2], W.shape[1]
+        self.P = 0 if R is None else R.shape[0]
+        try:
+            if self.T < 1 or self.B < 1 or self.H < 1 or self.n_in < 1:
+                raise ValueError(f"kernel arguments: seq_len, batch, hidden size and input "
+                                 f"size must be at least 1")
+            if self.Hout != (self.P if self.P else self.H):
+                raise ValueError(f"kernel arguments: {self.h_name} has {self.Hout} features, "
+                                 f"expected {self.P if self.P else self.H}")
+            if y_col < 0 or y_col + self.Hout > self.ldy:
+                raise ValueError(f"kernel arguments: columns [{y_col}, {y_col + self.Hout}) "
+                                 f"of y {(<object> y).shape} do not fit")
+            if (self.T * self.B > BLAS_LIMIT
+                    or 4 * self.H > BLAS_LIMIT // max(self.n_in, self.H)
+                    or self.T * self.B > BLAS_LIMIT // max(self.n_in, 4 * self.H)):
+                raise ValueError(f"kernel arguments: the sizes exceed BLAS's 32-bit indices")
+            self.check(x, W, U, R, peep, lengths, h, c, y, outputs)
+        except (TypeError, ValueError) as err:
+            raise self.explain(err) from None
+
+    cdef int check(self, cnp.ndarray x, cnp.ndarray W, cnp.ndarray U, cnp.ndarray R,
+                   cnp.ndarray peep, cnp.ndarray lengths, cnp.ndarray h, cnp.ndarray c,
+                   cnp.ndarray y, bint outputs) except -1:
+        G = 4 * self.H
+        expect(x, "x", self.typenum, self.T * self.B, self.n_in)
+        expect(W, "W", self.typenum, G, self.n_in)
+        expect(U, "U", self.typenum, G, self.Hout)
+        if outputs:  # a forward pass writes the state and y
+            expect_output(h, self.h_name, self.typenum, self.B, self.Hout)
+            expect_output(c, self.c_name, self.typenum, self.B, self.H)
+            expect_output(y, "y", self.typenum, self.T, self.B, self.ldy)
+        else:
+            expect(h, self.h_name, self.typenum, self.B, self.Hout)
+            expect(c, self.c_name, self.typenum, self.B, self.H)
+            expect(y, "y", self.typenum, self.T, self.B, self.ldy)
+        if R is not None:
+            expect(R, "R", self.typenum, self.P, self.H)
+        if peep is not None:
+            expect(peep, "peep", self.typenum, 3, self.H)
+        expect_lengths(lengths, self.B, self.T)
+        return 0
+
+    cdef object explain(self, err):
+        """``err`` with where the dtype and sizes it compares came from: a wrong array that
+        sets one is reported as the others disagreeing with it."""
+        return type(err)(f"{err} (from the arguments: dtype "
+                         f"{np.dtype(cnp.PyArray_DescrFromType(self.typenum))} from "
+                         f"{self.h_name}, T={self.T} from y, B={self.B} from {self.h_name}, "
+                         f"I={self.n_in} from W, H={self.H} from {self.c_name}, P={self.P} "
+                         f"from R)")
+
+    cdef bint parallel(self):
+        """Whether forward and backward run as forward_parallel and backward_parallel:
+        AVX2 and AVX-512 builds, no projection, recurrent products too big for gemm_small."""
+        return TILED_GEMM and self.P == 0 and self.B * 4 * self.H * self.H > SMALL_PRODUCT
+
+    cdef int threads(self):
+        """OpenMP threads for the parallel kernels: one below PARALLEL_WORK multiply-adds a
+        step (waking a team costs more), at most one per strip of hidden units."""
+        if self.B * 4 * self.H * (self.n_in + self.H) < PARALLEL_WORK:
+            return 1
+        return max(1, min(max_threads(), strips(self.H)))
+
+    cdef Py_ssize_t packed_size(self, bint recurrent):
+        """Elements of W (or U when ``recurrent``) packed, either way round: forward packs
+        W.T as (I, 4H) and backward W as (4H, I). Both are rounded up to whole strips in
+        both dimensions, so that backward reuses forward's buffers (lstmx._workspace)."""
+        cdef Py_ssize_t cols = strips(self.H if recurrent else self.n_in) * TILE_COLS
+        return cols * 4 * strips(self.H) * TILE_COLS
+
+    cdef bint small(self):
+        """Whether forward runs its recurrent products on gemm_small with U.T, which costs a
+        transposition per call: worth it over a few steps."""
+        return self.B * 4 * self.H * self.Hout <= SMALL_PRODUCT and self.T >= 4
+
+    cdef bint packed_steps(self):
+        """Whether forward_layer's recurrent products (and projections) run on gemm_packed
+        with U.T and R.T packed once per call (AVX2, AVX-512 builds) rather than BLAS: no
+        per-call cost, and no OpenBLAS threads beside the OpenMP team of the input
+        projection (on 2 cores the two pools' spinning threads slow each other down).
+        Packing costs about one step's product, so a few steps are needed."""
+        return TILED_GEMM and not self.parallel() and not self.small() and self.T >= 4
+
+    cdef bint packed_input(self):
+        """Whether forward_layer's input projection runs on gemm_packed (AVX2 and
+        AVX-512 builds) with W.T packed, which is worth it for enough rows."""
+        return TILED_GEMM and self.T * self.B >= 64

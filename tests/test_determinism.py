@@ -1,0 +1,49 @@
+"""Results do not depend on the number of threads: bit for bit, in every kernel variant.
+
+The threaded kernels split hidden units (and, in backward, rows of dW and dU and columns of
+dx) between OpenMP threads, and the two directions of a layer may run side by side; none of
+that may change a single bit of an output or a gradient.
+"""
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+import lstmx
+from lstmx import _dispatch, _engine
+
+
+# The baseline variant does its products on BLAS, whose results may depend on its own
+# thread count (docs/guarantees.md, "Determinism"): the promise is the tile kernels'.
+@pytest.fixture(params=[v for v in _dispatch.available() if v != "baseline"])
+def variant(request, monkeypatch):
+    monkeypatch.setattr(_engine, "_kernels", _dispatch.load(request.param))
+    return request.param
+
+
+def train_step(m, x, lengths):
+    y, (h, c), cache = m.forward_train(x, lengths=lengths)
+    dy = np.cos(np.arange(y.size, dtype=m.dtype)).reshape(y.shape)
+    dx, (dh, dc), grads = m.backward(cache, dy)
+    inference = m(x, lengths=lengths)[0]
+    return [np.array(y), h, c, inference, dx, dh, dc] + [grads[k] for k in sorted(grads)]
+
+
+@pytest.mark.parametrize("T,B,I,H,options", [
+    (6, 7, 3, 50, {}),                        # H not a multiple of 32 (partial strips)
+    (5, 33, 31, 100, {"peephole": True}),     # rows past the last tile, I past a strip
+    (4, 8, 1, 64, {"bidirectional": True}),  # directions side by side on 2-3 threads
+    (3, 16, 40, 160, {"bidirectional": True, "num_layers": 2}),  # 4H past a k block
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_same_bits_on_any_number_of_threads(variant, T, B, I, H, options, dtype):
+    m = lstmx.LSTM(I, H, dtype=dtype, seed=1, **options)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    lengths = rng.integers(1, T + 1, B)
+    results = {}
+    for threads in (1, 2, 3, 4):
+        with threadpool_limits(threads):
+            results[threads] = train_step(m, x, lengths)
+    for threads in (2, 3, 4):
+        for one, many in zip(results[1], results[threads]):
+            np.testing.assert_array_equal(many, one, err_msg=f"{threads} threads")
