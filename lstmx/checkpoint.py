@@ -28,13 +28,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
-import secrets
-import zipfile
-import zlib
 
 import numpy as np
 
+from lstmx import _archive
 from lstmx.layers import LSTM, LSTMCell
 from lstmx.modules import Embedding, Linear
 from lstmx.optim import _Optimiser, _Scheduler
@@ -45,40 +42,7 @@ HEADER = "__lstmx_checkpoint__"
 FORMAT, VERSION = "lstmx-checkpoint", 1
 _ARRAY = "__array__"  # {"__array__": key}: an array stored beside the header
 _TUPLE = "__tuple__"  # {"__tuple__": [...]}: a tuple (JSON has only lists)
-# What a damaged archive raises while it is opened or read (MemoryError: a forged .npy
-# header claiming more data than the file holds; NotImplementedError and RuntimeError: zip
-# entries zipfile refuses).
-_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError,
-                MemoryError, NotImplementedError, RuntimeError)
-
-
-def _name(file) -> str:
-    if isinstance(file, (str, os.PathLike)):
-        return repr(os.fspath(file))
-    return repr(getattr(file, "name", file))
-
-
-def _read_arrays(file, name):
-    """Every array of the archive, read (and so checked: CRC, .npy header) in full; never
-    unpickled."""
-    try:
-        start = file.tell()
-        with zipfile.ZipFile(file) as zf:
-            # Only stored or deflated members, as np.savez writes: other methods (bzip2,
-            # lzma) would inflate without the bound of the declared size.
-            odd = [i.filename for i in zf.infolist()
-                   if i.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)]
-            if odd:
-                raise ValueError(f"members {odd} are compressed in a way np.savez never is")
-        file.seek(start)
-        npz = np.load(file, allow_pickle=False)
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise ValueError("it holds a single .npy array")
-        with npz:
-            return {key: npz[key] for key in npz.files}
-    except _READ_ERRORS as err:
-        raise ValueError(f"{name} is not a readable lstmx checkpoint (corrupt, truncated or "
-                         f"another format): {err}") from err
+KIND = "lstmx checkpoint"  # what messages call the file
 
 
 # -- nested values <-> JSON plus arrays ----------------------------------------------------
@@ -267,6 +231,7 @@ def save(file, *, modules=None, optimizer=None, scheduler=None, rng=None, step=0
         Anything else to keep: numbers, strings, None, arrays, and lists, tuples and dicts
         of them (a loss curve, the epoch, ...).
     """
+    _archive.check_file(file, "write")
     if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)) or \
             step < 0:
         raise ValueError(f"step must be an integer >= 0; got {step!r}")
@@ -293,23 +258,7 @@ def save(file, *, modules=None, optimizer=None, scheduler=None, rng=None, step=0
         "extra": _encode({} if extra is None else extra, "extra", arrays),
     }
     arrays[HEADER] = np.array(json.dumps(header))
-    if not isinstance(file, (str, os.PathLike)):
-        np.savez(file, **arrays)
-        return
-    path = os.fspath(file)
-    directory, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
-    # 0o666 less the umask, as for any new file (tempfile's would be 0o600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    _archive.write(file, arrays)
 
 
 def load(file, *, modules=None, optimizer=None, scheduler=None, rng=None) -> dict:
@@ -336,30 +285,25 @@ def load(file, *, modules=None, optimizer=None, scheduler=None, rng=None) -> dic
     Raises
     ------
     ValueError
-        If the file is not a checkpoint, is damaged, or does not match the objects given.
-        Nothing is changed then.
+        If the file is not a checkpoint, is damaged, or does not match the objects given;
+        the message names the file. Nothing is changed then.
+
+    Notes
+    -----
+    Read as ``lstmx.load`` reads models: each member's ``.npy`` header is checked against
+    the bytes the archive holds for it before its array is allocated, so a load's memory is
+    bounded by the file's size (by 1032 times it for a compressed archive). Members must
+    have distinct names and be stored or deflated; arrays of either byte order are read.
     """
-    name = _name(file)
     with contextlib.ExitStack() as stack:
-        if isinstance(file, (str, os.PathLike)):
-            file = stack.enter_context(open(file, "rb"))
-        elif not hasattr(file, "seek"):
-            raise TypeError(f"file must be a path or a seekable binary file; got "
-                            f"{type(file).__name__}")
-        arrays = _read_arrays(file, name)
-    header = arrays.pop(HEADER, None)
-    if header is None or header.shape != () or header.dtype.kind != "U":
-        raise ValueError(f"{name} is not an lstmx checkpoint: it has no {HEADER!r} header")
-    try:
-        meta = json.loads(str(header))
-    except (ValueError, RecursionError) as err:
-        raise ValueError(f"{name}: the {HEADER!r} header is not valid JSON: {err}") from err
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{name} is not an lstmx checkpoint: its header has no "
-                         f"format={FORMAT!r}")
-    if meta.get("version") != VERSION:
-        raise ValueError(f"{name} has checkpoint version {meta.get('version')!r}; this lstmx "
-                         f"reads version {VERSION}")
+        archive = _archive.open_archive(stack, file, KIND)
+        name = archive.name
+        # Every member, each bounded by its own bytes in the file (what the header names
+        # is known only once the header is read, and a member that is not an array of
+        # numbers or strings makes the file unreadable wherever it is).
+        arrays = {key: archive.read(key, label=f"array {key!r}")
+                  for key in archive.members if key != HEADER}
+        meta = _archive.read_json(archive, HEADER, FORMAT, VERSION)
     meta = _decode(meta, arrays, name)
     modules = {} if modules is None else dict(modules)
     unknown = [k for k in modules if k not in meta["modules"]]

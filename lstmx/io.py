@@ -10,17 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import json
-import math
-import os
-import stat
-import tempfile
-import zipfile
-import zlib
 
 import numpy as np
 
+from lstmx import _archive
 from lstmx._config import LSTMConfig
 from lstmx.layers import LSTM, LSTMCell
 
@@ -35,31 +29,8 @@ _CELL_FIELDS = ("input_size", "hidden_size", "bias", "peephole", "output_activat
 # Fields added after version 1 was first written, with the value that archives without them
 # mean.
 _LATER_FIELDS = {"reverse": False}
-# What a damaged archive raises while it is opened or read (MemoryError: a forged .npy header
-# that claims more data than any file holds).
-# NotImplementedError and RuntimeError: zip entries zipfile refuses (an unknown compression
-# method, an encrypted entry).
-_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError,
-                MemoryError, NotImplementedError, RuntimeError)
-
-
-def _check_file(file, need: str):
-    """Refuse what is neither a path nor a binary file object with ``need`` (read or
-    write) and seek."""
-    if isinstance(file, (str, os.PathLike)):
-        return
-    if isinstance(file, io.TextIOBase):
-        raise TypeError(f"file must be a path or a binary file object; got a file opened in "
-                        f"text mode ({_name(file)}): open it with mode '{need[0]}b'")
-    if not (callable(getattr(file, need, None)) and callable(getattr(file, "seek", None))):
-        raise TypeError(f"file must be a path or a binary file object with {need}() and "
-                        f"seek(); got {type(file).__name__}")
-
-
-def _name(file) -> str:
-    if isinstance(file, (str, os.PathLike)):
-        return repr(os.fspath(file))
-    return repr(getattr(file, "name", file))
+KIND = "lstmx archive"  # what messages call the file
+MAX_HEADER_BYTES = 1 << 16  # the JSON of a configuration is a few hundred bytes
 
 
 def save(model, file) -> None:
@@ -76,7 +47,7 @@ def save(model, file) -> None:
     if not isinstance(model, (LSTM, LSTMCell)):
         raise TypeError(f"model must be an lstmx.LSTM or lstmx.LSTMCell; "
                         f"got {type(model).__name__}")
-    _check_file(file, "write")
+    _archive.check_file(file, "write")
     problem = model._changed_parameter()
     if problem is not None:  # the file would not load
         raise ValueError(f"cannot save the model: {problem}")
@@ -84,44 +55,7 @@ def save(model, file) -> None:
     config["dtype"] = model.config.dtype.name
     header = json.dumps({"format": FORMAT, "version": VERSION,
                          "class": type(model).__name__, "config": config})
-    arrays = {HEADER: np.array(header), **model.state_dict()}
-    if not isinstance(file, (str, os.PathLike)):
-        np.savez(file, **arrays)
-        return
-    path = os.fspath(file)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                               prefix=".lstmx-", suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            # mkstemp makes the file 0600: give it the mode that open(path, "wb") would
-            # (an existing file's, else 0666 less the umask).
-            os.chmod(fd, _mode_for(path))
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _mode_for(path) -> int:
-    """The permission bits a file written at ``path`` gets from a plain ``open``."""
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except FileNotFoundError:
-        return 0o666 & ~_umask()
-
-
-def _umask() -> int:
-    try:  # Linux shows it without changing it (os.umask would, for every thread)
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    _archive.write(file, {HEADER: np.array(header), **model.state_dict()})
 
 
 def load(file, *, into=None):
@@ -154,14 +88,10 @@ def load(file, *, into=None):
     times it, deflate's largest ratio, for a compressed archive). Members must have distinct
     names; arrays of either byte order are read.
     """
-    _check_file(file, "read")
-    name = _name(file)
     with contextlib.ExitStack() as stack:
-        if isinstance(file, (str, os.PathLike)):
-            file = stack.enter_context(open(file, "rb"))
-        members = _open_members(stack, file, name)
-        header = _read_member(members, HEADER, name, header=True)
-        cls, config = _read_header(name, header)
+        archive = _archive.open_archive(stack, file, KIND)
+        name = archive.name
+        cls, config = _read_header(archive)
         try:
             cfg = LSTMConfig(**config)
             if cls is LSTMCell and cfg != LSTMConfig(**{k: config[k] for k in _CELL_FIELDS}):
@@ -174,20 +104,21 @@ def load(file, *, into=None):
         # no more than one claiming one.
         per_layer = 2 + 2 * cfg.bias + (cfg.proj_size > 0) + 3 * cfg.peephole
         want = cfg.num_layers * cfg.num_directions * per_layer
-        got = len(members[1]) - 1
+        got = len(archive.members) - 1
         if want > got + 16:  # (a few missing ones are named below)
             raise ValueError(f"{name} does not hold the parameters of its configuration: "
                              f"it needs {want} parameter arrays; the archive has {got}")
         expected = cfg.parameter_shapes()
         if cls is LSTMCell:
             expected = {k[:-3]: v for k, v in expected.items()}  # the cell drops "_l0"
-        keys = [k for k in members[1] if k != HEADER]
-        missing = [k for k in expected if k not in members[1]]
+        keys = [k for k in archive.members if k != HEADER]
+        missing = [k for k in expected if k not in archive.members]
         unexpected = [k for k in keys if k not in expected]
         if missing or unexpected:
             raise ValueError(f"{name} does not hold the parameters of its configuration: "
                              f"missing {missing}, unexpected {unexpected}")
-        arrays = {key: _read_member(members, key, name, dtype=cfg.dtype, shape=shape)
+        arrays = {key: archive.read(key, label=f"parameter {key!r}", dtype=cfg.dtype,
+                                    shape=shape)
                   for key, shape in expected.items()}
 
     if into is None:
@@ -203,129 +134,14 @@ def load(file, *, into=None):
     return into
 
 
-# Deflate never inflates by more than this (RFC 1951's longest match per two bits or so);
-# a member that claims more is lying.
-MAX_DEFLATE_RATIO = 1032
-MAX_HEADER_BYTES = 1 << 16  # the JSON of a configuration is a few hundred bytes
-
-
-def _open_members(stack, file, name):
-    """(zip, {key: ZipInfo}) of an archive, keyed as ``np.load`` keys them (without
-    ``.npy``). Nothing is decompressed yet."""
-    try:
-        start = file.tell()  # (an archive may follow other data in a stream)
-        if file.read(6) == b"\x93NUMPY":
-            raise ValueError("it holds a single .npy array")
-        file.seek(start)
-        zf = stack.enter_context(zipfile.ZipFile(file))
-        infos = zf.infolist()
-    except _READ_ERRORS as err:
-        raise ValueError(f"{name} is not a readable lstmx archive (corrupt, truncated or "
-                         f"another format): {err}") from err
-    members, dup = {}, []
-    for info in infos:
-        key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-        if key in members:
-            dup.append(info.filename)
-        members[key] = info
-    if dup:
-        # Readers disagree on which of two same-named members counts; refuse to pick one.
-        raise ValueError(f"{name} is ambiguous: it has more than one member named "
-                         f"{sorted(set(dup))}")
-    return zf, members
-
-
-def _read_member(members, key, name, dtype=None, shape=None, header=False):
-    """The array of member ``key``: the ``HEADER`` (a 0-d string, ``header=True``) or a
-    parameter of ``dtype`` (either byte order) and ``shape``. Its .npy header and the
-    archive's sizes are checked before anything is allocated."""
-    zf, infos = members
-    info = infos.get(key)
-    if info is None:
-        if header:
-            return None
-        raise ValueError(f"{name} has no member {key!r}")
-    what = f"{name}: member {info.filename!r}"
-    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        # zipfile inflates bzip2 and lzma input a whole chunk at a time, however large the
-        # result: their output is not bounded by what a member declares.
-        raise ValueError(f"{what} uses compression method {info.compress_type}; an lstmx "
-                         "archive's members are stored or deflated (as numpy.savez and "
-                         "numpy.savez_compressed write them)")
-    limit = info.compress_size * (1 if info.compress_type == zipfile.ZIP_STORED
-                                  else MAX_DEFLATE_RATIO) + 64
-    if info.file_size > limit:
-        raise ValueError(f"{what} claims {info.file_size} bytes, more than its "
-                         f"{info.compress_size} stored bytes can hold")
-    if header and info.file_size > MAX_HEADER_BYTES:
-        raise ValueError(f"{what}: the header is {info.file_size} bytes; an lstmx header is "
-                         f"at most {MAX_HEADER_BYTES}")
-    try:
-        with zf.open(info) as fp:
-            magic = fp.read(6)
-            if magic != b"\x93NUMPY":
-                raise ValueError(f"{what} is not a .npy array (it does not start with the "
-                                 f".npy magic string); got {magic!r}")
-            fp.seek(0)
-            version = np.lib.format.read_magic(fp)
-            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0)
-            if version not in ((1, 0), (2, 0), (3, 0)):
-                raise ValueError(f"{what} has .npy version {version}; expected 1.0 to 3.0")
-            got_shape, fortran, got_dtype = read(fp)
-            if header:
-                if got_shape != () or got_dtype.kind != "U":
-                    raise ValueError(f"the {HEADER!r} header must be a 0-d string array; "
-                                     f"got dtype {got_dtype}, shape {got_shape}")
-            elif (got_dtype.kind != "f" or got_dtype.newbyteorder("=") != dtype
-                    or got_shape != shape):
-                raise ValueError(f"parameter {key!r} must be {dtype} with shape {shape}; "
-                                 f"got {got_dtype} with shape {got_shape}")
-            count = math.prod(got_shape)
-            data_bytes = count * got_dtype.itemsize
-            if fp.tell() + data_bytes != info.file_size:
-                raise ValueError(f"its .npy header declares {data_bytes} bytes of data; the "
-                                 f"member holds {info.file_size - fp.tell()}")
-            arr = np.empty(count, got_dtype)
-            buf, done = memoryview(arr).cast("B"), 0
-            while done < data_bytes:
-                n = fp.readinto(buf[done:])
-                if not n:
-                    raise ValueError(f"the data ends after {done} of {data_bytes} bytes")
-                done += n
-            if fp.read(1):  # also makes zipfile check the CRC
-                raise ValueError("it has bytes after its data")
-    except ValueError as err:
-        if str(err).startswith(name):
-            raise
-        raise ValueError(f"{what} is not readable: {err}") from err
-    except _READ_ERRORS as err:
-        raise ValueError(f"{name} is not a readable lstmx archive (corrupt, truncated or "
-                         f"another format): {err}") from err
-    order = "F" if fortran else "C"
-    arr = arr.reshape(got_shape, order=order)
-    if header:
-        return arr
-    return np.ascontiguousarray(arr, dtype=dtype)
-
-
-def _read_header(name, header):
+def _read_header(archive):
     """The class and configuration options that the archive's header records."""
-    if header is None:
-        raise ValueError(f"{name} is not an lstmx archive: it has no {HEADER!r} header")
-    if header.shape != () or header.dtype.kind != "U":
-        raise ValueError(f"{name}: the {HEADER!r} header must be a 0-d string array; got "
-                         f"dtype {header.dtype}, shape {header.shape}")
-    try:
-        meta = json.loads(str(header))
-    except (ValueError, RecursionError) as err:  # RecursionError: absurdly nested JSON
-        raise ValueError(f"{name}: the {HEADER!r} header is not valid JSON: {err}") from err
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{name} is not an lstmx archive: its header has no "
-                         f"format={FORMAT!r}")
-    if meta.get("version") != VERSION:
-        raise ValueError(f"{name} has lstmx archive version {meta.get('version')!r}; this "
-                         f"lstmx reads version {VERSION}")
+    name = archive.name
+    info = archive.members.get(HEADER)
+    if info is not None and info.file_size > MAX_HEADER_BYTES:
+        raise ValueError(f"{name}: member {info.filename!r}: the header is {info.file_size} "
+                         f"bytes; an lstmx header is at most {MAX_HEADER_BYTES}")
+    meta = _archive.read_json(archive, HEADER, FORMAT, VERSION)
     cls = _CLASSES.get(meta.get("class")) if isinstance(meta.get("class"), str) else None
     config = meta.get("config")
     if cls is None:

@@ -2,9 +2,12 @@
 import io
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
+import tracemalloc
+import warnings
 import zipfile
 
 import numpy as np
@@ -221,6 +224,123 @@ def test_estimator_checkpoint_resumes_partial_fit(tmp_path):
     checkpoint.save(tmp_path / "unfitted.npz", modules={"clf": unfitted})
     restored = checkpoint.load(tmp_path / "unfitted.npz")["modules"]["clf"]
     assert restored.max_iter == 7 and not hasattr(restored, "classes_")
+
+
+
+def members_of_checkpoint(**kwargs) -> list:
+    """The (name, bytes) members of a small checkpoint, in order."""
+    buf = io.BytesIO()
+    checkpoint.save(buf, **kwargs)
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as z:
+        return [(n, z.read(n)) for n in z.namelist()]
+
+
+def zipped(members, compression=zipfile.ZIP_STORED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression) as z, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Duplicate name", UserWarning)
+        for name, data in members:
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def forge_sizes(blob: bytes, member: str, stored=None, inflated=None) -> bytes:
+    """``blob`` with the zip directory's stored and inflated sizes of ``member`` changed."""
+    blob = bytearray(blob)
+    entry = blob.rindex(b"PK\x01\x02", 0, blob.rindex(member.encode()))
+    for offset, size in ((20, stored), (24, inflated)):
+        if size is not None:
+            blob[entry + offset:entry + offset + 4] = size.to_bytes(4, "little")
+    return bytes(blob)
+
+
+HUGE = (1 << 28,)  # float64: 2 GiB, from a member of a few hundred bytes
+
+
+@pytest.mark.parametrize("forged", ["npy header", "npy header and zip size",
+                                    "npy header and zip sizes"])
+def test_forged_member_claiming_a_huge_array_is_refused_before_allocating(forged):
+    members = members_of_checkpoint(step=1, extra={"w": np.arange(8.0)})
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        head, {"descr": "<f8", "fortran_order": False, "shape": HUGE})
+    claimed = len(head.getvalue()) + 8 * HUGE[0]
+    members = [(n, head.getvalue() + d[-64:] if n == "extra/w.npy" else d)
+               for n, d in members]
+    blob = zipped(members)
+    message = r"declares 2147483648 bytes of data; the member holds 64"
+    if forged != "npy header":  # the zip directory agrees with the .npy header
+        blob = forge_sizes(blob, "extra/w.npy", inflated=claimed)
+        message = rf"claims {claimed} bytes, more than its \d+ stored bytes can hold"
+    if forged == "npy header and zip sizes":  # ... and claims the bytes are stored
+        blob = forge_sizes(blob, "extra/w.npy", stored=claimed)
+        message = rf"claims {claimed} stored bytes at offset \d+; the file has \d+ there"
+    stream = io.BytesIO(blob)
+    stream.name = "forged.npz"
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"'forged.npz'.*member 'extra/w.npy'.*" +
+                           message):
+            checkpoint.load(stream)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+def test_duplicate_members_are_refused():
+    members = members_of_checkpoint(step=1, extra={"w": np.arange(3.0)})
+    members.append(("extra/w.npy", dict(members_of_checkpoint(
+        extra={"w": np.arange(3.0) + 1}))["extra/w.npy"]))
+    with pytest.raises(ValueError, match=r"ambiguous: .*more than one member named "
+                                         r"\['extra/w.npy'\]"):
+        checkpoint.load(io.BytesIO(zipped(members)))
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_members_compressed_other_than_deflate_are_refused(method):
+    members = members_of_checkpoint(step=1, extra={"w": np.arange(3.0)})
+    assert checkpoint.load(io.BytesIO(zipped(members, zipfile.ZIP_DEFLATED)))["step"] == 1
+    with pytest.raises(ValueError, match=f"uses compression method {method}; an lstmx "
+                                         "checkpoint's members are stored or deflated"):
+        checkpoint.load(io.BytesIO(zipped(members, method)))
+
+
+def test_arrays_of_either_byte_order_load_in_native_order():
+    members = members_of_checkpoint(extra={"w": np.arange(6.0).reshape(2, 3),
+                                           "n": np.arange(4, dtype=np.int32)})
+    swapped = []
+    for name, data in members:
+        a = np.load(io.BytesIO(data))
+        if name.startswith("extra/"):
+            a = np.asfortranarray(a.astype(a.dtype.newbyteorder(">")))
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, a)
+        swapped.append((name, buf.getvalue()))
+    extra = checkpoint.load(io.BytesIO(zipped(swapped)))["extra"]
+    for key, want in (("w", np.arange(6.0).reshape(2, 3)), ("n", np.arange(4))):
+        assert extra[key].dtype.isnative and extra[key].flags.c_contiguous
+        assert_array_equal(extra[key], want)
+
+
+def test_save_keeps_an_existing_files_mode(tmp_path):
+    path = tmp_path / "run.npz"
+    path.write_bytes(b"")
+    path.chmod(0o640)
+    checkpoint.save(path, step=2)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert checkpoint.load(path)["step"] == 2
+    assert os.listdir(tmp_path) == ["run.npz"]
+
+
+def test_what_is_not_a_binary_file_is_a_type_error(tmp_path):
+    for bad in (42, None):
+        with pytest.raises(TypeError, match="file must be a path or a binary file object"):
+            checkpoint.load(bad)
+        with pytest.raises(TypeError, match="file must be a path or a binary file object"):
+            checkpoint.save(bad, step=1)
+    with pytest.raises(TypeError, match="opened in text mode"):
+        checkpoint.save(io.StringIO(), step=1)
 
 
 SCRIPT = textwrap.dedent("""

@@ -107,6 +107,34 @@ def test_sizes_that_the_archive_cannot_hold_are_refused_before_allocating():
         lstmx.load(io.BytesIO(bytes(blob)))
 
 
+
+def central_entry(blob, member: str) -> int:
+    """Where the zip directory's entry of ``member`` starts in ``blob``."""
+    return blob.rindex(b"PK\x01\x02", 0, blob.rindex(member.encode()))
+
+
+def test_stored_sizes_must_lie_in_the_file_without_overlapping():
+    model = lstmx.LSTM(3, 4, seed=0)
+    good = zipped(list(members_of(model).items()))
+    # A member claiming 2 GiB of stored (and inflated) bytes in a file of a few KiB: the
+    # inflated size alone would pass the deflate-ratio check.
+    blob = bytearray(good)
+    entry = central_entry(blob, "weight_hh_l0.npy")
+    blob[entry + 20:entry + 28] = (1 << 31).to_bytes(4, "little") * 2
+    with pytest.raises(ValueError, match=r"member 'weight_hh_l0.npy' claims 2147483648 "
+                                         r"stored bytes at offset \d+; the file has \d+ there"):
+        lstmx.load(io.BytesIO(bytes(blob)))
+    # Two directory entries over the same stored bytes (each inflated once per entry).
+    blob = bytearray(good)
+    source = blob[central_entry(blob, "weight_ih_l0.npy") + 42:][:4]
+    entry = central_entry(blob, "weight_hh_l0.npy")
+    blob[entry + 42:entry + 46] = source  # the local header's offset
+    with pytest.raises(ValueError, match=r"stored bytes at offset \d+; the file has \d+ "
+                                         r"there"):
+        lstmx.load(io.BytesIO(bytes(blob)))
+    assert_array_equal(lstmx.load(io.BytesIO(good)).weight_hh_l0, model.weight_hh_l0)
+
+
 def test_duplicate_members_are_refused():
     model, other = lstmx.LSTM(3, 4, seed=0), lstmx.LSTM(3, 4, seed=1)
     members = list(members_of(model).items())
@@ -138,6 +166,9 @@ def test_arrays_of_either_byte_order_load(dtype):
     (b"not an npy file at all", r"not a .npy array .*got b'not an'"),
     (b"\x93NUMPY\x09\x00", r"\.npy version \(9, 0\)"),
     (b"\x93NUMPY\x01\x00\x10\x00{'descr': '<f4'", "is not readable"),
+    # numpy's header parser raises tokenize.TokenError on this (an unclosed parenthesis)
+    (b"\x93NUMPY\x01\x00\x36\x00{'descr': '<f4', 'fortran_order': False, 'shape': (3,\n",
+     "is not readable: TokenError"),
 ])
 def test_member_that_is_not_npy_gets_a_clear_error(data, message):
     members = members_of(lstmx.LSTM(3, 4, seed=0))
