@@ -22,6 +22,8 @@ import math
 
 import numpy as np
 
+from lstmx._config import _check_int
+
 __all__ = ["SGD", "Adam", "clip_grad_norm", "StepLR", "CosineAnnealingLR", "ReduceLROnPlateau"]
 
 
@@ -430,12 +432,7 @@ class StepLR(_Scheduler):
 
     def __init__(self, optimizer, step_size, gamma=0.1):
         super().__init__(optimizer)
-        if isinstance(step_size, (bool, np.bool_)) or not isinstance(step_size,
-                                                                      (int, np.integer)):
-            raise TypeError(f"step_size must be an integer; got {step_size!r}")
-        if step_size < 1:
-            raise ValueError(f"step_size must be >= 1; got {step_size}")
-        self.step_size = int(step_size)
+        self.step_size = _check_int("step_size", step_size, 1)
         self.gamma = _check_hyper("gamma", gamma)
 
     def step(self) -> None:
@@ -467,11 +464,7 @@ class CosineAnnealingLR(_Scheduler):
 
     def __init__(self, optimizer, T_max, eta_min=0.0):
         super().__init__(optimizer)
-        if isinstance(T_max, (bool, np.bool_)) or not isinstance(T_max, (int, np.integer)):
-            raise TypeError(f"T_max must be an integer; got {T_max!r}")
-        if T_max < 1:
-            raise ValueError(f"T_max must be >= 1; got {T_max}")
-        self.T_max = int(T_max)
+        self.T_max = _check_int("T_max", T_max, 1)
         self.eta_min = _check_hyper("eta_min", eta_min)
 
     def step(self) -> None:
@@ -538,13 +531,10 @@ class ReduceLROnPlateau(_Scheduler):
             raise ValueError(f"mode must be 'min' or 'max'; got {mode!r}")
         if threshold_mode not in ("rel", "abs"):
             raise ValueError(f"threshold_mode must be 'rel' or 'abs'; got {threshold_mode!r}")
-        for name, value in (("patience", patience), ("cooldown", cooldown)):
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
-                    or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0; got {value!r}")
+        self.patience = _check_int("patience", patience, 0)
+        self.cooldown = _check_int("cooldown", cooldown, 0)
         self.mode, self.threshold_mode = mode, threshold_mode
         self.factor = _check_hyper("factor", factor, 0.0, 1.0, low_open=True)
-        self.patience, self.cooldown = int(patience), int(cooldown)
         self.threshold = _check_hyper("threshold", threshold)
         self.min_lr = _check_hyper("min_lr", min_lr)
         self.eps = _check_hyper("eps", eps)
