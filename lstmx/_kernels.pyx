@@ -27,7 +27,6 @@ import numpy as np
 
 cimport numpy as cnp
 from cython cimport floating
-from libc.stdint cimport uint64_t
 from libc.string cimport memcpy, memset
 
 from cython.parallel cimport parallel, prange, threadid
