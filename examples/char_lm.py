@@ -88,13 +88,18 @@ def unigram_bits(codes):
 
 
 class CharLM:
-    """Embedding -> LSTM -> Linear, with the training step and evaluation of the example."""
+    """Embedding -> LSTM -> Linear, with the training step and evaluation of the example.
 
-    def __init__(self, embed, hidden, seed):
+    ``lstm_options`` go to ``lstmx.LSTM`` (``num_layers``, ``dropout``, ``layer_norm``, ...);
+    training draws the dropout and zoneout masks from a generator seeded with ``seed``.
+    """
+
+    def __init__(self, embed, hidden, seed, lstm_options=None):
         self.emb = lstmx.Embedding(VOCAB, embed, seed=seed)
-        self.lstm = lstmx.LSTM(embed, hidden, seed=seed, init="keras")
+        self.lstm = lstmx.LSTM(embed, hidden, seed=seed, init="keras", **(lstm_options or {}))
         self.head = lstmx.Linear(hidden, VOCAB, seed=seed)
         self.modules = [self.emb, self.lstm, self.head]
+        self.rng = np.random.default_rng(seed)
 
     def parameters(self):
         return [m.parameters() for m in self.modules]
@@ -106,7 +111,7 @@ class CharLM:
     def gradients(self, x, target, state):
         """Loss (nats per character), gradients and the final state of one chunk."""
         e, e_cache = self.emb.forward_train(x)
-        y, state, l_cache = self.lstm.forward_train(e, state)
+        y, state, l_cache = self.lstm.forward_train(e, state, rng=self.rng)
         logits, h_cache = self.head.forward_train(y)
         loss, dlogits = cross_entropy(logits, target)
         dy, g_head = self.head.backward(h_cache, dlogits)
@@ -137,18 +142,22 @@ class CharLM:
 
 
 def train(hidden=256, embed=32, batch=32, seq_len=100, steps=2000, lr=3e-3, clip=1.0,
-          eval_every=100, max_train_chars=None, valid_chars=20000, seed=0, progress=True):
+          eval_every=100, max_train_chars=None, valid_chars=20000, seed=0, progress=True,
+          lstm_options=None):
     """Train the model; returns a dict of the result, the learning curves and the model."""
     train_codes = corpus(TRAIN_MODULES, max_train_chars)
     test_codes = corpus(TEST_MODULES)
     valid_codes = test_codes[:valid_chars]  # a slice of the held-out text to watch
-    model = CharLM(embed, hidden, seed)
+    model = CharLM(embed, hidden, seed, lstm_options)
     opt = Adam(model.parameters(), lr=lr)
     data = batchify(train_codes, batch)
     chunks = bptt_chunks(data[:-1], data[1:], seq_len=seq_len)
 
     clock = _common.Stopwatch()
-    curve = {"step": [], "valid_bits": []}
+    # The training text is scored too, at inference (no dropout), so that the curves show
+    # overfitting: the gap between what the model fits and what it generalises to.
+    fit_codes = train_codes[:valid_chars]
+    curve = {"step": [], "valid_bits": [], "train_eval_bits": []}
     train_bits = []
     bar = _common.progress(steps, f"char LM H={hidden}", disable=not progress)
     state = None
@@ -167,6 +176,7 @@ def train(hidden=256, embed=32, batch=32, seq_len=100, steps=2000, lr=3e-3, clip
         if step % eval_every == 0 or step == steps:
             curve["step"].append(step)
             curve["valid_bits"].append(model.bits_per_char(valid_codes))
+            curve["train_eval_bits"].append(model.bits_per_char(fit_codes))
             bar.set_postfix(train=f"{np.mean(train_bits[-eval_every:]):.3f}",
                             valid=f"{curve['valid_bits'][-1]:.3f}")
     bar.close()
@@ -174,7 +184,63 @@ def train(hidden=256, embed=32, batch=32, seq_len=100, steps=2000, lr=3e-3, clip
     return {"test_bits": model.bits_per_char(test_codes), "unigram_bits": unigram_bits(test_codes),
             "train_chars": len(train_codes), "test_chars": len(test_codes), "steps": steps,
             "epochs": steps / len(chunks), "seconds": train_seconds, "curve": curve,
-            "train_bits": train_bits, "model": model}
+            "train_bits": train_bits, "model": model, "lstm_options": dict(lstm_options or {})}
+
+
+def add_regularisation_arguments(parser):
+    """The LSTM's regularisation and normalisation options (docs/regularisation.md)."""
+    group = parser.add_argument_group("regularisation and normalisation of the LSTM")
+    group.add_argument("--layers", type=int, default=1, help="stacked LSTM layers")
+    group.add_argument("--dropout", type=float, default=0.0,
+                       help="dropout between stacked layers (needs --layers 2 or more)")
+    group.add_argument("--recurrent-dropout", type=float, default=0.0,
+                       help="variational dropout of h_{t-1}, one mask per sequence")
+    group.add_argument("--zoneout", type=float, nargs="+", default=[0.0],
+                       metavar="P", help="zoneout probability, or two: p_c p_h")
+    group.add_argument("--layer-norm", action="store_true", help="layer-normalised LSTM")
+    group.add_argument("--cell-clip", type=float, default=None, help="clip c_t to [-c, c]")
+    group.add_argument("--json", default=None, metavar="PATH",
+                       help="also write the result and the curves as JSON")
+
+
+def regularisation_options(args):
+    """``lstmx.LSTM`` keyword arguments from the options of ``add_regularisation_arguments``,
+    only those that differ from the plain LSTM's."""
+    if len(args.zoneout) > 2:
+        raise SystemExit(f"--zoneout takes one or two probabilities; got {args.zoneout}")
+    zoneout = args.zoneout[0] if len(args.zoneout) == 1 else tuple(args.zoneout)
+    options = dict(num_layers=args.layers, dropout=args.dropout,
+                   recurrent_dropout=args.recurrent_dropout, zoneout=zoneout,
+                   layer_norm=args.layer_norm, cell_clip=args.cell_clip)
+    plain = dict(num_layers=1, dropout=0.0, recurrent_dropout=0.0, zoneout=0.0,
+                 layer_norm=False, cell_clip=None)
+    return {k: v for k, v in options.items() if v != plain[k]}
+
+
+def write_json(path, r, args):
+    """The result, the curves and the command line's options, as JSON."""
+    import json
+    import platform
+
+    keep = ("test_bits", "unigram_bits", "train_chars", "test_chars", "steps", "epochs",
+            "seconds", "curve", "train_bits", "lstm_options")
+    doc = {k: r[k] for k in keep}
+    doc["args"] = {k: v for k, v in vars(args).items() if k not in ("out", "json")}
+    cpu = platform.processor()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name")), cpu)
+    doc["machine"] = {"cpu": cpu, "python": platform.python_version(),
+                      "lstmx": lstmx.__version__}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1, default=float)
+    return path
+
+
+def _describe(options):
+    return "".join(f" {k}={v}" for k, v in options.items())
 
 
 def main(argv=None):
@@ -194,11 +260,13 @@ def main(argv=None):
     parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
     parser.add_argument("--sample-chars", type=int, default=600, help="characters to sample")
     parser.add_argument("--prompt", default="def ", help="start of the sample")
+    add_regularisation_arguments(parser)
     args = parser.parse_args(argv)
+    options = regularisation_options(args)
     with _common.blas_threads(args.threads):
         r = train(args.hidden, args.embed, args.batch, args.seq_len, args.steps, args.lr,
                   args.clip, args.eval_every, args.max_train_chars, args.valid_chars,
-                  args.seed, not args.no_progress)
+                  args.seed, not args.no_progress, options)
         r["sample"] = r["model"].sample(np.random.default_rng(args.seed), args.prompt,
                                         args.sample_chars, args.temperature)
     bits = np.asarray(r["train_bits"])
@@ -212,8 +280,11 @@ def main(argv=None):
         {f"train (mean of {w} steps)": (np.arange(w, len(bits) + 1), smooth),
          f"held-out, first {args.valid_chars} characters": (r["curve"]["step"],
                                                              r["curve"]["valid_bits"]),
+         f"training text, first {args.valid_chars} characters (inference)": (
+             r["curve"]["step"], r["curve"]["train_eval_bits"]),
          result: ([r["steps"]], [r["test_bits"]])},
-        "step", "bits per character", f"Character LM of stdlib sources, H = {args.hidden}",
+        "step", "bits per character",
+        f"Character LM of stdlib sources, H = {args.hidden}{_describe(options)}",
         hlines={f"unigram baseline, all {r['test_chars']} held-out characters":
                 r["unigram_bits"]},
         logy=False, styles={result: dict(marker="*", markersize=12, linestyle="none",
@@ -222,7 +293,10 @@ def main(argv=None):
     print(f"--- sample (temperature {args.temperature}) ---")
     print(r["sample"])
     print("---")
-    print(f"char LM H={args.hidden}: {r['test_bits']:.3f} bits/char on {r['test_chars']} "
+    if args.json:
+        print(f"json: {write_json(args.json, r, args)}")
+    print(f"char LM H={args.hidden}{_describe(options)}: {r['test_bits']:.3f} bits/char on "
+          f"{r['test_chars']} "
           f"held-out characters (unigram baseline {r['unigram_bits']:.3f}) after "
           f"{r['steps']} steps ({r['epochs']:.2f} epochs of {r['train_chars']} characters) in "
           f"{r['seconds']:.0f} s")

@@ -12,7 +12,8 @@ import argparse
 import json
 import sys
 
-from lstmx._bench_impls import ALL_CONFIGS, IMPLEMENTATIONS
+from lstmx._bench_impls import (ALL_CONFIGS, DEFAULT_CONFIGS, DEFAULT_IMPLS, IMPLEMENTATIONS,
+                                REGULARISED_CONFIGS, REGULARISED_IMPLS)
 from lstmx._bench_timing import NOISY
 
 __all__ = ["add_arguments", "main"]
@@ -25,18 +26,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=None,
                         help="timed repetitions per measurement (default 11, quick 5; "
                              "fewer when a measurement passes 60 s, quick 10 s)")
-    parser.add_argument("--configs", default=",".join(ALL_CONFIGS),
-                        help=f"comma-separated subset of {','.join(ALL_CONFIGS)}; "
-                             "empty with --sweep for the sweep alone")
-    parser.add_argument("--impls", default=",".join(IMPLEMENTATIONS),
-                        help=f"comma-separated subset of {','.join(IMPLEMENTATIONS)}")
+    parser.add_argument("--configs", default=None,
+                        help=f"comma-separated subset of {','.join(ALL_CONFIGS)} (default "
+                             f"{','.join(DEFAULT_CONFIGS)}); empty with --sweep for the "
+                             "sweep alone")
+    parser.add_argument("--impls", default=None,
+                        help=f"comma-separated subset of {','.join(IMPLEMENTATIONS)} "
+                             f"(default {','.join(DEFAULT_IMPLS)})")
+    parser.add_argument("--regularised", action="store_true",
+                        help="time the regularised and layer-normalised LSTMs against the "
+                             "plain one, and torch's layer-norm composition: the default "
+                             f"configurations become {','.join(REGULARISED_CONFIGS)} and "
+                             f"the implementations lstmx,{','.join(REGULARISED_IMPLS)}")
     parser.add_argument("--threads", type=int, default=2, help="threads for every library")
     parser.add_argument("--retries", type=int, default=None,
                         help="times a measurement with a noisy timing (interquartile range "
                              f"above {NOISY:.0%}% of the median) is measured again "
                              "(default 2, quick 1)")
     parser.add_argument("--no-memory", action="store_true",
-                        help="skip the training-memory subprocesses")
+                        help="skip the training-memory subprocesses (skipped with "
+                             "--regularised too)")
     parser.add_argument("--no-peak", action="store_true",
                         help="skip measuring the CPU's FMA peak")
     parser.add_argument("--sweep", action="store_true",
@@ -82,9 +91,15 @@ def main(args) -> int:
     from lstmx._bench_run import jsonable, run_benchmarks
     from lstmx._bench_targets import any_failed, evaluate_targets, load_targets
 
-    names = [c for c in args.configs.split(",") if c]
+    configs, impls = args.configs, args.impls
+    if configs is None:
+        configs = ",".join(REGULARISED_CONFIGS if args.regularised else DEFAULT_CONFIGS)
+    if impls is None:
+        impls = ",".join(("lstmx",) + REGULARISED_IMPLS if args.regularised
+                         else DEFAULT_IMPLS)
+    names = [c for c in configs.split(",") if c]
     bad = [c for c in names if c not in ALL_CONFIGS]
-    impls = [i for i in args.impls.split(",") if i]
+    impls = [i for i in impls.split(",") if i]
     bad_impls = [i for i in impls if i not in IMPLEMENTATIONS]
     if bad or bad_impls or "lstmx" not in impls or not (names or args.sweep):
         raise SystemExit(f"--configs must name some of {list(ALL_CONFIGS)} (got {bad}; none "
@@ -103,7 +118,7 @@ def main(args) -> int:
         {n: ALL_CONFIGS[n] for n in names}, impls=impls, threads=args.threads, repeat=repeat,
         min_time=0.005 if args.quick else 0.02, warm_time=0.1 if args.quick else 0.5,
         max_time=10.0 if args.quick else 60.0, retries=retries,
-        memory_config=None if args.no_memory else "L", peak=not args.no_peak, sweep=sweep,
+        memory_config=None if args.no_memory or args.regularised else "L", peak=not args.no_peak, sweep=sweep,
         progress=lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
     if targets is not None:
         res["targets"] = evaluate_targets(res, targets)

@@ -4,9 +4,11 @@ For a configuration (``BenchConfig``) and an implementation name, ``build_impl``
 model and its inputs with the *same* seeded weights: ``lstmx`` (the compiled layers),
 ``reference`` (the NumPy reference, in the compute dtype), ``torch`` (``torch.nn.LSTM`` /
 ``LSTMCell``), ``onnxruntime`` (the graph of ``lstmx.interop.to_onnx``) and
-``lstmx-peephole``. Each object has the same methods (``forward``, ``forward_train``,
-``backward``, ``train``), so that timing code never needs to know which one it holds. Shared
-by ``python -m lstmx bench`` and the asv suite (``benchmarks/``).
+``lstmx-peephole``; the regularised and layer-normalised ones and torch's layer-norm
+composition are in ``_bench_regularised`` (``REGULARISED_IMPLS``). Each object has the same
+methods (``forward``, ``forward_train``, ``backward``, ``train``), so that timing code never
+needs to know which one it holds. Shared by ``python -m lstmx bench`` and the asv suite
+(``benchmarks/``).
 """
 from __future__ import annotations
 
@@ -17,11 +19,17 @@ import numpy as np
 
 from lstmx._check import rel_err
 
-__all__ = ["BenchConfig", "CONFIGS", "CELL", "ALL_CONFIGS", "IMPLEMENTATIONS",
+__all__ = ["BenchConfig", "CONFIGS", "CELL", "ALL_CONFIGS", "DEFAULT_CONFIGS",
+           "REGULARISED_CONFIGS", "IMPLEMENTATIONS", "DEFAULT_IMPLS", "REGULARISED_IMPLS",
            "UnavailableError", "build_impl", "onnx_model", "float64_reference",
            "max_rel_error"]
 
-IMPLEMENTATIONS = ("lstmx", "reference", "torch", "onnxruntime", "lstmx-peephole")
+DEFAULT_IMPLS = ("lstmx", "reference", "torch", "onnxruntime", "lstmx-peephole")
+# Timed on request (``python -m lstmx bench --regularised``): each costs about as much as
+# lstmx itself, and they answer another question (what an option costs).
+REGULARISED_IMPLS = ("lstmx-layernorm", "lstmx-dropout", "lstmx-recurrent-dropout",
+                     "lstmx-zoneout", "torch-layernorm")
+IMPLEMENTATIONS = DEFAULT_IMPLS + REGULARISED_IMPLS
 
 
 class UnavailableError(NotImplementedError):
@@ -91,7 +99,12 @@ CONFIGS = {
     "T400": BenchConfig("T400", T=400, B=8, I=64, H=128),
 }
 CELL = BenchConfig("cell", T=1, B=1, I=32, H=32, cell=True)
-ALL_CONFIGS = {**CONFIGS, CELL.name: CELL}
+DEFAULT_CONFIGS = {**CONFIGS, CELL.name: CELL}
+# Dropout acts between stacked layers: L with two of them, for its cost at L (M-bi2 is M's).
+L2 = BenchConfig("L2", T=100, B=64, I=512, H=512, num_layers=2)
+ALL_CONFIGS = {**DEFAULT_CONFIGS, L2.name: L2}
+# Where --regularised times the options: M and L, and their stacked versions for dropout.
+REGULARISED_CONFIGS = ("M", "L", "M-bi2", "L2")
 
 
 def _problem(config: BenchConfig, dtype, seed):
@@ -127,6 +140,9 @@ class _Impl:
 
     name = ""
     trainable = True
+    # The implementation whose forward output this one's equals (the run reports their
+    # difference), or None for another function.
+    same_output_as = "lstmx"
 
     def __init__(self, config, dtype, seed, threads):
         self.config, self.dtype, self.threads = config, np.dtype(dtype), threads
@@ -404,8 +420,12 @@ def build_impl(impl: str, config, dtype=np.float32, seed=0, threads=2) -> _Impl:
         if config not in ALL_CONFIGS:
             raise ValueError(f"config must be one of {list(ALL_CONFIGS)}; got {config!r}")
         config = ALL_CONFIGS[config]
+    if impl in REGULARISED_IMPLS:
+        from lstmx._bench_regularised import REGULARISED_CLASSES
+
+        return REGULARISED_CLASSES[impl](config, dtype, seed, threads)
     if impl not in _IMPL_CLASSES:
-        raise ValueError(f"impl must be one of {list(_IMPL_CLASSES)}; got {impl!r}")
+        raise ValueError(f"impl must be one of {list(IMPLEMENTATIONS)}; got {impl!r}")
     return _IMPL_CLASSES[impl](config, dtype, seed, threads)
 
 

@@ -187,7 +187,9 @@ def format_report(res) -> str:
         for cname, agree in res["agreement"].items():
             if agree:
                 lines.append(f"forward outputs vs lstmx, {cname}: " + ", ".join(
-                    f"{k} {v:.1e}" for k, v in agree.items()) + " (relative max difference)")
+                    f"{k} {v:.1e}" + (" (vs lstmx-layernorm)" if k == "torch-layernorm"
+                                      else "")
+                    for k, v in agree.items()) + " (relative max difference)")
     unavailable = {(i, why) for u in res["unavailable"].values() for i, why in u.items()}
     if res.get("sweep"):
         unavailable |= {(i, why) for row in res["sweep"]["rows"]

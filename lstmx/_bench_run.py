@@ -20,7 +20,9 @@ The result (``SCHEMA``; what ``--json`` writes):
 - ``peak``: ``{isa, accumulators, gflops: {dtype: {threads: GFLOP/s}}}`` or ``{error}``, or
   None when not measured; ``rates_gflops[config][mode][impl]`` and
   ``peak_fraction[config][mode][impl]`` (of the peak on ``settings.threads``, in the dtype).
-- ``agreement[config][impl]``: relative max difference of the forward output from lstmx's;
+- ``agreement[config][impl]``: relative max difference of the forward output from that of
+  the implementation computing the same function (lstmx's; lstmx-layernorm's for
+  torch-layernorm; none for lstmx-layernorm and lstmx-zoneout, other functions);
   ``unavailable[config][impl]``: why an implementation could not run.
 - ``memory``: None, or ``{config, steps, impl: {growth_mib, step_growth_mib, baseline_mib,
   method, steps} or {error}}``.
@@ -37,7 +39,8 @@ import time
 
 import numpy as np
 
-from lstmx._bench_impls import ALL_CONFIGS, IMPLEMENTATIONS, UnavailableError, build_impl
+from lstmx._bench_impls import (DEFAULT_CONFIGS, DEFAULT_IMPLS, REGULARISED_IMPLS,
+                                UnavailableError, build_impl)
 from lstmx._bench_machine import fma_peak, limit_threads, loadavg, machine_info
 from lstmx._bench_memory import measure_memory
 from lstmx._bench_sweep import run_sweep
@@ -65,7 +68,7 @@ def _rates(out, cname, config, mode, dtype, threads):
                                                             for n, r in rates.items()}
 
 
-def run_benchmarks(configs=None, impls=IMPLEMENTATIONS, dtype=np.float32, threads=2,
+def run_benchmarks(configs=None, impls=DEFAULT_IMPLS, dtype=np.float32, threads=2,
                    repeat=11, warmup=1, min_time=0.02, warm_time=0.5, gap=0.2,
                    max_time=60.0, retries=2, memory_config="L", memory_steps=2,
                    peak=True, peak_time=0.2, sweep=None, seed=0, progress=None) -> dict:
@@ -74,9 +77,11 @@ def run_benchmarks(configs=None, impls=IMPLEMENTATIONS, dtype=np.float32, thread
     Parameters
     ----------
     configs : dict of name -> BenchConfig, optional
-        Default: ``ALL_CONFIGS``; ``{}`` for none (a sweep alone).
+        Default: ``DEFAULT_CONFIGS``; ``{}`` for none (a sweep alone).
     impls : sequence of str
         Among ``IMPLEMENTATIONS``; those that cannot run here are reported as unavailable.
+        Each one's forward output is compared with that of the implementation it computes
+        the same as (``same_output_as``), when that one runs too.
     retries : int
         How many times a measurement with a noisy timing is measured again (see
         ``measure_settled``).
@@ -91,7 +96,7 @@ def run_benchmarks(configs=None, impls=IMPLEMENTATIONS, dtype=np.float32, thread
     progress : callable(str), optional
         Receives a line before each measurement.
     """
-    configs = dict(ALL_CONFIGS if configs is None else configs)
+    configs = dict(DEFAULT_CONFIGS if configs is None else configs)
     dtype = np.dtype(dtype)
     limit_threads(threads)
     load_before = loadavg()
@@ -124,10 +129,10 @@ def run_benchmarks(configs=None, impls=IMPLEMENTATIONS, dtype=np.float32, thread
         limit_threads(threads)  # torch may have been imported just now
         available.update(built)
         out["unavailable"][cname] = unavailable
-        if "lstmx" in built:
-            want = built["lstmx"].output()
-            out["agreement"][cname] = {n: rel_err(o.output(), want)
-                                       for n, o in built.items() if n != "lstmx"}
+        outputs = {n: o.output() for n, o in built.items()}
+        out["agreement"][cname] = {n: rel_err(outputs[n], outputs[o.same_output_as])
+                                   for n, o in built.items()
+                                   if n != "lstmx" and o.same_output_as in outputs}
         modes = {"forward": {n: (o.forward, lambda o=o: o.context("forward"))
                              for n, o in built.items()},
                  "train": {n: (o.train, lambda o=o: o.context("train"))
@@ -158,7 +163,8 @@ def run_benchmarks(configs=None, impls=IMPLEMENTATIONS, dtype=np.float32, thread
     if memory_config in configs:
         mem = {"config": memory_config, "steps": memory_steps}
         for impl in impls:
-            if impl in ("onnxruntime", "lstmx-peephole") or impl not in available:
+            if (impl in ("onnxruntime", "lstmx-peephole") or impl in REGULARISED_IMPLS
+                    or impl not in available):
                 continue  # inference only, not compared, or n/a in this process
             log(f"{memory_config} training memory: {impl} (subprocess)")
             mem[impl] = measure_memory(impl, configs[memory_config], dtype, threads,

@@ -10,6 +10,9 @@ A targets file is ``{"schema": "lstmx-targets/1", "targets": [...]}``; each targ
 
 ``ratio``
     ``ratios[config][mode][impl]``: ``time(impl) / time(lstmx)``, for each of ``configs``.
+    With ``vs``, ``time(impl) / time(vs)`` instead, paired by round as ``ratios`` are (from
+    ``results[config][mode][.]["samples_s"]``): torch's layer-norm composition against
+    lstmx's layer-norm LSTM, say.
 ``peak_fraction``
     ``peak_fraction[config][mode][impl]``: the rate as a fraction of the FMA peak on the run's
     threads, for each of ``configs``; with ``threads``, only for a run on that many threads.
@@ -70,6 +73,14 @@ def _asked(res, impl) -> bool:
     return impl in (res.get("settings") or {}).get("impls", ())
 
 
+def _paired_ratio(res, config, mode, impl, vs):
+    """The median over the rounds of ``time(impl) / time(vs)``; None if either is missing."""
+    a, b = (_get(res, "results", config, mode, i, "samples_s") for i in (impl, vs))
+    if not a or not b or len(a) != len(b):
+        return None
+    return float(np.median(np.divide(a, b)))
+
+
 def _measurements(target, res):
     """(label, value) pairs of one target on the result: value None when asked for but not
     measured; nothing for what the run did not ask for."""
@@ -79,6 +90,11 @@ def _measurements(target, res):
             return []
         if "threads" in target and _get(res, "settings", "threads") != target["threads"]:
             return []
+        if "vs" in target and metric == "ratio":
+            if not _asked(res, target["vs"]):
+                return []
+            return [(c, _paired_ratio(res, c, target["mode"], target["impl"], target["vs"]))
+                    for c in target["configs"] if c in (res.get("configs") or {})]
         key = "ratios" if metric == "ratio" else "peak_fraction"
         return [(c, _get(res, key, c, target["mode"], target["impl"]))
                 for c in target["configs"] if c in (res.get("configs") or {})]
