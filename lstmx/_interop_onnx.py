@@ -5,7 +5,8 @@ Each layer becomes one ``LSTM`` node (``direction="bidirectional"`` for two dire
 (D, 4H, I), ``R`` (D, 4H, H), ``B`` (D, 8H) = [input biases, recurrent biases] and ``P``
 (D, 3H) = [p_i, p_o, p_f], gates in the order i, o, f, c; its equations are those of
 ``docs/equations.md`` with ``h = o * h_act(c)``. ``from_onnx`` (``_interop_onnx_import``)
-reads this layout back, and the options recorded under ``METADATA_KEY``.
+reads this layout back, and the options recorded under ``METADATA_KEY`` (``batch_first``,
+``cell``, and the dropouts, which training uses and the graph's inference does not).
 """
 from __future__ import annotations
 
@@ -38,7 +39,9 @@ def to_onnx(model, *, initial_state=False, sequence_lens=False, ir_version=13, o
     ----------
     model : LSTM or LSTMCell, or a list [Embedding, LSTM, Linear]
         Any configuration without projection (``proj_size=0``): ONNX's LSTM has no
-        projection. An ``LSTMCell`` exports as a one-layer LSTM (feed T = 1 for one step).
+        projection; nor zoneout, layer normalisation or cell clipping (its ``clip`` bounds
+        the gates' pre-activations, not the cell state). A model's dropouts do not change
+        its inference, which is what the graph computes; they are recorded in its metadata. An ``LSTMCell`` exports as a one-layer LSTM (feed T = 1 for one step).
         A list is a whole model, one graph: an LSTM with a ``Linear`` readout of its every
         step and/or an ``Embedding`` of its input tokens. The input ``X`` is then
         ``tokens`` (int64, (T, B)) and the output ``Y`` is ``output`` (T, B, O), the
@@ -67,7 +70,7 @@ def to_onnx(model, *, initial_state=False, sequence_lens=False, ir_version=13, o
     Raises
     ------
     ValueError
-        For a model with a projection.
+        For a model with a projection, zoneout, layer normalisation or cell clipping.
     """
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
@@ -81,6 +84,13 @@ def to_onnx(model, *, initial_state=False, sequence_lens=False, ir_version=13, o
     if cfg.proj_size:
         raise ValueError(f"ONNX's LSTM operator has no projection; cannot export a "
                                   f"model with proj_size={cfg.proj_size}")
+    lacks = [f"{name}={getattr(cfg, name)!r}" for name, off in
+             (("zoneout", (0.0, 0.0)), ("layer_norm", False), ("cell_clip", None))
+             if getattr(cfg, name) != off]
+    if lacks:
+        raise ValueError("ONNX's LSTM operator has no zoneout, layer normalisation or cell "
+                         "clipping (its clip attribute bounds the gates' pre-activations, not "
+                         f"c_t); cannot export a model with {', '.join(lacks)}")
     opset = DEFAULT_OPSET if opset is None else opset
     if not isinstance(opset, int) or opset < MIN_OPSET:
         raise ValueError(f"opset must be an integer >= {MIN_OPSET}; got {opset!r}")
@@ -173,8 +183,10 @@ def to_onnx(model, *, initial_state=False, sequence_lens=False, ir_version=13, o
     onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                                    producer_name="lstmx")
     onnx_model.ir_version = ir_version
-    helper.set_model_props(onnx_model, {METADATA_KEY: json.dumps(
-        {"batch_first": cfg.batch_first, "cell": type(model).__name__ == "LSTMCell"})})
+    saved = {"batch_first": cfg.batch_first, "cell": type(model).__name__ == "LSTMCell"}
+    saved.update({name: getattr(cfg, name) for name in ("dropout", "recurrent_dropout")
+                  if getattr(cfg, name)})  # training options, kept for from_onnx
+    helper.set_model_props(onnx_model, {METADATA_KEY: json.dumps(saved)})
     onnx.checker.check_model(onnx_model)
     return onnx_model
 

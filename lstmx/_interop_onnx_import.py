@@ -124,7 +124,8 @@ def from_onnx(model, *, batch_first=None, dtype=None, base_dir=None):
     options = dict(input_size=int(W0.shape[2]), hidden_size=int(H), num_layers=len(layers),
                    bias=B0 is not None, batch_first=batch_first, bidirectional=D == 2,
                    peephole=P0 is not None, output_activation=act,
-                   dtype=resolve_dtype(dtype, W0.dtype), reverse=first["reverse"])
+                   dtype=resolve_dtype(dtype, W0.dtype), reverse=first["reverse"],
+                   **{k: saved[k] for k in _DROPOUTS if k in saved})
     params = {}
     for k, layer in enumerate(layers):
         W, R, B, P = layer["weights"]
@@ -139,6 +140,9 @@ def from_onnx(model, *, batch_first=None, dtype=None, base_dir=None):
                 for g, j in zip("iof", range(3)):
                     params[f"weight_c{g}" + s] = P[d, j * H:(j + 1) * H]
     if saved.get("cell") and len(layers) == 1 and D == 1 and not first["reverse"]:
+        if any(k in saved for k in _DROPOUTS):
+            raise ValueError(f"{source}: metadata {METADATA_KEY!r} records a cell with "
+                             f"dropouts; an LSTMCell has none")
         options = {k: v for k, v in options.items()
                    if k not in ("num_layers", "batch_first", "bidirectional", "reverse")}
         return build_cell(params, **options)
@@ -169,8 +173,13 @@ def _load_model(onnx, model):
     return model, f"the ONNX model {model.graph.name!r}"
 
 
+_FLAGS = ("batch_first", "cell")
+_DROPOUTS = ("dropout", "recurrent_dropout")  # given only when not 0
+
+
 def _metadata(model, source) -> dict:
-    """The options ``to_onnx`` recorded: {"batch_first": bool, "cell": bool}, or {}."""
+    """The options ``to_onnx`` recorded: {"batch_first": bool, "cell": bool} and the
+    nonzero ones of "dropout" and "recurrent_dropout" (numbers), or {}."""
     meta = {p.key: p.value for p in model.metadata_props}
     if METADATA_KEY not in meta:
         return {}
@@ -179,13 +188,16 @@ def _metadata(model, source) -> dict:
         saved = json.loads(meta[METADATA_KEY])
     except (ValueError, RecursionError) as err:
         raise ValueError(f"{where} is not valid JSON: {err}") from err
-    if not isinstance(saved, dict) or not set(saved) <= {"batch_first", "cell"}:
+    if not isinstance(saved, dict) or not set(saved) <= {*_FLAGS, *_DROPOUTS}:
         got = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
         raise ValueError(f"{where} must be a JSON object with the fields 'batch_first' and "
-                         f"'cell'; got {got}")
+                         f"'cell' (and 'dropout', 'recurrent_dropout'); got {got}")
     for key, value in saved.items():
-        if not isinstance(value, bool):
+        if key in _FLAGS and not isinstance(value, bool):
             raise ValueError(f"{where}: {key} must be true or false; got {value!r}")
+        if key in _DROPOUTS and (isinstance(value, bool)
+                                 or not isinstance(value, (int, float))):
+            raise ValueError(f"{where}: {key} must be a number; got {value!r}")
     return saved
 
 

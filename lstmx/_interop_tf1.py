@@ -4,7 +4,9 @@ One TF1 cell holds ``kernel`` (I + H_out, 4H): the input rows, then the recurren
 multiplied from the right (``[x, h] @ kernel``); one ``bias`` (4H,); with peepholes
 ``w_i_diag``, ``w_f_diag``, ``w_o_diag`` (H,); with ``num_proj`` a ``projection/kernel``
 (H, P). Its gates are in the order i, j, f, o (j the candidate, lstmx's g), and it adds
-``forget_bias`` to the forget gate's pre-activation at run time. TensorFlow is never imported.
+``forget_bias`` to the forget gate's pre-activation at run time. Its ``cell_clip`` (a
+constructor argument, like ``forget_bias`` not in the variables) clips c_t as lstmx's
+``cell_clip`` does. TensorFlow is never imported.
 """
 from __future__ import annotations
 
@@ -30,7 +32,16 @@ def _forget_bias(value) -> float:
     return float(value)
 
 
-def to_tf1(model, *, forget_bias):
+def _cell_clip(value):
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.floating,
+                                                                     np.integer)):
+        raise TypeError(f"cell_clip must be None or a number; got {value!r}")
+    return float(value)
+
+
+def to_tf1(model, *, forget_bias, cell_clip=None):
     """The variables of TF1 ``LSTMCell`` cells computing the same as ``model``.
 
     Parameters
@@ -42,6 +53,10 @@ def to_tf1(model, *, forget_bias):
         The ``forget_bias`` of the TF1 cells that will hold these variables (TF1's default
         is 1.0; it is not stored in checkpoints, so it must be given). It is subtracted from
         the forget-gate bias, so 0.0 exports the bias unchanged.
+    cell_clip : float, optional
+        The ``cell_clip`` of the TF1 cells that will hold these variables (not stored in
+        checkpoints either): it must be the model's ``cell_clip`` (None for none), so that
+        a model that clips is not exported to cells that do not.
 
     Returns
     -------
@@ -56,6 +71,16 @@ def to_tf1(model, *, forget_bias):
     """
     forget_bias = _forget_bias(forget_bias)
     cfg, params = layer_params(model)
+    if _cell_clip(cell_clip) != cfg.cell_clip:
+        raise ValueError(f"the model has cell_clip={cfg.cell_clip!r} and the TF1 cells would "
+                         f"have cell_clip={cell_clip!r}; TF1 keeps it in the cell's "
+                         "constructor, not its variables: build the cells with the model's "
+                         "and pass it here")
+    lacks = [f"{name}={getattr(cfg, name)!r}" for name, off in
+             (("zoneout", (0.0, 0.0)), ("layer_norm", False)) if getattr(cfg, name) != off]
+    if lacks:
+        raise ValueError("TF1's LSTMCell has no zoneout or layer normalisation; cannot "
+                         f"convert a model with {', '.join(lacks)}")
     if cfg.reverse:
         raise ValueError("cannot convert a model with reverse=True: TF1's cells hold no "
                          "direction, so whatever ran them would run them forwards in time")
@@ -87,7 +112,7 @@ def to_tf1(model, *, forget_bias):
 
 
 def from_tf1(cells, *, forget_bias, bidirectional=False, batch_first=False, dtype=None,
-             cell=False):
+             cell=False, cell_clip=None):
     """An lstmx model from the variables of TF1 ``LSTMCell`` cells.
 
     Parameters
@@ -107,6 +132,8 @@ def from_tf1(cells, *, forget_bias, bidirectional=False, batch_first=False, dtyp
         Default: float64 for float64 kernels, else float32.
     cell : bool, default False
         Return an ``LSTMCell`` (from one cell without projection).
+    cell_clip : float, optional
+        The ``cell_clip`` the TF1 cells ran with (not in the checkpoint): the model's.
 
     Returns
     -------
@@ -114,6 +141,7 @@ def from_tf1(cells, *, forget_bias, bidirectional=False, batch_first=False, dtyp
         The bias goes to ``bias_ih``; ``bias_hh`` is zero.
     """
     forget_bias = _forget_bias(forget_bias)
+    cell_clip = _cell_clip(cell_clip)
     bidirectional, cell = check_flag("bidirectional", bidirectional), check_flag("cell", cell)
     if isinstance(cells, Mapping):
         cells = [cells]
@@ -183,7 +211,8 @@ def from_tf1(cells, *, forget_bias, bidirectional=False, batch_first=False, dtyp
                 params[f"weight_c{gate}" + s] = c[name]
         if P:
             params["weight_hr" + s] = c["projection/kernel"].T
-    options = dict(input_size=I, hidden_size=H, bias=bias, peephole=peephole, dtype=dt)
+    options = dict(input_size=I, hidden_size=H, bias=bias, peephole=peephole, dtype=dt,
+                   cell_clip=cell_clip)
     if cell:
         if len(cells) != 1 or P:
             raise ValueError(f"cell=True needs one cell without projection; got {len(cells)} "

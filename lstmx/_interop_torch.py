@@ -18,10 +18,11 @@ from lstmx._interop_gates import (build_cell, build_lstm, layer_params, optional
 
 __all__ = ["from_torch", "to_torch"]
 
-_LAYER_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr|weight_c[ifo])"
-                        r"_l(\d+)(_reverse)?$")
+_LAYER_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr|weight_c[ifo]"
+                        r"|layer_norm_(?:ih|hh|c)_(?:weight|bias))_l(\d+)(_reverse)?$")
 _CELL_KEYS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_ci", "weight_cf",
-              "weight_co")
+              "weight_co", *(f"layer_norm_{part}_{kind}" for part in ("ih", "hh", "c")
+                             for kind in ("weight", "bias")))
 
 
 def _to_numpy(name, value):
@@ -36,7 +37,8 @@ def _to_numpy(name, value):
     return value
 
 
-def from_torch(module, *, batch_first=None, output_activation="tanh", dtype=None, prefix=None):
+def from_torch(module, *, batch_first=None, output_activation="tanh", dtype=None, prefix=None,
+               dropout=None):
     """An lstmx model with the parameters of a PyTorch LSTM, or of any state dict.
 
     Parameters
@@ -44,8 +46,9 @@ def from_torch(module, *, batch_first=None, output_activation="tanh", dtype=None
     module : torch.nn.LSTM, torch.nn.LSTMCell or mapping
         A module, or a state dict (of tensors or arrays) keyed as ``torch.nn.LSTM``
         (``weight_ih_l0``, ...) or ``torch.nn.LSTMCell`` (``weight_ih``, ...). lstmx's
-        peephole parameters (``weight_ci_l0``, ...) are recognised too. A module's
-        ``dropout`` is not carried over: lstmx has no dropout.
+        peephole and layer-norm parameters (``weight_ci_l0``, ``layer_norm_ih_weight_l0``,
+        ...) are recognised too. A module's ``dropout`` is carried over: lstmx's is
+        PyTorch's (the outputs of every layer but the last, a fresh mask per element).
     batch_first : bool, optional
         Default: the module's, or False for a state dict (which does not record it).
     output_activation : {"tanh", "identity"}, default "tanh"
@@ -56,6 +59,9 @@ def from_torch(module, *, batch_first=None, output_activation="tanh", dtype=None
         the model holds.
     dtype : float32 or float64, optional
         Default: float64 for float64 parameters, else float32.
+    dropout : float, optional
+        The model's ``dropout``. Default: the module's, or 0 for a state dict (which does
+        not record it).
 
     Returns
     -------
@@ -68,6 +74,7 @@ def from_torch(module, *, batch_first=None, output_activation="tanh", dtype=None
         module = module.state_dict()
     elif torch is not None and isinstance(module, torch.nn.LSTM):
         batch_first = module.batch_first if batch_first is None else batch_first
+        dropout = module.dropout if dropout is None else dropout
         module = module.state_dict()
     elif not isinstance(module, Mapping):
         raise TypeError(f"module must be a torch.nn.LSTM, torch.nn.LSTMCell or a state dict; "
@@ -87,6 +94,9 @@ def from_torch(module, *, batch_first=None, output_activation="tanh", dtype=None
                              f"expected some of {list(_CELL_KEYS)}")
         if batch_first is not None:
             raise TypeError("batch_first does not apply to an LSTMCell")
+        if dropout is not None:
+            raise TypeError("dropout does not apply to an LSTMCell (it acts between the "
+                            "layers of an LSTM)")
         options = _shapes_to_options(params, "")
         return build_cell({k + "_l0": v for k, v in params.items()},
                           output_activation=output_activation, dtype=dtype, **options)
@@ -117,7 +127,7 @@ def from_torch(module, *, batch_first=None, output_activation="tanh", dtype=None
     return build_lstm(params, num_layers=len(layers), bidirectional=reverse,
                       batch_first=False if batch_first is None else batch_first,
                       output_activation=output_activation,
-                      dtype=dtype, **options)
+                      dtype=dtype, dropout=0.0 if dropout is None else dropout, **options)
 
 
 def _strip_prefix(state_dict, prefix):
@@ -135,13 +145,15 @@ def _strip_prefix(state_dict, prefix):
 
 
 def _shapes_to_options(params, s):
-    """input_size, hidden_size, bias and peephole read from the first layer's parameters."""
+    """input_size, hidden_size, bias, peephole and layer_norm read from the first layer's
+    parameters."""
     w_ih, w_hh = params["weight_ih" + s], params.get("weight_hh" + s)
     if w_hh is None or w_ih.ndim != 2 or w_hh.ndim != 2 or w_hh.shape[0] % 4:
         raise ValueError(f"weight_ih{s} and weight_hh{s} must be (4H, I) and (4H, H_out); "
                          f"got {w_ih.shape} and {None if w_hh is None else w_hh.shape}")
     return dict(input_size=w_ih.shape[1], hidden_size=w_hh.shape[0] // 4,
-                bias="bias_ih" + s in params, peephole="weight_ci" + s in params)
+                bias="bias_ih" + s in params, peephole="weight_ci" + s in params,
+                layer_norm="layer_norm_ih_weight" + s in params)
 
 
 def to_torch(model):
@@ -152,7 +164,9 @@ def to_torch(model):
     model : LSTM or LSTMCell
         Without peepholes, with ``output_activation="tanh"`` and ``reverse=False``: PyTorch
         has neither peepholes, nor another output activation, nor a one-direction LSTM that
-        runs backwards in time.
+        runs backwards in time. Its ``dropout`` becomes the module's (the same maths);
+        PyTorch has no recurrent dropout, zoneout, layer-normalised LSTM or cell clipping,
+        so a model with any of them is refused.
 
     Returns
     -------
@@ -165,6 +179,11 @@ def to_torch(model):
         raise ValueError("PyTorch's LSTM has no peepholes and computes h = o * tanh(c); "
                          f"cannot convert a model with peephole={cfg.peephole}, "
                          f"output_activation={cfg.output_activation!r}")
+    lacks = _torch_lacks(cfg)
+    if lacks:
+        raise ValueError("PyTorch's LSTM has no recurrent dropout, zoneout, layer "
+                         "normalisation or cell clipping; cannot convert a model with "
+                         + ", ".join(f"{name}={value!r}" for name, value in lacks))
     if cfg.reverse:
         raise ValueError("torch.nn.LSTM has no reversed one-direction layer (only the second "
                          "direction of bidirectional=True runs backwards); cannot convert a "
@@ -177,6 +196,15 @@ def to_torch(model):
         module = torch.nn.LSTM(cfg.input_size, cfg.hidden_size, num_layers=cfg.num_layers,
                                bias=cfg.bias, batch_first=cfg.batch_first,
                                bidirectional=cfg.bidirectional, proj_size=cfg.proj_size,
-                               dtype=tdtype)
+                               dropout=cfg.dropout, dtype=tdtype)
     module.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
     return module
+
+
+def _torch_lacks(cfg):
+    """``[(option, value), ...]`` of the options of ``cfg`` that ``torch.nn.LSTM`` has no
+    equivalent of (recurrent dropout would change its training; zoneout, layer norm and
+    clipping its outputs too)."""
+    return [(name, getattr(cfg, name)) for name, off in
+            (("recurrent_dropout", 0.0), ("zoneout", (0.0, 0.0)), ("layer_norm", False),
+             ("cell_clip", None)) if getattr(cfg, name) != off]
