@@ -103,3 +103,37 @@ def test_char_lm_encoding_round_trips():
     assert codes.max() < char_lm.VOCAB
     assert char_lm.decode(codes) == text.replace("\u00e9", "?")
     assert char_lm.unigram_bits(char_lm.encode("abab")) == 1.0
+
+
+def test_char_lm_regularised_flags_reach_the_lstm(tmp_path, capsys):
+    import json
+
+    import char_lm
+    out = tmp_path / "run.json"
+    r = char_lm.main(["--hidden", "32", "--steps", "120", "--eval-every", "60",
+                      "--seq-len", "50", "--lr", "0.02", "--max-train-chars", "100000",
+                      "--valid-chars", "5000", "--sample-chars", "10", "--layers", "2",
+                      "--dropout", "0.1", "--recurrent-dropout", "0.1", "--zoneout", "0.1",
+                      "0.05", "--layer-norm", "--cell-clip", "10", "--out", str(tmp_path),
+                      "--json", str(out), "--no-progress"])
+    cfg = r["model"].lstm.config
+    assert (cfg.num_layers, cfg.dropout, cfg.recurrent_dropout, cfg.zoneout, cfg.layer_norm,
+            cfg.cell_clip) == (2, 0.1, 0.1, (0.1, 0.05), True, 10.0)
+    # Even this brief, every option on, it learns context (unigram: ~4.45 bits).
+    assert r["test_bits"] < r["unigram_bits"] - 0.5
+    saved = json.loads(out.read_text())
+    assert saved["test_bits"] == r["test_bits"] and saved["args"]["layer_norm"] is True
+    assert saved["lstm_options"]["zoneout"] == [0.1, 0.05]
+    assert len(saved["curve"]["train_eval_bits"]) == len(saved["curve"]["step"]) == 2
+    assert last_line(capsys).startswith("char LM H=32 num_layers=2 dropout=0.1 ")
+
+
+def test_char_lm_options_are_only_those_set():
+    import char_lm
+    parser = char_lm._common.make_parser(char_lm.__doc__)
+    char_lm.add_regularisation_arguments(parser)
+    assert char_lm.regularisation_options(parser.parse_args([])) == {}
+    assert char_lm.regularisation_options(parser.parse_args(["--zoneout", "0.2"])) == {
+        "zoneout": 0.2}
+    with pytest.raises(SystemExit, match="one or two probabilities"):
+        char_lm.regularisation_options(parser.parse_args(["--zoneout", "0.1", "0.2", "0.3"]))
