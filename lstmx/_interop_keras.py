@@ -138,7 +138,8 @@ def from_keras_weights(weights, *, batch_first=False, dtype=None, cell=False, dr
         weights = [weights]
     if isinstance(weights, (list, tuple)) and weights and all(
             hasattr(w, "get_weights") for w in weights):
-        lstm_layers, read = _keras_dropouts(weights, dropout is not None)
+        lstm_layers, read = _keras_dropouts(weights, dropout is not None,
+                                            recurrent_dropout is not None)
         groups = [_keras_layer_weights(w) for w in lstm_layers]
     elif isinstance(weights, (list, tuple)) and weights and all(
             isinstance(w, (list, tuple)) for w in weights):
@@ -208,12 +209,13 @@ def _check_keras_computes(cfg):
                          f"cannot convert a model with {', '.join(lacks)}")
 
 
-def _keras_dropouts(layers, dropout_given):
+def _keras_dropouts(layers, dropout_given, recurrent_given):
     """The LSTM layers of a list of Keras layers, and ``{"dropout": p,
     "recurrent_dropout": q}`` as they hold them (what is 0 left out).
 
     lstmx's dropout is a ``Dropout`` layer between each two LSTM layers, all of one rate;
-    an LSTM layer's own ``dropout`` is refused unless ``dropout_given``."""
+    an LSTM layer's own ``dropout`` is refused unless ``dropout_given``, and unequal
+    recurrent dropouts unless ``recurrent_given`` (the caller's choice replaces them)."""
     lstms, gaps, pending = [], [], None
     for layer in layers:
         if type(layer).__name__ == "Dropout":
@@ -237,7 +239,7 @@ def _keras_dropouts(layers, dropout_given):
         raise ValueError("lstmx's dropout acts between LSTM layers only; the list ends with a "
                          "Dropout after its last LSTM layer")
     read = {}
-    if len(set(gaps)) > 1:
+    if len(set(gaps)) > 1 and not dropout_given:
         raise ValueError(f"lstmx has one dropout rate for all its layers; the Dropout layers "
                          f"between the LSTM layers have rates {gaps} (0: none)")
     if gaps and gaps[0]:
@@ -257,7 +259,7 @@ def _keras_dropouts(layers, dropout_given):
                     "leave it out) to choose lstmx's")
             if "recurrent_dropout" in cfg:
                 rates[part.name] = float(cfg["recurrent_dropout"])
-    if len(set(rates.values())) > 1:
+    if len(set(rates.values())) > 1 and not recurrent_given:
         raise ValueError(f"lstmx has one recurrent_dropout for all its layers; the Keras "
                          f"layers have {rates}")
     if rates and next(iter(rates.values())):

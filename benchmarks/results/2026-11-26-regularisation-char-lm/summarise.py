@@ -13,8 +13,8 @@ import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PLOT = os.path.join(HERE, "..", "..", "..", "docs", "_static", "regularisation_char_lm.png")
-ORDER = ["plain", "dropout", "recurrent-dropout", "zoneout", "layer-norm", "cell-clip",
-         "layer-norm+recurrent-dropout"]
+ORDER = ["plain", "recurrent-dropout", "zoneout", "layer-norm", "cell-clip",
+         "layer-norm+recurrent-dropout", "2-layers", "2-layers+dropout"]
 
 
 def load():
