@@ -3,6 +3,7 @@
 # one-thread runs side by side (each writes its JSON here), then the table and the plot.
 set -e
 D=benchmarks/results/2026-11-26-regularisation-char-lm
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's lstmx
 run() {  # name, then char_lm.py's option flags
     name=$1; shift
     python examples/char_lm.py --hidden 256 --batch 16 --seq-len 64 \
