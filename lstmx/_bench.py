@@ -118,7 +118,8 @@ def main(args) -> int:
         {n: ALL_CONFIGS[n] for n in names}, impls=impls, threads=args.threads, repeat=repeat,
         min_time=0.005 if args.quick else 0.02, warm_time=0.1 if args.quick else 0.5,
         max_time=10.0 if args.quick else 60.0, retries=retries,
-        memory_config=None if args.no_memory or args.regularised else "L", peak=not args.no_peak, sweep=sweep,
+        memory_config=None if args.no_memory or args.regularised else "L",
+        peak=not args.no_peak, sweep=sweep,
         progress=lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
     if targets is not None:
         res["targets"] = evaluate_targets(res, targets)
