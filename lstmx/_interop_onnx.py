@@ -41,7 +41,8 @@ def to_onnx(model, *, initial_state=False, sequence_lens=False, ir_version=13, o
         Any configuration without projection (``proj_size=0``): ONNX's LSTM has no
         projection; nor zoneout, layer normalisation or cell clipping (its ``clip`` bounds
         the gates' pre-activations, not the cell state). A model's dropouts do not change
-        its inference, which is what the graph computes; they are recorded in its metadata. An ``LSTMCell`` exports as a one-layer LSTM (feed T = 1 for one step).
+        its inference, which is what the graph computes; they are recorded in its metadata.
+        An ``LSTMCell`` exports as a one-layer LSTM (feed T = 1 for one step).
         A list is a whole model, one graph: an LSTM with a ``Linear`` readout of its every
         step and/or an ``Embedding`` of its input tokens. The input ``X`` is then
         ``tokens`` (int64, (T, B)) and the output ``Y`` is ``output`` (T, B, O), the
