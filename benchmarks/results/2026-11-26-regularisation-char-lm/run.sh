@@ -11,10 +11,8 @@ run() {  # name, then char_lm.py's option flags
         --sample-chars 200 --no-progress --out "examples/output/regularisation/$name" \
         --json "$D/$name.json" "$@" > "$D/$name.log" 2>&1
 }
-(run plain; run zoneout --zoneout 0.5 0.05; run cell-clip --cell-clip 3;
- run 2-layers --layers 2) &
+(run plain; run zoneout --zoneout 0.5 0.05; run 2-layers --layers 2) &
 (run recurrent-dropout --recurrent-dropout 0.25; run layer-norm --layer-norm;
- run 2-layers+dropout --layers 2 --dropout 0.25;
- run layer-norm+recurrent-dropout --layer-norm --recurrent-dropout 0.25) &
+ run 2-layers+dropout --layers 2 --dropout 0.25) &
 wait
 python $D/summarise.py

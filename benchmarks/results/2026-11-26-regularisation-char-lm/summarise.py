@@ -34,7 +34,8 @@ def table(runs):
     for name, r in runs.items():
         c = r["curve"]
         best = min(range(len(c["step"])), key=lambda i: c["valid_bits"][i])
-        options = ", ".join(f"`{k}={v}`" for k, v in r["lstm_options"].items()) or "none"
+        options = ", ".join(f"`{k}={tuple(v) if isinstance(v, list) else v}`"
+                            for k, v in r["lstm_options"].items()) or "none"
         delta = "" if plain is None else f"{r['test_bits'] - plain:+.3f}"
         lines.append(f"| {name} | {options} | {r['test_bits']:.3f} | {delta} | "
                      f"{c['valid_bits'][best]:.3f} ({c['step'][best]}) | "
