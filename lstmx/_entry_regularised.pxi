@@ -83,12 +83,12 @@ cdef list plan_regularised_forward(
     f.small = B * G * Hout <= SMALL_PRODUCT and T >= 4
     f.packed_steps = TILED_GEMM and not f.small and T >= 4
     f.clip, f.p_c, f.p_h = clip, p_c, p_h
-    # Workspace: [inference: z chunk | ctil (B, H) | and with layer norm x W^T chunk,
-    #             h U^T (B, 4H), z (B, 4H), lnc (B, H), rstd (B, 3)] [h_d (B, Hout)]
+    # Workspace: [inference: ctil (B, H) | the chunk of z, or with layer norm the chunk of
+    #             x W^T, h U^T (B, 4H), z (B, 4H), lnc (B, H), rstd (B, 3)] [h_d (B, Hout)]
     #             [m (B, H) | h~ (B, P) | U.T | zero peepholes | b_ih + b_hh]
     cdef Py_ssize_t chunk = f.Tc * B * G
     cdef Py_ssize_t n_inf = 0 if training else (
-        chunk + B * H + ((chunk + 2 * B * G + B * H + B * LN_STATS) if ln else 0))
+        B * H + chunk + ((2 * B * G + B * H + B * LN_STATS) if ln else 0))
     cdef Py_ssize_t n_hd = B * Hout if rd is not None else 0
     cdef Py_ssize_t n_ut = Hout * G if f.small else 0
     cdef cnp.ndarray work = workspace(n_inf + n_hd + B * H + B * n.P + n_ut + 3 * H + G,
@@ -121,19 +121,21 @@ cdef list plan_regularised_forward(
     f.Wp, f.Up, f.Rp = data(Wp), data(Up), data(Rp)
     if training:
         f.gates, f.cells = data(gates), data(cells)
-        f.ctil = data(ctil) if ctil is not None else f.cells
+        f.ctil = data(ctil if ctil is not None else cells)
         f.lnx, f.lnh, f.lnc, f.rstd = data(lnx), data(lnh), data(lnc), data(rstd)
         f.zrow = NULL
     else:
-        f.gates, f.cells = w, NULL
-        f.ctil = w + chunk * size
-        if ln:
-            f.lnx = w + (chunk + B * H) * size
-            f.lnh = w + (2 * chunk + B * H) * size
-            f.zrow = w + (2 * chunk + B * H + B * G) * size
-            f.lnc = w + (2 * chunk + B * H + 2 * B * G) * size
-            f.rstd = w + (2 * chunk + 2 * B * H + 2 * B * G) * size
+        f.cells = NULL
+        f.ctil = w
+        if ln:  # (the driver reads x W^T from lnx and makes z in zrow: no z chunk)
+            f.gates = NULL
+            f.lnx = w + B * H * size
+            f.lnh = w + (B * H + chunk) * size
+            f.zrow = w + (B * H + chunk + B * G) * size
+            f.lnc = w + (B * H + chunk + 2 * B * G) * size
+            f.rstd = w + (2 * B * H + chunk + 2 * B * G) * size
         else:
+            f.gates = w + B * H * size
             f.lnx = f.lnh = f.zrow = f.lnc = f.rstd = NULL
     return [work, Wp, Up, Rp]
 
@@ -269,7 +271,7 @@ cdef list plan_regularised_backward(
     f.rd, f.zc, f.zh, f.ln_g, f.ln_c = data(rd), data(zc), data(zh), data(ln_g), data(ln_c)
     f.h0, f.c0, f.y = data(h0), data(c0), <char *> data(y) + y_col * size
     f.gates, f.cells = data(gates), data(cells)
-    f.ctil = data(ctil) if ctil is not None else f.cells
+    f.ctil = data(ctil if ctil is not None else cells)
     f.lnx, f.lnh, f.lnc, f.rstd = data(lnx), data(lnh), data(lnc), data(rstd)
     f.dy = <char *> data(dy) + dy_col * size
     f.dh, f.dc, f.dx, f.dW, f.dU = data(dh), data(dc), data(dx), data(dW), data(dU)

@@ -87,6 +87,11 @@ cdef void forward_layer_regularised(floating kind, const RegForwardPlan *f) noex
     cdef floating *stats
     cdef Py_ssize_t st  # the step's offset in the training arrays (0 at inference)
     cdef floating k, clip = <floating> f.clip
+    # The biases start z, unless layer norm comes first (then they are added after it).
+    cdef const floating *b_ih = NULL
+    cdef const floating *b_hh = NULL
+    if not ln:
+        b_ih, b_hh = <const floating *> f.b_ih, <const floating *> f.b_hh
     if Ut != NULL:
         transpose(G, Hout, U, Ut)
     if f.Wp != NULL:
@@ -101,10 +106,8 @@ cdef void forward_layer_regularised(floating kind, const RegForwardPlan *f) noex
         t_lo = T - s0 - n if f.reverse else s0
         # z = x @ W.T (+ b_ih + b_hh unless layer norm comes first)   (n*B, 4H)
         input_projection(n * B, I, H, x + t_lo * B * I, <const floating *> f.W,
-                         <const floating *> f.Wp,
-                         NULL if ln else <const floating *> f.b_ih,
-                         NULL if ln else <const floating *> f.b_hh,
-                         <floating *> f.bias if not ln else NULL, proj, f.training)
+                         <const floating *> f.Wp, b_ih, b_hh, <floating *> f.bias, proj,
+                         f.training)
         for s in range(s0, s0 + n):
             t = T - 1 - s if f.reverse else s
             st = t if f.training else 0
