@@ -250,6 +250,11 @@ cdef list plan_regularised_backward(
     cdef Py_ssize_t n_ln = chunk + B * G if ln else 0
     cdef Py_ssize_t n_rest = 3 * B * Hout + 2 * B * H + H + f.Tc * B * Hout + 6 * H
     cdef cnp.ndarray work = workspace(chunk + n_ln + n_rest, h0.dtype)
+    cdef bint packed = TILED_GEMM and B * G * Hout > SMALL_PRODUCT
+    cdef cnp.ndarray Ub = (workspace(G * strips(Hout) * TILE_COLS, h0.dtype)
+                           if packed else None)
+    cdef cnp.ndarray Rb = (workspace(n.P * strips(H) * TILE_COLS, h0.dtype)
+                           if packed and n.P else None)
     cdef char *w = <char *> cnp.PyArray_DATA(work)
     cdef char *r = w + (chunk + n_ln) * size
     f.dz = w
@@ -276,7 +281,8 @@ cdef list plan_regularised_backward(
     f.dy = <char *> data(dy) + dy_col * size
     f.dh, f.dc, f.dx, f.dW, f.dU = data(dh), data(dc), data(dx), data(dW), data(dU)
     f.db, f.dR, f.dln_g, f.dln_c = data(db), data(dR), data(dln_g), data(dln_c)
-    return [work]
+    f.Ub, f.Rb = data(Ub), data(Rb)
+    return [work, Ub, Rb]
 
 
 cdef class RegularisedBackward:
