@@ -114,3 +114,25 @@ def test_save_pickle_load_keep_the_options():
     again = pickle.loads(pickle.dumps(cache))
     np.testing.assert_array_equal(lstm.backward(again, np.ones_like(y))[0],
                                   lstm.backward(cache, np.ones_like(y))[0])
+
+
+def test_checkpoint_keeps_the_options():
+    from lstmx import LSTMCell, checkpoint
+    cell = LSTMCell(3, 4, layer_norm=True, zoneout=(0.1, 0.3), cell_clip=2.0, seed=0)
+    cell.layer_norm_c_weight[:] = 2
+    lstm = LSTM(3, 4, 2, layer_norm=True, dropout=0.2, zoneout=0.2, seed=0)
+    buf = io.BytesIO()
+    checkpoint.save(buf, modules={"cell": cell, "lstm": lstm})
+    buf.seek(0)
+    restored = checkpoint.load(buf)["modules"]
+    assert restored["cell"].config == cell.config
+    assert restored["lstm"].config == lstm.config
+    np.testing.assert_array_equal(restored["cell"].layer_norm_c_weight, 2)
+    into = LSTMCell(3, 4, layer_norm=True, zoneout=(0.1, 0.3), cell_clip=2.0)
+    buf.seek(0)
+    checkpoint.load(buf, modules={"cell": into, "lstm": LSTM(3, 4, 2, layer_norm=True,
+                                                             dropout=0.2, zoneout=0.2)})
+    np.testing.assert_array_equal(into.layer_norm_c_weight, 2)
+    buf.seek(0)
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        checkpoint.load(buf, modules={"cell": LSTMCell(3, 4), "lstm": lstm})
