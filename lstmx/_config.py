@@ -157,6 +157,13 @@ class LSTMConfig:
                 or self.cell_clip is not None)
 
     @functools.cached_property
+    def draws_masks(self) -> bool:
+        """Whether training draws random masks (dropout between layers, recurrent dropout,
+        zoneout)."""
+        return (self.recurrent_dropout > 0 or self.zoneout != (0.0, 0.0)
+                or (self.dropout > 0 and self.num_layers > 1))
+
+    @functools.cached_property
     def regularised_inference(self) -> bool:
         """As ``regularised``, at inference (where recurrent dropout does nothing)."""
         return self.zoneout != (0.0, 0.0) or self.layer_norm or self.cell_clip is not None

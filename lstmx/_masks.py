@@ -69,11 +69,12 @@ def _kept(rng, shape, p, dtype):
 def draw(cfg, T: int, B: int, rng) -> Masks | None:
     """The masks of a training pass of ``cfg`` over T steps of a batch of B, drawn from
     ``rng`` (see ``as_generator``) in a fixed order; None when the options need none."""
+    if not cfg.draws_masks:
+        if rng is not None:
+            check_rng(rng)
+        return None
     L, D, H, Hout = cfg.num_layers, cfg.num_directions, cfg.hidden_size, cfg.output_size
     p_c, p_h = cfg.zoneout
-    if cfg.recurrent_dropout == 0 and p_c == 0 and p_h == 0 and (cfg.dropout == 0 or L == 1):
-        check_rng(rng)
-        return None
     rng = as_generator(rng)
     masks = Masks([], [], [], [])
     for k in range(L):
