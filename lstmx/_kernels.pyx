@@ -17,7 +17,8 @@ The code is split by job, and included here so that every kernel variant (``_ker
 ``_activations.pxd`` (exp, sigmoid, tanh), ``_cell.pxi`` (the cell's element-wise steps),
 ``_layer_serial.pxi`` and ``_layer_parallel.pxi`` (the layer drivers), ``_contract.pxi``
 (the checks of every argument), ``_gemm.pxd`` (the in-house GEMM), ``_blas`` (the BLAS shim),
-``_openmp.pxd`` and ``_test_hooks.pxi``.
+``_openmp.pxd``, ``_phases.pxi`` (timers for the bench's ``--profile``) and
+``_test_hooks.pxi``.
 
 A batch row b is *active* at time t when ``t < lengths[b]``, in both directions: the forward
 direction runs t = 0 .. T-1, the reverse one t = T-1 .. 0, and either way an inactive row keeps
@@ -36,7 +37,7 @@ from lstmx._blas cimport NoTrans, Trans, gemm
 from lstmx._gemm cimport (
     EDGE_ROWS, PARALLEL_WORK, TILED_GEMM, TILE_COLS, gemm_packed, gemm_packed_parallel,
     gemm_packed_strided, gemm_small, pack_strips, share, strips)
-from lstmx._openmp cimport barrier, max_threads, num_threads
+from lstmx._openmp cimport barrier, max_threads, num_threads, thread_slot
 
 from lstmx._workspace import MIN_BYTES as POOL_MIN_BYTES, empty as pooled_empty
 
@@ -61,6 +62,7 @@ cdef enum:
     # BLAS takes C ints: no dimension or product of two may reach 2**31.
     BLAS_LIMIT = 2147483647
 
+include "_phases.pxi"
 include "_cell.pxi"
 include "_layer_serial.pxi"
 include "_layer_parallel.pxi"
