@@ -192,7 +192,7 @@ cdef int plan_threads(Py_ssize_t work, int available, bint double) except -1:
 def plan_costs():
     """The costs measured so far (see plan_threads), per team size: {n: {"barrier_s",
     "fma_s"}}; team 1 is one thread alone. Empty until a shape needed them."""
-    return {n: {"barrier_s": plan_barrier_s[n], "fma_s": plan_fma_s[n]}
+    return {n: {"barrier_s": max(plan_barrier_s[n], 0), "fma_s": plan_fma_s[n]}
             for n in range(1, PLAN_TEAMS) if plan_fma_s[n] >= 0}
 
 
