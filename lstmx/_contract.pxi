@@ -171,12 +171,13 @@ cdef class Shapes:
         AVX2 and AVX-512 builds, no projection, recurrent products too big for gemm_small."""
         return TILED_GEMM and self.P == 0 and self.B * 4 * self.H * self.H > SMALL_PRODUCT
 
-    cdef int threads(self):
-        """OpenMP threads for the parallel kernels: one below PARALLEL_WORK multiply-adds a
-        step (waking a team costs more), at most one per strip of hidden units."""
-        if self.B * 4 * self.H * (self.n_in + self.H) < PARALLEL_WORK:
-            return 1
-        return max(1, min(max_threads(), strips(self.H)))
+    cdef int threads(self) except -1:
+        """OpenMP threads for the parallel kernels: the team plan_threads (_plan.pxi) finds
+        fastest for a step of B * 4H * (I + H) multiply-adds, at most one thread per strip of
+        hidden units."""
+        return plan_threads(self.B * 4 * self.H * (self.n_in + self.H),
+                            min(max_threads(), strips(self.H)),
+                            self.typenum == cnp.NPY_DOUBLE)
 
     cdef Py_ssize_t packed_size(self, bint recurrent):
         """Elements of W (or U when ``recurrent``) packed, either way round: forward packs
