@@ -4,7 +4,8 @@ The bench compares lstmx with the NumPy reference, torch and onnxruntime on *you
 The pieces: ``_bench_impls`` (the problems and the implementations), ``_bench_timing`` (the
 timing engine), ``_bench_memory`` (peak memory in subprocesses), ``_bench_machine`` (CPU,
 pools, FMA peak), ``_bench_sweep`` (``--sweep``), ``_bench_run`` (one run, the JSON schema),
-``_bench_report`` (the text), ``_bench_targets`` (``--check`` against a targets file).
+``_bench_report`` (the text), ``_bench_targets`` (``--check`` against a targets file),
+``_bench_profile`` (``--profile``, the phase split).
 """
 from __future__ import annotations
 
@@ -62,6 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "default)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="in the sweep, skip the baseline kernels' subprocess")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of timing against the other libraries, split lstmx's "
+                             "forward and backward passes on --configs into phases (input "
+                             "projection, recurrent products, cell, weight gradients, "
+                             "synchronisation) with the kernels' phase timers")
     parser.add_argument("--check", metavar="TARGETS",
                         help="check the results against a targets file (lstmx's: "
                              "benchmarks/targets.json in the repository); exit 1 if one "
@@ -82,6 +88,22 @@ def _sweep_options(args):
         raise SystemExit(f"--sweep-base takes one value per axis; got {args.sweep_base!r}")
     return {"base": {k: v[0] for k, v in base.items()}, "axes": axes,
             "baseline": not args.no_baseline}
+
+
+def _profile(args, names) -> int:
+    """``--profile``: the phase split of lstmx's passes on the named configurations."""
+    from lstmx._bench_profile import format_profile, run_profile
+
+    prof = run_profile({n: ALL_CONFIGS[n] for n in names}, threads=args.threads,
+                       min_time=0.2 if args.quick else 1.0,
+                       progress=lambda msg: print(f"[bench] {msg}", file=sys.stderr,
+                                                  flush=True))
+    print(format_profile(prof))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(prof, f, indent=1)
+        print(f"\nwrote {args.json}")
+    return 0
 
 
 def main(args) -> int:
@@ -105,6 +127,8 @@ def main(args) -> int:
         raise SystemExit(f"--configs must name some of {list(ALL_CONFIGS)} (got {bad}; none "
                          f"only with --sweep), --impls some of {list(IMPLEMENTATIONS)} "
                          f"including lstmx (got {impls})")
+    if args.profile:
+        return _profile(args, names)
     sweep = _sweep_options(args) if args.sweep else None
     targets = None
     if args.check:

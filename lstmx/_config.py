@@ -147,7 +147,8 @@ class LSTMConfig:
         set_(self, "zoneout", _check_zoneout(self.zoneout))
         set_(self, "cell_clip", _check_clip(self.cell_clip))
 
-    @property
+    # Cached: the engine and LSTMCell ask at every call.
+    @functools.cached_property
     def regularised(self) -> bool:
         """Whether a layer's steps differ from the plain cell's in training (any of
         recurrent dropout, zoneout, layer norm, cell clipping; between-layer dropout is
@@ -155,7 +156,14 @@ class LSTMConfig:
         return (self.recurrent_dropout > 0 or self.zoneout != (0.0, 0.0) or self.layer_norm
                 or self.cell_clip is not None)
 
-    @property
+    @functools.cached_property
+    def draws_masks(self) -> bool:
+        """Whether training draws random masks (dropout between layers, recurrent dropout,
+        zoneout)."""
+        return (self.recurrent_dropout > 0 or self.zoneout != (0.0, 0.0)
+                or (self.dropout > 0 and self.num_layers > 1))
+
+    @functools.cached_property
     def regularised_inference(self) -> bool:
         """As ``regularised``, at inference (where recurrent dropout does nothing)."""
         return self.zoneout != (0.0, 0.0) or self.layer_norm or self.cell_clip is not None

@@ -58,6 +58,28 @@ cdef int expect_ndim(cnp.ndarray a, str name, int ndim) except -1:
     return 0
 
 
+cdef int expect_option(cnp.ndarray a, str name, int typenum, bint wanted, str why,
+                       Py_ssize_t d0, Py_ssize_t d1=-1, Py_ssize_t d2=-1,
+                       bint output=False) except -1:
+    """Raise unless ``a`` is None exactly when not ``wanted`` (``why`` says when it is),
+    and otherwise an array as ``expect`` (and ``expect_output`` when ``output``) demand."""
+    if (a is None) == wanted:
+        raise TypeError(f"kernel argument {name} must be {'given' if wanted else 'None'} "
+                        f"{why}")
+    if a is not None:
+        if output:
+            expect_output(a, name, typenum, d0, d1, d2)
+        else:
+            expect(a, name, typenum, d0, d1, d2)
+    return 0
+
+
+cdef int expect_probability(double p, str name) except -1:
+    if not 0 <= p < 1:
+        raise ValueError(f"kernel argument {name} must be in [0, 1); got {p}")
+    return 0
+
+
 cdef int expect_lengths(cnp.ndarray lengths, Py_ssize_t B, Py_ssize_t T) except -1:
     cdef Py_ssize_t bi
     cdef const Py_ssize_t *ln
@@ -149,12 +171,13 @@ cdef class Shapes:
         AVX2 and AVX-512 builds, no projection, recurrent products too big for gemm_small."""
         return TILED_GEMM and self.P == 0 and self.B * 4 * self.H * self.H > SMALL_PRODUCT
 
-    cdef int threads(self):
-        """OpenMP threads for the parallel kernels: one below PARALLEL_WORK multiply-adds a
-        step (waking a team costs more), at most one per strip of hidden units."""
-        if self.B * 4 * self.H * (self.n_in + self.H) < PARALLEL_WORK:
-            return 1
-        return max(1, min(max_threads(), strips(self.H)))
+    cdef int threads(self) except -1:
+        """OpenMP threads for the parallel kernels: the team plan_threads (_plan.pxi) finds
+        fastest for a step of B * 4H * (I + H) multiply-adds, at most one thread per strip of
+        hidden units."""
+        return plan_threads(self.B * 4 * self.H * (self.n_in + self.H),
+                            min(max_threads(), strips(self.H)),
+                            self.typenum == cnp.NPY_DOUBLE)
 
     cdef Py_ssize_t packed_size(self, bint recurrent):
         """Elements of W (or U when ``recurrent``) packed, either way round: forward packs

@@ -90,8 +90,9 @@ class LSTMCache:
         self.lengths = lengths
         self.h0, self.c0 = h0, c0
         self.inputs, self.outputs, self.gates, self.cells = [], [], [], []
-        # Per layer and direction of a regularised layer, what its backward reads besides
-        # the gates and cells: the layer-norm parameters and the arrays of _EXTRAS.
+        # Per layer and direction of a regularised layer (see _regularised_forward), what
+        # its backward reads besides the gates and cells: copies of the layer-norm
+        # parameters, its masks, c~_t and the layer norms' saved values, by keyword.
         self.extras = []
         self.masks = masks  # lstmx._masks.Masks or None
 
@@ -169,12 +170,12 @@ def _regularised_forward(cfg, training, kw, idx, lns, masks, cache):
     arguments; adds the options' and, in training, allocates what backward reads (the
     memory of each option: ctil T*B*H with zoneout of c; lnx, lnh T*B*4H, lnc T*B*H and
     rstd T*B*3 with layer norm) and records it in ``cache.extras``."""
-    T, B, H = kw["gates"].shape[:2] + (cfg.hidden_size,) if training else (0, 0, 0)
     ln_g, ln_c = lns[idx] if cfg.layer_norm else (None, None)
     kw.update(clip=cfg.cell_clip or 0.0)
     if not training:
         return _kernels.RegularisedForward(ln_g=ln_g, ln_c=ln_c, p_c=cfg.zoneout[0],
                                            p_h=cfg.zoneout[1], **kw)
+    T, B, H = kw["gates"].shape[0], kw["gates"].shape[1], cfg.hidden_size
     if ln_g is not None:  # forward and backward both read the cache's copies
         ln_g, ln_c = ln_g.copy(), ln_c.copy()
     rd, zc, zh = ((masks.recurrent[idx], masks.zoneout_c[idx], masks.zoneout_h[idx])
@@ -220,11 +221,17 @@ def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool, peeps, 
                 W, U, R, peep = cache.keep(W, U, R, peep)
             gates = _workspace.empty((T, B, 4 * H), cfg.dtype) if training else None
             cells = _workspace.empty((T, B, H), cfg.dtype) if training else None
-            kw = dict(x=x2, W=W, U=U, b_ih=b_ih, b_hh=b_hh, R=R, peep=peep, lengths=lengths,
-                      h=h_n[idx], c=c_n[idx], y=y, y_col=d * Hout,
-                      reverse=cfg.is_reversed(d), identity=identity, gates=gates, cells=cells)
-            calls.append(_regularised_forward(cfg, training, kw, idx, lns, masks, cache)
-                         if regularised else _kernels.LayerForward(**kw))
+            if regularised:
+                kw = dict(x=x2, W=W, U=U, b_ih=b_ih, b_hh=b_hh, R=R, peep=peep,
+                          lengths=lengths, h=h_n[idx], c=c_n[idx], y=y, y_col=d * Hout,
+                          reverse=cfg.is_reversed(d), identity=identity, gates=gates,
+                          cells=cells)
+                calls.append(_regularised_forward(cfg, training, kw, idx, lns, masks, cache))
+            else:  # (keywords spelled out: a small model's step is microseconds)
+                calls.append(_kernels.LayerForward(
+                    x=x2, W=W, U=U, b_ih=b_ih, b_hh=b_hh, R=R, peep=peep, lengths=lengths,
+                    h=h_n[idx], c=c_n[idx], y=y, y_col=d * Hout,
+                    reverse=cfg.is_reversed(d), identity=identity, gates=gates, cells=cells))
             if training:
                 cache.weights.append((W, U, R, peep))
                 cache.gates.append(gates)
@@ -270,24 +277,28 @@ def backward(cache: LSTMCache, dy, dh, dc, keys=None):
             dR = None if R is None else np.empty_like(R)
             dpeep = None if peep is None else np.empty((3, H), cfg.dtype)
             db = np.empty(4 * H, cfg.dtype) if cfg.bias else None
-            kw = dict(x=x2, W=W, U=U, R=R, peep=peep, lengths=cache.lengths, h0=cache.h0[idx],
-                      c0=cache.c0[idx], y=cache.outputs[k], y_col=d * Hout,
-                      gates=cache.gates[idx], cells=cache.cells[idx], dy=d_out,
-                      dy_col=d * Hout, dh=dh[idx], dc=dc[idx], dx=dx, dW=dW, dU=dU, db=db,
-                      dR=dR, dpeep=dpeep, reverse=cfg.is_reversed(d), identity=identity)
             n = cfg.names(k, d)
             if cfg.regularised:
-                extras = cache.extras[idx]
                 dln_g = np.empty((4, 4 * H), cfg.dtype) if cfg.layer_norm else None
                 dln_c = np.empty((2, H), cfg.dtype) if cfg.layer_norm else None
                 calls.append(_kernels.RegularisedBackward(
-                    **extras, clip=cfg.cell_clip or 0.0, dln_g=dln_g, dln_c=dln_c, **kw))
+                    x=x2, W=W, U=U, R=R, peep=peep, lengths=cache.lengths, h0=cache.h0[idx],
+                    c0=cache.c0[idx], y=cache.outputs[k], y_col=d * Hout,
+                    gates=cache.gates[idx], cells=cache.cells[idx], dy=d_out,
+                    dy_col=d * Hout, dh=dh[idx], dc=dc[idx], dx=dx, dW=dW, dU=dU, db=db,
+                    dR=dR, dpeep=dpeep, reverse=cfg.is_reversed(d), identity=identity,
+                    clip=cfg.cell_clip or 0.0, dln_g=dln_g, dln_c=dln_c, **cache.extras[idx]))
                 if cfg.layer_norm:
                     g = n.layer_norm
                     grads[g[0]], grads[g[1]], grads[g[2]], grads[g[3]] = dln_g
                     grads[g[4]], grads[g[5]] = dln_c
             else:
-                calls.append(_kernels.LayerBackward(**kw))
+                calls.append(_kernels.LayerBackward(
+                    x=x2, W=W, U=U, R=R, peep=peep, lengths=cache.lengths, h0=cache.h0[idx],
+                    c0=cache.c0[idx], y=cache.outputs[k], y_col=d * Hout,
+                    gates=cache.gates[idx], cells=cache.cells[idx], dy=d_out,
+                    dy_col=d * Hout, dh=dh[idx], dc=dc[idx], dx=dx, dW=dW, dU=dU, db=db,
+                    dR=dR, dpeep=dpeep, reverse=cfg.is_reversed(d), identity=identity))
             grads[n.weight_ih], grads[n.weight_hh] = dW, dU
             if cfg.bias:
                 grads[n.bias_ih] = db  # bias_hh: a copy, once db is computed

@@ -1,29 +1,7 @@
 # Entry points of the regularised layer driver and of dropout between layers: checks, plans, runs.
 #
-# Included by _kernels.pyx after _contract.pxi, whose checks it extends to every array of the
-# options (masks, layer-norm parameters, their saved statistics).
-
-
-cdef int expect_option(cnp.ndarray a, str name, int typenum, bint wanted, str why,
-                       Py_ssize_t d0, Py_ssize_t d1=-1, Py_ssize_t d2=-1,
-                       bint output=False) except -1:
-    """Raise unless ``a`` is None exactly when not ``wanted`` (``why`` says when it is),
-    and otherwise an array as ``expect`` (and ``expect_output`` when ``output``) demand."""
-    if (a is None) == wanted:
-        raise TypeError(f"kernel argument {name} must be {'given' if wanted else 'None'} "
-                        f"{why}")
-    if a is not None:
-        if output:
-            expect_output(a, name, typenum, d0, d1, d2)
-        else:
-            expect(a, name, typenum, d0, d1, d2)
-    return 0
-
-
-cdef int expect_probability(double p, str name) except -1:
-    if not 0 <= p < 1:
-        raise ValueError(f"kernel argument {name} must be in [0, 1); got {p}")
-    return 0
+# Included by _kernels.pyx after _contract.pxi, whose checks (expect_option among them) it
+# applies to every array of the options (masks, layer-norm parameters, their saved values).
 
 
 cdef list plan_regularised_forward(
@@ -83,12 +61,12 @@ cdef list plan_regularised_forward(
     f.small = B * G * Hout <= SMALL_PRODUCT and T >= 4
     f.packed_steps = TILED_GEMM and not f.small and T >= 4
     f.clip, f.p_c, f.p_h = clip, p_c, p_h
-    # Workspace: [inference: z chunk | ctil (B, H) | and with layer norm x W^T chunk,
-    #             h U^T (B, 4H), z (B, 4H), lnc (B, H), rstd (B, 3)] [h_d (B, Hout)]
+    # Workspace: [inference: ctil (B, H) | the chunk of z, or with layer norm the chunk of
+    #             x W^T, h U^T (B, 4H), z (B, 4H), lnc (B, H), rstd (B, 3)] [h_d (B, Hout)]
     #             [m (B, H) | h~ (B, P) | U.T | zero peepholes | b_ih + b_hh]
     cdef Py_ssize_t chunk = f.Tc * B * G
     cdef Py_ssize_t n_inf = 0 if training else (
-        chunk + B * H + ((chunk + 2 * B * G + B * H + B * LN_STATS) if ln else 0))
+        B * H + chunk + ((2 * B * G + B * H + B * LN_STATS) if ln else 0))
     cdef Py_ssize_t n_hd = B * Hout if rd is not None else 0
     cdef Py_ssize_t n_ut = Hout * G if f.small else 0
     cdef cnp.ndarray work = workspace(n_inf + n_hd + B * H + B * n.P + n_ut + 3 * H + G,
@@ -121,19 +99,21 @@ cdef list plan_regularised_forward(
     f.Wp, f.Up, f.Rp = data(Wp), data(Up), data(Rp)
     if training:
         f.gates, f.cells = data(gates), data(cells)
-        f.ctil = data(ctil) if ctil is not None else f.cells
+        f.ctil = data(ctil if ctil is not None else cells)
         f.lnx, f.lnh, f.lnc, f.rstd = data(lnx), data(lnh), data(lnc), data(rstd)
         f.zrow = NULL
     else:
-        f.gates, f.cells = w, NULL
-        f.ctil = w + chunk * size
-        if ln:
-            f.lnx = w + (chunk + B * H) * size
-            f.lnh = w + (2 * chunk + B * H) * size
-            f.zrow = w + (2 * chunk + B * H + B * G) * size
-            f.lnc = w + (2 * chunk + B * H + 2 * B * G) * size
-            f.rstd = w + (2 * chunk + 2 * B * H + 2 * B * G) * size
+        f.cells = NULL
+        f.ctil = w
+        if ln:  # (the driver reads x W^T from lnx and makes z in zrow: no z chunk)
+            f.gates = NULL
+            f.lnx = w + B * H * size
+            f.lnh = w + (B * H + chunk) * size
+            f.zrow = w + (B * H + chunk + B * G) * size
+            f.lnc = w + (B * H + chunk + 2 * B * G) * size
+            f.rstd = w + (2 * B * H + chunk + 2 * B * G) * size
         else:
+            f.gates = w + B * H * size
             f.lnx = f.lnh = f.zrow = f.lnc = f.rstd = NULL
     return [work, Wp, Up, Rp]
 
@@ -248,6 +228,11 @@ cdef list plan_regularised_backward(
     cdef Py_ssize_t n_ln = chunk + B * G if ln else 0
     cdef Py_ssize_t n_rest = 3 * B * Hout + 2 * B * H + H + f.Tc * B * Hout + 6 * H
     cdef cnp.ndarray work = workspace(chunk + n_ln + n_rest, h0.dtype)
+    cdef bint packed = TILED_GEMM and B * G * Hout > SMALL_PRODUCT
+    cdef cnp.ndarray Ub = (workspace(G * strips(Hout) * TILE_COLS, h0.dtype)
+                           if packed else None)
+    cdef cnp.ndarray Rb = (workspace(n.P * strips(H) * TILE_COLS, h0.dtype)
+                           if packed and n.P else None)
     cdef char *w = <char *> cnp.PyArray_DATA(work)
     cdef char *r = w + (chunk + n_ln) * size
     f.dz = w
@@ -269,12 +254,13 @@ cdef list plan_regularised_backward(
     f.rd, f.zc, f.zh, f.ln_g, f.ln_c = data(rd), data(zc), data(zh), data(ln_g), data(ln_c)
     f.h0, f.c0, f.y = data(h0), data(c0), <char *> data(y) + y_col * size
     f.gates, f.cells = data(gates), data(cells)
-    f.ctil = data(ctil) if ctil is not None else f.cells
+    f.ctil = data(ctil if ctil is not None else cells)
     f.lnx, f.lnh, f.lnc, f.rstd = data(lnx), data(lnh), data(lnc), data(rstd)
     f.dy = <char *> data(dy) + dy_col * size
     f.dh, f.dc, f.dx, f.dW, f.dU = data(dh), data(dc), data(dx), data(dW), data(dU)
     f.db, f.dR, f.dln_g, f.dln_c = data(db), data(dR), data(dln_g), data(dln_c)
-    return [work]
+    f.Ub, f.Rb = data(Ub), data(Rb)
+    return [work, Ub, Rb]
 
 
 cdef class RegularisedBackward:

@@ -18,8 +18,10 @@ The code is split by job, and included here so that every kernel variant (``_ker
 ``_layer_serial.pxi`` and ``_layer_parallel.pxi`` (the layer drivers), ``_contract.pxi``
 (the checks of every argument), ``_cell_regularised.pxi``, ``_layer_regularised.pxi`` and
 ``_entry_regularised.pxi`` (the cell with recurrent dropout, zoneout, layer norm or cell
-clip, its driver and entry points, and dropout between layers), ``_gemm.pxd`` (the in-house GEMM), ``_blas`` (the BLAS shim),
-``_openmp.pxd`` and ``_test_hooks.pxi``.
+clip, its driver and entry points, and dropout between layers), ``_gemm.pxd`` (the in-house
+GEMM), ``_blas`` (the BLAS shim), ``_openmp.pxd``, ``_phases.pxi`` (timers for the bench's
+``--profile``), ``_plan.pxi`` (when a second thread pays, from costs measured once) and
+``_test_hooks.pxi``.
 
 A batch row b is *active* at time t when ``t < lengths[b]``, in both directions: the forward
 direction runs t = 0 .. T-1, the reverse one t = T-1 .. 0, and either way an inactive row keeps
@@ -36,9 +38,9 @@ from cython.parallel cimport parallel, prange, threadid
 from lstmx._activations cimport sigmoid, tanh_
 from lstmx._blas cimport NoTrans, Trans, gemm
 from lstmx._gemm cimport (
-    EDGE_ROWS, PARALLEL_WORK, TILED_GEMM, TILE_COLS, gemm_packed, gemm_packed_parallel,
-    gemm_packed_strided, gemm_small, pack_strips, share, strips)
-from lstmx._openmp cimport barrier, max_threads, num_threads
+    EDGE_ROWS, PARALLEL_WORK, TILED_GEMM, TILE_COLS, TILE_ROWS, gemm_packed,
+    gemm_packed_parallel, gemm_packed_strided, gemm_small, pack_strips, share, strips)
+from lstmx._openmp cimport barrier, max_threads, num_threads, thread_slot
 
 from lstmx._workspace import MIN_BYTES as POOL_MIN_BYTES, empty as pooled_empty
 
@@ -63,6 +65,8 @@ cdef enum:
     # BLAS takes C ints: no dimension or product of two may reach 2**31.
     BLAS_LIMIT = 2147483647
 
+include "_phases.pxi"
+include "_plan.pxi"
 include "_cell.pxi"
 include "_cell_regularised.pxi"
 include "_layer_serial.pxi"
@@ -191,6 +195,25 @@ cdef class LayerForward:
                             identity=identity, gates=gates, cells=cells)
         # The plan points into these: they live as long as it does.
         self.arrays = [x, W, U, b_ih, b_hh, R, peep, lengths, h, c, y, gates, cells] + work
+
+    def describe(self):
+        """The plan, for people: the driver and its threads, the steps of each chunk of the
+        input projection, and what runs each product ("tiles": the in-house gemm_packed)."""
+        cdef ForwardPlan *f = &self.plan
+        rows = f.Tc * f.B
+        return {
+            "driver": "threaded" if f.par else "serial", "threads": f.threads,
+            "chunk_steps": f.Tc,
+            "input_projection": "tiles" if f.Wp != NULL else "BLAS",
+            # forward_layer's projection runs on the OpenMP threads at inference
+            # (input_projection), on one thread when training.
+            "input_projection_threads": f.threads if f.par else (
+                1 if f.cells != NULL or f.Wp == NULL
+                or rows * 4 * f.H * f.n_in < PARALLEL_WORK
+                else min(max_threads(), strips(f.H))),
+            "recurrent": ("tiles" if f.par or f.Up != NULL
+                          else "gemm_small" if f.Ut != NULL else "BLAS"),
+            "projection": (None if f.P == 0 else "tiles" if f.Rp != NULL else "BLAS")}
 
 
 cdef void run_forward(floating kind, const ForwardPlan *f, int threads) noexcept nogil:
@@ -437,6 +460,18 @@ cdef class LayerBackward:
         # The plan points into these: they live as long as it does.
         self.arrays = [x, W, U, R, peep, lengths, h0, c0, y, gates, cells, dy, dh, dc, dx, dW,
                        dU, db, dR, dpeep] + work
+
+    def describe(self):
+        """The plan, for people: the driver and its threads, the steps of each chunk (whose
+        dx, dW and dU are one product each), and what runs the products."""
+        cdef BackwardPlan *f = &self.plan
+        cdef Py_ssize_t Hout = f.P if f.P > 0 else f.H
+        return {
+            "driver": "threaded" if f.par else "serial", "threads": f.threads,
+            "chunk_steps": f.Tc,
+            "recurrent": ("tiles" if f.par else "gemm_small"
+                          if f.B * 4 * f.H * Hout <= SMALL_PRODUCT else "BLAS"),
+            "chunk_products": "tiles" if f.par else "BLAS"}
 
 
 cdef void run_backward(floating kind, const BackwardPlan *f, int threads) noexcept nogil:

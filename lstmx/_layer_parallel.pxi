@@ -27,7 +27,9 @@ cdef void forward_parallel(
     cdef floating *h_old = NULL
     cdef floating *h_new = NULL
     cdef floating *zt = NULL
+    cdef double tick = 0
     with parallel(num_threads=threads):
+        tick = lap_start()
         part = threadid()
         parts = num_threads()
         s_lo = share(per, part, parts)
@@ -36,11 +38,13 @@ cdef void forward_parallel(
         u_hi = min(H, s_hi * TILE_COLS)
         nu = u_hi - u_lo
         pack_strips(H, 4, H, U, 1, H, s_lo, s_hi, Up)
+        tick = lap(tick, PHASE_RECURRENT)
         pack_strips(I, 4, H, W, 1, I, s_lo, s_hi, Wp)
         if b_ih != NULL:
             for g in range(4):
                 for j in range(g * H + u_lo, g * H + u_hi):
                     bias[j] = b_ih[j] + b_hh[j]
+        tick = lap(tick, PHASE_INPUT)
         s0 = 0
         while s0 < T:
             n = Tc if T - s0 > Tc else T - s0
@@ -48,12 +52,14 @@ cdef void forward_parallel(
             # This thread's columns of z = x @ W.T + b_ih + b_hh for the chunk.
             gemm_packed(n * B, I, x + t_lo * B * I, I, Wp, 4, H, s_lo, s_hi, False, gates, G,
                         bias if b_ih != NULL else NULL)
+            tick = lap(tick, PHASE_INPUT)
             for s in range(s0, s0 + n):
                 t = T - 1 - s if reverse else s
                 zt = gates + (t - t_lo) * B * G
                 h_old = h if s % 2 == 0 else h_alt
                 h_new = h_alt if s % 2 == 0 else h
                 gemm_packed(B, H, h_old, H, Up, 4, H, s_lo, s_hi, True, zt, G, NULL)
+                tick = lap(tick, PHASE_RECURRENT)
                 for bi in range(B):
                     if t >= length(lengths, bi, T):
                         memset(y + (t * B + bi) * ldy + u_lo, 0, nu * sizeof(floating))
@@ -71,7 +77,9 @@ cdef void forward_parallel(
                                nu * sizeof(floating))
                     memcpy(y + (t * B + bi) * ldy + u_lo, h_new + bi * H + u_lo,
                            nu * sizeof(floating))
+                tick = lap(tick, PHASE_CELL)
                 barrier()
+                tick = lap(tick, PHASE_SYNC)
             s0 = s0 + n  # (+= would be an OpenMP reduction)
         if T % 2 == 1:
             # The last step wrote h_alt.
@@ -112,12 +120,14 @@ cdef void backward_parallel(
     cdef bint all_active = True
     cdef const floating *prev = NULL
     cdef floating *dzt = NULL
+    cdef double tick = 0
     memset(dpeep, 0, 3 * H * sizeof(floating))
     memset(dW, 0, G * I * sizeof(floating))
     memset(dU, 0, G * H * sizeof(floating))
     if db != NULL:
         memset(db, 0, G * sizeof(floating))
     with parallel(num_threads=threads):
+        tick = lap_start()
         part = threadid()
         parts = num_threads()
         s_lo = share(per, part, parts)
@@ -129,7 +139,9 @@ cdef void backward_parallel(
         i_hi = share(per_in, part + 1, parts)
         # U as the (4H, H) right operand of dh = dz @ U, and W as the (4H, I) one of dx.
         pack_strips(G, 1, H, U, H, 1, s_lo, s_hi, Up)
+        tick = lap(tick, PHASE_RECURRENT)
         pack_strips(G, 1, I, W, I, 1, i_lo, i_hi, Wp)
+        tick = lap(tick, PHASE_INPUT)
         s0 = 0
         while s0 < T:
             n = Tc if T - s0 > Tc else T - s0
@@ -158,7 +170,9 @@ cdef void backward_parallel(
                                        dht + bi * H + u_lo, dc + bi * H + u_lo,
                                        dzt + bi * ldz + u_lo, m + bi * H + u_lo, peep + u_lo,
                                        dpeep + u_lo, lean, identity)
+                tick = lap(tick, PHASE_CELL)
                 barrier()
+                tick = lap(tick, PHASE_SYNC)
                 # dh_{t-1} = dz_t @ U on this thread's units; inactive rows keep their carry.
                 if all_active:
                     gemm_packed(B, G, dzt, ldz, Up, 1, H, s_lo, s_hi, False, dh, H, NULL)
@@ -168,10 +182,12 @@ cdef void backward_parallel(
                         if t < length(lengths, bi, T):
                             memcpy(dh + bi * H + u_lo, dhp + bi * H + u_lo,
                                    nu * sizeof(floating))
+                tick = lap(tick, PHASE_RECURRENT)
             # dz of the chunk is complete (barrier of its last step); read only from here on.
             # dx[chunk] += dz @ W   (n*B, I) += (n*B, 4H)(4H, I), this thread's strips of I
             gemm_packed(rows, G, dz, ldz, Wp, 1, I, i_lo, i_hi, True, dx + t_lo * B * I, I,
                         NULL)
+            tick = lap(tick, PHASE_INPUT)
             # h_{t-1} of every row of the chunk (h0 on a row's first step, else the
             # neighbouring row of y), this thread's units, packed; x[chunk] packed, this
             # thread's strips of I.
@@ -192,7 +208,9 @@ cdef void backward_parallel(
                     for g in range(4):
                         for j in range(g * H + u_lo, g * H + u_hi):
                             db[j] += dz[r * ldz + j]
+            tick = lap(tick, PHASE_WEIGHTS)
             barrier()
+            tick = lap(tick, PHASE_SYNC)
             # dW += dz.T @ x[chunk]   (4H, I) += (4H, n*B)(n*B, I), and dU likewise; this
             # thread's rows (the gates of its units); every row on tiles (see
             # gemm_packed_strided), so that no bit depends on how units are split.
@@ -201,7 +219,9 @@ cdef void backward_parallel(
                                     True, dW + (g * H + u_lo) * I, I, NULL, 1)
                 gemm_packed_strided(nu, rows, dz + g * H + u_lo, 1, ldz, hp, 1, H, 0, per,
                                     True, dU + (g * H + u_lo) * H, H, NULL, 1)
+            tick = lap(tick, PHASE_WEIGHTS)
             # The next chunk overwrites dz and the packed x and h_{t-1}.
             barrier()
+            tick = lap(tick, PHASE_SYNC)
             s0 = s0 + n  # (+= would be an OpenMP reduction)
 

@@ -87,6 +87,11 @@ cdef void forward_layer_regularised(floating kind, const RegForwardPlan *f) noex
     cdef floating *stats
     cdef Py_ssize_t st  # the step's offset in the training arrays (0 at inference)
     cdef floating k, clip = <floating> f.clip
+    # The biases start z, unless layer norm comes first (then they are added after it).
+    cdef const floating *b_ih = NULL
+    cdef const floating *b_hh = NULL
+    if not ln:
+        b_ih, b_hh = <const floating *> f.b_ih, <const floating *> f.b_hh
     if Ut != NULL:
         transpose(G, Hout, U, Ut)
     if f.Wp != NULL:
@@ -101,10 +106,8 @@ cdef void forward_layer_regularised(floating kind, const RegForwardPlan *f) noex
         t_lo = T - s0 - n if f.reverse else s0
         # z = x @ W.T (+ b_ih + b_hh unless layer norm comes first)   (n*B, 4H)
         input_projection(n * B, I, H, x + t_lo * B * I, <const floating *> f.W,
-                         <const floating *> f.Wp,
-                         NULL if ln else <const floating *> f.b_ih,
-                         NULL if ln else <const floating *> f.b_hh,
-                         <floating *> f.bias if not ln else NULL, proj, f.training)
+                         <const floating *> f.Wp, b_ih, b_hh, <floating *> f.bias, proj,
+                         f.training)
         for s in range(s0, s0 + n):
             t = T - 1 - s if f.reverse else s
             st = t if f.training else 0
@@ -231,6 +234,8 @@ cdef struct RegBackwardPlan:
     void *m       # (B, H)
     void *dn      # (H,)
     void *hprev   # h_d of a chunk (Tc*B, Hout)
+    void *Ub      # U packed for dz @ U, or NULL (then BLAS or gemm_small)
+    void *Rb      # R packed for dh @ R, or NULL
 
 
 cdef void backward_layer_regularised(floating kind, const RegBackwardPlan *f) noexcept nogil:
@@ -274,6 +279,15 @@ cdef void backward_layer_regularised(floating kind, const RegBackwardPlan *f) no
     cdef floating *dzht
     cdef floating *drow
     cdef floating k, clip = <floating> f.clip
+    cdef floating *Ub = <floating *> f.Ub
+    cdef floating *Rb = <floating *> f.Rb
+    # The per-step products on gemm_packed (AVX2, AVX-512 builds): a BLAS call per step
+    # wakes OpenBLAS's threads at every step, which on a busy machine cost many times the
+    # arithmetic.
+    if Ub != NULL:
+        pack_strips(G, 1, Hout, U, Hout, 1, 0, strips(Hout), Ub)
+    if Rb != NULL:
+        pack_strips(P, 1, H, R, H, 1, 0, strips(H), Rb)
     memset(f.dpeep, 0, 3 * H * sizeof(floating))
     memset(dW, 0, G * I * sizeof(floating))
     memset(dU, 0, G * Hout * sizeof(floating))
@@ -305,7 +319,10 @@ cdef void backward_layer_regularised(floating kind, const RegBackwardPlan *f) no
                     memset(dhtil + bi * Hout, 0, Hout * sizeof(floating))
             if P > 0:
                 # dm = dh~ @ R   (B, H) = (B, P)(P, H)
-                gemm(NoTrans, NoTrans, B, H, P, 1, dhtil, P, R, H, 0, dm, H)
+                if Rb != NULL:
+                    gemm_packed(B, P, dhtil, P, Rb, 1, H, 0, strips(H), False, dm, H, NULL)
+                else:
+                    gemm(NoTrans, NoTrans, B, H, P, 1, dhtil, P, R, H, 0, dm, H)
             for bi in range(B):
                 if t >= length(f.lengths, bi, T):
                     memset(dzt + bi * G, 0, G * sizeof(floating))
@@ -342,7 +359,10 @@ cdef void backward_layer_regularised(floating kind, const RegBackwardPlan *f) no
                 # dR += dh~.T @ m   (P, H) += (P, B)(B, H)
                 gemm(Trans, NoTrans, P, H, B, 1, dhtil, P, m, H, 1, dR, H)
             # dh_d = dz_h @ U   (B, Hout) = (B, 4H)(4H, Hout)
-            if B * G * Hout <= SMALL_PRODUCT:
+            if Ub != NULL:
+                gemm_packed(B, G, dzht, G, Ub, 1, Hout, 0, strips(Hout), False, dhp, Hout,
+                            NULL)
+            elif B * G * Hout <= SMALL_PRODUCT:
                 gemm_small(B, Hout, G, dzht, G, U, Hout, 0, dhp, Hout)
             else:
                 gemm(NoTrans, NoTrans, B, Hout, G, 1, dzht, G, U, Hout, 0, dhp, Hout)

@@ -67,14 +67,17 @@ cdef void forward_layer(
     cdef Py_ssize_t s0, n, t_lo, s, t, bi
     cdef floating *zt
     cdef floating *mrow
-    if Ut != NULL:
-        transpose(G, Hout, U, Ut)
+    cdef double tick = lap_start()
     if Wp != NULL:
         pack_strips(I, 4, H, W, 1, I, 0, strips(H), Wp)
+    tick = lap(tick, PHASE_INPUT)
+    if Ut != NULL:
+        transpose(G, Hout, U, Ut)
     if Up != NULL:
         pack_strips(Hout, 4, H, U, 1, Hout, 0, strips(H), Up)
     if Rp != NULL:
         pack_strips(H, 1, P, R, 1, H, 0, strips(P), Rp)
+    tick = lap(tick, PHASE_RECURRENT)
     s0 = 0
     while s0 < T:
         # Steps s0 .. s0+n-1 in processing order are times t_lo .. t_lo+n-1.
@@ -82,6 +85,7 @@ cdef void forward_layer(
         t_lo = T - s0 - n if reverse else s0
         input_projection(n * B, I, H, x + t_lo * B * I, W, Wp, b_ih, b_hh, bias, gates,
                          cells != NULL)
+        tick = lap(tick, PHASE_INPUT)
         for s in range(s0, s0 + n):
             t = T - 1 - s if reverse else s
             zt = gates + (t - t_lo) * B * G
@@ -92,6 +96,7 @@ cdef void forward_layer(
                 gemm_packed(B, Hout, h, Hout, Up, 4, H, 0, strips(H), True, zt, G, NULL)
             else:
                 gemm(NoTrans, Trans, B, G, Hout, 1, h, Hout, U, Hout, 1, zt, G)
+            tick = lap(tick, PHASE_RECURRENT)
             for bi in range(B):
                 if t >= length(lengths, bi, T):
                     memset(y + (t * B + bi) * ldy, 0, Hout * sizeof(floating))
@@ -106,16 +111,19 @@ cdef void forward_layer(
                     memcpy(cells + (t * B + bi) * H, c + bi * H, H * sizeof(floating))
                 if P == 0:
                     memcpy(y + (t * B + bi) * ldy, mrow, H * sizeof(floating))
+            tick = lap(tick, PHASE_CELL)
             if P > 0:
                 # h = m @ R.T   (B, P) = (B, H)(H, P); only active rows take it.
                 if Rp != NULL:
                     gemm_packed(B, H, m, H, Rp, 1, P, 0, strips(P), False, hp, P, NULL)
                 else:
                     gemm(NoTrans, Trans, B, P, H, 1, m, H, R, H, 0, hp, P)
+                tick = lap(tick, PHASE_RECURRENT)
                 for bi in range(B):
                     if t < length(lengths, bi, T):
                         memcpy(h + bi * P, hp + bi * P, P * sizeof(floating))
                         memcpy(y + (t * B + bi) * ldy, hp + bi * P, P * sizeof(floating))
+                tick = lap(tick, PHASE_CELL)
         s0 += n
 
 
@@ -146,6 +154,7 @@ cdef void backward_layer(
     cdef floating *dzt
     cdef floating *dmt = dm if P > 0 else dht
     cdef floating *hprev = scratch
+    cdef double tick = lap_start()
     memset(dpeep, 0, 3 * H * sizeof(floating))
     memset(dW, 0, G * I * sizeof(floating))
     memset(dU, 0, G * Hout * sizeof(floating))
@@ -153,6 +162,7 @@ cdef void backward_layer(
         memset(dR, 0, P * H * sizeof(floating))
     if db != NULL:
         memset(db, 0, G * sizeof(floating))
+    tick = lap(tick, PHASE_WEIGHTS)
     s0 = 0
     while s0 < T:
         # Backward visits the steps in the opposite order of the forward pass; this chunk
@@ -171,9 +181,11 @@ cdef void backward_layer(
                 else:
                     all_active = False
                     memset(dht + bi * Hout, 0, Hout * sizeof(floating))
+            tick = lap(tick, PHASE_CELL)
             if P > 0:
                 # dm = dh @ R   (B, H) = (B, P)(P, H)
                 gemm(NoTrans, NoTrans, B, H, P, 1, dht, P, R, H, 0, dm, H)
+                tick = lap(tick, PHASE_RECURRENT)
             for bi in range(B):
                 if t >= length(lengths, bi, T):
                     memset(dzt + bi * G, 0, G * sizeof(floating))
@@ -188,9 +200,11 @@ cdef void backward_layer(
                 cell_backward_rows(H, H, gates + (t * B + bi) * G, cells + (t * B + bi) * H,
                                    cprev, dmt + bi * H, dc + bi * H, dzt + bi * G, m + bi * H,
                                    peep, dpeep, False, identity)
+            tick = lap(tick, PHASE_CELL)
             if P > 0:
                 # dR += dh.T @ m   (P, H) += (P, B)(B, H)
                 gemm(Trans, NoTrans, P, H, B, 1, dht, P, m, H, 1, dR, H)
+                tick = lap(tick, PHASE_WEIGHTS)
             # dh_{t-1} = dz_t @ U   (B, Hout) = (B, 4H)(4H, Hout); inactive rows keep their carry.
             dst = dh if all_active else dhp
             if B * G * Hout <= SMALL_PRODUCT:
@@ -201,9 +215,11 @@ cdef void backward_layer(
                 for bi in range(B):
                     if t < length(lengths, bi, T):
                         memcpy(dh + bi * Hout, dhp + bi * Hout, Hout * sizeof(floating))
+            tick = lap(tick, PHASE_RECURRENT)
 
         # dx[chunk] += dz @ W   (n*B, I) += (n*B, 4H)(4H, I)
         gemm(NoTrans, NoTrans, n * B, I, G, 1, dz, G, W, I, 1, dx + t_lo * B * I, I)
+        tick = lap(tick, PHASE_INPUT)
         # h_{t-1} of every row of the chunk: h0 on the row's first step, else the neighbouring
         # output row of y (zero past a row's end, where dz is zero too).
         for t in range(t_lo, t_lo + n):
@@ -223,5 +239,6 @@ cdef void backward_layer(
             for s in range(n * B):
                 for j in range(G):
                     db[j] += dz[s * G + j]
+        tick = lap(tick, PHASE_WEIGHTS)
         s0 += n
 

@@ -11,7 +11,7 @@ import typing
 
 import numpy as np
 
-__all__ = ["Masks", "as_generator", "draw"]
+__all__ = ["Masks", "check_rng", "as_generator", "draw"]
 
 
 class Masks(typing.NamedTuple):
@@ -31,17 +31,24 @@ class Masks(typing.NamedTuple):
     zoneout_h: list
 
 
-def as_generator(rng) -> np.random.Generator:
-    """``rng`` as a Generator: an int seeds a new one, None draws fresh entropy."""
+def check_rng(rng):
+    """``rng`` if it is None, a non-negative int or a Generator, else a TypeError or
+    ValueError. (Checked at every training call; a Generator is made only when masks are
+    drawn: seeding one from the OS costs more than a small model's step.)"""
     if rng is None or isinstance(rng, np.random.Generator):
-        return np.random.default_rng(rng)
+        return rng
     if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, (int, np.integer)):
         raise TypeError(f"rng must be None, a non-negative int or a numpy.random.Generator; "
                         f"got {type(rng).__name__} {rng!r}")
     if rng < 0:
         raise ValueError(f"rng must be None, a non-negative int or a numpy.random.Generator; "
                          f"got {rng}")
-    return np.random.default_rng(int(rng))
+    return int(rng)
+
+
+def as_generator(rng) -> np.random.Generator:
+    """``rng`` as a Generator: an int seeds a new one, None draws fresh entropy."""
+    return np.random.default_rng(check_rng(rng))
 
 
 def _scaled(rng, shape, p, dtype):
@@ -62,11 +69,13 @@ def _kept(rng, shape, p, dtype):
 def draw(cfg, T: int, B: int, rng) -> Masks | None:
     """The masks of a training pass of ``cfg`` over T steps of a batch of B, drawn from
     ``rng`` (see ``as_generator``) in a fixed order; None when the options need none."""
-    rng = as_generator(rng)
+    if not cfg.draws_masks:
+        if rng is not None:
+            check_rng(rng)
+        return None
     L, D, H, Hout = cfg.num_layers, cfg.num_directions, cfg.hidden_size, cfg.output_size
     p_c, p_h = cfg.zoneout
-    if cfg.recurrent_dropout == 0 and p_c == 0 and p_h == 0 and (cfg.dropout == 0 or L == 1):
-        return None
+    rng = as_generator(rng)
     masks = Masks([], [], [], [])
     for k in range(L):
         for _ in range(D):

@@ -243,8 +243,10 @@ class LSTM(_Parameterised):
         c_t = p_c c_{t-1} + (1-p_c) c~_t (and the same for h).
     layer_norm : bool, default False
         z = LN(x W^T) + LN(h U^T) + b_ih + b_hh (LN over each row's 4H) and
-        h = o * act(LN(c_t)), with ``layer_norm_{ih,hh}_{weight,bias}{s}`` (4H,) and
-        ``layer_norm_c_{weight,bias}{s}`` (H,), initialised to 1 and 0.
+        h = o * act(LN(c_t)), with ``layer_norm_ih_weight{s}``, ``layer_norm_ih_bias{s}``,
+        ``layer_norm_hh_weight{s}`` and ``layer_norm_hh_bias{s}`` (4H,), and
+        ``layer_norm_c_weight{s}`` and ``layer_norm_c_bias{s}`` (H,): the gains (weights)
+        initialised to 1, the biases to 0.
     cell_clip : float or None, default None
         Clip c_t to [-cell_clip, cell_clip] right after its update (TF1's ``cell_clip``).
 
@@ -423,7 +425,6 @@ class LSTM(_Parameterised):
         y, (h_n, c_n) : as ``__call__``; ``y`` is read-only (the cache shares it)
         cache : LSTMCache
         """
-        rng = _masks.as_generator(rng)
         if self._is_unbatched(x):
             y, (h_n, c_n), cache = self.forward_train(*self._batch_one(x, state), lengths,
                                                       rng)
@@ -502,8 +503,8 @@ class LSTMCell(_Parameterised):
     init : {"pytorch", "keras"}, default "pytorch"
     zoneout : float or pair (p_c, p_h), default 0
     layer_norm : bool, default False
-        With ``layer_norm_{ih,hh}_{weight,bias}`` (4H,) and ``layer_norm_c_{weight,bias}``
-        (H,).
+        With ``layer_norm_ih_weight``, ``layer_norm_ih_bias``, ``layer_norm_hh_weight`` and
+        ``layer_norm_hh_bias`` (4H,), ``layer_norm_c_weight`` and ``layer_norm_c_bias`` (H,).
     cell_clip : float or None, default None
         As for ``LSTM`` (a step has no sequence: the two dropouts are the layer's).
 
@@ -606,7 +607,6 @@ class LSTMCell(_Parameterised):
         """One step, also returning the cache for ``backward``: ((h, c), cache). ``rng``
         (int, numpy.random.Generator or None) draws the zoneout masks, as for
         ``LSTM.forward_train``."""
-        rng = _masks.as_generator(rng)
         x, h, c, lengths = self._inputs(x, state, training=True)
         masks = self._masks(1, x.shape[1], rng)
         try:

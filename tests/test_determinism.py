@@ -16,8 +16,13 @@ from lstmx import _dispatch, _engine
 # thread count (docs/guarantees.md, "Determinism"): the promise is the tile kernels'.
 @pytest.fixture(params=[v for v in _dispatch.available() if v != "baseline"])
 def variant(request, monkeypatch):
-    monkeypatch.setattr(_engine, "_kernels", _dispatch.load(request.param))
-    return request.param
+    kernels = _dispatch.load(request.param)
+    monkeypatch.setattr(_engine, "_kernels", kernels)
+    # Costs under which every team pays, so that the threaded drivers run the thread counts
+    # asked for (the measured plan may keep small shapes on one thread).
+    kernels.set_plan_costs({n: {"barrier_s": 0.0, "fma_s": 1e-10} for n in range(1, 9)})
+    yield request.param
+    kernels.forget_plan_costs()
 
 
 def train_step(m, x, lengths):

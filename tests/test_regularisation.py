@@ -373,3 +373,60 @@ def test_layer_norm_parameters_are_live():
     assert not np.allclose(y0, y1)
     lstm.layer_norm_c_weight_l0[:] = 1
     np.testing.assert_array_equal(lstm(x)[0], y0)
+
+
+def _seeded_train_step(lstm, problem):
+    x, state, lens, dy, dstate, seed = problem
+    y, (h, c), cache = lstm.forward_train(x, state, lens, rng=seed)
+    dx, (dh0, dc0), grads = lstm.backward(cache, dy, dstate)
+    y_inf, (h_inf, c_inf) = lstm(x, state, lens)
+    return [y, h, c, dx, dh0, dc0, y_inf, h_inf, c_inf, *grads.values()]
+
+
+def test_thread_pool_equals_serial():
+    from concurrent.futures import ThreadPoolExecutor
+    lstm = LSTM(3, 5, 2, bidirectional=True, dropout=0.3, recurrent_dropout=0.2,
+                zoneout=0.2, layer_norm=True, cell_clip=0.8, seed=0)
+    problems = []
+    for k in range(16):
+        rng = np.random.default_rng(k)
+        problems.append((*random_problem(lstm, 2 + k % 5, 1 + k % 3, rng, lengths=True), k))
+    serial = [_seeded_train_step(lstm, p) for p in problems]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(lambda p: _seeded_train_step(lstm, p), problems))
+    for s, t in zip(serial, threaded):
+        for u, v in zip(s, t):
+            np.testing.assert_array_equal(u, v, strict=True)
+
+
+@pytest.mark.parametrize("kernel", ["forward", "backward"])
+def test_regularised_kernels_release_the_gil(kernel):
+    # A kernel call long enough (~0.1 s and more) that, if it held the GIL, this thread could
+    # not run in the middle of it; it must tick throughout.
+    import threading
+    import time
+    lstm = LSTM(8, 32, layer_norm=True, zoneout=0.1, recurrent_dropout=0.1,
+                dtype=np.float64, seed=0)
+    x = np.random.default_rng(0).standard_normal((3000, 8, 8))
+    y, _, cache = lstm.forward_train(x, rng=0)
+    window = []
+
+    def run():
+        t0 = time.perf_counter()
+        if kernel == "forward":
+            lstm.forward_train(x, rng=0)
+        else:
+            lstm.backward(cache, np.ones_like(y))
+        window.extend([t0, time.perf_counter()])
+
+    worker = threading.Thread(target=run)
+    ticks = []
+    worker.start()
+    while worker.is_alive():
+        ticks.append(time.perf_counter())
+    worker.join()
+    ticks = np.array(ticks)
+    t0, t1 = window
+    third = (t1 - t0) / 3
+    assert third > 0.01, "the kernel call is too short to tell"
+    assert np.count_nonzero((ticks > t0 + third) & (ticks < t1 - third)) > 0

@@ -1,0 +1,219 @@
+# When a second thread pays: the threaded drivers' team size, from costs measured once per process.
+#
+# Included by _kernels.pyx (after _phases.pxi, before _contract.pxi). A step of the threaded
+# drivers is a product of B * 4H * (I + H) multiply-adds split between the team, then one
+# barrier. Whether a team of n beats one thread depends on the CPU and the machine (a barrier
+# costs ~1 us between two idle cores, milliseconds between two vCPUs of a busy host, and two
+# SMT siblings do not double the multiply-adds), so the costs are measured here, not assumed:
+# the first time a shape could use a team, this times a barrier of that team and the tile
+# kernel's multiply-adds on one thread and split across the team (~20 ms on an idle machine,
+# a few hundred on a busy one). The drivers' results do not depend on their team size
+# (tests/test_determinism.py), so the measurements change speed, never a bit.
+
+cdef enum:
+    PLAN_MIN_WORK = 1 << 14  # multiply-adds a step below which one thread is never beaten
+    PLAN_TEAMS = 65          # team sizes remembered (0 .. 64)
+    PLAN_ROUNDS = 10         # timed products; the fastest is kept
+    PLAN_WARM = 100          # products before them, at most
+    PLAN_PAIRS = 33          # pairs of barriers timed at most (the first wakes the team)
+    PLAN_DEPTH = 256         # k of the timed tile-kernel product
+    PLAN_STRIPS = 16         # strips of TILE_COLS columns in it, at least (2 per thread)
+
+# The k of the timed product, read at run time: with k a constant, GCC vectorises the tile
+# kernel across k instead of its columns, and the timing would be of another, slower loop.
+cdef Py_ssize_t plan_depth = PLAN_DEPTH
+# Seconds after which the barrier timing, and a product's warm-up, stop with what they have: on
+# a busy machine each barrier can take a scheduler's time slice.
+cdef double PLAN_BUDGET = 0.02
+# A team is chosen when its predicted step is at most this fraction of one thread's: a
+# prediction a few percent better is within the measurements' noise.
+cdef double PLAN_GAIN = 0.85
+
+# Per team size n (index n): seconds per barrier, and seconds per multiply-add of one thread
+# of n splitting a product (n = 1: alone), float32; -1 until measured.
+cdef double plan_barrier_s[PLAN_TEAMS]
+cdef double plan_fma_s[PLAN_TEAMS]
+
+
+cdef void reset_plan_costs() noexcept nogil:
+    cdef int n
+    for n in range(PLAN_TEAMS):
+        plan_barrier_s[n] = -1
+        plan_fma_s[n] = -1
+
+reset_plan_costs()
+
+
+cdef double median_of(double *v, int n) noexcept nogil:
+    """The median of v[:n] (sorts v in place; n is small)."""
+    cdef int i, j
+    cdef double t
+    for i in range(1, n):
+        t = v[i]
+        j = i - 1
+        while j >= 0 and v[j] > t:
+            v[j + 1] = v[j]
+            j -= 1
+        v[j + 1] = t
+    return v[n // 2]
+
+
+cdef double min_of(const double *v, int n) noexcept nogil:
+    cdef int i
+    cdef double low = v[0]
+    for i in range(1, n):
+        low = min(low, v[i])
+    return low
+
+
+cdef double time_barriers(int team) noexcept nogil:
+    """Seconds per barrier of a team of ``team`` threads: the median over up to PLAN_PAIRS
+    pairs of barriers, after one that wakes the team, stopping after PLAN_BUDGET seconds (on
+    a busy machine one barrier can take a scheduler's time slice)."""
+    cdef double t[PLAN_PAIRS]
+    cdef double shared[2]  # [0]: when the pair began; [1]: pairs timed once the budget is spent
+    cdef double began = clock_now()
+    cdef int r = 0
+    shared[1] = 0
+    with parallel(num_threads=team):
+        for r in range(PLAN_PAIRS):
+            if threadid() == 0:
+                shared[0] = clock_now()
+            barrier()
+            barrier()
+            if threadid() == 0:
+                t[r] = (clock_now() - shared[0]) / 2
+                if r == PLAN_PAIRS - 1 or (r >= 1 and clock_now() - began > PLAN_BUDGET):
+                    shared[1] = r
+            barrier()  # thread 0's decision is seen by all: they leave after the same pair
+            if shared[1] > 0:
+                break
+    return median_of(t + 1, <int> shared[1])
+
+
+cdef double time_product(int team, Py_ssize_t nstrips, const float *A, const float *Bp,
+                         float *C) noexcept nogil:
+    """Seconds a team of ``team`` takes to split a product on the tile kernel as the threaded
+    drivers split theirs (strips of columns; ``nstrips`` of them), one barrier included: the
+    fastest of PLAN_ROUNDS products of (TILE_ROWS * 4, plan_depth) x (plan_depth,
+    nstrips * TILE_COLS), each from a barrier to a barrier, after up to PLAN_WARM (at most
+    PLAN_BUDGET seconds) that wake the cores (a host may have descheduled an idle vCPU, and
+    a core idles slower) and warm the caches. So what threads lose to each other (SMT
+    siblings, vCPUs of one busy host, shared caches) is in it."""
+    cdef Py_ssize_t m = TILE_ROWS * 4, width = nstrips * TILE_COLS, k = plan_depth
+    cdef double t[PLAN_ROUNDS]
+    cdef double shared[2]  # [0]: when the warm-up began; [1]: 1 once it is over
+    cdef double start = 0
+    cdef int r = 0, part = 0, timed = 0
+    cdef bint warm = True
+    shared[1] = 0
+    with parallel(num_threads=team):
+        part = threadid()
+        timed = 0
+        r = 0
+        while timed < PLAN_ROUNDS:
+            barrier()
+            # Thread 0 writes shared[1] only between the second barrier and the next first
+            # one: every thread reads the same value here.
+            warm = shared[1] == 0
+            if part == 0:
+                start = clock_now()
+                if r == 0:
+                    shared[0] = start
+            gemm_packed(m, k, A, k, Bp, 1, width, share(nstrips, part, team),
+                        share(nstrips, part + 1, team), False, C, width, NULL)
+            barrier()
+            if part == 0:
+                if not warm:
+                    t[timed] = clock_now() - start
+                elif r + 1 >= PLAN_WARM or clock_now() - shared[0] > PLAN_BUDGET:
+                    shared[1] = 1
+            if not warm:
+                timed = timed + 1
+            r = r + 1
+    # The fastest: noise (another process, an interrupt) only ever adds time.
+    return min_of(t, PLAN_ROUNDS)
+
+
+cdef int measure_team(int team) except -1:
+    """Fill plan_barrier_s[team], plan_fma_s[team] and plan_fma_s[1] if not yet measured."""
+    if plan_barrier_s[team] >= 0 and plan_fma_s[team] >= 0 and plan_fma_s[1] >= 0:
+        return 0
+    cdef Py_ssize_t m = TILE_ROWS * 4, nstrips = max(PLAN_STRIPS, 2 * team)
+    cdef Py_ssize_t width = nstrips * TILE_COLS
+    # Operands of any values: the timing of multiply-adds does not depend on them (no
+    # denormals: 0.5 and 1).
+    A_array = np.full(m * plan_depth, 0.5, np.float32)
+    Bp_array = np.ones(plan_depth * width, np.float32)
+    C_array = np.empty(m * width, np.float32)
+    cdef float[::1] A = A_array
+    cdef float[::1] Bp = Bp_array
+    cdef float[::1] C = C_array
+    cdef double fmas = m * width * plan_depth, product
+    # With the GIL held: two Python threads planning at once would time each other.
+    if plan_fma_s[1] < 0:
+        plan_fma_s[1] = time_product(1, nstrips, &A[0], &Bp[0], &C[0]) / fmas
+    if team > 1:
+        # The product first: it wakes the team's cores for the barriers.
+        product = time_product(team, nstrips, &A[0], &Bp[0], &C[0])
+        plan_barrier_s[team] = time_barriers(team)
+        # Seconds per multiply-add of one thread of the team, the barrier taken out.
+        plan_fma_s[team] = max(product - plan_barrier_s[team], 0) * team / fmas
+    else:
+        plan_barrier_s[team] = 0
+    return 0
+
+
+cdef int plan_threads(Py_ssize_t work, int available, bint double) except -1:
+    """The team for a threaded driver's step of ``work`` multiply-adds, at most ``available``
+    threads: of the teams 2, 4, 8, ... and ``available``, the one whose predicted step (work
+    / n multiply-adds at the team's measured speed, plus a barrier) is fastest, if at most
+    PLAN_GAIN of one thread's; else 1. float64 multiply-adds cost twice float32's (half as
+    many to a vector)."""
+    if available < 2 or work < PLAN_MIN_WORK:
+        return 1
+    available = min(available, PLAN_TEAMS - 1)
+    cdef int n = 2, team, best = 1
+    cdef double scale = 2 if double else 1
+    cdef double alone = -1, best_time = -1, step
+    while True:
+        team = min(n, available)
+        measure_team(team)
+        if alone < 0:
+            alone = best_time = work * plan_fma_s[1] * scale
+        step = work * plan_fma_s[team] * scale / team + plan_barrier_s[team]
+        if step < best_time and step <= PLAN_GAIN * alone:
+            best, best_time = team, step
+        if team == available:
+            return best
+        n *= 2
+
+
+def plan_costs():
+    """The costs measured so far (see plan_threads), per team size: {n: {"barrier_s",
+    "fma_s"}}; team 1 is one thread alone. Empty until a shape needed them."""
+    return {n: {"barrier_s": max(plan_barrier_s[n], 0), "fma_s": plan_fma_s[n]}
+            for n in range(1, PLAN_TEAMS) if plan_fma_s[n] >= 0}
+
+
+def forget_plan_costs():
+    """Forget the measured costs, so that the next plan measures them again (after the
+    machine's load has changed, say)."""
+    reset_plan_costs()
+
+
+def set_plan_costs(costs):
+    """Replace the measured costs: ``costs`` as plan_costs() returns them (for tests of the
+    choice, and to pin a plan)."""
+    reset_plan_costs()
+    for n, c in costs.items():
+        if not 1 <= n < PLAN_TEAMS or c["fma_s"] <= 0 or c["barrier_s"] < 0:
+            raise ValueError(f"set_plan_costs: team {n} with {c} is not a team size in "
+                             f"[1, {PLAN_TEAMS - 1}] with positive costs")
+        plan_barrier_s[n], plan_fma_s[n] = c["barrier_s"], c["fma_s"]
+
+
+def plan_team(Py_ssize_t work, int available, bint double=False):
+    """The team plan_threads chooses for a step of ``work`` multiply-adds on at most
+    ``available`` threads (measuring the costs it lacks)."""
+    return plan_threads(work, available, double)

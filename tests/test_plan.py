@@ -1,0 +1,142 @@
+"""The plan: when the threaded drivers take a team, from costs measured once per process, and
+how a plan is shown (``LayerForward.describe``, ``python -m lstmx plan``).
+
+A measured choice may change speed, never a bit: the results under a plan that always takes a
+team and one that never does are compared bit for bit.
+"""
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+from threadpoolctl import threadpool_limits
+
+import lstmx
+from lstmx import _dispatch, _engine
+from lstmx.__main__ import main as cli
+from lstmx._plan_report import describe_plan, format_plan
+
+kernels = _dispatch.kernels
+THREADED = [v for v in _dispatch.available() if v != "baseline"]  # the variants with teams
+
+
+@pytest.fixture
+def pinned():
+    """Pin the plan's costs for a test, and measure afresh after it."""
+    yield kernels.set_plan_costs
+    kernels.forget_plan_costs()
+
+
+def costs(fma, barrier, teams=range(1, 9)):
+    return {n: {"barrier_s": 0.0 if n == 1 else barrier, "fma_s": fma(n)} for n in teams}
+
+
+def test_team_pays_when_its_barrier_is_cheap(pinned):
+    pinned(costs(lambda n: 1e-11, 1e-6))
+    work = 10 ** 6  # 10 us on one thread: 5 us + 1 us on two
+    assert kernels.plan_team(work, 2) == 2
+    assert kernels.plan_team(work, 4) == 4
+    assert kernels.plan_team(work, 3) == 3  # teams 2 and then the available 3
+    assert kernels.plan_team(work, 1) == 1
+
+
+def test_one_thread_when_a_barrier_costs_more_than_it_saves(pinned):
+    pinned(costs(lambda n: 1e-11, 1e-5))
+    assert kernels.plan_team(10 ** 6, 2) == 1  # 10 us alone, 5 + 10 us on two
+    assert kernels.plan_team(10 ** 8, 2) == 2  # 1 ms alone, 0.5 ms + 10 us on two
+
+
+def test_one_thread_when_a_team_multiplies_no_faster(pinned):
+    # Two SMT siblings (or two vCPUs of one core): each multiplies at half speed at once.
+    pinned(costs(lambda n: 1e-11 * n, 1e-7))
+    assert kernels.plan_team(10 ** 8, 2) == 1
+    # A team must save a margin, not break even within noise.
+    pinned(costs(lambda n: 1e-11 * (1.75 if n > 1 else 1), 0.0))
+    assert kernels.plan_team(10 ** 8, 2) == 1
+    pinned(costs(lambda n: 1e-11 * (1.5 if n > 1 else 1), 0.0))
+    assert kernels.plan_team(10 ** 8, 2) == 2
+
+
+def test_float64_steps_cost_twice_and_split_sooner(pinned):
+    pinned(costs(lambda n: 1e-11, 4e-6))
+    work = 10 ** 6  # float32: 10 us alone, 5 + 4 us on two (0.9: not enough); float64 20 vs 14
+    assert kernels.plan_team(work, 2, False) == 1
+    assert kernels.plan_team(work, 2, True) == 2
+
+
+def test_tiny_steps_stay_on_one_thread_without_measuring(pinned):
+    pinned({})
+    assert kernels.plan_team(1000, 2) == 1
+    assert kernels.plan_costs() == {}
+
+
+def test_costs_are_measured_once_and_reported(pinned):
+    pinned({})
+    with threadpool_limits(2):
+        team = kernels.plan_team(10 ** 7, 2)
+    measured = kernels.plan_costs()
+    assert team in (1, 2) and set(measured) == {1, 2}
+    assert measured[1]["fma_s"] > 0 and measured[2]["fma_s"] > 0
+    assert measured[2]["barrier_s"] > 0
+    kernels.plan_team(10 ** 7, 2)
+    assert kernels.plan_costs() == measured  # not measured again
+
+
+@pytest.mark.parametrize("bad", [{0: {"barrier_s": 0.0, "fma_s": 1e-11}},
+                                 {2: {"barrier_s": -1.0, "fma_s": 1e-11}},
+                                 {2: {"barrier_s": 0.0, "fma_s": 0.0}},
+                                 {99: {"barrier_s": 0.0, "fma_s": 1e-11}}])
+def test_set_plan_costs_refuses_what_is_not_a_cost(bad, pinned):
+    with pytest.raises(ValueError, match="set_plan_costs"):
+        pinned(bad)
+
+
+@pytest.mark.parametrize("variant", THREADED)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_plan_changes_no_bit(variant, dtype, monkeypatch):
+    k = _dispatch.load(variant)
+    monkeypatch.setattr(_engine, "_kernels", k)
+    m = lstmx.LSTM(20, 70, bidirectional=True, dtype=dtype, seed=3)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 24, 20)).astype(dtype)
+    results = []
+    try:
+        for barrier in (0.0, 1.0):  # every team pays; none does
+            k.set_plan_costs(costs(lambda n: 1e-10, barrier))
+            with threadpool_limits(2):
+                call = k.LayerForward(x=x.reshape(-1, 20), W=m.weight_ih_l0, U=m.weight_hh_l0,
+                                      h=np.zeros((24, 70), dtype), c=np.zeros((24, 70), dtype),
+                                      y=np.zeros((5, 24, 70), dtype))
+                assert call.describe()["threads"] == (2 if barrier == 0 else 1)
+                y, (h, c), cache = m.forward_train(x)
+                dx, _, grads = m.backward(cache, np.cos(np.asarray(y)))
+            results.append([np.array(y), h, c, dx] + [grads[n] for n in sorted(grads)])
+    finally:
+        k.forget_plan_costs()
+    for team, alone in zip(*results):
+        assert_array_equal(team, alone)
+
+
+def test_describe_names_the_driver_and_products(pinned):
+    pinned(costs(lambda n: 1e-10, 0.0))
+    small = describe_plan(T=100, B=1, I=32, H=32, threads=2)
+    assert small["plans"]["forward (inference)"]["driver"] == "serial"
+    assert small["plans"]["forward (inference)"]["recurrent"] == "gemm_small"
+    proj = describe_plan(T=10, B=32, I=16, H=64, proj_size=8, threads=2)
+    assert proj["plans"]["forward (training)"]["projection"] in ("tiles", "BLAS")
+    assert proj["plans"]["backward"]["driver"] == "serial"
+    big = describe_plan(T=4, B=40, I=64, H=128, threads=2)
+    for name in ("forward (inference)", "forward (training)", "backward"):
+        plan = big["plans"][name]
+        if "avx" in big["variant"]:
+            assert plan["driver"] == "threaded" and plan["threads"] == 2
+        else:
+            assert plan["driver"] == "serial" and plan["threads"] == 1
+    text = format_plan(big)
+    assert "T=4 B=40 I=64 H=128" in text and "backward" in text
+
+
+def test_cli_plan(capsys):
+    assert cli(["plan", "-T", "20", "-B", "8", "-I", "3", "-H", "40", "--threads", "1"]) == 0
+    assert "lstmx plan: T=20 B=8 I=3 H=40" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli(["plan", "-T", "0", "-B", "8", "-I", "3", "-H", "40"])
+    assert "T must be" in capsys.readouterr().err
