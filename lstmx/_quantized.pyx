@@ -1,4 +1,4 @@
-# The int8 and bfloat16 inference kernels of lstmx.QuantizedLSTM: one layer and direction over a sequence.
+# The int8 and bfloat16 inference kernels of lstmx.QuantizedLSTM: one layer and direction.
 """Quantised inference kernels: one layer and direction over a sequence, in int8 or bfloat16.
 
 What is rounded, and how, is ``docs/quantization.md``; ``lstmx/reference_quantized.py`` is the
@@ -144,8 +144,11 @@ cdef void int_product_columns(
     """Columns [tile * COLS, tile * COLS + COLS) of rows [r0, r1) of the product of
     ``int_product``: into z (scaled and added) or, when ``raw`` is not NULL, into raw."""
     cdef int32_t acc[ROWS * COLS]
-    cdef Py_ssize_t r, i, j, n, n0 = tile * COLS
+    cdef Py_ssize_t r, i, j, n0 = tile * COLS
+    cdef Py_ssize_t n_cols = N - n0 if N - n0 < COLS else COLS
     cdef const int16_t *a1
+    cdef float *zr
+    cdef float s
     r = r0
     while r < r1:
         # An odd last row is paired with itself; the duplicate sums are not stored.
@@ -154,14 +157,19 @@ cdef void int_product_columns(
         for i in range(ROWS):
             if r + i >= rows:
                 break
-            for j in range(COLS):
-                n = n0 + j
-                if n >= N:
-                    break
-                if raw != NULL:
-                    raw[(r + i) * N + n] = acc[i * COLS + j]
-                else:
-                    z[(r + i) * ldz + n] += <float> acc[i * COLS + j] * (sa[r + i] * sw[n])
+            if raw != NULL:
+                for j in range(n_cols):
+                    raw[(r + i) * N + n0 + j] = acc[i * COLS + j]
+            elif n_cols == COLS:  # a whole tile: one short vector loop
+                zr = z + (r + i) * ldz + n0
+                s = sa[r + i]
+                for j in range(COLS):
+                    zr[j] += <float> acc[i * COLS + j] * (s * sw[n0 + j])
+            else:
+                zr = z + (r + i) * ldz + n0
+                s = sa[r + i]
+                for j in range(n_cols):
+                    zr[j] += <float> acc[i * COLS + j] * (s * sw[n0 + j])
         r += ROWS
 
 
