@@ -358,7 +358,7 @@ def forward(*, str mode, const float[:, ::1] x, weights, const float[::1] bias,
     y (T, B, ldy) receives h_t in columns [y_col, y_col + Hout).
     """
     cdef Plan p
-    cdef Py_ssize_t G, rows, b
+    cdef Py_ssize_t G, rows
     cdef const int16_t[:, ::1] Wq
     cdef const int16_t[:, ::1] Uq
     cdef const int16_t[:, ::1] Rq
@@ -382,8 +382,8 @@ def forward(*, str mode, const float[:, ::1] x, weights, const float[::1] bias,
     _check("peep", peep is None or (peep.shape[0] == 3 and peep.shape[1] == p.H), f"(3, {p.H})")
     _check("lengths", lengths is None or lengths.shape[0] == p.B, f"({p.B},)")
     if lengths is not None:
-        for b in range(p.B):
-            _check("lengths", 1 <= lengths[b] <= p.T, f"values in [1, {p.T}]")
+        values = np.asarray(lengths)
+        _check("lengths", values.min() >= 1 and values.max() <= p.T, f"values in [1, {p.T}]")
     p.reverse, p.identity = reverse, identity
     p.lean = peep is None
     p.threads = max_threads()
