@@ -8,6 +8,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 from threadpoolctl import threadpool_limits
 
@@ -52,6 +54,25 @@ def test_integer_products_are_exact():
         A = rng.integers(-127, 128, (rows, K)).astype(np.int16)
         W = rng.integers(-127, 128, (N, K)).astype(np.int16)
         assert_array_equal(kernels.int_matmul(A, W), ref.int_product(A, W))
+
+
+@given(rows=st.integers(1, 40), cols=st.integers(1, 12), depth=st.integers(1, 5),
+       seed=st.integers(0, 2 ** 32 - 1))
+def test_integer_products_are_exact_for_any_shape(rows, cols, depth, seed):
+    rng = np.random.default_rng(seed)
+    A = rng.integers(-127, 128, (rows, 16 * depth)).astype(np.int16)
+    W = rng.integers(-127, 128, (4 * cols, 16 * depth)).astype(np.int16)
+    assert_array_equal(kernels.int_matmul(A, W), ref.int_product(A, W))
+
+
+@given(rows=st.integers(1, 9), K=st.integers(1, 70), seed=st.integers(0, 2 ** 32 - 1),
+       magnitude=st.sampled_from([1e-42, 1e-30, 1.0, 1e30]))
+def test_activation_quantisation_is_the_reference_for_any_shape(rows, K, seed, magnitude):
+    v = (np.random.default_rng(seed).standard_normal((rows, K)) * magnitude).astype(np.float32)
+    q, s = kernels.quantize_activations(v)
+    q_ref, s_ref = ref.quantize_activations(v)
+    assert_array_equal(q, q_ref)
+    assert_array_equal(s, s_ref)
 
 
 def test_integer_products_at_the_largest_depth_do_not_overflow():
