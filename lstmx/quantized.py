@@ -111,8 +111,8 @@ class _Quantized:
                     raise ValueError(f"parameter {name!r} has values beyond bfloat16's range "
                                      f"(about 3.39e38)")
                 state[name] = bits
-        order = cls._expected(config, mode)
-        return cls(config, mode, {k: state[k] for k in order})
+        # Through the checks of a loaded state: a parameter reshaped in place is named there.
+        return cls.from_state_dict(config, mode, state)
 
     @classmethod
     def from_state_dict(cls, config, mode, state):
@@ -145,7 +145,7 @@ class _Quantized:
             if not isinstance(value, np.ndarray):
                 raise TypeError(f"state[{name!r}] must be a NumPy array; got "
                                 f"{type(value).__name__}")
-            if value.dtype != dtype or value.shape != shape:
+            if value.dtype.newbyteorder("=") != dtype or value.shape != shape:
                 raise ValueError(f"state[{name!r}] must be {dtype} with shape {shape}; got "
                                  f"{value.dtype} with shape {value.shape}")
             value = np.array(value, dtype=dtype.newbyteorder("="), order="C", copy=True)

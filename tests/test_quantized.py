@@ -530,6 +530,17 @@ def test_from_state_dict_validates_names_dtypes_shapes_and_scales():
                                           {**state, "bias_ih": list(state["bias_ih"])})
     with pytest.raises(KeyError, match="missing"):
         QuantizedLSTM.from_state_dict(lstmx.LSTM(3, 4).config, "int8", state)
+    swapped = {k: v.astype(v.dtype.newbyteorder(">")) for k, v in state.items()}
+    assert_array_equal(QuantizedLSTMCell.from_state_dict(q.config, "int8", swapped)(x)[0],
+                       q(x)[0])
+
+
+def test_a_parameter_reshaped_in_place_is_named():
+    lstm = lstmx.LSTM(3, 4)
+    lstm.parameters()["bias_hh_l0"].shape = (2, 8)
+    with pytest.raises(ValueError, match=r"state\['bias_hh_l0'\] must be float32 with shape "
+                                         r"\(16,\); got float32 with shape \(2, 8\)"):
+        lstm.quantize("int8")
 
 
 @pytest.mark.parametrize("mode", MODES)
