@@ -58,8 +58,9 @@ cdef enum:
     BLAS_CHUNK_ELEMENTS = 1 << 20
     # With |q| <= 127 on both sides, a sum of at most this many products stays below 2**31.
     MAX_DEPTH = 133144
-    # Integer products and tiles below this many multiply-adds stay on one thread.
-    PARALLEL_WORK = 1 << 16
+    # Integer products below this many multiply-adds (some 50 us) stay on one thread: a
+    # team's start and end would cost a good part of that.
+    PARALLEL_WORK = 1 << 20
 
 DEPTH_MULTIPLE = DEPTH_STEP
 COLUMN_MULTIPLE = COLS
@@ -73,7 +74,7 @@ cdef void quantize_rows(Py_ssize_t rows, Py_ssize_t K, const float *v, Py_ssize_
     """Row r of v (K values, rows ldv apart) becomes q[r] = rint(clip(v[r] / s_r, -127, 127))
     with s_r = max|v[r]| / 127 in scale[r]. A row of zeros (or so tiny that s_r underflows to 0)
     gets s_r = 0 and q = 0; a row with a NaN or an infinity gets s_r = NaN and q = 0, so that
-    its products are NaN as the float model's would be. Columns [K, ldq) of q are not written.
+    its products are NaN (docs/quantization.md). Columns [K, ldq) of q are not written.
     """
     cdef Py_ssize_t r, k
     cdef uint32_t bits, top

@@ -301,9 +301,10 @@ def test_huge_tiny_and_zero_inputs(mode, scale):
 # (docs/guarantees.md, "Determinism"), as the float models' baseline products do.
 @pytest.mark.parametrize("mode", ["int8"])
 def test_threads_give_the_same_bits_as_one(mode):
-    lstm = lstmx.LSTM(40, 64, num_layers=2, proj_size=24, seed=20)
+    # Large enough that all three products of a step are split between threads.
+    lstm = lstmx.LSTM(40, 160, num_layers=2, proj_size=100, seed=20)
     q = lstm.quantize(mode)
-    x, state, lens = problem(lstm.config, 6, 19, seed=21, lengths=True)
+    x, state, lens = problem(lstm.config, 3, 70, seed=21, lengths=True)
     outs = []
     for threads in (1, 2):
         with threadpool_limits(threads):
