@@ -5,9 +5,10 @@ model and its inputs with the *same* seeded weights: ``lstmx`` (the compiled lay
 ``reference`` (the NumPy reference, in the compute dtype), ``torch`` (``torch.nn.LSTM`` /
 ``LSTMCell``), ``onnxruntime`` (the graph of ``lstmx.interop.to_onnx``) and
 ``lstmx-peephole``; the reduced-precision ones (``lstmx-int8``, ``lstmx-bf16``, onnxruntime's
-``DynamicQuantizeLSTM``) are in ``_bench_quantized``. Each object has the same methods (``forward``, ``forward_train``,
-``backward``, ``train``), so that timing code never needs to know which one it holds. Shared
-by ``python -m lstmx bench`` and the asv suite (``benchmarks/``).
+``DynamicQuantizeLSTM``) are in ``_bench_quantized``. Each object has the same methods
+(``forward``, ``forward_train``, ``backward``, ``train``), so that timing code never needs to
+know which one it holds. Shared by ``python -m lstmx bench`` and the asv suite
+(``benchmarks/``).
 """
 from __future__ import annotations
 
