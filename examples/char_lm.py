@@ -28,6 +28,16 @@ Run::
 
     python examples/char_lm.py
     python examples/char_lm.py --steps 6000 --hidden 512   # larger (not measured here)
+
+Reduced precision: ``--save-model PATH`` keeps the trained model, and ``--quantize
+int8,bfloat16`` scores the held-out text again with the LSTM quantised (``LSTM.quantize``; the
+embedding and readout stay float32), after training or for a model loaded with
+``--load-model PATH`` (no training). Measured: a model trained with ``--steps 1200`` (2.3295
+bits per character) scores 2.3295 in int8 and 2.3295 in bfloat16, within 0.003% of float32
+(the table is in ``docs/quantization.md``)::
+
+    python examples/char_lm.py --steps 1200 --save-model char_lm.npz
+    python examples/char_lm.py --load-model char_lm.npz --quantize int8,bfloat16
 """
 from __future__ import annotations
 
@@ -302,7 +312,7 @@ def report_quantized(model, args):
               "seconds": clock()}
     print(f"held-out bits/char, all {len(codes)} characters: " + ", ".join(
         f"{m} {b:.4f}" + ("" if m == "float32" else
-                          f" ({result['relative_change'][m]:+.2%})")
+                          f" ({100 * result['relative_change'][m]:+.4f}%)")
         for m, b in bits.items()))
     if args.json:
         with open(args.json, "w") as f:
