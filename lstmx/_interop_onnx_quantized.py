@@ -1,4 +1,4 @@
-"""ONNX export of an int8 ``QuantizedLSTM``: onnxruntime's ``com.microsoft`` ``DynamicQuantizeLSTM``.
+"""ONNX export of an int8 QuantizedLSTM as onnxruntime's com.microsoft DynamicQuantizeLSTM.
 
 The graph is the float export's (``_interop_onnx.to_onnx`` of a float32 model holding the
 dequantised weights: same inputs, outputs, layouts and plumbing), with each ``LSTM`` node
