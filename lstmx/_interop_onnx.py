@@ -38,7 +38,8 @@ def to_onnx(model, *, initial_state=False, sequence_lens=False, ir_version=13, o
 
     Parameters
     ----------
-    model : LSTM or LSTMCell, or a list [Embedding, LSTM, Linear]
+    model : LSTM or LSTMCell, or a list [Embedding, LSTM, Linear] (the LSTM may be an int8
+        QuantizedLSTM)
         Any configuration without projection (``proj_size=0``): ONNX's LSTM has no
         projection. An ``LSTMCell`` exports as a one-layer LSTM (feed T = 1 for one step).
         An int8 ``QuantizedLSTM`` or ``QuantizedLSTMCell`` exports as onnxruntime's

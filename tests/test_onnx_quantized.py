@@ -197,3 +197,17 @@ def test_bfloat16_and_projection_are_refused():
     with pytest.raises(ValueError, match="DynamicQuantizeLSTM has no projection; cannot "
                                          "export a model with proj_size=2"):
         to_onnx(lstmx.LSTM(I, H, proj_size=2).quantize("int8"))
+
+
+def test_whole_model_with_a_quantized_lstm():
+    """[Embedding, QuantizedLSTM, Linear] is one graph: the readout of the quantised LSTM's
+    graph fed the embedded tokens."""
+    emb = lstmx.Embedding(10, I, seed=7)
+    q = lstmx.LSTM(I, H, seed=8).quantize("int8")
+    head = lstmx.Linear(H, 5, seed=9)
+    tokens = np.random.default_rng(10).integers(0, 10, (4, B))
+    out = run_ort(to_onnx([emb, q, head]), {"tokens": tokens})[0]
+    y = run_ort(to_onnx(q), {"X": emb(tokens)})[0][:, 0]  # (T, B, H)
+    np.testing.assert_allclose(out, head(y), rtol=1e-5, atol=1e-6)
+    ops = [n.op_type for n in to_onnx([emb, q, head]).graph.node]
+    assert ops.count("DynamicQuantizeLSTM") == 1 and "LSTM" not in ops
