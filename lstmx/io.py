@@ -227,6 +227,9 @@ def _read_header(archive):
     if cls in _QUANTIZED and (not isinstance(mode, str) or mode not in MODES):
         raise ValueError(f"{name}: a {cls.__name__} needs a mode of {list(MODES)}; got "
                          f"{mode!r}")
+    if cls in _QUANTIZED and config["dtype"] != "float32":
+        raise ValueError(f"{name}: a {cls.__name__} computes in float32; its config's dtype "
+                         f"must be 'float32', got {config['dtype']!r}")
     if cls not in _QUANTIZED and "mode" in meta:
         raise ValueError(f"{name}: a float {cls.__name__} has no quantisation mode; got "
                          f"mode={mode!r}")

@@ -187,6 +187,8 @@ def test_missing_or_extra_members_are_named():
     (dict(mode="int4"), r"needs a mode of \['int8', 'bfloat16'\]; got 'int4'"),
     (dict(mode=None), r"needs a mode of .*; got None"),
     (dict(mode=8), r"needs a mode of .*; got 8"),
+    (dict(dtype="float64"), r"computes in float32; its config's dtype must be 'float32', "
+                            r"got 'float64'"),
 ])
 def test_bad_modes_are_refused(changes, message):
     with pytest.raises(ValueError, match=message):
