@@ -161,3 +161,27 @@ def test_cli_quantized(monkeypatch, capsys, tmp_path):
                                         *_bench_quantized.QUANTIZED_IMPLS]
     assert res["memory"] is None and list(res["results"]["M"]) == ["forward"]
     assert "reduced precision" in capsys.readouterr().out
+
+
+def test_asv_suite_runs_the_quantized_configurations(monkeypatch):
+    """benchmarks/benchmarks/bench_quantized.py names the bench's configurations and
+    implementations, and its error benchmark is the bench's max abs error."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    monkeypatch.delitem(sys.modules, "benchmarks", raising=False)
+    suite = importlib.import_module("benchmarks.bench_quantized")
+    assert suite.CONFIGS == list(_bench_quantized.QUANTIZED_CONFIGS)
+    assert set(suite.IMPLS) == {"lstmx", *_bench_quantized.QUANTIZED_IMPLS}
+    monkeypatch.setitem(_bench_impls.ALL_CONFIGS, "M", TINY["M"])
+    bench = suite.QuantizedError()
+    bench.setup("M", "lstmx-int8")
+    want = _bench_impls.build_impl("lstmx", TINY["M"]).output()
+    got = _bench_impls.build_impl("lstmx-int8", TINY["M"]).output()
+    assert bench.track_max_abs_error("M", "lstmx-int8") == _bench_quantized.max_abs_error(
+        got, want)
+    timed = suite.QuantizedForward()
+    timed.setup("M", "lstmx-bf16")
+    timed.time_forward("M", "lstmx-bf16")
