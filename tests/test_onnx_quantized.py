@@ -211,3 +211,10 @@ def test_whole_model_with_a_quantized_lstm():
     np.testing.assert_allclose(out, head(y), rtol=1e-5, atol=1e-6)
     ops = [n.op_type for n in to_onnx([emb, q, head]).graph.node]
     assert ops.count("DynamicQuantizeLSTM") == 1 and "LSTM" not in ops
+
+
+def test_from_onnx_names_a_quantized_graph_it_does_not_read():
+    proto = to_onnx(lstmx.LSTM(I, H).quantize("int8"))
+    with pytest.raises(ValueError, match="DynamicQuantizeLSTM nodes: a quantised model, which "
+                                         "from_onnx does not read"):
+        lstmx.from_onnx(proto)
