@@ -1,4 +1,4 @@
-# The int8 and bfloat16 inference kernels of lstmx.QuantizedLSTM: one layer and direction over a sequence.
+# The int8 and bfloat16 inference kernels of lstmx.QuantizedLSTM: one layer and direction.
 """Quantised inference kernels: one layer and direction over a sequence, in int8 or bfloat16.
 
 What is rounded, and how, is ``docs/quantization.md``; ``lstmx/reference_quantized.py`` is the
@@ -20,16 +20,20 @@ run in float32 on BLAS.
 import numpy as np
 
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, threadid
 from libc.math cimport NAN
 from libc.stdint cimport int16_t, int32_t, uint32_t
 from libc.string cimport memcpy, memset
 
 from lstmx._activations cimport sigmoid, tanh_
 from lstmx._blas cimport NoTrans, Trans, gemm
-from lstmx._openmp cimport max_threads
+from lstmx._openmp cimport max_threads, num_threads
 
 include "_cell.pxi"
+
+cdef extern from *:
+    # GCC's prefetch hint: a plain load hint on every instruction set (nothing where none).
+    void prefetch "__builtin_prefetch"(const void *address) noexcept nogil
 
 cdef enum:
     # Depth of an integer product is padded (with zeros) to a multiple of this: one 256-bit
@@ -39,11 +43,19 @@ cdef enum:
     # 16-deep step, within the 16 vector registers of AVX2.
     ROWS = 2
     COLS = 4
+    # Columns of weights a pair of activation rows meets in turn: 16 rows of depth 512 of
+    # int16 (16 KiB) stay in L1 with the activations.
+    BLOCK_COLS = 16
     # Rows of activations per pass over the weights: 128 rows of depth 512 (128 KiB of int16)
     # stay in L2 while every weight tile streams past them.
     ROW_BLOCK = 128
-    # Elements of a chunk's gate pre-activations (the input projection of Tc steps at once).
-    CHUNK_ELEMENTS = 1 << 20
+    # Elements of a chunk's gate pre-activations (the input projection of Tc steps at once):
+    # 256 KiB, so that a step's rows are still in L2 when its recurrent product adds to them
+    # (at 4 MiB every read of them missed; the integer products gain nothing from longer
+    # chunks, since they reuse the weights over ROW_BLOCK rows at most).
+    CHUNK_ELEMENTS = 1 << 16
+    # BLAS, which does the bfloat16 products, gains from long chunks: as the float kernels.
+    BLAS_CHUNK_ELEMENTS = 1 << 20
     # With |q| <= 127 on both sides, a sum of at most this many products stays below 2**31.
     MAX_DEPTH = 133144
     # Integer products and tiles below this many multiply-adds stay on one thread.
@@ -138,30 +150,52 @@ cdef inline void int_dot_tile(Py_ssize_t Kp, const int16_t *a0, const int16_t *a
 
 
 cdef void int_product_columns(
-        Py_ssize_t tile, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t rows, Py_ssize_t N,
+        Py_ssize_t block, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t rows, Py_ssize_t N,
         Py_ssize_t Kp, const int16_t *A, const float *sa, const int16_t *W, const float *sw,
         float *z, Py_ssize_t ldz, int32_t *raw) noexcept nogil:
-    """Columns [tile * COLS, tile * COLS + COLS) of rows [r0, r1) of the product of
-    ``int_product``: into z (scaled and added) or, when ``raw`` is not NULL, into raw."""
+    """Columns [block * BLOCK_COLS, block * BLOCK_COLS + BLOCK_COLS) of rows [r0, r1) of the
+    product of ``int_product``: into z (scaled and added) or, when ``raw`` is not NULL, into
+    raw. A pair of rows meets every tile of the block before the next pair: its activations
+    are read once from L1 for all of them, and each row of z is written a cache line at a
+    time."""
     cdef int32_t acc[ROWS * COLS]
-    cdef Py_ssize_t r, i, j, n, n0 = tile * COLS
+    cdef Py_ssize_t r, i, j, n0, n_cols
+    cdef Py_ssize_t n_lo = block * BLOCK_COLS
+    cdef Py_ssize_t n_hi = N if n_lo + BLOCK_COLS > N else n_lo + BLOCK_COLS
     cdef const int16_t *a1
+    cdef float *zr
+    cdef float s
     r = r0
     while r < r1:
         # An odd last row is paired with itself; the duplicate sums are not stored.
         a1 = A + (r + 1) * Kp if r + 1 < rows else A + r * Kp
-        int_dot_tile(Kp, A + r * Kp, a1, W + n0 * Kp, Kp, acc)
-        for i in range(ROWS):
-            if r + i >= rows:
-                break
-            for j in range(COLS):
-                n = n0 + j
-                if n >= N:
+        if raw == NULL and r + ROWS < r1:
+            # The next pair's rows of z, 4H floats apart, are where this pass otherwise
+            # waits: no hardware prefetcher follows that stride.
+            for i in range(ROWS if r + 2 * ROWS <= r1 else r1 - r - ROWS):
+                prefetch(z + (r + ROWS + i) * ldz + n_lo)
+                prefetch(z + (r + ROWS + i) * ldz + n_hi - 1)
+        n0 = n_lo
+        while n0 < n_hi:
+            n_cols = n_hi - n0 if n_hi - n0 < COLS else COLS
+            int_dot_tile(Kp, A + r * Kp, a1, W + n0 * Kp, Kp, acc)
+            for i in range(ROWS):
+                if r + i >= rows:
                     break
                 if raw != NULL:
-                    raw[(r + i) * N + n] = acc[i * COLS + j]
+                    for j in range(n_cols):
+                        raw[(r + i) * N + n0 + j] = acc[i * COLS + j]
+                elif n_cols == COLS:  # a whole tile: one short vector loop
+                    zr = z + (r + i) * ldz + n0
+                    s = sa[r + i]
+                    for j in range(COLS):
+                        zr[j] += <float> acc[i * COLS + j] * (s * sw[n0 + j])
                 else:
-                    z[(r + i) * ldz + n] += <float> acc[i * COLS + j] * (sa[r + i] * sw[n])
+                    zr = z + (r + i) * ldz + n0
+                    s = sa[r + i]
+                    for j in range(n_cols):
+                        zr[j] += <float> acc[i * COLS + j] * (s * sw[n0 + j])
+            n0 += COLS
         r += ROWS
 
 
@@ -174,18 +208,33 @@ cdef void int_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const int16_
     split the columns, so each sum is computed by one thread in one order whatever the
     number of threads: the result does not depend on it.
     """
-    cdef Py_ssize_t tiles = (N + COLS - 1) // COLS, r0, r1, tile
-    if rows * N * Kp < PARALLEL_WORK:
+    cdef Py_ssize_t blocks = (N + BLOCK_COLS - 1) // BLOCK_COLS
+    cdef int tid
+    if rows * N * Kp < PARALLEL_WORK or blocks < 2:
         threads = 1
-    r0 = 0
+    if threads == 1:
+        int_product_blocks(0, blocks, rows, N, Kp, A, sa, W, sw, z, ldz, raw)
+        return
+    # One team for the whole product, each thread on its own contiguous run of column blocks
+    # through every row block: no barrier between row blocks, which depend on nothing.
+    with parallel(num_threads=threads):
+        tid = threadid()
+        threads = num_threads()
+        int_product_blocks(blocks * tid // threads, blocks * (tid + 1) // threads, rows, N, Kp,
+                           A, sa, W, sw, z, ldz, raw)
+
+
+cdef void int_product_blocks(Py_ssize_t b_lo, Py_ssize_t b_hi, Py_ssize_t rows, Py_ssize_t N,
+                             Py_ssize_t Kp, const int16_t *A, const float *sa, const int16_t *W,
+                             const float *sw, float *z, Py_ssize_t ldz,
+                             int32_t *raw) noexcept nogil:
+    """Column blocks [b_lo, b_hi) of ``int_product``, a block of ROW_BLOCK rows at a time
+    (which stay in L2 while every weight tile of the blocks passes)."""
+    cdef Py_ssize_t r0 = 0, r1, block
     while r0 < rows:
         r1 = rows if r0 + ROW_BLOCK > rows else r0 + ROW_BLOCK
-        if threads > 1:
-            for tile in prange(tiles, num_threads=threads, schedule="static"):
-                int_product_columns(tile, r0, r1, rows, N, Kp, A, sa, W, sw, z, ldz, raw)
-        else:
-            for tile in range(tiles):
-                int_product_columns(tile, r0, r1, rows, N, Kp, A, sa, W, sw, z, ldz, raw)
+        for block in range(b_lo, b_hi):
+            int_product_columns(block, r0, r1, rows, N, Kp, A, sa, W, sw, z, ldz, raw)
         r0 = r1
 
 
@@ -309,7 +358,7 @@ def forward(*, str mode, const float[:, ::1] x, weights, const float[::1] bias,
     y (T, B, ldy) receives h_t in columns [y_col, y_col + Hout).
     """
     cdef Plan p
-    cdef Py_ssize_t G, rows, b
+    cdef Py_ssize_t G, rows
     cdef const int16_t[:, ::1] Wq
     cdef const int16_t[:, ::1] Uq
     cdef const int16_t[:, ::1] Rq
@@ -333,13 +382,13 @@ def forward(*, str mode, const float[:, ::1] x, weights, const float[::1] bias,
     _check("peep", peep is None or (peep.shape[0] == 3 and peep.shape[1] == p.H), f"(3, {p.H})")
     _check("lengths", lengths is None or lengths.shape[0] == p.B, f"({p.B},)")
     if lengths is not None:
-        for b in range(p.B):
-            _check("lengths", 1 <= lengths[b] <= p.T, f"values in [1, {p.T}]")
+        values = np.asarray(lengths)
+        _check("lengths", values.min() >= 1 and values.max() <= p.T, f"values in [1, {p.T}]")
     p.reverse, p.identity = reverse, identity
     p.lean = peep is None
     p.threads = max_threads()
     p.ldy = y.shape[2]
-    p.Tc = max(1, min(p.T, CHUNK_ELEMENTS // (p.B * G)))
+    p.Tc = max(1, min(p.T, (CHUNK_ELEMENTS if p.int8 else BLAS_CHUNK_ELEMENTS) // (p.B * G)))
     rows = p.Tc * p.B
     gates = np.empty((rows, G), np.float32)
     m = np.zeros((p.B, p.H), np.float32)

@@ -161,6 +161,12 @@ class _Quantized:
         products read int16 pairs), bfloat16 matrices as the float32 values they stand for."""
         kernels = _dispatch.quantized()
         cfg, s = self.config, self._state
+        depth = max(cfg.input_size, cfg.num_directions * cfg.output_size, cfg.hidden_size)
+        if self.mode == "int8" and depth > kernels.MAX_INT_DEPTH:
+            # 127 * 127 * depth must fit the int32 sums.
+            raise ValueError(f"int8 products are summed exactly in int32, which holds sums "
+                             f"over at most {kernels.MAX_INT_DEPTH} inputs; this model's "
+                             f"largest product sums over {depth}")
         self._layers = []
         for k in range(cfg.num_layers):
             for d in range(cfg.num_directions):

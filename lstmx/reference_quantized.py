@@ -1,4 +1,4 @@
-"""The quantised LSTM of ``lstmx.QuantizedLSTM`` in plain NumPy: ``docs/quantization.md``, line for line.
+"""The quantised LSTM of ``lstmx.QuantizedLSTM`` in plain NumPy, as docs/quantization.md says.
 
 The ground truth of ``tests/test_quantized.py``, written to be read; the compiled path never
 imports it. Integer products are exact (int64 sums of int8 products); everything else is

@@ -225,6 +225,27 @@ def test_nan_reaches_the_outputs_the_float_model_reaches(mode):
     assert np.isnan(y[2:, 1]).all() and not np.isnan(y[:, [0, 2]]).any()
 
 
+def test_an_infinite_input_is_nan_in_its_row_only_in_int8():
+    # The float model's product of an infinity is +-inf, which saturates the gates; int8 has
+    # no scale for an infinite row and makes its products NaN (docs/quantization.md).
+    lstm = lstmx.LSTM(4, 6, seed=14)
+    x, _, _ = problem(lstm.config, 5, 3, seed=15)
+    x[2, 1, 0] = np.inf
+    y, (h, c) = lstm.quantize("int8")(x)
+    assert np.isnan(y[2:, 1]).all() and np.isnan(c[0, 1]).all()
+    assert np.isfinite(np.delete(y, 1, axis=1)).all() and np.isfinite(y[:2]).all()
+    y_b, (h_b, c_b) = lstm.quantize("bfloat16")(x)   # as the float model: saturated gates
+    y_f, (h_f, c_f) = lstm(x)
+    assert np.isfinite(y_b).all() and np.isfinite(y_f).all()
+    assert_array_equal(np.abs(y_b[2, 1]) < 1e-30, np.abs(y_f[2, 1]) < 1e-30)
+
+
+def test_too_deep_an_int8_product_is_refused():
+    with pytest.raises(ValueError, match="at most 133144 inputs; this model's largest product "
+                                         "sums over 133145"):
+        lstmx.LSTM(133145, 1).quantize("int8")
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_nan_in_padding_past_lengths_changes_nothing(mode):
     lstm = lstmx.LSTM(4, 6, bidirectional=True, seed=16)
