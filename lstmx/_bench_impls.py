@@ -4,9 +4,11 @@ For a configuration (``BenchConfig``) and an implementation name, ``build_impl``
 model and its inputs with the *same* seeded weights: ``lstmx`` (the compiled layers),
 ``reference`` (the NumPy reference, in the compute dtype), ``torch`` (``torch.nn.LSTM`` /
 ``LSTMCell``), ``onnxruntime`` (the graph of ``lstmx.interop.to_onnx``) and
-``lstmx-peephole``. Each object has the same methods (``forward``, ``forward_train``,
-``backward``, ``train``), so that timing code never needs to know which one it holds. Shared
-by ``python -m lstmx bench`` and the asv suite (``benchmarks/``).
+``lstmx-peephole``; the reduced-precision ones (``lstmx-int8``, ``lstmx-bf16``, onnxruntime's
+``DynamicQuantizeLSTM``) are in ``_bench_quantized``. Each object has the same methods
+(``forward``, ``forward_train``, ``backward``, ``train``), so that timing code never needs to
+know which one it holds. Shared by ``python -m lstmx bench`` and the asv suite
+(``benchmarks/``).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import numpy as np
 from lstmx._check import rel_err
 
 __all__ = ["BenchConfig", "CONFIGS", "CELL", "ALL_CONFIGS", "IMPLEMENTATIONS",
-           "UnavailableError", "build_impl", "onnx_model", "float64_reference",
+           "UnavailableError", "build_impl", "onnx_model", "ort_session", "float64_reference",
            "max_rel_error"]
 
 IMPLEMENTATIONS = ("lstmx", "reference", "torch", "onnxruntime", "lstmx-peephole")
@@ -310,17 +312,12 @@ class OnnxruntimeImpl(_Impl):
             raise UnavailableError(f"onnxruntime does not import: {err}") from err
         super().__init__(config, dtype, seed, threads)
         proto = onnx_model(self.model, initial_state=config.cell)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.feed = {"X": self.x[None] if config.cell else self.x}
         if config.cell:
             zeros = np.zeros((1, config.B, config.H), self.dtype)
             self.feed.update(initial_h=zeros, initial_c=zeros)
         try:
-            self.session = ort.InferenceSession(proto.SerializeToString(), options,
-                                                providers=["CPUExecutionProvider"])
+            self.session = ort_session(ort, proto.SerializeToString(), threads)
             probe = ort.RunOptions()
             probe.log_severity_level = 4  # the failure is reported below, not logged
             self.session.run(None, self.feed, probe)
@@ -404,9 +401,22 @@ def build_impl(impl: str, config, dtype=np.float32, seed=0, threads=2) -> _Impl:
         if config not in ALL_CONFIGS:
             raise ValueError(f"config must be one of {list(ALL_CONFIGS)}; got {config!r}")
         config = ALL_CONFIGS[config]
-    if impl not in _IMPL_CLASSES:
-        raise ValueError(f"impl must be one of {list(_IMPL_CLASSES)}; got {impl!r}")
-    return _IMPL_CLASSES[impl](config, dtype, seed, threads)
+    from lstmx._bench_quantized import IMPL_CLASSES as quantized
+
+    classes = {**_IMPL_CLASSES, **quantized}
+    if impl not in classes:
+        raise ValueError(f"impl must be one of {list(classes)}; got {impl!r}")
+    return classes[impl](config, dtype, seed, threads)
+
+
+def ort_session(ort, model_bytes, threads):
+    """An onnxruntime CPU session of a serialised graph, with the bench's threads:
+    ``threads`` intra-op, one inter-op, sequential execution."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
 
 def onnx_model(model, initial_state=False):
