@@ -41,6 +41,42 @@ def _check_int(name: str, value, minimum: int) -> int:
     return value
 
 
+def _check_probability(name: str, value) -> float:
+    """A probability in [0, 1): 1 would drop (or freeze) everything."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                      np.floating)):
+        raise TypeError(f"{name} must be a float in [0, 1); got {type(value).__name__} "
+                        f"{value!r}")
+    value = float(value)
+    if not 0.0 <= value < 1.0:  # (also rejects NaN)
+        raise ValueError(f"{name} must be in [0, 1); got {value!r}")
+    return value
+
+
+def _check_zoneout(value) -> tuple[float, float]:
+    """``zoneout`` as the pair (p_c, p_h): a float sets both."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"zoneout must be a float or a pair (p_c, p_h); got {value!r}")
+        return (_check_probability("zoneout[0] (p_c)", value[0]),
+                _check_probability("zoneout[1] (p_h)", value[1]))
+    p = _check_probability("zoneout", value)
+    return (p, p)
+
+
+def _check_clip(value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                      np.floating)):
+        raise TypeError(f"cell_clip must be None or a positive float; got "
+                        f"{type(value).__name__} {value!r}")
+    value = float(value)
+    if not (value > 0 and np.isfinite(value)):
+        raise ValueError(f"cell_clip must be a positive finite float; got {value!r}")
+    return value
+
+
 def _check_bool(name: str, value) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool; got {type(value).__name__} {value!r}")
@@ -56,6 +92,8 @@ class ParameterNames(typing.NamedTuple):
     bias_hh: str | None
     weight_hr: str | None
     peepholes: tuple | None  # (weight_ci, weight_cf, weight_co)
+    # (ih_weight, ih_bias, hh_weight, hh_bias, c_weight, c_bias), with layer_norm
+    layer_norm: tuple | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +112,13 @@ class LSTMConfig:
     dtype: np.dtype = np.dtype(np.float32)
     # Last, so that positional constructions written before it existed keep their meaning.
     reverse: bool = False
+    # Regularisation and normalisation (docs/equations.md, "Regularisation and layer
+    # normalisation"); the defaults are the plain LSTM.
+    dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    zoneout: tuple = (0.0, 0.0)  # (p_c, p_h); a float sets both
+    layer_norm: bool = False
+    cell_clip: float | None = None
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -81,7 +126,8 @@ class LSTMConfig:
         set_(self, "hidden_size", _check_int("hidden_size", self.hidden_size, 1))
         set_(self, "num_layers", _check_int("num_layers", self.num_layers, 1))
         set_(self, "proj_size", _check_int("proj_size", self.proj_size, 0))
-        for name in ("bias", "batch_first", "bidirectional", "peephole", "reverse"):
+        for name in ("bias", "batch_first", "bidirectional", "peephole", "reverse",
+                     "layer_norm"):
             set_(self, name, _check_bool(name, getattr(self, name)))
         if self.reverse and self.bidirectional:
             raise ValueError("reverse=True runs a one-direction layer backwards in time; it "
@@ -95,6 +141,32 @@ class LSTMConfig:
             raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}; "
                              f"got {self.output_activation!r}")
         set_(self, "dtype", check_dtype(self.dtype))
+        set_(self, "dropout", _check_probability("dropout", self.dropout))
+        set_(self, "recurrent_dropout",
+             _check_probability("recurrent_dropout", self.recurrent_dropout))
+        set_(self, "zoneout", _check_zoneout(self.zoneout))
+        set_(self, "cell_clip", _check_clip(self.cell_clip))
+
+    # Cached: the engine and LSTMCell ask at every call.
+    @functools.cached_property
+    def regularised(self) -> bool:
+        """Whether a layer's steps differ from the plain cell's in training (any of
+        recurrent dropout, zoneout, layer norm, cell clipping; between-layer dropout is
+        applied outside the layers)."""
+        return (self.recurrent_dropout > 0 or self.zoneout != (0.0, 0.0) or self.layer_norm
+                or self.cell_clip is not None)
+
+    @functools.cached_property
+    def draws_masks(self) -> bool:
+        """Whether training draws random masks (dropout between layers, recurrent dropout,
+        zoneout)."""
+        return (self.recurrent_dropout > 0 or self.zoneout != (0.0, 0.0)
+                or (self.dropout > 0 and self.num_layers > 1))
+
+    @functools.cached_property
+    def regularised_inference(self) -> bool:
+        """As ``regularised``, at inference (where recurrent dropout does nothing)."""
+        return self.zoneout != (0.0, 0.0) or self.layer_norm or self.cell_clip is not None
 
     @property
     def num_directions(self) -> int:
@@ -140,7 +212,9 @@ class LSTMConfig:
                     "bias_ih" + s if self.bias else None,
                     "bias_hh" + s if self.bias else None,
                     "weight_hr" + s if self.proj_size else None,
-                    tuple(f"weight_c{gate}" + s for gate in "ifo") if self.peephole else None))
+                    tuple(f"weight_c{gate}" + s for gate in "ifo") if self.peephole else None,
+                    tuple(f"layer_norm_{part}_{kind}" + s for part in ("ih", "hh", "c")
+                          for kind in ("weight", "bias")) if self.layer_norm else None))
         return tuple(names)
 
     @functools.cached_property
@@ -169,6 +243,8 @@ class LSTMConfig:
                     shapes[n.weight_hr] = (P, H)
                 for name in n.peepholes or ():
                     shapes[name] = (H,)
+                for j, name in enumerate(n.layer_norm or ()):
+                    shapes[name] = (4 * H,) if j < 4 else (H,)
         return shapes
 
     def init_parameters(self, seed=None, init: str = "pytorch") -> dict[str, np.ndarray]:
@@ -178,6 +254,8 @@ class LSTMConfig:
         ``init="keras"``: Keras' LSTM defaults: Glorot-uniform input (and projection) weights,
         orthogonal recurrent weights, zero biases but for a forget-gate bias of 1
         (``unit_forget_bias``, held in ``bias_ih``), and zero peepholes.
+        Either way, layer-norm gains are 1 and their biases 0 (drawing nothing, so the other
+        parameters are those of the model without layer norm).
         """
         if not isinstance(init, str) or init not in INITIALISERS:
             raise ValueError(f"init must be one of {INITIALISERS}; got {init!r}")
@@ -189,7 +267,9 @@ class LSTMConfig:
         H = self.hidden_size
         params = {}
         for name, shape in self.parameter_shapes().items():
-            if init == "pytorch":
+            if name.startswith("layer_norm_"):
+                value = np.full(shape, 1.0 if "_weight" in name else 0.0)
+            elif init == "pytorch":
                 bound = 1.0 / np.sqrt(H)
                 value = rng.uniform(-bound, bound, size=shape)
             elif name.startswith(("weight_ih", "weight_hr")):

@@ -58,6 +58,28 @@ cdef int expect_ndim(cnp.ndarray a, str name, int ndim) except -1:
     return 0
 
 
+cdef int expect_option(cnp.ndarray a, str name, int typenum, bint wanted, str why,
+                       Py_ssize_t d0, Py_ssize_t d1=-1, Py_ssize_t d2=-1,
+                       bint output=False) except -1:
+    """Raise unless ``a`` is None exactly when not ``wanted`` (``why`` says when it is),
+    and otherwise an array as ``expect`` (and ``expect_output`` when ``output``) demand."""
+    if (a is None) == wanted:
+        raise TypeError(f"kernel argument {name} must be {'given' if wanted else 'None'} "
+                        f"{why}")
+    if a is not None:
+        if output:
+            expect_output(a, name, typenum, d0, d1, d2)
+        else:
+            expect(a, name, typenum, d0, d1, d2)
+    return 0
+
+
+cdef int expect_probability(double p, str name) except -1:
+    if not 0 <= p < 1:
+        raise ValueError(f"kernel argument {name} must be in [0, 1); got {p}")
+    return 0
+
+
 cdef int expect_lengths(cnp.ndarray lengths, Py_ssize_t B, Py_ssize_t T) except -1:
     cdef Py_ssize_t bi
     cdef const Py_ssize_t *ln

@@ -82,14 +82,19 @@ class LSTMCache:
     """
 
     __slots__ = ("config", "weights", "lengths", "h0", "c0", "inputs", "outputs", "gates",
-                 "cells")
+                 "cells", "extras", "masks")
 
-    def __init__(self, config, weights, lengths, h0, c0):
+    def __init__(self, config, weights, lengths, h0, c0, masks=None):
         self.config = config
         self.weights = weights
         self.lengths = lengths
         self.h0, self.c0 = h0, c0
         self.inputs, self.outputs, self.gates, self.cells = [], [], [], []
+        # Per layer and direction of a regularised layer (see _regularised_forward), what
+        # its backward reads besides the gates and cells: copies of the layer-norm
+        # parameters, its masks, c~_t and the layer norms' saved values, by keyword.
+        self.extras = []
+        self.masks = masks  # lstmx._masks.Masks or None
 
     def __getstate__(self):
         return {name: getattr(self, name) for name in self.__slots__}
@@ -108,6 +113,11 @@ class LSTMCache:
             value = state.get(name)
             if name == "weights":
                 value = [tuple(fresh(a, True) for a in w) for w in value]
+            elif name == "extras":
+                value = [{k: fresh(a) for k, a in e.items()} for e in value or []]
+            elif name == "masks":
+                value = None if value is None else type(value)(
+                    *([fresh(a) for a in part] for part in value))
             elif isinstance(value, list):
                 value = [fresh(a) for a in value]
             elif name in ("lengths", "h0", "c0"):
@@ -134,6 +144,8 @@ class LSTMCache:
     @property
     def nbytes(self) -> int:
         arrays = self.inputs + self.outputs + self.gates + self.cells
+        arrays += [a for e in self.extras for a in e.values() if a is not None]
+        arrays += [a for part in self.masks or () for a in part if a is not None]
         return sum(a.nbytes for a in arrays)
 
     def __repr__(self):
@@ -153,15 +165,44 @@ def layer_weights(cfg: LSTMConfig, params, layer: int, direction: int, peeps):
     return W, U, b_ih, b_hh, R, peep
 
 
-def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool, peeps):
+def _regularised_forward(cfg, training, kw, idx, lns, masks, cache):
+    """The kernel call of a regularised layer and direction: ``kw`` has the plain call's
+    arguments; adds the options' and, in training, allocates what backward reads (the
+    memory of each option: ctil T*B*H with zoneout of c; lnx, lnh T*B*4H, lnc T*B*H and
+    rstd T*B*3 with layer norm) and records it in ``cache.extras``."""
+    ln_g, ln_c = lns[idx] if cfg.layer_norm else (None, None)
+    kw.update(clip=cfg.cell_clip or 0.0)
+    if not training:
+        return _kernels.RegularisedForward(ln_g=ln_g, ln_c=ln_c, p_c=cfg.zoneout[0],
+                                           p_h=cfg.zoneout[1], **kw)
+    T, B, H = kw["gates"].shape[0], kw["gates"].shape[1], cfg.hidden_size
+    if ln_g is not None:  # forward and backward both read the cache's copies
+        ln_g, ln_c = ln_g.copy(), ln_c.copy()
+    rd, zc, zh = ((masks.recurrent[idx], masks.zoneout_c[idx], masks.zoneout_h[idx])
+                  if masks is not None else (None, None, None))
+    dt = cfg.dtype
+    extras = dict(ln_g=ln_g, ln_c=ln_c, rd=rd, zc=zc, zh=zh,
+                  ctil=None if zc is None else _workspace.empty((T, B, H), dt))
+    ln = ln_g is not None
+    for name, width in (("lnx", 4 * H), ("lnh", 4 * H), ("lnc", H), ("rstd", 3)):
+        extras[name] = _workspace.empty((T, B, width), dt) if ln else None
+    cache.extras.append(extras)
+    return _kernels.RegularisedForward(**extras, **kw)
+
+
+def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool, peeps, lns=(),
+            masks=None):
     """Stacked LSTM over x (T, B, I). ``h0``, ``c0`` (L*D, B, .) are consumed: they receive
     h_n, c_n; ``lengths`` (B,) intp or None (all T); ``peeps`` the layer's stacked peepholes
-    (see ``layer_weights``). Returns y (T, B, D*Hout), h_n, c_n and,
+    (see ``layer_weights``); with layer norm ``lns`` its stacked layer-norm parameters
+    ((4, 4H), (2, H)) per layer and direction; ``masks`` (training) a
+    ``lstmx._masks.Masks`` or None. Returns y (T, B, D*Hout), h_n, c_n and,
     when training, an ``LSTMCache``."""
     T, B = x.shape[:2]
     D, H, Hout = cfg.num_directions, cfg.hidden_size, cfg.output_size
     identity = cfg.output_activation == "identity"
-    cache = LSTMCache(cfg, [], lengths, h0.copy(), c0.copy()) if training else None
+    regularised = cfg.regularised if training else cfg.regularised_inference
+    cache = LSTMCache(cfg, [], lengths, h0.copy(), c0.copy(), masks) if training else None
     if training and lengths is not None:
         # The cache's x (the layers' own copy when training: see LSTM._inputs) meets dz in
         # dW = dz.T @ x: padding must be zeros, or a NaN there would give 0 * NaN = NaN.
@@ -180,15 +221,25 @@ def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool, peeps):
                 W, U, R, peep = cache.keep(W, U, R, peep)
             gates = _workspace.empty((T, B, 4 * H), cfg.dtype) if training else None
             cells = _workspace.empty((T, B, H), cfg.dtype) if training else None
-            calls.append(_kernels.LayerForward(
-                x=x2, W=W, U=U, b_ih=b_ih, b_hh=b_hh, R=R, peep=peep, lengths=lengths,
-                h=h_n[idx], c=c_n[idx], y=y, y_col=d * Hout,
-                reverse=cfg.is_reversed(d), identity=identity, gates=gates, cells=cells))
+            if regularised:
+                kw = dict(x=x2, W=W, U=U, b_ih=b_ih, b_hh=b_hh, R=R, peep=peep,
+                          lengths=lengths, h=h_n[idx], c=c_n[idx], y=y, y_col=d * Hout,
+                          reverse=cfg.is_reversed(d), identity=identity, gates=gates,
+                          cells=cells)
+                calls.append(_regularised_forward(cfg, training, kw, idx, lns, masks, cache))
+            else:  # (keywords spelled out: a small model's step is microseconds)
+                calls.append(_kernels.LayerForward(
+                    x=x2, W=W, U=U, b_ih=b_ih, b_hh=b_hh, R=R, peep=peep, lengths=lengths,
+                    h=h_n[idx], c=c_n[idx], y=y, y_col=d * Hout,
+                    reverse=cfg.is_reversed(d), identity=identity, gates=gates, cells=cells))
             if training:
                 cache.weights.append((W, U, R, peep))
                 cache.gates.append(gates)
                 cache.cells.append(cells)
-        if D == 2:
+        if regularised:
+            for call in calls:
+                _kernels.forward_regularised(call)
+        elif D == 2:
             _kernels.forward_pair(*calls)
         else:
             _kernels.forward(calls[0])
@@ -196,6 +247,10 @@ def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool, peeps):
             cache.inputs.append(x2)
             cache.outputs.append(y)
         layer_input = y
+        if masks is not None and k < cfg.num_layers - 1 and masks.dropout[k] is not None:
+            # Dropout between layers: the next layer (and its backward) reads y * mask.
+            layer_input = _workspace.empty(y.shape, cfg.dtype)
+            _kernels.scale(y, masks.dropout[k], layer_input)
     if training:
         layer_input.flags.writeable = False
     return layer_input, h_n, c_n, cache
@@ -222,13 +277,28 @@ def backward(cache: LSTMCache, dy, dh, dc, keys=None):
             dR = None if R is None else np.empty_like(R)
             dpeep = None if peep is None else np.empty((3, H), cfg.dtype)
             db = np.empty(4 * H, cfg.dtype) if cfg.bias else None
-            calls.append(_kernels.LayerBackward(
-                x=x2, W=W, U=U, R=R, peep=peep, lengths=cache.lengths, h0=cache.h0[idx],
-                c0=cache.c0[idx], y=cache.outputs[k], y_col=d * Hout, gates=cache.gates[idx],
-                cells=cache.cells[idx], dy=d_out, dy_col=d * Hout, dh=dh[idx], dc=dc[idx],
-                dx=dx, dW=dW, dU=dU, db=db, dR=dR, dpeep=dpeep,
-                reverse=cfg.is_reversed(d), identity=identity))
             n = cfg.names(k, d)
+            if cfg.regularised:
+                dln_g = np.empty((4, 4 * H), cfg.dtype) if cfg.layer_norm else None
+                dln_c = np.empty((2, H), cfg.dtype) if cfg.layer_norm else None
+                calls.append(_kernels.RegularisedBackward(
+                    x=x2, W=W, U=U, R=R, peep=peep, lengths=cache.lengths, h0=cache.h0[idx],
+                    c0=cache.c0[idx], y=cache.outputs[k], y_col=d * Hout,
+                    gates=cache.gates[idx], cells=cache.cells[idx], dy=d_out,
+                    dy_col=d * Hout, dh=dh[idx], dc=dc[idx], dx=dx, dW=dW, dU=dU, db=db,
+                    dR=dR, dpeep=dpeep, reverse=cfg.is_reversed(d), identity=identity,
+                    clip=cfg.cell_clip or 0.0, dln_g=dln_g, dln_c=dln_c, **cache.extras[idx]))
+                if cfg.layer_norm:
+                    g = n.layer_norm
+                    grads[g[0]], grads[g[1]], grads[g[2]], grads[g[3]] = dln_g
+                    grads[g[4]], grads[g[5]] = dln_c
+            else:
+                calls.append(_kernels.LayerBackward(
+                    x=x2, W=W, U=U, R=R, peep=peep, lengths=cache.lengths, h0=cache.h0[idx],
+                    c0=cache.c0[idx], y=cache.outputs[k], y_col=d * Hout,
+                    gates=cache.gates[idx], cells=cache.cells[idx], dy=d_out,
+                    dy_col=d * Hout, dh=dh[idx], dc=dc[idx], dx=dx, dW=dW, dU=dU, db=db,
+                    dR=dR, dpeep=dpeep, reverse=cfg.is_reversed(d), identity=identity))
             grads[n.weight_ih], grads[n.weight_hh] = dW, dU
             if cfg.bias:
                 grads[n.bias_ih] = db  # bias_hh: a copy, once db is computed
@@ -237,13 +307,20 @@ def backward(cache: LSTMCache, dy, dh, dc, keys=None):
             if cfg.peephole:  # (indexing makes the row views in half the time iterating does)
                 ci, cf, co = n.peepholes
                 grads[ci], grads[cf], grads[co] = dpeep[0], dpeep[1], dpeep[2]
-        if D == 2:
+        if cfg.regularised:
+            for call in calls:
+                _kernels.backward_regularised(call)
+        elif D == 2:
             _kernels.backward_pair(*calls)
         else:
             _kernels.backward(calls[0])
         for d in range(D if cfg.bias else 0):
             n = cfg.names(k, d)
             grads[n.bias_hh] = grads[n.bias_ih].copy()
+        masks = cache.masks
+        if k > 0 and masks is not None and masks.dropout[k - 1] is not None:
+            # The gradient of y * mask (dropout between layers k-1 and k).
+            _kernels.scale(dx, masks.dropout[k - 1].reshape(dx.shape), dx)
         d_out = dx.reshape(T, B, -1)
     names = cfg.parameter_names
     return d_out, {key: grads[name] for key, name in zip(keys or names, names)}

@@ -16,9 +16,12 @@ The code is split by job, and included here so that every kernel variant (``_ker
 ``_kernels_avx2``, ``_kernels_avx512``) compiles all of it for its own instruction set:
 ``_activations.pxd`` (exp, sigmoid, tanh), ``_cell.pxi`` (the cell's element-wise steps),
 ``_layer_serial.pxi`` and ``_layer_parallel.pxi`` (the layer drivers), ``_contract.pxi``
-(the checks of every argument), ``_gemm.pxd`` (the in-house GEMM), ``_blas`` (the BLAS shim),
-``_openmp.pxd``, ``_phases.pxi`` (timers for the bench's ``--profile``), ``_plan.pxi``
-(when a second thread pays, from costs measured once) and ``_test_hooks.pxi``.
+(the checks of every argument), ``_cell_regularised.pxi``, ``_layer_regularised.pxi`` and
+``_entry_regularised.pxi`` (the cell with recurrent dropout, zoneout, layer norm or cell
+clip, its driver and entry points, and dropout between layers), ``_gemm.pxd`` (the in-house
+GEMM), ``_blas`` (the BLAS shim), ``_openmp.pxd``, ``_phases.pxi`` (timers for the bench's
+``--profile``), ``_plan.pxi`` (when a second thread pays, from costs measured once) and
+``_test_hooks.pxi``.
 
 A batch row b is *active* at time t when ``t < lengths[b]``, in both directions: the forward
 direction runs t = 0 .. T-1, the reverse one t = T-1 .. 0, and either way an inactive row keeps
@@ -65,9 +68,12 @@ cdef enum:
 include "_phases.pxi"
 include "_plan.pxi"
 include "_cell.pxi"
+include "_cell_regularised.pxi"
 include "_layer_serial.pxi"
 include "_layer_parallel.pxi"
+include "_layer_regularised.pxi"
 include "_contract.pxi"
+include "_entry_regularised.pxi"
 include "_test_hooks.pxi"
 
 

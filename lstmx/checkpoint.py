@@ -100,7 +100,8 @@ def _module_config(module) -> dict:
         config["dtype"] = module.config.dtype.name
         if isinstance(module, LSTMCell):
             config = {k: config[k] for k in ("input_size", "hidden_size", "bias",
-                                             "peephole", "output_activation", "dtype")}
+                                             "peephole", "output_activation", "dtype",
+                                             "zoneout", "layer_norm", "cell_clip")}
     elif isinstance(module, Linear):
         config = dict(in_features=module.in_features, out_features=module.out_features,
                       bias="bias" in module._params, dtype=module.dtype.name)
@@ -150,8 +151,15 @@ def _restore_module(name, record, into, file):
     if cls_name not in _MODULES:
         raise ValueError(f"{file}: module {name!r} has an unknown class {cls_name!r}")
     cls, config = _MODULES[cls_name], record["config"]
-    if cls_name == "LSTM" and isinstance(config, dict) and "reverse" not in config:
-        config = {**config, "reverse": False}  # recorded before LSTM had the option
+    if cls_name in ("LSTM", "LSTMCell") and isinstance(config, dict):
+        # Options recorded before LSTM had them take their defaults; JSON makes the
+        # zoneout pair a list.
+        later = dict(zoneout=(0.0, 0.0), layer_norm=False, cell_clip=None)
+        if cls_name == "LSTM":
+            later.update(reverse=False, dropout=0.0, recurrent_dropout=0.0)
+        config = {**later, **config}
+        if isinstance(config["zoneout"], list):
+            config["zoneout"] = tuple(config["zoneout"])
     if into is None:
         try:
             into = cls(**config)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lstmx import _engine, _workspace
+from lstmx import _engine, _masks, _workspace
 from lstmx._dispatch import kernels as _kernels
 from lstmx._config import LSTMConfig
 from lstmx._validation import (as_float_array, check_lengths, check_rows, check_state,
@@ -33,6 +33,25 @@ class _Parameterised:
                 self._params[f"weight_c{g}" + s] = stack[row]
             stacks.append(stack)
         return stacks
+
+    def _stack_layer_norms(self, cfg, suffixes) -> list:
+        """As ``_stack_peepholes``, for the layer-norm parameters: per suffix, the pair
+        ([gamma_ih; beta_ih; gamma_hh; beta_hh] (4, 4H), [gamma_c; beta_c] (2, H)) whose
+        rows are the live parameters."""
+        stacks = []
+        for s in suffixes:
+            names = [f"layer_norm_{part}_{kind}" + s for part in ("ih", "hh", "c")
+                     for kind in ("weight", "bias")]
+            pair = (np.stack([self._params[n] for n in names[:4]]),
+                    np.stack([self._params[n] for n in names[4:]]))
+            for row, name in enumerate(names):
+                self._params[name] = pair[row // 4][row % 4]
+            stacks.append(pair)
+        return stacks
+
+    def _masks(self, T, B, rng):
+        """The masks of a training pass (drawn from ``rng``, see ``lstmx._masks``)."""
+        return _masks.draw(self.config, T, B, rng)
 
     def parameters(self) -> dict[str, np.ndarray]:
         """The live parameter arrays, keyed like ``state_dict()``; update them in place."""
@@ -74,7 +93,7 @@ class _Parameterised:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # What the parameters' shapes follow: set once, by __init__.
-    _FIXED = frozenset({"config", "_params", "_peeps", "_peep", "in_features", "out_features",
+    _FIXED = frozenset({"config", "_params", "_peeps", "_peep", "_lns", "in_features", "out_features",
                         "num_embeddings", "embedding_dim", "padding_idx"})
 
     def __setattr__(self, name, value):
@@ -92,7 +111,8 @@ class _Parameterised:
 
     def __getstate__(self):
         # The peephole stacks are rebuilt from their rows by __setstate__.
-        return {k: v for k, v in self.__dict__.items() if k not in ("_peeps", "_peep")}
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("_peeps", "_peep", "_lns")}
 
     def __setstate__(self, state):
         # Arrays may arrive from anywhere (protocol-5 out-of-band buffers are read-only and
@@ -102,14 +122,15 @@ class _Parameterised:
         state["_params"] = {name: np.array(value, dtype=value.dtype.newbyteorder("="),
                                            order="C", copy=True)
                             for name, value in state["_params"].items()}
-        for derived in ("_peeps", "_peep"):
+        for derived in ("_peeps", "_peep", "_lns"):
             state.pop(derived, None)
             self.__dict__.pop(derived, None)
         self.__dict__.update(state)
         self._link()
 
     def _link(self):
-        """Rebuild what is derived from the parameter arrays (the peephole stacks)."""
+        """Rebuild what is derived from the parameter arrays (the peephole and layer-norm
+        stacks)."""
 
     def _changed_parameter(self):
         """A message naming a live parameter whose shape, dtype or layout was changed in
@@ -210,35 +231,73 @@ class LSTM(_Parameterised):
         each sequence from its last valid step (t = lengths[b] - 1) down to t = 0, writing
         y_t at time t; h_n, c_n are the state after step 0. Only with
         ``bidirectional=False``. ONNX's ``direction="reverse"``; PyTorch has no equivalent.
+    dropout : float in [0, 1), default 0
+        Training only: each element of every layer's output but the last's is zeroed with
+        probability p and the rest scaled by 1/(1-p) (PyTorch's ``dropout``).
+    recurrent_dropout : float in [0, 1), default 0
+        Training only: h_{t-1} times one Bernoulli(1-p)/(1-p) mask per sequence and unit,
+        the same at every step, before the recurrent product (Keras', variational).
+    zoneout : float or pair (p_c, p_h), default 0
+        Training: each unit of c_t (h_t) keeps its previous value with probability p_c
+        (p_h), fresh masks every step; inference: the expectation,
+        c_t = p_c c_{t-1} + (1-p_c) c~_t (and the same for h).
+    layer_norm : bool, default False
+        z = LN(x W^T) + LN(h U^T) + b_ih + b_hh (LN over each row's 4H) and
+        h = o * act(LN(c_t)), with ``layer_norm_ih_weight{s}``, ``layer_norm_ih_bias{s}``,
+        ``layer_norm_hh_weight{s}`` and ``layer_norm_hh_bias{s}`` (4H,), and
+        ``layer_norm_c_weight{s}`` and ``layer_norm_c_bias{s}`` (H,): the gains (weights)
+        initialised to 1, the biases to 0.
+    cell_clip : float or None, default None
+        Clip c_t to [-cell_clip, cell_clip] right after its update (TF1's ``cell_clip``).
 
     Notes
     -----
     Parameter shapes, with ``{s}`` = ``_l{k}`` or ``_l{k}_reverse``: ``weight_ih{s}`` (4H, I)
     for k = 0 and (4H, D*H_out) above, ``weight_hh{s}`` (4H, H_out), ``bias_ih{s}`` and
     ``bias_hh{s}`` (4H,), ``weight_hr{s}`` (P, H); gates stacked in the order i, f, g, o.
+    The maths of the regularisation options, forward and backward, is in
+    ``docs/equations.md``. Their training cache holds, per layer and direction, besides the
+    plain T*B*5H: the zoneout masks (T*B*H, T*B*H_out) and c~_t (T*B*H), the recurrent
+    dropout mask (B*H_out), with layer norm T*B*(9H+3) (the normalised products and cell
+    and their statistics), and per dropout layer its mask and the dropped output
+    (2*T*B*D*H_out each). Inference keeps nothing more than a step's scratch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lstmx import LSTM
+    >>> lstm = LSTM(8, 16, num_layers=2, dropout=0.3, zoneout=0.1, layer_norm=True, seed=0)
+    >>> x = np.zeros((5, 3, 8), np.float32)
+    >>> y, (h, c), cache = lstm.forward_train(x, rng=0)
+    >>> y.shape
+    (5, 3, 16)
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  bidirectional=False, proj_size=0, peephole=False, output_activation="tanh",
-                 dtype=np.float32, seed=None, init="pytorch", reverse=False):
+                 dtype=np.float32, seed=None, init="pytorch", reverse=False, dropout=0.0,
+                 recurrent_dropout=0.0, zoneout=0.0, layer_norm=False, cell_clip=None):
         self.config = LSTMConfig(input_size, hidden_size, num_layers, bias, batch_first,
                                  bidirectional, proj_size, peephole, output_activation, dtype,
-                                 reverse)
+                                 reverse, dropout, recurrent_dropout, zoneout, layer_norm,
+                                 cell_clip)
         self._params = self.config.init_parameters(seed, init)
         self._link()
 
     def _link(self):
         cfg = self.config
-        self._peeps = self._stack_peepholes(
-            [cfg.suffix(k, d) for k in range(cfg.num_layers)
-             for d in range(cfg.num_directions)]) if cfg.peephole else []
+        suffixes = [cfg.suffix(k, d) for k in range(cfg.num_layers)
+                    for d in range(cfg.num_directions)]
+        self._peeps = self._stack_peepholes(suffixes) if cfg.peephole else []
+        self._lns = self._stack_layer_norms(cfg, suffixes) if cfg.layer_norm else []
 
     def __repr__(self):
         c = self.config
         opts = [f"{c.input_size}", f"{c.hidden_size}"]
         defaults = LSTMConfig(1, 2)
         for name in ("num_layers", "bias", "batch_first", "bidirectional", "proj_size",
-                     "peephole", "output_activation", "reverse"):
+                     "peephole", "output_activation", "reverse", "dropout",
+                     "recurrent_dropout", "zoneout", "layer_norm", "cell_clip"):
             if getattr(c, name) != getattr(defaults, name):
                 opts.append(f"{name}={getattr(c, name)!r}")
         return f"LSTM({', '.join(opts)}, dtype={c.dtype.name})"
@@ -344,7 +403,7 @@ class LSTM(_Parameterised):
         x, h0, c0, lengths = self._inputs(x, state, lengths, training=False)
         try:
             y, h_n, c_n, _ = _engine.forward(self.config, self._params, x, h0, c0, lengths, False,
-                                             self._peeps)
+                                             self._peeps, self._lns)
         except (TypeError, ValueError, IndexError) as err:
             raise self._explain(err, None) from None
         return self._output(y), (h_n, c_n)
@@ -354,8 +413,17 @@ class LSTM(_Parameterised):
         from lstmx.quantized import QuantizedLSTM
         return QuantizedLSTM.from_float(self, mode)
 
-    def forward_train(self, x, state=None, lengths=None):
-        """As calling the layer, and also return the cache that ``backward`` needs.
+    def forward_train(self, x, state=None, lengths=None, rng=None):
+        """As calling the layer, in training (dropout and zoneout draw their masks), and also
+        return the cache that ``backward`` needs.
+
+        Parameters
+        ----------
+        x, state, lengths : as ``__call__``
+        rng : int, numpy.random.Generator or None
+            Where the masks of dropout, recurrent dropout and zoneout are drawn from: the
+            same seed gives the same masks (and the cache keeps them for ``backward``);
+            None draws fresh ones. Unused without those options.
 
         Returns
         -------
@@ -363,13 +431,15 @@ class LSTM(_Parameterised):
         cache : LSTMCache
         """
         if self._is_unbatched(x):
-            y, (h_n, c_n), cache = self.forward_train(*self._batch_one(x, state), lengths)
+            y, (h_n, c_n), cache = self.forward_train(*self._batch_one(x, state), lengths,
+                                                      rng)
             return self._unbatch(y), (h_n[:, 0], c_n[:, 0]), cache
 
         x, h0, c0, lengths = self._inputs(x, state, lengths, training=True)
+        masks = self._masks(x.shape[0], x.shape[1], rng)
         try:
             y, h_n, c_n, cache = _engine.forward(self.config, self._params, x, h0, c0, lengths,
-                                                 True, self._peeps)
+                                                 True, self._peeps, self._lns, masks)
         except (TypeError, ValueError, IndexError) as err:
             raise self._explain(err, None) from None
         return self._output(_sealed(y)), (h_n, c_n), cache
@@ -436,13 +506,29 @@ class LSTMCell(_Parameterised):
     dtype : float32 or float64, default float32
     seed : int or None
     init : {"pytorch", "keras"}, default "pytorch"
-        As for ``LSTM``.
+    zoneout : float or pair (p_c, p_h), default 0
+    layer_norm : bool, default False
+        With ``layer_norm_ih_weight``, ``layer_norm_ih_bias``, ``layer_norm_hh_weight`` and
+        ``layer_norm_hh_bias`` (4H,), ``layer_norm_c_weight`` and ``layer_norm_c_bias`` (H,).
+    cell_clip : float or None, default None
+        As for ``LSTM`` (a step has no sequence: the two dropouts are the layer's).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lstmx import LSTMCell
+    >>> cell = LSTMCell(4, 8, zoneout=0.1, layer_norm=True, seed=0)
+    >>> (h, c), cache = cell.forward_train(np.ones((2, 4), np.float32), rng=0)
+    >>> h.shape
+    (2, 8)
     """
 
     def __init__(self, input_size, hidden_size, bias=True, peephole=False,
-                 output_activation="tanh", dtype=np.float32, seed=None, init="pytorch"):
+                 output_activation="tanh", dtype=np.float32, seed=None, init="pytorch",
+                 zoneout=0.0, layer_norm=False, cell_clip=None):
         self.config = LSTMConfig(input_size, hidden_size, bias=bias, peephole=peephole,
-                                 output_activation=output_activation, dtype=dtype)
+                                 output_activation=output_activation, dtype=dtype,
+                                 zoneout=zoneout, layer_norm=layer_norm, cell_clip=cell_clip)
         # The engine reads layer names (weight_ih_l0); the cell shows torch's cell names.
         self._params = {name[:-3]: value
                         for name, value in self.config.init_parameters(seed, init).items()}
@@ -451,12 +537,18 @@ class LSTMCell(_Parameterised):
     def _link(self):
         self._peep = (self._stack_peepholes([""])[0] if self.config.peephole
                       else None)  # (3, H) or None
+        self._lns = self._stack_layer_norms(self.config, [""]) if self.config.layer_norm \
+            else []
 
     def __repr__(self):
         c = self.config
+        extra = "".join(f", {name}={getattr(c, name)!r}"
+                        for name, default in (("zoneout", (0.0, 0.0)), ("layer_norm", False),
+                                              ("cell_clip", None))
+                        if getattr(c, name) != default)
         return (f"LSTMCell({c.input_size}, {c.hidden_size}, bias={c.bias}, "
-                f"peephole={c.peephole}, output_activation={c.output_activation!r}, "
-                f"dtype={c.dtype.name})")
+                f"peephole={c.peephole}, output_activation={c.output_activation!r}"
+                f"{extra}, dtype={c.dtype.name})")
 
     @property
     def dtype(self) -> np.dtype:
@@ -468,6 +560,8 @@ class LSTMCell(_Parameterised):
         layer = {n.weight_ih: p["weight_ih"], n.weight_hh: p["weight_hh"]}
         if n.bias_ih:
             layer[n.bias_ih], layer[n.bias_hh] = p["bias_ih"], p["bias_hh"]
+        for name in n.layer_norm or ():
+            layer[name] = p[name[:-3]]
         return layer
 
     def _inputs(self, x, state, training):
@@ -484,6 +578,14 @@ class LSTMCell(_Parameterised):
         Returns the new (h, c)."""
         cfg, p = self.config, self._params
         identity = cfg.output_activation == "identity"
+        if cfg.regularised_inference:
+            x, h, c, _ = self._inputs(x, state, training=False)
+            try:
+                _, h, c, _ = _engine.forward(cfg, self._layer_params(), x, h, c, None, False,
+                                             (self._peep,), self._lns)
+            except (TypeError, ValueError, IndexError) as err:
+                raise self._explain(err, None) from None
+            return h[0], c[0]
         # A cell step is latency-bound: arrays that are already right go straight to the
         # kernel, which checks them in C (cell_step); anything else is validated here.
         if state is not None:
@@ -511,12 +613,15 @@ class LSTMCell(_Parameterised):
         from lstmx.quantized import QuantizedLSTMCell
         return QuantizedLSTMCell.from_float(self, mode)
 
-    def forward_train(self, x, state=None):
-        """One step, also returning the cache for ``backward``: ((h, c), cache)."""
+    def forward_train(self, x, state=None, rng=None):
+        """One step, also returning the cache for ``backward``: ((h, c), cache). ``rng``
+        (int, numpy.random.Generator or None) draws the zoneout masks, as for
+        ``LSTM.forward_train``."""
         x, h, c, lengths = self._inputs(x, state, training=True)
+        masks = self._masks(1, x.shape[1], rng)
         try:
             _, h, c, cache = _engine.forward(self.config, self._layer_params(), x, h, c,
-                                             lengths, True, (self._peep,))
+                                             lengths, True, (self._peep,), self._lns, masks)
         except (TypeError, ValueError, IndexError) as err:
             raise self._explain(err, None) from None
         return (h[0], c[0]), cache

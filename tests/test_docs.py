@@ -38,12 +38,17 @@ CONFIGS = [
     dict(proj_size=P),
     dict(peephole=True),
     dict(num_layers=2, bidirectional=True, proj_size=P, peephole=True),
+    dict(num_layers=2, bidirectional=True, layer_norm=True, dropout=0.2, zoneout=0.1),
     dict(num_layers=3, bidirectional=True, proj_size=P, peephole=True, bias=False,
          batch_first=True, output_activation="identity"),
     dict(num_layers=2, batch_first=True, dtype=np.float64),
 ]
 CELL_CONFIGS = [dict(), dict(bias=False), dict(peephole=True),
-                dict(peephole=True, bias=False, dtype=np.float64)]
+                dict(peephole=True, bias=False, dtype=np.float64),
+                dict(peephole=True, layer_norm=True)]
+
+LAYER_NORM_NAMES = {f"layer_norm_{part}_{kind}" for part in ("ih", "hh", "c")
+                    for kind in ("weight", "bias")}
 
 
 def read(name):
@@ -101,7 +106,7 @@ def documented_parameters(cfg):
     rows = table(read("equations.md"), "parameter")
     sizes = sizes_of(cfg)
     options = {f: getattr(cfg, f) for f in ("bias", "proj_size", "peephole", "num_layers",
-                                            "bidirectional")}
+                                            "bidirectional", "layer_norm")}
     literal = {row[0].strip("`") for row in rows if "{k}" not in row[0]}
     out = {}
     for k in range(cfg.num_layers):
@@ -214,7 +219,7 @@ def test_lstm_docstring_parameter_shapes(options):
     documented = docstring_shapes(lstmx.LSTM.__doc__)
     kinds = {re.sub(r"(\{s\}|_l\{k\})$", "", name) for name in documented}
     assert kinds == {"weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "weight_ci",
-                     "weight_cf", "weight_co"}
+                     "weight_cf", "weight_co"} | LAYER_NORM_NAMES
     checked = 0
     for name, shp in documented.items():
         # "{s}" statements are about layer 0 (the docstring says "for k = 0" of weight_ih);
@@ -235,7 +240,7 @@ def test_cell_docstring_parameter_shapes(options):
     real = {name: value.shape for name, value in cell.state_dict().items()}
     documented = docstring_shapes(lstmx.LSTMCell.__doc__)
     assert set(documented) == {"weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_ci",
-                               "weight_cf", "weight_co"}
+                               "weight_cf", "weight_co"} | LAYER_NORM_NAMES
     for name in real:
         assert real[name] == shape(documented[name], sizes_of(cell.config)), name
 

@@ -1,0 +1,332 @@
+# Entry points of the regularised layer driver and of dropout between layers: checks, plans, runs.
+#
+# Included by _kernels.pyx after _contract.pxi, whose checks (expect_option among them) it
+# applies to every array of the options (masks, layer-norm parameters, their saved values).
+
+
+cdef list plan_regularised_forward(
+        RegForwardPlan *f, cnp.ndarray x, cnp.ndarray W, cnp.ndarray U, cnp.ndarray b_ih,
+        cnp.ndarray b_hh, cnp.ndarray R, cnp.ndarray peep, cnp.ndarray lengths, cnp.ndarray h,
+        cnp.ndarray c, cnp.ndarray y, Py_ssize_t y_col, bint reverse, bint identity,
+        cnp.ndarray gates, cnp.ndarray cells, cnp.ndarray ctil, cnp.ndarray lnx,
+        cnp.ndarray lnh, cnp.ndarray lnc, cnp.ndarray rstd, cnp.ndarray rd, cnp.ndarray zc,
+        cnp.ndarray zh, cnp.ndarray ln_g, cnp.ndarray ln_c, double p_c, double p_h,
+        double clip):
+    """Check the arguments of a regularised forward pass (see ``RegularisedForward``),
+    allocate its workspace and fill ``f``; returns the arrays the plan points into."""
+    cdef Shapes n = Shapes(x, W, U, R, peep, lengths, h, c, y, y_col, True)
+    cdef Py_ssize_t T = n.T, B = n.B, H = n.H, G = 4 * n.H, Hout = n.Hout
+    cdef bint training = gates is not None, ln = ln_g is not None
+    try:
+        if b_ih is not None or b_hh is not None:
+            expect(b_ih, "b_ih", n.typenum, G)
+            expect(b_hh, "b_hh", n.typenum, G)
+        expect_option(ln_c, "ln_c", n.typenum, ln, "with ln_g (layer norm)", 2, H)
+        if ln:
+            expect(ln_g, "ln_g", n.typenum, 4, G)
+        expect_option(cells, "cells", n.typenum, training, "in training (with gates)",
+                      T, B, H, True)
+        if training:
+            expect_output(gates, "gates", n.typenum, T, B, G)
+        for a, name in ((rd, "rd"), (zc, "zc"), (zh, "zh")):
+            if a is not None and not training:
+                raise TypeError(f"kernel argument {name} (a mask) is for training only "
+                                f"(with gates)")
+        if rd is not None:
+            expect(rd, "rd", n.typenum, B, Hout)
+        if zc is not None:
+            expect(zc, "zc", n.typenum, T, B, H)
+        if zh is not None:
+            expect(zh, "zh", n.typenum, T, B, Hout)
+        expect_option(ctil, "ctil", n.typenum, zc is not None, "with zc (zoneout of c)",
+                      T, B, H, True)
+        for a, name, d2 in ((lnx, "lnx", G), (lnh, "lnh", G), (lnc, "lnc", H),
+                            (rstd, "rstd", LN_STATS)):
+            expect_option(a, name, n.typenum, training and ln,
+                          "in training with layer norm", T, B, d2, True)
+        expect_probability(p_c, "p_c")
+        expect_probability(p_h, "p_h")
+        if training and (p_c or p_h):
+            raise ValueError("kernel arguments p_c, p_h are inference's zoneout; training "
+                             "takes the masks zc, zh")
+        if not (0 <= clip < float("inf")):
+            raise ValueError(f"kernel argument clip must be finite and >= 0; got {clip}")
+    except (TypeError, ValueError) as err:
+        raise n.explain(err) from None
+    cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(h)
+    f.T, f.B, f.n_in, f.H, f.P, f.ldy = T, B, n.n_in, H, n.P, n.ldy
+    f.Tc = T if training else max(1, min(T, CHUNK_ELEMENTS // (B * G)))
+    f.training, f.reverse, f.identity = training, reverse, identity
+    f.double = n.typenum == cnp.NPY_DOUBLE
+    f.small = B * G * Hout <= SMALL_PRODUCT and T >= 4
+    f.packed_steps = TILED_GEMM and not f.small and T >= 4
+    f.clip, f.p_c, f.p_h = clip, p_c, p_h
+    # Workspace: [inference: ctil (B, H) | the chunk of z, or with layer norm the chunk of
+    #             x W^T, h U^T (B, 4H), z (B, 4H), lnc (B, H), rstd (B, 3)] [h_d (B, Hout)]
+    #             [m (B, H) | h~ (B, P) | U.T | zero peepholes | b_ih + b_hh]
+    cdef Py_ssize_t chunk = f.Tc * B * G
+    cdef Py_ssize_t n_inf = 0 if training else (
+        B * H + chunk + ((2 * B * G + B * H + B * LN_STATS) if ln else 0))
+    cdef Py_ssize_t n_hd = B * Hout if rd is not None else 0
+    cdef Py_ssize_t n_ut = Hout * G if f.small else 0
+    cdef cnp.ndarray work = workspace(n_inf + n_hd + B * H + B * n.P + n_ut + 3 * H + G,
+                                      h.dtype)
+    cdef char *w = <char *> cnp.PyArray_DATA(work)
+    cdef char *rest = w + (n_inf + n_hd) * size
+    cdef cnp.ndarray Wp = (workspace(n.packed_size(False), h.dtype)
+                           if n.packed_input() else None)
+    cdef cnp.ndarray Up = (workspace(n.Hout * 4 * strips(H) * TILE_COLS, h.dtype)
+                           if f.packed_steps else None)
+    cdef cnp.ndarray Rp = (workspace(H * strips(n.P) * TILE_COLS, h.dtype)
+                           if f.packed_steps and n.P else None)
+    f.x, f.W, f.U, f.b_ih, f.b_hh, f.R = data(x), data(W), data(U), data(b_ih), data(b_hh), data(R)
+    f.lengths = <Py_ssize_t *> data(lengths)
+    f.rd, f.zc, f.zh, f.ln_g, f.ln_c = data(rd), data(zc), data(zh), data(ln_g), data(ln_c)
+    f.h, f.c, f.y = data(h), data(c), <char *> data(y) + y_col * size
+    f.hd = w + n_inf * size if rd is not None else NULL
+    f.m = rest
+    f.hp = rest + B * H * size
+    f.Ut = rest + (B * H + B * n.P) * size if f.small else NULL
+    f.peep_zero = rest + (B * H + B * n.P + n_ut) * size
+    memset(f.peep_zero, 0, 3 * H * size)
+    f.peep = data(peep) if peep is not None else f.peep_zero
+    f.bias = rest + (B * H + B * n.P + n_ut + 3 * H) * size
+    bias_view = work[n_inf + n_hd + B * H + B * n.P + n_ut + 3 * H:]
+    if b_ih is not None:
+        np.add(b_ih, b_hh, out=bias_view)
+    else:
+        bias_view.fill(0)
+    f.Wp, f.Up, f.Rp = data(Wp), data(Up), data(Rp)
+    if training:
+        f.gates, f.cells = data(gates), data(cells)
+        f.ctil = data(ctil if ctil is not None else cells)
+        f.lnx, f.lnh, f.lnc, f.rstd = data(lnx), data(lnh), data(lnc), data(rstd)
+        f.zrow = NULL
+    else:
+        f.cells = NULL
+        f.ctil = w
+        if ln:  # (the driver reads x W^T from lnx and makes z in zrow: no z chunk)
+            f.gates = NULL
+            f.lnx = w + B * H * size
+            f.lnh = w + (B * H + chunk) * size
+            f.zrow = w + (B * H + chunk + B * G) * size
+            f.lnc = w + (B * H + chunk + 2 * B * G) * size
+            f.rstd = w + (2 * B * H + chunk + 2 * B * G) * size
+        else:
+            f.gates = w + B * H * size
+            f.lnx = f.lnh = f.zrow = f.lnc = f.rstd = NULL
+    return [work, Wp, Up, Rp]
+
+
+cdef class RegularisedForward:
+    """One layer and direction's forward pass with any of recurrent dropout, zoneout, layer
+    norm and cell clip, checked and planned; run it with ``forward_regularised``. Keyword
+    arguments only.
+
+    As ``LayerForward`` (x, W, U, b_ih, b_hh, R, peep, lengths, h, c, y, y_col, reverse,
+    identity, gates, cells), and: ln_g (4, 4H) = [gamma_ih; beta_ih; gamma_hh; beta_hh] and
+    ln_c (2, H) = [gamma_c; beta_c] with layer norm, else None; clip >= 0 (0: none).
+    Training (gates given): the masks rd (B, Hout) (recurrent dropout scale), zc (T, B, H)
+    and zh (T, B, Hout) (zoneout, 1 = keep the previous value) or None; ctil (T, B, H)
+    receives the cell's own c~_t when zc is given (cells receives the state c_t); with layer
+    norm lnx, lnh (T, B, 4H), lnc (T, B, H) receive the normalised x W^T, h U^T and c~_t and
+    rstd (T, B, 3) their reciprocal standard deviations. Inference: p_c, p_h, zoneout's
+    probabilities (its expectation), and no masks.
+    """
+    cdef RegForwardPlan plan
+    cdef list arrays
+
+    def __init__(self, *, cnp.ndarray x, cnp.ndarray W, cnp.ndarray U, cnp.ndarray h,
+                 cnp.ndarray c, cnp.ndarray y, cnp.ndarray b_ih=None, cnp.ndarray b_hh=None,
+                 cnp.ndarray R=None, cnp.ndarray peep=None, cnp.ndarray lengths=None,
+                 Py_ssize_t y_col=0, bint reverse=False, bint identity=False,
+                 cnp.ndarray gates=None, cnp.ndarray cells=None, cnp.ndarray ctil=None,
+                 cnp.ndarray lnx=None, cnp.ndarray lnh=None, cnp.ndarray lnc=None,
+                 cnp.ndarray rstd=None, cnp.ndarray rd=None, cnp.ndarray zc=None,
+                 cnp.ndarray zh=None, cnp.ndarray ln_g=None, cnp.ndarray ln_c=None,
+                 double p_c=0, double p_h=0, double clip=0):
+        work = plan_regularised_forward(
+            &self.plan, x, W, U, b_ih, b_hh, R, peep, lengths, h, c, y, y_col, reverse,
+            identity, gates, cells, ctil, lnx, lnh, lnc, rstd, rd, zc, zh, ln_g, ln_c, p_c,
+            p_h, clip)
+        # The plan points into these: they live as long as it does.
+        self.arrays = [x, W, U, b_ih, b_hh, R, peep, lengths, h, c, y, gates, cells, ctil,
+                       lnx, lnh, lnc, rstd, rd, zc, zh, ln_g, ln_c] + work
+
+
+def forward_regularised(RegularisedForward call not None):
+    """Run one layer and direction's regularised forward pass."""
+    with nogil:
+        if call.plan.double:
+            forward_layer_regularised(<double> 0, &call.plan)
+        else:
+            forward_layer_regularised(<float> 0, &call.plan)
+
+
+cdef list plan_regularised_backward(
+        RegBackwardPlan *f, cnp.ndarray x, cnp.ndarray W, cnp.ndarray U, cnp.ndarray R,
+        cnp.ndarray peep, cnp.ndarray lengths, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray y,
+        Py_ssize_t y_col, cnp.ndarray gates, cnp.ndarray cells, cnp.ndarray ctil,
+        cnp.ndarray lnx, cnp.ndarray lnh, cnp.ndarray lnc, cnp.ndarray rstd, cnp.ndarray rd,
+        cnp.ndarray zc, cnp.ndarray zh, cnp.ndarray ln_g, cnp.ndarray ln_c, double clip,
+        cnp.ndarray dy, Py_ssize_t dy_col, cnp.ndarray dh, cnp.ndarray dc, cnp.ndarray dx,
+        cnp.ndarray dW, cnp.ndarray dU, cnp.ndarray db, cnp.ndarray dR, cnp.ndarray dpeep,
+        cnp.ndarray dln_g, cnp.ndarray dln_c, bint reverse, bint identity):
+    """Check the arguments of a regularised backward pass (see ``RegularisedBackward``),
+    allocate its workspace and fill ``f``; returns the arrays the plan points into."""
+    cdef Shapes n = Shapes(x, W, U, R, peep, lengths, h0, c0, y, y_col, False)
+    cdef Py_ssize_t T = n.T, B = n.B, H = n.H, G = 4 * n.H, Hout = n.Hout
+    cdef bint ln = ln_g is not None
+    try:
+        expect(gates, "gates", n.typenum, T, B, G)
+        expect(cells, "cells", n.typenum, T, B, H)
+        if rd is not None:
+            expect(rd, "rd", n.typenum, B, Hout)
+        if zc is not None:
+            expect(zc, "zc", n.typenum, T, B, H)
+        if zh is not None:
+            expect(zh, "zh", n.typenum, T, B, Hout)
+        expect_option(ctil, "ctil", n.typenum, zc is not None, "with zc (zoneout of c)",
+                      T, B, H)
+        expect_option(ln_c, "ln_c", n.typenum, ln, "with ln_g (layer norm)", 2, H)
+        if ln:
+            expect(ln_g, "ln_g", n.typenum, 4, G)
+        for a, name, d2 in ((lnx, "lnx", G), (lnh, "lnh", G), (lnc, "lnc", H),
+                            (rstd, "rstd", LN_STATS)):
+            expect_option(a, name, n.typenum, ln, "with layer norm", T, B, d2)
+        expect_option(dln_g, "dln_g", n.typenum, ln, "with layer norm", 4, G, -1, True)
+        expect_option(dln_c, "dln_c", n.typenum, ln, "with layer norm", 2, H, -1, True)
+        if not (0 <= clip < float("inf")):
+            raise ValueError(f"kernel argument clip must be finite and >= 0; got {clip}")
+        expect_ndim(dy, "dy", 3)
+        if dy_col < 0 or dy_col + Hout > dy.shape[2]:
+            raise ValueError(f"kernel argument dy {(<object> dy).shape} has no room for the "
+                             f"columns [{dy_col}, {dy_col + Hout})")
+        expect(dy, "dy", n.typenum, T, B, dy.shape[2])
+        expect_output(dh, "dh", n.typenum, B, Hout)
+        expect_output(dc, "dc", n.typenum, B, H)
+        expect_output(dx, "dx", n.typenum, T * B, n.n_in)
+        expect_output(dW, "dW", n.typenum, G, n.n_in)
+        expect_output(dU, "dU", n.typenum, G, Hout)
+        if db is not None:
+            expect_output(db, "db", n.typenum, G)
+        expect_option(dR, "dR", n.typenum, R is not None, "with R (a projection)", n.P, H,
+                      -1, True)
+        if dpeep is not None:
+            expect_output(dpeep, "dpeep", n.typenum, 3, H)
+    except (TypeError, ValueError) as err:
+        raise n.explain(err) from None
+    cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(h0)
+    f.T, f.B, f.n_in, f.H, f.P, f.ldy, f.lddy = T, B, n.n_in, H, n.P, n.ldy, dy.shape[2]
+    f.Tc = max(1, min(T, BACKWARD_CHUNK_ELEMENTS // (B * G), BACKWARD_CHUNK_ROWS // B))
+    f.reverse, f.identity, f.double = reverse, identity, n.typenum == cnp.NPY_DOUBLE
+    f.clip = clip
+    # Workspace: [dz of Tc steps | with layer norm: dz_h of Tc steps, dz of a step (B, 4H)]
+    #            [dh_t | dh~_t | dh_d (B, Hout) each | dm | m (B, H) | dn (H,) |
+    #             h_d of a chunk (Tc*B, Hout) | zero peepholes | unwanted dpeep]
+    cdef Py_ssize_t chunk = f.Tc * B * G
+    cdef Py_ssize_t n_ln = chunk + B * G if ln else 0
+    cdef Py_ssize_t n_rest = 3 * B * Hout + 2 * B * H + H + f.Tc * B * Hout + 6 * H
+    cdef cnp.ndarray work = workspace(chunk + n_ln + n_rest, h0.dtype)
+    cdef bint packed = TILED_GEMM and B * G * Hout > SMALL_PRODUCT
+    cdef cnp.ndarray Ub = (workspace(G * strips(Hout) * TILE_COLS, h0.dtype)
+                           if packed else None)
+    cdef cnp.ndarray Rb = (workspace(n.P * strips(H) * TILE_COLS, h0.dtype)
+                           if packed and n.P else None)
+    cdef char *w = <char *> cnp.PyArray_DATA(work)
+    cdef char *r = w + (chunk + n_ln) * size
+    f.dz = w
+    f.dzh = w + chunk * size if ln else w
+    f.dg = w + 2 * chunk * size if ln else NULL
+    f.dht = r
+    f.dhtil = r + B * Hout * size
+    f.dhp = r + 2 * B * Hout * size
+    f.dm = r + 3 * B * Hout * size
+    f.m = r + (3 * B * Hout + B * H) * size
+    f.dn = r + (3 * B * Hout + 2 * B * H) * size
+    f.hprev = r + (3 * B * Hout + 2 * B * H + H) * size
+    cdef char *zero_peep = r + (3 * B * Hout + 2 * B * H + H + f.Tc * B * Hout) * size
+    memset(zero_peep, 0, 3 * H * size)
+    f.x, f.W, f.U, f.R = data(x), data(W), data(U), data(R)
+    f.peep = data(peep) if peep is not None else zero_peep
+    f.dpeep = data(dpeep) if dpeep is not None else zero_peep + 3 * H * size
+    f.lengths = <Py_ssize_t *> data(lengths)
+    f.rd, f.zc, f.zh, f.ln_g, f.ln_c = data(rd), data(zc), data(zh), data(ln_g), data(ln_c)
+    f.h0, f.c0, f.y = data(h0), data(c0), <char *> data(y) + y_col * size
+    f.gates, f.cells = data(gates), data(cells)
+    f.ctil = data(ctil if ctil is not None else cells)
+    f.lnx, f.lnh, f.lnc, f.rstd = data(lnx), data(lnh), data(lnc), data(rstd)
+    f.dy = <char *> data(dy) + dy_col * size
+    f.dh, f.dc, f.dx, f.dW, f.dU = data(dh), data(dc), data(dx), data(dW), data(dU)
+    f.db, f.dR, f.dln_g, f.dln_c = data(db), data(dR), data(dln_g), data(dln_c)
+    f.Ub, f.Rb = data(Ub), data(Rb)
+    return [work, Ub, Rb]
+
+
+cdef class RegularisedBackward:
+    """Backpropagation through time over one layer and direction of the regularised cell,
+    checked and planned; run it with ``backward_regularised``. Keyword arguments only.
+
+    The forward pass's arguments and outputs (as ``RegularisedForward`` in training, h0 and
+    c0 for h and c), dy, dh, dc, dx, dW, dU, db, dR, dpeep as ``LayerBackward`` (dx is
+    accumulated into), and with layer norm dln_g (4, 4H) and dln_c (2, H), overwritten with
+    the gradients of ln_g and ln_c.
+    """
+    cdef RegBackwardPlan plan
+    cdef list arrays
+
+    def __init__(self, *, cnp.ndarray x, cnp.ndarray W, cnp.ndarray U, cnp.ndarray h0,
+                 cnp.ndarray c0, cnp.ndarray y, cnp.ndarray gates, cnp.ndarray cells,
+                 cnp.ndarray dy, cnp.ndarray dh, cnp.ndarray dc, cnp.ndarray dx,
+                 cnp.ndarray dW, cnp.ndarray dU, cnp.ndarray R=None, cnp.ndarray peep=None,
+                 cnp.ndarray lengths=None, Py_ssize_t y_col=0, Py_ssize_t dy_col=0,
+                 cnp.ndarray ctil=None, cnp.ndarray lnx=None, cnp.ndarray lnh=None,
+                 cnp.ndarray lnc=None, cnp.ndarray rstd=None, cnp.ndarray rd=None,
+                 cnp.ndarray zc=None, cnp.ndarray zh=None, cnp.ndarray ln_g=None,
+                 cnp.ndarray ln_c=None, double clip=0, cnp.ndarray db=None,
+                 cnp.ndarray dR=None, cnp.ndarray dpeep=None, cnp.ndarray dln_g=None,
+                 cnp.ndarray dln_c=None, bint reverse=False, bint identity=False):
+        work = plan_regularised_backward(
+            &self.plan, x, W, U, R, peep, lengths, h0, c0, y, y_col, gates, cells, ctil, lnx,
+            lnh, lnc, rstd, rd, zc, zh, ln_g, ln_c, clip, dy, dy_col, dh, dc, dx, dW, dU, db,
+            dR, dpeep, dln_g, dln_c, reverse, identity)
+        self.arrays = [x, W, U, R, peep, lengths, h0, c0, y, gates, cells, ctil, lnx, lnh,
+                       lnc, rstd, rd, zc, zh, ln_g, ln_c, dy, dh, dc, dx, dW, dU, db, dR,
+                       dpeep, dln_g, dln_c] + work
+
+
+def backward_regularised(RegularisedBackward call not None):
+    """Run one layer and direction's regularised backward pass."""
+    with nogil:
+        if call.plan.double:
+            backward_layer_regularised(<double> 0, &call.plan)
+        else:
+            backward_layer_regularised(<float> 0, &call.plan)
+
+
+def scale(cnp.ndarray a not None, cnp.ndarray mask not None, cnp.ndarray out not None):
+    """out := a * mask, element-wise, for C-contiguous arrays of one shape and dtype (out
+    may be a): dropout between layers, and its gradient."""
+    cdef int typenum = cnp.PyArray_TYPE(a)
+    if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
+        raise TypeError(f"kernel argument a must be float32 or float64; got "
+                        f"{(<object> a).dtype}")
+    for arr, name in ((a, "a"), (mask, "mask"), (out, "out")):
+        if (<object> arr).shape != (<object> a).shape:
+            raise ValueError(f"kernel argument {name} must have the shape of a, "
+                             f"{(<object> a).shape}; got {(<object> arr).shape}")
+        if (cnp.PyArray_TYPE(arr) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+                or not cnp.PyArray_ISALIGNED(arr) or not cnp.PyArray_ISNOTSWAPPED(arr)):
+            raise TypeError(f"kernel argument {name} must be an aligned C-contiguous "
+                            f"native-order array of a's dtype, {(<object> a).dtype}")
+    if not cnp.PyArray_ISWRITEABLE(out):
+        raise ValueError("kernel argument out receives results and must be writeable")
+    cdef Py_ssize_t count = cnp.PyArray_SIZE(a)
+    cdef void *pa = cnp.PyArray_DATA(a)
+    cdef void *pm = cnp.PyArray_DATA(mask)
+    cdef void *po = cnp.PyArray_DATA(out)
+    with nogil:
+        if typenum == cnp.NPY_DOUBLE:
+            scale_elements(count, <double *> pa, <double *> pm, <double *> po)
+        else:
+            scale_elements(count, <float *> pa, <float *> pm, <float *> po)

@@ -1,0 +1,403 @@
+# Layer driver of the regularised cell (recurrent dropout, zoneout, layer norm, cell clip), one thread.
+#
+# Included by _kernels.pyx. Serial over steps, as forward_layer and backward_layer, whose
+# products it shares (BLAS, gemm_small or gemm_packed, as the entry point decides); the
+# element-wise steps are in _cell_regularised.pxi. Plain layers never come here.
+
+
+cdef struct RegForwardPlan:
+    # One layer and direction ready to run (untyped pointers: ``kind`` gives them their
+    # type). Training keeps every step (Tc = T); inference a chunk of Tc steps of z.
+    Py_ssize_t T, B, n_in, H, P, ldy, Tc
+    bint training, reverse, identity, double, small, packed_steps
+    double clip, p_c, p_h  # clip 0: none; p_c, p_h: zoneout at inference (no masks)
+    const void *x
+    const void *W
+    const void *U
+    const void *b_ih
+    const void *b_hh
+    const void *R
+    const void *peep     # (3, H), zeros without peepholes
+    const Py_ssize_t *lengths
+    const void *rd       # recurrent dropout scale (B, Hout) or NULL
+    const void *zc       # zoneout masks (T, B, H) and (T, B, Hout), or NULL
+    const void *zh
+    const void *ln_g     # [gamma_ih; beta_ih; gamma_hh; beta_hh] (4, 4H), or NULL
+    const void *ln_c     # [gamma_c; beta_c] (2, H), or NULL
+    void *h
+    void *c
+    void *y
+    # Training: gates (T, B, 4H), cells (T, B, H) the state c_t; ctil (T, B, H) the cell's
+    # own c~_t (with zoneout of c, else cells); with layer norm lnx, lnh (T, B, 4H) the
+    # normalised x W^T and h U^T, lnc (T, B, H) the normalised c~_t, rstd (T, B, 3).
+    # Inference: gates is the chunk of z, ctil and lnc (B, H) scratch, lnx the chunk of
+    # x W^T (with layer norm), lnh (B, 4H) scratch, rstd (B, 3) scratch.
+    void *gates
+    void *cells
+    void *ctil
+    void *lnx
+    void *lnh
+    void *lnc
+    void *rstd
+    void *zrow   # inference with layer norm: z of one step (B, 4H)
+    void *hd     # h_{t-1} after recurrent dropout (B, Hout)
+    void *m      # (B, H)
+    void *hp     # the projected h~_t (B, P)
+    void *Ut
+    void *Wp
+    void *Up
+    void *Rp
+    void *bias   # b_ih + b_hh (4H,), zeros without bias
+    void *peep_zero
+
+
+cdef void forward_layer_regularised(floating kind, const RegForwardPlan *f) noexcept nogil:
+    """Forward over a whole sequence (see RegularisedForward)."""
+    cdef Py_ssize_t T = f.T, B = f.B, I = f.n_in, H = f.H, P = f.P, G = 4 * H
+    cdef Py_ssize_t Hout = P if P > 0 else H
+    cdef Py_ssize_t s0, n, t_lo, s, t, bi, j, Tc = f.Tc
+    cdef bint ln = f.ln_g != NULL
+    cdef const floating *x = <const floating *> f.x
+    cdef const floating *U = <const floating *> f.U
+    cdef const floating *R = <const floating *> f.R
+    cdef const floating *rd = <const floating *> f.rd
+    cdef const floating *zc = <const floating *> f.zc
+    cdef const floating *zh = <const floating *> f.zh
+    cdef const floating *ln_g = <const floating *> f.ln_g
+    cdef const floating *ln_c = <const floating *> f.ln_c
+    cdef const floating *bias = <const floating *> f.bias
+    cdef const floating *peep = <const floating *> f.peep
+    cdef floating *h = <floating *> f.h
+    cdef floating *c = <floating *> f.c
+    cdef floating *y = <floating *> f.y
+    cdef floating *gates = <floating *> f.gates
+    cdef floating *proj = <floating *> (f.lnx if ln else f.gates)  # where x W^T goes
+    cdef floating *hd = <floating *> f.hd if rd != NULL else h
+    cdef floating *m = <floating *> f.m
+    cdef floating *hp = <floating *> f.hp
+    cdef floating *Ut = <floating *> f.Ut
+    cdef floating *Up = <floating *> f.Up
+    cdef floating *Rp = <floating *> f.Rp
+    cdef floating *zt
+    cdef floating *zxt
+    cdef floating *zht
+    cdef floating *row
+    cdef floating *ct_row
+    cdef floating *chat_row
+    cdef floating *stats
+    cdef Py_ssize_t st  # the step's offset in the training arrays (0 at inference)
+    cdef floating k, clip = <floating> f.clip
+    # The biases start z, unless layer norm comes first (then they are added after it).
+    cdef const floating *b_ih = NULL
+    cdef const floating *b_hh = NULL
+    if not ln:
+        b_ih, b_hh = <const floating *> f.b_ih, <const floating *> f.b_hh
+    if Ut != NULL:
+        transpose(G, Hout, U, Ut)
+    if f.Wp != NULL:
+        pack_strips(I, 4, H, <const floating *> f.W, 1, I, 0, strips(H), <floating *> f.Wp)
+    if Up != NULL:
+        pack_strips(Hout, 4, H, U, 1, Hout, 0, strips(H), Up)
+    if Rp != NULL:
+        pack_strips(H, 1, P, R, 1, H, 0, strips(P), Rp)
+    s0 = 0
+    while s0 < T:
+        n = Tc if T - s0 > Tc else T - s0
+        t_lo = T - s0 - n if f.reverse else s0
+        # z = x @ W.T (+ b_ih + b_hh unless layer norm comes first)   (n*B, 4H)
+        input_projection(n * B, I, H, x + t_lo * B * I, <const floating *> f.W,
+                         <const floating *> f.Wp, b_ih, b_hh, <floating *> f.bias, proj,
+                         f.training)
+        for s in range(s0, s0 + n):
+            t = T - 1 - s if f.reverse else s
+            st = t if f.training else 0
+            zxt = proj + (t - t_lo) * B * G
+            if not ln:
+                zt = zxt
+                zht = zxt
+            elif f.training:
+                zt = gates + t * B * G
+                zht = <floating *> f.lnh + t * B * G
+            else:
+                zt = <floating *> f.zrow
+                zht = <floating *> f.lnh
+            if rd != NULL:
+                # h_d = h * mask   (recurrent dropout, the same mask at every step)
+                for j in range(B * Hout):
+                    hd[j] = h[j] * rd[j]
+            # z += h_d @ U.T, or with layer norm z_h = h_d @ U.T   (B, 4H) (B, Hout)(Hout, 4H)
+            if Ut != NULL:
+                gemm_small(B, G, Hout, hd, Hout, Ut, G, 0 if ln else 1, zht, G)
+            elif Up != NULL:
+                gemm_packed(B, Hout, hd, Hout, Up, 4, H, 0, strips(H), not ln, zht, G, NULL)
+            else:
+                gemm(NoTrans, Trans, B, G, Hout, 1, hd, Hout, U, Hout, 0 if ln else 1, zht, G)
+            for bi in range(B):
+                stats = <floating *> f.rstd + (st * B + bi) * LN_STATS if ln else NULL
+                if t >= length(f.lengths, bi, T):
+                    memset(y + (t * B + bi) * f.ldy, 0, Hout * sizeof(floating))
+                    if f.training:
+                        memset(gates + (t * B + bi) * G, 0, G * sizeof(floating))
+                        memset(<floating *> f.cells + (t * B + bi) * H, 0,
+                               H * sizeof(floating))
+                        if f.ctil != f.cells:
+                            memset(<floating *> f.ctil + (t * B + bi) * H, 0,
+                                   H * sizeof(floating))
+                        if ln:
+                            memset(zxt + bi * G, 0, G * sizeof(floating))
+                            memset(zht + bi * G, 0, G * sizeof(floating))
+                            memset(<floating *> f.lnc + (t * B + bi) * H, 0,
+                                   H * sizeof(floating))
+                            memset(stats, 0, LN_STATS * sizeof(floating))
+                    continue
+                row = zt + bi * G
+                if ln:
+                    # z = LN(x W^T) + LN(h U^T) + b_ih + b_hh, each LN over the row's 4H
+                    stats[0] = normalise(G, zxt + bi * G)
+                    stats[1] = normalise(G, zht + bi * G)
+                    for j in range(G):
+                        row[j] = (ln_g[j] * zxt[bi * G + j] + ln_g[G + j]
+                                  + ln_g[2 * G + j] * zht[bi * G + j] + ln_g[3 * G + j]
+                                  + bias[j])
+                ct_row = <floating *> f.ctil + (st * B + bi) * H
+                chat_row = <floating *> f.lnc + (st * B + bi) * H if ln else NULL
+                cell_forward_regularised(
+                    H, row, c + bi * H, ct_row, m + bi * H, chat_row,
+                    stats + 2 if ln else NULL, peep,
+                    ln_c, zc + (t * B + bi) * H if zc != NULL else NULL, <floating> f.p_c,
+                    clip, f.identity)
+                if f.training and f.cells != f.ctil:
+                    memcpy(<floating *> f.cells + (t * B + bi) * H, c + bi * H,
+                           H * sizeof(floating))
+            if P > 0:
+                # h~ = m @ R.T   (B, P) = (B, H)(H, P)
+                if Rp != NULL:
+                    gemm_packed(B, H, m, H, Rp, 1, P, 0, strips(P), False, hp, P, NULL)
+                else:
+                    gemm(NoTrans, Trans, B, P, H, 1, m, H, R, H, 0, hp, P)
+            for bi in range(B):
+                if t >= length(f.lengths, bi, T):
+                    continue
+                row = (hp + bi * P) if P > 0 else (m + bi * H)
+                # h_t = keep * h_{t-1} + (1 - keep) * h~_t   (zoneout)
+                for j in range(Hout):
+                    k = zh[(t * B + bi) * Hout + j] if zh != NULL else <floating> f.p_h
+                    h[bi * Hout + j] = k * h[bi * Hout + j] + (1 - k) * row[j]
+                memcpy(y + (t * B + bi) * f.ldy, h + bi * Hout, Hout * sizeof(floating))
+        s0 += n
+
+
+cdef struct RegBackwardPlan:
+    # As RegForwardPlan, for backward (training arrays as forward filled them).
+    Py_ssize_t T, B, n_in, H, P, ldy, lddy, Tc
+    bint reverse, identity, double
+    double clip
+    const void *x
+    const void *W
+    const void *U
+    const void *R
+    const void *peep
+    const Py_ssize_t *lengths
+    const void *rd
+    const void *zc
+    const void *zh
+    const void *ln_g
+    const void *ln_c
+    const void *h0
+    const void *c0
+    const void *y
+    const void *gates
+    const void *cells
+    const void *ctil
+    const void *lnx
+    const void *lnh
+    const void *lnc
+    const void *rstd
+    const void *dy
+    void *dh
+    void *dc
+    void *dx
+    void *dW
+    void *dU
+    void *db      # (4H,) or NULL
+    void *dR
+    void *dpeep   # (3, H), scratch without peepholes
+    void *dln_g   # (4, 4H) or NULL
+    void *dln_c   # (2, H) or NULL
+    void *dz      # Tc steps of dz (of x W^T's row with layer norm)
+    void *dzh     # Tc steps of the gradient of h U^T (layer norm; else dz)
+    void *dg      # dz of one step before the layer norms (B, 4H)
+    void *dht     # dh_t (B, Hout)
+    void *dhtil   # dh~_t (B, Hout)
+    void *dhp     # dh_d of the step (B, Hout)
+    void *dm      # (B, H)
+    void *m       # (B, H)
+    void *dn      # (H,)
+    void *hprev   # h_d of a chunk (Tc*B, Hout)
+    void *Ub      # U packed for dz @ U, or NULL (then BLAS or gemm_small)
+    void *Rb      # R packed for dh @ R, or NULL
+
+
+cdef void backward_layer_regularised(floating kind, const RegBackwardPlan *f) noexcept nogil:
+    """Backpropagation through time over one layer and direction (see
+    RegularisedBackward), in chunks of Tc steps as backward_layer."""
+    cdef Py_ssize_t T = f.T, B = f.B, I = f.n_in, H = f.H, P = f.P, G = 4 * H
+    cdef Py_ssize_t Hout = P if P > 0 else H
+    cdef Py_ssize_t s0, n, t_lo, s, t, bi, j, tp, Tc = f.Tc
+    cdef bint ln = f.ln_g != NULL
+    cdef const floating *W = <const floating *> f.W
+    cdef const floating *U = <const floating *> f.U
+    cdef const floating *R = <const floating *> f.R
+    cdef const floating *rd = <const floating *> f.rd
+    cdef const floating *zc = <const floating *> f.zc
+    cdef const floating *zh = <const floating *> f.zh
+    cdef const floating *ln_g = <const floating *> f.ln_g
+    cdef const floating *y = <const floating *> f.y
+    cdef const floating *dy = <const floating *> f.dy
+    cdef const floating *gates = <const floating *> f.gates
+    cdef const floating *cells = <const floating *> f.cells
+    cdef const floating *ctil = <const floating *> f.ctil
+    cdef const floating *rstd = <const floating *> f.rstd
+    cdef const floating *cprev
+    cdef floating *dh = <floating *> f.dh
+    cdef floating *dc = <floating *> f.dc
+    cdef floating *dz = <floating *> f.dz
+    cdef floating *dzh_all = <floating *> f.dzh
+    cdef floating *dg = <floating *> f.dg
+    cdef floating *dht = <floating *> f.dht
+    cdef floating *dhtil = <floating *> f.dhtil if zh != NULL else dht
+    cdef floating *dhp = <floating *> f.dhp
+    cdef floating *dm = <floating *> f.dm if P > 0 else dhtil
+    cdef floating *m = <floating *> f.m
+    cdef floating *hprev = <floating *> f.hprev
+    cdef floating *dW = <floating *> f.dW
+    cdef floating *dU = <floating *> f.dU
+    cdef floating *db = <floating *> f.db
+    cdef floating *dR = <floating *> f.dR
+    cdef floating *dln_g = <floating *> f.dln_g
+    cdef floating *dzt
+    cdef floating *dzht
+    cdef floating *drow
+    cdef floating k, clip = <floating> f.clip
+    cdef floating *Ub = <floating *> f.Ub
+    cdef floating *Rb = <floating *> f.Rb
+    # The per-step products on gemm_packed (AVX2, AVX-512 builds): a BLAS call per step
+    # wakes OpenBLAS's threads at every step, which on a busy machine cost many times the
+    # arithmetic.
+    if Ub != NULL:
+        pack_strips(G, 1, Hout, U, Hout, 1, 0, strips(Hout), Ub)
+    if Rb != NULL:
+        pack_strips(P, 1, H, R, H, 1, 0, strips(H), Rb)
+    memset(f.dpeep, 0, 3 * H * sizeof(floating))
+    memset(dW, 0, G * I * sizeof(floating))
+    memset(dU, 0, G * Hout * sizeof(floating))
+    if dR != NULL:
+        memset(dR, 0, P * H * sizeof(floating))
+    if db != NULL:
+        memset(db, 0, G * sizeof(floating))
+    if ln:
+        memset(dln_g, 0, 4 * G * sizeof(floating))
+        memset(f.dln_c, 0, 2 * H * sizeof(floating))
+    s0 = 0
+    while s0 < T:
+        n = Tc if T - s0 > Tc else T - s0
+        t_lo = s0 if f.reverse else T - s0 - n
+        for s in range(s0, s0 + n):
+            t = s if f.reverse else T - 1 - s
+            dzt = dz + (t - t_lo) * B * G
+            dzht = dzh_all + (t - t_lo) * B * G
+            # dh_t = dy_t + (gradient from step t+1); dh~_t = (1 - keep) dh_t (zoneout)
+            for bi in range(B):
+                if t < length(f.lengths, bi, T):
+                    for j in range(Hout):
+                        dht[bi * Hout + j] = dy[(t * B + bi) * f.lddy + j] + dh[bi * Hout + j]
+                        if zh != NULL:
+                            dhtil[bi * Hout + j] = ((1 - zh[(t * B + bi) * Hout + j])
+                                                    * dht[bi * Hout + j])
+                else:
+                    memset(dht + bi * Hout, 0, Hout * sizeof(floating))
+                    memset(dhtil + bi * Hout, 0, Hout * sizeof(floating))
+            if P > 0:
+                # dm = dh~ @ R   (B, H) = (B, P)(P, H)
+                if Rb != NULL:
+                    gemm_packed(B, P, dhtil, P, Rb, 1, H, 0, strips(H), False, dm, H, NULL)
+                else:
+                    gemm(NoTrans, NoTrans, B, H, P, 1, dhtil, P, R, H, 0, dm, H)
+            for bi in range(B):
+                if t >= length(f.lengths, bi, T):
+                    memset(dzt + bi * G, 0, G * sizeof(floating))
+                    if ln:
+                        memset(dzht + bi * G, 0, G * sizeof(floating))
+                    memset(m + bi * H, 0, H * sizeof(floating))
+                    continue
+                tp = t + 1 if f.reverse else t - 1
+                if (f.reverse and tp >= length(f.lengths, bi, T)) or (not f.reverse and tp < 0):
+                    cprev = <const floating *> f.c0 + bi * H
+                else:
+                    cprev = cells + (tp * B + bi) * H
+                drow = dg + bi * G if ln else dzt + bi * G
+                cell_backward_regularised(
+                    H, gates + (t * B + bi) * G, ctil + (t * B + bi) * H, cprev,
+                    <const floating *> f.lnc + (t * B + bi) * H if ln else NULL,
+                    rstd[(t * B + bi) * LN_STATS + 2] if ln else 0, dm + bi * H, dc + bi * H,
+                    zc + (t * B + bi) * H if zc != NULL else NULL, drow, m + bi * H,
+                    <const floating *> f.peep, <floating *> f.dpeep,
+                    <const floating *> f.ln_c, <floating *> f.dln_c, <floating *> f.dn,
+                    clip, f.identity)
+                if ln:
+                    # Through z = LN(x W^T) + LN(h U^T) + b: the biases take dz as it is.
+                    if db != NULL:
+                        for j in range(G):
+                            db[j] += drow[j]
+                    normalise_backward(G, drow, <const floating *> f.lnx + (t * B + bi) * G,
+                                       rstd[(t * B + bi) * LN_STATS], ln_g, dln_g, dln_g + G,
+                                       dzt + bi * G)
+                    normalise_backward(G, drow, <const floating *> f.lnh + (t * B + bi) * G,
+                                       rstd[(t * B + bi) * LN_STATS + 1], ln_g + 2 * G,
+                                       dln_g + 2 * G, dln_g + 3 * G, dzht + bi * G)
+            if P > 0:
+                # dR += dh~.T @ m   (P, H) += (P, B)(B, H)
+                gemm(Trans, NoTrans, P, H, B, 1, dhtil, P, m, H, 1, dR, H)
+            # dh_d = dz_h @ U   (B, Hout) = (B, 4H)(4H, Hout)
+            if Ub != NULL:
+                gemm_packed(B, G, dzht, G, Ub, 1, Hout, 0, strips(Hout), False, dhp, Hout,
+                            NULL)
+            elif B * G * Hout <= SMALL_PRODUCT:
+                gemm_small(B, Hout, G, dzht, G, U, Hout, 0, dhp, Hout)
+            else:
+                gemm(NoTrans, NoTrans, B, Hout, G, 1, dzht, G, U, Hout, 0, dhp, Hout)
+            # dh_{t-1} = dh_d * mask + keep * dh_t on active rows; inactive ones keep theirs
+            for bi in range(B):
+                if t < length(f.lengths, bi, T):
+                    for j in range(Hout):
+                        k = zh[(t * B + bi) * Hout + j] if zh != NULL else 0
+                        dh[bi * Hout + j] = (
+                            dhp[bi * Hout + j] * (rd[bi * Hout + j] if rd != NULL else 1)
+                            + k * dht[bi * Hout + j])
+
+        # dx[chunk] += dz @ W   (n*B, I) += (n*B, 4H)(4H, I)
+        gemm(NoTrans, NoTrans, n * B, I, G, 1, dz, G, W, I, 1,
+             <floating *> f.dx + t_lo * B * I, I)
+        # h_d of every row of the chunk: h0 on the row's first step, else the neighbouring
+        # output row of y (zero past a row's end, where dz is zero too), times the mask.
+        for t in range(t_lo, t_lo + n):
+            for bi in range(B):
+                tp = t + 1 if f.reverse else t - 1
+                if (f.reverse and tp >= length(f.lengths, bi, T)) or (not f.reverse and tp < 0):
+                    cprev = <const floating *> f.h0 + bi * Hout
+                else:
+                    cprev = y + (tp * B + bi) * f.ldy
+                for j in range(Hout):
+                    hprev[((t - t_lo) * B + bi) * Hout + j] = (
+                        cprev[j] * (rd[bi * Hout + j] if rd != NULL else 1))
+        # dW += dz.T @ x[chunk]   (4H, I) += (4H, n*B)(n*B, I)
+        gemm(Trans, NoTrans, G, I, n * B, 1, dz, G, <const floating *> f.x + t_lo * B * I,
+             I, 1, dW, I)
+        # dU += dz_h.T @ h_d   (4H, Hout) += (4H, n*B)(n*B, Hout)
+        gemm(Trans, NoTrans, G, Hout, n * B, 1, dzh_all, G, hprev, Hout, 1, dU, Hout)
+        if db != NULL and not ln:
+            # db += dz.sum(axis=0)
+            for s in range(n * B):
+                for j in range(G):
+                    db[j] += dz[s * G + j]
+        s0 += n
