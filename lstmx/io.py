@@ -36,10 +36,12 @@ MODES = ("int8", "bfloat16")
 _MATRICES = ("weight_ih", "weight_hh", "weight_hr")
 _CONFIG_FIELDS = [f.name for f in dataclasses.fields(LSTMConfig)]
 # The options of an LSTMCell; its other config fields keep LSTMConfig's defaults.
-_CELL_FIELDS = ("input_size", "hidden_size", "bias", "peephole", "output_activation", "dtype")
+_CELL_FIELDS = ("input_size", "hidden_size", "bias", "peephole", "output_activation", "dtype",
+                "zoneout", "layer_norm", "cell_clip")
 # Fields added after version 1 was first written, with the value that archives without them
 # mean.
-_LATER_FIELDS = {"reverse": False}
+_LATER_FIELDS = {"reverse": False, "dropout": 0.0, "recurrent_dropout": 0.0,
+                 "zoneout": (0.0, 0.0), "layer_norm": False, "cell_clip": None}
 KIND = "lstmx archive"  # what messages call the file
 MAX_HEADER_BYTES = 1 << 16  # the JSON of a configuration is a few hundred bytes
 
@@ -155,7 +157,8 @@ def load(file, *, into=None):
         # Counted before any name is built: a header claiming a million layers must cost
         # no more than one claiming one.
         matrices = 2 + (cfg.proj_size > 0)
-        per_layer = matrices + 2 * cfg.bias + 3 * cfg.peephole + matrices * (mode == "int8")
+        per_layer = (matrices + 2 * cfg.bias + 3 * cfg.peephole + matrices * (mode == "int8")
+                     + 6 * cfg.layer_norm)
         want = cfg.num_layers * cfg.num_directions * per_layer
         got = len(archive.members) - 1
         if want > got + 16:  # (a few missing ones are named below)

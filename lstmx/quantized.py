@@ -130,6 +130,13 @@ class _Quantized:
                           or config.reverse or config.batch_first):
             raise ValueError(f"config is not a cell's (one layer, one direction, no "
                              f"projection): {config}")
+        unsupported = [f"{name}={getattr(config, name)!r}" for name, plain in
+                       (("layer_norm", False), ("zoneout", (0.0, 0.0)), ("cell_clip", None))
+                       if getattr(config, name) != plain]
+        if unsupported:
+            raise ValueError(f"a model with {', '.join(unsupported)} cannot be quantised: the "
+                             f"quantised kernels compute the plain cell (dropout and "
+                             f"recurrent_dropout, which inference does not apply, can be)")
         config = dataclasses.replace(config, dtype=_F32)
         if not hasattr(state, "keys"):
             raise TypeError(f"state must be a mapping; got {type(state).__name__}")
