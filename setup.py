@@ -46,6 +46,9 @@ if platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
     kernel_variants["_kernels_avx512"] = ["-mavx2", "-mfma", "-mavx512f", "-mavx512vl",
                                           "-mavx512bw", "-mavx512dq",
                                           "-mprefer-vector-width=512"]
+# The quantised kernels are built per instruction set in the same way, with the same flags.
+kernel_variants.update({name.replace("_kernels", "_quantized"): flags
+                        for name, flags in kernel_variants.items()})
 # _cpu and _peak pick their instruction set at run time: no ISA flags for them.
 modules = {"_blas": [], "_cpu": [], "_peak": [], **kernel_variants}
 

@@ -197,7 +197,7 @@ ctypes.string_at(ctypes.addressof(buf), 64)  # 48 bytes past the end of a malloc
     (cd "$tree" && PYTHONPATH="$tree" LD_PRELOAD="$asan" ASAN_OPTIONS="$opts" \
         PYTHONMALLOC=malloc "$PY" -m pytest -q -p no:cacheprovider tests/test_properties.py \
         tests/test_errors.py tests/test_robustness.py tests/test_concurrency.py \
-        tests/test_small_gemm.py \
+        tests/test_small_gemm.py tests/test_regularised_contract.py tests/test_plan.py \
         tests/fuzz_validation.py)
 }
 

@@ -29,6 +29,16 @@ Run::
     python examples/char_lm.py
     python examples/char_lm.py --steps 6000 --hidden 512   # larger (not measured here)
 
+Reduced precision: ``--save-model PATH`` keeps the trained model, and ``--quantize
+int8,bfloat16`` scores the held-out text again with the LSTM quantised (``LSTM.quantize``; the
+embedding and readout stay float32), after training or for a model loaded with
+``--load-model PATH`` (no training). Measured: a model trained with ``--steps 1200`` (2.3295
+bits per character) scores 2.3295 in int8 and 2.3295 in bfloat16, within 0.003% of float32
+(the table is in ``docs/quantization.md``)::
+
+    python examples/char_lm.py --steps 1200 --save-model char_lm.npz
+    python examples/char_lm.py --load-model char_lm.npz --quantize int8,bfloat16
+
 The LSTM's regularisation and normalisation options have flags (``--layers``, ``--dropout``,
 ``--recurrent-dropout``, ``--zoneout``, ``--layer-norm``, ``--cell-clip``) and ``--json``
 keeps a run's curves; docs/regularisation.md compares them at a size where the plain model
@@ -39,6 +49,7 @@ overfits::
 """
 from __future__ import annotations
 
+import json
 import os
 import sysconfig
 
@@ -112,8 +123,10 @@ class CharLM:
     def parameters(self):
         return [m.parameters() for m in self.modules]
 
-    def logits(self, x, state=None):
-        y, state = self.lstm(self.emb(x), state)
+    def logits(self, x, state=None, lstm=None):
+        """Logits and the LSTM's final state; ``lstm`` replaces the model's own LSTM (a
+        quantised copy of it, say)."""
+        y, state = (self.lstm if lstm is None else lstm)(self.emb(x), state)
         return self.head(y), state
 
     def gradients(self, x, target, state):
@@ -126,13 +139,14 @@ class CharLM:
         de, _, g_lstm = self.lstm.backward(l_cache, dy)
         return loss, [self.emb.backward(e_cache, de), g_lstm, g_head], state
 
-    def bits_per_char(self, codes, batch=16, seq_len=512):
+    def bits_per_char(self, codes, batch=16, seq_len=512, lstm=None):
         """Mean bits per character of predicting each character of ``codes`` from the ones
-        before it, over ``batch`` consecutive pieces (each from a zero state)."""
+        before it, over ``batch`` consecutive pieces (each from a zero state); ``lstm`` as
+        in ``logits``."""
         data = batchify(codes, batch)
         total, count, state = 0.0, 0, None
         for x, y in bptt_chunks(data[:-1], data[1:], seq_len=seq_len):
-            logits, state = self.logits(x, state)
+            logits, state = self.logits(x, state, lstm)
             total += cross_entropy(logits, y, reduction="sum")[0]
             count += y.size
         return total / count / np.log(2)
@@ -207,8 +221,6 @@ def add_regularisation_arguments(parser):
                        metavar="P", help="zoneout probability, or two: p_c p_h")
     group.add_argument("--layer-norm", action="store_true", help="layer-normalised LSTM")
     group.add_argument("--cell-clip", type=float, default=None, help="clip c_t to [-c, c]")
-    group.add_argument("--json", default=None, metavar="PATH",
-                       help="also write the result and the curves as JSON")
 
 
 def regularisation_options(args):
@@ -234,6 +246,9 @@ def write_json(path, r, args):
             "seconds", "curve", "train_bits", "lstm_options")
     doc = {k: r[k] for k in keep}
     doc["args"] = {k: v for k, v in vars(args).items() if k not in ("out", "json")}
+    if r.get("quantized"):  # --quantize: its results too, keyed as report_quantized's
+        doc["quantized"] = r["quantized"]
+        doc["bits_per_char"] = r["quantized"]["bits_per_char"]
     cpu = platform.processor()
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as f:
@@ -269,7 +284,10 @@ def main(argv=None):
     parser.add_argument("--sample-chars", type=int, default=600, help="characters to sample")
     parser.add_argument("--prompt", default="def ", help="start of the sample")
     add_regularisation_arguments(parser)
+    add_quantize_arguments(parser)
     args = parser.parse_args(argv)
+    if args.load_model:
+        return evaluate_saved(args)
     options = regularisation_options(args)
     with _common.blas_threads(args.threads):
         r = train(args.hidden, args.embed, args.batch, args.seq_len, args.steps, args.lr,
@@ -308,7 +326,93 @@ def main(argv=None):
           f"held-out characters (unigram baseline {r['unigram_bits']:.3f}) after "
           f"{r['steps']} steps ({r['epochs']:.2f} epochs of {r['train_chars']} characters) in "
           f"{r['seconds']:.0f} s")
+    if args.save_model:
+        save_model(r["model"], args.save_model)
+        print(f"model: {args.save_model}")
+    if args.quantize:
+        with _common.blas_threads(args.threads):
+            r["quantized"] = report_quantized(r["model"], args)
+        if args.json:  # one file for both: the run's result, curves and the precisions'
+            write_json(args.json, r, args)
     return r
+
+
+# -- reduced precision: the trained model's held-out bits/char in float32, int8, bfloat16 --
+
+MODES = ("int8", "bfloat16")
+
+
+def add_quantize_arguments(parser):
+    parser.add_argument("--save-model", metavar="PATH",
+                        help="save the trained model (an lstmx.checkpoint archive)")
+    parser.add_argument("--load-model", metavar="PATH",
+                        help="evaluate a model saved with --save-model instead of training "
+                             "one (--embed and --hidden must be its sizes)")
+    parser.add_argument("--quantize", metavar="MODES", default="",
+                        help="also score the held-out text with the LSTM quantised, "
+                             f"comma-separated modes of {','.join(MODES)}")
+    parser.add_argument("--json", metavar="PATH",
+                        help="write the run's result and curves here (with --quantize, also "
+                             "the bits/char of each precision; with --load-model, only those)")
+
+
+def save_model(model, path):
+    lstmx.checkpoint.save(path, modules={"embedding": model.emb, "lstm": model.lstm,
+                                         "head": model.head})
+
+
+def load_model(path, embed, hidden):
+    model = CharLM(embed, hidden, seed=0)
+    lstmx.checkpoint.load(path, modules={"embedding": model.emb, "lstm": model.lstm,
+                                         "head": model.head})
+    return model
+
+
+def quantized_bits(model, codes, modes):
+    """Held-out bits/char of ``model`` as trained (float32) and with its LSTM quantised to
+    each of ``modes`` (``LSTM.quantize``); the embedding and readout stay float32."""
+    bits = {"float32": model.bits_per_char(codes)}
+    for mode in modes:
+        bits[mode] = model.bits_per_char(codes, lstm=model.lstm.quantize(mode))
+    return bits
+
+
+def _modes(text):
+    modes = [m for m in text.split(",") if m]
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise SystemExit(f"--quantize takes comma-separated modes of {list(MODES)}; "
+                         f"got {text!r}")
+    return modes
+
+
+def report_quantized(model, args):
+    """Score the held-out text in each precision, print the table, write --json."""
+    modes = _modes(args.quantize)
+    codes = corpus(TEST_MODULES)
+    clock = _common.Stopwatch()
+    bits = quantized_bits(model, codes, modes)
+    result = {"test_chars": len(codes), "bits_per_char": bits,
+              "relative_change": {m: bits[m] / bits["float32"] - 1 for m in modes},
+              "hidden": model.lstm.config.hidden_size, "embed": model.emb.embedding_dim,
+              "seconds": clock()}
+    print(f"held-out bits/char, all {len(codes)} characters: " + ", ".join(
+        f"{m} {b:.4f}" + ("" if m == "float32" else
+                          f" ({100 * result['relative_change'][m]:+.4f}%)")
+        for m, b in bits.items()))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
+def evaluate_saved(args):
+    """--load-model: score a saved model (no training, no plot)."""
+    model = load_model(args.load_model, args.embed, args.hidden)
+    if not args.quantize:
+        args.quantize = ",".join(MODES)
+    with _common.blas_threads(args.threads):
+        return {"model": model, "quantized": report_quantized(model, args)}
 
 
 if __name__ == "__main__":

@@ -19,10 +19,12 @@ from lstmx.io import load, save  # noqa: E402
 from lstmx.interop import (from_keras_weights, from_onnx, from_tf1, from_torch,  # noqa: E402
                            to_keras, to_keras_weights, to_onnx, to_tf1, to_torch)
 from lstmx.modules import Embedding, Linear  # noqa: E402
+from lstmx.quantized import QuantizedLSTM, QuantizedLSTMCell  # noqa: E402
 from lstmx import bptt, checkpoint, losses, optim  # noqa: E402
 from lstmx._workspace import release_memory  # noqa: E402
 
-__all__ = ["LSTM", "LSTMCell", "LSTMConfig", "LSTMCache", "Linear", "Embedding", "bptt",
+__all__ = ["LSTM", "LSTMCell", "LSTMConfig", "LSTMCache", "QuantizedLSTM", "QuantizedLSTMCell",
+           "Linear", "Embedding", "bptt",
            "checkpoint", "losses", "optim", "release_memory"]
 __all__ += ["save", "load", "interop", "from_torch", "to_torch", "from_keras_weights",
             "to_keras_weights", "to_keras", "from_tf1", "to_tf1", "from_onnx", "to_onnx"]

@@ -167,7 +167,7 @@ class Archive:
                 ok = (got_dtype.kind in KINDS and not got_dtype.hasobject
                       and got_dtype.itemsize > 0 and all(n >= 0 for n in got_shape))
                 if dtype is not None:
-                    ok = ok and got_dtype.kind == "f" and got_dtype.newbyteorder("=") == dtype
+                    ok = ok and got_dtype.newbyteorder("=") == dtype
                 else:
                     ok = ok and got_dtype.kind in kinds
                 if not ok or (shape is not None and got_shape != tuple(shape)):

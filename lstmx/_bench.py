@@ -1,11 +1,13 @@
 """Command line of ``python -m lstmx bench``: its options, the run, the report and ``--check``.
 
-The bench compares lstmx with the NumPy reference, torch and onnxruntime on *your* machine.
+The bench compares lstmx with the NumPy reference, torch and onnxruntime on *your* machine
+(``--quantized``: its int8 and bfloat16 models with onnxruntime's int8 LSTM).
 The pieces: ``_bench_impls`` (the problems and the implementations), ``_bench_timing`` (the
 timing engine), ``_bench_memory`` (peak memory in subprocesses), ``_bench_machine`` (CPU,
 pools, FMA peak), ``_bench_sweep`` (``--sweep``), ``_bench_run`` (one run, the JSON schema),
-``_bench_report`` (the text), ``_bench_targets`` (``--check`` against a targets file),
-``_bench_profile`` (``--profile``, the phase split).
+``_bench_report`` (the text), ``_bench_quantized`` (the reduced-precision implementations),
+``_bench_targets`` (``--check`` against a targets file), ``_bench_profile`` (``--profile``,
+the phase split).
 """
 from __future__ import annotations
 
@@ -15,9 +17,14 @@ import sys
 
 from lstmx._bench_impls import (ALL_CONFIGS, DEFAULT_CONFIGS, DEFAULT_IMPLS, IMPLEMENTATIONS,
                                 REGULARISED_CONFIGS, REGULARISED_IMPLS)
+from lstmx._bench_quantized import QUANTIZED_CONFIGS, QUANTIZED_IMPLS
 from lstmx._bench_timing import NOISY
 
 __all__ = ["add_arguments", "main"]
+
+# What --quantized compares: lstmx float32 (the base of every ratio and error) and its int8
+# and bfloat16 models, onnxruntime's float32 LSTM and its int8 DynamicQuantizeLSTM.
+_QUANTIZED_RUN = ("lstmx", "onnxruntime") + QUANTIZED_IMPLS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,11 +36,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "fewer when a measurement passes 60 s, quick 10 s)")
     parser.add_argument("--configs", default=None,
                         help=f"comma-separated subset of {','.join(ALL_CONFIGS)} (default "
-                             f"{','.join(DEFAULT_CONFIGS)}); empty with --sweep for the "
+                             f"{','.join(DEFAULT_CONFIGS)}; with --quantized "
+                             f"{','.join(QUANTIZED_CONFIGS)}, with --regularised "
+                             f"{','.join(REGULARISED_CONFIGS)}); empty with --sweep for the "
                              "sweep alone")
     parser.add_argument("--impls", default=None,
-                        help=f"comma-separated subset of {','.join(IMPLEMENTATIONS)} "
-                             f"(default {','.join(DEFAULT_IMPLS)})")
+                        help="comma-separated subset of "
+                             f"{','.join(IMPLEMENTATIONS + QUANTIZED_IMPLS)} (default: "
+                             f"{','.join(DEFAULT_IMPLS)}; with --quantized "
+                             f"{','.join(_QUANTIZED_RUN)}; with --regularised "
+                             f"lstmx,{','.join(REGULARISED_IMPLS)})")
+    parser.add_argument("--quantized", action="store_true",
+                        help="reduced-precision inference: lstmx float32, int8 and bfloat16 "
+                             "against onnxruntime's float32 LSTM and its int8 "
+                             "DynamicQuantizeLSTM (quantize_dynamic, with and without "
+                             "reduce_range), forward times, speedups and max abs errors "
+                             "against the float32 output")
     parser.add_argument("--regularised", action="store_true",
                         help="time the regularised and layer-normalised LSTMs against the "
                              "plain one, and torch's layer-norm composition: the default "
@@ -113,19 +131,22 @@ def main(args) -> int:
     from lstmx._bench_run import jsonable, run_benchmarks
     from lstmx._bench_targets import any_failed, evaluate_targets, load_targets
 
-    configs, impls = args.configs, args.impls
+    configs = args.configs
     if configs is None:
-        configs = ",".join(REGULARISED_CONFIGS if args.regularised else DEFAULT_CONFIGS)
-    if impls is None:
-        impls = ",".join(("lstmx",) + REGULARISED_IMPLS if args.regularised
-                         else DEFAULT_IMPLS)
+        configs = ",".join(QUANTIZED_CONFIGS if args.quantized else REGULARISED_CONFIGS
+                           if args.regularised else DEFAULT_CONFIGS)
     names = [c for c in configs.split(",") if c]
     bad = [c for c in names if c not in ALL_CONFIGS]
+    impls = args.impls
+    if impls is None:
+        impls = ",".join(_QUANTIZED_RUN if args.quantized else ("lstmx",) + REGULARISED_IMPLS
+                         if args.regularised else DEFAULT_IMPLS)
     impls = [i for i in impls.split(",") if i]
-    bad_impls = [i for i in impls if i not in IMPLEMENTATIONS]
+    known = IMPLEMENTATIONS + QUANTIZED_IMPLS
+    bad_impls = [i for i in impls if i not in known]
     if bad or bad_impls or "lstmx" not in impls or not (names or args.sweep):
         raise SystemExit(f"--configs must name some of {list(ALL_CONFIGS)} (got {bad}; none "
-                         f"only with --sweep), --impls some of {list(IMPLEMENTATIONS)} "
+                         f"only with --sweep), --impls some of {list(known)} "
                          f"including lstmx (got {impls})")
     if args.profile:
         return _profile(args, names)
@@ -142,9 +163,10 @@ def main(args) -> int:
         {n: ALL_CONFIGS[n] for n in names}, impls=impls, threads=args.threads, repeat=repeat,
         min_time=0.005 if args.quick else 0.02, warm_time=0.1 if args.quick else 0.5,
         max_time=10.0 if args.quick else 60.0, retries=retries,
-        memory_config=None if args.no_memory or args.regularised else "L",
+        memory_config=None if args.no_memory or args.quantized or args.regularised else "L",
         peak=not args.no_peak, sweep=sweep,
-        progress=lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
+        progress=lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True),
+        modes=("forward",) if args.quantized else ("forward", "train"))
     if targets is not None:
         res["targets"] = evaluate_targets(res, targets)
     print(format_report(res))

@@ -5,10 +5,11 @@ model and its inputs with the *same* seeded weights: ``lstmx`` (the compiled lay
 ``reference`` (the NumPy reference, in the compute dtype), ``torch`` (``torch.nn.LSTM`` /
 ``LSTMCell``), ``onnxruntime`` (the graph of ``lstmx.interop.to_onnx``) and
 ``lstmx-peephole``; the regularised and layer-normalised ones and torch's layer-norm
-composition are in ``_bench_regularised`` (``REGULARISED_IMPLS``). Each object has the same
-methods (``forward``, ``forward_train``, ``backward``, ``train``), so that timing code never
-needs to know which one it holds. Shared by ``python -m lstmx bench`` and the asv suite
-(``benchmarks/``).
+composition are in ``_bench_regularised`` (``REGULARISED_IMPLS``), the reduced-precision ones
+(``lstmx-int8``, ``lstmx-bf16``, onnxruntime's ``DynamicQuantizeLSTM``) in
+``_bench_quantized``. Each object has the same methods (``forward``, ``forward_train``,
+``backward``, ``train``), so that timing code never needs to know which one it holds. Shared
+by ``python -m lstmx bench`` and the asv suite (``benchmarks/``).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from lstmx._check import rel_err
 
 __all__ = ["BenchConfig", "CONFIGS", "CELL", "ALL_CONFIGS", "DEFAULT_CONFIGS",
            "REGULARISED_CONFIGS", "IMPLEMENTATIONS", "DEFAULT_IMPLS", "REGULARISED_IMPLS",
-           "UnavailableError", "build_impl", "onnx_model", "float64_reference",
+           "UnavailableError", "build_impl", "onnx_model", "ort_session", "float64_reference",
            "max_rel_error"]
 
 DEFAULT_IMPLS = ("lstmx", "reference", "torch", "onnxruntime", "lstmx-peephole")
@@ -326,17 +327,12 @@ class OnnxruntimeImpl(_Impl):
             raise UnavailableError(f"onnxruntime does not import: {err}") from err
         super().__init__(config, dtype, seed, threads)
         proto = onnx_model(self.model, initial_state=config.cell)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.feed = {"X": self.x[None] if config.cell else self.x}
         if config.cell:
             zeros = np.zeros((1, config.B, config.H), self.dtype)
             self.feed.update(initial_h=zeros, initial_c=zeros)
         try:
-            self.session = ort.InferenceSession(proto.SerializeToString(), options,
-                                                providers=["CPUExecutionProvider"])
+            self.session = ort_session(ort, proto.SerializeToString(), threads)
             probe = ort.RunOptions()
             probe.log_severity_level = 4  # the failure is reported below, not logged
             self.session.run(None, self.feed, probe)
@@ -424,9 +420,23 @@ def build_impl(impl: str, config, dtype=np.float32, seed=0, threads=2) -> _Impl:
         from lstmx._bench_regularised import REGULARISED_CLASSES
 
         return REGULARISED_CLASSES[impl](config, dtype, seed, threads)
-    if impl not in _IMPL_CLASSES:
-        raise ValueError(f"impl must be one of {list(IMPLEMENTATIONS)}; got {impl!r}")
-    return _IMPL_CLASSES[impl](config, dtype, seed, threads)
+    from lstmx._bench_quantized import IMPL_CLASSES as quantized
+
+    classes = {**_IMPL_CLASSES, **quantized}
+    if impl not in classes:
+        raise ValueError(f"impl must be one of {[*classes, *REGULARISED_IMPLS]}; "
+                         f"got {impl!r}")
+    return classes[impl](config, dtype, seed, threads)
+
+
+def ort_session(ort, model_bytes, threads):
+    """An onnxruntime CPU session of a serialised graph, with the bench's threads:
+    ``threads`` intra-op, one inter-op, sequential execution."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
 
 def onnx_model(model, initial_state=False):

@@ -67,7 +67,10 @@ def machine_info(threads) -> dict:
     pools = [{k: info.get(k) for k in ("user_api", "internal_api", "version", "num_threads",
                                        "architecture", "prefix", "filepath")}
              for info in limit_threads(threads)]
+    from lstmx._bench_quantized import cpu_flags
+
     return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
+            "cpu_flags": cpu_flags(),
             "kernel_variant": _dispatch.variant, "versions": versions, "threadpools": pools,
             "threads": threads,
             "torch_threads": (sys.modules["torch"].get_num_threads()

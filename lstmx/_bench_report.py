@@ -1,10 +1,12 @@
-"""The text report of a bench result: machine, times, ratios, FMA-peak fractions, sweep, targets."""
+"""The text report of a bench result: machine, times, ratios, reduced-precision speedups and
+errors, FMA-peak fractions, sweep, targets."""
 from __future__ import annotations
 
 from lstmx._bench_impls import IMPLEMENTATIONS, BenchConfig
 from lstmx._bench_machine import pool_label
+from lstmx._bench_quantized import QUANTIZED_IMPLS
 from lstmx._bench_sweep import BASELINE
-from lstmx._bench_targets import format_targets
+from lstmx._bench_targets import format_targets, speedup
 from lstmx._bench_timing import NOISY
 
 __all__ = ["fmt_time", "format_report", "format_sweep"]
@@ -72,7 +74,7 @@ def _machine_lines(res) -> list:
 
 
 def _times_table(res) -> list:
-    impls = [i for i in IMPLEMENTATIONS if i in res["settings"]["impls"]]
+    impls = [i for i in IMPLEMENTATIONS + QUANTIZED_IMPLS if i in res["settings"]["impls"]]
     others = [i for i in impls if i != "lstmx"]
     header = (f"{'config':7} {'mode':8} " + " ".join(f"{i:>11}" for i in impls) + "  "
               + " ".join(f"{i + '/lstmx':>17}" for i in others))
@@ -90,6 +92,48 @@ def _times_table(res) -> list:
     if again:
         lines.append("measured again after a noisy attempt (the first attempt without a "
                      "noisy timing is kept, else the least noisy): " + ", ".join(again))
+    return lines
+
+
+# The comparisons of the reduced-precision table: (faster candidate, slower one).
+_SPEEDUPS = (("lstmx-int8", "lstmx"), ("lstmx-int8", "onnxruntime-int8"),
+             ("lstmx-int8", "onnxruntime-int8r"), ("lstmx-bf16", "lstmx"),
+             ("onnxruntime-int8", "onnxruntime"))
+_SHORT = {"lstmx": "f32", "lstmx-int8": "int8", "lstmx-bf16": "bf16", "onnxruntime": "ort",
+          "onnxruntime-int8": "ort-int8", "onnxruntime-int8r": "ort-int8r"}
+
+
+def _quantized_table(res) -> list:
+    """Forward speedups of the reduced-precision implementations and their max abs errors
+    against lstmx's float32 output."""
+    asked = res["settings"]["impls"]
+    if not any(i in asked for i in QUANTIZED_IMPLS):
+        return []
+    pairs = [(a, b) for a, b in _SPEEDUPS if a in asked and b in asked]
+    errs = [i for i in ("onnxruntime",) + QUANTIZED_IMPLS if i in asked]
+    cols = [f"{_SHORT[a]}/{_SHORT[b]}" for a, b in pairs]
+    header = (f"{'config':7} " + " ".join(f"{c:>13}" for c in cols) + "  "
+              + " ".join(f"{'err ' + _SHORT[i]:>13}" for i in errs))
+    lines = ["", f"reduced precision, forward on {res['settings']['threads']} thread(s): "
+                 "speedup a/b = time(b) / time(a) within a round, median over the rounds "
+                 "(above 1: a is faster); err = max abs difference from lstmx float32's "
+                 "output; " + ", ".join(f"{v} = {k}" for k, v in _SHORT.items()),
+              header, "-" * len(header)]
+    for cname in res["results"]:
+        cells = []
+        for a, b in pairs:
+            r = speedup(res, cname, "forward", a, b)
+            cells.append(f"{'n/a' if r is None else f'{r:.2f}x':>13}")
+        errors = res.get("max_abs_error", {}).get(cname, {})
+        cells.append(" " + " ".join(
+            f"{'n/a' if errors.get(i) is None else f'{errors[i]:.2e}':>13}" for i in errs))
+        lines.append(f"{cname:7} " + " ".join(cells))
+    flags = res["machine"].get("cpu_flags")
+    if flags is not None:
+        have = [f for f, on in flags.items() if on]
+        lines.append("CPU features: " + (", ".join(have) or "none of "
+                                         + ", ".join(flags)) + "; lacking: "
+                     + (", ".join(f for f, on in flags.items() if not on) or "none"))
     return lines
 
 
@@ -180,6 +224,7 @@ def format_report(res) -> str:
                  for m, ts in modes.items() for i, t in ts.items() if t["spread"] > NOISY]
         if noisy:
             lines.append("noisy timings: " + ", ".join(noisy))
+        lines += _quantized_table(res)
         lines += _peak_table(res)
         lines.append("")
         lines.append("configurations: " + "; ".join(

@@ -9,9 +9,9 @@ optionally the shape sweep. What each number means: ``docs/performance.md``.
 The result (``SCHEMA``; what ``--json`` writes):
 
 - ``schema``, ``settings`` (dtype, threads, repeat, warmup, min_time_s, warm_time_s, gap_s,
-  max_time_s, retries, seed, impls), ``configs`` (name -> ``BenchConfig`` fields),
+  max_time_s, retries, seed, impls, modes), ``configs`` (name -> ``BenchConfig`` fields),
   ``machine`` (cpu, cpu_count, platform, kernel_variant, versions, threadpools, threads,
-  torch_threads, loadavg_1min before/after).
+  torch_threads, cpu_flags, loadavg_1min before/after).
 - ``results[config][mode][impl]``: ``median_s``, ``spread`` (interquartile range / median),
   ``samples_s``, ``number`` (calls per sample); mode is ``forward`` or ``train``.
 - ``ratios[config][mode][impl]`` (paired by round) and ``ratios_of_medians`` likewise;
@@ -23,6 +23,8 @@ The result (``SCHEMA``; what ``--json`` writes):
 - ``agreement[config][impl]``: relative max difference of the forward output from that of
   the implementation computing the same function (lstmx's; lstmx-layernorm's for
   torch-layernorm; none for lstmx-layernorm and lstmx-zoneout, other functions);
+  ``max_abs_error[config][impl]``: its max abs difference (the error of a reduced-precision
+  implementation against lstmx's float32 output);
   ``unavailable[config][impl]``: why an implementation could not run.
 - ``memory``: None, or ``{config, steps, impl: {growth_mib, step_growth_mib, baseline_mib,
   method, steps} or {error}}``.
@@ -43,6 +45,7 @@ from lstmx._bench_impls import (DEFAULT_CONFIGS, DEFAULT_IMPLS, REGULARISED_IMPL
                                 UnavailableError, build_impl)
 from lstmx._bench_machine import fma_peak, limit_threads, loadavg, machine_info
 from lstmx._bench_memory import measure_memory
+from lstmx._bench_quantized import QUANTIZED_IMPLS, max_abs_error
 from lstmx._bench_sweep import run_sweep
 from lstmx._bench_timing import measure_settled, ratios, ratios_of_medians
 from lstmx._check import rel_err
@@ -71,7 +74,8 @@ def _rates(out, cname, config, mode, dtype, threads):
 def run_benchmarks(configs=None, impls=DEFAULT_IMPLS, dtype=np.float32, threads=2,
                    repeat=11, warmup=1, min_time=0.02, warm_time=0.5, gap=0.2,
                    max_time=60.0, retries=2, memory_config="L", memory_steps=2,
-                   peak=True, peak_time=0.2, sweep=None, seed=0, progress=None) -> dict:
+                   peak=True, peak_time=0.2, sweep=None, seed=0, progress=None,
+                   modes=("forward", "train")) -> dict:
     """Time every implementation on every configuration; see the module docstring.
 
     Parameters
@@ -79,9 +83,9 @@ def run_benchmarks(configs=None, impls=DEFAULT_IMPLS, dtype=np.float32, threads=
     configs : dict of name -> BenchConfig, optional
         Default: ``DEFAULT_CONFIGS``; ``{}`` for none (a sweep alone).
     impls : sequence of str
-        Among ``IMPLEMENTATIONS``; those that cannot run here are reported as unavailable.
-        Each one's forward output is compared with that of the implementation it computes
-        the same as (``same_output_as``), when that one runs too.
+        Among ``IMPLEMENTATIONS`` and ``QUANTIZED_IMPLS``; those that cannot run here are
+        reported as unavailable. Each one's forward output is compared with that of the
+        implementation it computes the same as (``same_output_as``), when that one runs too.
     retries : int
         How many times a measurement with a noisy timing is measured again (see
         ``measure_settled``).
@@ -95,6 +99,8 @@ def run_benchmarks(configs=None, impls=DEFAULT_IMPLS, dtype=np.float32, threads=
         ``baseline``); its timing settings are the run's.
     progress : callable(str), optional
         Receives a line before each measurement.
+    modes : tuple of str
+        What to time: ``"forward"`` (inference) and/or ``"train"`` (forward and backward).
     """
     configs = dict(DEFAULT_CONFIGS if configs is None else configs)
     dtype = np.dtype(dtype)
@@ -106,10 +112,12 @@ def run_benchmarks(configs=None, impls=DEFAULT_IMPLS, dtype=np.float32, threads=
     out = {"schema": SCHEMA, "settings": {
         "dtype": dtype.name, "threads": threads, "repeat": repeat, "warmup": warmup,
         "min_time_s": min_time, "warm_time_s": warm_time, "gap_s": gap,
-        "max_time_s": max_time, "retries": retries, "seed": seed, "impls": list(impls)},
+        "max_time_s": max_time, "retries": retries, "seed": seed, "impls": list(impls),
+        "modes": list(modes)},
         "configs": {n: dataclasses.asdict(c) for n, c in configs.items()},
         "results": {}, "ratios": {}, "ratios_of_medians": {}, "discarded": {},
-        "rates_gflops": {}, "peak_fraction": {}, "agreement": {}, "unavailable": {},
+        "rates_gflops": {}, "peak_fraction": {}, "agreement": {}, "max_abs_error": {},
+        "unavailable": {},
         "peak": None, "memory": None, "sweep": None}
 
     def log(msg):
@@ -130,17 +138,19 @@ def run_benchmarks(configs=None, impls=DEFAULT_IMPLS, dtype=np.float32, threads=
         available.update(built)
         out["unavailable"][cname] = unavailable
         outputs = {n: o.output() for n, o in built.items()}
-        out["agreement"][cname] = {n: rel_err(outputs[n], outputs[o.same_output_as])
-                                   for n, o in built.items()
-                                   if n != "lstmx" and o.same_output_as in outputs}
-        modes = {"forward": {n: (o.forward, lambda o=o: o.context("forward"))
+        same = {n: o.same_output_as for n, o in built.items()
+                if n != "lstmx" and o.same_output_as in outputs}
+        out["agreement"][cname] = {n: rel_err(outputs[n], outputs[s]) for n, s in same.items()}
+        out["max_abs_error"][cname] = {n: max_abs_error(outputs[n], outputs[s])
+                                       for n, s in same.items()}
+        ops_of = {"forward": {n: (o.forward, lambda o=o: o.context("forward"))
                              for n, o in built.items()},
                  "train": {n: (o.train, lambda o=o: o.context("train"))
                            for n, o in built.items() if o.trainable}}
         for key in ("results", "ratios", "ratios_of_medians", "discarded"):
             out[key][cname] = {}
-        for mode, ops in modes.items():
-            if not ops:
+        for mode, ops in ops_of.items():
+            if not ops or mode not in modes:
                 continue
             log(f"{cname} {mode}: {', '.join(ops)}")
             timings, discarded = measure_settled(
@@ -163,7 +173,7 @@ def run_benchmarks(configs=None, impls=DEFAULT_IMPLS, dtype=np.float32, threads=
     if memory_config in configs:
         mem = {"config": memory_config, "steps": memory_steps}
         for impl in impls:
-            if (impl in ("onnxruntime", "lstmx-peephole") or impl in REGULARISED_IMPLS
+            if (impl in ("onnxruntime", "lstmx-peephole") + QUANTIZED_IMPLS + REGULARISED_IMPLS
                     or impl not in available):
                 continue  # inference only, not compared, or n/a in this process
             log(f"{memory_config} training memory: {impl} (subprocess)")

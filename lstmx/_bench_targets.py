@@ -10,9 +10,6 @@ A targets file is ``{"schema": "lstmx-targets/1", "targets": [...]}``; each targ
 
 ``ratio``
     ``ratios[config][mode][impl]``: ``time(impl) / time(lstmx)``, for each of ``configs``.
-    With ``vs``, ``time(impl) / time(vs)`` instead, paired by round as ``ratios`` are (from
-    ``results[config][mode][.]["samples_s"]``): torch's layer-norm composition against
-    lstmx's layer-norm LSTM, say.
 ``peak_fraction``
     ``peak_fraction[config][mode][impl]``: the rate as a fraction of the FMA peak on the run's
     threads, for each of ``configs``; with ``threads``, only for a run on that many threads.
@@ -21,6 +18,16 @@ A targets file is ``{"schema": "lstmx-targets/1", "targets": [...]}``; each targ
 ``sweep_min_ratio``
     The smallest ``ratios[mode][impl]`` over the shapes of a ``--sweep`` run, per mode of
     ``modes``.
+``speedup``
+    ``time(vs) / time(impl)`` within a round, median over the rounds (``results[config][mode]``
+    samples), for each of ``configs``: how much faster ``impl`` is than ``vs``.
+``error_ratio``
+    ``max_abs_error[config][impl] / max_abs_error[config][vs]`` (errors against lstmx's
+    float32 output), for each of ``configs``.
+
+Any target may also have ``threads`` (only a run on that many threads is checked) and
+``cpu_flag`` (a feature of ``/proc/cpuinfo``'s flags, e.g. ``avx512_bf16``: on a CPU without
+it the target reads "n/a", and its name says why).
 
 A target is listed only for what the run was asked to measure (its configurations and
 implementations, a sweep, a memory measurement); asked for but not measurable (a library
@@ -33,10 +40,11 @@ import json
 import numpy as np
 
 __all__ = ["TARGETS_SCHEMA", "load_targets", "evaluate_targets", "format_targets",
-           "any_failed"]
+           "any_failed", "speedup"]
 
 TARGETS_SCHEMA = "lstmx-targets/1"
-_METRICS = {"ratio", "peak_fraction", "memory_ratio", "sweep_min_ratio"}
+_METRICS = {"ratio", "peak_fraction", "memory_ratio", "sweep_min_ratio", "speedup",
+            "error_ratio"}
 
 
 def load_targets(path) -> list:
@@ -47,7 +55,9 @@ def load_targets(path) -> list:
         raise ValueError(f"{path}: expected a JSON object with schema {TARGETS_SCHEMA!r}; "
                          f"got schema {doc.get('schema') if isinstance(doc, dict) else None!r}")
     needs = {"ratio": ("configs", "mode", "impl"), "peak_fraction": ("configs", "mode", "impl"),
-             "memory_ratio": ("impl", "vs"), "sweep_min_ratio": ("modes", "impl")}
+             "memory_ratio": ("impl", "vs"), "sweep_min_ratio": ("modes", "impl"),
+             "speedup": ("configs", "mode", "impl", "vs"),
+             "error_ratio": ("configs", "impl", "vs")}
     for i, t in enumerate(doc.get("targets", [])):
         where = f"{path}: target {i} ({t.get('name', 'unnamed')})"
         if t.get("metric") not in _METRICS:
@@ -73,28 +83,43 @@ def _asked(res, impl) -> bool:
     return impl in (res.get("settings") or {}).get("impls", ())
 
 
-def _paired_ratio(res, config, mode, impl, vs):
-    """The median over the rounds of ``time(impl) / time(vs)``; None if either is missing."""
-    a, b = (_get(res, "results", config, mode, i, "samples_s") for i in (impl, vs))
-    if not a or not b or len(a) != len(b):
+def speedup(res, config, mode, impl, vs):
+    """``time(vs) / time(impl)`` paired by round, median over the rounds (as
+    ``_bench_timing.ratios``), from a result's samples; None if either was not timed."""
+    timings = _get(res, "results", config, mode) or {}
+    if impl not in timings or vs not in timings:
         return None
-    return float(np.median(np.divide(a, b)))
+    num = np.asarray(timings[vs]["samples_s"], dtype=float)
+    den = np.asarray(timings[impl]["samples_s"], dtype=float)
+    if len(num) != len(den) or not len(num):
+        return None
+    return float(np.median(num / den))
 
 
 def _measurements(target, res):
     """(label, value) pairs of one target on the result: value None when asked for but not
     measured; nothing for what the run did not ask for."""
     metric = target["metric"]
+    if "threads" in target and _get(res, "settings", "threads") != target["threads"]:
+        return []
+    if metric in ("speedup", "error_ratio"):
+        if not (_asked(res, target["impl"]) and _asked(res, target["vs"])):
+            return []
+        out = []
+        for c in target["configs"]:
+            if c not in (res.get("configs") or {}):
+                continue
+            if metric == "speedup":
+                value = speedup(res, c, target["mode"], target["impl"], target["vs"])
+            else:
+                num, den = (_get(res, "max_abs_error", c, i)
+                            for i in (target["impl"], target["vs"]))
+                value = num / den if num is not None and den else None
+            out.append((c, value))
+        return out
     if metric in ("ratio", "peak_fraction"):
         if not _asked(res, target["impl"]):
             return []
-        if "threads" in target and _get(res, "settings", "threads") != target["threads"]:
-            return []
-        if "vs" in target and metric == "ratio":
-            if not _asked(res, target["vs"]):
-                return []
-            return [(c, _paired_ratio(res, c, target["mode"], target["impl"], target["vs"]))
-                    for c in target["configs"] if c in (res.get("configs") or {})]
         key = "ratios" if metric == "ratio" else "peak_fraction"
         return [(c, _get(res, key, c, target["mode"], target["impl"]))
                 for c in target["configs"] if c in (res.get("configs") or {})]
@@ -121,11 +146,18 @@ def evaluate_targets(res: dict, targets: list) -> list:
     ``measured`` (None when not measurable here), ``threshold``, ``comparison`` and
     ``status`` ("PASS", "FAIL" or "n/a")."""
     rows = []
+    flags = _get(res, "machine", "cpu_flags")
     for target in targets:
         comparison = ">=" if ">=" in target else "<="
         threshold = float(target[comparison])
+        flag = target.get("cpu_flag")
+        lacking = flag is not None and not (flags or {}).get(flag)
         for label, value in _measurements(target, res):
-            if value is None or not np.isfinite(value):
+            if lacking:
+                why = "has no" if flags is not None else "does not say if it has"
+                status, value = "n/a", None
+                label = f"{label} (n/a: the CPU {why} {flag})"
+            elif value is None or not np.isfinite(value):
                 status, value = "n/a", None
             elif comparison == ">=":
                 status = "PASS" if value >= threshold else "FAIL"

@@ -4,7 +4,7 @@
 # docs/equations.md ("Regularisation and layer normalisation"); lstmx/reference_regularised.py
 # has it line for line.
 
-from libc.math cimport sqrt
+from libc.math cimport INFINITY, sqrt
 
 cdef enum:
     # Statistics of a layer-norm row: rstd of x W^T, of h U^T and of c~_t.
@@ -62,9 +62,12 @@ cdef void cell_forward_regularised(
     ``ln_c`` = [gamma; beta] (2, H) or c~_t when NULL, in which case ``chat`` (receiving the
     normalised c~_t) and ``rstd_c`` are unused. Zoneout keeps c_{t-1} with weight
     ``keep[j]`` (a 0/1 mask), or ``p_keep`` when ``keep`` is NULL (inference's expectation).
-    ``peep`` is zeros without peepholes, as in cell_forward_rows."""
+    ``peep`` is zeros without peepholes, as in cell_forward_rows. The options' conditions
+    are outside the loops (or, the clip, a select), so that each loop vectorises."""
     cdef Py_ssize_t j
-    cdef floating i, f, g, o, cp, ct, n, a, k
+    cdef floating i, f, g, o, cp, ct, n, a
+    # No clip is a clip at infinity (a NaN stays NaN either way).
+    cdef floating lim = clip if clip > 0 else <floating> INFINITY
     for j in range(H):
         cp = c[j]
         i = sigmoid(gates[j] + peep[j] * cp)
@@ -74,22 +77,32 @@ cdef void cell_forward_regularised(
         gates[H + j] = f
         gates[2 * H + j] = g
         ct = f * cp + i * g
-        if clip > 0:
-            ct = clip if ct > clip else (-clip if ct < -clip else ct)
-        ctil[j] = ct
+        ctil[j] = lim if ct > lim else (-lim if ct < -lim else ct)
     if ln_c != NULL:
         memcpy(chat, ctil, H * sizeof(floating))
         rstd_c[0] = normalise(H, chat)
-    for j in range(H):
-        ct = ctil[j]
-        # The output gate's peephole reads the raw (clipped) cell, not its normalisation.
-        o = sigmoid(gates[3 * H + j] + peep[2 * H + j] * ct)
-        gates[3 * H + j] = o
-        n = ln_c[j] * chat[j] + ln_c[H + j] if ln_c != NULL else ct
-        a = n if identity else tanh_(n)
-        m[j] = o * a
-        k = keep[j] if keep != NULL else p_keep
-        c[j] = k * c[j] + (1 - k) * ct
+        for j in range(H):
+            ct = ctil[j]
+            # The output gate's peephole reads the raw (clipped) cell, not its normalisation.
+            o = sigmoid(gates[3 * H + j] + peep[2 * H + j] * ct)
+            gates[3 * H + j] = o
+            n = ln_c[j] * chat[j] + ln_c[H + j]
+            a = n if identity else tanh_(n)
+            m[j] = o * a
+    else:
+        for j in range(H):
+            ct = ctil[j]
+            o = sigmoid(gates[3 * H + j] + peep[2 * H + j] * ct)
+            gates[3 * H + j] = o
+            a = ct if identity else tanh_(ct)
+            m[j] = o * a
+    # c_t = keep * c_{t-1} + (1 - keep) * c~_t   (zoneout)
+    if keep != NULL:
+        for j in range(H):
+            c[j] = keep[j] * c[j] + (1 - keep[j]) * ctil[j]
+    else:
+        for j in range(H):
+            c[j] = p_keep * c[j] + (1 - p_keep) * ctil[j]
 
 
 cdef void cell_backward_regularised(
@@ -105,7 +118,8 @@ cdef void cell_backward_regularised(
     products); ``m`` receives m_t (for dR); ``dpeep`` and ``dln_c`` (2, H) accumulate;
     ``dn`` is scratch (H,). ``keep`` is the zoneout mask of c or NULL (no zoneout)."""
     cdef Py_ssize_t j
-    cdef floating i, f, g, o, ct, cp, n, a, dact, dzi, dzf, dzg, dzo, dcj, k
+    cdef floating i, f, g, o, ct, cp, n, a, dact, dzi, dzf, dzg, dzo, dcj, kd
+    cdef bint clipping = clip > 0
     for j in range(H):
         o = gates[3 * H + j]
         n = ln_c[j] * chat[j] + ln_c[H + j] if ln_c != NULL else ctil[j]
@@ -117,6 +131,16 @@ cdef void cell_backward_regularised(
     if ln_c != NULL:
         # dn := the gradient reaching c~_t through LN(c~_t)
         normalise_backward(H, dn, chat, rstd_c, ln_c, dln_c, dln_c + H, dn)
+    # Zoneout: (1 - keep) dc reaches c~_t (into dn); keep * dc reaches c_{t-1} (left in dc).
+    if keep != NULL:
+        for j in range(H):
+            kd = keep[j] * dc[j]
+            dn[j] += dc[j] - kd
+            dc[j] = kd
+    else:
+        for j in range(H):
+            dn[j] += dc[j]
+            dc[j] = 0
     for j in range(H):
         i = gates[j]
         f = gates[H + j]
@@ -124,14 +148,13 @@ cdef void cell_backward_regularised(
         ct = ctil[j]
         cp = cp_[j]
         dzo = dz[3 * H + j]
-        k = keep[j] if keep != NULL else 0
-        dcj = (1 - k) * dc[j] + dn[j] + dzo * peep[2 * H + j]
-        if clip > 0 and (ct >= clip or ct <= -clip):
-            dcj = 0  # the clip is active: no gradient through it
+        dcj = dn[j] + dzo * peep[2 * H + j]
+        # No gradient through an active clip (nor through a NaN cell).
+        dcj = dcj if (not clipping or (ct < clip and ct > -clip)) else 0
         dzi = dcj * g * i * (1 - i)
         dzf = dcj * cp * f * (1 - f)
         dzg = dcj * i * (1 - g * g)
-        dc[j] = dcj * f + dzi * peep[j] + dzf * peep[H + j] + k * dc[j]
+        dc[j] += dcj * f + dzi * peep[j] + dzf * peep[H + j]
         dpeep[j] += dzi * cp
         dpeep[H + j] += dzf * cp
         dpeep[2 * H + j] += dzo * ct

@@ -3,7 +3,8 @@
 ``_kernels`` is built for baseline x86-64 (or whatever the compiler targets), and on x86-64
 also as ``_kernels_avx2`` and ``_kernels_avx512`` from the same source. The fastest variant
 this CPU supports is used, unless the environment variable ``LSTMX_KERNELS`` names one
-(``baseline``, ``avx2`` or ``avx512``).
+(``baseline``, ``avx2`` or ``avx512``). The quantised kernels (``_quantized``,
+``_quantized_avx2``, ``_quantized_avx512``) follow the same choice.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import os
 
 from lstmx._cpu import cpu_supports
 
-__all__ = ["available", "load", "kernels", "variant"]
+__all__ = ["available", "load", "kernels", "variant", "quantized"]
 
 _MODULES = {"baseline": "lstmx._kernels", "avx2": "lstmx._kernels_avx2",
             "avx512": "lstmx._kernels_avx512"}
@@ -51,3 +52,9 @@ def load(name: str = "auto"):
 variant = os.environ.get("LSTMX_KERNELS", "auto")
 kernels = load(variant)
 variant = {v: k for k, v in _MODULES.items()}[kernels.__name__]
+
+
+def quantized():
+    """The quantised kernels (``lstmx._quantized``) of the variant in use; imported on first
+    use, so that the float models do not depend on them."""
+    return importlib.import_module(_MODULES[variant].replace("_kernels", "_quantized"))

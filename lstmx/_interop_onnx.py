@@ -15,6 +15,8 @@ import json
 import numpy as np
 
 from lstmx._interop_gates import LSTMX, ONNX, layer_params, optional_import, reorder
+from lstmx._interop_onnx_quantized import quantized_to_onnx
+from lstmx.quantized import QuantizedLSTM, QuantizedLSTMCell
 
 __all__ = ["to_onnx"]
 
@@ -37,12 +39,17 @@ def to_onnx(model, *, initial_state=False, sequence_lens=False, ir_version=13, o
 
     Parameters
     ----------
-    model : LSTM or LSTMCell, or a list [Embedding, LSTM, Linear]
+    model : LSTM or LSTMCell, or a list [Embedding, LSTM, Linear] (the LSTM may be an int8
+        QuantizedLSTM)
         Any configuration without projection (``proj_size=0``): ONNX's LSTM has no
         projection; nor zoneout, layer normalisation or cell clipping (its ``clip`` bounds
         the gates' pre-activations, not the cell state). A model's dropouts do not change
         its inference, which is what the graph computes; they are recorded in its metadata.
         An ``LSTMCell`` exports as a one-layer LSTM (feed T = 1 for one step).
+        An int8 ``QuantizedLSTM`` or ``QuantizedLSTMCell`` exports as onnxruntime's
+        ``com.microsoft`` ``DynamicQuantizeLSTM`` holding its int8 weights and scales, in the
+        same graph otherwise (``lstmx/_interop_onnx_quantized.py``; bfloat16 models are
+        refused).
         A list is a whole model, one graph: an LSTM with a ``Linear`` readout of its every
         step and/or an ``Embedding`` of its input tokens. The input ``X`` is then
         ``tokens`` (int64, (T, B)) and the output ``Y`` is ``output`` (T, B, O), the
@@ -71,10 +78,16 @@ def to_onnx(model, *, initial_state=False, sequence_lens=False, ir_version=13, o
     Raises
     ------
     ValueError
-        For a model with a projection, zoneout, layer normalisation or cell clipping.
+        For a model with a projection, zoneout, layer normalisation or cell clipping, or a
+        bfloat16 ``QuantizedLSTM``.
     """
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
+
+    if isinstance(model, (QuantizedLSTM, QuantizedLSTMCell)):
+        return quantized_to_onnx(model, to_onnx, initial_state=initial_state,
+                                 sequence_lens=sequence_lens, ir_version=ir_version,
+                                 opset=opset)
 
     if isinstance(model, (list, tuple)):
         from lstmx._interop_onnx_model import sequential_to_onnx

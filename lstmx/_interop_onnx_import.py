@@ -85,7 +85,10 @@ def from_onnx(model, *, batch_first=None, dtype=None, base_dir=None):
                     tensors[n.output[0]] = a.t
     lstm_nodes = [n for n in graph.node if n.op_type == "LSTM"]
     if not lstm_nodes:
-        raise ValueError(f"{source}: the ONNX graph has no LSTM node")
+        quantized = any(n.op_type == "DynamicQuantizeLSTM" for n in graph.node)
+        raise ValueError(f"{source}: the ONNX graph has no LSTM node" + (
+            " (it has DynamicQuantizeLSTM nodes: a quantised model, which from_onnx does "
+            "not read; import the float model's graph)" if quantized else ""))
 
     nodes = []
     for k, n in enumerate(lstm_nodes):

@@ -10,6 +10,7 @@ import numpy as np
 
 from lstmx.layers import LSTM
 from lstmx.modules import Embedding, Linear
+from lstmx.quantized import QuantizedLSTM
 
 __all__ = ["sequential_to_onnx"]
 
@@ -19,7 +20,7 @@ def _split(modules):
     modules = list(modules)
     emb = modules.pop(0) if modules and isinstance(modules[0], Embedding) else None
     head = modules.pop() if len(modules) > 1 and isinstance(modules[-1], Linear) else None
-    if len(modules) != 1 or not isinstance(modules[0], LSTM):
+    if len(modules) != 1 or not isinstance(modules[0], (LSTM, QuantizedLSTM)):
         got = [type(m).__name__ for m in ([emb] if emb else []) + modules +
                ([head] if head else [])]
         raise TypeError(f"model must be an LSTM, optionally with an Embedding before it and "

@@ -157,8 +157,9 @@ cdef int measure_team(int team) except -1:
         # The product first: it wakes the team's cores for the barriers.
         product = time_product(team, nstrips, &A[0], &Bp[0], &C[0])
         plan_barrier_s[team] = time_barriers(team)
-        # Seconds per multiply-add of one thread of the team, the barrier taken out.
-        plan_fma_s[team] = max(product - plan_barrier_s[team], 0) * team / fmas
+        # Seconds per multiply-add of one thread of the team, its barrier left in: taking out
+        # a barrier timed on a busy machine (longer than the product) would leave nothing.
+        plan_fma_s[team] = product * team / fmas
     else:
         plan_barrier_s[team] = 0
     return 0

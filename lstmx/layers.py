@@ -408,6 +408,11 @@ class LSTM(_Parameterised):
             raise self._explain(err, None) from None
         return self._output(y), (h_n, c_n)
 
+    def quantize(self, mode):
+        """An inference copy with int8 or bfloat16 products: ``lstmx.QuantizedLSTM``."""
+        from lstmx.quantized import QuantizedLSTM
+        return QuantizedLSTM.from_float(self, mode)
+
     def forward_train(self, x, state=None, lengths=None, rng=None):
         """As calling the layer, in training (dropout and zoneout draw their masks), and also
         return the cache that ``backward`` needs.
@@ -602,6 +607,11 @@ class LSTMCell(_Parameterised):
         except (TypeError, ValueError, IndexError) as err:
             raise self._explain(err, None) from None
         return y[0], c[0]
+
+    def quantize(self, mode):
+        """An inference copy with int8 or bfloat16 products: ``lstmx.QuantizedLSTMCell``."""
+        from lstmx.quantized import QuantizedLSTMCell
+        return QuantizedLSTMCell.from_float(self, mode)
 
     def forward_train(self, x, state=None, rng=None):
         """One step, also returning the cache for ``backward``: ((h, c), cache). ``rng``

@@ -16,8 +16,8 @@ import pytest
 from numpy.testing import assert_allclose
 
 from _helpers import require
-from lstmx import (_bench_impls, _bench_machine, _bench_memory, _bench_report, _bench_run,
-                   _bench_sweep, _bench_targets, _bench_timing)
+from lstmx import (_bench_impls, _bench_machine, _bench_memory, _bench_quantized,
+                   _bench_report, _bench_run, _bench_sweep, _bench_targets, _bench_timing)
 from lstmx.__main__ import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -232,11 +232,14 @@ def test_project_targets_are_ratios_and_fractions():
     and holds no absolute time."""
     targets = _bench_targets.load_targets(TARGETS)
     known = set(_bench_impls.ALL_CONFIGS)
-    impls = set(_bench_impls.IMPLEMENTATIONS) | {_bench_sweep.BASELINE}
+    impls = (set(_bench_impls.IMPLEMENTATIONS) | set(_bench_quantized.QUANTIZED_IMPLS)
+             | {_bench_sweep.BASELINE})
     for t in targets:
         assert set(t.get("configs", [])) <= known, t
-        assert t["impl"] in impls, t
-        assert t["metric"] in ("ratio", "peak_fraction", "memory_ratio", "sweep_min_ratio")
+        assert t["impl"] in impls and t.get("vs", "lstmx") in impls, t
+        assert t["metric"] in ("ratio", "peak_fraction", "memory_ratio", "sweep_min_ratio",
+                               "speedup", "error_ratio")
+        assert t.get("cpu_flag") in (None, *_bench_quantized.CPU_FLAGS), t
 
 
 def test_new_configurations():

@@ -137,3 +137,30 @@ def test_char_lm_options_are_only_those_set():
         "zoneout": 0.2}
     with pytest.raises(SystemExit, match="one or two probabilities"):
         char_lm.regularisation_options(parser.parse_args(["--zoneout", "0.1", "0.2", "0.3"]))
+
+
+def test_char_lm_scores_a_saved_model_quantized(tmp_path, capsys):
+    import json
+
+    import char_lm
+    model, result = tmp_path / "char_lm.npz", tmp_path / "bits.json"
+    r = char_lm.main(["--hidden", "32", "--embed", "16", "--steps", "100",
+                      "--eval-every", "100", "--seq-len", "50", "--lr", "0.02",
+                      "--max-train-chars", "100000", "--sample-chars", "8", "--out",
+                      str(tmp_path), "--no-progress", "--save-model", str(model),
+                      "--quantize", "int8,bfloat16", "--json", str(result)])
+    bits = r["quantized"]["bits_per_char"]
+    assert list(bits) == ["float32", "int8", "bfloat16"]
+    assert bits["float32"] == r["test_bits"]  # the same model on the same text
+    # Quantised, it is still a model of context: better than the unigram entropy (~4.45).
+    assert max(bits.values()) < r["unigram_bits"] - 0.5
+    assert json.loads(result.read_text())["bits_per_char"] == bits
+    assert last_line(capsys).startswith("held-out bits/char, all ")
+    # The saved model scores the same three ways without training.
+    again = char_lm.main(["--load-model", str(model), "--hidden", "32", "--embed", "16"])
+    assert again["quantized"]["bits_per_char"] == bits
+    with pytest.raises(SystemExit, match="--quantize takes"):
+        char_lm.main(["--load-model", str(model), "--hidden", "32", "--embed", "16",
+                      "--quantize", "int4"])
+    with pytest.raises(ValueError, match="hidden_size"):  # the sizes must be the saved ones
+        char_lm.main(["--load-model", str(model), "--hidden", "64", "--embed", "16"])

@@ -1,0 +1,495 @@
+# The int8 and bfloat16 inference kernels of lstmx.QuantizedLSTM: one layer and direction.
+"""Quantised inference kernels: one layer and direction over a sequence, in int8 or bfloat16.
+
+What is rounded, and how, is ``docs/quantization.md``; ``lstmx/reference_quantized.py`` is the
+same computation in NumPy. Compiled once per instruction set, as ``_kernels.pyx`` is
+(``_quantized_avx2.pyx`` and ``_quantized_avx512.pyx`` include this file), and the cell's
+element-wise step is the float kernels' own (``_cell.pxi``).
+
+int8: a row of activations (x for the input projection, h for the recurrent product, m for
+the projection) is quantised at each step to integers in [-127, 127] with its own scale;
+weights arrive quantised per output channel. The products are exact integer dot products
+(int16 operands, int32 sums; ``int_dot_tile`` is written so that GCC vectorises it with
+``pmaddwd``), so they are bit-identical on every instruction set and any number of threads.
+Each sum is then scaled back to float32 and everything else is float32.
+
+bfloat16: activations are rounded to bfloat16 before the products (as ``vdpbf16ps`` would
+read them); weights arrive as bfloat16 values held in float32; the products and their sums
+run in float32 on BLAS.
+"""
+import numpy as np
+
+from cython cimport floating
+from cython.parallel cimport parallel, threadid
+from libc.math cimport NAN
+from libc.stdint cimport int16_t, int32_t, uint32_t
+from libc.string cimport memcpy, memset
+
+from lstmx._activations cimport sigmoid, tanh_
+from lstmx._blas cimport NoTrans, Trans, gemm
+from lstmx._openmp cimport max_threads, num_threads
+
+include "_cell.pxi"
+
+cdef extern from *:
+    # GCC's prefetch hint: a plain load hint on every instruction set (nothing where none).
+    void prefetch "__builtin_prefetch"(const void *address) noexcept nogil
+
+cdef enum:
+    # Depth of an integer product is padded (with zeros) to a multiple of this: one 256-bit
+    # vector of int16, so that the vectorised loop has no remainder.
+    DEPTH_STEP = 16
+    # An integer tile is ROWS x COLS sums: 8 vector accumulators and 6 operand loads per
+    # 16-deep step, within the 16 vector registers of AVX2.
+    ROWS = 2
+    COLS = 4
+    # Columns of weights a pair of activation rows meets in turn: 16 rows of depth 512 of
+    # int16 (16 KiB) stay in L1 with the activations.
+    BLOCK_COLS = 16
+    # Rows of activations per pass over the weights: 128 rows of depth 512 (128 KiB of int16)
+    # stay in L2 while every weight tile streams past them.
+    ROW_BLOCK = 128
+    # Elements of a chunk's gate pre-activations (the input projection of Tc steps at once):
+    # 256 KiB, so that a step's rows are still in L2 when its recurrent product adds to them
+    # (at 4 MiB every read of them missed; the integer products gain nothing from longer
+    # chunks, since they reuse the weights over ROW_BLOCK rows at most).
+    CHUNK_ELEMENTS = 1 << 16
+    # BLAS, which does the bfloat16 products, gains from long chunks: as the float kernels.
+    BLAS_CHUNK_ELEMENTS = 1 << 20
+    # With |q| <= 127 on both sides, a sum of at most this many products stays below 2**31.
+    MAX_DEPTH = 133144
+    # Integer products below this many multiply-adds (some 50 us) stay on one thread: a
+    # team's start and end would cost a good part of that.
+    PARALLEL_WORK = 1 << 20
+
+DEPTH_MULTIPLE = DEPTH_STEP
+COLUMN_MULTIPLE = COLS
+MAX_INT_DEPTH = MAX_DEPTH
+
+
+# ------------------------------------------------------------------------ rounding of activations
+
+cdef void quantize_rows(Py_ssize_t rows, Py_ssize_t K, const float *v, Py_ssize_t ldv,
+                        int16_t *q, Py_ssize_t ldq, float *scale) noexcept nogil:
+    """Row r of v (K values, rows ldv apart) becomes q[r] = rint(clip(v[r] / s_r, -127, 127))
+    with s_r = max|v[r]| / 127 in scale[r]. A row of zeros (or so tiny that s_r underflows to 0)
+    gets s_r = 0 and q = 0; a row with a NaN or an infinity gets s_r = NaN and q = 0, so that
+    its products are NaN (docs/quantization.md). Columns [K, ldq) of q are not written.
+    """
+    cdef Py_ssize_t r, k
+    cdef uint32_t bits, top
+    cdef float top_f, s, u
+    cdef float levels = 127, neg_levels = -127
+    cdef float rounder = 12582912.0  # 1.5 * 2**23: adding and subtracting it rounds to even
+    cdef const float *vr
+    cdef int16_t *qr
+    for r in range(rows):
+        vr = v + r * ldv
+        qr = q + r * ldq
+        # max |v| from the bits: for non-negative floats (and inf and NaN above every finite
+        # float) the order of the bits is the order of the values, and integer max vectorises.
+        top = 0
+        for k in range(K):
+            memcpy(&bits, vr + k, sizeof(float))
+            bits = bits & 0x7fffffff
+            top = bits if bits > top else top
+        memcpy(&top_f, &top, sizeof(float))
+        s = top_f / levels
+        if top >= 0x7f800000 or s == 0:
+            memset(qr, 0, K * sizeof(int16_t))
+            scale[r] = NAN if top >= 0x7f800000 else 0
+            continue
+        scale[r] = s
+        for k in range(K):
+            u = vr[k] / s
+            u = levels if u > levels else u
+            u = neg_levels if u < neg_levels else u
+            qr[k] = <int16_t> <int32_t> ((u + rounder) - rounder)
+
+
+cdef void round_rows_bf16(Py_ssize_t rows, Py_ssize_t K, const float *v, Py_ssize_t ldv,
+                          float *out, Py_ssize_t ldo) noexcept nogil:
+    """out = v rounded to bfloat16 (to nearest, ties to even; a NaN stays a NaN), as float32."""
+    cdef Py_ssize_t r, k
+    cdef uint32_t bits, nan
+    for r in range(rows):
+        for k in range(K):
+            memcpy(&bits, v + r * ldv + k, sizeof(float))
+            nan = (bits & 0x7fffffff) > 0x7f800000
+            bits = (bits | 0x00400000) if nan else bits + 0x7fff + ((bits >> 16) & 1)
+            bits = bits & 0xffff0000U
+            memcpy(out + r * ldo + k, &bits, sizeof(float))
+
+
+# ------------------------------------------------------------------------ integer products
+
+cdef inline void int_dot_tile(Py_ssize_t Kp, const int16_t *a0, const int16_t *a1,
+                              const int16_t *w, Py_ssize_t ldw, int32_t *acc) noexcept nogil:
+    """acc[i * COLS + j] = sum_k a_i[k] * w[j * ldw + k] for rows a0, a1 and COLS rows of w.
+
+    Eight dot products in one loop: GCC turns each into a multiply-add of int16 pairs into
+    int32 (pmaddwd) and the sums of a vector are added at the end. Exact: no product or sum
+    can overflow when Kp <= MAX_DEPTH.
+    """
+    cdef const int16_t *w0 = w
+    cdef const int16_t *w1 = w + ldw
+    cdef const int16_t *w2 = w + 2 * ldw
+    cdef const int16_t *w3 = w + 3 * ldw
+    cdef int32_t s00 = 0, s01 = 0, s02 = 0, s03 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0
+    cdef Py_ssize_t k
+    for k in range(Kp):
+        s00 += <int32_t> a0[k] * w0[k]
+        s01 += <int32_t> a0[k] * w1[k]
+        s02 += <int32_t> a0[k] * w2[k]
+        s03 += <int32_t> a0[k] * w3[k]
+        s10 += <int32_t> a1[k] * w0[k]
+        s11 += <int32_t> a1[k] * w1[k]
+        s12 += <int32_t> a1[k] * w2[k]
+        s13 += <int32_t> a1[k] * w3[k]
+    acc[0], acc[1], acc[2], acc[3] = s00, s01, s02, s03
+    acc[4], acc[5], acc[6], acc[7] = s10, s11, s12, s13
+
+
+cdef void int_product_columns(
+        Py_ssize_t block, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t rows, Py_ssize_t N,
+        Py_ssize_t Kp, const int16_t *A, const float *sa, const int16_t *W, const float *sw,
+        float *z, Py_ssize_t ldz, int32_t *raw) noexcept nogil:
+    """Columns [block * BLOCK_COLS, block * BLOCK_COLS + BLOCK_COLS) of rows [r0, r1) of the
+    product of ``int_product``: into z (scaled and added) or, when ``raw`` is not NULL, into
+    raw. A pair of rows meets every tile of the block before the next pair: its activations
+    are read once from L1 for all of them, and each row of z is written a cache line at a
+    time."""
+    cdef int32_t acc[ROWS * COLS]
+    cdef Py_ssize_t r, i, j, n0, n_cols
+    cdef Py_ssize_t n_lo = block * BLOCK_COLS
+    cdef Py_ssize_t n_hi = N if n_lo + BLOCK_COLS > N else n_lo + BLOCK_COLS
+    cdef const int16_t *a1
+    cdef float *zr
+    cdef float s
+    r = r0
+    while r < r1:
+        # An odd last row is paired with itself; the duplicate sums are not stored.
+        a1 = A + (r + 1) * Kp if r + 1 < rows else A + r * Kp
+        if raw == NULL and r + ROWS < r1:
+            # The next pair's rows of z, 4H floats apart, are where this pass otherwise
+            # waits: no hardware prefetcher follows that stride.
+            for i in range(ROWS if r + 2 * ROWS <= r1 else r1 - r - ROWS):
+                prefetch(z + (r + ROWS + i) * ldz + n_lo)
+                prefetch(z + (r + ROWS + i) * ldz + n_hi - 1)
+        n0 = n_lo
+        while n0 < n_hi:
+            n_cols = n_hi - n0 if n_hi - n0 < COLS else COLS
+            int_dot_tile(Kp, A + r * Kp, a1, W + n0 * Kp, Kp, acc)
+            for i in range(ROWS):
+                if r + i >= rows:
+                    break
+                if raw != NULL:
+                    for j in range(n_cols):
+                        raw[(r + i) * N + n0 + j] = acc[i * COLS + j]
+                elif n_cols == COLS:  # a whole tile: one short vector loop
+                    zr = z + (r + i) * ldz + n0
+                    s = sa[r + i]
+                    for j in range(COLS):
+                        zr[j] += <float> acc[i * COLS + j] * (s * sw[n0 + j])
+                else:
+                    zr = z + (r + i) * ldz + n0
+                    s = sa[r + i]
+                    for j in range(n_cols):
+                        zr[j] += <float> acc[i * COLS + j] * (s * sw[n0 + j])
+            n0 += COLS
+        r += ROWS
+
+
+cdef void int_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const int16_t *A,
+                      const float *sa, const int16_t *W, const float *sw, float *z,
+                      Py_ssize_t ldz, int32_t *raw, int threads) noexcept nogil:
+    """z[r, n] += float(sum_k A[r, k] W[n, k]) * (sa[r] * sw[n]) for r < rows, n < N.
+
+    A (rows, Kp) and W (N rounded up to COLS, Kp) are int16 rows, zero-padded to Kp. Threads
+    split the columns, so each sum is computed by one thread in one order whatever the
+    number of threads: the result does not depend on it.
+    """
+    cdef Py_ssize_t blocks = (N + BLOCK_COLS - 1) // BLOCK_COLS
+    cdef int tid
+    if rows * N * Kp < PARALLEL_WORK or blocks < 2:
+        threads = 1
+    if threads == 1:
+        int_product_blocks(0, blocks, rows, N, Kp, A, sa, W, sw, z, ldz, raw)
+        return
+    # One team for the whole product, each thread on its own contiguous run of column blocks
+    # through every row block: no barrier between row blocks, which depend on nothing.
+    with parallel(num_threads=threads):
+        tid = threadid()
+        threads = num_threads()
+        int_product_blocks(blocks * tid // threads, blocks * (tid + 1) // threads, rows, N, Kp,
+                           A, sa, W, sw, z, ldz, raw)
+
+
+cdef void int_product_blocks(Py_ssize_t b_lo, Py_ssize_t b_hi, Py_ssize_t rows, Py_ssize_t N,
+                             Py_ssize_t Kp, const int16_t *A, const float *sa, const int16_t *W,
+                             const float *sw, float *z, Py_ssize_t ldz,
+                             int32_t *raw) noexcept nogil:
+    """Column blocks [b_lo, b_hi) of ``int_product``, a block of ROW_BLOCK rows at a time
+    (which stay in L2 while every weight tile of the blocks passes)."""
+    cdef Py_ssize_t r0 = 0, r1, block
+    while r0 < rows:
+        r1 = rows if r0 + ROW_BLOCK > rows else r0 + ROW_BLOCK
+        for block in range(b_lo, b_hi):
+            int_product_columns(block, r0, r1, rows, N, Kp, A, sa, W, sw, z, ldz, raw)
+        r0 = r1
+
+
+# ------------------------------------------------------------------------ one layer and direction
+
+cdef struct Plan:
+    bint int8, reverse, identity, lean
+    int threads
+    Py_ssize_t T, B, I, H, P, Hout, Tc, ldy
+    Py_ssize_t Kx, Kh, Km          # padded depths of the three products (int8)
+    const float *x                 # (T*B, I)
+    const float *bias              # (4H,): b_ih + b_hh, zeros without bias
+    const float *peep              # (3, H) or NULL
+    const Py_ssize_t *lengths      # (B,) or NULL
+    float *h                       # (B, Hout): initial state in, final state out
+    float *c                       # (B, H)
+    float *y                       # (T, B, ldy), from column y_col
+    float *gates                   # scratch (Tc*B, 4H)
+    float *m                       # scratch (B, H)
+    float *hp                      # scratch (B, P)
+    # int8: weights (rows padded to COLS, depth to DEPTH_STEP), scales; activation scratch
+    const int16_t *Wq
+    const int16_t *Uq
+    const int16_t *Rq
+    const float *sw
+    const float *su
+    const float *sr
+    int16_t *xq                    # (Tc*B, Kx)
+    int16_t *hq                    # (B, Kh)
+    int16_t *mq                    # (B, Km)
+    float *xs                      # (Tc*B,)
+    float *hs                      # (B,)
+    float *ms                      # (B,)
+    # bfloat16: weights as float32 holding bfloat16 values; rounded activations
+    const float *Wb                # (4H, I)
+    const float *Ub                # (4H, Hout)
+    const float *Rb                # (P, H)
+    float *xb                      # (Tc*B, I)
+    float *hb                      # (B, Hout)
+    float *mb                      # (B, H)
+
+
+cdef void forward_layer(Plan *p) noexcept nogil:
+    """The forward pass of one layer and direction over the whole sequence: lstmx's float
+    forward (``_layer_serial.pxi``) with quantised products."""
+    cdef Py_ssize_t T = p.T, B = p.B, H = p.H, P = p.P, Hout = p.Hout, G = 4 * p.H
+    cdef Py_ssize_t s0, n, t_lo, s, t, bi, r
+    cdef float *zt
+    cdef float *mrow
+    s0 = 0
+    while s0 < T:
+        # Steps s0 .. s0+n-1 in processing order are times t_lo .. t_lo+n-1.
+        n = p.Tc if T - s0 > p.Tc else T - s0
+        t_lo = T - s0 - n if p.reverse else s0
+        for r in range(n * B):
+            memcpy(p.gates + r * G, p.bias, G * sizeof(float))
+        # z = b + x @ W.T   (n*B, 4H) = (n*B, I)(I, 4H), all n steps at once
+        if p.int8:
+            quantize_rows(n * B, p.I, p.x + t_lo * B * p.I, p.I, p.xq, p.Kx, p.xs)
+            int_product(n * B, G, p.Kx, p.xq, p.xs, p.Wq, p.sw, p.gates, G, NULL, p.threads)
+        else:
+            round_rows_bf16(n * B, p.I, p.x + t_lo * B * p.I, p.I, p.xb, p.I)
+            gemm(NoTrans, Trans, n * B, G, p.I, 1, p.xb, p.I, p.Wb, p.I, 1, p.gates, G)
+        for s in range(s0, s0 + n):
+            t = T - 1 - s if p.reverse else s
+            zt = p.gates + (t - t_lo) * B * G
+            # z += h @ U.T   (B, 4H) += (B, Hout)(Hout, 4H)
+            if p.int8:
+                quantize_rows(B, Hout, p.h, Hout, p.hq, p.Kh, p.hs)
+                int_product(B, G, p.Kh, p.hq, p.hs, p.Uq, p.su, zt, G, NULL, p.threads)
+            else:
+                round_rows_bf16(B, Hout, p.h, Hout, p.hb, Hout)
+                gemm(NoTrans, Trans, B, G, Hout, 1, p.hb, Hout, p.Ub, Hout, 1, zt, G)
+            for bi in range(B):
+                if t >= length(p.lengths, bi, T):
+                    memset(p.y + (t * B + bi) * p.ldy, 0, Hout * sizeof(float))
+                    continue
+                # Without projection m_t is h_t: written straight into the state.
+                mrow = p.m + bi * H if P > 0 else p.h + bi * H
+                cell_forward_rows(H, H, zt + bi * G, p.c + bi * H, mrow, p.peep, p.lean,
+                                  p.identity)
+                if P == 0:
+                    memcpy(p.y + (t * B + bi) * p.ldy, mrow, H * sizeof(float))
+            if P > 0:
+                # h = m @ R.T   (B, P) = (B, H)(H, P); only active rows take it.
+                memset(p.hp, 0, B * P * sizeof(float))
+                if p.int8:
+                    quantize_rows(B, H, p.m, H, p.mq, p.Km, p.ms)
+                    int_product(B, P, p.Km, p.mq, p.ms, p.Rq, p.sr, p.hp, P, NULL, p.threads)
+                else:
+                    round_rows_bf16(B, H, p.m, H, p.mb, H)
+                    gemm(NoTrans, Trans, B, P, H, 1, p.mb, H, p.Rb, H, 0, p.hp, P)
+                for bi in range(B):
+                    if t < length(p.lengths, bi, T):
+                        memcpy(p.h + bi * P, p.hp + bi * P, P * sizeof(float))
+                        memcpy(p.y + (t * B + bi) * p.ldy, p.hp + bi * P, P * sizeof(float))
+        s0 += n
+
+
+def padded_depth(Py_ssize_t K):
+    """The depth ``K`` rounded up to the multiple the integer products take."""
+    return (K + DEPTH_STEP - 1) // DEPTH_STEP * DEPTH_STEP
+
+
+def _check(name, bint ok, expected):
+    if not ok:
+        raise ValueError(f"kernel argument {name}: expected {expected}")
+
+
+def forward(*, str mode, const float[:, ::1] x, weights, const float[::1] bias,
+            const float[:, ::1] peep, const Py_ssize_t[::1] lengths, float[:, ::1] h,
+            float[:, ::1] c, float[:, :, ::1] y, Py_ssize_t y_col, bint reverse,
+            bint identity):
+    """One layer and direction's quantised forward pass (see ``forward_layer``).
+
+    x (T*B, I); ``weights`` as ``lstmx.quantized`` packs them: for "int8" (Wq, sw, Uq, su, Rq,
+    sr) with int16 rows padded to a multiple of 4 and depth padded by ``padded_depth``, float32
+    scales of the padded length; for "bfloat16" (W, U, R) as float32 holding bfloat16 values.
+    R (and its scales) is None without projection. bias (4H,); peep (3, H) or None; lengths
+    (B,) or None; h (B, Hout) and c (B, H) hold the initial state and receive the final one;
+    y (T, B, ldy) receives h_t in columns [y_col, y_col + Hout).
+    """
+    cdef Plan p
+    cdef Py_ssize_t G, rows
+    cdef const int16_t[:, ::1] Wq
+    cdef const int16_t[:, ::1] Uq
+    cdef const int16_t[:, ::1] Rq
+    cdef const float[::1] sw
+    cdef const float[::1] su
+    cdef const float[::1] sr
+    cdef const float[:, ::1] Wb
+    cdef const float[:, ::1] Ub
+    cdef const float[:, ::1] Rb
+    _check("mode", mode in ("int8", "bfloat16"), "'int8' or 'bfloat16'")
+    p.int8 = mode == "int8"
+    p.B, p.H, p.Hout = h.shape[0], c.shape[1], h.shape[1]
+    p.T = y.shape[0]
+    _check("x", x.shape[0] == p.T * p.B and x.shape[1] >= 1, f"({p.T * p.B}, I)")
+    _check("c", c.shape[0] == p.B, f"({p.B}, H)")
+    _check("y", y.shape[1] == p.B and 0 <= y_col <= y.shape[2] - p.Hout,
+           f"(T, {p.B}, >= y_col + {p.Hout})")
+    p.I, G = x.shape[1], 4 * p.H
+    p.P = p.Hout if p.Hout != p.H else 0
+    _check("bias", bias.shape[0] == G, f"({G},)")
+    _check("peep", peep is None or (peep.shape[0] == 3 and peep.shape[1] == p.H), f"(3, {p.H})")
+    _check("lengths", lengths is None or lengths.shape[0] == p.B, f"({p.B},)")
+    if lengths is not None:
+        values = np.asarray(lengths)
+        _check("lengths", values.min() >= 1 and values.max() <= p.T, f"values in [1, {p.T}]")
+    p.reverse, p.identity = reverse, identity
+    p.lean = peep is None
+    p.threads = max_threads()
+    p.ldy = y.shape[2]
+    p.Tc = max(1, min(p.T, (CHUNK_ELEMENTS if p.int8 else BLAS_CHUNK_ELEMENTS) // (p.B * G)))
+    rows = p.Tc * p.B
+    gates = np.empty((rows, G), np.float32)
+    m = np.zeros((p.B, p.H), np.float32)
+    hp = np.zeros((p.B, max(p.P, 1)), np.float32)
+    keep = [gates, m, hp]
+    if p.int8:
+        Wq, sw, Uq, su, Rq, sr = weights
+        p.Kx, p.Kh, p.Km = padded_depth(p.I), padded_depth(p.Hout), padded_depth(p.H)
+        for name, a, s, N, K in (("Wq", Wq, sw, G, p.Kx), ("Uq", Uq, su, G, p.Kh),
+                                 ("Rq", Rq, sr, p.P, p.Km)):
+            if N == 0:
+                _check(name, a is None, "None without projection")
+                continue
+            Np = (N + COLS - 1) // COLS * COLS
+            _check(name, a is not None and a.shape[0] == Np and a.shape[1] == K
+                   and K <= MAX_DEPTH, f"({Np}, {K}) int16, depth at most {MAX_DEPTH}")
+            _check(name + " scale", s is not None and s.shape[0] == Np, f"({Np},) float32")
+        xq = np.zeros((rows, p.Kx), np.int16)
+        hq = np.zeros((p.B, p.Kh), np.int16)
+        mq = np.zeros((p.B, p.Km), np.int16)
+        scales = np.empty(rows + 2 * p.B, np.float32)
+        keep += [xq, hq, mq, scales]
+        p.Wq, p.Uq, p.sw, p.su = &Wq[0, 0], &Uq[0, 0], &sw[0], &su[0]
+        p.Rq = &Rq[0, 0] if p.P else NULL
+        p.sr = &sr[0] if p.P else NULL
+        p.xq, p.hq, p.mq = <int16_t *> cnp_data(xq), <int16_t *> cnp_data(hq), \
+            <int16_t *> cnp_data(mq)
+        p.xs = <float *> cnp_data(scales)
+        p.hs, p.ms = p.xs + rows, p.xs + rows + p.B
+    else:
+        Wb, Ub, Rb = weights
+        _check("W", Wb.shape[0] == G and Wb.shape[1] == p.I, f"({G}, {p.I})")
+        _check("U", Ub.shape[0] == G and Ub.shape[1] == p.Hout, f"({G}, {p.Hout})")
+        _check("R", (Rb is None) == (p.P == 0) and (p.P == 0 or (
+            Rb.shape[0] == p.P and Rb.shape[1] == p.H)), f"({p.P}, {p.H}) or None")
+        xb = np.empty((rows, p.I), np.float32)
+        hb = np.empty((p.B, p.Hout), np.float32)
+        mb = np.empty((p.B, p.H), np.float32)
+        keep += [xb, hb, mb]
+        p.Wb, p.Ub = &Wb[0, 0], &Ub[0, 0]
+        p.Rb = &Rb[0, 0] if p.P else NULL
+        p.xb, p.hb, p.mb = <float *> cnp_data(xb), <float *> cnp_data(hb), \
+            <float *> cnp_data(mb)
+    p.x, p.bias = &x[0, 0], &bias[0]
+    p.peep, p.lengths = NULL, NULL
+    if peep is not None:
+        p.peep = &peep[0, 0]
+    if lengths is not None:
+        p.lengths = &lengths[0]
+    p.h, p.c, p.y = &h[0, 0], &c[0, 0], &y[0, 0, y_col]
+    p.gates, p.m, p.hp = <float *> cnp_data(gates), <float *> cnp_data(m), \
+        <float *> cnp_data(hp)
+    with nogil:
+        forward_layer(&p)
+    return None
+
+
+cdef void *cnp_data(object a) except NULL:
+    """The data pointer of a freshly allocated C-contiguous array."""
+    cdef char[::1] view = a.reshape(-1).view(np.uint8)
+    if view.shape[0] == 0:
+        raise ValueError("kernel argument: empty scratch")
+    return &view[0]
+
+
+def quantize_activations(const float[:, ::1] v):
+    """The int8 quantisation of each row of v (rows, K), as the kernels do it at each step:
+    (q int8 (rows, K), scale float32 (rows,)). For the tests."""
+    cdef Py_ssize_t rows = v.shape[0], K = v.shape[1]
+    q = np.zeros((rows, K), np.int16)
+    scale = np.zeros(rows, np.float32)
+    cdef int16_t[:, ::1] qv = q
+    cdef float[::1] sv = scale
+    if rows and K:
+        with nogil:
+            quantize_rows(rows, K, &v[0, 0], K, &qv[0, 0], K, &sv[0])
+    return q.astype(np.int8), scale
+
+
+def round_bf16(const float[:, ::1] v):
+    """v rounded to bfloat16 as the kernels round activations, as float32. For the tests."""
+    out = np.zeros((v.shape[0], v.shape[1]), np.float32)
+    cdef float[:, ::1] ov = out
+    if v.shape[0] and v.shape[1]:
+        with nogil:
+            round_rows_bf16(v.shape[0], v.shape[1], &v[0, 0], v.shape[1], &ov[0, 0],
+                            v.shape[1])
+    return out
+
+
+def int_matmul(const int16_t[:, ::1] A, const int16_t[:, ::1] W):
+    """A @ W.T in int32 by the kernels' integer product, for A (rows, Kp), W (N, Kp) with Kp a
+    multiple of ``padded_depth``'s step and N of 4, entries in [-127, 127]. For the tests."""
+    cdef Py_ssize_t rows = A.shape[0], N = W.shape[0], Kp = A.shape[1]
+    _check("A, W", W.shape[1] == Kp and Kp % DEPTH_STEP == 0 and N % COLS == 0
+           and 0 < Kp <= MAX_DEPTH and rows > 0 and N > 0,
+           f"int16 (rows, Kp) and (N, Kp), Kp a multiple of {DEPTH_STEP}, N of {COLS}")
+    out = np.empty((rows, N), np.int32)
+    cdef int32_t[:, ::1] ov = out
+    cdef int threads = max_threads()
+    with nogil:
+        int_product(rows, N, Kp, &A[0, 0], NULL, &W[0, 0], NULL, NULL, 0, &ov[0, 0], threads)
+    return out

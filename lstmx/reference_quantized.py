@@ -1,0 +1,148 @@
+"""The quantised LSTM of ``lstmx.QuantizedLSTM`` in plain NumPy, as docs/quantization.md says.
+
+The ground truth of ``tests/test_quantized.py``, written to be read; the compiled path never
+imports it. Integer products are exact (int64 sums of int8 products); everything else is
+float32, as in the kernels. ``state`` is a quantised model's ``state_dict()`` (int8 matrices
+with ``<name>_scale`` row scales, or bfloat16 bits as uint16), keyed like ``QuantizedLSTM``'s.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import expit as sigmoid
+
+from lstmx._config import LSTMConfig
+
+__all__ = ["quantize_weights", "quantize_activations", "round_bfloat16", "int_product",
+           "product", "lstm_forward"]
+
+F32 = np.float32
+LEVELS = F32(127)  # int8 values are in [-127, 127]: symmetric, zero point 0
+
+
+def quantize_weights(W):
+    """Per output channel (row): s = max|W_row| / 127, q = rint(W / s). A zero row gets s = 1."""
+    s = np.abs(W).max(axis=1) / LEVELS
+    s[s == 0] = 1
+    q = np.rint(np.clip(W / s[:, None], -LEVELS, LEVELS))
+    return q.astype(np.int8), s.astype(F32)
+
+
+def quantize_activations(v):
+    """Per row of v (rows, K), at every step: s = max|v_row| / 127, q = rint(clip(v / s)).
+
+    A row of zeros, or one so tiny that s underflows to 0, is q = 0 with s = 0; a row with a
+    NaN or an infinity is q = 0 with s = NaN, so its products are NaN.
+    """
+    top = np.abs(v).max(axis=1)                     # NaN if the row holds a NaN
+    s = top / LEVELS
+    finite = np.isfinite(top)
+    usable = finite & (s > 0)
+    q = np.rint(np.clip(v / np.where(usable, s, 1)[:, None], -LEVELS, LEVELS))
+    q[~usable] = 0
+    s = np.where(finite, s, np.nan).astype(F32)
+    return q.astype(np.int8), s
+
+
+def round_bfloat16(v):
+    """v float32 rounded to bfloat16 (to nearest, ties to even; NaN stays NaN), as float32."""
+    bits = np.ascontiguousarray(v, F32).view(np.uint32)
+    nan = (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    rounded = np.where(nan, bits | np.uint32(0x00400000),
+                       bits + np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1)))
+    return (rounded & np.uint32(0xFFFF0000)).view(F32)
+
+
+def bfloat16_values(bits):
+    """uint16 bfloat16 bits as the float32 values they stand for."""
+    return (bits.astype(np.uint32) << 16).view(F32)
+
+
+def int_product(qa, qw):
+    """sum_k qa[r, k] qw[n, k]: the exact integer product (rows, N), int64."""
+    return qa.astype(np.int64) @ qw.astype(np.int64).T
+
+
+def product(v, W, scale, mode):
+    """v @ W.T as the quantised model computes it, for activations v (rows, K) float32.
+
+    int8: W int8 (N, K) with row scales ``scale``; the product of the quantised v and W,
+    exact in integers, times s_v[r] * s_W[n]. bfloat16: W as uint16 bits; v rounded to
+    bfloat16; float32 products and sums.
+    """
+    if mode == "int8":
+        qa, sa = quantize_activations(v)
+        return int_product(qa, W).astype(F32) * (sa[:, None] * scale[None, :])
+    return round_bfloat16(v) @ bfloat16_values(W).T
+
+
+def _names(state, cfg, layer, direction):
+    """The state-dict names of one layer and direction, as a cell's if ``state`` is one's."""
+    n = cfg.names(layer, direction)
+    if n.weight_ih not in state:  # a cell: names without the layer suffix
+        n = type(n)(*(None if v is None else tuple(p.removesuffix("_l0") for p in v)
+                      if isinstance(v, tuple) else v.removesuffix("_l0") for v in n))
+    return n
+
+
+def _matrix(state, name, mode):
+    if name is None:
+        return None, None
+    if mode != "int8":
+        return state[name], None
+    base, sep, suffix = name.partition("_l")
+    return state[name], state[f"{base}_scale{sep}{suffix}"]
+
+
+def cell_forward(x, h, c, W, U, b, R, peep, act, mode):
+    """One time step with quantised products (docs/equations.md's step otherwise)."""
+    z = b + product(x, *W, mode) + product(h, *U, mode)
+    H = c.shape[1]
+    z_i, z_f, z_g, z_o = z[:, :H], z[:, H:2 * H], z[:, 2 * H:3 * H], z[:, 3 * H:]
+    p_i, p_f, p_o = (0, 0, 0) if peep is None else peep
+    i = sigmoid(z_i + p_i * c)
+    f = sigmoid(z_f + p_f * c)
+    g = np.tanh(z_g)
+    c_t = f * c + i * g
+    o = sigmoid(z_o + p_o * c_t)
+    m = o * (c_t if act == "identity" else np.tanh(c_t))
+    h_t = m if R[0] is None else product(m, *R, mode)
+    return h_t.astype(F32), c_t.astype(F32)
+
+
+def lstm_forward(state, config: LSTMConfig, mode, x, h0=None, c0=None, lengths=None):
+    """Stacked, optionally bidirectional quantised LSTM over x (as ``LSTM``: time-major unless
+    ``batch_first``). Returns y, (h_n, c_n)."""
+    cfg = config
+    D, H, Hout = cfg.num_directions, cfg.hidden_size, cfg.output_size
+    x = np.asarray(x, F32)
+    x = np.swapaxes(x, 0, 1) if cfg.batch_first else x
+    T, B = x.shape[:2]
+    h0 = np.zeros((cfg.num_layers * D, B, Hout), F32) if h0 is None else h0
+    c0 = np.zeros((cfg.num_layers * D, B, H), F32) if c0 is None else c0
+    lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
+    h_n, c_n = [], []
+    layer_input = x
+    for k in range(cfg.num_layers):
+        outputs = []
+        for d in range(D):
+            n = _names(state, cfg, k, d)
+            W, U, R = (_matrix(state, name, mode) for name in (n.weight_ih, n.weight_hh,
+                                                               n.weight_hr))
+            b = state[n.bias_ih] + state[n.bias_hh] if cfg.bias else np.zeros(4 * H, F32)
+            peep = np.stack([state[p] for p in n.peepholes]) if cfg.peephole else None
+            h, c = h0[k * D + d], c0[k * D + d]
+            y = np.zeros((T, B, Hout), F32)
+            reverse = (d == 1) != cfg.reverse
+            for t in (reversed(range(T)) if reverse else range(T)):
+                active = (t < lengths)[:, None]
+                h_t, c_t = cell_forward(layer_input[t], h, c, W, U, b, R, peep,
+                                        cfg.output_activation, mode)
+                h = np.where(active, h_t, h)
+                c = np.where(active, c_t, c)
+                y[t] = np.where(active, h_t, 0)
+            outputs.append(y)
+            h_n.append(h)
+            c_n.append(c)
+        layer_input = np.concatenate(outputs, axis=-1)
+    y = np.swapaxes(layer_input, 0, 1) if cfg.batch_first else layer_input
+    return y, (np.stack(h_n), np.stack(c_n))

@@ -1,0 +1,571 @@
+"""QuantizedLSTM and QuantizedLSTMCell (int8, bfloat16): against the NumPy reference of the same
+quantisation, against the float model within the bound of docs/quantization.md, and their API."""
+import dataclasses
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from numpy.testing import assert_allclose, assert_array_equal
+from threadpoolctl import threadpool_limits
+
+import lstmx
+from lstmx import _dispatch
+from lstmx import reference, reference_quantized as ref
+from lstmx.quantized import QuantizedLSTM, QuantizedLSTMCell
+
+MODES = ("int8", "bfloat16")
+kernels = _dispatch.quantized()
+
+# Kernel vs reference: the same quantisation, so the integer parts agree exactly and the float
+# parts (the float kernels' exp and tanh against NumPy's, a fused multiply-add or not) to
+# float32 rounding, a few ulp carried through a few steps. Those last-bit differences feed the
+# next step's rounding of h: where an activation sits at a rounding tie, the two could round
+# it to neighbouring levels. The sizes and seeds here meet none (a few hundred activation
+# rows); the products themselves are compared bit for bit by the tests below.
+CLOSE = dict(rtol=2e-5, atol=2e-6)
+
+
+def run_reference(q, x, state=None, lengths=None):
+    h0, c0 = (None, None) if state is None else state
+    return ref.lstm_forward(q.state_dict(), q.config, q.mode, x, h0, c0, lengths)
+
+
+def problem(cfg, T, B, seed=0, lengths=False):
+    rng = np.random.default_rng(seed)
+    LD = cfg.num_layers * cfg.num_directions
+    shape = (B, T, cfg.input_size) if cfg.batch_first else (T, B, cfg.input_size)
+    x = rng.standard_normal(shape).astype(np.float32)
+    state = (rng.standard_normal((LD, B, cfg.output_size)).astype(np.float32),
+             rng.standard_normal((LD, B, cfg.hidden_size)).astype(np.float32))
+    lens = rng.integers(1, T + 1, size=B) if lengths else None
+    return x, state, lens
+
+
+# ------------------------------------------------------------------------ the quantisation itself
+
+def test_integer_products_are_exact():
+    rng = np.random.default_rng(0)
+    for rows, N, K in [(1, 4, 16), (3, 8, 32), (5, 12, 48), (130, 20, 512), (257, 4, 16)]:
+        A = rng.integers(-127, 128, (rows, K)).astype(np.int16)
+        W = rng.integers(-127, 128, (N, K)).astype(np.int16)
+        assert_array_equal(kernels.int_matmul(A, W), ref.int_product(A, W))
+
+
+@given(rows=st.integers(1, 40), cols=st.integers(1, 12), depth=st.integers(1, 5),
+       seed=st.integers(0, 2 ** 32 - 1))
+def test_integer_products_are_exact_for_any_shape(rows, cols, depth, seed):
+    rng = np.random.default_rng(seed)
+    A = rng.integers(-127, 128, (rows, 16 * depth)).astype(np.int16)
+    W = rng.integers(-127, 128, (4 * cols, 16 * depth)).astype(np.int16)
+    assert_array_equal(kernels.int_matmul(A, W), ref.int_product(A, W))
+
+
+@given(rows=st.integers(1, 9), K=st.integers(1, 70), seed=st.integers(0, 2 ** 32 - 1),
+       magnitude=st.sampled_from([1e-42, 1e-30, 1.0, 1e30]))
+def test_activation_quantisation_is_the_reference_for_any_shape(rows, K, seed, magnitude):
+    v = (np.random.default_rng(seed).standard_normal((rows, K)) * magnitude).astype(np.float32)
+    q, s = kernels.quantize_activations(v)
+    q_ref, s_ref = ref.quantize_activations(v)
+    assert_array_equal(q, q_ref)
+    assert_array_equal(s, s_ref)
+
+
+def test_integer_products_at_the_largest_depth_do_not_overflow():
+    K = kernels.MAX_INT_DEPTH // kernels.DEPTH_MULTIPLE * kernels.DEPTH_MULTIPLE
+    A = np.full((2, K), 127, np.int16)
+    A[1] = -127
+    W = np.full((4, K), 127, np.int16)
+    out = kernels.int_matmul(A, W)
+    assert_array_equal(out, ref.int_product(A, W))
+    assert out[0, 0] == 127 * 127 * K < 2 ** 31
+
+
+def test_activation_quantisation_matches_reference_bit_for_bit():
+    rng = np.random.default_rng(1)
+    v = rng.standard_normal((12, 37)).astype(np.float32)
+    v[1] = 0                                      # zero row: scale 0
+    v[2] *= np.float32(1e-44)                     # denormals: the scale underflows to 0
+    v[3] *= np.float32(1e-39)                     # denormal scale: clipped to [-127, 127]
+    v[4] *= np.float32(3e37)                      # near float32's maximum
+    v[5, 3] = np.nan
+    v[6, 0] = np.inf
+    v[7, 9] = -np.inf
+    v[8] = np.linspace(-1, 1, 37)                 # ties of v / s at .5
+    v[9, :] = 1
+    q, s = kernels.quantize_activations(v)
+    q_ref, s_ref = ref.quantize_activations(v)
+    assert_array_equal(q, q_ref)
+    assert_array_equal(s, s_ref)                  # NaN where NaN
+    assert np.isnan(s[5:8]).all() and (q[5:8] == 0).all()
+    assert s[1] == 0 and s[2] == 0 and (q[1:3] == 0).all()
+    assert np.abs(q.astype(int)).max() == 127
+
+
+def test_bfloat16_rounding_matches_reference_bit_for_bit():
+    bits = np.array([0x3F808000, 0x3F818000, 0x3F80C000, 0x7F7FFFFF, 0x7F800000, 0xFF800000,
+                     0x7F800001, 0x7FC00000, 0x00000001, 0x80000000, 0x3F7FFFFF, 0x477FE000],
+                    np.uint32)
+    v = np.concatenate([bits.view(np.float32),
+                        np.random.default_rng(2).standard_normal(52).astype(np.float32)])
+    v = v.reshape(4, 16)
+    got, want = kernels.round_bf16(v), ref.round_bfloat16(v)
+    assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    g = got.reshape(-1)
+    assert g[0] == 1.0 and g[1] == np.float32(1.015625)   # ties to even, both ways
+    assert np.isinf(g[3]) and np.isnan(g[6]) and np.isnan(g[7])
+    assert (got.view(np.uint32) & 0xFFFF == 0).all()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_weights_are_quantised_as_the_reference_says(mode):
+    lstm = lstmx.LSTM(5, 6, num_layers=2, proj_size=3, peephole=True, seed=3)
+    lstm.weight_hh_l1[1] = 0                       # a zero row
+    state = lstm.quantize(mode).state_dict()
+    for name, value in lstm.state_dict().items():
+        base = name.split("_l")[0]
+        if base not in ("weight_ih", "weight_hh", "weight_hr"):
+            assert state[name].dtype == np.float32
+            assert_array_equal(state[name], value)
+        elif mode == "int8":
+            q, s = ref.quantize_weights(value)
+            assert_array_equal(state[name], q)
+            assert_array_equal(state[name.replace(base, base + "_scale")], s)
+            assert state[name].dtype == np.int8 and np.abs(q.astype(int)).max() <= 127
+        else:
+            assert state[name].dtype == np.uint16
+            assert_array_equal(ref.bfloat16_values(state[name]), ref.round_bfloat16(value))
+    if mode == "int8":
+        assert state["weight_hh_scale_l1"][1] == 1 and (state["weight_hh_l1"][1] == 0).all()
+
+
+# ------------------------------------------------------------------------ against the reference
+
+OPTIONS = [
+    dict(),
+    dict(num_layers=2, bidirectional=True),
+    dict(reverse=True),
+    dict(proj_size=3),
+    dict(peephole=True),
+    dict(output_activation="identity"),
+    dict(bias=False),
+    dict(batch_first=True, num_layers=2, proj_size=2, peephole=True),
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(o) or "default")
+def test_matches_reference_every_option(mode, options):
+    lstm = lstmx.LSTM(4, 7, seed=4, **options)
+    q = lstm.quantize(mode)
+    x, state, lens = problem(lstm.config, 5, 3, seed=5, lengths=True)
+    for st, ln in [(None, None), (state, lens)]:
+        y, (h, c) = q(x, st, ln)
+        y_ref, (h_ref, c_ref) = run_reference(q, x, st, ln)
+        assert y.dtype == h.dtype == c.dtype == np.float32
+        for got, want in [(y, y_ref), (h, h_ref), (c, c_ref)]:
+            assert_allclose(got, want, **CLOSE)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("I, H, T, B", [(1, 17, 1, 1), (1, 1, 3, 2), (33, 17, 2, 5),
+                                        (3, 130, 2, 1)])
+def test_odd_sizes(mode, I, H, T, B):
+    lstm = lstmx.LSTM(I, H, seed=6, bidirectional=True)
+    q = lstm.quantize(mode)
+    x, state, _ = problem(lstm.config, T, B, seed=7)
+    y, (h, c) = q(x, state)
+    y_ref, (h_ref, c_ref) = run_reference(q, x, state)
+    for got, want in [(y, y_ref), (h, h_ref), (c, c_ref)]:
+        assert_allclose(got, want, **CLOSE)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_long_input_projection_spans_several_chunks(mode, reverse):
+    # More rows than one chunk of the input projection and than a row block of the products.
+    # Each row's arithmetic does not depend on the chunks: the same bits as one step at a
+    # time. (Against the reference, sizes this large would meet activations whose rounding
+    # differs between the two float32 computations, by the last bit, at a tie.)
+    lstm = lstmx.LSTM(3, 256, reverse=reverse, seed=8)
+    q = lstm.quantize(mode)
+    x, state, _ = problem(lstm.config, 9, 130, seed=9)
+    y, (h, c) = q(x, state)
+    steps = range(8, -1, -1) if reverse else range(9)
+    for t in steps:
+        y_t, state = q(x[t:t + 1], state)
+        assert_array_equal(y_t[0], y[t])
+    assert_array_equal(state[0], h)
+    assert_array_equal(state[1], c)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_unbatched_input_is_one_batch_row(mode):
+    lstm = lstmx.LSTM(4, 5, num_layers=2, seed=10)
+    q = lstm.quantize(mode)
+    x, state, _ = problem(lstm.config, 6, 1, seed=11)
+    y1, (h1, c1) = q(x[:, 0], (state[0][:, 0], state[1][:, 0]))
+    y, (h, c) = q(x, state)
+    assert_array_equal(y1, y[:, 0])
+    assert_array_equal(h1, h[:, 0])
+    assert_array_equal(c1, c[:, 0])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cell_matches_reference(mode):
+    cell = lstmx.LSTMCell(6, 9, peephole=True, seed=12)
+    q = cell.quantize(mode)
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    h0, c0 = (rng.standard_normal((4, 9)).astype(np.float32) for _ in range(2))
+    h, c = q(x, (h0, c0))
+    y_ref, (h_ref, c_ref) = ref.lstm_forward(q.state_dict(), q.config, mode, x[None],
+                                             h0[None], c0[None])
+    assert_allclose(h, h_ref[0], **CLOSE)
+    assert_allclose(c, c_ref[0], **CLOSE)
+    h2, c2 = q(x)
+    assert h2.shape == c2.shape == (4, 9)
+
+
+# ------------------------------------------------------------------------ saturating inputs
+
+@pytest.mark.parametrize("mode", MODES)
+def test_nan_reaches_the_outputs_the_float_model_reaches(mode):
+    lstm = lstmx.LSTM(4, 6, seed=14)
+    q = lstm.quantize(mode)
+    x, _, _ = problem(lstm.config, 5, 3, seed=15)
+    x[2, 1, 0] = np.nan
+    y, (h, c) = q(x)
+    y_f, (h_f, c_f) = lstm(x)
+    assert_array_equal(np.isnan(y), np.isnan(y_f))
+    assert_array_equal(np.isnan(h), np.isnan(h_f))
+    assert np.isnan(y[2:, 1]).all() and not np.isnan(y[:, [0, 2]]).any()
+
+
+def test_an_infinite_input_is_nan_in_its_row_only_in_int8():
+    # The float model's product of an infinity is +-inf, which saturates the gates; int8 has
+    # no scale for an infinite row and makes its products NaN (docs/quantization.md).
+    lstm = lstmx.LSTM(4, 6, seed=14)
+    x, _, _ = problem(lstm.config, 5, 3, seed=15)
+    x[2, 1, 0] = np.inf
+    y, (h, c) = lstm.quantize("int8")(x)
+    assert np.isnan(y[2:, 1]).all() and np.isnan(c[0, 1]).all()
+    assert np.isfinite(np.delete(y, 1, axis=1)).all() and np.isfinite(y[:2]).all()
+    y_b, (h_b, c_b) = lstm.quantize("bfloat16")(x)   # as the float model: saturated gates
+    y_f, (h_f, c_f) = lstm(x)
+    assert np.isfinite(y_b).all() and np.isfinite(y_f).all()
+    assert_array_equal(np.abs(y_b[2, 1]) < 1e-30, np.abs(y_f[2, 1]) < 1e-30)
+
+
+def test_too_deep_an_int8_product_is_refused():
+    with pytest.raises(ValueError, match="at most 133144 inputs; this model's largest product "
+                                         "sums over 133145"):
+        lstmx.LSTM(133145, 1).quantize("int8")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_nan_in_padding_past_lengths_changes_nothing(mode):
+    lstm = lstmx.LSTM(4, 6, bidirectional=True, seed=16)
+    q = lstm.quantize(mode)
+    x, _, _ = problem(lstm.config, 5, 3, seed=17)
+    lens = np.array([5, 2, 4])
+    y, (h, c) = q(x, lengths=lens)
+    x[2:, 1] = np.nan
+    x[4:, 2] = np.inf
+    y2, (h2, c2) = q(x, lengths=lens)
+    assert_array_equal(y, y2)
+    assert_array_equal(h, h2)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("scale", [1e30, 1e-30, 0.0])
+def test_huge_tiny_and_zero_inputs(mode, scale):
+    lstm = lstmx.LSTM(4, 6, seed=18)
+    q = lstm.quantize(mode)
+    x, state, _ = problem(lstm.config, 3, 2, seed=19)
+    x *= np.float32(scale)
+    y, (h, c) = q(x, state)
+    y_ref, (h_ref, c_ref) = run_reference(q, x, state)
+    assert np.isfinite(y).all() and np.isfinite(c).all()
+    assert_allclose(y, y_ref, **CLOSE)
+    assert_allclose(c, c_ref, **CLOSE)
+
+
+# ------------------------------------------------------------------------ threads and variants
+
+# The bfloat16 products run on BLAS, whose results may depend on its own thread count
+# (docs/guarantees.md, "Determinism"), as the float models' baseline products do.
+@pytest.mark.parametrize("mode", ["int8"])
+def test_threads_give_the_same_bits_as_one(mode):
+    # Large enough that all three products of a step are split between threads.
+    lstm = lstmx.LSTM(40, 160, num_layers=2, proj_size=100, seed=20)
+    q = lstm.quantize(mode)
+    x, state, lens = problem(lstm.config, 3, 70, seed=21, lengths=True)
+    outs = []
+    for threads in (1, 2):
+        with threadpool_limits(threads):
+            y, (h, c) = q(x, state, lens)
+        outs.append((y, h, c))
+    for a, b in zip(*outs):
+        assert_array_equal(a, b)
+
+
+VARIANT_CHECK = """
+import hashlib, numpy as np, lstmx
+from lstmx import _dispatch
+from lstmx import reference, reference_quantized as ref
+from numpy.testing import assert_allclose
+assert _dispatch.variant == {variant!r}, _dispatch.variant
+kernels = _dispatch.quantized()
+assert kernels.__name__.endswith({suffix!r}), kernels.__name__
+rng = np.random.default_rng(0)
+A = rng.integers(-127, 128, (37, 528)).astype(np.int16)
+W = rng.integers(-127, 128, (84, 528)).astype(np.int16)
+assert (kernels.int_matmul(A, W) == ref.int_product(A, W)).all()
+for mode in ("int8", "bfloat16"):
+    lstm = lstmx.LSTM(5, 7, num_layers=2, bidirectional=True, peephole=True, proj_size=3,
+                      seed=0)
+    q = lstm.quantize(mode)
+    x = rng.standard_normal((4, 3, 5)).astype(np.float32)
+    y, (h, c) = q(x)
+    y_ref, (h_ref, c_ref) = ref.lstm_forward(q.state_dict(), q.config, mode, x)
+    assert_allclose(y, y_ref, rtol=2e-5, atol=2e-6)
+    assert_allclose(c, c_ref, rtol=2e-5, atol=2e-6)
+print(hashlib.sha256(kernels.int_matmul(A, W).tobytes()).hexdigest())
+"""
+
+
+def test_each_available_variant_matches_reference_with_the_same_integer_products():
+    package_root = os.path.dirname(os.path.dirname(lstmx.__file__))
+    digests = set()
+    for variant in _dispatch.available():
+        suffix = "_quantized" if variant == "baseline" else f"_quantized_{variant}"
+        env = dict(os.environ, LSTMX_KERNELS=variant,
+                   PYTHONPATH=os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]))
+        out = subprocess.run([sys.executable, "-c",
+                              VARIANT_CHECK.format(variant=variant, suffix=suffix)],
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1
+
+
+# ------------------------------------------------------------------------ against the float model
+
+EPS32 = np.finfo(np.float32).eps / 2  # unit roundoff of float32
+U_BF16 = 2.0 ** -9                    # of bfloat16 (8 significant bits)
+
+
+def product_bound(v, W, mode):
+    """Bound of |q(v) q(W).T - v W.T| from docs/quantization.md, with float32 rounding of the
+    sums of both models, for v (B, K) and W (N, K) in float64."""
+    K = v.shape[1]
+    absprod = np.abs(v) @ np.abs(W).T
+    if mode == "int8":
+        s_v = np.abs(v).max(axis=1, keepdims=True) / 127
+        s_w = np.abs(W).max(axis=1)[None, :] / 127
+        bound = (s_v / 2) * np.abs(W).sum(axis=1)[None, :] + (s_w / 2) * np.abs(v).sum(
+            axis=1, keepdims=True) + K * s_v * s_w / 4
+    else:
+        bound = (2 * U_BF16 + U_BF16 ** 2) * absprod
+    return bound + 2 * (K + 4) * EPS32 * absprod
+
+
+def step_bound(dz, c0, c, peep, identity):
+    """Bound of the errors of c_t and h_t from one of at most dz in each pre-activation
+    (docs/quantization.md): sigmoid is 1/4-Lipschitz, tanh 1-Lipschitz, |i|, |g|, |o| <= 1."""
+    H = c0.shape[1]
+    dzi, dzf, dzg, dzo = dz[:, :H], dz[:, H:2 * H], dz[:, 2 * H:3 * H], dz[:, 3 * H:]
+    di, df, dg = dzi / 4, dzf / 4, dzg
+    dc = df * np.abs(c0) + di * (1 + dg) + dg
+    p_o = 0 if peep is None else np.abs(peep[2])
+    do = (dzo + p_o * dc) / 4
+    act = np.abs(c) + dc if identity else 1
+    dh = do * act + dc + do * dc
+    slack = 16 * EPS32 * (1 + np.abs(c) + np.abs(c0))  # the element-wise float32 work
+    return dc + slack, dh + slack
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("options", [dict(), dict(peephole=True),
+                                     dict(output_activation="identity")],
+                         ids=["default", "peephole", "identity"])
+def test_one_step_is_within_the_derived_bound_of_the_float_model(mode, options):
+    rng = np.random.default_rng(22)
+    cell = lstmx.LSTMCell(48, 40, seed=23, **options)
+    q = cell.quantize(mode)
+    x = rng.standard_normal((6, 48)).astype(np.float32)
+    h0 = rng.uniform(-1, 1, (6, 40)).astype(np.float32)
+    c0 = rng.standard_normal((6, 40)).astype(np.float32)
+    h, c = q(x, (h0, c0))
+    p = {k: v.astype(np.float64) for k, v in cell.parameters().items()}
+    # The float model in float64: the quantised one's float32 rounding is in the bound.
+    h_f, c_f, _ = reference.cell_forward(
+        x.astype(np.float64), h0.astype(np.float64), c0.astype(np.float64), p["weight_ih"],
+        p["weight_hh"], p["bias_ih"] + p["bias_hh"],
+        peep=np.stack([p["weight_ci"], p["weight_cf"], p["weight_co"]])
+        if cell.config.peephole else None, act=cell.config.output_activation)
+    dz = (product_bound(x.astype(np.float64), p["weight_ih"], mode)
+          + product_bound(h0.astype(np.float64), p["weight_hh"], mode))
+    peep = np.stack([p["weight_ci"], p["weight_cf"], p["weight_co"]]) \
+        if cell.config.peephole else None
+    dc, dh = step_bound(dz, c0.astype(np.float64), c_f, peep,
+                        cell.config.output_activation == "identity")
+    assert (np.abs(c - c_f) <= dc).all()
+    assert (np.abs(h - h_f) <= dh).all()
+    assert np.abs(h - h_f).max() > 0  # the quantisation did round something
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_layer_step_is_within_the_derived_bound(mode):
+    lstm = lstmx.LSTM(20, 16, seed=24)
+    q = lstm.quantize(mode)
+    x, (h0, c0), _ = problem(lstm.config, 1, 5, seed=25)
+    h0 = np.tanh(h0)
+    y, (h, c) = q(x, (h0, c0))
+    p = {k: v.astype(np.float64) for k, v in lstm.parameters().items()}
+    h_f, c_f, _ = reference.cell_forward(
+        x[0].astype(np.float64), h0[0].astype(np.float64), c0[0].astype(np.float64),
+        p["weight_ih_l0"], p["weight_hh_l0"], p["bias_ih_l0"] + p["bias_hh_l0"])
+    dz = (product_bound(x[0].astype(np.float64), p["weight_ih_l0"], mode)
+          + product_bound(h0[0].astype(np.float64), p["weight_hh_l0"], mode))
+    dc, dh = step_bound(dz, c0[0].astype(np.float64), c_f, None, False)
+    assert (np.abs(c[0] - c_f) <= dc).all()
+    assert (np.abs(h[0] - h_f) <= dh).all()
+    assert_array_equal(y[0], h[0])
+
+
+# ------------------------------------------------------------------------ API
+
+def test_quantize_rejects_unknown_mode():
+    for model in (lstmx.LSTM(2, 3), lstmx.LSTMCell(2, 3)):
+        with pytest.raises(ValueError, match=r"mode must be one of \('int8', 'bfloat16'\); "
+                                             r"got 'int4'"):
+            model.quantize("int4")
+        with pytest.raises(ValueError, match="mode must be one of"):
+            model.quantize(None)
+
+
+def test_quantize_refuses_non_finite_weights():
+    lstm = lstmx.LSTM(2, 3)
+    lstm.weight_hh_l0[0, 0] = np.nan
+    with pytest.raises(ValueError, match="'weight_hh_l0' has non-finite values"):
+        lstm.quantize("int8")
+
+
+def test_float64_model_quantises_to_float32_in_and_out():
+    lstm = lstmx.LSTM(3, 4, dtype=np.float64, seed=26)
+    q = lstm.quantize("int8")
+    assert q.config.dtype == np.float32
+    y, _ = q(np.ones((2, 1, 3)))
+    assert y.dtype == np.float32
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_state_dict_round_trip_and_pickle(mode):
+    lstm = lstmx.LSTM(3, 8, num_layers=2, bidirectional=True, proj_size=5, peephole=True,
+                      seed=27)
+    q = lstm.quantize(mode)
+    state = q.state_dict()
+    names = list(state)
+    if mode == "int8":
+        assert names[:3] == ["weight_ih_l0", "weight_ih_scale_l0", "weight_hh_l0"]
+        assert state["weight_hr_scale_l1_reverse"].shape == (5,)
+        assert state["weight_hr_l1_reverse"].dtype == np.int8
+    else:
+        assert state["weight_hh_l0"].dtype == np.uint16 and "weight_hh_scale_l0" not in state
+    q2 = QuantizedLSTM.from_state_dict(q.config, mode, state)
+    q3 = pickle.loads(pickle.dumps(q))
+    x, st, lens = problem(q.config, 4, 2, seed=28, lengths=True)
+    y = q(x, st, lens)[0]
+    assert_array_equal(q2(x, st, lens)[0], y)
+    assert_array_equal(q3(x, st, lens)[0], y)
+    state["weight_ih_l0"][...] = 0                 # a copy: the model is unchanged
+    assert_array_equal(q(x, st, lens)[0], y)
+    assert q.mode == mode and q.config == dataclasses.replace(lstm.config, dtype=np.float32)
+    assert f"mode={mode!r}" in repr(q) and q.nbytes > 0
+
+
+def test_int8_memory_is_half_the_float_models():
+    lstm = lstmx.LSTM(64, 128, seed=29)
+    q = lstm.quantize("int8")
+    float_bytes = sum(a.nbytes for a in lstm.parameters().values())
+    assert q.nbytes < 0.55 * float_bytes
+
+
+def test_from_state_dict_validates_names_dtypes_shapes_and_scales():
+    cell = lstmx.LSTMCell(3, 4, seed=30)
+    q = cell.quantize("int8")
+    state = q.state_dict()
+    assert list(state)[:2] == ["weight_ih", "weight_ih_scale"]
+    back = QuantizedLSTMCell.from_state_dict(q.config, "int8", state)
+    x = np.ones((2, 3), np.float32)
+    assert_array_equal(back(x)[0], q(x)[0])
+    with pytest.raises(KeyError, match=r"missing \['weight_hh_scale'\]"):
+        QuantizedLSTMCell.from_state_dict(q.config, "int8",
+                                          {k: v for k, v in state.items()
+                                           if k != "weight_hh_scale"})
+    with pytest.raises(ValueError, match=r"state\['weight_ih'\] must be int8 with shape "
+                                         r"\(16, 3\); got float32"):
+        QuantizedLSTMCell.from_state_dict(q.config, "int8",
+                                          {**state, "weight_ih": np.zeros((16, 3), np.float32)})
+    with pytest.raises(ValueError, match="must be int8 with shape"):
+        QuantizedLSTMCell.from_state_dict(q.config, "int8",
+                                          {**state, "weight_ih": np.zeros((16, 4), np.int8)})
+    for bad in (0.0, -1.0, np.nan, np.inf):
+        scales = state["weight_hh_scale"].copy()
+        scales[2] = bad
+        with pytest.raises(ValueError, match="finite positive scales"):
+            QuantizedLSTMCell.from_state_dict(q.config, "int8",
+                                              {**state, "weight_hh_scale": scales})
+    with pytest.raises(ValueError, match="mode must be one of"):
+        QuantizedLSTMCell.from_state_dict(q.config, "int16", state)
+    with pytest.raises(TypeError, match="config must be an LSTMConfig"):
+        QuantizedLSTM.from_state_dict({}, "int8", state)
+    with pytest.raises(TypeError, match="must be a NumPy array"):
+        QuantizedLSTMCell.from_state_dict(q.config, "int8",
+                                          {**state, "bias_ih": list(state["bias_ih"])})
+    with pytest.raises(KeyError, match="missing"):
+        QuantizedLSTM.from_state_dict(lstmx.LSTM(3, 4).config, "int8", state)
+    swapped = {k: v.astype(v.dtype.newbyteorder(">")) for k, v in state.items()}
+    assert_array_equal(QuantizedLSTMCell.from_state_dict(q.config, "int8", swapped)(x)[0],
+                       q(x)[0])
+
+
+def test_a_parameter_reshaped_in_place_is_named():
+    lstm = lstmx.LSTM(3, 4)
+    lstm.parameters()["bias_hh_l0"].shape = (2, 8)
+    with pytest.raises(ValueError, match=r"state\['bias_hh_l0'\] must be float32 with shape "
+                                         r"\(16,\); got float32 with shape \(2, 8\)"):
+        lstm.quantize("int8")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_inputs_are_checked_as_the_float_model_checks_them(mode):
+    lstm = lstmx.LSTM(3, 4, batch_first=True)
+    q = lstm.quantize(mode)
+    for bad in [np.ones((2, 5, 4)), np.ones((2, 5, 3), np.int64)]:
+        with pytest.raises((ValueError, TypeError)) as want:
+            lstm(bad)
+        with pytest.raises(type(want.value), match=str(want.value).replace("(", r"\(")
+                           .replace(")", r"\)")):
+            q(bad)
+    with pytest.raises(ValueError, match=r"lengths must be in \[1, 5\]"):
+        q(np.ones((2, 5, 3)), lengths=[0, 5])
+    with pytest.raises(ValueError, match=r"state\[1\] \(c0\) must have shape"):
+        q(np.ones((2, 5, 3)), state=(np.zeros((1, 2, 4)), np.zeros((1, 2, 5))))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_inputs_are_not_mutated(mode):
+    lstm = lstmx.LSTM(3, 4, num_layers=2)
+    q = lstm.quantize(mode)
+    x, state, lens = problem(lstm.config, 4, 3, seed=31, lengths=True)
+    copies = [x.copy(), state[0].copy(), state[1].copy(), lens.copy()]
+    q(x, state, lens)
+    for a, b in zip([x, state[0], state[1], lens], copies):
+        assert_array_equal(a, b)
