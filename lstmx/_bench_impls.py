@@ -331,15 +331,8 @@ class OnnxruntimeImpl(_Impl):
         if config.cell:
             zeros = np.zeros((1, config.B, config.H), self.dtype)
             self.feed.update(initial_h=zeros, initial_c=zeros)
-        try:
-            self.session = ort_session(ort, proto.SerializeToString(), threads)
-            probe = ort.RunOptions()
-            probe.log_severity_level = 4  # the failure is reported below, not logged
-            self.session.run(None, self.feed, probe)
-        except Exception as err:  # onnxruntime's errors have no common public base class
-            # e.g. float64: "LSTM operator does not support double yet" (onnxruntime 1.31)
-            msg = str(err).strip().splitlines()[-1]
-            raise UnavailableError(f"onnxruntime cannot run it: {msg}") from err
+        # e.g. float64: "LSTM operator does not support double yet" (onnxruntime 1.31)
+        self.session = ort_session(ort, proto.SerializeToString(), threads, self.feed)
 
     def forward(self):
         return self.session.run(None, self.feed)
@@ -429,14 +422,27 @@ def build_impl(impl: str, config, dtype=np.float32, seed=0, threads=2) -> _Impl:
     return classes[impl](config, dtype, seed, threads)
 
 
-def ort_session(ort, model_bytes, threads):
+def ort_session(ort, model_bytes, threads, probe_feed=None):
     """An onnxruntime CPU session of a serialised graph, with the bench's threads:
-    ``threads`` intra-op, one inter-op, sequential execution."""
+    ``threads`` intra-op, one inter-op, sequential execution. With ``probe_feed``, run once
+    on it: UnavailableError (with onnxruntime's reason) when the session cannot build or
+    run the graph."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    if probe_feed is None:
+        return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(model_bytes, options,
+                                       providers=["CPUExecutionProvider"])
+        probe = ort.RunOptions()
+        probe.log_severity_level = 4  # the failure is reported below, not logged
+        session.run(None, probe_feed, probe)
+    except Exception as err:  # onnxruntime's errors have no common public base class
+        msg = str(err).strip().splitlines()[-1]
+        raise UnavailableError(f"onnxruntime cannot run it: {msg}") from err
+    return session
 
 
 def onnx_model(model, initial_state=False):

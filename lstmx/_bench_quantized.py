@@ -194,14 +194,7 @@ class OnnxruntimeInt8Impl(_Impl):
         if config.cell:
             zeros = np.zeros((1, config.B, config.H), self.dtype)
             self.feed.update(initial_h=zeros, initial_c=zeros)
-        try:
-            self.session = ort_session(ort, data, threads)
-            probe = ort.RunOptions()
-            probe.log_severity_level = 4  # the failure is reported below, not logged
-            self.session.run(None, self.feed, probe)
-        except Exception as err:  # onnxruntime's errors have no common public base class
-            msg = str(err).strip().splitlines()[-1]
-            raise UnavailableError(f"onnxruntime cannot run it: {msg}") from err
+        self.session = ort_session(ort, data, threads, self.feed)
 
     def forward(self):
         return self.session.run(None, self.feed)
