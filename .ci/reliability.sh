@@ -81,6 +81,7 @@ ensure_debug_tree() {
 # clusters, the bench's command line, the examples, the docs' build); at -O0 they would take
 # most of CI's time. The optimised build runs them in the README's test command.
 DEBUG_IGNORE=(tests/test_sklearn.py tests/test_dask.py tests/test_bench.py
+              tests/test_bench_regularised.py tests/test_bench_quantized.py
               tests/test_examples.py tests/test_example_sunspots.py tests/test_docs.py)
 
 step_debug() {
