@@ -53,22 +53,24 @@ cdef inline void normalise_backward(Py_ssize_t n, const floating *d_out, const f
 
 
 cdef void cell_forward_regularised(
-        Py_ssize_t H, floating *gates, floating *c, floating *ctil, floating *m,
+        Py_ssize_t nu, Py_ssize_t H, floating *gates, floating *c, floating *ctil, floating *m,
         floating *chat, floating *rstd_c, const floating *peep, const floating *ln_c,
         const floating *keep, floating p_keep, floating clip, bint identity) noexcept nogil:
-    """One row of one step: pre-activations in ``gates`` become the gates i, f, g, o; ``c``
-    holds c_{t-1} and receives c_t after zoneout; ``ctil`` receives the cell's own c~_t
-    (clipped to [-clip, clip] when clip > 0); ``m`` receives o * act(n), n = LN(c~_t) with
-    ``ln_c`` = [gamma; beta] (2, H) or c~_t when NULL, in which case ``chat`` (receiving the
-    normalised c~_t) and ``rstd_c`` are unused. Zoneout keeps c_{t-1} with weight
-    ``keep[j]`` (a 0/1 mask), or ``p_keep`` when ``keep`` is NULL (inference's expectation).
-    ``peep`` is zeros without peepholes, as in cell_forward_rows. The options' conditions
-    are outside the loops (or, the clip, a select), so that each loop vectorises."""
+    """Units [0, nu) of one row of one step (the gates of a unit are H apart, as in
+    cell_forward_rows; with layer norm, which reads the whole row, nu = H): pre-activations
+    in ``gates`` become the gates i, f, g, o; ``c`` holds c_{t-1} and receives c_t after
+    zoneout; ``ctil`` receives the cell's own c~_t (clipped to [-clip, clip] when clip > 0);
+    ``m`` receives o * act(n), n = LN(c~_t) with ``ln_c`` = [gamma; beta] (2, H) or c~_t
+    when NULL, in which case ``chat`` (receiving the normalised c~_t) and ``rstd_c`` are
+    unused. Zoneout keeps c_{t-1} with weight ``keep[j]`` (a 0/1 mask), or ``p_keep`` when
+    ``keep`` is NULL (inference's expectation). ``peep`` is zeros without peepholes, as in
+    cell_forward_rows. The options' conditions are outside the loops (or, the clip, a
+    select), so that each loop vectorises; a unit's results do not depend on nu."""
     cdef Py_ssize_t j
     cdef floating i, f, g, o, cp, ct, n, a
     # No clip is a clip at infinity (a NaN stays NaN either way).
     cdef floating lim = clip if clip > 0 else <floating> INFINITY
-    for j in range(H):
+    for j in range(nu):
         cp = c[j]
         i = sigmoid(gates[j] + peep[j] * cp)
         f = sigmoid(gates[H + j] + peep[H + j] * cp)
@@ -90,7 +92,7 @@ cdef void cell_forward_regularised(
             a = n if identity else tanh_(n)
             m[j] = o * a
     else:
-        for j in range(H):
+        for j in range(nu):
             ct = ctil[j]
             o = sigmoid(gates[3 * H + j] + peep[2 * H + j] * ct)
             gates[3 * H + j] = o
@@ -98,29 +100,30 @@ cdef void cell_forward_regularised(
             m[j] = o * a
     # c_t = keep * c_{t-1} + (1 - keep) * c~_t   (zoneout)
     if keep != NULL:
-        for j in range(H):
+        for j in range(nu):
             c[j] = keep[j] * c[j] + (1 - keep[j]) * ctil[j]
     else:
-        for j in range(H):
+        for j in range(nu):
             c[j] = p_keep * c[j] + (1 - p_keep) * ctil[j]
 
 
 cdef void cell_backward_regularised(
-        Py_ssize_t H, const floating *gates, const floating *ctil, const floating *cp_,
-        const floating *chat, floating rstd_c, const floating *dm, floating *dc,
-        const floating *keep, floating *dz, floating *m, const floating *peep,
+        Py_ssize_t nu, Py_ssize_t H, const floating *gates, const floating *ctil,
+        const floating *cp_, const floating *chat, floating rstd_c, const floating *dm,
+        floating *dc, const floating *keep, floating *dz, floating *m, const floating *peep,
         floating *dpeep, const floating *ln_c, floating *dln_c, floating *dn,
         floating clip, bint identity) noexcept nogil:
-    """Backward of cell_forward_regularised for one row of one step.
+    """Backward of cell_forward_regularised for units [0, nu) of one row of one step (nu = H
+    with layer norm).
 
     ``dc`` holds the gradient reaching c_t (after zoneout) and receives the one reaching
     c_{t-1}; ``dz`` receives [dz_i | dz_f | dz_g | dz_o] (before the layer norms of the
     products); ``m`` receives m_t (for dR); ``dpeep`` and ``dln_c`` (2, H) accumulate;
-    ``dn`` is scratch (H,). ``keep`` is the zoneout mask of c or NULL (no zoneout)."""
+    ``dn`` is scratch (nu,). ``keep`` is the zoneout mask of c or NULL (no zoneout)."""
     cdef Py_ssize_t j
     cdef floating i, f, g, o, ct, cp, n, a, dact, dzi, dzf, dzg, dzo, dcj, kd
     cdef bint clipping = clip > 0
-    for j in range(H):
+    for j in range(nu):
         o = gates[3 * H + j]
         n = ln_c[j] * chat[j] + ln_c[H + j] if ln_c != NULL else ctil[j]
         a = n if identity else tanh_(n)
@@ -133,15 +136,15 @@ cdef void cell_backward_regularised(
         normalise_backward(H, dn, chat, rstd_c, ln_c, dln_c, dln_c + H, dn)
     # Zoneout: (1 - keep) dc reaches c~_t (into dn); keep * dc reaches c_{t-1} (left in dc).
     if keep != NULL:
-        for j in range(H):
+        for j in range(nu):
             kd = keep[j] * dc[j]
             dn[j] += dc[j] - kd
             dc[j] = kd
     else:
-        for j in range(H):
+        for j in range(nu):
             dn[j] += dc[j]
             dc[j] = 0
-    for j in range(H):
+    for j in range(nu):
         i = gates[j]
         f = gates[H + j]
         g = gates[2 * H + j]

@@ -58,24 +58,31 @@ cdef list plan_regularised_forward(
     f.Tc = T if training else max(1, min(T, CHUNK_ELEMENTS // (B * G)))
     f.training, f.reverse, f.identity = training, reverse, identity
     f.double = n.typenum == cnp.NPY_DOUBLE
-    f.small = B * G * Hout <= SMALL_PRODUCT and T >= 4
-    f.packed_steps = TILED_GEMM and not f.small and T >= 4
+    # Where the plain layer runs forward_parallel, so does one without layer norm (whose
+    # statistics read a whole row) and projection (which forward_parallel lacks).
+    f.par = n.parallel() and not ln
+    f.threads = n.threads() if f.par else 1
+    f.small = not f.par and B * G * Hout <= SMALL_PRODUCT and T >= 4
+    f.packed_steps = TILED_GEMM and not f.par and not f.small and T >= 4
     f.clip, f.p_c, f.p_h = clip, p_c, p_h
     # Workspace: [inference: ctil (B, H) | the chunk of z, or with layer norm the chunk of
     #             x W^T, h U^T (B, 4H), z (B, 4H), lnc (B, H), rstd (B, 3)] [h_d (B, Hout)]
     #             [m (B, H) | h~ (B, P) | U.T | zero peepholes | b_ih + b_hh]
+    #             [par: second h buffer (B, H) | second h_d buffer (B, H)]
     cdef Py_ssize_t chunk = f.Tc * B * G
     cdef Py_ssize_t n_inf = 0 if training else (
         B * H + chunk + ((2 * B * G + B * H + B * LN_STATS) if ln else 0))
     cdef Py_ssize_t n_hd = B * Hout if rd is not None else 0
     cdef Py_ssize_t n_ut = Hout * G if f.small else 0
-    cdef cnp.ndarray work = workspace(n_inf + n_hd + B * H + B * n.P + n_ut + 3 * H + G,
-                                      h.dtype)
+    cdef Py_ssize_t n_par = B * H + n_hd if f.par else 0
+    cdef Py_ssize_t n_own = n_inf + n_hd + B * H + B * n.P + n_ut + 3 * H + G
+    cdef cnp.ndarray work = workspace(n_own + n_par, h.dtype)
     cdef char *w = <char *> cnp.PyArray_DATA(work)
     cdef char *rest = w + (n_inf + n_hd) * size
     cdef cnp.ndarray Wp = (workspace(n.packed_size(False), h.dtype)
-                           if n.packed_input() else None)
-    cdef cnp.ndarray Up = (workspace(n.Hout * 4 * strips(H) * TILE_COLS, h.dtype)
+                           if f.par or n.packed_input() else None)
+    cdef cnp.ndarray Up = (workspace(n.packed_size(True), h.dtype) if f.par else
+                           workspace(n.Hout * 4 * strips(H) * TILE_COLS, h.dtype)
                            if f.packed_steps else None)
     cdef cnp.ndarray Rp = (workspace(H * strips(n.P) * TILE_COLS, h.dtype)
                            if f.packed_steps and n.P else None)
@@ -91,7 +98,9 @@ cdef list plan_regularised_forward(
     memset(f.peep_zero, 0, 3 * H * size)
     f.peep = data(peep) if peep is not None else f.peep_zero
     f.bias = rest + (B * H + B * n.P + n_ut + 3 * H) * size
-    bias_view = work[n_inf + n_hd + B * H + B * n.P + n_ut + 3 * H:]
+    bias_view = work[n_inf + n_hd + B * H + B * n.P + n_ut + 3 * H:n_own]
+    f.h_alt = w + n_own * size if f.par else NULL
+    f.hd_alt = w + (n_own + B * H) * size if f.par and rd is not None else NULL
     if b_ih is not None:
         np.add(b_ih, b_hh, out=bias_view)
     else:
@@ -153,14 +162,40 @@ cdef class RegularisedForward:
         self.arrays = [x, W, U, b_ih, b_hh, R, peep, lengths, h, c, y, gates, cells, ctil,
                        lnx, lnh, lnc, rstd, rd, zc, zh, ln_g, ln_c] + work
 
+    def describe(self):
+        """The driver and its threads: "threaded" (forward_parallel, with the options that
+        act unit by unit) or "serial" (forward_layer_regularised)."""
+        return {"driver": "threaded" if self.plan.par else "serial",
+                "threads": self.plan.threads}
+
+
+cdef void run_forward_regularised(floating kind, const RegForwardPlan *f) noexcept nogil:
+    """``forward_parallel`` with the plan's unit-wise options, or
+    ``forward_layer_regularised`` (``kind`` only selects the type)."""
+    cdef UnitOptions opt
+    if not f.par:
+        forward_layer_regularised(kind, f)
+        return
+    memset(&opt, 0, sizeof(opt))
+    opt.rd, opt.zc, opt.zh, opt.ctil = f.rd, f.zc, f.zh, f.ctil
+    opt.hd, opt.hd_alt = f.hd, f.hd_alt
+    opt.p_c, opt.p_h, opt.clip = f.p_c, f.p_h, f.clip
+    forward_parallel(f.T, f.B, f.n_in, f.H, <const floating *> f.x, <const floating *> f.W,
+                     <const floating *> f.U, <const floating *> f.b_ih,
+                     <const floating *> f.b_hh, <const floating *> f.peep, f.lengths,
+                     <floating *> f.h, <floating *> f.c, <floating *> f.y, f.ldy,
+                     <floating *> f.gates, f.Tc, <floating *> f.cells, <floating *> f.Wp,
+                     <floating *> f.Up, <floating *> f.h_alt, <floating *> f.bias, f.threads,
+                     False, f.reverse, f.identity, &opt)
+
 
 def forward_regularised(RegularisedForward call not None):
     """Run one layer and direction's regularised forward pass."""
     with nogil:
         if call.plan.double:
-            forward_layer_regularised(<double> 0, &call.plan)
+            run_forward_regularised(<double> 0, &call.plan)
         else:
-            forward_layer_regularised(<float> 0, &call.plan)
+            run_forward_regularised(<float> 0, &call.plan)
 
 
 cdef list plan_regularised_backward(
@@ -221,18 +256,27 @@ cdef list plan_regularised_backward(
     f.Tc = max(1, min(T, BACKWARD_CHUNK_ELEMENTS // (B * G), BACKWARD_CHUNK_ROWS // B))
     f.reverse, f.identity, f.double = reverse, identity, n.typenum == cnp.NPY_DOUBLE
     f.clip = clip
+    # backward_parallel where forward ran forward_parallel (plan_regularised_forward)
+    f.par = n.parallel() and not ln
+    f.threads = n.threads() if f.par else 1
     # Workspace: [dz of Tc steps | with layer norm: dz_h of Tc steps, dz of a step (B, 4H)]
     #            [dh_t | dh~_t | dh_d (B, Hout) each | dm | m (B, H) | dn (H,) |
-    #             h_d of a chunk (Tc*B, Hout) | zero peepholes | unwanted dpeep]
-    cdef Py_ssize_t chunk = f.Tc * B * G
+    #             h_d of a chunk (Tc*B, Hout), or backward_parallel's scratch |
+    #             zero peepholes | unwanted dpeep]
+    cdef Py_ssize_t chunk = f.Tc * B * (G + DZ_PAD if f.par else G)
     cdef Py_ssize_t n_ln = chunk + B * G if ln else 0
-    cdef Py_ssize_t n_rest = 3 * B * Hout + 2 * B * H + H + f.Tc * B * Hout + 6 * H
+    cdef Py_ssize_t n_hprev = (
+        f.Tc * B * ((strips(H) + strips(n.n_in)) * TILE_COLS + H) if f.par
+        else f.Tc * B * Hout)
+    cdef Py_ssize_t n_rest = 3 * B * Hout + 2 * B * H + H + n_hprev + 6 * H
     cdef cnp.ndarray work = workspace(chunk + n_ln + n_rest, h0.dtype)
     cdef bint packed = TILED_GEMM and B * G * Hout > SMALL_PRODUCT
-    cdef cnp.ndarray Ub = (workspace(G * strips(Hout) * TILE_COLS, h0.dtype)
+    cdef cnp.ndarray Ub = (workspace(n.packed_size(True), h0.dtype) if f.par else
+                           workspace(G * strips(Hout) * TILE_COLS, h0.dtype)
                            if packed else None)
     cdef cnp.ndarray Rb = (workspace(n.P * strips(H) * TILE_COLS, h0.dtype)
                            if packed and n.P else None)
+    cdef cnp.ndarray Wb = workspace(n.packed_size(False), h0.dtype) if f.par else None
     cdef char *w = <char *> cnp.PyArray_DATA(work)
     cdef char *r = w + (chunk + n_ln) * size
     f.dz = w
@@ -245,7 +289,7 @@ cdef list plan_regularised_backward(
     f.m = r + (3 * B * Hout + B * H) * size
     f.dn = r + (3 * B * Hout + 2 * B * H) * size
     f.hprev = r + (3 * B * Hout + 2 * B * H + H) * size
-    cdef char *zero_peep = r + (3 * B * Hout + 2 * B * H + H + f.Tc * B * Hout) * size
+    cdef char *zero_peep = r + (3 * B * Hout + 2 * B * H + H + n_hprev) * size
     memset(zero_peep, 0, 3 * H * size)
     f.x, f.W, f.U, f.R = data(x), data(W), data(U), data(R)
     f.peep = data(peep) if peep is not None else zero_peep
@@ -259,8 +303,8 @@ cdef list plan_regularised_backward(
     f.dy = <char *> data(dy) + dy_col * size
     f.dh, f.dc, f.dx, f.dW, f.dU = data(dh), data(dc), data(dx), data(dW), data(dU)
     f.db, f.dR, f.dln_g, f.dln_c = data(db), data(dR), data(dln_g), data(dln_c)
-    f.Ub, f.Rb = data(Ub), data(Rb)
-    return [work, Ub, Rb]
+    f.Ub, f.Rb, f.Wb = data(Ub), data(Rb), data(Wb)
+    return [work, Ub, Rb, Wb]
 
 
 cdef class RegularisedBackward:
@@ -294,14 +338,42 @@ cdef class RegularisedBackward:
                        lnc, rstd, rd, zc, zh, ln_g, ln_c, dy, dh, dc, dx, dW, dU, db, dR,
                        dpeep, dln_g, dln_c] + work
 
+    def describe(self):
+        """The driver and its threads: "threaded" (backward_parallel, with the options that
+        act unit by unit) or "serial" (backward_layer_regularised)."""
+        return {"driver": "threaded" if self.plan.par else "serial",
+                "threads": self.plan.threads}
+
+
+cdef void run_backward_regularised(floating kind, const RegBackwardPlan *f) noexcept nogil:
+    """``backward_parallel`` with the plan's unit-wise options, or
+    ``backward_layer_regularised`` (``kind`` only selects the type)."""
+    cdef UnitOptions opt
+    if not f.par:
+        backward_layer_regularised(kind, f)
+        return
+    memset(&opt, 0, sizeof(opt))
+    opt.rd, opt.zc, opt.zh, opt.ctil = f.rd, f.zc, f.zh, <void *> f.ctil
+    opt.dhtil, opt.dn = f.dhtil, f.dn
+    opt.clip = f.clip
+    backward_parallel(
+        f.T, f.B, f.n_in, f.H, <const floating *> f.x, <const floating *> f.W,
+        <const floating *> f.U, <const floating *> f.peep, f.lengths, <const floating *> f.h0,
+        <const floating *> f.c0, <const floating *> f.y, f.ldy, <const floating *> f.gates,
+        <const floating *> f.cells, <const floating *> f.dy, f.lddy, <floating *> f.dh,
+        <floating *> f.dc, <floating *> f.dx, <floating *> f.dW, <floating *> f.dU,
+        <floating *> f.db, <floating *> f.dpeep, <floating *> f.dz, f.Tc, <floating *> f.dht,
+        <floating *> f.dhp, <floating *> f.m, <floating *> f.Ub, <floating *> f.Wb,
+        <floating *> f.hprev, f.threads, False, f.reverse, f.identity, &opt)
+
 
 def backward_regularised(RegularisedBackward call not None):
     """Run one layer and direction's regularised backward pass."""
     with nogil:
         if call.plan.double:
-            backward_layer_regularised(<double> 0, &call.plan)
+            run_backward_regularised(<double> 0, &call.plan)
         else:
-            backward_layer_regularised(<float> 0, &call.plan)
+            run_backward_regularised(<float> 0, &call.plan)
 
 
 def scale(cnp.ndarray a not None, cnp.ndarray mask not None, cnp.ndarray out not None):

@@ -226,7 +226,7 @@ cdef void run_forward(floating kind, const ForwardPlan *f, int threads) noexcept
                          <floating *> f.y, f.ldy, <floating *> f.gates, f.Tc,
                          <floating *> f.cells, <floating *> f.Wp, <floating *> f.Up,
                          <floating *> f.h_alt, <floating *> f.bias, threads, f.lean,
-                         f.reverse, f.identity)
+                         f.reverse, f.identity, NULL)
     else:
         forward_layer(f.T, f.B, f.n_in, f.H, f.P, <floating *> f.x, <floating *> f.W,
                       <floating *> f.U, <floating *> f.b_ih, <floating *> f.b_hh,
@@ -486,7 +486,7 @@ cdef void run_backward(floating kind, const BackwardPlan *f, int threads) noexce
             <floating *> f.dx, <floating *> f.dW, <floating *> f.dU, <floating *> f.db,
             <floating *> f.dpeep, <floating *> f.dz, f.Tc, <floating *> f.dht,
             <floating *> f.dhp, <floating *> f.m, <floating *> f.Up, <floating *> f.Wp,
-            <floating *> f.scratch, threads, f.lean, f.reverse, f.identity)
+            <floating *> f.scratch, threads, f.lean, f.reverse, f.identity, NULL)
     else:
         backward_layer(
             f.T, f.B, f.n_in, f.H, f.P, <floating *> f.x, <floating *> f.W, <floating *> f.U,

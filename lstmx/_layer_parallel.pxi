@@ -1,6 +1,23 @@
 # Layer drivers, OpenMP: each thread owns a range of hidden units for a whole sequence.
 #
-# Included by _kernels.pyx; AVX2 and AVX-512 builds, models without projection.
+# Included by _kernels.pyx; AVX2 and AVX-512 builds, models without projection (and
+# without layer norm: the options of the cell that act unit by unit run here too).
+
+
+cdef struct UnitOptions:
+    # The options of the regularised cell that act unit by unit (recurrent dropout, zoneout,
+    # cell clip), for the threaded drivers; untyped pointers, as the plans'. Masks as
+    # RegularisedForward takes them; Hout = H (no projection).
+    const void *rd   # recurrent dropout scale (B, H), or NULL
+    const void *zc   # zoneout masks of c (T, B, H) and of h (T, B, H), or NULL
+    const void *zh
+    void *ctil       # the cell's own c~_t: training (T, B, H) (cells without zc); else (B, H)
+    void *hd         # forward with rd: h_{t-1} * rd, two buffers (B, H) as h and h_alt
+    void *hd_alt
+    void *dhtil      # backward: scratch (H,), dh~_t of a row (each thread its units)
+    void *dn         # backward: scratch (H,), the cell's dn (each thread its units)
+    double p_c, p_h  # inference's zoneout (expectation): the weights of c_{t-1}, h_{t-1}
+    double clip      # 0: none
 
 
 cdef void forward_parallel(
@@ -9,7 +26,8 @@ cdef void forward_parallel(
         const floating *b_hh, const floating *peep, const Py_ssize_t *lengths,
         floating *h, floating *c, floating *y, Py_ssize_t ldy, floating *gates, Py_ssize_t Tc,
         floating *cells, floating *Wp, floating *Up, floating *h_alt, floating *bias,
-        int threads, bint lean, bint reverse, bint identity) noexcept nogil:
+        int threads, bint lean, bint reverse, bint identity,
+        const UnitOptions *opt) noexcept nogil:
     """forward_layer without projection on AVX2 and AVX-512 builds, every thread throughout.
 
     Each OpenMP thread owns a range of hidden units (whole strips of TILE_COLS): it packs its
@@ -19,15 +37,34 @@ cdef void forward_parallel(
     step reads all of h_{t-1} and writes its units of h_t into the other of two buffers (h,
     ``h_alt``), so one barrier per step suffices. No BLAS runs here, so no second thread pool
     competes with this one.
+
+    ``opt`` (or NULL): the regularised cell's unit-wise options, the maths and the training
+    arrays of forward_layer_regularised. With recurrent dropout the product reads h_{t-1} *
+    rd, which each thread writes for its units into the other of two buffers beside h_t.
     """
     cdef Py_ssize_t G = 4 * H, per = strips(H)
     # Initialised because OpenMP copies them into each thread (firstprivate).
     cdef Py_ssize_t part = 0, parts = 0, s_lo = 0, s_hi = 0, u_lo = 0, u_hi = 0, nu = 0
-    cdef Py_ssize_t s0 = 0, n = 0, t_lo = 0, s = 0, t = 0, bi = 0, g = 0, j = 0
+    cdef Py_ssize_t s0 = 0, n = 0, t_lo = 0, s = 0, t = 0, bi = 0, g = 0, j = 0, st = 0
     cdef floating *h_old = NULL
     cdef floating *h_new = NULL
+    cdef floating *hd_new = NULL
+    cdef const floating *h_read = NULL
     cdef floating *zt = NULL
     cdef double tick = 0
+    cdef floating k = 0
+    cdef const floating *rd = NULL
+    cdef const floating *zc = NULL
+    cdef const floating *zh = NULL
+    cdef floating *ctil = NULL
+    cdef floating *hd = NULL
+    cdef floating *hd_alt = NULL
+    cdef floating p_c = 0, p_h = 0, clip = 0
+    if opt != NULL:
+        rd, zc = <const floating *> opt.rd, <const floating *> opt.zc
+        zh = <const floating *> opt.zh
+        ctil, hd, hd_alt = <floating *> opt.ctil, <floating *> opt.hd, <floating *> opt.hd_alt
+        p_c, p_h, clip = <floating> opt.p_c, <floating> opt.p_h, <floating> opt.clip
     with parallel(num_threads=threads):
         tick = lap_start()
         part = threadid()
@@ -45,6 +82,14 @@ cdef void forward_parallel(
                 for j in range(g * H + u_lo, g * H + u_hi):
                     bias[j] = b_ih[j] + b_hh[j]
         tick = lap(tick, PHASE_INPUT)
+        if rd != NULL:
+            # h_d = h0 * mask, this thread's units; the first product reads all of them.
+            for bi in range(B):
+                for j in range(u_lo, u_hi):
+                    hd[bi * H + j] = h[bi * H + j] * rd[bi * H + j]
+            tick = lap(tick, PHASE_CELL)
+            barrier()
+            tick = lap(tick, PHASE_SYNC)
         s0 = 0
         while s0 < T:
             n = Tc if T - s0 > Tc else T - s0
@@ -58,8 +103,11 @@ cdef void forward_parallel(
                 zt = gates + (t - t_lo) * B * G
                 h_old = h if s % 2 == 0 else h_alt
                 h_new = h_alt if s % 2 == 0 else h
-                gemm_packed(B, H, h_old, H, Up, 4, H, s_lo, s_hi, True, zt, G, NULL)
+                # z += h_{t-1} @ U.T (h_d = h_{t-1} * mask with recurrent dropout)
+                h_read = h_old if rd == NULL else (hd if s % 2 == 0 else hd_alt)
+                gemm_packed(B, H, h_read, H, Up, 4, H, s_lo, s_hi, True, zt, G, NULL)
                 tick = lap(tick, PHASE_RECURRENT)
+                st = t if cells != NULL else 0  # the step's row of ctil
                 for bi in range(B):
                     if t >= length(lengths, bi, T):
                         memset(y + (t * B + bi) * ldy + u_lo, 0, nu * sizeof(floating))
@@ -69,14 +117,38 @@ cdef void forward_parallel(
                             for g in range(4):
                                 memset(zt + bi * G + g * H + u_lo, 0, nu * sizeof(floating))
                             memset(cells + (t * B + bi) * H + u_lo, 0, nu * sizeof(floating))
+                            if opt != NULL and ctil != cells:
+                                memset(ctil + (t * B + bi) * H + u_lo, 0, nu * sizeof(floating))
                         continue
-                    cell_forward_rows(nu, H, zt + bi * G + u_lo, c + bi * H + u_lo,
-                                      h_new + bi * H + u_lo, peep + u_lo, lean, identity)
-                    if cells != NULL:
-                        memcpy(cells + (t * B + bi) * H + u_lo, c + bi * H + u_lo,
-                               nu * sizeof(floating))
+                    if opt == NULL:
+                        cell_forward_rows(nu, H, zt + bi * G + u_lo, c + bi * H + u_lo,
+                                          h_new + bi * H + u_lo, peep + u_lo, lean, identity)
+                        if cells != NULL:
+                            memcpy(cells + (t * B + bi) * H + u_lo, c + bi * H + u_lo,
+                                   nu * sizeof(floating))
+                    else:
+                        # h_new receives h~_t, before zoneout
+                        cell_forward_regularised(
+                            nu, H, zt + bi * G + u_lo, c + bi * H + u_lo,
+                            ctil + (st * B + bi) * H + u_lo, h_new + bi * H + u_lo, NULL, NULL,
+                            peep + u_lo, NULL,
+                            zc + (t * B + bi) * H + u_lo if zc != NULL else NULL, p_c, clip,
+                            identity)
+                        if cells != NULL and ctil != cells:
+                            memcpy(cells + (t * B + bi) * H + u_lo, c + bi * H + u_lo,
+                                   nu * sizeof(floating))
+                        # h_t = keep * h_{t-1} + (1 - keep) * h~_t   (zoneout)
+                        for j in range(u_lo, u_hi):
+                            k = zh[(t * B + bi) * H + j] if zh != NULL else p_h
+                            h_new[bi * H + j] = k * h_old[bi * H + j] + (1 - k) * h_new[bi * H + j]
                     memcpy(y + (t * B + bi) * ldy + u_lo, h_new + bi * H + u_lo,
                            nu * sizeof(floating))
+                if rd != NULL:
+                    # h_d of the next step, this thread's units
+                    hd_new = hd_alt if s % 2 == 0 else hd
+                    for bi in range(B):
+                        for j in range(u_lo, u_hi):
+                            hd_new[bi * H + j] = h_new[bi * H + j] * rd[bi * H + j]
                 tick = lap(tick, PHASE_CELL)
                 barrier()
                 tick = lap(tick, PHASE_SYNC)
@@ -96,7 +168,8 @@ cdef void backward_parallel(
         Py_ssize_t lddy, floating *dh, floating *dc, floating *dx, floating *dW, floating *dU,
         floating *db, floating *dpeep, floating *dz, Py_ssize_t Tc, floating *dht,
         floating *dhp, floating *m, floating *Up, floating *Wp, floating *scratch,
-        int threads, bint lean, bint reverse, bint identity) noexcept nogil:
+        int threads, bint lean, bint reverse, bint identity,
+        const UnitOptions *opt) noexcept nogil:
     """backward_layer without projection on AVX2 and AVX-512 builds, every thread throughout.
 
     Each OpenMP thread owns the hidden units it owns in forward_parallel. A step: the thread
@@ -107,6 +180,10 @@ cdef void backward_parallel(
     dU (the gates of its units): products with dz.T, read from dz in place. ``dz`` holds Tc
     steps of rows 4H + DZ_PAD apart. ``Up`` and ``Wp`` receive U and W packed; ``scratch``
     holds x and h_{t-1} of the chunk, packed, and h_{t-1} gathered.
+
+    ``opt`` (or NULL): as forward_parallel's, and the maths of backward_layer_regularised:
+    the cell's backward reads dh~_t = (1 - zh) dh_t, and a thread's units of dh_{t-1} are
+    (dz_t @ U) * rd + zh * dh_t; the rows of h_{t-1} that meet dz in dU are times rd.
     """
     cdef Py_ssize_t G = 4 * H, ldz = G + DZ_PAD, per = strips(H), per_in = strips(I)
     cdef Py_ssize_t rows_max = Tc * B
@@ -120,7 +197,24 @@ cdef void backward_parallel(
     cdef bint all_active = True
     cdef const floating *prev = NULL
     cdef floating *dzt = NULL
+    cdef floating *dm = NULL
     cdef double tick = 0
+    cdef floating k = 0
+    cdef const floating *rd = NULL
+    cdef const floating *zc = NULL
+    cdef const floating *zh = NULL
+    cdef const floating *ctil = cells
+    cdef floating *dhtil = NULL
+    cdef floating *dn = NULL
+    cdef floating clip = 0
+    # Whether dh_{t-1} is more than dz_t @ U (recurrent dropout, zoneout of h)
+    cdef bint carry = False
+    if opt != NULL:
+        rd, zc = <const floating *> opt.rd, <const floating *> opt.zc
+        zh = <const floating *> opt.zh
+        ctil, clip = <const floating *> opt.ctil, <floating> opt.clip
+        dhtil, dn = <floating *> opt.dhtil, <floating *> opt.dn
+        carry = rd != NULL or zh != NULL
     memset(dpeep, 0, 3 * H * sizeof(floating))
     memset(dW, 0, G * I * sizeof(floating))
     memset(dU, 0, G * H * sizeof(floating))
@@ -165,16 +259,40 @@ cdef void backward_parallel(
                         prev = c0 + bi * H
                     else:
                         prev = cells + (tp * B + bi) * H
-                    cell_backward_rows(nu, H, gates + (t * B + bi) * G + u_lo,
-                                       cells + (t * B + bi) * H + u_lo, prev + u_lo,
-                                       dht + bi * H + u_lo, dc + bi * H + u_lo,
-                                       dzt + bi * ldz + u_lo, m + bi * H + u_lo, peep + u_lo,
-                                       dpeep + u_lo, lean, identity)
+                    if opt == NULL:
+                        cell_backward_rows(nu, H, gates + (t * B + bi) * G + u_lo,
+                                           cells + (t * B + bi) * H + u_lo, prev + u_lo,
+                                           dht + bi * H + u_lo, dc + bi * H + u_lo,
+                                           dzt + bi * ldz + u_lo, m + bi * H + u_lo,
+                                           peep + u_lo, dpeep + u_lo, lean, identity)
+                        continue
+                    dm = dht + bi * H
+                    if zh != NULL:
+                        # dh~_t = (1 - keep) dh_t   (zoneout), into the thread's scratch
+                        dm = dhtil
+                        for j in range(u_lo, u_hi):
+                            dhtil[j] = (1 - zh[(t * B + bi) * H + j]) * dht[bi * H + j]
+                    cell_backward_regularised(
+                        nu, H, gates + (t * B + bi) * G + u_lo, ctil + (t * B + bi) * H + u_lo,
+                        prev + u_lo, NULL, 0, dm + u_lo, dc + bi * H + u_lo,
+                        zc + (t * B + bi) * H + u_lo if zc != NULL else NULL,
+                        dzt + bi * ldz + u_lo, m + bi * H + u_lo, peep + u_lo, dpeep + u_lo,
+                        NULL, NULL, dn + u_lo, clip, identity)
                 tick = lap(tick, PHASE_CELL)
                 barrier()
                 tick = lap(tick, PHASE_SYNC)
                 # dh_{t-1} = dz_t @ U on this thread's units; inactive rows keep their carry.
-                if all_active:
+                if carry:
+                    # dh_{t-1} = (dz_t @ U) * mask + keep * dh_t
+                    gemm_packed(B, G, dzt, ldz, Up, 1, H, s_lo, s_hi, False, dhp, H, NULL)
+                    for bi in range(B):
+                        if t < length(lengths, bi, T):
+                            for j in range(u_lo, u_hi):
+                                k = zh[(t * B + bi) * H + j] if zh != NULL else 0
+                                dh[bi * H + j] = (
+                                    dhp[bi * H + j] * (rd[bi * H + j] if rd != NULL else 1)
+                                    + k * dht[bi * H + j])
+                elif all_active:
                     gemm_packed(B, G, dzt, ldz, Up, 1, H, s_lo, s_hi, False, dh, H, NULL)
                 else:
                     gemm_packed(B, G, dzt, ldz, Up, 1, H, s_lo, s_hi, False, dhp, H, NULL)
@@ -198,8 +316,13 @@ cdef void backward_parallel(
                         prev = h0 + bi * H
                     else:
                         prev = y + (tp * B + bi) * ldy
-                    memcpy(hprev + ((t - t_lo) * B + bi) * H + u_lo, prev + u_lo,
-                           nu * sizeof(floating))
+                    if rd == NULL:
+                        memcpy(hprev + ((t - t_lo) * B + bi) * H + u_lo, prev + u_lo,
+                               nu * sizeof(floating))
+                    else:
+                        # h_d = h_{t-1} * mask, what the product of step t read
+                        for j in range(u_lo, u_hi):
+                            hprev[((t - t_lo) * B + bi) * H + j] = prev[j] * rd[bi * H + j]
             pack_strips(rows, 1, H, hprev, H, 1, s_lo, s_hi, hp)
             pack_strips(rows, 1, I, x + t_lo * B * I, I, 1, i_lo, i_hi, xp)
             if db != NULL:

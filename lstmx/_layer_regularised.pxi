@@ -2,14 +2,17 @@
 #
 # Included by _kernels.pyx. Serial over steps, as forward_layer and backward_layer, whose
 # products it shares (BLAS, gemm_small or gemm_packed, as the entry point decides); the
-# element-wise steps are in _cell_regularised.pxi. Plain layers never come here.
+# element-wise steps are in _cell_regularised.pxi. Plain layers never come here, nor, where
+# the plain ones run forward_parallel and backward_parallel, layers without layer norm and
+# projection: their options act unit by unit, and those drivers run them (UnitOptions).
 
 
 cdef struct RegForwardPlan:
     # One layer and direction ready to run (untyped pointers: ``kind`` gives them their
     # type). Training keeps every step (Tc = T); inference a chunk of Tc steps of z.
     Py_ssize_t T, B, n_in, H, P, ldy, Tc
-    bint training, reverse, identity, double, small, packed_steps
+    int threads  # of forward_parallel (par)
+    bint training, reverse, identity, double, small, packed_steps, par
     double clip, p_c, p_h  # clip 0: none; p_c, p_h: zoneout at inference (no masks)
     const void *x
     const void *W
@@ -49,6 +52,8 @@ cdef struct RegForwardPlan:
     void *Rp
     void *bias   # b_ih + b_hh (4H,), zeros without bias
     void *peep_zero
+    void *h_alt   # par: forward_parallel's second h buffer (B, H), and with rd h_d's
+    void *hd_alt
 
 
 cdef void forward_layer_regularised(floating kind, const RegForwardPlan *f) noexcept nogil:
@@ -162,7 +167,7 @@ cdef void forward_layer_regularised(floating kind, const RegForwardPlan *f) noex
                 ct_row = <floating *> f.ctil + (st * B + bi) * H
                 chat_row = <floating *> f.lnc + (st * B + bi) * H if ln else NULL
                 cell_forward_regularised(
-                    H, row, c + bi * H, ct_row, m + bi * H, chat_row,
+                    H, H, row, c + bi * H, ct_row, m + bi * H, chat_row,
                     stats + 2 if ln else NULL, peep,
                     ln_c, zc + (t * B + bi) * H if zc != NULL else NULL, <floating> f.p_c,
                     clip, f.identity)
@@ -190,7 +195,8 @@ cdef void forward_layer_regularised(floating kind, const RegForwardPlan *f) noex
 cdef struct RegBackwardPlan:
     # As RegForwardPlan, for backward (training arrays as forward filled them).
     Py_ssize_t T, B, n_in, H, P, ldy, lddy, Tc
-    bint reverse, identity, double
+    int threads  # of backward_parallel (par)
+    bint reverse, identity, double, par
     double clip
     const void *x
     const void *W
@@ -224,7 +230,7 @@ cdef struct RegBackwardPlan:
     void *dpeep   # (3, H), scratch without peepholes
     void *dln_g   # (4, 4H) or NULL
     void *dln_c   # (2, H) or NULL
-    void *dz      # Tc steps of dz (of x W^T's row with layer norm)
+    void *dz      # Tc steps of dz (of x W^T's row with layer norm; par: rows 4H + DZ_PAD apart)
     void *dzh     # Tc steps of the gradient of h U^T (layer norm; else dz)
     void *dg      # dz of one step before the layer norms (B, 4H)
     void *dht     # dh_t (B, Hout)
@@ -233,9 +239,10 @@ cdef struct RegBackwardPlan:
     void *dm      # (B, H)
     void *m       # (B, H)
     void *dn      # (H,)
-    void *hprev   # h_d of a chunk (Tc*B, Hout)
+    void *hprev   # h_d of a chunk (Tc*B, Hout); par: backward_parallel's scratch
     void *Ub      # U packed for dz @ U, or NULL (then BLAS or gemm_small)
     void *Rb      # R packed for dh @ R, or NULL
+    void *Wb      # par: W packed for dz @ W
 
 
 cdef void backward_layer_regularised(floating kind, const RegBackwardPlan *f) noexcept nogil:
@@ -337,7 +344,7 @@ cdef void backward_layer_regularised(floating kind, const RegBackwardPlan *f) no
                     cprev = cells + (tp * B + bi) * H
                 drow = dg + bi * G if ln else dzt + bi * G
                 cell_backward_regularised(
-                    H, gates + (t * B + bi) * G, ctil + (t * B + bi) * H, cprev,
+                    H, H, gates + (t * B + bi) * G, ctil + (t * B + bi) * H, cprev,
                     <const floating *> f.lnc + (t * B + bi) * H if ln else NULL,
                     rstd[(t * B + bi) * LN_STATS + 2] if ln else 0, dm + bi * H, dc + bi * H,
                     zc + (t * B + bi) * H if zc != NULL else NULL, drow, m + bi * H,
