@@ -141,6 +141,10 @@ cdef class RegularisedForward:
     norm lnx, lnh (T, B, 4H), lnc (T, B, H) receive the normalised x W^T, h U^T and c~_t and
     rstd (T, B, 3) their reciprocal standard deviations. Inference: p_c, p_h, zoneout's
     probabilities (its expectation), and no masks.
+
+    Without layer norm and projection it runs where ``LayerForward`` would, on its threads:
+    forward_parallel on AVX2 and AVX-512 builds when the products are too big for
+    gemm_small (``describe`` says which driver runs).
     """
     cdef RegForwardPlan plan
     cdef list arrays
@@ -314,7 +318,8 @@ cdef class RegularisedBackward:
     The forward pass's arguments and outputs (as ``RegularisedForward`` in training, h0 and
     c0 for h and c), dy, dh, dc, dx, dW, dU, db, dR, dpeep as ``LayerBackward`` (dx is
     accumulated into), and with layer norm dln_g (4, 4H) and dln_c (2, H), overwritten with
-    the gradients of ln_g and ln_c.
+    the gradients of ln_g and ln_c. Runs backward_parallel where ``RegularisedForward`` runs
+    forward_parallel.
     """
     cdef RegBackwardPlan plan
     cdef list arrays
