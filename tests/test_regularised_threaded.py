@@ -107,3 +107,24 @@ def test_several_backward_chunks(recorder):
         _check_against_reference(lstm, T=40, B=B, lengths=True, seed=9)
     plans = recorder.forward_plans + recorder.backward_plans
     assert plans and {p["driver"] for p in plans} == {"threaded"}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_saturating_inputs_give_finite_results(recorder, dtype):
+    # Gates at exactly 0 or 1 everywhere: the unit-wise options keep outputs and gradients
+    # finite, as the plain threaded drivers do.
+    lstm = LSTM(I, H, dtype=dtype, seed=10, recurrent_dropout=0.3, zoneout=(0.2, 0.4),
+                cell_clip=0.5)
+    x = np.full((T, B, I), 1e30, dtype)
+    x[:, ::2] *= -1
+    with threadpool_limits(2):
+        y, (h, c), cache = lstm.forward_train(x, rng=11)
+        dx, (dh0, dc0), grads = lstm.backward(cache, np.ones_like(np.asarray(y)))
+        inference = lstm(x)[0]
+    # (Not weight_ih_l0's gradient, dz^T x, whose x is 1e30.)
+    finite = [g for name, g in grads.items() if name != "weight_ih_l0"]
+    for a in [y, h, c, inference, dx, dh0, dc0] + finite:
+        assert np.isfinite(a).all()
+    assert np.abs(c).max() <= 0.5  # every c_t within the clip, zoneout of clipped values
+    assert {p["driver"] for p in recorder.forward_plans + recorder.backward_plans} == {
+        "threaded"}
