@@ -64,6 +64,17 @@ cdef extern from *:
     enum: PAIR_DOUBLES "LSTMX_PAIR_DOUBLES"
     const Py_ssize_t VECTOR_BYTES "LSTMX_VECTOR_BYTES"
 
+cdef extern from *:
+    """
+    /* A hint to fetch a line that is about to be written; never faults, nothing elsewhere. */
+    #if defined(__GNUC__) || defined(__clang__)
+    #define lstmx_prefetch_write(p) __builtin_prefetch((p), 1, 3)
+    #else
+    #define lstmx_prefetch_write(p) ((void) (p))
+    #endif
+    """
+    void prefetch_write "lstmx_prefetch_write"(const void *p) noexcept nogil
+
 
 cdef inline void gemm_small(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *A,
                             Py_ssize_t lda, const floating *B, Py_ssize_t ldb,
@@ -220,6 +231,13 @@ cdef inline void micro_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
     cdef Py_ssize_t w = PASS_FLOATS if floating is float else PASS_DOUBLES
     cdef Py_ssize_t r, j, p
     cdef floating a
+    if add:
+        # The tile of C that the sums are added to, fetched while they are computed: in
+        # backward's dW and dU (4H rows, megabytes) its rows are rarely in cache, and no
+        # hardware prefetcher follows rows I or H apart (docs/performance.md).
+        for r in range(TILE_ROWS):
+            prefetch_write(C + r * ldc)
+            prefetch_write(C + r * ldc + w - 1)
     for r in range(TILE_ROWS):
         for j in range(w):
             acc[r][j] = bias[j] if bias != NULL else 0
