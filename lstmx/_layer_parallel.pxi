@@ -26,6 +26,7 @@ cdef void forward_parallel(
     cdef Py_ssize_t s0 = 0, n = 0, t_lo = 0, s = 0, t = 0, bi = 0, g = 0, j = 0
     cdef floating *h_old = NULL
     cdef floating *h_new = NULL
+    cdef floating *zc = NULL
     cdef floating *zt = NULL
     cdef double tick = 0
     with parallel(num_threads=threads):
@@ -50,12 +51,13 @@ cdef void forward_parallel(
             n = Tc if T - s0 > Tc else T - s0
             t_lo = T - s0 - n if reverse else s0
             # This thread's columns of z = x @ W.T + b_ih + b_hh for the chunk.
-            gemm_packed(n * B, I, x + t_lo * B * I, I, Wp, 4, H, s_lo, s_hi, False, gates, G,
+            zc = gates + t_lo * B * G if cells != NULL else gates  # as in forward_layer
+            gemm_packed(n * B, I, x + t_lo * B * I, I, Wp, 4, H, s_lo, s_hi, False, zc, G,
                         bias if b_ih != NULL else NULL)
             tick = lap(tick, PHASE_INPUT)
             for s in range(s0, s0 + n):
                 t = T - 1 - s if reverse else s
-                zt = gates + (t - t_lo) * B * G
+                zt = zc + (t - t_lo) * B * G
                 h_old = h if s % 2 == 0 else h_alt
                 h_new = h_alt if s % 2 == 0 else h
                 gemm_packed(B, H, h_old, H, Up, 4, H, s_lo, s_hi, True, zt, G, NULL)

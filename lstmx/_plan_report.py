@@ -3,7 +3,7 @@
 For one layer and direction of the given shape this builds the kernels' calls (forward at
 inference and in training, and backward) on zero arrays, without running them, and reports
 each call's plan (``LayerForward.describe``, ``LayerBackward.describe``): the driver and its
-threads, the chunking (inference chunks are sized to one core's L2, which is shown), and what
+threads, the chunking (forward chunks are sized to one core's L2, which is shown), and what
 runs each product; and the costs the team size was chosen from (``_plan.pxi``: a barrier and a
 multiply-add, measured once per process).
 """
@@ -69,7 +69,7 @@ def format_plan(plan: dict) -> str:
     lines = [f"lstmx plan: {shape}, {plan['dtype']}, {plan['variant']} kernels, "
              f"threads {plan['threads'] if plan['threads'] is not None else 'as the pool'}"
              f"; a step is {plan['work_per_step']:,} multiply-adds; L2 "
-             f"{plan['l2_bytes'] // 1024} KiB (inference chunks fill half)"]
+             f"{plan['l2_bytes'] // 1024} KiB (forward chunks fill half)"]
     for name, p in plan["plans"].items():
         lines.append(f"  {name:20} " + ", ".join(f"{k} {v}" for k, v in p.items()
                                                    if v is not None))
