@@ -16,46 +16,44 @@ cdef void cell_forward_rows(
     in ``gates`` become the gates i, f, g, o; ``c`` holds c_{t-1} and receives c_t; ``m``
     receives o * act(c_t).
 
-    Two loops, c_t first and then what depends on it: one loop per unit chained
-    exp -> divide -> c_t -> exp -> divide, longer than the core's out-of-order window, and
-    split in two the same work takes less time (docs/performance.md).
+    One activation a loop, each over the row's units: the loop of a sigmoid or a tanh keeps
+    its constants in registers, where one loop of all five spilled them and ran at half the
+    speed of its parts (docs/performance.md). The row (4n floats) stays in L1 between loops.
 
-    ``peep`` = [p_i | p_f | p_o] is zeros without peepholes: a branch-free loop vectorises, and
-    three multiply-adds cost less than a second code path. The exception is ``lean``:
-    inference without peepholes, which keeps no gates; its loops skip the 4 stores, 3 loads
-    and 3 multiply-adds a unit (conditions inside one loop kept GCC from vectorising it).
+    ``peep`` = [p_i | p_f | p_o] is zeros without peepholes: adding p * c costs one
+    multiply-add a gate. ``lean`` (no peepholes) skips it, with the same bits: z + 0 * c is z.
     """
     cdef Py_ssize_t j
-    cdef floating i, f, g, o, cp, ct, a
+    cdef floating *zi = gates
+    cdef floating *zf = gates + H
+    cdef floating *zg = gates + 2 * H
+    cdef floating *zo = gates + 3 * H
     if lean:
         for j in range(n):
-            # As the loop below, statement for statement: GCC then contracts f * cp + i * g
-            # into the same fused multiply-add, and inference and training agree bit for bit.
-            cp = c[j]
-            i = sigmoid(gates[j])
-            f = sigmoid(gates[H + j])
-            g = tanh_(gates[2 * H + j])
-            c[j] = f * cp + i * g
+            zi[j] = sigmoid(zi[j])
         for j in range(n):
-            ct = c[j]
-            a = tanh_(ct)
-            m[j] = sigmoid(gates[3 * H + j]) * (ct if identity else a)
-        return
+            zf[j] = sigmoid(zf[j])
+    else:
+        for j in range(n):
+            zi[j] = sigmoid(zi[j] + peep[j] * c[j])
+        for j in range(n):
+            zf[j] = sigmoid(zf[j] + peep[H + j] * c[j])
     for j in range(n):
-        cp = c[j]
-        i = sigmoid(gates[j] + peep[j] * cp)
-        f = sigmoid(gates[H + j] + peep[H + j] * cp)
-        g = tanh_(gates[2 * H + j])
-        gates[j] = i
-        gates[H + j] = f
-        gates[2 * H + j] = g
-        c[j] = f * cp + i * g
+        zg[j] = tanh_(zg[j])
     for j in range(n):
-        ct = c[j]
-        o = sigmoid(gates[3 * H + j] + peep[2 * H + j] * ct)
-        gates[3 * H + j] = o
-        a = tanh_(ct)
-        m[j] = o * (ct if identity else a)
+        c[j] = zf[j] * c[j] + zi[j] * zg[j]
+    if lean:
+        for j in range(n):
+            zo[j] = sigmoid(zo[j])
+    else:
+        for j in range(n):
+            zo[j] = sigmoid(zo[j] + peep[2 * H + j] * c[j])
+    if identity:
+        for j in range(n):
+            m[j] = zo[j] * c[j]
+    else:
+        for j in range(n):
+            m[j] = zo[j] * tanh_(c[j])
 
 
 cdef void cell_backward_rows(
@@ -71,9 +69,15 @@ cdef void cell_backward_rows(
     ``lean``: no peepholes and no projection, so neither ``m`` nor ``dpeep`` is wanted; its
     loop skips their 4 stores and 6 loads a unit, and gives the same bits as the full loop
     with zero peepholes.
+
+    act(c_t) is computed first, in a loop of its own (into dz_o's place, which the main loop
+    reads and then overwrites): as in forward, a tanh in the long loop spilled its constants.
     """
     cdef Py_ssize_t j
     cdef floating i, f, g, o, ct, cp, a, dact, dzi, dzf, dzg, dzo, dcj
+    if not identity:
+        for j in range(n):
+            dz[3 * H + j] = tanh_(ct_[j])
     if lean:
         for j in range(n):
             i = gates[j]
@@ -82,7 +86,7 @@ cdef void cell_backward_rows(
             o = gates[3 * H + j]
             ct = ct_[j]
             cp = cp_[j]
-            a = ct if identity else tanh_(ct)
+            a = ct if identity else dz[3 * H + j]
             dact = 1 if identity else 1 - a * a
             dzo = dm[j] * a * o * (1 - o)
             dcj = dc[j] + dm[j] * o * dact
@@ -102,7 +106,7 @@ cdef void cell_backward_rows(
         o = gates[3 * H + j]
         ct = ct_[j]
         cp = cp_[j]
-        a = ct if identity else tanh_(ct)
+        a = ct if identity else dz[3 * H + j]
         dact = 1 if identity else 1 - a * a
         dzo = dm[j] * a * o * (1 - o)
         dcj = dc[j] + dm[j] * o * dact + dzo * peep[2 * H + j]

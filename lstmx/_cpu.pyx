@@ -25,6 +25,24 @@ cdef extern from *:
     bint lstmx_cpu_supports_avx2()
     bint lstmx_cpu_supports_avx512()
 
+cdef extern from *:
+    """
+    #include <unistd.h>
+    static long lstmx_l2_bytes(void) {
+    #if defined(_SC_LEVEL2_CACHE_SIZE)
+        long n = sysconf(_SC_LEVEL2_CACHE_SIZE);
+        return n > 0 ? n : 0;
+    #else
+        return 0;
+    #endif
+    }
+    """
+    long lstmx_l2_bytes()
+
+# What l2_cache_bytes assumes when the C library does not say: the smallest L2 of a core of
+# the x86-64 CPUs with AVX2 of the last decade.
+DEFAULT_L2_BYTES = 256 * 1024
+
 
 def cpu_supports(variant):
     """Whether this CPU can run the kernel variant ``"avx2"`` or ``"avx512"``."""
@@ -33,3 +51,10 @@ def cpu_supports(variant):
     if variant == "avx512":
         return lstmx_cpu_supports_avx512()
     raise ValueError(f"variant must be 'avx2' or 'avx512'; got {variant!r}")
+
+
+def l2_cache_bytes():
+    """The size of one core's L2 cache in bytes, as the C library reports it (glibc reads
+    it from CPUID), or DEFAULT_L2_BYTES when it does not."""
+    cdef long n = lstmx_l2_bytes()
+    return n if n > 0 else DEFAULT_L2_BYTES

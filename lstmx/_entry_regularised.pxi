@@ -55,13 +55,15 @@ cdef list plan_regularised_forward(
         raise n.explain(err) from None
     cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(h)
     f.T, f.B, f.n_in, f.H, f.P, f.ldy = T, B, n.n_in, H, n.P, n.ldy
-    f.Tc = T if training else max(1, min(T, CHUNK_ELEMENTS // (B * G)))
-    f.training, f.reverse, f.identity = training, reverse, identity
-    f.double = n.typenum == cnp.NPY_DOUBLE
     # Where the plain layer runs forward_parallel, so does one without layer norm (whose
-    # statistics read a whole row) and projection (which forward_parallel lacks).
+    # statistics read a whole row) and projection (which forward_parallel lacks), on the
+    # plain layer's chunks.
     f.par = n.parallel() and not ln
     f.threads = n.threads() if f.par else 1
+    f.Tc = (chunk_steps(T, B * G, size, training) if f.par
+            else T if training else max(1, min(T, CHUNK_ELEMENTS // (B * G))))
+    f.training, f.reverse, f.identity = training, reverse, identity
+    f.double = n.typenum == cnp.NPY_DOUBLE
     f.small = not f.par and B * G * Hout <= SMALL_PRODUCT and T >= 4
     f.packed_steps = TILED_GEMM and not f.par and not f.small and T >= 4
     f.clip, f.p_c, f.p_h = clip, p_c, p_h

@@ -13,6 +13,7 @@ cdef enum:
     DEPTH_BLOCK = 512 # k summed in registers before going to C
     PARALLEL_WORK = 1 << 21  # multiply-adds below which a product stays on one thread
     EDGE_ROWS = 3     # rows of A below which gemm_packed runs gemm_small instead of tiles
+    PAIR_ROWS = 2     # rows of pair_tile, the kernel of two rows left over after the tiles
 
 cdef extern from *:
     """
@@ -21,22 +22,30 @@ cdef extern from *:
        registers across k. AVX-512: 8 x 32 floats or doubles in one pass, 16 or 32 of its
        32 registers. AVX2: 6 rows of 2 vectors (16 floats, 8 doubles), 12 of its 16
        registers, each broadcast of A feeding 2 FMAs and each vector of B 6 (setup.py
-       keeps GCC from unrolling the pass's column loop before it vectorises it). */
+       keeps GCC from unrolling the pass's column loop before it vectorises it).
+       pair_tile: 2 rows by PAIR_FLOATS (PAIR_DOUBLES) columns, 8 registers of C where
+       the vectors allow (AVX-512 floats: 4). */
     #if defined(__AVX512F__)
     #define LSTMX_TILED_GEMM 1
     #define LSTMX_TILE_ROWS 8
     #define LSTMX_PASS_FLOATS 32
     #define LSTMX_PASS_DOUBLES 32
+    #define LSTMX_PAIR_FLOATS 32
+    #define LSTMX_PAIR_DOUBLES 32
     #elif defined(__AVX2__) && defined(__FMA__)
     #define LSTMX_TILED_GEMM 1
     #define LSTMX_TILE_ROWS 6
     #define LSTMX_PASS_FLOATS 16
     #define LSTMX_PASS_DOUBLES 8
+    #define LSTMX_PAIR_FLOATS 32
+    #define LSTMX_PAIR_DOUBLES 16
     #else
     #define LSTMX_TILED_GEMM 0
     #define LSTMX_TILE_ROWS 8
     #define LSTMX_PASS_FLOATS 32
     #define LSTMX_PASS_DOUBLES 32
+    #define LSTMX_PAIR_FLOATS 32
+    #define LSTMX_PAIR_DOUBLES 32
     #endif
     /* The vector width the kernel variant is compiled for. */
     #if defined(__AVX512F__)
@@ -51,7 +60,20 @@ cdef extern from *:
     enum: TILE_ROWS "LSTMX_TILE_ROWS"
     enum: PASS_FLOATS "LSTMX_PASS_FLOATS"
     enum: PASS_DOUBLES "LSTMX_PASS_DOUBLES"
+    enum: PAIR_FLOATS "LSTMX_PAIR_FLOATS"
+    enum: PAIR_DOUBLES "LSTMX_PAIR_DOUBLES"
     const Py_ssize_t VECTOR_BYTES "LSTMX_VECTOR_BYTES"
+
+cdef extern from *:
+    """
+    /* A hint to fetch a line that is about to be written; never faults, nothing elsewhere. */
+    #if defined(__GNUC__) || defined(__clang__)
+    #define lstmx_prefetch_write(p) __builtin_prefetch((p), 1, 3)
+    #else
+    #define lstmx_prefetch_write(p) ((void) (p))
+    #endif
+    """
+    void prefetch_write "lstmx_prefetch_write"(const void *p) noexcept nogil
 
 
 cdef inline void gemm_small(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *A,
@@ -209,6 +231,13 @@ cdef inline void micro_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
     cdef Py_ssize_t w = PASS_FLOATS if floating is float else PASS_DOUBLES
     cdef Py_ssize_t r, j, p
     cdef floating a
+    if add:
+        # The tile of C that the sums are added to, fetched while they are computed: in
+        # backward's dW and dU (4H rows, megabytes) its rows are rarely in cache, and no
+        # hardware prefetcher follows rows I or H apart (docs/performance.md).
+        for r in range(TILE_ROWS):
+            prefetch_write(C + r * ldc)
+            prefetch_write(C + r * ldc + w - 1)
     for r in range(TILE_ROWS):
         for j in range(w):
             acc[r][j] = bias[j] if bias != NULL else 0
@@ -249,9 +278,9 @@ cdef inline void gemm_packed(Py_ssize_t m, Py_ssize_t k, const floating *A, Py_s
 
     One thread's share of a product: callers split the strips between threads. k runs in
     blocks of DEPTH_BLOCK summed in registers (rounding grows with k / DEPTH_BLOCK +
-    DEPTH_BLOCK, as in BLAS). Rows past the last full tile and the narrower last strip of a
-    group go to gemm_small, which reads a strip as a (k, TILE_COLS) matrix. The bias starts
-    the tiles' sums, as a bias stored in C first would, without a pass over C.
+    DEPTH_BLOCK, as in BLAS). Rows past the last full tile and a group's narrower last strip
+    are as gemm_packed_strided says. The bias starts the tiles' sums, as a bias stored in C
+    first would, without a pass over C.
     """
     gemm_packed_strided(m, k, A, lda, 1, Bp, groups, width, s_lo, s_hi, add, C, ldc, bias,
                         EDGE_ROWS)
@@ -281,6 +310,43 @@ cdef inline void edge_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
             C[r * ldc + j] = tile[r * w + j]
 
 
+cdef inline void pair_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
+                           Py_ssize_t a_col, const floating *Bp, floating *C, Py_ssize_t ldc,
+                           Py_ssize_t cols, bint add, const floating *bias) noexcept nogil:
+    """C[:2, :cols] := A[:2, :k] @ Bp[:, :cols] (+ C when ``add``) (+ bias[:cols] unless
+    NULL) for the two rows left over after the whole tiles, over PAIR_FLOATS (PAIR_DOUBLES)
+    columns of a packed strip (zero-padded past ``cols``).
+
+    Each element is summed as micro_tile sums it (from the bias or zero, k in order, C added
+    last), so a row has the same bits whichever kernel runs it. Two rows by a whole strip
+    are as many vector accumulators as a tile (8 on AVX2), where a tile cut to two rows
+    would hold 4, and gemm_small runs one row at a time: each row of the strip is loaded
+    once for both rows of A."""
+    cdef floating acc[PAIR_ROWS][TILE_COLS]
+    cdef floating top[TILE_COLS]
+    cdef Py_ssize_t w = PAIR_FLOATS if floating is float else PAIR_DOUBLES
+    cdef Py_ssize_t r, j, p
+    cdef floating a0, a1
+    for j in range(w):
+        top[j] = bias[j] if bias != NULL and j < cols else 0
+    for r in range(PAIR_ROWS):
+        for j in range(w):
+            acc[r][j] = top[j]
+    for p in range(k):
+        a0 = A[p * a_col]
+        a1 = A[a_row + p * a_col]
+        for j in range(w):
+            acc[0][j] += a0 * Bp[p * TILE_COLS + j]
+            acc[1][j] += a1 * Bp[p * TILE_COLS + j]
+    for r in range(PAIR_ROWS):
+        if add:
+            for j in range(cols):
+                C[r * ldc + j] += acc[r][j]
+        else:
+            for j in range(cols):
+                C[r * ldc + j] = acc[r][j]
+
+
 cdef inline void gemm_packed_strided(
         Py_ssize_t m, Py_ssize_t k, const floating *A, Py_ssize_t a_row, Py_ssize_t a_col,
         const floating *Bp, Py_ssize_t groups, Py_ssize_t width, Py_ssize_t s_lo,
@@ -292,15 +358,17 @@ cdef inline void gemm_packed_strided(
     Every tile runs on micro_tile, whatever the width: columns past a group's last full
     pass go to edge_tile, which computes a whole tile and keeps a part. So do the rows past
     the last full tile (from a zero-padded copy of A), unless they are fewer than
-    ``edge_rows``: a mostly empty tile then costs more than gemm_small, built for a batch of
-    one (gemm_packed passes EDGE_ROWS). Tiles give every row of C the same sums whichever
-    rows share its tile; gemm_small sums in another order. So a product whose rows threads
-    split (backward's dW and dU) passes 1: its bits then do not depend on the split."""
+    ``edge_rows``: a mostly empty tile then costs more than the kernels built for few rows
+    (gemm_packed passes EDGE_ROWS): two rows go to pair_tile, one to gemm_small (a batch of
+    one). Tiles and pair_tile give every row of C the same sums whichever rows share its
+    tile; gemm_small sums in another order. So a product whose rows threads split
+    (backward's dW and dU) passes 1: its bits then do not depend on the split."""
     cdef Py_ssize_t per = strips(width), full = m - m % TILE_ROWS if k > 0 else 0
     cdef Py_ssize_t rest = m - full
     cdef bint rest_tiled = rest >= edge_rows
     cdef Py_ssize_t p0, kc, i_lo, i_hi, i0, g, s, w, col, q, cols, r, p
     cdef Py_ssize_t pw = PASS_FLOATS if floating is float else PASS_DOUBLES
+    cdef Py_ssize_t pp = PAIR_FLOATS if floating is float else PAIR_DOUBLES
     cdef const floating *strip
     cdef const floating *tile_bias
     cdef floating pad[TILE_ROWS * DEPTH_BLOCK]
@@ -348,8 +416,21 @@ cdef inline void gemm_packed_strided(
                                       pw if cols > pw else cols, add or p0 > 0,
                                       bias + col + q * pw if bias != NULL and p0 == 0
                                       else NULL)
+        elif rest == PAIR_ROWS:
+            for g in range(groups):
+                for s in range(s_lo, s_hi):
+                    strip = Bp + ((g * per + s) * k + p0) * TILE_COLS
+                    col = g * width + s * TILE_COLS
+                    for q in range(TILE_COLS // pp):
+                        cols = width - s * TILE_COLS - q * pp
+                        if cols > 0:
+                            pair_tile(kc, A + full * a_row + p0 * a_col, a_row, a_col,
+                                      strip + q * pp, C + full * ldc + col + q * pp, ldc,
+                                      pp if cols > pp else cols, add or p0 > 0,
+                                      bias + col + q * pp if bias != NULL and p0 == 0
+                                      else NULL)
         p0 += kc
-    if rest_tiled:
+    if rest_tiled or rest == PAIR_ROWS:
         return
     for g in range(groups):
         for s in range(s_lo, s_hi):

@@ -42,6 +42,7 @@ from lstmx._gemm cimport (
     gemm_packed_parallel, gemm_packed_strided, gemm_small, pack_strips, share, strips)
 from lstmx._openmp cimport barrier, max_threads, num_threads, thread_slot
 
+from lstmx._cpu import l2_cache_bytes
 from lstmx._workspace import MIN_BYTES as POOL_MIN_BYTES, empty as pooled_empty
 
 cnp.import_array()
@@ -49,7 +50,7 @@ cnp.import_array()
 # Inference keeps the input projection, and backward dz, of a chunk of time steps at a time,
 # so that memory stays bounded on long sequences while each chunk is still a large GEMM.
 cdef enum:
-    CHUNK_ELEMENTS = 1 << 20           # elements of an inference chunk's z
+    CHUNK_ELEMENTS = 1 << 20           # elements of an inference chunk's z at most (chunk_steps)
     BACKWARD_CHUNK_ELEMENTS = 1 << 19  # of a backward chunk's dz
     # Rows (steps x batch) of a backward chunk at most: the depth of its dW and dU products.
     # Deep enough for the tile kernel, and small enough that at M a thread's dz, packed x and
@@ -109,6 +110,24 @@ cdef struct ForwardPlan:
     void *bias
 
 
+# One core's L2, which inference chunks are sized to (chunk_steps).
+cdef Py_ssize_t L2_BYTES = l2_cache_bytes()
+
+
+cdef Py_ssize_t chunk_steps(Py_ssize_t T, Py_ssize_t step_elements, Py_ssize_t itemsize,
+                            bint training) noexcept:
+    """Steps of a forward chunk whose input projection z holds ``step_elements`` a step: as
+    many as fill half of L2 when a step's z fits there, so that each step's recurrent product
+    and cell find its rows in L2, not in L3 where the projection of a larger chunk left them.
+    Else, as W is read once a chunk, long chunks pay: at inference as many steps as
+    CHUNK_ELEMENTS allow (memory stays bounded), in training all T (z of every step is kept
+    anyway). docs/performance.md has the measurements."""
+    cdef Py_ssize_t budget = L2_BYTES // 2, step_bytes = step_elements * itemsize
+    cdef Py_ssize_t steps = (budget // step_bytes if step_bytes <= budget
+                             else T if training else CHUNK_ELEMENTS // step_elements)
+    return max(1, min(T, steps))
+
+
 cdef list plan_forward(ForwardPlan *f, cnp.ndarray x, cnp.ndarray W, cnp.ndarray U,
                        cnp.ndarray b_ih, cnp.ndarray b_hh, cnp.ndarray R, cnp.ndarray peep,
                        cnp.ndarray lengths, cnp.ndarray h, cnp.ndarray c, cnp.ndarray y,
@@ -130,7 +149,7 @@ cdef list plan_forward(ForwardPlan *f, cnp.ndarray x, cnp.ndarray W, cnp.ndarray
         raise n.explain(err) from None
     cdef Py_ssize_t G = 4 * n.H, size = cnp.PyArray_ITEMSIZE(h)
     f.T, f.B, f.n_in, f.H, f.P, f.ldy = n.T, n.B, n.n_in, n.H, n.P, n.ldy
-    f.Tc = n.T if gates is not None else max(1, min(n.T, CHUNK_ELEMENTS // (n.B * G)))
+    f.Tc = chunk_steps(n.T, n.B * G, size, gates is not None)
     f.par = n.parallel()
     f.threads = n.threads() if f.par else 1
     f.reverse, f.identity, f.double = reverse, identity, n.typenum == cnp.NPY_DOUBLE

@@ -50,19 +50,20 @@ cdef void forward_parallel(
     cdef floating *h_new = NULL
     cdef floating *hd_new = NULL
     cdef const floating *h_read = NULL
+    cdef floating *zc = NULL
     cdef floating *zt = NULL
     cdef double tick = 0
     cdef floating k = 0
     cdef const floating *rd = NULL
-    cdef const floating *zc = NULL
-    cdef const floating *zh = NULL
+    cdef const floating *keep_c = NULL  # the zoneout masks
+    cdef const floating *keep_h = NULL
     cdef floating *ctil = NULL
     cdef floating *hd = NULL
     cdef floating *hd_alt = NULL
     cdef floating p_c = 0, p_h = 0, clip = 0
     if opt != NULL:
-        rd, zc = <const floating *> opt.rd, <const floating *> opt.zc
-        zh = <const floating *> opt.zh
+        rd, keep_c = <const floating *> opt.rd, <const floating *> opt.zc
+        keep_h = <const floating *> opt.zh
         ctil, hd, hd_alt = <floating *> opt.ctil, <floating *> opt.hd, <floating *> opt.hd_alt
         p_c, p_h, clip = <floating> opt.p_c, <floating> opt.p_h, <floating> opt.clip
     with parallel(num_threads=threads):
@@ -95,12 +96,13 @@ cdef void forward_parallel(
             n = Tc if T - s0 > Tc else T - s0
             t_lo = T - s0 - n if reverse else s0
             # This thread's columns of z = x @ W.T + b_ih + b_hh for the chunk.
-            gemm_packed(n * B, I, x + t_lo * B * I, I, Wp, 4, H, s_lo, s_hi, False, gates, G,
+            zc = gates + t_lo * B * G if cells != NULL else gates  # as in forward_layer
+            gemm_packed(n * B, I, x + t_lo * B * I, I, Wp, 4, H, s_lo, s_hi, False, zc, G,
                         bias if b_ih != NULL else NULL)
             tick = lap(tick, PHASE_INPUT)
             for s in range(s0, s0 + n):
                 t = T - 1 - s if reverse else s
-                zt = gates + (t - t_lo) * B * G
+                zt = zc + (t - t_lo) * B * G
                 h_old = h if s % 2 == 0 else h_alt
                 h_new = h_alt if s % 2 == 0 else h
                 # z += h_{t-1} @ U.T (h_d = h_{t-1} * mask with recurrent dropout)
@@ -132,14 +134,14 @@ cdef void forward_parallel(
                             nu, H, zt + bi * G + u_lo, c + bi * H + u_lo,
                             ctil + (st * B + bi) * H + u_lo, h_new + bi * H + u_lo, NULL, NULL,
                             peep + u_lo, NULL,
-                            zc + (t * B + bi) * H + u_lo if zc != NULL else NULL, p_c, clip,
-                            identity)
+                            keep_c + (t * B + bi) * H + u_lo if keep_c != NULL else NULL, p_c,
+                            clip, identity)
                         if cells != NULL and ctil != cells:
                             memcpy(cells + (t * B + bi) * H + u_lo, c + bi * H + u_lo,
                                    nu * sizeof(floating))
                         # h_t = keep * h_{t-1} + (1 - keep) * h~_t   (zoneout)
                         for j in range(u_lo, u_hi):
-                            k = zh[(t * B + bi) * H + j] if zh != NULL else p_h
+                            k = keep_h[(t * B + bi) * H + j] if keep_h != NULL else p_h
                             h_new[bi * H + j] = k * h_old[bi * H + j] + (1 - k) * h_new[bi * H + j]
                     memcpy(y + (t * B + bi) * ldy + u_lo, h_new + bi * H + u_lo,
                            nu * sizeof(floating))
@@ -201,8 +203,8 @@ cdef void backward_parallel(
     cdef double tick = 0
     cdef floating k = 0
     cdef const floating *rd = NULL
-    cdef const floating *zc = NULL
-    cdef const floating *zh = NULL
+    cdef const floating *keep_c = NULL  # the zoneout masks
+    cdef const floating *keep_h = NULL
     cdef const floating *ctil = cells
     cdef floating *dhtil = NULL
     cdef floating *dn = NULL
@@ -210,11 +212,11 @@ cdef void backward_parallel(
     # Whether dh_{t-1} is more than dz_t @ U (recurrent dropout, zoneout of h)
     cdef bint carry = False
     if opt != NULL:
-        rd, zc = <const floating *> opt.rd, <const floating *> opt.zc
-        zh = <const floating *> opt.zh
+        rd, keep_c = <const floating *> opt.rd, <const floating *> opt.zc
+        keep_h = <const floating *> opt.zh
         ctil, clip = <const floating *> opt.ctil, <floating> opt.clip
         dhtil, dn = <floating *> opt.dhtil, <floating *> opt.dn
-        carry = rd != NULL or zh != NULL
+        carry = rd != NULL or keep_h != NULL
     memset(dpeep, 0, 3 * H * sizeof(floating))
     memset(dW, 0, G * I * sizeof(floating))
     memset(dU, 0, G * H * sizeof(floating))
@@ -267,15 +269,15 @@ cdef void backward_parallel(
                                            peep + u_lo, dpeep + u_lo, lean, identity)
                         continue
                     dm = dht + bi * H
-                    if zh != NULL:
+                    if keep_h != NULL:
                         # dh~_t = (1 - keep) dh_t   (zoneout), into the thread's scratch
                         dm = dhtil
                         for j in range(u_lo, u_hi):
-                            dhtil[j] = (1 - zh[(t * B + bi) * H + j]) * dht[bi * H + j]
+                            dhtil[j] = (1 - keep_h[(t * B + bi) * H + j]) * dht[bi * H + j]
                     cell_backward_regularised(
                         nu, H, gates + (t * B + bi) * G + u_lo, ctil + (t * B + bi) * H + u_lo,
                         prev + u_lo, NULL, 0, dm + u_lo, dc + bi * H + u_lo,
-                        zc + (t * B + bi) * H + u_lo if zc != NULL else NULL,
+                        keep_c + (t * B + bi) * H + u_lo if keep_c != NULL else NULL,
                         dzt + bi * ldz + u_lo, m + bi * H + u_lo, peep + u_lo, dpeep + u_lo,
                         NULL, NULL, dn + u_lo, clip, identity)
                 tick = lap(tick, PHASE_CELL)
@@ -288,7 +290,7 @@ cdef void backward_parallel(
                     for bi in range(B):
                         if t < length(lengths, bi, T):
                             for j in range(u_lo, u_hi):
-                                k = zh[(t * B + bi) * H + j] if zh != NULL else 0
+                                k = keep_h[(t * B + bi) * H + j] if keep_h != NULL else 0
                                 dh[bi * H + j] = (
                                     dhp[bi * H + j] * (rd[bi * H + j] if rd != NULL else 1)
                                     + k * dht[bi * H + j])

@@ -9,7 +9,8 @@
 
 cdef struct RegForwardPlan:
     # One layer and direction ready to run (untyped pointers: ``kind`` gives them their
-    # type). Training keeps every step (Tc = T); inference a chunk of Tc steps of z.
+    # type). Training keeps every step (Tc = T, or with par forward_parallel's chunks of
+    # its input projection); inference a chunk of Tc steps of z.
     Py_ssize_t T, B, n_in, H, P, ldy, Tc
     int threads  # of forward_parallel (par)
     bint training, reverse, identity, double, small, packed_steps, par

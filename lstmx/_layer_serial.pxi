@@ -54,8 +54,9 @@ cdef void forward_layer(
         floating *gates, Py_ssize_t Tc, floating *cells,
         floating *m, floating *hp, floating *Ut, floating *Wp, floating *Up, floating *Rp,
         floating *bias, bint lean, bint reverse, bint identity) noexcept nogil:
-    """Forward over a whole sequence; ``gates`` holds Tc steps (Tc = T and ``cells`` set when
-    training, in which case both keep every step for the backward pass). ``Ut`` is scratch
+    """Forward over a whole sequence, the input projection a chunk of Tc steps at a time;
+    ``gates`` holds Tc steps, or every step when training (``cells`` set), in which case both
+    keep every step for the backward pass. ``Ut`` is scratch
     for U.T (Hout, 4H) when the recurrent products are small enough for gemm_small (see
     Shapes.small); else ``Up`` and ``Rp`` are scratch for U.T (by gate) and R.T packed when
     the products run on gemm_packed (see Shapes.packed_steps), or NULL and they go to BLAS.
@@ -65,6 +66,7 @@ cdef void forward_layer(
     cdef Py_ssize_t G = 4 * H
     cdef Py_ssize_t Hout = P if P > 0 else H
     cdef Py_ssize_t s0, n, t_lo, s, t, bi
+    cdef floating *zc
     cdef floating *zt
     cdef floating *mrow
     cdef double tick = lap_start()
@@ -83,12 +85,14 @@ cdef void forward_layer(
         # Steps s0 .. s0+n-1 in processing order are times t_lo .. t_lo+n-1.
         n = Tc if T - s0 > Tc else T - s0
         t_lo = T - s0 - n if reverse else s0
-        input_projection(n * B, I, H, x + t_lo * B * I, W, Wp, b_ih, b_hh, bias, gates,
+        # Training keeps every step's z (at its step); inference a chunk's, from the start.
+        zc = gates + t_lo * B * G if cells != NULL else gates
+        input_projection(n * B, I, H, x + t_lo * B * I, W, Wp, b_ih, b_hh, bias, zc,
                          cells != NULL)
         tick = lap(tick, PHASE_INPUT)
         for s in range(s0, s0 + n):
             t = T - 1 - s if reverse else s
-            zt = gates + (t - t_lo) * B * G
+            zt = zc + (t - t_lo) * B * G
             # z += h @ U.T   (B, 4H) += (B, Hout)(Hout, 4H)
             if Ut != NULL:
                 gemm_small(B, G, Hout, h, Hout, Ut, G, 1, zt, G)

@@ -3,8 +3,9 @@
 For one layer and direction of the given shape this builds the kernels' calls (forward at
 inference and in training, and backward) on zero arrays, without running them, and reports
 each call's plan (``LayerForward.describe``, ``LayerBackward.describe``): the driver and its
-threads, the chunking, and what runs each product; and the costs the team size was chosen from
-(``_plan.pxi``: a barrier and a multiply-add, measured once per process).
+threads, the chunking (forward chunks are sized to one core's L2, which is shown), and what
+runs each product; and the costs the team size was chosen from (``_plan.pxi``: a barrier and a
+multiply-add, measured once per process).
 """
 from __future__ import annotations
 
@@ -52,8 +53,11 @@ def describe_plan(T: int, B: int, I: int, H: int, proj_size: int = 0, dtype=np.f
     finally:
         if limits is not None:
             limits.restore_original_limits()
+    from lstmx._cpu import l2_cache_bytes
+
     return {"shape": {"T": T, "B": B, "I": I, "H": H, "proj_size": proj_size},
             "dtype": dtype.name, "variant": variant, "threads": threads,
+            "l2_bytes": l2_cache_bytes(),
             "work_per_step": B * 4 * H * (I + Hout), "plans": plans,
             "costs": kernels.plan_costs()}
 
@@ -64,7 +68,8 @@ def format_plan(plan: dict) -> str:
     shape = " ".join(f"{k}={v}" for k, v in s.items() if k != "proj_size" or v)
     lines = [f"lstmx plan: {shape}, {plan['dtype']}, {plan['variant']} kernels, "
              f"threads {plan['threads'] if plan['threads'] is not None else 'as the pool'}"
-             f"; a step is {plan['work_per_step']:,} multiply-adds"]
+             f"; a step is {plan['work_per_step']:,} multiply-adds; L2 "
+             f"{plan['l2_bytes'] // 1024} KiB (forward chunks fill half)"]
     for name, p in plan["plans"].items():
         lines.append(f"  {name:20} " + ", ".join(f"{k} {v}" for k, v in p.items()
                                                    if v is not None))

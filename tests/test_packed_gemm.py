@@ -33,7 +33,9 @@ def run(variant, m, k, width, groups, add, bias, transpose_a, dtype, parts=1, se
     (32, 64, 100, 4),   # 3 full strips and 4 columns
     (37, 20, 70, 4),    # rows past the last tile on every ISA
     (4, 100, 300, 4),   # a batch smaller than a tile
-    (2, 33, 65, 1),     # rows below EDGE_ROWS (gemm_small)
+    (2, 33, 65, 1),     # two rows (pair_tile)
+    (14, 1100, 40, 2),  # a pair past the tiles (AVX2) with k past DEPTH_BLOCK
+    (10, 600, 70, 4),   # a pair past the tiles (AVX-512), an edge tile (AVX2)
     (1, 7, 1, 1),       # one column, one row
     (300, 1, 31, 1),    # depth one
     (9, 1100, 33, 2),   # k past DEPTH_BLOCK: blocks summed apart, then added to C
@@ -60,6 +62,28 @@ def test_split_into_parts_is_bit_identical(variant, parts, width):
     one = run(variant, 37, 45, width, 4, True, True, False, np.float32, parts=1, seed=3)
     split = run(variant, 37, 45, width, 4, True, True, False, np.float32, parts=parts, seed=3)
     np.testing.assert_array_equal(split, one)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [8, 10, 14])
+@pytest.mark.parametrize("add,bias", [(False, False), (True, True)])
+def test_a_row_has_the_same_bits_in_any_kernel(variant, m, add, bias, dtype):
+    # Dropping the first two rows moves every other row to another kernel (whole tile, tile
+    # cut short, or the pair kernel, as TILE_ROWS 6 or 8 falls): its bits must not change,
+    # as the threaded backward's dW and dU rely on (no count of rows here leaves one row,
+    # which gemm_small runs in its own order).
+    rng = np.random.default_rng(m)
+    k, width, groups = 600, 40, 2
+    A = rng.standard_normal((m, k)).astype(dtype)
+    B = rng.standard_normal((k, groups * width)).astype(dtype)
+    C0 = rng.standard_normal((m, groups * width)).astype(dtype)
+    b = rng.standard_normal(groups * width).astype(dtype) if bias else None
+    kernels = _dispatch.load(variant)
+    whole = C0.copy()
+    kernels.packed_product(A, B, whole, b, add, False, groups, 1)
+    part = C0[2:].copy()
+    kernels.packed_product(np.ascontiguousarray(A[2:]), B, part, b, add, False, groups, 1)
+    np.testing.assert_array_equal(part, whole[2:])
 
 
 def test_rejects_mismatched_shapes(variant):

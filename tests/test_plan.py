@@ -12,6 +12,7 @@ from threadpoolctl import threadpool_limits
 import lstmx
 from lstmx import _dispatch, _engine
 from lstmx.__main__ import main as cli
+from lstmx._cpu import l2_cache_bytes
 from lstmx._plan_report import describe_plan, format_plan
 
 kernels = _dispatch.kernels
@@ -132,6 +133,30 @@ def test_describe_names_the_driver_and_products(pinned):
             assert plan["driver"] == "serial" and plan["threads"] == 1
     text = format_plan(big)
     assert "T=4 B=40 I=64 H=128" in text and "backward" in text
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forward_chunks_fill_half_of_l2(dtype):
+    l2 = l2_cache_bytes()
+    itemsize = np.dtype(dtype).itemsize
+    # A step whose z (B x 4H) fits in half of L2: a chunk is as many steps as fit there.
+    B, H = 8, 64
+    fit = (l2 // 2) // (B * 4 * H * itemsize)
+    plan = describe_plan(T=2 * fit + 1, B=B, I=3, H=H, dtype=dtype, threads=1)
+    assert plan["l2_bytes"] == l2
+    assert plan["plans"]["forward (inference)"]["chunk_steps"] == fit
+    assert plan["plans"]["forward (training)"]["chunk_steps"] == fit  # into every step's z
+    # A step larger than half of L2: chunks of 2**20 elements of z, which read W for many rows.
+    B, H = 4 * l2 // (4 * 32 * itemsize), 32
+    plan = describe_plan(T=8, B=B, I=1, H=H, dtype=dtype, threads=1)
+    want = min(8, max(1, 2 ** 20 // (B * 4 * H)))
+    assert want < 8 and plan["plans"]["forward (inference)"]["chunk_steps"] == want
+    assert plan["plans"]["forward (training)"]["chunk_steps"] == 8  # W read once
+
+
+def test_l2_cache_bytes_is_a_size():
+    n = l2_cache_bytes()
+    assert isinstance(n, int) and 64 * 1024 <= n <= 1 << 30
 
 
 def test_cli_plan(capsys):
