@@ -40,16 +40,21 @@ cdef extern from *:
 cdef extern from "_int8_dot.h":
     # Depth of an integer product is padded (with zeros) to a multiple of this.
     enum: DEPTH_STEP "LSTMX_INT8_DEPTH_STEP"
-    # acc[i * COLS + j] = sum_k a_i[k] w[j * ldw + k], i < ROWS, j < COLS: exact.
+    # Weight rows of a tile, held interleaved (``pack_weights``).
+    enum: COLS "LSTMX_INT8_TILE_COLS"
+    # acc[i * COLS + j] = sum_k a_i[k] w_j[k], i < 2, j < COLS, for the weight rows w_j of a
+    # packed tile: exact.
     void int_dot_tile "lstmx_int8_dot_tile"(Py_ssize_t kp, const uint8_t *a0,
-                                            const uint8_t *a1, const int8_t *w,
-                                            Py_ssize_t ldw, int32_t *acc) noexcept nogil
+                                            const uint8_t *a1, const int8_t *tile,
+                                            int32_t *acc) noexcept nogil
+    # z[j] += float(acc[j] - offset[j]) * (s * sw[j]), j < COLS.
+    void tile_add "lstmx_int8_tile_add"(const int32_t *acc, const int32_t *offset, float s,
+                                        const float *sw, float *z) noexcept nogil
 
 cdef enum:
     # An integer tile is ROWS x COLS sums (_int8_dot.h): 8 vector accumulators, 2 activation
     # vectors, a weight vector and the constant within the 16 vector registers of AVX2.
     ROWS = 2
-    COLS = 4
     # Activations are q + ZERO_POINT with |q| <= LEVELS: bytes in [1, 127], so that a pair
     # of u8 x s8 products stays below 2**15 (vpmaddubsw's int16 sums do not saturate).
     LEVELS = 63
@@ -167,7 +172,7 @@ cdef void int_product_columns(
         n0 = n_lo
         while n0 < n_hi:
             n_cols = n_hi - n0 if n_hi - n0 < COLS else COLS
-            int_dot_tile(Kp, A + r * Kp, a1, W + n0 * Kp, Kp, acc)
+            int_dot_tile(Kp, A + r * Kp, a1, W + n0 * Kp, acc)
             # sum_k (q_k + 64) w_k - 64 sum_k w_k = sum_k q_k w_k, exactly in int32.
             for j in range(COLS):
                 offset[j] = ZERO_POINT * wsum[n0 + j]
@@ -178,11 +183,8 @@ cdef void int_product_columns(
                 if raw != NULL:
                     for j in range(n_cols):
                         raw[(r + i) * N + n0 + j] = acc_i[j] - offset[j]
-                elif n_cols == COLS:  # a whole tile: one short vector loop
-                    zr = z + (r + i) * ldz + n0
-                    s = sa[r + i]
-                    for j in range(COLS):
-                        zr[j] += <float> (acc_i[j] - offset[j]) * (s * sw[n0 + j])
+                elif n_cols == COLS:
+                    tile_add(acc_i, offset, sa[r + i], sw + n0, z + (r + i) * ldz + n0)
                 else:
                     zr = z + (r + i) * ldz + n0
                     s = sa[r + i]
@@ -198,8 +200,8 @@ cdef void int_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const uint8_
     """z[r, n] += float(sum_k q[r, k] W[n, k]) * (sa[r] * sw[n]) for r < rows, n < N, with
     A = q + 64 the activation bytes and wsum[n] = sum_k W[n, k].
 
-    A (rows, Kp) uint8 and W (N rounded up to COLS, Kp) int8 rows, W zero-padded to Kp (A's
-    padding is then any byte up to 127). Threads split the columns, so each sum is computed
+    A (rows, Kp) uint8; W (N rounded up to COLS, Kp) int8, zero-padded to Kp and laid out by
+    ``pack_weights`` (A's padding is then any byte up to 127). Threads split the columns, so each sum is computed
     by one thread in one order whatever the number of threads: the result does not depend
     on it.
     """
@@ -352,9 +354,8 @@ def forward(*, str mode, const float[:, ::1] x, weights, const float[::1] bias,
     """One layer and direction's quantised forward pass (see ``forward_layer``).
 
     x (T*B, I); ``weights`` as ``lstmx.quantized`` packs them: for "int8" (Wq, sw, Wsum, Uq,
-    su, Usum, Rq, sr, Rsum) with int8 rows padded with zeros to a multiple of 4 and depth
-    padded by ``padded_depth``, float32 scales and int32 row sums (``row_sums``) of the
-    padded length; for "bfloat16" (W, U, R) as float32 holding bfloat16 values. R (and its
+    su, Usum, Rq, sr, Rsum), each matrix and its sums from ``pack_weights`` and its float32
+    scales zero-padded to the matrix's rows; for "bfloat16" (W, U, R) as float32 holding bfloat16 values. R (and its
     scales and sums) is None without projection. bias (4H,); peep (3, H) or None; lengths
     (B,) or None; h (B, Hout) and c (B, H) hold the initial state and receive the final one;
     y (T, B, ldy) receives h_t in columns [y_col, y_col + Hout).
@@ -479,10 +480,22 @@ def quantize_activations(const float[:, ::1] v):
     return (u.astype(np.int16) - ZERO_POINT).astype(np.int8), scale
 
 
-def row_sums(const int8_t[:, ::1] W):
-    """sum_k W[n, k] (int32) of each row of packed int8 weights: the correction of the
-    activations' zero point, computed once when a model is packed."""
-    return np.asarray(W).sum(axis=1, dtype=np.int32)
+def pack_weights(const int8_t[:, ::1] q):
+    """int8 weights q (N, K) as the integer products take them: (packed, sums).
+
+    ``packed`` (N rounded up to a multiple of 4, ``padded_depth(K)``) int8, zero-padded, each
+    tile of 4 rows interleaved a vector at a time (``_int8_dot.h``); ``sums`` (int32, one per
+    padded row) = sum_k q[n, k], which corrects the products for the activations' zero point.
+    """
+    cdef Py_ssize_t N = q.shape[0], K = q.shape[1]
+    cdef Py_ssize_t Np = (N + COLS - 1) // COLS * COLS, Kp = padded_depth(K)
+    padded = np.zeros((Np, Kp), np.int8)
+    padded[:N, :K] = q
+    sums = padded.sum(axis=1, dtype=np.int32)
+    # (tile, j, k // 32, k % 32) -> (tile, k // 32, j, k % 32): lstmx_int8_tile_index.
+    packed = np.ascontiguousarray(padded.reshape(Np // COLS, COLS, Kp // DEPTH_STEP, DEPTH_STEP)
+                                  .transpose(0, 2, 1, 3)).reshape(Np, Kp)
+    return packed, sums
 
 
 def round_bf16(const float[:, ::1] v):
@@ -508,13 +521,14 @@ def int_matmul(const int8_t[:, ::1] A, const int8_t[:, ::1] W):
            f"values in [-{LEVELS}, {LEVELS}]")
     _check("W", np.asarray(W).min() >= -127, "values in [-127, 127]")
     bytes_ = (np.asarray(A, np.int16) + ZERO_POINT).astype(np.uint8)
-    sums = row_sums(W)
+    packed, sums = pack_weights(W)
     out = np.empty((rows, N), np.int32)
     cdef const uint8_t[:, ::1] u = bytes_
+    cdef const int8_t[:, ::1] wv = packed
     cdef const int32_t[::1] sv = sums
     cdef int32_t[:, ::1] ov = out
     cdef int threads = max_threads()
     with nogil:
-        int_product(rows, N, Kp, &u[0, 0], NULL, &W[0, 0], NULL, &sv[0], NULL, 0, &ov[0, 0],
+        int_product(rows, N, Kp, &u[0, 0], NULL, &wv[0, 0], NULL, &sv[0], NULL, 0, &ov[0, 0],
                     threads)
     return out

@@ -164,9 +164,10 @@ class _Quantized:
 
     def _pack(self):
         """The arrays the kernels take, per layer and direction (see lstmx._quantized.forward):
-        int8 matrices as int8 rows padded with zeros to whole vectors and tiles, with their
-        scales and their row sums (which correct for the activations' zero point), bfloat16
-        matrices as the float32 values they stand for."""
+        int8 matrices in the integer products' layout (``pack_weights``: zero-padded to whole
+        vectors and tiles, tiles interleaved) with their row sums (which correct for the
+        activations' zero point) and scales, bfloat16 matrices as the float32 values they
+        stand for."""
         kernels = _dispatch.quantized()
         cfg, s = self.config, self._state
         depth = max(cfg.input_size, cfg.num_directions * cfg.output_size, cfg.hidden_size)
@@ -190,13 +191,10 @@ class _Quantized:
                         base, _, suffix = key.partition("_l") if not self._cell else \
                             (key, "", "")
                         scale = s[f"{base}_scale" + ("_l" + suffix if suffix else "")]
-                        rows = -(-q.shape[0] // kernels.COLUMN_MULTIPLE) * \
-                            kernels.COLUMN_MULTIPLE
-                        packed = np.zeros((rows, kernels.padded_depth(q.shape[1])), np.int8)
-                        packed[:q.shape[0], :q.shape[1]] = q
-                        scales = np.zeros(rows, _F32)
+                        packed, sums = kernels.pack_weights(q)
+                        scales = np.zeros(packed.shape[0], _F32)
                         scales[:q.shape[0]] = scale
-                        mats += [packed, scales, kernels.row_sums(packed)]
+                        mats += [packed, scales, sums]
                     else:
                         mats.append(np.ascontiguousarray(from_bfloat16(s[key])))
                 G = 4 * cfg.hidden_size
