@@ -73,6 +73,22 @@ def test_integer_products_are_exact_for_any_shape(rows, cols, depth, seed):
     assert_array_equal(kernels.int_matmul(A, W), ref.int_product(A, W))
 
 
+def test_packed_weights_interleave_each_tile_and_carry_the_row_sums():
+    # Padded to whole tiles of 4 rows and vectors of 32 bytes; in a tile, row j's bytes
+    # k .. k+31 (k a multiple of 32) follow rows 0 .. j-1's (_int8_dot.h).
+    rng = np.random.default_rng(3)
+    q = rng.integers(-127, 128, (6, 40)).astype(np.int8)
+    packed, sums = kernels.pack_weights(q)
+    assert packed.dtype == np.int8 and packed.shape == (8, 2 * STEP)
+    assert sums.dtype == np.int32
+    assert_array_equal(sums, np.r_[q.sum(axis=1), 0, 0])
+    flat = packed.reshape(-1)
+    n, k = np.meshgrid(np.arange(6), np.arange(40), indexing="ij")
+    at = (n // 4) * 4 * 2 * STEP + (k // STEP) * 4 * STEP + (n % 4) * STEP + k % STEP
+    assert_array_equal(flat[at], q)
+    assert np.count_nonzero(flat) == np.count_nonzero(q)
+
+
 def test_integer_products_where_8_bit_activations_would_saturate_vpmaddubsw():
     # The kernels multiply the bytes q + 64 by the weights two products at a time into int16
     # (vpmaddubsw saturates there). With q = 63 (byte 127) against w = +-127 every pair is
