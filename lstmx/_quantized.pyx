@@ -201,9 +201,9 @@ cdef void int_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const uint8_
     A = q + 64 the activation bytes and wsum[n] = sum_k W[n, k].
 
     A (rows, Kp) uint8; W (N rounded up to COLS, Kp) int8, zero-padded to Kp and laid out by
-    ``pack_weights`` (A's padding is then any byte up to 127). Threads split the columns, so each sum is computed
-    by one thread in one order whatever the number of threads: the result does not depend
-    on it.
+    ``pack_weights`` (A's padding is then any byte up to 127). Threads split the columns, so
+    each sum is computed by one thread in one order whatever the number of threads: the
+    result does not depend on it.
     """
     cdef Py_ssize_t blocks = (N + BLOCK_COLS - 1) // BLOCK_COLS
     cdef int tid
@@ -355,8 +355,8 @@ def forward(*, str mode, const float[:, ::1] x, weights, const float[::1] bias,
 
     x (T*B, I); ``weights`` as ``lstmx.quantized`` packs them: for "int8" (Wq, sw, Wsum, Uq,
     su, Usum, Rq, sr, Rsum), each matrix and its sums from ``pack_weights`` and its float32
-    scales zero-padded to the matrix's rows; for "bfloat16" (W, U, R) as float32 holding bfloat16 values. R (and its
-    scales and sums) is None without projection. bias (4H,); peep (3, H) or None; lengths
+    scales zero-padded to the matrix's rows; for "bfloat16" (W, U, R) as float32 holding
+    bfloat16 values. R (and its scales and sums) is None without projection. bias (4H,); peep (3, H) or None; lengths
     (B,) or None; h (B, Hout) and c (B, H) hold the initial state and receive the final one;
     y (T, B, ldy) receives h_t in columns [y_col, y_col + Hout).
     """

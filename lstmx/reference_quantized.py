@@ -12,8 +12,8 @@ from scipy.special import expit as sigmoid
 
 from lstmx._config import LSTMConfig
 
-__all__ = ["LEVELS", "ACTIVATION_LEVELS", "quantize_weights", "quantize_activations", "round_bfloat16", "int_product",
-           "product", "lstm_forward"]
+__all__ = ["LEVELS", "ACTIVATION_LEVELS", "quantize_weights", "quantize_activations",
+           "round_bfloat16", "int_product", "product", "lstm_forward"]
 
 F32 = np.float32
 LEVELS = F32(127)  # int8 weights are in [-127, 127]: symmetric, zero point 0

@@ -15,7 +15,8 @@
 
 #ifdef SIGNED_ACTIVATIONS
 /* sum_k a_i[k] w_j[k] with a_i signed in [-127, 127]: |a| times w with a's sign. Written as
- * lstmx_int8_dot_tile is (one pointer over the interleaved tile, each sum pinned to a register). */
+ * lstmx_int8_dot_tile is (one pointer over the interleaved tile, each sum pinned to a
+ * register). */
 static inline void tile(ptrdiff_t kp, const uint8_t *a0, const uint8_t *a1, const int8_t *w,
                         int32_t *acc)
 {
