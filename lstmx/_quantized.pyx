@@ -7,11 +7,13 @@ same computation in NumPy. Compiled once per instruction set, as ``_kernels.pyx`
 element-wise step is the float kernels' own (``_cell.pxi``).
 
 int8: a row of activations (x for the input projection, h for the recurrent product, m for
-the projection) is quantised at each step to integers in [-127, 127] with its own scale;
-weights arrive quantised per output channel. The products are exact integer dot products
-(int16 operands, int32 sums; ``int_dot_tile`` is written so that GCC vectorises it with
-``pmaddwd``), so they are bit-identical on every instruction set and any number of threads.
-Each sum is then scaled back to float32 and everything else is float32.
+the projection) is quantised at each step to 7-bit integers q in [-63, 63] with its own
+scale and held as the bytes q + 64 in [1, 127]; weights arrive quantised per output channel
+to int8 in [-127, 127]. The products are exact integer dot products of those unsigned bytes
+and signed weights (``_int8_dot.h``: ``vpmaddubsw`` on AVX2, whose int16 pair sums cannot
+saturate with 7-bit activations, or a scalar loop), less 64 times each weight row's sum, so
+they are sum q * w exactly and bit-identical on every instruction set and any number of
+threads. Each sum is then scaled back to float32 and everything else is float32.
 
 bfloat16: activations are rounded to bfloat16 before the products (as ``vdpbf16ps`` would
 read them); weights arrive as bfloat16 values held in float32; the products and their sums
@@ -22,7 +24,7 @@ import numpy as np
 from cython cimport floating
 from cython.parallel cimport parallel, threadid
 from libc.math cimport NAN
-from libc.stdint cimport int16_t, int32_t, uint32_t
+from libc.stdint cimport int8_t, int32_t, uint8_t, uint32_t
 from libc.string cimport memcpy, memset
 
 from lstmx._activations cimport sigmoid, tanh_
@@ -35,18 +37,32 @@ cdef extern from *:
     # GCC's prefetch hint: a plain load hint on every instruction set (nothing where none).
     void prefetch "__builtin_prefetch"(const void *address) noexcept nogil
 
+cdef extern from "_int8_dot.h":
+    # Depth of an integer product is padded (with zeros) to a multiple of this.
+    enum: DEPTH_STEP "LSTMX_INT8_DEPTH_STEP"
+    # Weight rows of a tile, held interleaved (``pack_weights``).
+    enum: COLS "LSTMX_INT8_TILE_COLS"
+    # acc[i * COLS + j] = sum_k a_i[k] w_j[k], i < 2, j < COLS, for the weight rows w_j of a
+    # packed tile: exact.
+    void int_dot_tile "lstmx_int8_dot_tile"(Py_ssize_t kp, const uint8_t *a0,
+                                            const uint8_t *a1, const int8_t *tile,
+                                            int32_t *acc) noexcept nogil
+    # z[j] += float(acc[j] - offset[j]) * (s * sw[j]), j < COLS.
+    void tile_add "lstmx_int8_tile_add"(const int32_t *acc, const int32_t *offset, float s,
+                                        const float *sw, float *z) noexcept nogil
+
 cdef enum:
-    # Depth of an integer product is padded (with zeros) to a multiple of this: one 256-bit
-    # vector of int16, so that the vectorised loop has no remainder.
-    DEPTH_STEP = 16
-    # An integer tile is ROWS x COLS sums: 8 vector accumulators and 6 operand loads per
-    # 16-deep step, within the 16 vector registers of AVX2.
+    # An integer tile is ROWS x COLS sums (_int8_dot.h): 8 vector accumulators, 2 activation
+    # vectors, a weight vector and the constant within the 16 vector registers of AVX2.
     ROWS = 2
-    COLS = 4
+    # Activations are q + ZERO_POINT with |q| <= LEVELS: bytes in [1, 127], so that a pair
+    # of u8 x s8 products stays below 2**15 (vpmaddubsw's int16 sums do not saturate).
+    LEVELS = 63
+    ZERO_POINT = 64
     # Columns of weights a pair of activation rows meets in turn: 16 rows of depth 512 of
-    # int16 (16 KiB) stay in L1 with the activations.
+    # int8 (8 KiB) stay in L1 with the activations.
     BLOCK_COLS = 16
-    # Rows of activations per pass over the weights: 128 rows of depth 512 (128 KiB of int16)
+    # Rows of activations per pass over the weights: 128 rows of depth 512 (64 KiB of bytes)
     # stay in L2 while every weight tile streams past them.
     ROW_BLOCK = 128
     # Elements of a chunk's gate pre-activations (the input projection of Tc steps at once):
@@ -56,7 +72,8 @@ cdef enum:
     CHUNK_ELEMENTS = 1 << 16
     # BLAS, which does the bfloat16 products, gains from long chunks: as the float kernels.
     BLAS_CHUNK_ELEMENTS = 1 << 20
-    # With |q| <= 127 on both sides, a sum of at most this many products stays below 2**31.
+    # With bytes at most 127 and |w| <= 127, a sum of at most this many products stays below
+    # 2**31 (and so does the corrected sum of q * w).
     MAX_DEPTH = 133144
     # Integer products below this many multiply-adds (some 50 us) stay on one thread: a
     # team's start and end would cost a good part of that.
@@ -65,24 +82,25 @@ cdef enum:
 DEPTH_MULTIPLE = DEPTH_STEP
 COLUMN_MULTIPLE = COLS
 MAX_INT_DEPTH = MAX_DEPTH
+ACTIVATION_LEVELS = LEVELS
 
 
 # ------------------------------------------------------------------------ rounding of activations
 
 cdef void quantize_rows(Py_ssize_t rows, Py_ssize_t K, const float *v, Py_ssize_t ldv,
-                        int16_t *q, Py_ssize_t ldq, float *scale) noexcept nogil:
-    """Row r of v (K values, rows ldv apart) becomes q[r] = rint(clip(v[r] / s_r, -127, 127))
-    with s_r = max|v[r]| / 127 in scale[r]. A row of zeros (or so tiny that s_r underflows to 0)
-    gets s_r = 0 and q = 0; a row with a NaN or an infinity gets s_r = NaN and q = 0, so that
-    its products are NaN (docs/quantization.md). Columns [K, ldq) of q are not written.
+                        uint8_t *q, Py_ssize_t ldq, float *scale) noexcept nogil:
+    """Row r of v (K values, rows ldv apart) becomes q[r] = rint(clip(v[r] / s_r, -63, 63)) + 64
+    with s_r = max|v[r]| / 63 in scale[r]. A row of zeros (or so tiny that s_r underflows to 0)
+    gets s_r = 0 and q = 64 (zero); a row with a NaN or an infinity gets s_r = NaN and q = 64,
+    so that its products are NaN (docs/quantization.md). Columns [K, ldq) of q are not written.
     """
     cdef Py_ssize_t r, k
     cdef uint32_t bits, top
     cdef float top_f, s, u
-    cdef float levels = 127, neg_levels = -127
+    cdef float levels = LEVELS, neg_levels = -LEVELS
     cdef float rounder = 12582912.0  # 1.5 * 2**23: adding and subtracting it rounds to even
     cdef const float *vr
-    cdef int16_t *qr
+    cdef uint8_t *qr
     for r in range(rows):
         vr = v + r * ldv
         qr = q + r * ldq
@@ -96,7 +114,7 @@ cdef void quantize_rows(Py_ssize_t rows, Py_ssize_t K, const float *v, Py_ssize_
         memcpy(&top_f, &top, sizeof(float))
         s = top_f / levels
         if top >= 0x7f800000 or s == 0:
-            memset(qr, 0, K * sizeof(int16_t))
+            memset(qr, ZERO_POINT, K * sizeof(uint8_t))
             scale[r] = NAN if top >= 0x7f800000 else 0
             continue
         scale[r] = s
@@ -104,7 +122,7 @@ cdef void quantize_rows(Py_ssize_t rows, Py_ssize_t K, const float *v, Py_ssize_
             u = vr[k] / s
             u = levels if u > levels else u
             u = neg_levels if u < neg_levels else u
-            qr[k] = <int16_t> <int32_t> ((u + rounder) - rounder)
+            qr[k] = <uint8_t> (<int32_t> ((u + rounder) - rounder) + ZERO_POINT)
 
 
 cdef void round_rows_bf16(Py_ssize_t rows, Py_ssize_t K, const float *v, Py_ssize_t ldv,
@@ -123,37 +141,10 @@ cdef void round_rows_bf16(Py_ssize_t rows, Py_ssize_t K, const float *v, Py_ssiz
 
 # ------------------------------------------------------------------------ integer products
 
-cdef inline void int_dot_tile(Py_ssize_t Kp, const int16_t *a0, const int16_t *a1,
-                              const int16_t *w, Py_ssize_t ldw, int32_t *acc) noexcept nogil:
-    """acc[i * COLS + j] = sum_k a_i[k] * w[j * ldw + k] for rows a0, a1 and COLS rows of w.
-
-    Eight dot products in one loop: GCC turns each into a multiply-add of int16 pairs into
-    int32 (pmaddwd) and the sums of a vector are added at the end. Exact: no product or sum
-    can overflow when Kp <= MAX_DEPTH.
-    """
-    cdef const int16_t *w0 = w
-    cdef const int16_t *w1 = w + ldw
-    cdef const int16_t *w2 = w + 2 * ldw
-    cdef const int16_t *w3 = w + 3 * ldw
-    cdef int32_t s00 = 0, s01 = 0, s02 = 0, s03 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0
-    cdef Py_ssize_t k
-    for k in range(Kp):
-        s00 += <int32_t> a0[k] * w0[k]
-        s01 += <int32_t> a0[k] * w1[k]
-        s02 += <int32_t> a0[k] * w2[k]
-        s03 += <int32_t> a0[k] * w3[k]
-        s10 += <int32_t> a1[k] * w0[k]
-        s11 += <int32_t> a1[k] * w1[k]
-        s12 += <int32_t> a1[k] * w2[k]
-        s13 += <int32_t> a1[k] * w3[k]
-    acc[0], acc[1], acc[2], acc[3] = s00, s01, s02, s03
-    acc[4], acc[5], acc[6], acc[7] = s10, s11, s12, s13
-
-
 cdef void int_product_columns(
         Py_ssize_t block, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t rows, Py_ssize_t N,
-        Py_ssize_t Kp, const int16_t *A, const float *sa, const int16_t *W, const float *sw,
-        float *z, Py_ssize_t ldz, int32_t *raw) noexcept nogil:
+        Py_ssize_t Kp, const uint8_t *A, const float *sa, const int8_t *W, const float *sw,
+        const int32_t *wsum, float *z, Py_ssize_t ldz, int32_t *raw) noexcept nogil:
     """Columns [block * BLOCK_COLS, block * BLOCK_COLS + BLOCK_COLS) of rows [r0, r1) of the
     product of ``int_product``: into z (scaled and added) or, when ``raw`` is not NULL, into
     raw. A pair of rows meets every tile of the block before the next pair: its activations
@@ -163,7 +154,9 @@ cdef void int_product_columns(
     cdef Py_ssize_t r, i, j, n0, n_cols
     cdef Py_ssize_t n_lo = block * BLOCK_COLS
     cdef Py_ssize_t n_hi = N if n_lo + BLOCK_COLS > N else n_lo + BLOCK_COLS
-    cdef const int16_t *a1
+    cdef const uint8_t *a1
+    cdef const int32_t *acc_i
+    cdef int32_t offset[COLS]
     cdef float *zr
     cdef float s
     r = r0
@@ -179,42 +172,45 @@ cdef void int_product_columns(
         n0 = n_lo
         while n0 < n_hi:
             n_cols = n_hi - n0 if n_hi - n0 < COLS else COLS
-            int_dot_tile(Kp, A + r * Kp, a1, W + n0 * Kp, Kp, acc)
+            int_dot_tile(Kp, A + r * Kp, a1, W + n0 * Kp, acc)
+            # sum_k (q_k + 64) w_k - 64 sum_k w_k = sum_k q_k w_k, exactly in int32.
+            for j in range(COLS):
+                offset[j] = ZERO_POINT * wsum[n0 + j]
             for i in range(ROWS):
                 if r + i >= rows:
                     break
+                acc_i = acc + i * COLS
                 if raw != NULL:
                     for j in range(n_cols):
-                        raw[(r + i) * N + n0 + j] = acc[i * COLS + j]
-                elif n_cols == COLS:  # a whole tile: one short vector loop
-                    zr = z + (r + i) * ldz + n0
-                    s = sa[r + i]
-                    for j in range(COLS):
-                        zr[j] += <float> acc[i * COLS + j] * (s * sw[n0 + j])
+                        raw[(r + i) * N + n0 + j] = acc_i[j] - offset[j]
+                elif n_cols == COLS:
+                    tile_add(acc_i, offset, sa[r + i], sw + n0, z + (r + i) * ldz + n0)
                 else:
                     zr = z + (r + i) * ldz + n0
                     s = sa[r + i]
                     for j in range(n_cols):
-                        zr[j] += <float> acc[i * COLS + j] * (s * sw[n0 + j])
+                        zr[j] += <float> (acc_i[j] - offset[j]) * (s * sw[n0 + j])
             n0 += COLS
         r += ROWS
 
 
-cdef void int_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const int16_t *A,
-                      const float *sa, const int16_t *W, const float *sw, float *z,
-                      Py_ssize_t ldz, int32_t *raw, int threads) noexcept nogil:
-    """z[r, n] += float(sum_k A[r, k] W[n, k]) * (sa[r] * sw[n]) for r < rows, n < N.
+cdef void int_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const uint8_t *A,
+                      const float *sa, const int8_t *W, const float *sw, const int32_t *wsum,
+                      float *z, Py_ssize_t ldz, int32_t *raw, int threads) noexcept nogil:
+    """z[r, n] += float(sum_k q[r, k] W[n, k]) * (sa[r] * sw[n]) for r < rows, n < N, with
+    A = q + 64 the activation bytes and wsum[n] = sum_k W[n, k].
 
-    A (rows, Kp) and W (N rounded up to COLS, Kp) are int16 rows, zero-padded to Kp. Threads
-    split the columns, so each sum is computed by one thread in one order whatever the
-    number of threads: the result does not depend on it.
+    A (rows, Kp) uint8; W (N rounded up to COLS, Kp) int8, zero-padded to Kp and laid out by
+    ``pack_weights`` (A's padding is then any byte up to 127). Threads split the columns, so
+    each sum is computed by one thread in one order whatever the number of threads: the
+    result does not depend on it.
     """
     cdef Py_ssize_t blocks = (N + BLOCK_COLS - 1) // BLOCK_COLS
     cdef int tid
     if rows * N * Kp < PARALLEL_WORK or blocks < 2:
         threads = 1
     if threads == 1:
-        int_product_blocks(0, blocks, rows, N, Kp, A, sa, W, sw, z, ldz, raw)
+        int_product_blocks(0, blocks, rows, N, Kp, A, sa, W, sw, wsum, z, ldz, raw)
         return
     # One team for the whole product, each thread on its own contiguous run of column blocks
     # through every row block: no barrier between row blocks, which depend on nothing.
@@ -222,12 +218,12 @@ cdef void int_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const int16_
         tid = threadid()
         threads = num_threads()
         int_product_blocks(blocks * tid // threads, blocks * (tid + 1) // threads, rows, N, Kp,
-                           A, sa, W, sw, z, ldz, raw)
+                           A, sa, W, sw, wsum, z, ldz, raw)
 
 
 cdef void int_product_blocks(Py_ssize_t b_lo, Py_ssize_t b_hi, Py_ssize_t rows, Py_ssize_t N,
-                             Py_ssize_t Kp, const int16_t *A, const float *sa, const int16_t *W,
-                             const float *sw, float *z, Py_ssize_t ldz,
+                             Py_ssize_t Kp, const uint8_t *A, const float *sa, const int8_t *W,
+                             const float *sw, const int32_t *wsum, float *z, Py_ssize_t ldz,
                              int32_t *raw) noexcept nogil:
     """Column blocks [b_lo, b_hi) of ``int_product``, a block of ROW_BLOCK rows at a time
     (which stay in L2 while every weight tile of the blocks passes)."""
@@ -235,7 +231,7 @@ cdef void int_product_blocks(Py_ssize_t b_lo, Py_ssize_t b_hi, Py_ssize_t rows, 
     while r0 < rows:
         r1 = rows if r0 + ROW_BLOCK > rows else r0 + ROW_BLOCK
         for block in range(b_lo, b_hi):
-            int_product_columns(block, r0, r1, rows, N, Kp, A, sa, W, sw, z, ldz, raw)
+            int_product_columns(block, r0, r1, rows, N, Kp, A, sa, W, sw, wsum, z, ldz, raw)
         r0 = r1
 
 
@@ -256,16 +252,20 @@ cdef struct Plan:
     float *gates                   # scratch (Tc*B, 4H)
     float *m                       # scratch (B, H)
     float *hp                      # scratch (B, P)
-    # int8: weights (rows padded to COLS, depth to DEPTH_STEP), scales; activation scratch
-    const int16_t *Wq
-    const int16_t *Uq
-    const int16_t *Rq
+    # int8: weights (rows padded to COLS, depth to DEPTH_STEP), scales, row sums; activation
+    # bytes (q + 64) and scales
+    const int8_t *Wq
+    const int8_t *Uq
+    const int8_t *Rq
     const float *sw
     const float *su
     const float *sr
-    int16_t *xq                    # (Tc*B, Kx)
-    int16_t *hq                    # (B, Kh)
-    int16_t *mq                    # (B, Km)
+    const int32_t *Wsum
+    const int32_t *Usum
+    const int32_t *Rsum
+    uint8_t *xq                    # (Tc*B, Kx)
+    uint8_t *hq                    # (B, Kh)
+    uint8_t *mq                    # (B, Km)
     float *xs                      # (Tc*B,)
     float *hs                      # (B,)
     float *ms                      # (B,)
@@ -295,7 +295,8 @@ cdef void forward_layer(Plan *p) noexcept nogil:
         # z = b + x @ W.T   (n*B, 4H) = (n*B, I)(I, 4H), all n steps at once
         if p.int8:
             quantize_rows(n * B, p.I, p.x + t_lo * B * p.I, p.I, p.xq, p.Kx, p.xs)
-            int_product(n * B, G, p.Kx, p.xq, p.xs, p.Wq, p.sw, p.gates, G, NULL, p.threads)
+            int_product(n * B, G, p.Kx, p.xq, p.xs, p.Wq, p.sw, p.Wsum, p.gates, G, NULL,
+                        p.threads)
         else:
             round_rows_bf16(n * B, p.I, p.x + t_lo * B * p.I, p.I, p.xb, p.I)
             gemm(NoTrans, Trans, n * B, G, p.I, 1, p.xb, p.I, p.Wb, p.I, 1, p.gates, G)
@@ -305,7 +306,7 @@ cdef void forward_layer(Plan *p) noexcept nogil:
             # z += h @ U.T   (B, 4H) += (B, Hout)(Hout, 4H)
             if p.int8:
                 quantize_rows(B, Hout, p.h, Hout, p.hq, p.Kh, p.hs)
-                int_product(B, G, p.Kh, p.hq, p.hs, p.Uq, p.su, zt, G, NULL, p.threads)
+                int_product(B, G, p.Kh, p.hq, p.hs, p.Uq, p.su, p.Usum, zt, G, NULL, p.threads)
             else:
                 round_rows_bf16(B, Hout, p.h, Hout, p.hb, Hout)
                 gemm(NoTrans, Trans, B, G, Hout, 1, p.hb, Hout, p.Ub, Hout, 1, zt, G)
@@ -324,7 +325,8 @@ cdef void forward_layer(Plan *p) noexcept nogil:
                 memset(p.hp, 0, B * P * sizeof(float))
                 if p.int8:
                     quantize_rows(B, H, p.m, H, p.mq, p.Km, p.ms)
-                    int_product(B, P, p.Km, p.mq, p.ms, p.Rq, p.sr, p.hp, P, NULL, p.threads)
+                    int_product(B, P, p.Km, p.mq, p.ms, p.Rq, p.sr, p.Rsum, p.hp, P, NULL,
+                                p.threads)
                 else:
                     round_rows_bf16(B, H, p.m, H, p.mb, H)
                     gemm(NoTrans, Trans, B, P, H, 1, p.mb, H, p.Rb, H, 0, p.hp, P)
@@ -351,21 +353,24 @@ def forward(*, str mode, const float[:, ::1] x, weights, const float[::1] bias,
             bint identity):
     """One layer and direction's quantised forward pass (see ``forward_layer``).
 
-    x (T*B, I); ``weights`` as ``lstmx.quantized`` packs them: for "int8" (Wq, sw, Uq, su, Rq,
-    sr) with int16 rows padded to a multiple of 4 and depth padded by ``padded_depth``, float32
-    scales of the padded length; for "bfloat16" (W, U, R) as float32 holding bfloat16 values.
-    R (and its scales) is None without projection. bias (4H,); peep (3, H) or None; lengths
+    x (T*B, I); ``weights`` as ``lstmx.quantized`` packs them: for "int8" (Wq, sw, Wsum, Uq,
+    su, Usum, Rq, sr, Rsum), each matrix and its sums from ``pack_weights`` and its float32
+    scales zero-padded to the matrix's rows; for "bfloat16" (W, U, R) as float32 holding
+    bfloat16 values. R (and its scales and sums) is None without projection. bias (4H,); peep (3, H) or None; lengths
     (B,) or None; h (B, Hout) and c (B, H) hold the initial state and receive the final one;
     y (T, B, ldy) receives h_t in columns [y_col, y_col + Hout).
     """
     cdef Plan p
     cdef Py_ssize_t G, rows
-    cdef const int16_t[:, ::1] Wq
-    cdef const int16_t[:, ::1] Uq
-    cdef const int16_t[:, ::1] Rq
+    cdef const int8_t[:, ::1] Wq
+    cdef const int8_t[:, ::1] Uq
+    cdef const int8_t[:, ::1] Rq
     cdef const float[::1] sw
     cdef const float[::1] su
     cdef const float[::1] sr
+    cdef const int32_t[::1] Wsum
+    cdef const int32_t[::1] Usum
+    cdef const int32_t[::1] Rsum
     cdef const float[:, ::1] Wb
     cdef const float[:, ::1] Ub
     cdef const float[:, ::1] Rb
@@ -396,27 +401,32 @@ def forward(*, str mode, const float[:, ::1] x, weights, const float[::1] bias,
     hp = np.zeros((p.B, max(p.P, 1)), np.float32)
     keep = [gates, m, hp]
     if p.int8:
-        Wq, sw, Uq, su, Rq, sr = weights
+        Wq, sw, Wsum, Uq, su, Usum, Rq, sr, Rsum = weights
         p.Kx, p.Kh, p.Km = padded_depth(p.I), padded_depth(p.Hout), padded_depth(p.H)
-        for name, a, s, N, K in (("Wq", Wq, sw, G, p.Kx), ("Uq", Uq, su, G, p.Kh),
-                                 ("Rq", Rq, sr, p.P, p.Km)):
+        for name, a, s, sums, N, K in (("Wq", Wq, sw, Wsum, G, p.Kx),
+                                       ("Uq", Uq, su, Usum, G, p.Kh),
+                                       ("Rq", Rq, sr, Rsum, p.P, p.Km)):
             if N == 0:
-                _check(name, a is None, "None without projection")
+                _check(name, a is None and sums is None, "None without projection")
                 continue
             Np = (N + COLS - 1) // COLS * COLS
             _check(name, a is not None and a.shape[0] == Np and a.shape[1] == K
-                   and K <= MAX_DEPTH, f"({Np}, {K}) int16, depth at most {MAX_DEPTH}")
+                   and K <= MAX_DEPTH, f"({Np}, {K}) int8, depth at most {MAX_DEPTH}")
             _check(name + " scale", s is not None and s.shape[0] == Np, f"({Np},) float32")
-        xq = np.zeros((rows, p.Kx), np.int16)
-        hq = np.zeros((p.B, p.Kh), np.int16)
-        mq = np.zeros((p.B, p.Km), np.int16)
+            _check(name + " sums", sums is not None and sums.shape[0] == Np, f"({Np},) int32")
+        # The padding of the activation bytes past each row's K values meets zero weights.
+        xq = np.zeros((rows, p.Kx), np.uint8)
+        hq = np.zeros((p.B, p.Kh), np.uint8)
+        mq = np.zeros((p.B, p.Km), np.uint8)
         scales = np.empty(rows + 2 * p.B, np.float32)
         keep += [xq, hq, mq, scales]
         p.Wq, p.Uq, p.sw, p.su = &Wq[0, 0], &Uq[0, 0], &sw[0], &su[0]
+        p.Wsum, p.Usum = &Wsum[0], &Usum[0]
         p.Rq = &Rq[0, 0] if p.P else NULL
         p.sr = &sr[0] if p.P else NULL
-        p.xq, p.hq, p.mq = <int16_t *> cnp_data(xq), <int16_t *> cnp_data(hq), \
-            <int16_t *> cnp_data(mq)
+        p.Rsum = &Rsum[0] if p.P else NULL
+        p.xq, p.hq, p.mq = <uint8_t *> cnp_data(xq), <uint8_t *> cnp_data(hq), \
+            <uint8_t *> cnp_data(mq)
         p.xs = <float *> cnp_data(scales)
         p.hs, p.ms = p.xs + rows, p.xs + rows + p.B
     else:
@@ -456,17 +466,36 @@ cdef void *cnp_data(object a) except NULL:
 
 
 def quantize_activations(const float[:, ::1] v):
-    """The int8 quantisation of each row of v (rows, K), as the kernels do it at each step:
-    (q int8 (rows, K), scale float32 (rows,)). For the tests."""
+    """The 7-bit quantisation of each row of v (rows, K), as the kernels do it at each step:
+    (q int8 (rows, K) in [-63, 63], scale float32 (rows,)); the kernels hold q + 64. For the
+    tests."""
     cdef Py_ssize_t rows = v.shape[0], K = v.shape[1]
-    q = np.zeros((rows, K), np.int16)
+    u = np.zeros((rows, K), np.uint8)
     scale = np.zeros(rows, np.float32)
-    cdef int16_t[:, ::1] qv = q
+    cdef uint8_t[:, ::1] uv = u
     cdef float[::1] sv = scale
     if rows and K:
         with nogil:
-            quantize_rows(rows, K, &v[0, 0], K, &qv[0, 0], K, &sv[0])
-    return q.astype(np.int8), scale
+            quantize_rows(rows, K, &v[0, 0], K, &uv[0, 0], K, &sv[0])
+    return (u.astype(np.int16) - ZERO_POINT).astype(np.int8), scale
+
+
+def pack_weights(const int8_t[:, ::1] q):
+    """int8 weights q (N, K) as the integer products take them: (packed, sums).
+
+    ``packed`` (N rounded up to a multiple of 4, ``padded_depth(K)``) int8, zero-padded, each
+    tile of 4 rows interleaved a vector at a time (``_int8_dot.h``); ``sums`` (int32, one per
+    padded row) = sum_k q[n, k], which corrects the products for the activations' zero point.
+    """
+    cdef Py_ssize_t N = q.shape[0], K = q.shape[1]
+    cdef Py_ssize_t Np = (N + COLS - 1) // COLS * COLS, Kp = padded_depth(K)
+    padded = np.zeros((Np, Kp), np.int8)
+    padded[:N, :K] = q
+    sums = padded.sum(axis=1, dtype=np.int32)
+    # (tile, j, k // 32, k % 32) -> (tile, k // 32, j, k % 32): lstmx_int8_tile_index.
+    packed = np.ascontiguousarray(padded.reshape(Np // COLS, COLS, Kp // DEPTH_STEP, DEPTH_STEP)
+                                  .transpose(0, 2, 1, 3)).reshape(Np, Kp)
+    return packed, sums
 
 
 def round_bf16(const float[:, ::1] v):
@@ -480,16 +509,26 @@ def round_bf16(const float[:, ::1] v):
     return out
 
 
-def int_matmul(const int16_t[:, ::1] A, const int16_t[:, ::1] W):
-    """A @ W.T in int32 by the kernels' integer product, for A (rows, Kp), W (N, Kp) with Kp a
-    multiple of ``padded_depth``'s step and N of 4, entries in [-127, 127]. For the tests."""
+def int_matmul(const int8_t[:, ::1] A, const int8_t[:, ::1] W):
+    """A @ W.T in int32 by the kernels' integer product (on the bytes A + 64, less 64 times
+    W's row sums), for A (rows, Kp) int8 in [-63, 63] and W (N, Kp) int8 in [-127, 127], Kp a
+    multiple of ``padded_depth``'s step and N of 4. For the tests."""
     cdef Py_ssize_t rows = A.shape[0], N = W.shape[0], Kp = A.shape[1]
     _check("A, W", W.shape[1] == Kp and Kp % DEPTH_STEP == 0 and N % COLS == 0
            and 0 < Kp <= MAX_DEPTH and rows > 0 and N > 0,
-           f"int16 (rows, Kp) and (N, Kp), Kp a multiple of {DEPTH_STEP}, N of {COLS}")
+           f"int8 (rows, Kp) and (N, Kp), Kp a multiple of {DEPTH_STEP}, N of {COLS}")
+    _check("A", np.abs(np.asarray(A, np.int16)).max() <= LEVELS,
+           f"values in [-{LEVELS}, {LEVELS}]")
+    _check("W", np.asarray(W).min() >= -127, "values in [-127, 127]")
+    bytes_ = (np.asarray(A, np.int16) + ZERO_POINT).astype(np.uint8)
+    packed, sums = pack_weights(W)
     out = np.empty((rows, N), np.int32)
+    cdef const uint8_t[:, ::1] u = bytes_
+    cdef const int8_t[:, ::1] wv = packed
+    cdef const int32_t[::1] sv = sums
     cdef int32_t[:, ::1] ov = out
     cdef int threads = max_threads()
     with nogil:
-        int_product(rows, N, Kp, &A[0, 0], NULL, &W[0, 0], NULL, NULL, 0, &ov[0, 0], threads)
+        int_product(rows, N, Kp, &u[0, 0], NULL, &wv[0, 0], NULL, &sv[0], NULL, 0, &ov[0, 0],
+                    threads)
     return out

@@ -164,8 +164,10 @@ class _Quantized:
 
     def _pack(self):
         """The arrays the kernels take, per layer and direction (see lstmx._quantized.forward):
-        int8 matrices as int16 rows padded with zeros to whole vectors and tiles (the integer
-        products read int16 pairs), bfloat16 matrices as the float32 values they stand for."""
+        int8 matrices in the integer products' layout (``pack_weights``: zero-padded to whole
+        vectors and tiles, tiles interleaved) with their row sums (which correct for the
+        activations' zero point) and scales, bfloat16 matrices as the float32 values they
+        stand for."""
         kernels = _dispatch.quantized()
         cfg, s = self.config, self._state
         depth = max(cfg.input_size, cfg.num_directions * cfg.output_size, cfg.hidden_size)
@@ -181,7 +183,7 @@ class _Quantized:
                 mats = []
                 for name in (n.weight_ih, n.weight_hh, n.weight_hr):
                     if name is None:
-                        mats += [None, None] if self.mode == "int8" else [None]
+                        mats += [None, None, None] if self.mode == "int8" else [None]
                         continue
                     key = self._key(name)
                     if self.mode == "int8":
@@ -189,13 +191,10 @@ class _Quantized:
                         base, _, suffix = key.partition("_l") if not self._cell else \
                             (key, "", "")
                         scale = s[f"{base}_scale" + ("_l" + suffix if suffix else "")]
-                        rows = -(-q.shape[0] // kernels.COLUMN_MULTIPLE) * \
-                            kernels.COLUMN_MULTIPLE
-                        packed = np.zeros((rows, kernels.padded_depth(q.shape[1])), np.int16)
-                        packed[:q.shape[0], :q.shape[1]] = q
-                        scales = np.zeros(rows, _F32)
+                        packed, sums = kernels.pack_weights(q)
+                        scales = np.zeros(packed.shape[0], _F32)
                         scales[:q.shape[0]] = scale
-                        mats += [packed, scales]
+                        mats += [packed, scales, sums]
                     else:
                         mats.append(np.ascontiguousarray(from_bfloat16(s[key])))
                 G = 4 * cfg.hidden_size
@@ -216,8 +215,8 @@ class _Quantized:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the arrays the kernels compute with (int8 weights are held as int16, and
-        bfloat16 ones as float32: see docs/quantization.md)."""
+        """Bytes of the arrays the kernels compute with (int8 weights as int8 with a float32
+        scale and an int32 sum per row, bfloat16 ones as float32: see docs/quantization.md)."""
         return sum(a.nbytes for mats, bias, peep in self._layers
                    for a in (*mats, bias, peep) if a is not None)
 
@@ -255,8 +254,9 @@ class QuantizedLSTM(_Quantized):
     peepholes, identity output, ``batch_first``, ``lengths``, unbatched input).
 
     "int8": weight matrices quantised once per output channel (symmetric, scale
-    max|row| / 127); x, h and (with a projection) m quantised per row at every step; integer
-    products summed exactly in int32, then scaled back; gates, cell state and all
+    max|row| / 127); x, h and (with a projection) m quantised per row at every step to 7 bits
+    (symmetric, scale max|row| / 63); integer products summed exactly in int32, then scaled
+    back; gates, cell state and all
     element-wise work in float32. "bfloat16": weights and the same activations rounded to
     bfloat16, products and sums in float32. The error this makes is bounded in
     ``docs/quantization.md``.

@@ -12,11 +12,14 @@ from scipy.special import expit as sigmoid
 
 from lstmx._config import LSTMConfig
 
-__all__ = ["quantize_weights", "quantize_activations", "round_bfloat16", "int_product",
-           "product", "lstm_forward"]
+__all__ = ["LEVELS", "ACTIVATION_LEVELS", "quantize_weights", "quantize_activations",
+           "round_bfloat16", "int_product", "product", "lstm_forward"]
 
 F32 = np.float32
-LEVELS = F32(127)  # int8 values are in [-127, 127]: symmetric, zero point 0
+LEVELS = F32(127)  # int8 weights are in [-127, 127]: symmetric, zero point 0
+# Activations are 7-bit, in [-63, 63]: the kernels multiply q + 64 (unsigned bytes up to
+# 127) by the weights, and a pair of such products fits int16 without saturating.
+ACTIVATION_LEVELS = F32(63)
 
 
 def quantize_weights(W):
@@ -28,16 +31,18 @@ def quantize_weights(W):
 
 
 def quantize_activations(v):
-    """Per row of v (rows, K), at every step: s = max|v_row| / 127, q = rint(clip(v / s)).
+    """Per row of v (rows, K), at every step: s = max|v_row| / 63, q = rint(clip(v / s)) in
+    [-63, 63].
 
     A row of zeros, or one so tiny that s underflows to 0, is q = 0 with s = 0; a row with a
     NaN or an infinity is q = 0 with s = NaN, so its products are NaN.
     """
     top = np.abs(v).max(axis=1)                     # NaN if the row holds a NaN
-    s = top / LEVELS
+    s = top / ACTIVATION_LEVELS
     finite = np.isfinite(top)
     usable = finite & (s > 0)
-    q = np.rint(np.clip(v / np.where(usable, s, 1)[:, None], -LEVELS, LEVELS))
+    q = np.rint(np.clip(v / np.where(usable, s, 1)[:, None], -ACTIVATION_LEVELS,
+                        ACTIVATION_LEVELS))
     q[~usable] = 0
     s = np.where(finite, s, np.nan).astype(F32)
     return q.astype(np.int8), s

@@ -69,12 +69,12 @@ def dequantized(state, name):
 
 
 def row_step(a):
-    """A bound on the rounding of each row of ``a`` by lstmx (to [-127, 127] with its own
-    scale: half of max|row| / 127) and of the whole of ``a`` by onnxruntime (to uint8 with
+    """A bound on the rounding of each row of ``a`` by lstmx (to [-63, 63] with its own
+    scale: half of max|row| / 63) and of the whole of ``a`` by onnxruntime (to uint8 with
     one asymmetric scale over [min(a, 0), max(a, 0)]: half of range / 255, plus as much for
     its integer zero point): one step of each, (B, 1)."""
     a = np.asarray(a, np.float64)
-    lstmx_step = np.abs(a).max(axis=-1, keepdims=True) / 127
+    lstmx_step = np.abs(a).max(axis=-1, keepdims=True) / 63
     ort_step = (max(a.max(), 0.0) - min(a.min(), 0.0)) / 255
     return lstmx_step + ort_step
 

@@ -48,21 +48,70 @@ def problem(cfg, T, B, seed=0, lengths=False):
 
 # ------------------------------------------------------------------------ the quantisation itself
 
+STEP = kernels.DEPTH_MULTIPLE
+LEVELS = int(ref.ACTIVATION_LEVELS)
+
+
+def int_operands(rng, rows, N, K):
+    """Activations in [-63, 63] and weights in [-127, 127], int8, as the kernels take them."""
+    return (rng.integers(-LEVELS, LEVELS + 1, (rows, K)).astype(np.int8),
+            rng.integers(-127, 128, (N, K)).astype(np.int8))
+
+
 def test_integer_products_are_exact():
     rng = np.random.default_rng(0)
-    for rows, N, K in [(1, 4, 16), (3, 8, 32), (5, 12, 48), (130, 20, 512), (257, 4, 16)]:
-        A = rng.integers(-127, 128, (rows, K)).astype(np.int16)
-        W = rng.integers(-127, 128, (N, K)).astype(np.int16)
+    for rows, N, K in [(1, 4, STEP), (3, 8, 2 * STEP), (5, 12, 3 * STEP), (130, 20, 512),
+                       (257, 4, STEP)]:
+        A, W = int_operands(rng, rows, N, K)
         assert_array_equal(kernels.int_matmul(A, W), ref.int_product(A, W))
 
 
 @given(rows=st.integers(1, 40), cols=st.integers(1, 12), depth=st.integers(1, 5),
        seed=st.integers(0, 2 ** 32 - 1))
 def test_integer_products_are_exact_for_any_shape(rows, cols, depth, seed):
-    rng = np.random.default_rng(seed)
-    A = rng.integers(-127, 128, (rows, 16 * depth)).astype(np.int16)
-    W = rng.integers(-127, 128, (4 * cols, 16 * depth)).astype(np.int16)
+    A, W = int_operands(np.random.default_rng(seed), rows, 4 * cols, STEP * depth)
     assert_array_equal(kernels.int_matmul(A, W), ref.int_product(A, W))
+
+
+def test_packed_weights_interleave_each_tile_and_carry_the_row_sums():
+    # Padded to whole tiles of 4 rows and vectors of 32 bytes; in a tile, row j's bytes
+    # k .. k+31 (k a multiple of 32) follow rows 0 .. j-1's (_int8_dot.h).
+    rng = np.random.default_rng(3)
+    q = rng.integers(-127, 128, (6, 40)).astype(np.int8)
+    packed, sums = kernels.pack_weights(q)
+    assert packed.dtype == np.int8 and packed.shape == (8, 2 * STEP)
+    assert sums.dtype == np.int32
+    assert_array_equal(sums, np.r_[q.sum(axis=1), 0, 0])
+    flat = packed.reshape(-1)
+    n, k = np.meshgrid(np.arange(6), np.arange(40), indexing="ij")
+    at = (n // 4) * 4 * 2 * STEP + (k // STEP) * 4 * STEP + (n % 4) * STEP + k % STEP
+    assert_array_equal(flat[at], q)
+    assert np.count_nonzero(flat) == np.count_nonzero(q)
+
+
+def test_integer_products_where_8_bit_activations_would_saturate_vpmaddubsw():
+    # The kernels multiply the bytes q + 64 by the weights two products at a time into int16
+    # (vpmaddubsw saturates there). With q = 63 (byte 127) against w = +-127 every pair is
+    # +-32258, the most a pair can be; with 8-bit activations (bytes up to 255) it would be
+    # +-64770 and saturate at 32767. Signs mixed within a pair, between pairs and rows.
+    K = 4 * STEP
+    A = np.full((6, K), LEVELS, np.int8)
+    A[1] = -LEVELS                                  # byte 1: the smallest pair sums
+    A[2, ::2] = -LEVELS
+    A[3, ::4] = -LEVELS
+    A[4] = 0
+    A[5, K // 2:] = -LEVELS
+    W = np.full((8, K), 127, np.int8)
+    W[1] = -127
+    W[2, 1::2] = -127
+    W[3, ::3] = -127
+    W[4, :K // 2] = -127
+    W[5] = 0
+    W[6, ::2] = 1
+    W[7, 5] = -127
+    out = kernels.int_matmul(A, W)
+    assert_array_equal(out, ref.int_product(A, W))
+    assert out[0, 0] == LEVELS * 127 * K and out[1, 0] == -LEVELS * 127 * K
 
 
 @given(rows=st.integers(1, 9), K=st.integers(1, 70), seed=st.integers(0, 2 ** 32 - 1),
@@ -76,13 +125,17 @@ def test_activation_quantisation_is_the_reference_for_any_shape(rows, K, seed, m
 
 
 def test_integer_products_at_the_largest_depth_do_not_overflow():
-    K = kernels.MAX_INT_DEPTH // kernels.DEPTH_MULTIPLE * kernels.DEPTH_MULTIPLE
-    A = np.full((2, K), 127, np.int16)
-    A[1] = -127
-    W = np.full((4, K), 127, np.int16)
+    # The sums of bytes (up to 127) times weights reach 127 * 127 * K before the zero
+    # point's correction: still below 2**31 at the largest depth allowed.
+    K = kernels.MAX_INT_DEPTH // STEP * STEP
+    A = np.full((2, K), LEVELS, np.int8)
+    A[1] = -LEVELS
+    W = np.full((4, K), 127, np.int8)
+    W[1] = -127
     out = kernels.int_matmul(A, W)
     assert_array_equal(out, ref.int_product(A, W))
-    assert out[0, 0] == 127 * 127 * K < 2 ** 31
+    assert out[0, 0] == LEVELS * 127 * K and out[0, 1] == -LEVELS * 127 * K
+    assert 127 * 127 * K < 2 ** 31
 
 
 def test_activation_quantisation_matches_reference_bit_for_bit():
@@ -90,7 +143,7 @@ def test_activation_quantisation_matches_reference_bit_for_bit():
     v = rng.standard_normal((12, 37)).astype(np.float32)
     v[1] = 0                                      # zero row: scale 0
     v[2] *= np.float32(1e-44)                     # denormals: the scale underflows to 0
-    v[3] *= np.float32(1e-39)                     # denormal scale: clipped to [-127, 127]
+    v[3] *= np.float32(1e-39)                     # denormal scale: clipped to [-63, 63]
     v[4] *= np.float32(3e37)                      # near float32's maximum
     v[5, 3] = np.nan
     v[6, 0] = np.inf
@@ -103,7 +156,7 @@ def test_activation_quantisation_matches_reference_bit_for_bit():
     assert_array_equal(s, s_ref)                  # NaN where NaN
     assert np.isnan(s[5:8]).all() and (q[5:8] == 0).all()
     assert s[1] == 0 and s[2] == 0 and (q[1:3] == 0).all()
-    assert np.abs(q.astype(int)).max() == 127
+    assert np.abs(q.astype(int)).max() == LEVELS
 
 
 def test_bfloat16_rounding_matches_reference_bit_for_bit():
@@ -281,6 +334,28 @@ def test_nan_in_padding_past_lengths_changes_nothing(mode):
     assert_array_equal(h, h2)
 
 
+@pytest.mark.parametrize("I", [1, 70])
+def test_full_scale_inputs_against_full_scale_weights(I):
+    # Every input quantises to +-63 (bytes 127 and 1) and every weight to +-127: each pair
+    # of products the int8 kernels add in int16 is at its extreme (+-32258), where 8-bit
+    # activations would have saturated vpmaddubsw.
+    rng = np.random.default_rng(31)
+    lstm = lstmx.LSTM(I, 17, num_layers=2, seed=30)
+    for name in lstm.parameters():
+        if name.startswith("weight"):
+            W = getattr(lstm, name)
+            W[...] = np.where(rng.random(W.shape) < 0.5, -0.5, 0.5)
+    q = lstm.quantize("int8")
+    x = np.where(rng.random((6, 5, I)) < 0.5, -3, 3).astype(np.float32)
+    q_x, _ = ref.quantize_activations(x.reshape(-1, I))
+    assert (np.abs(q_x.astype(int)) == LEVELS).all()
+    assert (np.abs(q.state_dict()["weight_ih_l0"].astype(int)) == 127).all()
+    y, (h, c) = q(x)
+    y_ref, (h_ref, c_ref) = run_reference(q, x)
+    assert_allclose(y, y_ref, **CLOSE)
+    assert_allclose(c, c_ref, **CLOSE)
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("scale", [1e30, 1e-30, 0.0])
 def test_huge_tiny_and_zero_inputs(mode, scale):
@@ -323,8 +398,8 @@ assert _dispatch.variant == {variant!r}, _dispatch.variant
 kernels = _dispatch.quantized()
 assert kernels.__name__.endswith({suffix!r}), kernels.__name__
 rng = np.random.default_rng(0)
-A = rng.integers(-127, 128, (37, 528)).astype(np.int16)
-W = rng.integers(-127, 128, (84, 528)).astype(np.int16)
+A = rng.integers(-63, 64, (37, 544)).astype(np.int8)
+W = rng.integers(-127, 128, (84, 544)).astype(np.int8)
 assert (kernels.int_matmul(A, W) == ref.int_product(A, W)).all()
 for mode in ("int8", "bfloat16"):
     lstm = lstmx.LSTM(5, 7, num_layers=2, bidirectional=True, peephole=True, proj_size=3,
@@ -366,7 +441,7 @@ def product_bound(v, W, mode):
     K = v.shape[1]
     absprod = np.abs(v) @ np.abs(W).T
     if mode == "int8":
-        s_v = np.abs(v).max(axis=1, keepdims=True) / 127
+        s_v = np.abs(v).max(axis=1, keepdims=True) / float(ref.ACTIVATION_LEVELS)
         s_w = np.abs(W).max(axis=1)[None, :] / 127
         bound = (s_v / 2) * np.abs(W).sum(axis=1)[None, :] + (s_w / 2) * np.abs(v).sum(
             axis=1, keepdims=True) + K * s_v * s_w / 4
@@ -490,11 +565,11 @@ def test_state_dict_round_trip_and_pickle(mode):
     assert f"mode={mode!r}" in repr(q) and q.nbytes > 0
 
 
-def test_int8_memory_is_half_the_float_models():
+def test_int8_memory_is_about_a_quarter_of_the_float_models():
     lstm = lstmx.LSTM(64, 128, seed=29)
     q = lstm.quantize("int8")
     float_bytes = sum(a.nbytes for a in lstm.parameters().values())
-    assert q.nbytes < 0.55 * float_bytes
+    assert q.nbytes < 0.3 * float_bytes
 
 
 def test_from_state_dict_validates_names_dtypes_shapes_and_scales():
