@@ -369,6 +369,7 @@ cdef inline void gemm_packed_strided(
     cdef Py_ssize_t p0, kc, i_lo, i_hi, i0, g, s, w, col, q, cols, r, p
     cdef Py_ssize_t pw = PASS_FLOATS if floating is float else PASS_DOUBLES
     cdef Py_ssize_t pp = PAIR_FLOATS if floating is float else PAIR_DOUBLES
+    cdef Py_ssize_t rw  # the width of a pass over the rows past the last whole tile
     cdef const floating *strip
     cdef const floating *tile_bias
     cdef floating pad[TILE_ROWS * DEPTH_BLOCK]
@@ -398,37 +399,32 @@ cdef inline void gemm_packed_strided(
                                           TILE_ROWS, cols, add or p0 > 0, tile_bias)
                         i0 += TILE_ROWS
             i_lo = i_hi
-        if rest_tiled:
-            # The last rows, zero-padded to a whole tile (row-major, kc apart).
-            for r in range(TILE_ROWS):
-                for p in range(kc):
-                    pad[r * kc + p] = (A[(full + r) * a_row + (p0 + p) * a_col]
-                                       if r < rest else 0)
+        if rest_tiled or rest == PAIR_ROWS:
+            if rest_tiled:
+                # The last rows, zero-padded to a whole tile (row-major, kc apart).
+                for r in range(TILE_ROWS):
+                    for p in range(kc):
+                        pad[r * kc + p] = (A[(full + r) * a_row + (p0 + p) * a_col]
+                                           if r < rest else 0)
+            rw = pw if rest_tiled else pp
             for g in range(groups):
                 for s in range(s_lo, s_hi):
                     strip = Bp + ((g * per + s) * k + p0) * TILE_COLS
                     col = g * width + s * TILE_COLS
-                    for q in range(TILE_COLS // pw):
-                        cols = width - s * TILE_COLS - q * pw
-                        if cols > 0:
-                            edge_tile(kc, pad, kc, 1, strip + q * pw,
-                                      C + full * ldc + col + q * pw, ldc, rest,
-                                      pw if cols > pw else cols, add or p0 > 0,
-                                      bias + col + q * pw if bias != NULL and p0 == 0
-                                      else NULL)
-        elif rest == PAIR_ROWS:
-            for g in range(groups):
-                for s in range(s_lo, s_hi):
-                    strip = Bp + ((g * per + s) * k + p0) * TILE_COLS
-                    col = g * width + s * TILE_COLS
-                    for q in range(TILE_COLS // pp):
-                        cols = width - s * TILE_COLS - q * pp
-                        if cols > 0:
+                    for q in range(TILE_COLS // rw):
+                        cols = width - s * TILE_COLS - q * rw
+                        if cols <= 0:
+                            break
+                        cols = rw if cols > rw else cols
+                        tile_bias = bias + col + q * rw if bias != NULL and p0 == 0 else NULL
+                        if rest_tiled:
+                            edge_tile(kc, pad, kc, 1, strip + q * rw,
+                                      C + full * ldc + col + q * rw, ldc, rest, cols,
+                                      add or p0 > 0, tile_bias)
+                        else:
                             pair_tile(kc, A + full * a_row + p0 * a_col, a_row, a_col,
-                                      strip + q * pp, C + full * ldc + col + q * pp, ldc,
-                                      pp if cols > pp else cols, add or p0 > 0,
-                                      bias + col + q * pp if bias != NULL and p0 == 0
-                                      else NULL)
+                                      strip + q * rw, C + full * ldc + col + q * rw, ldc,
+                                      cols, add or p0 > 0, tile_bias)
         p0 += kc
     if rest_tiled or rest == PAIR_ROWS:
         return
