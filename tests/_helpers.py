@@ -70,3 +70,16 @@ def directional_fd(f, arr, direction):
     down = f()
     arr[...] = saved
     return (up - down) / (2 * FD_EPS)
+
+
+def assert_same_model(a, b):
+    """Same class, configuration and bit-identical parameters of the same dtypes."""
+    from numpy.testing import assert_array_equal
+
+    assert type(a) is type(b)
+    assert a.config == b.config
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb)
+    for name in sa:
+        assert sa[name].dtype == sb[name].dtype, name
+        assert_array_equal(sa[name], sb[name], err_msg=name)

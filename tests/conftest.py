@@ -6,7 +6,8 @@
   (``HYPOTHESIS_PROFILE=fuzz python -m pytest tests/test_properties.py tests/fuzz_validation.py``).
 - ``dev``: a handful of examples, for a quick local edit-and-run loop.
 
-Also the ``kernel_calls`` fixture: a spy on every entry into compiled code.
+Also the fixtures ``torch``, ``keras`` and ``ort`` (the optional libraries, as modules) and
+``kernel_calls``: a spy on every entry into compiled code.
 
 Every profile has ``deadline=None``: kernel timings on a shared 2-core machine (and on the
 ``LSTMX_DEBUG=1`` build, or under valgrind) are far too noisy for per-example deadlines.
@@ -16,6 +17,8 @@ import warnings
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from _helpers import require
 
 # Hypothesis writes a patch for a failing example with libcst, whose import raises a
 # DeprecationWarning (mypy_extensions); under filterwarnings=error that turned a plain failure
@@ -57,6 +60,26 @@ def _entry_points():
             if not name.startswith("_") and callable(obj) and not isinstance(obj, type):
                 points.append((module, name))
     return points
+
+
+# The optional libraries of the interop and agreement tests, as modules (torch on one thread:
+# the tests compare results, not speed); missing ones skip, or fail in CI (_helpers.require).
+@pytest.fixture(scope="module")
+def torch():
+    torch = require("torch")
+    torch.set_num_threads(1)
+    return torch
+
+
+@pytest.fixture(scope="module")
+def keras():
+    return require("keras")
+
+
+@pytest.fixture(scope="module")
+def ort():
+    require("onnx")
+    return require("onnxruntime")
 
 
 @pytest.fixture

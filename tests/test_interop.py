@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 from numpy.testing import assert_allclose, assert_array_equal  # noqa: E402
 
 import lstmx  # noqa: E402
-from _helpers import require  # noqa: E402
+from _helpers import assert_same_model, require  # noqa: E402
 from lstmx.interop import (from_keras_weights, from_onnx, from_tf1, from_torch,  # noqa: E402
                            to_keras_weights, to_onnx, to_tf1, to_torch)
 
@@ -31,35 +31,6 @@ T, B, I, H = 6, 4, 3, 5
 
 def close(dtype):
     return PRECISION[np.dtype(dtype).type]
-
-
-@pytest.fixture(scope="module")
-def torch():
-    torch = require("torch")
-    torch.set_num_threads(1)
-    return torch
-
-
-@pytest.fixture(scope="module")
-def keras():
-    return require("keras")
-
-
-@pytest.fixture(scope="module")
-def ort():
-    require("onnx")
-    return require("onnxruntime")
-
-
-def assert_same_model(a, b):
-    """Same class, configuration and bit-identical parameters."""
-    assert type(a) is type(b)
-    assert a.config == b.config
-    sa, sb = a.state_dict(), b.state_dict()
-    assert list(sa) == list(sb)
-    for name in sa:
-        assert sa[name].dtype == sb[name].dtype, name
-        assert_array_equal(sa[name], sb[name], err_msg=name)
 
 
 def with_zero_bias_hh(model):

@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 from numpy.testing import assert_allclose, assert_array_equal  # noqa: E402
 
 import lstmx  # noqa: E402
-from _helpers import require  # noqa: E402
+from _helpers import assert_same_model, require  # noqa: E402
 from lstmx.interop import (from_keras_weights, from_onnx, from_tf1, from_torch,  # noqa: E402
                            to_keras, to_keras_weights, to_onnx, to_tf1, to_torch)
 
@@ -27,33 +27,6 @@ F32 = dict(rtol=1e-5, atol=1e-6)
 # Options no format but lstmx's own has (with ONNX and Keras; TF1 has the clip).
 NOT_ELSEWHERE = [dict(zoneout=0.1), dict(zoneout=(0.2, 0.0)), dict(layer_norm=True),
                  dict(cell_clip=3.0)]
-
-
-@pytest.fixture(scope="module")
-def torch():
-    torch = require("torch")
-    torch.set_num_threads(1)
-    return torch
-
-
-@pytest.fixture(scope="module")
-def keras():
-    return require("keras")
-
-
-@pytest.fixture(scope="module")
-def ort():
-    require("onnx")
-    return require("onnxruntime")
-
-
-def assert_same_model(a, b):
-    assert type(a) is type(b)
-    assert a.config == b.config
-    sa, sb = a.state_dict(), b.state_dict()
-    assert list(sa) == list(sb)
-    for name in sa:
-        assert_array_equal(sa[name], sb[name], err_msg=name)
 
 
 def x_of(model, seed=0):

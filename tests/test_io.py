@@ -11,19 +11,10 @@ from numpy.testing import assert_array_equal
 
 import lstmx
 import lstmx.io as lio
+from _helpers import assert_same_model
 
 CONFIGS = [dict(), dict(num_layers=2, bidirectional=True, batch_first=True),
            dict(proj_size=2, peephole=True, output_activation="identity", bias=False)]
-
-
-def assert_same_model(a, b):
-    assert type(a) is type(b)
-    assert a.config == b.config
-    sa, sb = a.state_dict(), b.state_dict()
-    assert list(sa) == list(sb)
-    for name in sa:
-        assert sa[name].dtype == sb[name].dtype
-        assert_array_equal(sa[name], sb[name], err_msg=name)
 
 
 def write_npz(path, header=None, **arrays):

@@ -9,16 +9,9 @@ import pytest
 from numpy.testing import assert_allclose
 
 import lstmx
-from _helpers import random_problem, require
+from _helpers import random_problem
 
 TOL = {np.float32: dict(rtol=1e-4, atol=1e-5), np.float64: dict(rtol=1e-9, atol=1e-12)}
-
-
-@pytest.fixture(scope="module")
-def torch():
-    torch = require("torch")
-    torch.set_num_threads(1)
-    return torch
 
 
 def torch_lstm(torch, lstm):
