@@ -4,6 +4,7 @@
 # compiles it for its own instruction set. BLAS itself is in _blas (only the shim).
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.stdlib cimport free, malloc
 
 cdef enum:
     SMALL_BLOCK = 32  # columns of C held in registers across the k loop of gemm_small
@@ -12,6 +13,7 @@ cdef enum:
     ROW_TILES = 16    # tiles of rows of A (in L2) that pass over one strip of B (in L1) in turn
     DEPTH_BLOCK = 512 # k summed in registers before going to C
     PARALLEL_WORK = 1 << 21  # multiply-adds below which a product stays on one thread
+    PACKING_WORK = 1 << 21   # multiply-adds from which the tiles read A packed (pack_tiles)
     EDGE_ROWS = 3     # rows of A below which gemm_packed runs gemm_small instead of tiles
     PAIR_ROWS = 2     # rows of pair_tile, the kernel of two rows left over after the tiles
 
@@ -219,6 +221,23 @@ cdef inline void pack_strips(Py_ssize_t k, Py_ssize_t groups, Py_ssize_t width,
                         dst[p * TILE_COLS + j] = 0
 
 
+cdef inline void pack_tiles(Py_ssize_t rows, Py_ssize_t kc, const floating *A, Py_ssize_t a_row,
+                            Py_ssize_t a_col, floating *Ap) noexcept nogil:
+    """Copy ``rows`` (a multiple of TILE_ROWS) rows of A by kc columns, A[i, p] at
+    ``A[i * a_row + p * a_col]``, into row tiles for micro_tile: tile t is the contiguous
+    (kc, TILE_ROWS) block at ``Ap + t * TILE_ROWS * kc``, element (p, r) = A[t * TILE_ROWS +
+    r, p]. A tile's broadcasts then read one stream, where rows of A read in place are
+    TILE_ROWS streams: I or H floats apart, they fall in the same few L1 sets (4 KiB apart,
+    all in one), and A transposed (a_row = 1) reads a line for every element."""
+    cdef Py_ssize_t t, p, r
+    cdef floating *dst
+    for t in range(rows // TILE_ROWS):
+        dst = Ap + t * TILE_ROWS * kc
+        for p in range(kc):
+            for r in range(TILE_ROWS):
+                dst[p * TILE_ROWS + r] = A[(t * TILE_ROWS + r) * a_row + p * a_col]
+
+
 cdef inline void micro_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
                             Py_ssize_t a_col, const floating *Bp, floating *C, Py_ssize_t ldc,
                             bint add, const floating *bias) noexcept nogil:
@@ -362,7 +381,30 @@ cdef inline void gemm_packed_strided(
     (gemm_packed passes EDGE_ROWS): two rows go to pair_tile, one to gemm_small (a batch of
     one). Tiles and pair_tile give every row of C the same sums whichever rows share its
     tile; gemm_small sums in another order. So a product whose rows threads split
-    (backward's dW and dU) passes 1: its bits then do not depend on the split."""
+    (backward's dW and dU) passes 1: its bits then do not depend on the split.
+
+    From PACKING_WORK multiply-adds on, the whole tiles read A from row tiles packed by
+    pack_tiles, a block of rows at a time, into memory allocated here; below it (a step of
+    a small batch) or when the memory cannot be had, they read A in place, with the same
+    sums (gemm_packed_tiles)."""
+    cdef Py_ssize_t full = m - m % TILE_ROWS if k > 0 else 0
+    cdef Py_ssize_t block = ROW_TILES * TILE_ROWS if full > ROW_TILES * TILE_ROWS else full
+    cdef floating *Ap = NULL
+    if block > 0 and full * k * (s_hi - s_lo) * groups * TILE_COLS >= PACKING_WORK:
+        Ap = <floating *> malloc(block * (DEPTH_BLOCK if k > DEPTH_BLOCK else k)
+                                 * sizeof(floating))
+    gemm_packed_tiles(m, k, A, a_row, a_col, Bp, groups, width, s_lo, s_hi, add, C, ldc, bias,
+                      edge_rows, Ap)
+    free(Ap)
+
+
+cdef inline void gemm_packed_tiles(
+        Py_ssize_t m, Py_ssize_t k, const floating *A, Py_ssize_t a_row, Py_ssize_t a_col,
+        const floating *Bp, Py_ssize_t groups, Py_ssize_t width, Py_ssize_t s_lo,
+        Py_ssize_t s_hi, bint add, floating *C, Py_ssize_t ldc, const floating *bias,
+        Py_ssize_t edge_rows, floating *Ap) noexcept nogil:
+    """gemm_packed_strided, with ``Ap`` scratch for ROW_TILES * TILE_ROWS rows (or the whole
+    tiles' rows if fewer) by min(k, DEPTH_BLOCK) packed elements of A, or NULL."""
     cdef Py_ssize_t per = strips(width), full = m - m % TILE_ROWS if k > 0 else 0
     cdef Py_ssize_t rest = m - full
     cdef bint rest_tiled = rest >= edge_rows
@@ -379,6 +421,9 @@ cdef inline void gemm_packed_strided(
         i_lo = 0
         while i_lo < full:
             i_hi = full if i_lo + ROW_TILES * TILE_ROWS > full else i_lo + ROW_TILES * TILE_ROWS
+            if Ap != NULL:
+                # Packed once, read by every strip.
+                pack_tiles(i_hi - i_lo, kc, A + i_lo * a_row + p0 * a_col, a_row, a_col, Ap)
             for g in range(groups):
                 for s in range(s_lo, s_hi):
                     strip = Bp + ((g * per + s) * k + p0) * TILE_COLS
@@ -389,10 +434,20 @@ cdef inline void gemm_packed_strided(
                             cols = width - s * TILE_COLS - q * pw
                             tile_bias = (bias + col + q * pw
                                          if bias != NULL and p0 == 0 else NULL)
-                            if cols >= pw:
+                            # Two calls, so that each inlined kernel has its strides as
+                            # constants (the packed one: contiguous broadcasts).
+                            if cols >= pw and Ap != NULL:
+                                micro_tile(kc, Ap + (i0 - i_lo) * kc, 1, TILE_ROWS,
+                                           strip + q * pw, C + i0 * ldc + col + q * pw, ldc,
+                                           add or p0 > 0, tile_bias)
+                            elif cols >= pw:
                                 micro_tile(kc, A + i0 * a_row + p0 * a_col, a_row, a_col,
                                            strip + q * pw, C + i0 * ldc + col + q * pw, ldc,
                                            add or p0 > 0, tile_bias)
+                            elif cols > 0 and Ap != NULL:
+                                edge_tile(kc, Ap + (i0 - i_lo) * kc, 1, TILE_ROWS,
+                                          strip + q * pw, C + i0 * ldc + col + q * pw, ldc,
+                                          TILE_ROWS, cols, add or p0 > 0, tile_bias)
                             elif cols > 0:
                                 edge_tile(kc, A + i0 * a_row + p0 * a_col, a_row, a_col,
                                           strip + q * pw, C + i0 * ldc + col + q * pw, ldc,

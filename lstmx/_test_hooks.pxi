@@ -29,11 +29,13 @@ def small_product(const floating[:, ::1] A, const floating[:, ::1] B, floating b
 
 
 def packed_product(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C,
-                   bias, bint add, bint transpose_a, Py_ssize_t groups, Py_ssize_t parts):
+                   bias, bint add, bint transpose_a, Py_ssize_t groups, Py_ssize_t parts,
+                   bint pack_rows=True):
     """C := op(A) @ B (+ C when ``add``) (+ bias on every row) with the kernels' own
     gemm_packed: B (k, n) packed in strips, its n columns in ``groups`` groups of equal
     width; op(A) is A (m, k), or A.T for ``transpose_a`` (A is then (k, m)); bias (n,) of
-    C's dtype or None. The strips are computed in ``parts`` calls, as threads split them."""
+    C's dtype or None. The strips are computed in ``parts`` calls, as threads split them.
+    ``pack_rows=False`` runs the tiles on A in place, as when packing memory is refused."""
     cdef Py_ssize_t m = C.shape[0], n = C.shape[1], k = B.shape[0], part
     if (B.shape[1] != n or groups < 1 or n % groups or parts < 1
             or (A.shape[1] if transpose_a else A.shape[0]) != m
@@ -51,7 +53,14 @@ def packed_product(const floating[:, ::1] A, const floating[:, ::1] B, floating[
     with nogil:
         pack_strips(k, groups, width, &B[0, 0], n, 1, 0, per, &Bp[0])
         for part in range(parts):
-            gemm_packed_strided(m, k, &A[0, 0], 1 if transpose_a else k,
-                                m if transpose_a else 1, &Bp[0], groups, width,
-                                share(per, part, parts), share(per, part + 1, parts), add,
-                                &C[0, 0], n, &b[0] if b is not None else NULL, EDGE_ROWS)
+            if pack_rows:
+                gemm_packed_strided(m, k, &A[0, 0], 1 if transpose_a else k,
+                                    m if transpose_a else 1, &Bp[0], groups, width,
+                                    share(per, part, parts), share(per, part + 1, parts), add,
+                                    &C[0, 0], n, &b[0] if b is not None else NULL, EDGE_ROWS)
+            else:
+                gemm_packed_tiles(m, k, &A[0, 0], 1 if transpose_a else k,
+                                  m if transpose_a else 1, &Bp[0], groups, width,
+                                  share(per, part, parts), share(per, part + 1, parts), add,
+                                  &C[0, 0], n, &b[0] if b is not None else NULL, EDGE_ROWS,
+                                  NULL)

@@ -86,6 +86,24 @@ def test_a_row_has_the_same_bits_in_any_kernel(variant, m, add, bias, dtype):
     np.testing.assert_array_equal(part, whole[2:])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,k,transpose_a", [(110, 200, False), (13, 1100, True),
+                                             (200, 520, False), (60, 700, True)])
+def test_packed_rows_have_the_same_bits_as_rows_in_place(variant, m, k, transpose_a, dtype):
+    # Products this large read A from a packed copy of its row tiles, or in place when its
+    # memory is refused: the sums, and so the bits, must be the same (m = 110, 200: several
+    # blocks of row tiles; k = 1100: several blocks of k).
+    rng = np.random.default_rng(m)
+    A = rng.standard_normal((k, m) if transpose_a else (m, k)).astype(dtype)
+    B = rng.standard_normal((k, 4 * 37)).astype(dtype)
+    b = rng.standard_normal(4 * 37).astype(dtype)
+    kernels = _dispatch.load(variant)
+    packed, in_place = np.zeros((m, 4 * 37), dtype), np.zeros((m, 4 * 37), dtype)
+    kernels.packed_product(A, B, packed, b, False, transpose_a, 4, 1)
+    kernels.packed_product(A, B, in_place, b, False, transpose_a, 4, 1, pack_rows=False)
+    np.testing.assert_array_equal(packed, in_place)
+
+
 def test_rejects_mismatched_shapes(variant):
     k = _dispatch.load(variant)
     A, B, C = np.zeros((2, 3)), np.zeros((3, 4)), np.zeros((2, 4))
