@@ -29,6 +29,7 @@ from libc.string cimport memcpy, memset
 
 from lstmx._activations cimport sigmoid, tanh_
 from lstmx._blas cimport NoTrans, Trans, gemm
+from lstmx._cpu import l2_cache_bytes
 from lstmx._openmp cimport max_threads, num_threads
 
 include "_cell.pxi"
@@ -65,12 +66,8 @@ cdef enum:
     # Rows of activations per pass over the weights: 128 rows of depth 512 (64 KiB of bytes)
     # stay in L2 while every weight tile streams past them.
     ROW_BLOCK = 128
-    # Elements of a chunk's gate pre-activations (the input projection of Tc steps at once):
-    # 256 KiB, so that a step's rows are still in L2 when its recurrent product adds to them
-    # (at 4 MiB every read of them missed; the integer products gain nothing from longer
-    # chunks, since they reuse the weights over ROW_BLOCK rows at most).
-    CHUNK_ELEMENTS = 1 << 16
     # BLAS, which does the bfloat16 products, gains from long chunks: as the float kernels.
+    # (int8 chunks: int8_chunk_steps.)
     BLAS_CHUNK_ELEMENTS = 1 << 20
     # With bytes at most 127 and |w| <= 127, a sum of at most this many products stays below
     # 2**31 (and so does the corrected sum of q * w).
@@ -337,6 +334,19 @@ cdef void forward_layer(Plan *p) noexcept nogil:
         s0 += n
 
 
+# One core's L2, which int8 chunks are sized to (int8_chunk_steps).
+cdef Py_ssize_t L2_BYTES = l2_cache_bytes()
+
+
+cdef Py_ssize_t int8_chunk_steps(Py_ssize_t T, Py_ssize_t step_elements) noexcept:
+    """Steps of an int8 chunk (the input projection of that many steps at once) whose gate
+    pre-activations hold ``step_elements`` floats a step: as many as fill half of one core's
+    L2, at least one, so that a step's rows are still in L2 when its recurrent product adds
+    to them (with 4 MiB chunks every read of them missed). Longer chunks gain nothing: the
+    integer products reuse the weights over ROW_BLOCK rows at most."""
+    return max(1, min(T, (L2_BYTES // 2) // (step_elements * <Py_ssize_t> sizeof(float))))
+
+
 def padded_depth(Py_ssize_t K):
     """The depth ``K`` rounded up to the multiple the integer products take."""
     return (K + DEPTH_STEP - 1) // DEPTH_STEP * DEPTH_STEP
@@ -394,7 +404,8 @@ def forward(*, str mode, const float[:, ::1] x, weights, const float[::1] bias,
     p.lean = peep is None
     p.threads = max_threads()
     p.ldy = y.shape[2]
-    p.Tc = max(1, min(p.T, (CHUNK_ELEMENTS if p.int8 else BLAS_CHUNK_ELEMENTS) // (p.B * G)))
+    p.Tc = (int8_chunk_steps(p.T, p.B * G) if p.int8
+            else max(1, min(p.T, BLAS_CHUNK_ELEMENTS // (p.B * G))))
     rows = p.Tc * p.B
     gates = np.empty((rows, G), np.float32)
     m = np.zeros((p.B, p.H), np.float32)
