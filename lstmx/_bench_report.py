@@ -70,7 +70,17 @@ def _machine_lines(res) -> list:
             f"dtype {s['dtype']}, up to {s['repeat']} interleaved repetitions (fewer past "
             f"{s['max_time_s']} s a measurement, at least {min(5, s['repeat'])}) after "
             f"{s['warmup']} warm-up round, zero initial state",
-            _load_line(m)]
+            _load_line(m)] + _plan_line(m)
+
+
+def _plan_line(machine) -> list:
+    costs = machine.get("plan_costs")
+    if not costs or "1" not in costs:
+        return []
+    teams = "; ".join(f"{n} threads: {c['fma_s'] * 1e12:.0f} ps a thread, barrier "
+                      f"{c['barrier_s'] * 1e6:.1f} us" for n, c in costs.items() if n != "1")
+    return [f"lstmx's plan costs (last measured): one thread {costs['1']['fma_s'] * 1e12:.0f} "
+            f"ps a multiply-add" + (f"; {teams}" if teams else "")]
 
 
 def _times_table(res) -> list:

@@ -186,6 +186,10 @@ def run_benchmarks(configs=None, impls=DEFAULT_IMPLS, dtype=np.float32, threads=
     out["machine"] = machine_info(threads)
     # Other work on a shared machine slows multi-threaded code most (OpenMP barriers).
     out["machine"]["loadavg_1min"] = {"before": load_before, "after": loadavg()}
+    # The costs lstmx's plan chose its teams from: measured in a burst of other work, they
+    # put the threaded drivers on one thread (until measured again; docs/performance.md).
+    from lstmx._dispatch import kernels
+    out["machine"]["plan_costs"] = {str(n): c for n, c in kernels.plan_costs().items()}
     return out
 
 

@@ -7,8 +7,9 @@
 # SMT siblings do not double the multiply-adds), so the costs are measured here, not assumed:
 # the first time a shape could use a team, this times a barrier of that team and the tile
 # kernel's multiply-adds on one thread and split across the team (~20 ms on an idle machine,
-# a few hundred on a busy one). The drivers' results do not depend on their team size
-# (tests/test_determinism.py), so the measurements change speed, never a bit.
+# a few hundred on a busy one; again after plan_retry_s if a team lost). The drivers' results
+# do not depend on their team size (tests/test_determinism.py), so the measurements change
+# speed, never a bit.
 
 cdef enum:
     PLAN_MIN_WORK = 1 << 14  # multiply-adds a step below which one thread is never beaten
@@ -33,13 +34,23 @@ cdef double PLAN_GAIN = 0.85
 # of n splitting a product (n = 1: alone), float32; -1 until measured.
 cdef double plan_barrier_s[PLAN_TEAMS]
 cdef double plan_fma_s[PLAN_TEAMS]
+# When a plan on measured costs last chose one thread over a team (-1: not since they were
+# measured), and the seconds after which such costs are measured again: costs measured in a
+# burst of the machine's other work would otherwise keep the process on one thread for good.
+# Measuring again costs ~20 ms (idle) once in that many seconds, and only while a team loses.
+cdef double plan_lost_at = -1
+cdef double plan_retry_s = 10
+# Costs given by set_plan_costs are kept as they are.
+cdef bint plan_pinned = False
 
 
 cdef void reset_plan_costs() noexcept nogil:
+    global plan_lost_at
     cdef int n
     for n in range(PLAN_TEAMS):
         plan_barrier_s[n] = -1
         plan_fma_s[n] = -1
+    plan_lost_at = -1
 
 reset_plan_costs()
 
@@ -170,9 +181,13 @@ cdef int plan_threads(Py_ssize_t work, int available, bint double) except -1:
     threads: of the teams 2, 4, 8, ... and ``available``, the one whose predicted step (work
     / n multiply-adds at the team's measured speed, plus a barrier) is fastest, if at most
     PLAN_GAIN of one thread's; else 1. float64 multiply-adds cost twice float32's (half as
-    many to a vector)."""
+    many to a vector). Costs under which a team lost are measured again once they are
+    plan_retry_s old (unless pinned)."""
+    global plan_lost_at
     if available < 2 or work < PLAN_MIN_WORK:
         return 1
+    if not plan_pinned and plan_lost_at >= 0 and clock_now() - plan_lost_at > plan_retry_s:
+        reset_plan_costs()
     available = min(available, PLAN_TEAMS - 1)
     cdef int n = 2, team, best = 1
     cdef double scale = 2 if double else 1
@@ -186,6 +201,8 @@ cdef int plan_threads(Py_ssize_t work, int available, bint double) except -1:
         if step < best_time and step <= PLAN_GAIN * alone:
             best, best_time = team, step
         if team == available:
+            if best == 1 and not plan_pinned and plan_lost_at < 0:
+                plan_lost_at = clock_now()
             return best
         n *= 2
 
@@ -198,20 +215,35 @@ def plan_costs():
 
 
 def forget_plan_costs():
-    """Forget the measured costs, so that the next plan measures them again (after the
-    machine's load has changed, say)."""
+    """Forget the measured (or pinned) costs, so that the next plan measures them again
+    (after the machine's load has changed, say)."""
+    global plan_pinned
     reset_plan_costs()
+    plan_pinned = False
 
 
-def set_plan_costs(costs):
+def set_plan_costs(costs, bint pin=True):
     """Replace the measured costs: ``costs`` as plan_costs() returns them (for tests of the
-    choice, and to pin a plan)."""
+    choice, and to pin a plan). ``pin=False``: treat them as measured ones, which are
+    measured again plan_retry_s after a team lost under them."""
+    global plan_pinned
     reset_plan_costs()
+    plan_pinned = pin
     for n, c in costs.items():
         if not 1 <= n < PLAN_TEAMS or c["fma_s"] <= 0 or c["barrier_s"] < 0:
             raise ValueError(f"set_plan_costs: team {n} with {c} is not a team size in "
                              f"[1, {PLAN_TEAMS - 1}] with positive costs")
         plan_barrier_s[n], plan_fma_s[n] = c["barrier_s"], c["fma_s"]
+
+
+def set_plan_retry(double seconds):
+    """Set after how many seconds costs under which a team lost are measured again (10 by
+    default); returns the previous value."""
+    global plan_retry_s
+    if not seconds >= 0:
+        raise ValueError(f"set_plan_retry: seconds must be >= 0; got {seconds}")
+    previous, plan_retry_s = plan_retry_s, seconds
+    return previous
 
 
 def plan_team(Py_ssize_t work, int available, bint double=False):

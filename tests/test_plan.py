@@ -81,6 +81,41 @@ def test_costs_are_measured_once_and_reported(pinned):
     assert kernels.plan_costs() == measured  # not measured again
 
 
+@pytest.fixture
+def retry_at_once():
+    """Costs under which a team lost are measured again at the next plan."""
+    previous = kernels.set_plan_retry(0.0)
+    yield
+    kernels.set_plan_retry(previous)
+    kernels.forget_plan_costs()
+
+
+# Costs under which a team of two loses at any work: each thread multiplies at half speed.
+LOSING = costs(lambda n: 1e-3 * n, 1e-3, teams=(1, 2))
+
+
+def test_costs_under_which_a_team_lost_are_measured_again(retry_at_once):
+    # Measured in a burst of other work, such costs would keep the process on one thread.
+    kernels.set_plan_costs(LOSING, pin=False)
+    assert kernels.plan_team(10 ** 7, 2) == 1  # from the costs given
+    assert kernels.plan_costs() == LOSING
+    with threadpool_limits(2):
+        kernels.plan_team(10 ** 7, 2)  # measures afresh: a real multiply-add is not 1 ms
+    assert kernels.plan_costs()[1]["fma_s"] < 1e-6
+
+
+def test_pinned_costs_are_never_measured_again(retry_at_once):
+    kernels.set_plan_costs(LOSING)
+    assert kernels.plan_team(10 ** 7, 2) == 1
+    assert kernels.plan_team(10 ** 7, 2) == 1
+    assert kernels.plan_costs() == LOSING
+
+
+def test_set_plan_retry_refuses_a_negative_time():
+    with pytest.raises(ValueError, match="set_plan_retry: seconds must be >= 0; got -1.0"):
+        kernels.set_plan_retry(-1.0)
+
+
 @pytest.mark.parametrize("bad", [{0: {"barrier_s": 0.0, "fma_s": 1e-11}},
                                  {2: {"barrier_s": -1.0, "fma_s": 1e-11}},
                                  {2: {"barrier_s": 0.0, "fma_s": 0.0}},
