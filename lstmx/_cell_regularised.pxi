@@ -14,42 +14,146 @@ cdef enum:
 cdef double LN_EPS = 1e-5
 
 
-cdef inline floating normalise(Py_ssize_t n, floating *v) noexcept nogil:
-    """v := (v - mean(v)) / sqrt(var(v) + eps) in place (biased variance); returns the
-    reciprocal standard deviation. Sums in double: a row of 4H floats is long."""
+cdef enum:
+    # Lanes of a row's sums: element j adds into lane j % SUM_LANES, and the lanes add up
+    # pairwise at the end. A fixed order (the same bits on every run and team) that the
+    # compiler vectorises; one running sum would chain every add on the last.
+    SUM_LANES = 8
+
+
+cdef inline double lane_total(const double *acc) noexcept nogil:
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
+cdef inline double row_moments(Py_ssize_t n, const floating *v, double *rstd) noexcept nogil:
+    """The mean of a row of n elements, and in ``rstd`` 1 / sqrt(var + eps) (biased variance).
+    One pass in double over the row shifted by its first element, so that the sums cancel
+    no more than the row's own spread around that element does."""
+    cdef double acc1[SUM_LANES]
+    cdef double acc2[SUM_LANES]
+    cdef double d, s1, s2, shift = v[0]
+    cdef Py_ssize_t j, k, n8 = n - n % SUM_LANES
+    for k in range(SUM_LANES):
+        acc1[k] = 0
+        acc2[k] = 0
+    for j in range(0, n8, 8):  # SUM_LANES
+        for k in range(SUM_LANES):
+            d = <double> v[j + k] - shift
+            acc1[k] += d
+            acc2[k] += d * d
+    for j in range(n8, n):
+        d = <double> v[j] - shift
+        acc1[j - n8] += d
+        acc2[j - n8] += d * d
+    s1 = lane_total(acc1) / n
+    s2 = lane_total(acc2) / n - s1 * s1
+    rstd[0] = 1.0 / sqrt((s2 if s2 > 0 else 0) + LN_EPS)
+    return shift + s1
+
+
+cdef inline void layer_norm_gates(
+        Py_ssize_t G, floating *zx, floating *zh, const floating *gamma_x,
+        const floating *gamma_h, const floating *beta, floating *z,
+        floating *stats) noexcept nogil:
+    """z = LN(zx; gamma_x) + LN(zh; gamma_h) + beta for one row of G = 4H, ``beta`` the sum
+    of both LNs' betas and the biases; zx and zh receive their normalised values, stats[0]
+    and stats[1] their 1 / std. One pass over the row for the statistics, one for the rest."""
+    cdef double rx, rh
+    cdef double mx = row_moments(G, zx, &rx)
+    cdef double mh = row_moments(G, zh, &rh)
+    cdef floating xhat, hhat
     cdef Py_ssize_t j
-    cdef double mean = 0, var = 0, dv
-    for j in range(n):
-        mean += v[j]
-    mean /= n
-    for j in range(n):
-        dv = v[j] - mean
-        var += dv * dv
-    cdef double rstd = 1.0 / sqrt(var / n + LN_EPS)
-    for j in range(n):
-        v[j] = <floating> ((v[j] - mean) * rstd)
-    return <floating> rstd
+    for j in range(G):
+        xhat = <floating> ((zx[j] - mx) * rx)
+        hhat = <floating> ((zh[j] - mh) * rh)
+        zx[j] = xhat
+        zh[j] = hhat
+        z[j] = gamma_x[j] * xhat + gamma_h[j] * hhat + beta[j]
+    stats[0] = <floating> rx
+    stats[1] = <floating> rh
 
 
 cdef inline void normalise_backward(Py_ssize_t n, const floating *d_out, const floating *v_hat,
                                     floating rstd, const floating *gamma, floating *d_gamma,
                                     floating *d_beta, floating *dv) noexcept nogil:
     """Backward of LN(v) = gamma * v_hat + beta for one row: dv receives the gradient of v;
-    d_gamma and d_beta accumulate (d_beta may be NULL)."""
-    cdef Py_ssize_t j
-    cdef double s1 = 0, s2 = 0
-    cdef floating dh
-    for j in range(n):
-        dh = d_out[j] * gamma[j]
-        s1 += dh
-        s2 += dh * v_hat[j]
-        d_gamma[j] += d_out[j] * v_hat[j]
-        if d_beta != NULL:
+    d_gamma and d_beta accumulate (d_beta may be NULL). d_out and dv may be one array."""
+    cdef Py_ssize_t j, k, n8 = n - n % SUM_LANES
+    cdef double acc1[SUM_LANES]
+    cdef double acc2[SUM_LANES]
+    cdef double dh, s1, s2
+    if d_beta != NULL:
+        for j in range(n):
             d_beta[j] += d_out[j]
-    s1 /= n
-    s2 /= n
+    for j in range(n):
+        d_gamma[j] += d_out[j] * v_hat[j]
+    # s1 = mean(d_out * gamma), s2 = mean(d_out * gamma * v_hat)
+    for k in range(SUM_LANES):
+        acc1[k] = 0
+        acc2[k] = 0
+    for j in range(0, n8, 8):  # SUM_LANES
+        for k in range(SUM_LANES):
+            dh = <double> (d_out[j + k] * gamma[j + k])
+            acc1[k] += dh
+            acc2[k] += dh * v_hat[j + k]
+    for j in range(n8, n):
+        dh = <double> (d_out[j] * gamma[j])
+        acc1[j - n8] += dh
+        acc2[j - n8] += dh * v_hat[j]
+    s1 = lane_total(acc1) / n
+    s2 = lane_total(acc2) / n
     for j in range(n):
         dv[j] = <floating> (rstd * (d_out[j] * gamma[j] - s1 - v_hat[j] * s2))
+
+
+cdef inline void layer_norm_gates_backward(
+        Py_ssize_t G, const floating *dz, const floating *xhat, const floating *hhat,
+        floating rx, floating rh, const floating *gamma_x, const floating *gamma_h,
+        floating *d_gamma_x, floating *d_gamma_h, floating *d_beta, floating *dzx,
+        floating *dzh) noexcept nogil:
+    """Backward of layer_norm_gates for one row: dzx and dzh receive the gradients of its
+    zx and zh from dz, the gradient of z; d_gamma_x, d_gamma_h and d_beta accumulate (both
+    betas and the biases have the gradient d_beta). As normalise_backward for two rows
+    that share d_out, in two passes over them rather than six."""
+    cdef Py_ssize_t j, k, n8 = G - G % SUM_LANES
+    cdef double ax1[SUM_LANES]
+    cdef double ax2[SUM_LANES]
+    cdef double ah1[SUM_LANES]
+    cdef double ah2[SUM_LANES]
+    cdef double dx, dh, sx1, sx2, sh1, sh2
+    for k in range(SUM_LANES):
+        ax1[k] = 0
+        ax2[k] = 0
+        ah1[k] = 0
+        ah2[k] = 0
+    # (The accumulations of the parameters' gradients in a loop of their own: stores in the
+    # loop of the sums would keep its lanes in memory.)
+    for j in range(G):
+        d_beta[j] += dz[j]
+        d_gamma_x[j] += dz[j] * xhat[j]
+        d_gamma_h[j] += dz[j] * hhat[j]
+    for j in range(0, n8, 8):  # SUM_LANES
+        for k in range(SUM_LANES):
+            dx = <double> (dz[j + k] * gamma_x[j + k])
+            dh = <double> (dz[j + k] * gamma_h[j + k])
+            ax1[k] += dx
+            ax2[k] += dx * xhat[j + k]
+            ah1[k] += dh
+            ah2[k] += dh * hhat[j + k]
+    for j in range(n8, G):
+        dx = <double> (dz[j] * gamma_x[j])
+        dh = <double> (dz[j] * gamma_h[j])
+        ax1[j - n8] += dx
+        ax2[j - n8] += dx * xhat[j]
+        ah1[j - n8] += dh
+        ah2[j - n8] += dh * hhat[j]
+    sx1 = lane_total(ax1) / G
+    sx2 = lane_total(ax2) / G
+    sh1 = lane_total(ah1) / G
+    sh2 = lane_total(ah2) / G
+    for j in range(G):
+        dzx[j] = <floating> (rx * (dz[j] * gamma_x[j] - sx1 - xhat[j] * sx2))
+        dzh[j] = <floating> (rh * (dz[j] * gamma_h[j] - sh1 - hhat[j] * sh2))
 
 
 cdef void cell_forward_regularised(
@@ -68,6 +172,7 @@ cdef void cell_forward_regularised(
     select), so that each loop vectorises; a unit's results do not depend on nu."""
     cdef Py_ssize_t j
     cdef floating i, f, g, o, cp, ct, n, a
+    cdef double mean, rstd
     # No clip is a clip at infinity (a NaN stays NaN either way).
     cdef floating lim = clip if clip > 0 else <floating> INFINITY
     for j in range(nu):
@@ -81,10 +186,11 @@ cdef void cell_forward_regularised(
         ct = f * cp + i * g
         ctil[j] = lim if ct > lim else (-lim if ct < -lim else ct)
     if ln_c != NULL:
-        memcpy(chat, ctil, H * sizeof(floating))
-        rstd_c[0] = normalise(H, chat)
+        mean = row_moments(H, ctil, &rstd)
+        rstd_c[0] = <floating> rstd
         for j in range(H):
             ct = ctil[j]
+            chat[j] = <floating> ((ct - mean) * rstd)
             # The output gate's peephole reads the raw (clipped) cell, not its normalisation.
             o = sigmoid(gates[3 * H + j] + peep[2 * H + j] * ct)
             gates[3 * H + j] = o

@@ -66,6 +66,10 @@ cdef list plan_regularised_forward(
     f.double = n.typenum == cnp.NPY_DOUBLE
     f.small = not f.par and B * G * Hout <= SMALL_PRODUCT and T >= 4
     f.packed_steps = TILED_GEMM and not f.par and not f.small and T >= 4
+    # The team of rows: as many threads as there are tiles of rows to share, at most.
+    f.rows = f.packed_steps
+    if f.rows:
+        f.threads = min(max_threads(), (B + TILE_ROWS - 1) // TILE_ROWS)
     f.clip, f.p_c, f.p_h = clip, p_c, p_h
     # Workspace: [inference: ctil (B, H) | the chunk of z, or with layer norm the chunk of
     #             x W^T, h U^T (B, 4H), z (B, 4H), lnc (B, H), rstd (B, 3)] [h_d (B, Hout)]
@@ -82,7 +86,7 @@ cdef list plan_regularised_forward(
     cdef char *w = <char *> cnp.PyArray_DATA(work)
     cdef char *rest = w + (n_inf + n_hd) * size
     cdef cnp.ndarray Wp = (workspace(n.packed_size(False), h.dtype)
-                           if f.par or n.packed_input() else None)
+                           if f.par or f.rows or n.packed_input() else None)
     cdef cnp.ndarray Up = (workspace(n.packed_size(True), h.dtype) if f.par else
                            workspace(n.Hout * 4 * strips(H) * TILE_COLS, h.dtype)
                            if f.packed_steps else None)
@@ -107,6 +111,9 @@ cdef list plan_regularised_forward(
         np.add(b_ih, b_hh, out=bias_view)
     else:
         bias_view.fill(0)
+    if ln:  # the driver adds the biases after the layer norms, with their betas
+        bias_view += ln_g[1]
+        bias_view += ln_g[3]
     f.Wp, f.Up, f.Rp = data(Wp), data(Up), data(Rp)
     if training:
         f.gates, f.cells = data(gates), data(cells)
@@ -170,8 +177,10 @@ cdef class RegularisedForward:
 
     def describe(self):
         """The driver and its threads: "threaded" (forward_parallel, with the options that
-        act unit by unit) or "serial" (forward_layer_regularised)."""
-        return {"driver": "threaded" if self.plan.par else "serial",
+        act unit by unit), "rows" (forward_layer_regularised on a team that splits the
+        batch) or "serial" (forward_layer_regularised)."""
+        return {"driver": ("threaded" if self.plan.par else "rows" if self.plan.rows
+                           else "serial"),
                 "threads": self.plan.threads}
 
 
@@ -282,7 +291,19 @@ cdef list plan_regularised_backward(
                            if packed else None)
     cdef cnp.ndarray Rb = (workspace(n.P * strips(H) * TILE_COLS, h0.dtype)
                            if packed and n.P else None)
-    cdef cnp.ndarray Wb = workspace(n.packed_size(False), h0.dtype) if f.par else None
+    # The serial driver's chunk products on the tile kernels (AVX2, AVX-512 builds): the
+    # same bits on any team (BLAS's depend on its threads), on a team when big enough.
+    f.tiles = TILED_GEMM and not f.par
+    if f.tiles and f.Tc * B * G * (n.n_in + Hout) >= PARALLEL_WORK:
+        f.threads = max_threads()
+    cdef cnp.ndarray Wb = (workspace(n.packed_size(False), h0.dtype) if f.par or f.tiles
+                           else None)
+    cdef cnp.ndarray xp = (workspace(f.Tc * B * strips(n.n_in) * TILE_COLS, h0.dtype)
+                           if f.tiles else None)
+    cdef cnp.ndarray hpk = (workspace(f.Tc * B * strips(Hout) * TILE_COLS, h0.dtype)
+                            if f.tiles else None)
+    cdef cnp.ndarray mp = (workspace(B * strips(H) * TILE_COLS, h0.dtype)
+                           if f.tiles and n.P else None)
     cdef char *w = <char *> cnp.PyArray_DATA(work)
     cdef char *r = w + (chunk + n_ln) * size
     f.dz = w
@@ -310,7 +331,8 @@ cdef list plan_regularised_backward(
     f.dh, f.dc, f.dx, f.dW, f.dU = data(dh), data(dc), data(dx), data(dW), data(dU)
     f.db, f.dR, f.dln_g, f.dln_c = data(db), data(dR), data(dln_g), data(dln_c)
     f.Ub, f.Rb, f.Wb = data(Ub), data(Rb), data(Wb)
-    return [work, Ub, Rb, Wb]
+    f.xp, f.hpk, f.mp = data(xp), data(hpk), data(mp)
+    return [work, Ub, Rb, Wb, xp, hpk, mp]
 
 
 cdef class RegularisedBackward:

@@ -1,10 +1,17 @@
-# Layer driver of the regularised cell (recurrent dropout, zoneout, layer norm, cell clip), one thread.
+# Layer driver of the regularised cell (recurrent dropout, zoneout, layer norm, cell clip).
 #
 # Included by _kernels.pyx. Serial over steps, as forward_layer and backward_layer, whose
 # products it shares (BLAS, gemm_small or gemm_packed, as the entry point decides); the
 # element-wise steps are in _cell_regularised.pxi. Plain layers never come here, nor, where
 # the plain ones run forward_parallel and backward_parallel, layers without layer norm and
 # projection: their options act unit by unit, and those drivers run them (UnitOptions).
+#
+# Forward on gemm_packed (AVX2, AVX-512 builds; ``rows``) runs on a team that splits the
+# batch: a layer norm reads a row's whole 4H vector, so its rows, not its units, are what
+# threads can own. Rows never meet in a step, so the team only meets around each chunk's
+# input projection (split by columns), not at every step. Rows are split in whole tiles of
+# gemm_packed, the batch's last rows always in the last tile: every row is then summed by
+# the same kernel whatever the team, and the results do not depend on it.
 
 
 cdef struct RegForwardPlan:
@@ -12,8 +19,9 @@ cdef struct RegForwardPlan:
     # type). Training keeps every step (Tc = T, or with par forward_parallel's chunks of
     # its input projection); inference a chunk of Tc steps of z.
     Py_ssize_t T, B, n_in, H, P, ldy, Tc
-    int threads  # of forward_parallel (par)
+    int threads  # of forward_parallel (par) or of the team of rows (rows)
     bint training, reverse, identity, double, small, packed_steps, par
+    bint rows    # the batch's rows split between threads, on gemm_packed (W, U, R packed)
     double clip, p_c, p_h  # clip 0: none; p_c, p_h: zoneout at inference (no masks)
     const void *x
     const void *W
@@ -51,17 +59,38 @@ cdef struct RegForwardPlan:
     void *Wp
     void *Up
     void *Rp
-    void *bias   # b_ih + b_hh (4H,), zeros without bias
+    void *bias   # b_ih + b_hh (4H,), zeros without bias; with layer norm + beta_ih + beta_hh
     void *peep_zero
     void *h_alt   # par: forward_parallel's second h buffer (B, H), and with rd h_d's
     void *hd_alt
 
 
 cdef void forward_layer_regularised(floating kind, const RegForwardPlan *f) noexcept nogil:
-    """Forward over a whole sequence (see RegularisedForward)."""
+    """Forward over a whole sequence (see RegularisedForward), on the plan's team of rows."""
+    if f.rows and f.threads > 1:
+        with parallel(num_threads=f.threads):
+            forward_rows_regularised(kind, f, threadid(), num_threads())
+    else:
+        forward_rows_regularised(kind, f, 0, 1)
+
+
+cdef inline Py_ssize_t row_share(Py_ssize_t B, Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
+    """Where part ``part`` of ``parts`` of the batch starts: whole tiles of TILE_ROWS rows,
+    the last one possibly short."""
+    cdef Py_ssize_t units = (B + TILE_ROWS - 1) // TILE_ROWS
+    return min(B, share(units, part, parts) * TILE_ROWS)
+
+
+cdef void forward_rows_regularised(floating kind, const RegForwardPlan *f, int part,
+                                   int parts) noexcept nogil:
+    """Part ``part`` of ``parts`` of forward_layer_regularised: the rows of row_share, and
+    with ``f.rows`` its share of the packing and of each chunk's input projection."""
     cdef Py_ssize_t T = f.T, B = f.B, I = f.n_in, H = f.H, P = f.P, G = 4 * H
     cdef Py_ssize_t Hout = P if P > 0 else H
     cdef Py_ssize_t s0, n, t_lo, s, t, bi, j, Tc = f.Tc
+    cdef Py_ssize_t b_lo = row_share(B, part, parts), b_hi = row_share(B, part + 1, parts)
+    cdef Py_ssize_t nb = b_hi - b_lo
+    cdef Py_ssize_t s_lo = share(strips(H), part, parts), s_hi = share(strips(H), part + 1, parts)
     cdef bint ln = f.ln_g != NULL
     cdef const floating *x = <const floating *> f.x
     cdef const floating *U = <const floating *> f.U
@@ -100,20 +129,31 @@ cdef void forward_layer_regularised(floating kind, const RegForwardPlan *f) noex
         b_ih, b_hh = <const floating *> f.b_ih, <const floating *> f.b_hh
     if Ut != NULL:
         transpose(G, Hout, U, Ut)
+    # Each thread packs its share of the strips (all of them alone).
     if f.Wp != NULL:
-        pack_strips(I, 4, H, <const floating *> f.W, 1, I, 0, strips(H), <floating *> f.Wp)
+        pack_strips(I, 4, H, <const floating *> f.W, 1, I, s_lo, s_hi, <floating *> f.Wp)
     if Up != NULL:
-        pack_strips(Hout, 4, H, U, 1, Hout, 0, strips(H), Up)
+        pack_strips(Hout, 4, H, U, 1, Hout, s_lo, s_hi, Up)
     if Rp != NULL:
-        pack_strips(H, 1, P, R, 1, H, 0, strips(P), Rp)
+        pack_strips(H, 1, P, R, 1, H, share(strips(P), part, parts),
+                    share(strips(P), part + 1, parts), Rp)
     s0 = 0
     while s0 < T:
         n = Tc if T - s0 > Tc else T - s0
         t_lo = T - s0 - n if f.reverse else s0
         # z = x @ W.T (+ b_ih + b_hh unless layer norm comes first)   (n*B, 4H)
-        input_projection(n * B, I, H, x + t_lo * B * I, <const floating *> f.W,
-                         <const floating *> f.Wp, b_ih, b_hh, <floating *> f.bias, proj,
-                         f.training)
+        if f.rows:
+            # Every row's product is needed by the thread of that row, and the chunk's
+            # buffer is free once every thread is done with the last chunk: barriers.
+            barrier()
+            gemm_packed(n * B, I, x + t_lo * B * I, I, <const floating *> f.Wp, 4, H,
+                        s_lo, s_hi, False, proj, G,
+                        <const floating *> f.bias if b_ih != NULL else NULL)
+            barrier()
+        else:
+            input_projection(n * B, I, H, x + t_lo * B * I, <const floating *> f.W,
+                             <const floating *> f.Wp, b_ih, b_hh, <floating *> f.bias, proj,
+                             f.training)
         for s in range(s0, s0 + n):
             t = T - 1 - s if f.reverse else s
             st = t if f.training else 0
@@ -129,16 +169,21 @@ cdef void forward_layer_regularised(floating kind, const RegForwardPlan *f) noex
                 zht = <floating *> f.lnh
             if rd != NULL:
                 # h_d = h * mask   (recurrent dropout, the same mask at every step)
-                for j in range(B * Hout):
+                for j in range(b_lo * Hout, b_hi * Hout):
                     hd[j] = h[j] * rd[j]
             # z += h_d @ U.T, or with layer norm z_h = h_d @ U.T   (B, 4H) (B, Hout)(Hout, 4H)
-            if Ut != NULL:
-                gemm_small(B, G, Hout, hd, Hout, Ut, G, 0 if ln else 1, zht, G)
+            if nb == 0:
+                pass
+            elif Ut != NULL:
+                gemm_small(nb, G, Hout, hd + b_lo * Hout, Hout, Ut, G, 0 if ln else 1,
+                           zht + b_lo * G, G)
             elif Up != NULL:
-                gemm_packed(B, Hout, hd, Hout, Up, 4, H, 0, strips(H), not ln, zht, G, NULL)
+                gemm_packed(nb, Hout, hd + b_lo * Hout, Hout, Up, 4, H, 0, strips(H), not ln,
+                            zht + b_lo * G, G, NULL)
             else:
-                gemm(NoTrans, Trans, B, G, Hout, 1, hd, Hout, U, Hout, 0 if ln else 1, zht, G)
-            for bi in range(B):
+                gemm(NoTrans, Trans, nb, G, Hout, 1, hd + b_lo * Hout, Hout, U, Hout,
+                     0 if ln else 1, zht + b_lo * G, G)
+            for bi in range(b_lo, b_hi):
                 stats = <floating *> f.rstd + (st * B + bi) * LN_STATS if ln else NULL
                 if t >= length(f.lengths, bi, T):
                     memset(y + (t * B + bi) * f.ldy, 0, Hout * sizeof(floating))
@@ -159,12 +204,9 @@ cdef void forward_layer_regularised(floating kind, const RegForwardPlan *f) noex
                 row = zt + bi * G
                 if ln:
                     # z = LN(x W^T) + LN(h U^T) + b_ih + b_hh, each LN over the row's 4H
-                    stats[0] = normalise(G, zxt + bi * G)
-                    stats[1] = normalise(G, zht + bi * G)
-                    for j in range(G):
-                        row[j] = (ln_g[j] * zxt[bi * G + j] + ln_g[G + j]
-                                  + ln_g[2 * G + j] * zht[bi * G + j] + ln_g[3 * G + j]
-                                  + bias[j])
+                    # (bias holds both LNs' betas too)
+                    layer_norm_gates(G, zxt + bi * G, zht + bi * G, ln_g, ln_g + 2 * G, bias,
+                                     row, stats)
                 ct_row = <floating *> f.ctil + (st * B + bi) * H
                 chat_row = <floating *> f.lnc + (st * B + bi) * H if ln else NULL
                 cell_forward_regularised(
@@ -175,13 +217,15 @@ cdef void forward_layer_regularised(floating kind, const RegForwardPlan *f) noex
                 if f.training and f.cells != f.ctil:
                     memcpy(<floating *> f.cells + (t * B + bi) * H, c + bi * H,
                            H * sizeof(floating))
-            if P > 0:
+            if P > 0 and nb > 0:
                 # h~ = m @ R.T   (B, P) = (B, H)(H, P)
                 if Rp != NULL:
-                    gemm_packed(B, H, m, H, Rp, 1, P, 0, strips(P), False, hp, P, NULL)
+                    gemm_packed(nb, H, m + b_lo * H, H, Rp, 1, P, 0, strips(P), False,
+                                hp + b_lo * P, P, NULL)
                 else:
-                    gemm(NoTrans, Trans, B, P, H, 1, m, H, R, H, 0, hp, P)
-            for bi in range(B):
+                    gemm(NoTrans, Trans, nb, P, H, 1, m + b_lo * H, H, R, H, 0,
+                         hp + b_lo * P, P)
+            for bi in range(b_lo, b_hi):
                 if t >= length(f.lengths, bi, T):
                     continue
                 row = (hp + bi * P) if P > 0 else (m + bi * H)
@@ -196,8 +240,9 @@ cdef void forward_layer_regularised(floating kind, const RegForwardPlan *f) noex
 cdef struct RegBackwardPlan:
     # As RegForwardPlan, for backward (training arrays as forward filled them).
     Py_ssize_t T, B, n_in, H, P, ldy, lddy, Tc
-    int threads  # of backward_parallel (par)
+    int threads  # of backward_parallel (par), or of the chunks' products (tiles)
     bint reverse, identity, double, par
+    bint tiles   # the chunks' products (dx, dW, dU) and dR on gemm_packed, not BLAS
     double clip
     const void *x
     const void *W
@@ -243,7 +288,10 @@ cdef struct RegBackwardPlan:
     void *hprev   # h_d of a chunk (Tc*B, Hout); par: backward_parallel's scratch
     void *Ub      # U packed for dz @ U, or NULL (then BLAS or gemm_small)
     void *Rb      # R packed for dh @ R, or NULL
-    void *Wb      # par: W packed for dz @ W
+    void *Wb      # par, tiles: W packed for dz @ W
+    void *xp      # tiles: x of a chunk packed (Tc*B, strips(I) * TILE_COLS)
+    void *hpk     # tiles: h_d of a chunk packed (Tc*B, strips(Hout) * TILE_COLS)
+    void *mp      # tiles with projection: m of a step packed (B, strips(H) * TILE_COLS)
 
 
 cdef void backward_layer_regularised(floating kind, const RegBackwardPlan *f) noexcept nogil:
@@ -296,6 +344,8 @@ cdef void backward_layer_regularised(floating kind, const RegBackwardPlan *f) no
         pack_strips(G, 1, Hout, U, Hout, 1, 0, strips(Hout), Ub)
     if Rb != NULL:
         pack_strips(P, 1, H, R, H, 1, 0, strips(H), Rb)
+    if f.tiles:
+        pack_strips(G, 1, I, W, I, 1, 0, strips(I), <floating *> f.Wb)
     memset(f.dpeep, 0, 3 * H * sizeof(floating))
     memset(dW, 0, G * I * sizeof(floating))
     memset(dU, 0, G * Hout * sizeof(floating))
@@ -353,18 +403,20 @@ cdef void backward_layer_regularised(floating kind, const RegBackwardPlan *f) no
                     <const floating *> f.ln_c, <floating *> f.dln_c, <floating *> f.dn,
                     clip, f.identity)
                 if ln:
-                    # Through z = LN(x W^T) + LN(h U^T) + b: the biases take dz as it is.
-                    if db != NULL:
-                        for j in range(G):
-                            db[j] += drow[j]
-                    normalise_backward(G, drow, <const floating *> f.lnx + (t * B + bi) * G,
-                                       rstd[(t * B + bi) * LN_STATS], ln_g, dln_g, dln_g + G,
-                                       dzt + bi * G)
-                    normalise_backward(G, drow, <const floating *> f.lnh + (t * B + bi) * G,
-                                       rstd[(t * B + bi) * LN_STATS + 1], ln_g + 2 * G,
-                                       dln_g + 2 * G, dln_g + 3 * G, dzht + bi * G)
-            if P > 0:
-                # dR += dh~.T @ m   (P, H) += (P, B)(B, H)
+                    # Through z = LN(x W^T) + LN(h U^T) + b: the betas and biases take dz as
+                    # it is (summed into beta_ih's gradient, copied to the others below).
+                    layer_norm_gates_backward(
+                        G, drow, <const floating *> f.lnx + (t * B + bi) * G,
+                        <const floating *> f.lnh + (t * B + bi) * G,
+                        rstd[(t * B + bi) * LN_STATS], rstd[(t * B + bi) * LN_STATS + 1],
+                        ln_g, ln_g + 2 * G, dln_g, dln_g + 2 * G, dln_g + G, dzt + bi * G,
+                        dzht + bi * G)
+            if P > 0 and f.tiles:
+                # dR += dh~.T @ m   (P, H) += (P, B)(B, H), every row on tiles
+                pack_strips(B, 1, H, m, H, 1, 0, strips(H), <floating *> f.mp)
+                gemm_packed_strided(P, B, dhtil, 1, P, <const floating *> f.mp, 1, H, 0,
+                                    strips(H), True, dR, H, NULL, 1)
+            elif P > 0:
                 gemm(Trans, NoTrans, P, H, B, 1, dhtil, P, m, H, 1, dR, H)
             # dh_d = dz_h @ U   (B, Hout) = (B, 4H)(4H, Hout)
             if Ub != NULL:
@@ -383,9 +435,10 @@ cdef void backward_layer_regularised(floating kind, const RegBackwardPlan *f) no
                             dhp[bi * Hout + j] * (rd[bi * Hout + j] if rd != NULL else 1)
                             + k * dht[bi * Hout + j])
 
-        # dx[chunk] += dz @ W   (n*B, I) += (n*B, 4H)(4H, I)
-        gemm(NoTrans, NoTrans, n * B, I, G, 1, dz, G, W, I, 1,
-             <floating *> f.dx + t_lo * B * I, I)
+        if not f.tiles:
+            # dx[chunk] += dz @ W   (n*B, I) += (n*B, 4H)(4H, I)
+            gemm(NoTrans, NoTrans, n * B, I, G, 1, dz, G, W, I, 1,
+                 <floating *> f.dx + t_lo * B * I, I)
         # h_d of every row of the chunk: h0 on the row's first step, else the neighbouring
         # output row of y (zero past a row's end, where dz is zero too), times the mask.
         for t in range(t_lo, t_lo + n):
@@ -398,14 +451,52 @@ cdef void backward_layer_regularised(floating kind, const RegBackwardPlan *f) no
                 for j in range(Hout):
                     hprev[((t - t_lo) * B + bi) * Hout + j] = (
                         cprev[j] * (rd[bi * Hout + j] if rd != NULL else 1))
-        # dW += dz.T @ x[chunk]   (4H, I) += (4H, n*B)(n*B, I)
-        gemm(Trans, NoTrans, G, I, n * B, 1, dz, G, <const floating *> f.x + t_lo * B * I,
-             I, 1, dW, I)
-        # dU += dz_h.T @ h_d   (4H, Hout) += (4H, n*B)(n*B, Hout)
-        gemm(Trans, NoTrans, G, Hout, n * B, 1, dzh_all, G, hprev, Hout, 1, dU, Hout)
+        if f.tiles and f.threads > 1:
+            with parallel(num_threads=f.threads):
+                chunk_products_regularised(kind, f, n * B, t_lo, threadid(), num_threads())
+        elif f.tiles:
+            chunk_products_regularised(kind, f, n * B, t_lo, 0, 1)
+        else:
+            # dW += dz.T @ x[chunk]   (4H, I) += (4H, n*B)(n*B, I)
+            gemm(Trans, NoTrans, G, I, n * B, 1, dz, G,
+                 <const floating *> f.x + t_lo * B * I, I, 1, dW, I)
+            # dU += dz_h.T @ h_d   (4H, Hout) += (4H, n*B)(n*B, Hout)
+            gemm(Trans, NoTrans, G, Hout, n * B, 1, dzh_all, G, hprev, Hout, 1, dU, Hout)
         if db != NULL and not ln:
             # db += dz.sum(axis=0)
             for s in range(n * B):
                 for j in range(G):
                     db[j] += dz[s * G + j]
         s0 += n
+    if ln:
+        memcpy(dln_g + 3 * G, dln_g + G, G * sizeof(floating))
+        if db != NULL:
+            memcpy(db, dln_g + G, G * sizeof(floating))
+
+
+cdef void chunk_products_regularised(floating kind, const RegBackwardPlan *f, Py_ssize_t rows,
+                                     Py_ssize_t t_lo, int part, int parts) noexcept nogil:
+    """Part ``part`` of ``parts`` of a backward chunk's products on gemm_packed, once its dz
+    (and dz_h, h_d) are complete: dx[chunk] += dz @ W (this part's strips of I), then
+    dW += dz.T @ x[chunk] and dU += dz_h.T @ h_d (this part's rows of dW and dU), every row
+    on tiles, so that no bit depends on the split (see gemm_packed_strided)."""
+    cdef Py_ssize_t I = f.n_in, H = f.H, G = 4 * H, Hout = f.P if f.P > 0 else H
+    cdef Py_ssize_t i_lo = share(strips(I), part, parts), i_hi = share(strips(I), part + 1, parts)
+    cdef Py_ssize_t o_lo = share(strips(Hout), part, parts)
+    cdef Py_ssize_t o_hi = share(strips(Hout), part + 1, parts)
+    cdef Py_ssize_t r_lo = share(G, part, parts), r_hi = share(G, part + 1, parts)
+    cdef const floating *x = <const floating *> f.x + t_lo * f.B * I
+    cdef const floating *dz = <const floating *> f.dz
+    cdef const floating *dzh = <const floating *> f.dzh
+    cdef floating *xp = <floating *> f.xp
+    cdef floating *hpk = <floating *> f.hpk
+    gemm_packed(rows, G, dz, G, <const floating *> f.Wb, 1, I, i_lo, i_hi, True,
+                <floating *> f.dx + t_lo * f.B * I, I, NULL)
+    pack_strips(rows, 1, I, x, I, 1, i_lo, i_hi, xp)
+    pack_strips(rows, 1, Hout, <const floating *> f.hprev, Hout, 1, o_lo, o_hi, hpk)
+    barrier()
+    if r_hi > r_lo:
+        gemm_packed_strided(r_hi - r_lo, rows, dz + r_lo, 1, G, xp, 1, I, 0, strips(I), True,
+                            <floating *> f.dW + r_lo * I, I, NULL, 1)
+        gemm_packed_strided(r_hi - r_lo, rows, dzh + r_lo, 1, G, hpk, 1, Hout, 0,
+                            strips(Hout), True, <floating *> f.dU + r_lo * Hout, Hout, NULL, 1)

@@ -1,7 +1,7 @@
 """Results do not depend on the number of threads: bit for bit, in every kernel variant.
 
 The threaded kernels split hidden units (and, in backward, rows of dW and dU and columns of
-dx) between OpenMP threads, and the two directions of a layer may run side by side; none of
+dx; with layer norm or projection, the batch's rows) between OpenMP threads, and the two directions of a layer may run side by side; none of
 that may change a single bit of an output or a gradient.
 """
 import numpy as np
@@ -44,6 +44,10 @@ def train_step(m, x, lengths):
     (5, 33, 31, 100, {"zoneout": 0.3, "peephole": True, "cell_clip": 0.3}),
     (3, 16, 40, 160, {"bidirectional": True, "num_layers": 2, "recurrent_dropout": 0.4,
                       "dropout": 0.2, "zoneout": (0.0, 0.3)}),
+    # Layer norm and projection, whose forward splits the batch's rows (13: a short tile).
+    (6, 13, 5, 40, {"layer_norm": True, "zoneout": 0.2, "cell_clip": 0.7}),
+    (5, 33, 31, 50, {"proj_size": 20, "recurrent_dropout": 0.3, "peephole": True}),
+    (4, 8, 3, 64, {"layer_norm": True, "bidirectional": True, "proj_size": 30}),
 ])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_same_bits_on_any_number_of_threads(variant, T, B, I, H, options, dtype):

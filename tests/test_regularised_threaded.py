@@ -3,8 +3,8 @@ results against the reference (forward and backward, training and inference).
 
 Without layer norm and projection these options act unit by unit, so where the plain layer
 runs forward_parallel and backward_parallel (AVX2 and AVX-512 builds, products too big for
-gemm_small) they run there too, on a team; layer norm and projection stay on the serial
-regularised driver. That the results do not depend on the team is in
+gemm_small) they run there too, on a team; with layer norm or projection the regularised
+driver's forward splits the batch's rows between a team, its backward is serial. That the results do not depend on the team is in
 tests/test_determinism.py.
 """
 import numpy as np
@@ -79,13 +79,16 @@ def test_unit_wise_options_run_threaded_and_match_reference(recorder, options, d
 
 @pytest.mark.parametrize("options", [dict(layer_norm=True, zoneout=0.3),
                                      dict(proj_size=20, recurrent_dropout=0.3)])
-def test_layer_norm_and_projection_stay_serial(recorder, options):
+def test_layer_norm_and_projection_split_rows_forward(recorder, options):
     lstm = LSTM(I, H, dtype=np.float64, seed=2, **options)
     _shift_layer_norms(lstm, 4)
     with threadpool_limits(2):
         _check_against_reference(lstm, T, B, lengths=True, seed=5)
     assert recorder.forward_plans and recorder.backward_plans
-    for plan in recorder.forward_plans + recorder.backward_plans:
+    # B = 8: a tile of 6 rows and a short one, a thread each.
+    for plan in recorder.forward_plans:
+        assert plan == {"driver": "rows", "threads": 2}
+    for plan in recorder.backward_plans:
         assert plan == {"driver": "serial", "threads": 1}
 
 
