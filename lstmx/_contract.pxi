@@ -179,6 +179,10 @@ cdef class Shapes:
                             min(max_threads(), strips(self.H)),
                             self.typenum == cnp.NPY_DOUBLE)
 
+    cdef int rows_team(self) except -1:
+        """forward_parallel's team of rows (plan_rows), or 0 to split units."""
+        return plan_rows(self.B, 4 * self.H * (self.n_in + self.H), max_threads())
+
     cdef Py_ssize_t packed_size(self, bint recurrent):
         """Elements of W (or U when ``recurrent``) packed, either way round: forward packs
         W.T as (I, 4H) and backward W as (4H, I). Both are rounded up to whole strips in

@@ -201,7 +201,7 @@ cdef void run_forward_regularised(floating kind, const RegForwardPlan *f) noexce
                      <floating *> f.h, <floating *> f.c, <floating *> f.y, f.ldy,
                      <floating *> f.gates, f.Tc, <floating *> f.cells, <floating *> f.Wp,
                      <floating *> f.Up, <floating *> f.h_alt, <floating *> f.bias, f.threads,
-                     False, f.reverse, f.identity, &opt)
+                     False, f.reverse, f.identity, False, &opt)
 
 
 def forward_regularised(RegularisedForward call not None):

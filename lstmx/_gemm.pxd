@@ -186,6 +186,14 @@ cdef inline Py_ssize_t share(Py_ssize_t n, Py_ssize_t part, Py_ssize_t parts) no
     return n * part // parts
 
 
+cdef inline Py_ssize_t row_share(Py_ssize_t m, Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
+    """Where part ``part`` of ``parts`` of m rows of A starts: whole tiles of TILE_ROWS rows
+    (the last one possibly short), so that the rows past the last whole tile, which other
+    kernels sum, are the same rows whatever the split."""
+    cdef Py_ssize_t tiles = (m + TILE_ROWS - 1) // TILE_ROWS
+    return min(m, share(tiles, part, parts) * TILE_ROWS)
+
+
 cdef inline void pack_strips(Py_ssize_t k, Py_ssize_t groups, Py_ssize_t width,
                              const floating *B, Py_ssize_t rs, Py_ssize_t cs,
                              Py_ssize_t s_lo, Py_ssize_t s_hi, floating *Bp) noexcept nogil:

@@ -40,7 +40,7 @@ from lstmx._blas cimport NoTrans, Trans, gemm
 from lstmx._gemm cimport (
     EDGE_ROWS, PARALLEL_WORK, TILED_GEMM, TILE_COLS, TILE_ROWS, gemm_packed,
     gemm_packed_parallel, gemm_packed_strided, gemm_packed_tiles, gemm_small, pack_strips,
-    share, strips)
+    row_share, share, strips)
 from lstmx._openmp cimport barrier, max_threads, num_threads, thread_slot
 
 from lstmx._cpu import l2_cache_bytes
@@ -88,6 +88,7 @@ cdef struct ForwardPlan:
     Py_ssize_t T, B, n_in, H, P, ldy, Tc  # n_in: I is a macro of complex.h
     int threads
     bint par, lean, reverse, identity, double
+    bint by_rows  # forward_parallel's team splits the batch's rows, not the hidden units
     const void *x
     const void *W
     const void *U
@@ -153,6 +154,10 @@ cdef list plan_forward(ForwardPlan *f, cnp.ndarray x, cnp.ndarray W, cnp.ndarray
     f.Tc = chunk_steps(n.T, n.B * G, size, gates is not None)
     f.par = n.parallel()
     f.threads = n.threads() if f.par else 1
+    cdef int rows_team = n.rows_team() if f.par else 0
+    f.by_rows = rows_team > 0
+    if f.by_rows:
+        f.threads = rows_team
     f.reverse, f.identity, f.double = reverse, identity, n.typenum == cnp.NPY_DOUBLE
     f.lean = gates is None and peep is None
     # Workspace: [inference gate chunk | m (B, H) | h (B, P) | U.T | zero peepholes |
@@ -223,6 +228,8 @@ cdef class LayerForward:
         rows = f.Tc * f.B
         return {
             "driver": "threaded" if f.par else "serial", "threads": f.threads,
+            # forward_parallel's team: the hidden units split, or the batch's rows
+            "split": None if not f.par else "rows" if f.by_rows else "units",
             "chunk_steps": f.Tc,
             "input_projection": "tiles" if f.Wp != NULL else "BLAS",
             # forward_layer's projection runs on the OpenMP threads at inference
@@ -246,7 +253,7 @@ cdef void run_forward(floating kind, const ForwardPlan *f, int threads) noexcept
                          <floating *> f.y, f.ldy, <floating *> f.gates, f.Tc,
                          <floating *> f.cells, <floating *> f.Wp, <floating *> f.Up,
                          <floating *> f.h_alt, <floating *> f.bias, threads, f.lean,
-                         f.reverse, f.identity, NULL)
+                         f.reverse, f.identity, f.by_rows, NULL)
     else:
         forward_layer(f.T, f.B, f.n_in, f.H, f.P, <floating *> f.x, <floating *> f.W,
                       <floating *> f.U, <floating *> f.b_ih, <floating *> f.b_hh,

@@ -26,7 +26,7 @@ cdef void forward_parallel(
         const floating *b_hh, const floating *peep, const Py_ssize_t *lengths,
         floating *h, floating *c, floating *y, Py_ssize_t ldy, floating *gates, Py_ssize_t Tc,
         floating *cells, floating *Wp, floating *Up, floating *h_alt, floating *bias,
-        int threads, bint lean, bint reverse, bint identity,
+        int threads, bint lean, bint reverse, bint identity, bint by_rows,
         const UnitOptions *opt) noexcept nogil:
     """forward_layer without projection on AVX2 and AVX-512 builds, every thread throughout.
 
@@ -38,6 +38,12 @@ cdef void forward_parallel(
     ``h_alt``), so one barrier per step suffices. No BLAS runs here, so no second thread pool
     competes with this one.
 
+    ``by_rows``: each thread owns whole tiles of the batch's rows instead (row_share), all
+    units of them, through every step: no barrier per step, but each thread reads all of U
+    at every step. The team still packs and projects the input by columns, and meets around
+    each chunk's projection. A row's sums and its units' cell are the same either way, so
+    the bits are too.
+
     ``opt`` (or NULL): the regularised cell's unit-wise options, the maths and the training
     arrays of forward_layer_regularised. With recurrent dropout the product reads h_{t-1} *
     rd, which each thread writes for its units into the other of two buffers beside h_t.
@@ -46,6 +52,9 @@ cdef void forward_parallel(
     # Initialised because OpenMP copies them into each thread (firstprivate).
     cdef Py_ssize_t part = 0, parts = 0, s_lo = 0, s_hi = 0, u_lo = 0, u_hi = 0, nu = 0
     cdef Py_ssize_t s0 = 0, n = 0, t_lo = 0, s = 0, t = 0, bi = 0, g = 0, j = 0, st = 0
+    # The rows, product strips and cell units of each step: all rows, the thread's units;
+    # or by_rows, the thread's rows, all units.
+    cdef Py_ssize_t b_lo = 0, b_hi = 0, r_lo = 0, r_hi = 0, c_lo = 0, c_hi = 0, cn = 0
     cdef floating *h_old = NULL
     cdef floating *h_new = NULL
     cdef floating *hd_new = NULL
@@ -82,11 +91,17 @@ cdef void forward_parallel(
             for g in range(4):
                 for j in range(g * H + u_lo, g * H + u_hi):
                     bias[j] = b_ih[j] + b_hh[j]
+        if by_rows:
+            b_lo, b_hi = row_share(B, part, parts), row_share(B, part + 1, parts)
+            r_lo, r_hi, c_lo, c_hi, cn = 0, per, 0, H, H
+            barrier()  # every strip of U is read by every thread
+        else:
+            b_lo, b_hi, r_lo, r_hi, c_lo, c_hi, cn = 0, B, s_lo, s_hi, u_lo, u_hi, nu
         tick = lap(tick, PHASE_INPUT)
         if rd != NULL:
             # h_d = h0 * mask, this thread's units; the first product reads all of them.
-            for bi in range(B):
-                for j in range(u_lo, u_hi):
+            for bi in range(b_lo, b_hi):
+                for j in range(c_lo, c_hi):
                     hd[bi * H + j] = h[bi * H + j] * rd[bi * H + j]
             tick = lap(tick, PHASE_CELL)
             barrier()
@@ -97,8 +112,12 @@ cdef void forward_parallel(
             t_lo = T - s0 - n if reverse else s0
             # This thread's columns of z = x @ W.T + b_ih + b_hh for the chunk.
             zc = gates + t_lo * B * G if cells != NULL else gates  # as in forward_layer
+            if by_rows:
+                barrier()  # (every thread done with the last chunk's z)
             gemm_packed(n * B, I, x + t_lo * B * I, I, Wp, 4, H, s_lo, s_hi, False, zc, G,
                         bias if b_ih != NULL else NULL)
+            if by_rows:
+                barrier()  # (every column of a thread's rows)
             tick = lap(tick, PHASE_INPUT)
             for s in range(s0, s0 + n):
                 t = T - 1 - s if reverse else s
@@ -107,58 +126,61 @@ cdef void forward_parallel(
                 h_new = h_alt if s % 2 == 0 else h
                 # z += h_{t-1} @ U.T (h_d = h_{t-1} * mask with recurrent dropout)
                 h_read = h_old if rd == NULL else (hd if s % 2 == 0 else hd_alt)
-                gemm_packed(B, H, h_read, H, Up, 4, H, s_lo, s_hi, True, zt, G, NULL)
+                if b_hi > b_lo:
+                    gemm_packed(b_hi - b_lo, H, h_read + b_lo * H, H, Up, 4, H, r_lo, r_hi, True,
+                                zt + b_lo * G, G, NULL)
                 tick = lap(tick, PHASE_RECURRENT)
                 st = t if cells != NULL else 0  # the step's row of ctil
-                for bi in range(B):
+                for bi in range(b_lo, b_hi):
                     if t >= length(lengths, bi, T):
-                        memset(y + (t * B + bi) * ldy + u_lo, 0, nu * sizeof(floating))
-                        memcpy(h_new + bi * H + u_lo, h_old + bi * H + u_lo,
-                               nu * sizeof(floating))
+                        memset(y + (t * B + bi) * ldy + c_lo, 0, cn * sizeof(floating))
+                        memcpy(h_new + bi * H + c_lo, h_old + bi * H + c_lo,
+                               cn * sizeof(floating))
                         if cells != NULL:
                             for g in range(4):
-                                memset(zt + bi * G + g * H + u_lo, 0, nu * sizeof(floating))
-                            memset(cells + (t * B + bi) * H + u_lo, 0, nu * sizeof(floating))
+                                memset(zt + bi * G + g * H + c_lo, 0, cn * sizeof(floating))
+                            memset(cells + (t * B + bi) * H + c_lo, 0, cn * sizeof(floating))
                             if opt != NULL and ctil != cells:
-                                memset(ctil + (t * B + bi) * H + u_lo, 0, nu * sizeof(floating))
+                                memset(ctil + (t * B + bi) * H + c_lo, 0, cn * sizeof(floating))
                         continue
                     if opt == NULL:
-                        cell_forward_rows(nu, H, zt + bi * G + u_lo, c + bi * H + u_lo,
-                                          h_new + bi * H + u_lo, peep + u_lo, lean, identity)
+                        cell_forward_rows(cn, H, zt + bi * G + c_lo, c + bi * H + c_lo,
+                                          h_new + bi * H + c_lo, peep + c_lo, lean, identity)
                         if cells != NULL:
-                            memcpy(cells + (t * B + bi) * H + u_lo, c + bi * H + u_lo,
-                                   nu * sizeof(floating))
+                            memcpy(cells + (t * B + bi) * H + c_lo, c + bi * H + c_lo,
+                                   cn * sizeof(floating))
                     else:
                         # h_new receives h~_t, before zoneout
                         cell_forward_regularised(
-                            nu, H, zt + bi * G + u_lo, c + bi * H + u_lo,
-                            ctil + (st * B + bi) * H + u_lo, h_new + bi * H + u_lo, NULL, NULL,
-                            peep + u_lo, NULL,
-                            keep_c + (t * B + bi) * H + u_lo if keep_c != NULL else NULL, p_c,
+                            cn, H, zt + bi * G + c_lo, c + bi * H + c_lo,
+                            ctil + (st * B + bi) * H + c_lo, h_new + bi * H + c_lo, NULL, NULL,
+                            peep + c_lo, NULL,
+                            keep_c + (t * B + bi) * H + c_lo if keep_c != NULL else NULL, p_c,
                             clip, identity)
                         if cells != NULL and ctil != cells:
-                            memcpy(cells + (t * B + bi) * H + u_lo, c + bi * H + u_lo,
-                                   nu * sizeof(floating))
+                            memcpy(cells + (t * B + bi) * H + c_lo, c + bi * H + c_lo,
+                                   cn * sizeof(floating))
                         # h_t = keep * h_{t-1} + (1 - keep) * h~_t   (zoneout)
-                        for j in range(u_lo, u_hi):
+                        for j in range(c_lo, c_hi):
                             k = keep_h[(t * B + bi) * H + j] if keep_h != NULL else p_h
                             h_new[bi * H + j] = k * h_old[bi * H + j] + (1 - k) * h_new[bi * H + j]
-                    memcpy(y + (t * B + bi) * ldy + u_lo, h_new + bi * H + u_lo,
-                           nu * sizeof(floating))
+                    memcpy(y + (t * B + bi) * ldy + c_lo, h_new + bi * H + c_lo,
+                           cn * sizeof(floating))
                 if rd != NULL:
                     # h_d of the next step, this thread's units
                     hd_new = hd_alt if s % 2 == 0 else hd
-                    for bi in range(B):
-                        for j in range(u_lo, u_hi):
+                    for bi in range(b_lo, b_hi):
+                        for j in range(c_lo, c_hi):
                             hd_new[bi * H + j] = h_new[bi * H + j] * rd[bi * H + j]
                 tick = lap(tick, PHASE_CELL)
-                barrier()
-                tick = lap(tick, PHASE_SYNC)
+                if not by_rows:
+                    barrier()
+                    tick = lap(tick, PHASE_SYNC)
             s0 = s0 + n  # (+= would be an OpenMP reduction)
         if T % 2 == 1:
             # The last step wrote h_alt.
-            for bi in range(B):
-                memcpy(h + bi * H + u_lo, h_alt + bi * H + u_lo, nu * sizeof(floating))
+            for bi in range(b_lo, b_hi):
+                memcpy(h + bi * H + c_lo, h_alt + bi * H + c_lo, cn * sizeof(floating))
 
 
 

@@ -74,13 +74,6 @@ cdef void forward_layer_regularised(floating kind, const RegForwardPlan *f) noex
         forward_rows_regularised(kind, f, 0, 1)
 
 
-cdef inline Py_ssize_t row_share(Py_ssize_t B, Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
-    """Where part ``part`` of ``parts`` of the batch starts: whole tiles of TILE_ROWS rows,
-    the last one possibly short."""
-    cdef Py_ssize_t units = (B + TILE_ROWS - 1) // TILE_ROWS
-    return min(B, share(units, part, parts) * TILE_ROWS)
-
-
 cdef void forward_rows_regularised(floating kind, const RegForwardPlan *f, int part,
                                    int parts) noexcept nogil:
     """Part ``part`` of ``parts`` of forward_layer_regularised: the rows of row_share, and

@@ -1,4 +1,4 @@
-# When a second thread pays: the threaded drivers' team size, from costs measured once per process.
+# When a second thread pays: the threaded drivers' team size, and whether it splits units or rows, from costs measured once per process.
 #
 # Included by _kernels.pyx (after _phases.pxi, before _contract.pxi). A step of the threaded
 # drivers is a product of B * 4H * (I + H) multiply-adds split between the team, then one
@@ -205,6 +205,23 @@ cdef int plan_threads(Py_ssize_t work, int available, bint double) except -1:
                 plan_lost_at = clock_now()
             return best
         n *= 2
+
+
+cdef int plan_rows(Py_ssize_t B, Py_ssize_t row_work, int available) except -1:
+    """The team that splits the batch's rows (forward_parallel's ``by_rows``), or 0 to split
+    hidden units as plan_threads says: all ``available`` threads when each has a tile of
+    rows or more (row_share) and a step has PLAN_MIN_WORK multiply-adds (``row_work`` a
+    row). A team of rows has no barrier a step, and each thread reads only its own rows of
+    h_{t-1}. The measured costs of a barrier between idle cores (plan_threads) leave out
+    what a step's exchange of h costs on top; measured on the threaded driver itself, rows
+    were faster at every batch of a tile a thread or more (docs/performance.md), so this is
+    a rule of the shape, not a prediction. With fewer tiles than threads, units give every
+    thread work."""
+    cdef Py_ssize_t tiles = (B + TILE_ROWS - 1) // TILE_ROWS
+    available = min(available, PLAN_TEAMS - 1)
+    if available < 2 or tiles < available or B * row_work < PLAN_MIN_WORK:
+        return 0
+    return available
 
 
 def plan_costs():

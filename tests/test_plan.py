@@ -135,20 +135,26 @@ def test_a_plan_changes_no_bit(variant, dtype, monkeypatch):
     x = rng.standard_normal((5, 24, 20)).astype(dtype)
     results = []
     try:
-        for barrier in (0.0, 1.0):  # every team pays; none does
+        # B = 24, 4 tiles of rows: a team of 2 splits them; 5 threads split units (as many
+        # threads as strips of them) if every team pays, or stay one if none does.
+        for barrier, threads, split, team in ((0.0, 2, "rows", 2), (0.0, 5, "units", None),
+                                              (1.0, 5, "units", 1)):
             k.set_plan_costs(costs(lambda n: 1e-10, barrier))
-            with threadpool_limits(2):
+            with threadpool_limits(threads):
                 call = k.LayerForward(x=x.reshape(-1, 20), W=m.weight_ih_l0, U=m.weight_hh_l0,
                                       h=np.zeros((24, 70), dtype), c=np.zeros((24, 70), dtype),
                                       y=np.zeros((5, 24, 70), dtype))
-                assert call.describe()["threads"] == (2 if barrier == 0 else 1)
+                plan = call.describe()
+                assert plan["split"] == split
+                assert plan["threads"] == team if team else plan["threads"] > 1
                 y, (h, c), cache = m.forward_train(x)
                 dx, _, grads = m.backward(cache, np.cos(np.asarray(y)))
             results.append([np.array(y), h, c, dx] + [grads[n] for n in sorted(grads)])
     finally:
         k.forget_plan_costs()
-    for team, alone in zip(*results):
-        assert_array_equal(team, alone)
+    for other in results[1:]:
+        for a, b in zip(other, results[0]):
+            assert_array_equal(a, b)
 
 
 def test_describe_names_the_driver_and_products(pinned):
