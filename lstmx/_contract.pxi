@@ -181,7 +181,9 @@ cdef class Shapes:
 
     cdef int rows_team(self) except -1:
         """forward_parallel's team of rows (plan_rows), or 0 to split units."""
-        return plan_rows(self.B, 4 * self.H * (self.n_in + self.H), max_threads())
+        return plan_rows(self.B, 4 * self.H * (self.n_in + self.H),
+                         self.packed_size(True) * (8 if self.typenum == cnp.NPY_DOUBLE else 4),
+                         L2_BYTES, max_threads())
 
     cdef Py_ssize_t packed_size(self, bint recurrent):
         """Elements of W (or U when ``recurrent``) packed, either way round: forward packs

@@ -39,10 +39,9 @@ cdef void forward_parallel(
     competes with this one.
 
     ``by_rows``: each thread owns whole tiles of the batch's rows instead (row_share), all
-    units of them, through every step: no barrier per step, but each thread reads all of U
-    at every step. The team still packs and projects the input by columns, and meets around
-    each chunk's projection. A row's sums and its units' cell are the same either way, so
-    the bits are too.
+    units of them, through every step, its input projection included: no barrier after the
+    packing, but each thread reads all of U at every step. A row's sums (every row on
+    tiles) and its units' cell are the same either way, so the bits are too.
 
     ``opt`` (or NULL): the regularised cell's unit-wise options, the maths and the training
     arrays of forward_layer_regularised. With recurrent dropout the product reads h_{t-1} *
@@ -112,12 +111,19 @@ cdef void forward_parallel(
             t_lo = T - s0 - n if reverse else s0
             # This thread's columns of z = x @ W.T + b_ih + b_hh for the chunk.
             zc = gates + t_lo * B * G if cells != NULL else gates  # as in forward_layer
+            # Every row on tiles (edge_rows 1), so that a row has the same sums in a
+            # product of the chunk's rows as in one of its step's rows.
             if by_rows:
-                barrier()  # (every thread done with the last chunk's z)
-            gemm_packed(n * B, I, x + t_lo * B * I, I, Wp, 4, H, s_lo, s_hi, False, zc, G,
-                        bias if b_ih != NULL else NULL)
-            if by_rows:
-                barrier()  # (every column of a thread's rows)
+                # This thread's rows, all columns, a step at a time: no thread waits.
+                for t in range(t_lo, t_lo + n):
+                    if b_hi > b_lo:
+                        gemm_packed_strided(b_hi - b_lo, I, x + (t * B + b_lo) * I, I, 1, Wp,
+                                            4, H, 0, per, False,
+                                            zc + ((t - t_lo) * B + b_lo) * G, G,
+                                            bias if b_ih != NULL else NULL, 1)
+            else:
+                gemm_packed_strided(n * B, I, x + t_lo * B * I, I, 1, Wp, 4, H, s_lo, s_hi,
+                                    False, zc, G, bias if b_ih != NULL else NULL, 1)
             tick = lap(tick, PHASE_INPUT)
             for s in range(s0, s0 + n):
                 t = T - 1 - s if reverse else s

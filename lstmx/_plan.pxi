@@ -207,19 +207,25 @@ cdef int plan_threads(Py_ssize_t work, int available, bint double) except -1:
         n *= 2
 
 
-cdef int plan_rows(Py_ssize_t B, Py_ssize_t row_work, int available) except -1:
+cdef int plan_rows(Py_ssize_t B, Py_ssize_t row_work, Py_ssize_t u_bytes, Py_ssize_t l2_bytes,
+                   int available) except -1:
     """The team that splits the batch's rows (forward_parallel's ``by_rows``), or 0 to split
     hidden units as plan_threads says: all ``available`` threads when each has a tile of
-    rows or more (row_share) and a step has PLAN_MIN_WORK multiply-adds (``row_work`` a
-    row). A team of rows has no barrier a step, and each thread reads only its own rows of
-    h_{t-1}. The measured costs of a barrier between idle cores (plan_threads) leave out
-    what a step's exchange of h costs on top; measured on the threaded driver itself, rows
-    were faster at every batch of a tile a thread or more (docs/performance.md), so this is
-    a rule of the shape, not a prediction. With fewer tiles than threads, units give every
-    thread work."""
+    rows or more (row_share), a step has PLAN_MIN_WORK multiply-adds (``row_work`` a row),
+    and U packed (``u_bytes``) is at most twice a core's L2 (``l2_bytes``).
+
+    A team of rows has no barrier a step, and each thread reads only its own rows of
+    h_{t-1}; but each reads all of U at every step, where a team of units reads its share.
+    The barrier and the exchange of h cost about the same at any size, the reads of U grow
+    with it: on a 2-vCPU Zen 3 guest rows were faster up to H = 256 (U 1 MiB, L2 512 KiB)
+    and slower from H = 512 when the caches had cooled between calls (docs/performance.md).
+    The measured costs of a barrier between idle cores (plan_threads) leave the exchange
+    out and predict units everywhere, so this is a rule of the shape and the CPU's L2,
+    not a prediction. With fewer tiles than threads, units give every thread work."""
     cdef Py_ssize_t tiles = (B + TILE_ROWS - 1) // TILE_ROWS
     available = min(available, PLAN_TEAMS - 1)
-    if available < 2 or tiles < available or B * row_work < PLAN_MIN_WORK:
+    if (available < 2 or tiles < available or B * row_work < PLAN_MIN_WORK
+            or u_bytes > 2 * l2_bytes):
         return 0
     return available
 
