@@ -69,7 +69,7 @@ cdef list plan_regularised_forward(
     # The team of rows: as many threads as there are tiles of rows to share, at most.
     f.rows = f.packed_steps
     if f.rows:
-        f.threads = min(max_threads(), (B + TILE_ROWS - 1) // TILE_ROWS)
+        f.threads = min(max_threads(), row_tiles(B))
     f.clip, f.p_c, f.p_h = clip, p_c, p_h
     # Workspace: [inference: ctil (B, H) | the chunk of z, or with layer norm the chunk of
     #             x W^T, h U^T (B, 4H), z (B, 4H), lnc (B, H), rstd (B, 3)] [h_d (B, Hout)]

@@ -186,12 +186,16 @@ cdef inline Py_ssize_t share(Py_ssize_t n, Py_ssize_t part, Py_ssize_t parts) no
     return n * part // parts
 
 
+cdef inline Py_ssize_t row_tiles(Py_ssize_t m) noexcept nogil:
+    """Tiles of TILE_ROWS rows in m rows, the last one possibly short."""
+    return (m + TILE_ROWS - 1) // TILE_ROWS
+
+
 cdef inline Py_ssize_t row_share(Py_ssize_t m, Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
-    """Where part ``part`` of ``parts`` of m rows of A starts: whole tiles of TILE_ROWS rows
-    (the last one possibly short), so that the rows past the last whole tile, which other
-    kernels sum, are the same rows whatever the split."""
-    cdef Py_ssize_t tiles = (m + TILE_ROWS - 1) // TILE_ROWS
-    return min(m, share(tiles, part, parts) * TILE_ROWS)
+    """Where part ``part`` of ``parts`` of m rows of A starts: whole tiles of row_tiles, so
+    that the rows past the last whole tile, which other kernels sum, are the same rows
+    whatever the split."""
+    return min(m, share(row_tiles(m), part, parts) * TILE_ROWS)
 
 
 cdef inline void pack_strips(Py_ssize_t k, Py_ssize_t groups, Py_ssize_t width,

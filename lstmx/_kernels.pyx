@@ -40,7 +40,7 @@ from lstmx._blas cimport NoTrans, Trans, gemm
 from lstmx._gemm cimport (
     EDGE_ROWS, PARALLEL_WORK, TILED_GEMM, TILE_COLS, TILE_ROWS, gemm_packed,
     gemm_packed_parallel, gemm_packed_strided, gemm_packed_tiles, gemm_small, pack_strips,
-    row_share, share, strips)
+    row_share, row_tiles, share, strips)
 from lstmx._openmp cimport barrier, max_threads, num_threads, thread_slot
 
 from lstmx._cpu import l2_cache_bytes

@@ -114,13 +114,8 @@ cdef void forward_parallel(
             # Every row on tiles (edge_rows 1), so that a row has the same sums in a
             # product of the chunk's rows as in one of its step's rows.
             if by_rows:
-                # This thread's rows, all columns, a step at a time: no thread waits.
-                for t in range(t_lo, t_lo + n):
-                    if b_hi > b_lo:
-                        gemm_packed_strided(b_hi - b_lo, I, x + (t * B + b_lo) * I, I, 1, Wp,
-                                            4, H, 0, per, False,
-                                            zc + ((t - t_lo) * B + b_lo) * G, G,
-                                            bias if b_ih != NULL else NULL, 1)
+                input_projection_rows(n, B, b_lo, b_hi, I, H, x + t_lo * B * I, Wp,
+                                      bias if b_ih != NULL else NULL, zc)
             else:
                 gemm_packed_strided(n * B, I, x + t_lo * B * I, I, 1, Wp, 4, H, s_lo, s_hi,
                                     False, zc, G, bias if b_ih != NULL else NULL, 1)

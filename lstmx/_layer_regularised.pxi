@@ -8,10 +8,11 @@
 #
 # Forward on gemm_packed (AVX2, AVX-512 builds; ``rows``) runs on a team that splits the
 # batch: a layer norm reads a row's whole 4H vector, so its rows, not its units, are what
-# threads can own. Rows never meet in a step, so the team only meets around each chunk's
-# input projection (split by columns), not at every step. Rows are split in whole tiles of
-# gemm_packed, the batch's last rows always in the last tile: every row is then summed by
-# the same kernel whatever the team, and the results do not depend on it.
+# threads can own. Rows never meet, so the team meets once, after packing: each thread
+# projects its own rows too (input_projection_rows), as forward_parallel's team of rows
+# does. Rows are split in whole tiles of gemm_packed, the batch's last rows always in the
+# last tile: every row is then summed by the same kernel whatever the team, and the
+# results do not depend on it.
 
 
 cdef struct RegForwardPlan:
@@ -77,7 +78,7 @@ cdef void forward_layer_regularised(floating kind, const RegForwardPlan *f) noex
 cdef void forward_rows_regularised(floating kind, const RegForwardPlan *f, int part,
                                    int parts) noexcept nogil:
     """Part ``part`` of ``parts`` of forward_layer_regularised: the rows of row_share, and
-    with ``f.rows`` its share of the packing and of each chunk's input projection."""
+    with ``f.rows`` its share of the packing."""
     cdef Py_ssize_t T = f.T, B = f.B, I = f.n_in, H = f.H, P = f.P, G = 4 * H
     cdef Py_ssize_t Hout = P if P > 0 else H
     cdef Py_ssize_t s0, n, t_lo, s, t, bi, j, Tc = f.Tc
@@ -130,19 +131,17 @@ cdef void forward_rows_regularised(floating kind, const RegForwardPlan *f, int p
     if Rp != NULL:
         pack_strips(H, 1, P, R, 1, H, share(strips(P), part, parts),
                     share(strips(P), part + 1, parts), Rp)
+    if f.rows:
+        barrier()  # every strip is read by every thread
     s0 = 0
     while s0 < T:
         n = Tc if T - s0 > Tc else T - s0
         t_lo = T - s0 - n if f.reverse else s0
         # z = x @ W.T (+ b_ih + b_hh unless layer norm comes first)   (n*B, 4H)
         if f.rows:
-            # Every row's product is needed by the thread of that row, and the chunk's
-            # buffer is free once every thread is done with the last chunk: barriers.
-            barrier()
-            gemm_packed(n * B, I, x + t_lo * B * I, I, <const floating *> f.Wp, 4, H,
-                        s_lo, s_hi, False, proj, G,
-                        <const floating *> f.bias if b_ih != NULL else NULL)
-            barrier()
+            input_projection_rows(n, B, b_lo, b_hi, I, H, x + t_lo * B * I,
+                                  <const floating *> f.Wp,
+                                  <const floating *> f.bias if b_ih != NULL else NULL, proj)
         else:
             input_projection(n * B, I, H, x + t_lo * B * I, <const floating *> f.W,
                              <const floating *> f.Wp, b_ih, b_hh, <floating *> f.bias, proj,

@@ -32,6 +32,26 @@ cdef void input_projection(
     gemm(NoTrans, Trans, rows, G, I, 1, x, I, W, I, 1 if b_ih != NULL else 0, z, G)
 
 
+cdef inline void input_projection_rows(
+        Py_ssize_t n, Py_ssize_t B, Py_ssize_t b_lo, Py_ssize_t b_hi, Py_ssize_t I,
+        Py_ssize_t H, const floating *x, const floating *Wp, const floating *bias,
+        floating *z) noexcept nogil:
+    """z = x @ W.T (+ bias unless NULL) for rows [b_lo, b_hi) of each of n steps (x (n, B, I),
+    z (n, B, 4H), W.T packed by gate): a team of rows' thread projects its own rows, a step
+    at a time, and waits for no other. Every row on tiles (edge_rows 1), so that a row has
+    the same sums here as in a product of all the chunk's rows that does the same."""
+    cdef Py_ssize_t t
+    if b_hi <= b_lo:
+        return
+    if b_lo == 0 and b_hi == B:
+        # All rows (a team of one): the chunk's rows are contiguous, one product.
+        gemm_packed_strided(n * B, I, x, I, 1, Wp, 4, H, 0, strips(H), False, z, 4 * H, bias, 1)
+        return
+    for t in range(n):
+        gemm_packed_strided(b_hi - b_lo, I, x + (t * B + b_lo) * I, I, 1, Wp, 4, H, 0,
+                            strips(H), False, z + (t * B + b_lo) * 4 * H, 4 * H, bias, 1)
+
+
 cdef void transpose(Py_ssize_t rows, Py_ssize_t cols, const floating *A,
                     floating *At) noexcept nogil:
     """At = A.T for a row-major (rows, cols) A, in 8 x 16 blocks written row by row of At:

@@ -222,9 +222,8 @@ cdef int plan_rows(Py_ssize_t B, Py_ssize_t row_work, Py_ssize_t u_bytes, Py_ssi
     The measured costs of a barrier between idle cores (plan_threads) leave the exchange
     out and predict units everywhere, so this is a rule of the shape and the CPU's L2,
     not a prediction. With fewer tiles than threads, units give every thread work."""
-    cdef Py_ssize_t tiles = (B + TILE_ROWS - 1) // TILE_ROWS
     available = min(available, PLAN_TEAMS - 1)
-    if (available < 2 or tiles < available or B * row_work < PLAN_MIN_WORK
+    if (available < 2 or row_tiles(B) < available or B * row_work < PLAN_MIN_WORK
             or u_bytes > 2 * l2_bytes):
         return 0
     return available
