@@ -274,16 +274,29 @@ cdef list plan_regularised_backward(
     # backward_parallel where forward ran forward_parallel (plan_regularised_forward)
     f.par = n.parallel() and not ln
     f.threads = n.threads() if f.par else 1
+    # The serial driver runs on the tile kernels (AVX2, AVX-512 builds), whose bits do not
+    # depend on the team (BLAS's depend on its threads): a team of rows at every step when
+    # every thread has a tile of rows and a step has the work to pay for it, or a team for
+    # the chunks' products alone when they are big enough.
+    f.tiles = TILED_GEMM and not f.par
+    if f.tiles and row_tiles(B) >= 2 and B * (G * Hout + n.P * H) >= PLAN_MIN_WORK:
+        f.threads = min(max_threads(), row_tiles(B))
+    if f.tiles and f.Tc * B * G * (n.n_in + Hout) >= PARALLEL_WORK:
+        f.threads = max_threads()
+    f.K = reg_acc_columns(H, ln)
     # Workspace: [dz of Tc steps | with layer norm: dz_h of Tc steps, dz of a step (B, 4H)]
-    #            [dh_t | dh~_t | dh_d (B, Hout) each | dm | m (B, H) | dn (H,) |
+    #            [dh_t | dh_d (B, Hout) | dm | dn (B, H) | acc (B, K) |
+    #             dh~_t (B, Hout), m (B, H), or of Tc steps (tiles with projection) |
     #             h_d of a chunk (Tc*B, Hout), or backward_parallel's scratch |
     #             zero peepholes | unwanted dpeep]
     cdef Py_ssize_t chunk = f.Tc * B * (G + DZ_PAD if f.par else G)
     cdef Py_ssize_t n_ln = chunk + B * G if ln else 0
+    cdef Py_ssize_t steps = f.Tc if f.tiles and n.P else 1
     cdef Py_ssize_t n_hprev = (
         f.Tc * B * ((strips(H) + strips(n.n_in)) * TILE_COLS + H) if f.par
         else f.Tc * B * Hout)
-    cdef Py_ssize_t n_rest = 3 * B * Hout + 2 * B * H + H + n_hprev + 6 * H
+    cdef Py_ssize_t n_rest = (2 * B * Hout + 2 * B * H + B * f.K + steps * B * (Hout + H)
+                              + n_hprev + 6 * H)
     cdef cnp.ndarray work = workspace(chunk + n_ln + n_rest, h0.dtype)
     cdef bint packed = TILED_GEMM and B * G * Hout > SMALL_PRODUCT
     cdef cnp.ndarray Ub = (workspace(n.packed_size(True), h0.dtype) if f.par else
@@ -291,18 +304,13 @@ cdef list plan_regularised_backward(
                            if packed else None)
     cdef cnp.ndarray Rb = (workspace(n.P * strips(H) * TILE_COLS, h0.dtype)
                            if packed and n.P else None)
-    # The serial driver's chunk products on the tile kernels (AVX2, AVX-512 builds): the
-    # same bits on any team (BLAS's depend on its threads), on a team when big enough.
-    f.tiles = TILED_GEMM and not f.par
-    if f.tiles and f.Tc * B * G * (n.n_in + Hout) >= PARALLEL_WORK:
-        f.threads = max_threads()
     cdef cnp.ndarray Wb = (workspace(n.packed_size(False), h0.dtype) if f.par or f.tiles
                            else None)
     cdef cnp.ndarray xp = (workspace(f.Tc * B * strips(n.n_in) * TILE_COLS, h0.dtype)
                            if f.tiles else None)
     cdef cnp.ndarray hpk = (workspace(f.Tc * B * strips(Hout) * TILE_COLS, h0.dtype)
                             if f.tiles else None)
-    cdef cnp.ndarray mp = (workspace(B * strips(H) * TILE_COLS, h0.dtype)
+    cdef cnp.ndarray mp = (workspace(f.Tc * B * strips(H) * TILE_COLS, h0.dtype)
                            if f.tiles and n.P else None)
     cdef char *w = <char *> cnp.PyArray_DATA(work)
     cdef char *r = w + (chunk + n_ln) * size
@@ -310,13 +318,15 @@ cdef list plan_regularised_backward(
     f.dzh = w + chunk * size if ln else w
     f.dg = w + 2 * chunk * size if ln else NULL
     f.dht = r
-    f.dhtil = r + B * Hout * size
-    f.dhp = r + 2 * B * Hout * size
-    f.dm = r + 3 * B * Hout * size
-    f.m = r + (3 * B * Hout + B * H) * size
-    f.dn = r + (3 * B * Hout + 2 * B * H) * size
-    f.hprev = r + (3 * B * Hout + 2 * B * H + H) * size
-    cdef char *zero_peep = r + (3 * B * Hout + 2 * B * H + H + n_hprev) * size
+    f.dhp = r + B * Hout * size
+    f.dm = r + 2 * B * Hout * size
+    f.dn = r + (2 * B * Hout + B * H) * size
+    f.acc = r + (2 * B * Hout + 2 * B * H) * size
+    r += (2 * B * Hout + 2 * B * H + B * f.K) * size
+    f.dhtil = r
+    f.m = r + steps * B * Hout * size
+    f.hprev = r + steps * B * (Hout + H) * size
+    cdef char *zero_peep = r + (steps * B * (Hout + H) + n_hprev) * size
     memset(zero_peep, 0, 3 * H * size)
     f.x, f.W, f.U, f.R = data(x), data(W), data(U), data(R)
     f.peep = data(peep) if peep is not None else zero_peep
@@ -369,8 +379,11 @@ cdef class RegularisedBackward:
 
     def describe(self):
         """The driver and its threads: "threaded" (backward_parallel, with the options that
-        act unit by unit) or "serial" (backward_layer_regularised)."""
-        return {"driver": "threaded" if self.plan.par else "serial",
+        act unit by unit), "rows" (backward_layer_regularised on the tile kernels, its steps
+        on a team that splits the batch when ``threads`` > 1) or "serial"
+        (backward_layer_regularised on BLAS)."""
+        return {"driver": ("threaded" if self.plan.par else "rows" if self.plan.tiles
+                           else "serial"),
                 "threads": self.plan.threads}
 
 

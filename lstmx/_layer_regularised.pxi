@@ -232,9 +232,10 @@ cdef void forward_rows_regularised(floating kind, const RegForwardPlan *f, int p
 cdef struct RegBackwardPlan:
     # As RegForwardPlan, for backward (training arrays as forward filled them).
     Py_ssize_t T, B, n_in, H, P, ldy, lddy, Tc
-    int threads  # of backward_parallel (par), or of the chunks' products (tiles)
+    Py_ssize_t K  # columns of a row's parameter gradients in acc (REG_ACC_COLUMNS)
+    int threads   # of backward_parallel (par), or of the team of rows (tiles)
     bint reverse, identity, double, par
-    bint tiles   # the chunks' products (dx, dW, dU) and dR on gemm_packed, not BLAS
+    bint tiles    # on gemm_packed and a team of rows: every product, dx, dW, dU and dR too
     double clip
     const void *x
     const void *W
@@ -268,31 +269,59 @@ cdef struct RegBackwardPlan:
     void *dpeep   # (3, H), scratch without peepholes
     void *dln_g   # (4, 4H) or NULL
     void *dln_c   # (2, H) or NULL
+    void *acc     # (B, K): each row's own sums of dpeep, dln_c, dln_g (REG_ACC_COLUMNS)
     void *dz      # Tc steps of dz (of x W^T's row with layer norm; par: rows 4H + DZ_PAD apart)
     void *dzh     # Tc steps of the gradient of h U^T (layer norm; else dz)
     void *dg      # dz of one step before the layer norms (B, 4H)
     void *dht     # dh_t (B, Hout)
-    void *dhtil   # dh~_t (B, Hout)
+    void *dhtil   # dh~_t (B, Hout); tiles with projection: of Tc steps (for dR)
     void *dhp     # dh_d of the step (B, Hout)
     void *dm      # (B, H)
-    void *m       # (B, H)
-    void *dn      # (H,)
+    void *m       # (B, H); tiles with projection: of Tc steps (for dR)
+    void *dn      # (B, H)
     void *hprev   # h_d of a chunk (Tc*B, Hout); par: backward_parallel's scratch
     void *Ub      # U packed for dz @ U, or NULL (then BLAS or gemm_small)
     void *Rb      # R packed for dh @ R, or NULL
     void *Wb      # par, tiles: W packed for dz @ W
     void *xp      # tiles: x of a chunk packed (Tc*B, strips(I) * TILE_COLS)
     void *hpk     # tiles: h_d of a chunk packed (Tc*B, strips(Hout) * TILE_COLS)
-    void *mp      # tiles with projection: m of a step packed (B, strips(H) * TILE_COLS)
+    void *mp      # tiles with projection: m of a chunk packed (Tc*B, strips(H) * TILE_COLS)
+
+
+cdef inline Py_ssize_t reg_acc_columns(Py_ssize_t H, bint ln) noexcept nogil:
+    """Columns of a row's parameter gradients in RegBackwardPlan.acc:
+    [dpeep (3H) | with layer norm: dln_c (2H) | d gamma_ih | d beta | d gamma_hh (4H each)]."""
+    return 3 * H + (2 * H + 12 * H if ln else 0)
 
 
 cdef void backward_layer_regularised(floating kind, const RegBackwardPlan *f) noexcept nogil:
     """Backpropagation through time over one layer and direction (see
-    RegularisedBackward), in chunks of Tc steps as backward_layer."""
-    cdef Py_ssize_t T = f.T, B = f.B, I = f.n_in, H = f.H, P = f.P, G = 4 * H
+    RegularisedBackward), in chunks of Tc steps as backward_layer, on the plan's team."""
+    if f.tiles and f.threads > 1:
+        with parallel(num_threads=f.threads):
+            backward_rows_regularised(kind, f, threadid(), num_threads())
+    else:
+        backward_rows_regularised(kind, f, 0, 1)
+
+
+cdef void backward_rows_regularised(floating kind, const RegBackwardPlan *f, int part,
+                                    int parts) noexcept nogil:
+    """Part ``part`` of ``parts`` of backward_layer_regularised.
+
+    The steps run the rows of row_share: no row reads another's, so the team meets twice a
+    chunk (its products need every row), never at a step. The parameters' gradients that
+    sum over rows and steps cannot be summed as the steps go without depending on the team:
+    dW, dU, dR and db are summed by the chunk's products (a row of them each, a column of db
+    each), and dpeep, dln_c and dln_g by each batch row on its own (acc), in step order,
+    then over rows in row order at the end. Every row runs on the same kernels whatever the
+    team (whole tiles, as forward's rows), so no bit depends on it."""
+    cdef Py_ssize_t T = f.T, B = f.B, I = f.n_in, H = f.H, P = f.P, G = 4 * H, K = f.K
     cdef Py_ssize_t Hout = P if P > 0 else H
     cdef Py_ssize_t s0, n, t_lo, s, t, bi, j, tp, Tc = f.Tc
+    cdef Py_ssize_t b_lo = row_share(B, part, parts), b_hi = row_share(B, part + 1, parts)
+    cdef Py_ssize_t nb = b_hi - b_lo
     cdef bint ln = f.ln_g != NULL
+    cdef bint chunk_dR = f.tiles and P > 0  # m and dh~ kept for the chunk's dR
     cdef const floating *W = <const floating *> f.W
     cdef const floating *U = <const floating *> f.U
     cdef const floating *R = <const floating *> f.R
@@ -312,42 +341,51 @@ cdef void backward_layer_regularised(floating kind, const RegBackwardPlan *f) no
     cdef floating *dz = <floating *> f.dz
     cdef floating *dzh_all = <floating *> f.dzh
     cdef floating *dg = <floating *> f.dg
-    cdef floating *dht = <floating *> f.dht
-    cdef floating *dhtil = <floating *> f.dhtil if zh != NULL else dht
+    cdef floating *acc = <floating *> f.acc
     cdef floating *dhp = <floating *> f.dhp
-    cdef floating *dm = <floating *> f.dm if P > 0 else dhtil
-    cdef floating *m = <floating *> f.m
     cdef floating *hprev = <floating *> f.hprev
     cdef floating *dW = <floating *> f.dW
     cdef floating *dU = <floating *> f.dU
     cdef floating *db = <floating *> f.db
     cdef floating *dR = <floating *> f.dR
-    cdef floating *dln_g = <floating *> f.dln_g
     cdef floating *dzt
     cdef floating *dzht
     cdef floating *drow
+    cdef floating *dht
+    cdef floating *dhtil
+    cdef floating *dm
+    cdef floating *m
+    cdef floating *arow
     cdef floating k, clip = <floating> f.clip
     cdef floating *Ub = <floating *> f.Ub
     cdef floating *Rb = <floating *> f.Rb
     # The per-step products on gemm_packed (AVX2, AVX-512 builds): a BLAS call per step
     # wakes OpenBLAS's threads at every step, which on a busy machine cost many times the
-    # arithmetic.
+    # arithmetic. Each thread packs its share of the strips.
     if Ub != NULL:
-        pack_strips(G, 1, Hout, U, Hout, 1, 0, strips(Hout), Ub)
+        pack_strips(G, 1, Hout, U, Hout, 1, share(strips(Hout), part, parts),
+                    share(strips(Hout), part + 1, parts), Ub)
     if Rb != NULL:
-        pack_strips(P, 1, H, R, H, 1, 0, strips(H), Rb)
+        pack_strips(P, 1, H, R, H, 1, share(strips(H), part, parts),
+                    share(strips(H), part + 1, parts), Rb)
     if f.tiles:
-        pack_strips(G, 1, I, W, I, 1, 0, strips(I), <floating *> f.Wb)
-    memset(f.dpeep, 0, 3 * H * sizeof(floating))
-    memset(dW, 0, G * I * sizeof(floating))
-    memset(dU, 0, G * Hout * sizeof(floating))
+        pack_strips(G, 1, I, W, I, 1, share(strips(I), part, parts),
+                    share(strips(I), part + 1, parts), <floating *> f.Wb)
+    # Each thread clears what it sums into: its rows of dW, dU and dR, its columns of db
+    # (chunk_products_regularised), its rows of acc.
+    memset(dW + share(G, part, parts) * I, 0,
+           (share(G, part + 1, parts) - share(G, part, parts)) * I * sizeof(floating))
+    memset(dU + share(G, part, parts) * Hout, 0,
+           (share(G, part + 1, parts) - share(G, part, parts)) * Hout * sizeof(floating))
     if dR != NULL:
-        memset(dR, 0, P * H * sizeof(floating))
-    if db != NULL:
-        memset(db, 0, G * sizeof(floating))
-    if ln:
-        memset(dln_g, 0, 4 * G * sizeof(floating))
-        memset(f.dln_c, 0, 2 * H * sizeof(floating))
+        memset(dR + share(P, part, parts) * H, 0,
+               (share(P, part + 1, parts) - share(P, part, parts)) * H * sizeof(floating))
+    if db != NULL and not ln:
+        memset(db + share(G, part, parts), 0,
+               (share(G, part + 1, parts) - share(G, part, parts)) * sizeof(floating))
+    memset(acc + b_lo * K, 0, nb * K * sizeof(floating))
+    if parts > 1:
+        barrier()  # every strip is read by every thread
     s0 = 0
     while s0 < T:
         n = Tc if T - s0 > Tc else T - s0
@@ -356,8 +394,12 @@ cdef void backward_layer_regularised(floating kind, const RegBackwardPlan *f) no
             t = s if f.reverse else T - 1 - s
             dzt = dz + (t - t_lo) * B * G
             dzht = dzh_all + (t - t_lo) * B * G
+            m = <floating *> f.m + ((t - t_lo) * B * H if chunk_dR else 0)
+            dhtil = <floating *> f.dhtil + ((t - t_lo) * B * Hout if chunk_dR else 0)
+            dht = <floating *> f.dht if zh != NULL else dhtil
+            dm = <floating *> f.dm if P > 0 else dhtil
             # dh_t = dy_t + (gradient from step t+1); dh~_t = (1 - keep) dh_t (zoneout)
-            for bi in range(B):
+            for bi in range(b_lo, b_hi):
                 if t < length(f.lengths, bi, T):
                     for j in range(Hout):
                         dht[bi * Hout + j] = dy[(t * B + bi) * f.lddy + j] + dh[bi * Hout + j]
@@ -367,13 +409,16 @@ cdef void backward_layer_regularised(floating kind, const RegBackwardPlan *f) no
                 else:
                     memset(dht + bi * Hout, 0, Hout * sizeof(floating))
                     memset(dhtil + bi * Hout, 0, Hout * sizeof(floating))
-            if P > 0:
+            if P > 0 and nb > 0:
                 # dm = dh~ @ R   (B, H) = (B, P)(P, H)
                 if Rb != NULL:
-                    gemm_packed(B, P, dhtil, P, Rb, 1, H, 0, strips(H), False, dm, H, NULL)
+                    gemm_packed(nb, P, dhtil + b_lo * P, P, Rb, 1, H, 0, strips(H), False,
+                                dm + b_lo * H, H, NULL)
+                elif f.tiles:
+                    gemm_small(nb, H, P, dhtil + b_lo * P, P, R, H, 0, dm + b_lo * H, H)
                 else:
                     gemm(NoTrans, NoTrans, B, H, P, 1, dhtil, P, R, H, 0, dm, H)
-            for bi in range(B):
+            for bi in range(b_lo, b_hi):
                 if t >= length(f.lengths, bi, T):
                     memset(dzt + bi * G, 0, G * sizeof(floating))
                     if ln:
@@ -386,55 +431,49 @@ cdef void backward_layer_regularised(floating kind, const RegBackwardPlan *f) no
                 else:
                     cprev = cells + (tp * B + bi) * H
                 drow = dg + bi * G if ln else dzt + bi * G
+                arow = acc + bi * K
                 cell_backward_regularised(
                     H, H, gates + (t * B + bi) * G, ctil + (t * B + bi) * H, cprev,
                     <const floating *> f.lnc + (t * B + bi) * H if ln else NULL,
                     rstd[(t * B + bi) * LN_STATS + 2] if ln else 0, dm + bi * H, dc + bi * H,
                     zc + (t * B + bi) * H if zc != NULL else NULL, drow, m + bi * H,
-                    <const floating *> f.peep, <floating *> f.dpeep,
-                    <const floating *> f.ln_c, <floating *> f.dln_c, <floating *> f.dn,
-                    clip, f.identity)
+                    <const floating *> f.peep, arow, <const floating *> f.ln_c,
+                    arow + 3 * H if ln else NULL, <floating *> f.dn + bi * H, clip, f.identity)
                 if ln:
                     # Through z = LN(x W^T) + LN(h U^T) + b: the betas and biases take dz as
-                    # it is (summed into beta_ih's gradient, copied to the others below).
+                    # it is (d beta, copied to the others at the end).
                     layer_norm_gates_backward(
                         G, drow, <const floating *> f.lnx + (t * B + bi) * G,
                         <const floating *> f.lnh + (t * B + bi) * G,
                         rstd[(t * B + bi) * LN_STATS], rstd[(t * B + bi) * LN_STATS + 1],
-                        ln_g, ln_g + 2 * G, dln_g, dln_g + 2 * G, dln_g + G, dzt + bi * G,
-                        dzht + bi * G)
-            if P > 0 and f.tiles:
-                # dR += dh~.T @ m   (P, H) += (P, B)(B, H), every row on tiles
-                pack_strips(B, 1, H, m, H, 1, 0, strips(H), <floating *> f.mp)
-                gemm_packed_strided(P, B, dhtil, 1, P, <const floating *> f.mp, 1, H, 0,
-                                    strips(H), True, dR, H, NULL, 1)
-            elif P > 0:
+                        ln_g, ln_g + 2 * G, arow + 5 * H, arow + 5 * H + 2 * G,
+                        arow + 5 * H + G, dzt + bi * G, dzht + bi * G)
+            if P > 0 and not f.tiles:
+                # dR += dh~.T @ m   (P, H) += (P, B)(B, H)
                 gemm(Trans, NoTrans, P, H, B, 1, dhtil, P, m, H, 1, dR, H)
             # dh_d = dz_h @ U   (B, Hout) = (B, 4H)(4H, Hout)
-            if Ub != NULL:
-                gemm_packed(B, G, dzht, G, Ub, 1, Hout, 0, strips(Hout), False, dhp, Hout,
-                            NULL)
-            elif B * G * Hout <= SMALL_PRODUCT:
-                gemm_small(B, Hout, G, dzht, G, U, Hout, 0, dhp, Hout)
+            if nb == 0:
+                pass
+            elif Ub != NULL:
+                gemm_packed(nb, G, dzht + b_lo * G, G, Ub, 1, Hout, 0, strips(Hout), False,
+                            dhp + b_lo * Hout, Hout, NULL)
+            elif f.tiles or B * G * Hout <= SMALL_PRODUCT:
+                gemm_small(nb, Hout, G, dzht + b_lo * G, G, U, Hout, 0, dhp + b_lo * Hout,
+                           Hout)
             else:
                 gemm(NoTrans, NoTrans, B, Hout, G, 1, dzht, G, U, Hout, 0, dhp, Hout)
             # dh_{t-1} = dh_d * mask + keep * dh_t on active rows; inactive ones keep theirs
-            for bi in range(B):
+            for bi in range(b_lo, b_hi):
                 if t < length(f.lengths, bi, T):
                     for j in range(Hout):
                         k = zh[(t * B + bi) * Hout + j] if zh != NULL else 0
                         dh[bi * Hout + j] = (
                             dhp[bi * Hout + j] * (rd[bi * Hout + j] if rd != NULL else 1)
                             + k * dht[bi * Hout + j])
-
-        if not f.tiles:
-            # dx[chunk] += dz @ W   (n*B, I) += (n*B, 4H)(4H, I)
-            gemm(NoTrans, NoTrans, n * B, I, G, 1, dz, G, W, I, 1,
-                 <floating *> f.dx + t_lo * B * I, I)
-        # h_d of every row of the chunk: h0 on the row's first step, else the neighbouring
-        # output row of y (zero past a row's end, where dz is zero too), times the mask.
+        # h_d of the chunk's rows: h0 on the row's first step, else the neighbouring output
+        # row of y (zero past a row's end, where dz is zero too), times the mask.
         for t in range(t_lo, t_lo + n):
-            for bi in range(B):
+            for bi in range(b_lo, b_hi):
                 tp = t + 1 if f.reverse else t - 1
                 if (f.reverse and tp >= length(f.lengths, bi, T)) or (not f.reverse and tp < 0):
                     cprev = <const floating *> f.h0 + bi * Hout
@@ -443,40 +482,71 @@ cdef void backward_layer_regularised(floating kind, const RegBackwardPlan *f) no
                 for j in range(Hout):
                     hprev[((t - t_lo) * B + bi) * Hout + j] = (
                         cprev[j] * (rd[bi * Hout + j] if rd != NULL else 1))
-        if f.tiles and f.threads > 1:
-            with parallel(num_threads=f.threads):
-                chunk_products_regularised(kind, f, n * B, t_lo, threadid(), num_threads())
-        elif f.tiles:
-            chunk_products_regularised(kind, f, n * B, t_lo, 0, 1)
+        if f.tiles:
+            if parts > 1:
+                barrier()  # the chunk's products read every row
+            chunk_products_regularised(kind, f, n * B, t_lo, part, parts)
+            if parts > 1:
+                barrier()  # before the next chunk's steps overwrite what they read
         else:
+            # dx[chunk] += dz @ W   (n*B, I) += (n*B, 4H)(4H, I)
+            gemm(NoTrans, NoTrans, n * B, I, G, 1, dz, G, W, I, 1,
+                 <floating *> f.dx + t_lo * B * I, I)
             # dW += dz.T @ x[chunk]   (4H, I) += (4H, n*B)(n*B, I)
             gemm(Trans, NoTrans, G, I, n * B, 1, dz, G,
                  <const floating *> f.x + t_lo * B * I, I, 1, dW, I)
             # dU += dz_h.T @ h_d   (4H, Hout) += (4H, n*B)(n*B, Hout)
             gemm(Trans, NoTrans, G, Hout, n * B, 1, dzh_all, G, hprev, Hout, 1, dU, Hout)
-        if db != NULL and not ln:
-            # db += dz.sum(axis=0)
-            for s in range(n * B):
-                for j in range(G):
-                    db[j] += dz[s * G + j]
+            if db != NULL and not ln:
+                sum_rows(n * B, G, dz, G, 0, G, True, db)
         s0 += n
+    # The rows' own sums, over rows in row order: this part's columns.
+    sum_rows(B, 3 * H, acc, K, share(3 * H, part, parts), share(3 * H, part + 1, parts),
+             False, <floating *> f.dpeep)
     if ln:
-        memcpy(dln_g + 3 * G, dln_g + G, G * sizeof(floating))
+        sum_rows(B, 2 * H, acc + 3 * H, K, share(2 * H, part, parts),
+                 share(2 * H, part + 1, parts), False, <floating *> f.dln_c)
+        sum_rows(B, 3 * G, acc + 5 * H, K, share(3 * G, part, parts),
+                 share(3 * G, part + 1, parts), False, <floating *> f.dln_g)
+        if parts > 1:
+            barrier()
+        # Both betas and the biases have beta_ih's gradient.
+        j = share(G, part, parts)
+        memcpy(<floating *> f.dln_g + 3 * G + j, <floating *> f.dln_g + G + j,
+               (share(G, part + 1, parts) - j) * sizeof(floating))
         if db != NULL:
-            memcpy(db, dln_g + G, G * sizeof(floating))
+            memcpy(db + j, <floating *> f.dln_g + G + j,
+                   (share(G, part + 1, parts) - j) * sizeof(floating))
+
+
+cdef void sum_rows(Py_ssize_t rows, Py_ssize_t cols, const floating *a, Py_ssize_t lda,
+                   Py_ssize_t lo, Py_ssize_t hi, bint add, floating *out) noexcept nogil:
+    """out[lo:hi] := (out[lo:hi] +) the sum of a[:rows, lo:hi] over rows, in row order (so
+    that a split of the columns changes no bit); a's rows are lda apart."""
+    cdef Py_ssize_t r, j
+    if not add:
+        if rows == 0:
+            memset(out + lo, 0, (hi - lo) * sizeof(floating))
+            return
+        memcpy(out + lo, a + lo, (hi - lo) * sizeof(floating))
+    for r in range(0 if add else 1, rows):
+        for j in range(lo, hi):
+            out[j] += a[r * lda + j]
 
 
 cdef void chunk_products_regularised(floating kind, const RegBackwardPlan *f, Py_ssize_t rows,
                                      Py_ssize_t t_lo, int part, int parts) noexcept nogil:
     """Part ``part`` of ``parts`` of a backward chunk's products on gemm_packed, once its dz
-    (and dz_h, h_d) are complete: dx[chunk] += dz @ W (this part's strips of I), then
-    dW += dz.T @ x[chunk] and dU += dz_h.T @ h_d (this part's rows of dW and dU), every row
-    on tiles, so that no bit depends on the split (see gemm_packed_strided)."""
-    cdef Py_ssize_t I = f.n_in, H = f.H, G = 4 * H, Hout = f.P if f.P > 0 else H
+    (and dz_h, h_d, with projection m and dh~) are complete: dx[chunk] += dz @ W (this part's
+    strips of I), then dW += dz.T @ x[chunk], dU += dz_h.T @ h_d and dR += dh~.T @ m (this
+    part's rows of each) and db += dz summed over rows (its columns), every row on tiles, so
+    that no bit depends on the split (see gemm_packed_strided)."""
+    cdef Py_ssize_t I = f.n_in, H = f.H, G = 4 * H, P = f.P, Hout = f.P if f.P > 0 else H
     cdef Py_ssize_t i_lo = share(strips(I), part, parts), i_hi = share(strips(I), part + 1, parts)
     cdef Py_ssize_t o_lo = share(strips(Hout), part, parts)
     cdef Py_ssize_t o_hi = share(strips(Hout), part + 1, parts)
     cdef Py_ssize_t r_lo = share(G, part, parts), r_hi = share(G, part + 1, parts)
+    cdef Py_ssize_t p_lo = share(P, part, parts), p_hi = share(P, part + 1, parts)
     cdef const floating *x = <const floating *> f.x + t_lo * f.B * I
     cdef const floating *dz = <const floating *> f.dz
     cdef const floating *dzh = <const floating *> f.dzh
@@ -486,9 +556,19 @@ cdef void chunk_products_regularised(floating kind, const RegBackwardPlan *f, Py
                 <floating *> f.dx + t_lo * f.B * I, I, NULL)
     pack_strips(rows, 1, I, x, I, 1, i_lo, i_hi, xp)
     pack_strips(rows, 1, Hout, <const floating *> f.hprev, Hout, 1, o_lo, o_hi, hpk)
-    barrier()
+    if P > 0:
+        pack_strips(rows, 1, H, <const floating *> f.m, H, 1, share(strips(H), part, parts),
+                    share(strips(H), part + 1, parts), <floating *> f.mp)
+    if parts > 1:
+        barrier()
     if r_hi > r_lo:
         gemm_packed_strided(r_hi - r_lo, rows, dz + r_lo, 1, G, xp, 1, I, 0, strips(I), True,
                             <floating *> f.dW + r_lo * I, I, NULL, 1)
         gemm_packed_strided(r_hi - r_lo, rows, dzh + r_lo, 1, G, hpk, 1, Hout, 0,
                             strips(Hout), True, <floating *> f.dU + r_lo * Hout, Hout, NULL, 1)
+    if p_hi > p_lo:
+        gemm_packed_strided(p_hi - p_lo, rows, <const floating *> f.dhtil + p_lo, 1, P,
+                            <const floating *> f.mp, 1, H, 0, strips(H), True,
+                            <floating *> f.dR + p_lo * H, H, NULL, 1)
+    if f.db != NULL and f.ln_g == NULL:
+        sum_rows(rows, G, dz, G, r_lo, r_hi, True, <floating *> f.db)

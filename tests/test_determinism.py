@@ -1,8 +1,9 @@
 """Results do not depend on the number of threads: bit for bit, in every kernel variant.
 
 The threaded kernels split hidden units (and, in backward, rows of dW and dU and columns of
-dx; with layer norm or projection, the batch's rows) between OpenMP threads, and the two directions of a layer may run side by side; none of
-that may change a single bit of an output or a gradient.
+dx; with layer norm or projection, the batch's rows, forward and backward) between OpenMP
+threads, and the two directions of a layer may run side by side; none of that may change a
+single bit of an output or a gradient.
 """
 import numpy as np
 import pytest
@@ -48,6 +49,8 @@ def train_step(m, x, lengths):
     (6, 13, 5, 40, {"layer_norm": True, "zoneout": 0.2, "cell_clip": 0.7}),
     (5, 33, 31, 50, {"proj_size": 20, "recurrent_dropout": 0.3, "peephole": True}),
     (4, 8, 3, 64, {"layer_norm": True, "bidirectional": True, "proj_size": 30}),
+    # Backward's team of rows over several chunks (256 rows each) and a row past its tiles.
+    (41, 13, 4, 40, {"layer_norm": True, "proj_size": 9, "peephole": True}),
 ])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_same_bits_on_any_number_of_threads(variant, T, B, I, H, options, dtype):
