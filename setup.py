@@ -50,7 +50,9 @@ if platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
 kernel_variants.update({name.replace("_kernels", "_quantized"): flags
                         for name, flags in kernel_variants.items()})
 # _cpu and _peak pick their instruction set at run time: no ISA flags for them.
-modules = {"_blas": [], "_cpu": [], "_peak": [], **kernel_variants}
+# _random fills masks on a team of threads, in plain x86-64.
+modules = {"_blas": [], "_cpu": [], "_peak": [], "_random": [], **kernel_variants}
+threaded = set(kernel_variants) | {"_random"}
 
 extensions = [
     Extension(
@@ -58,8 +60,8 @@ extensions = [
         [f"lstmx/{name}.pyx"],
         include_dirs=[np.get_include()],
         define_macros=macros,
-        extra_compile_args=compile_args + isa_flags + (openmp if name in kernel_variants else []),
-        extra_link_args=openmp if name in kernel_variants else [],
+        extra_compile_args=compile_args + isa_flags + (openmp if name in threaded else []),
+        extra_link_args=openmp if name in threaded else [],
         # The int8 products' intrinsics: a change to the header rebuilds the quantised kernels.
         depends=["lstmx/_int8_dot.h"] if name.startswith("_quantized") else [],
     )

@@ -1,4 +1,4 @@
-"""The random masks of a training pass (dropout, recurrent dropout, zoneout), drawn with NumPy.
+"""The random masks of a training pass (dropout, recurrent dropout, zoneout), drawn from rng.
 
 One function says which masks a configuration needs, their shapes and what their values
 mean; the layers draw them at ``forward_train`` and keep them in the cache, and the tests pass
@@ -10,6 +10,8 @@ from __future__ import annotations
 import typing
 
 import numpy as np
+
+from lstmx import _random
 
 __all__ = ["Masks", "check_rng", "as_generator", "draw"]
 
@@ -51,19 +53,29 @@ def as_generator(rng) -> np.random.Generator:
     return np.random.default_rng(check_rng(rng))
 
 
+def _bernoulli(rng, shape, p, value, below, dtype):
+    """``value`` where u < p (``below``; else where u >= p), 0 elsewhere, u uniform in
+    [0, 1): a Philox stream keyed by two 64-bit draws from ``rng``, filled by the OpenMP
+    threads (``lstmx._random``; NumPy's own generators fill on one thread, and the masks of
+    zoneout cost more than the rest of its step)."""
+    key = rng.integers(0, 2**64, size=2, dtype=np.uint64)
+    out = np.empty(shape, dtype)
+    _random.bernoulli(out.reshape(-1), int(key[0]), int(key[1]), p, value, below)
+    return out
+
+
 def _scaled(rng, shape, p, dtype):
     """Bernoulli(1 - p) elements scaled by 1/(1-p), or None when p = 0."""
     if p == 0:
         return None
-    keep = rng.random(shape) >= p
-    return np.multiply(keep, 1.0 / (1.0 - p), dtype=dtype)
+    return _bernoulli(rng, shape, p, 1.0 / (1.0 - p), False, dtype)
 
 
 def _kept(rng, shape, p, dtype):
     """Bernoulli(p) elements (1: keep the previous value), or None when p = 0."""
     if p == 0:
         return None
-    return (rng.random(shape) < p).astype(dtype)
+    return _bernoulli(rng, shape, p, 1.0, True, dtype)
 
 
 def draw(cfg, T: int, B: int, rng) -> Masks | None:
