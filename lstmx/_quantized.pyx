@@ -236,6 +236,7 @@ cdef void int_product_blocks(Py_ssize_t b_lo, Py_ssize_t b_hi, Py_ssize_t rows, 
 
 cdef struct Plan:
     bint int8, reverse, identity, lean
+    bint rows                      # int8 on a team that splits the batch (forward_layer)
     int threads
     Py_ssize_t T, B, I, H, P, Hout, Tc, ldy
     Py_ssize_t Kx, Kh, Km          # padded depths of the three products (int8)
@@ -277,23 +278,56 @@ cdef struct Plan:
 
 cdef void forward_layer(Plan *p) noexcept nogil:
     """The forward pass of one layer and direction over the whole sequence: lstmx's float
-    forward (``_layer_serial.pxi``) with quantised products."""
+    forward (``_layer_serial.pxi``) with quantised products.
+
+    int8 on a team (``p.rows``): each thread takes its own rows of the batch, whole pairs of
+    them, through every step, input projection included. Rows never meet, so the team never
+    waits for itself; and each integer sum is exact whichever rows share its tile, so the
+    results do not depend on the team. Otherwise (bfloat16, whose products run on BLAS, or
+    a batch too small to share) the steps run on the calling thread and the integer
+    products split their columns between ``p.threads``."""
+    cdef int part, parts
+    cdef Py_ssize_t pairs = (p.B + ROWS - 1) // ROWS
+    if p.rows:
+        with parallel(num_threads=p.threads):
+            part, parts = threadid(), num_threads()
+            forward_rows(p, min(p.B, ROWS * (pairs * part // parts)),
+                         min(p.B, ROWS * (pairs * (part + 1) // parts)), 1)
+    else:
+        forward_rows(p, 0, p.B, p.threads)
+
+
+cdef void forward_rows(Plan *p, Py_ssize_t b_lo, Py_ssize_t b_hi, int threads) noexcept nogil:
+    """Rows [b_lo, b_hi) of the batch through forward_layer, the integer products on
+    ``threads`` threads."""
     cdef Py_ssize_t T = p.T, B = p.B, H = p.H, P = p.P, Hout = p.Hout, G = 4 * p.H
-    cdef Py_ssize_t s0, n, t_lo, s, t, bi, r
+    cdef Py_ssize_t nb = b_hi - b_lo
+    cdef Py_ssize_t s0, n, t_lo, s, t, bi, r, r0
     cdef float *zt
     cdef float *mrow
+    if nb <= 0:
+        return
     s0 = 0
     while s0 < T:
         # Steps s0 .. s0+n-1 in processing order are times t_lo .. t_lo+n-1.
         n = p.Tc if T - s0 > p.Tc else T - s0
         t_lo = T - s0 - n if p.reverse else s0
-        for r in range(n * B):
-            memcpy(p.gates + r * G, p.bias, G * sizeof(float))
-        # z = b + x @ W.T   (n*B, 4H) = (n*B, I)(I, 4H), all n steps at once
-        if p.int8:
+        for t in range(n):
+            for bi in range(b_lo, b_hi):
+                memcpy(p.gates + (t * B + bi) * G, p.bias, G * sizeof(float))
+        # z = b + x @ W.T   (n*B, 4H) = (n*B, I)(I, 4H): all n steps at once, or this
+        # part's rows of each step
+        if p.int8 and nb == B:
             quantize_rows(n * B, p.I, p.x + t_lo * B * p.I, p.I, p.xq, p.Kx, p.xs)
             int_product(n * B, G, p.Kx, p.xq, p.xs, p.Wq, p.sw, p.Wsum, p.gates, G, NULL,
-                        p.threads)
+                        threads)
+        elif p.int8:
+            for t in range(n):
+                r0 = t * B + b_lo
+                quantize_rows(nb, p.I, p.x + (t_lo * B + r0) * p.I, p.I, p.xq + r0 * p.Kx,
+                              p.Kx, p.xs + r0)
+                int_product(nb, G, p.Kx, p.xq + r0 * p.Kx, p.xs + r0, p.Wq, p.sw, p.Wsum,
+                            p.gates + r0 * G, G, NULL, threads)
         else:
             round_rows_bf16(n * B, p.I, p.x + t_lo * B * p.I, p.I, p.xb, p.I)
             gemm(NoTrans, Trans, n * B, G, p.I, 1, p.xb, p.I, p.Wb, p.I, 1, p.gates, G)
@@ -302,12 +336,14 @@ cdef void forward_layer(Plan *p) noexcept nogil:
             zt = p.gates + (t - t_lo) * B * G
             # z += h @ U.T   (B, 4H) += (B, Hout)(Hout, 4H)
             if p.int8:
-                quantize_rows(B, Hout, p.h, Hout, p.hq, p.Kh, p.hs)
-                int_product(B, G, p.Kh, p.hq, p.hs, p.Uq, p.su, p.Usum, zt, G, NULL, p.threads)
+                quantize_rows(nb, Hout, p.h + b_lo * Hout, Hout, p.hq + b_lo * p.Kh, p.Kh,
+                              p.hs + b_lo)
+                int_product(nb, G, p.Kh, p.hq + b_lo * p.Kh, p.hs + b_lo, p.Uq, p.su,
+                            p.Usum, zt + b_lo * G, G, NULL, threads)
             else:
                 round_rows_bf16(B, Hout, p.h, Hout, p.hb, Hout)
                 gemm(NoTrans, Trans, B, G, Hout, 1, p.hb, Hout, p.Ub, Hout, 1, zt, G)
-            for bi in range(B):
+            for bi in range(b_lo, b_hi):
                 if t >= length(p.lengths, bi, T):
                     memset(p.y + (t * B + bi) * p.ldy, 0, Hout * sizeof(float))
                     continue
@@ -319,15 +355,16 @@ cdef void forward_layer(Plan *p) noexcept nogil:
                     memcpy(p.y + (t * B + bi) * p.ldy, mrow, H * sizeof(float))
             if P > 0:
                 # h = m @ R.T   (B, P) = (B, H)(H, P); only active rows take it.
-                memset(p.hp, 0, B * P * sizeof(float))
+                memset(p.hp + b_lo * P, 0, nb * P * sizeof(float))
                 if p.int8:
-                    quantize_rows(B, H, p.m, H, p.mq, p.Km, p.ms)
-                    int_product(B, P, p.Km, p.mq, p.ms, p.Rq, p.sr, p.Rsum, p.hp, P, NULL,
-                                p.threads)
+                    quantize_rows(nb, H, p.m + b_lo * H, H, p.mq + b_lo * p.Km, p.Km,
+                                  p.ms + b_lo)
+                    int_product(nb, P, p.Km, p.mq + b_lo * p.Km, p.ms + b_lo, p.Rq, p.sr,
+                                p.Rsum, p.hp + b_lo * P, P, NULL, threads)
                 else:
                     round_rows_bf16(B, H, p.m, H, p.mb, H)
                     gemm(NoTrans, Trans, B, P, H, 1, p.mb, H, p.Rb, H, 0, p.hp, P)
-                for bi in range(B):
+                for bi in range(b_lo, b_hi):
                     if t < length(p.lengths, bi, T):
                         memcpy(p.h + bi * P, p.hp + bi * P, P * sizeof(float))
                         memcpy(p.y + (t * B + bi) * p.ldy, p.hp + bi * P, P * sizeof(float))
@@ -403,6 +440,12 @@ def forward(*, str mode, const float[:, ::1] x, weights, const float[::1] bias,
     p.reverse, p.identity = reverse, identity
     p.lean = peep is None
     p.threads = max_threads()
+    # A team of rows when every thread has a pair of rows and the pass has the work to pay
+    # for starting a team (once a layer: it never waits for itself).
+    p.rows = (p.int8 and p.threads > 1 and p.B >= ROWS * 2
+              and p.T * p.B * 4 * p.H * (p.I + p.Hout) >= PARALLEL_WORK)
+    if p.rows:
+        p.threads = min(p.threads, (p.B + ROWS - 1) // ROWS)
     p.ldy = y.shape[2]
     p.Tc = (int8_chunk_steps(p.T, p.B * G) if p.int8
             else max(1, min(p.T, BLAS_CHUNK_ELEMENTS // (p.B * G))))
