@@ -16,6 +16,7 @@ cdef enum:
     PACKING_WORK = 1 << 21   # multiply-adds from which the tiles read A packed (pack_tiles)
     EDGE_ROWS = 3     # rows of A below which gemm_packed runs gemm_small instead of tiles
     PAIR_ROWS = 2     # rows of pair_tile, the kernel of two rows left over after the tiles
+    QUAD_ROWS = 4     # rows of quad_tile, the kernel of four rows left over after the tiles
 
 cdef extern from *:
     """
@@ -192,10 +193,27 @@ cdef inline Py_ssize_t row_tiles(Py_ssize_t m) noexcept nogil:
 
 
 cdef inline Py_ssize_t row_share(Py_ssize_t m, Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
-    """Where part ``part`` of ``parts`` of m rows of A starts: whole tiles of row_tiles, so
-    that the rows past the last whole tile, which other kernels sum, are the same rows
-    whatever the split."""
-    return min(m, share(row_tiles(m), part, parts) * TILE_ROWS)
+    """Where part ``part`` of ``parts`` of m rows of A starts, for a team that splits them.
+
+    Every row must meet a kernel that sums it as it would in one product of all m rows
+    (gemm_packed_strided): tiles, pair_tile, quad_tile and edge_tile all sum alike, but a
+    single row past the last whole tile goes to gemm_small. Two parts split m into halves of
+    whole pairs of rows (32 rows: 16 and 16, two tiles and a quad_tile each; 8 rows: 4 and
+    4, where whole tiles give 6 and 2), or the most even such split where the second half
+    would otherwise end one row past its tiles and the whole batch would not, or the other
+    way round. More
+    parts split whole tiles, the batch's last rows always in the last one."""
+    cdef Py_ssize_t b, best = 0, gap = m  # gap: |2 best - m|
+    cdef bint last_small = m % TILE_ROWS == 1
+    if parts != 2 or part <= 0 or part >= parts:
+        return min(m, share(row_tiles(m), part, parts) * TILE_ROWS)
+    # The most even split in pairs whose second half ends as the whole batch does (b = 0
+    # always does).
+    for b in range(2, m, 2):
+        if (((m - b) % TILE_ROWS == 1) == last_small
+                and (2 * b - m if 2 * b > m else m - 2 * b) < gap):
+            best, gap = b, (2 * b - m if 2 * b > m else m - 2 * b)
+    return best
 
 
 cdef inline void pack_strips(Py_ssize_t k, Py_ssize_t groups, Py_ssize_t width,
@@ -378,6 +396,42 @@ cdef inline void pair_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
                 C[r * ldc + j] = acc[r][j]
 
 
+cdef inline void quad_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
+                           Py_ssize_t a_col, const floating *Bp, floating *C, Py_ssize_t ldc,
+                           Py_ssize_t cols, bint add, const floating *bias) noexcept nogil:
+    """C[:4, :cols] := A[:4, :k] @ Bp[:, :cols] (+ C when ``add``) (+ bias[:cols] unless
+    NULL) for four rows left over after the whole tiles (TILE_ROWS 6 or 8), over a pass of
+    PASS_FLOATS (PASS_DOUBLES) columns of a packed strip (zero-padded past ``cols``).
+
+    Summed as micro_tile sums (from the bias or zero, k in order, C added last), so a row
+    has the same bits whichever kernel runs it. Four rows by a pass are 8 vector
+    accumulators, enough to cover the FMA latency, where a tile cut to four rows (edge_tile)
+    does a whole tile's work: a team that splits a batch of 32 rows in halves (16 = 2 tiles
+    and 4 rows) or of 8 (4 each) does not wait on the thread with the whole tiles."""
+    cdef floating acc[QUAD_ROWS][PASS_FLOATS]
+    cdef floating top[PASS_FLOATS]
+    cdef Py_ssize_t w = PASS_FLOATS if floating is float else PASS_DOUBLES
+    cdef Py_ssize_t r, j, p
+    cdef floating a
+    for j in range(w):
+        top[j] = bias[j] if bias != NULL and j < cols else 0
+    for r in range(QUAD_ROWS):
+        for j in range(w):
+            acc[r][j] = top[j]
+    for p in range(k):
+        for r in range(QUAD_ROWS):
+            a = A[r * a_row + p * a_col]
+            for j in range(w):
+                acc[r][j] += a * Bp[p * TILE_COLS + j]
+    for r in range(QUAD_ROWS):
+        if add:
+            for j in range(cols):
+                C[r * ldc + j] += acc[r][j]
+        else:
+            for j in range(cols):
+                C[r * ldc + j] = acc[r][j]
+
+
 cdef inline void gemm_packed_strided(
         Py_ssize_t m, Py_ssize_t k, const floating *A, Py_ssize_t a_row, Py_ssize_t a_col,
         const floating *Bp, Py_ssize_t groups, Py_ssize_t width, Py_ssize_t s_lo,
@@ -387,13 +441,15 @@ cdef inline void gemm_packed_strided(
     transpose of a row-major array without transposing it first.
 
     Every tile runs on micro_tile, whatever the width: columns past a group's last full
-    pass go to edge_tile, which computes a whole tile and keeps a part. So do the rows past
-    the last full tile (from a zero-padded copy of A), unless they are fewer than
-    ``edge_rows``: a mostly empty tile then costs more than the kernels built for few rows
-    (gemm_packed passes EDGE_ROWS): two rows go to pair_tile, one to gemm_small (a batch of
-    one). Tiles and pair_tile give every row of C the same sums whichever rows share its
-    tile; gemm_small sums in another order. So a product whose rows threads split
-    (backward's dW and dU) passes 1: its bits then do not depend on the split.
+    pass go to edge_tile, which computes a whole tile and keeps a part. Four rows past the
+    last full tile go to quad_tile; other rows past it to edge_tile too (from a zero-padded
+    copy of A), unless they are fewer than ``edge_rows``: a mostly empty tile then costs
+    more than the kernels built for few rows (gemm_packed passes EDGE_ROWS): two rows go to
+    pair_tile, one to gemm_small (a batch of one). Tiles, pair_tile and quad_tile give every
+    row of C the same sums whichever rows share its tile; gemm_small sums in another order.
+    So a product whose rows threads split (backward's dW and dU) passes 1: its bits then do
+    not depend on the split; the teams of rows split so that only the batch's last row can
+    meet gemm_small, and only where it does in the whole batch (row_share).
 
     From PACKING_WORK multiply-adds on, the whole tiles read A from row tiles packed by
     pack_tiles, a block of rows at a time, into memory allocated here; below it (a step of
@@ -420,6 +476,8 @@ cdef inline void gemm_packed_tiles(
     cdef Py_ssize_t per = strips(width), full = m - m % TILE_ROWS if k > 0 else 0
     cdef Py_ssize_t rest = m - full
     cdef bint rest_tiled = rest >= edge_rows
+    # Four rows left: quad_tile, which sums as the tiles do, whatever edge_rows says.
+    cdef bint rest_quad = rest == QUAD_ROWS and TILE_ROWS > QUAD_ROWS
     cdef Py_ssize_t p0, kc, i_lo, i_hi, i0, g, s, w, col, q, cols, r, p
     cdef Py_ssize_t pw = PASS_FLOATS if floating is float else PASS_DOUBLES
     cdef Py_ssize_t pp = PAIR_FLOATS if floating is float else PAIR_DOUBLES
@@ -466,14 +524,14 @@ cdef inline void gemm_packed_tiles(
                                           TILE_ROWS, cols, add or p0 > 0, tile_bias)
                         i0 += TILE_ROWS
             i_lo = i_hi
-        if rest_tiled or rest == PAIR_ROWS:
-            if rest_tiled:
+        if rest_tiled or rest_quad or rest == PAIR_ROWS:
+            if rest_tiled and not rest_quad:
                 # The last rows, zero-padded to a whole tile (row-major, kc apart).
                 for r in range(TILE_ROWS):
                     for p in range(kc):
                         pad[r * kc + p] = (A[(full + r) * a_row + (p0 + p) * a_col]
                                            if r < rest else 0)
-            rw = pw if rest_tiled else pp
+            rw = pw if rest_tiled or rest_quad else pp
             for g in range(groups):
                 for s in range(s_lo, s_hi):
                     strip = Bp + ((g * per + s) * k + p0) * TILE_COLS
@@ -484,7 +542,11 @@ cdef inline void gemm_packed_tiles(
                             break
                         cols = rw if cols > rw else cols
                         tile_bias = bias + col + q * rw if bias != NULL and p0 == 0 else NULL
-                        if rest_tiled:
+                        if rest_quad:
+                            quad_tile(kc, A + full * a_row + p0 * a_col, a_row, a_col,
+                                      strip + q * rw, C + full * ldc + col + q * rw, ldc,
+                                      cols, add or p0 > 0, tile_bias)
+                        elif rest_tiled:
                             edge_tile(kc, pad, kc, 1, strip + q * rw,
                                       C + full * ldc + col + q * rw, ldc, rest, cols,
                                       add or p0 > 0, tile_bias)
@@ -493,7 +555,7 @@ cdef inline void gemm_packed_tiles(
                                       strip + q * rw, C + full * ldc + col + q * rw, ldc,
                                       cols, add or p0 > 0, tile_bias)
         p0 += kc
-    if rest_tiled or rest == PAIR_ROWS:
+    if rest_tiled or rest_quad or rest == PAIR_ROWS:
         return
     for g in range(groups):
         for s in range(s_lo, s_hi):

@@ -64,3 +64,10 @@ def packed_product(const floating[:, ::1] A, const floating[:, ::1] B, floating[
                                   share(per, part, parts), share(per, part + 1, parts), add,
                                   &C[0, 0], n, &b[0] if b is not None else NULL, EDGE_ROWS,
                                   NULL)
+
+
+def row_split(Py_ssize_t m, int parts):
+    """The boundaries of ``parts`` parts of m rows for a team of rows (row_share)."""
+    if m < 0 or parts < 1:
+        raise ValueError(f"row_split: m must be >= 0 and parts >= 1; got {m}, {parts}")
+    return [row_share(m, part, parts) for part in range(parts + 1)]

@@ -86,6 +86,35 @@ def test_a_row_has_the_same_bits_in_any_kernel(variant, m, add, bias, dtype):
     np.testing.assert_array_equal(part, whole[2:])
 
 
+@pytest.mark.parametrize("parts", [2, 3])
+@pytest.mark.parametrize("transpose_a", [False, True])
+def test_a_team_of_rows_gives_each_row_its_bits(variant, parts, transpose_a):
+    # The teams of rows (forward, the regularised backward) split the batch at row_share's
+    # boundaries and run each part as a product of its own (EDGE_ROWS: one row past the
+    # tiles goes to gemm_small): every row must keep the bits it has in one product of all
+    # rows, at every batch size (whole tiles, pairs, quads, tiles cut short, a last row).
+    rng = np.random.default_rng(parts)
+    kernels = _dispatch.load(variant)
+    k, width = 70, 40
+    B = rng.standard_normal((k, 2 * width)).astype(np.float32)
+    b = rng.standard_normal(2 * width).astype(np.float32)
+    for m in range(1, 41):
+        cuts = kernels.row_split(m, parts)
+        assert cuts[0] == 0 and cuts[-1] == m and cuts == sorted(cuts)
+        At = rng.standard_normal((k, m) if transpose_a else (m, k)).astype(np.float32)
+        A = At.T if transpose_a else At
+        whole = np.zeros((m, 2 * width), np.float32)
+        kernels.packed_product(At, B, whole, b, False, transpose_a, 2, 1)
+        for lo, hi in zip(cuts[:-1], cuts[1:]):
+            if hi == lo:
+                continue
+            part = np.zeros((hi - lo, 2 * width), np.float32)
+            rows = np.ascontiguousarray(A[lo:hi])
+            kernels.packed_product(np.ascontiguousarray(rows.T) if transpose_a else rows, B,
+                                   part, b, False, transpose_a, 2, 1)
+            np.testing.assert_array_equal(part, whole[lo:hi], err_msg=f"m={m} {cuts}")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("m,k,transpose_a", [(110, 200, False), (13, 1100, True),
                                              (200, 520, False), (60, 700, True)])
