@@ -66,10 +66,13 @@ cdef list plan_regularised_forward(
     f.double = n.typenum == cnp.NPY_DOUBLE
     f.small = not f.par and B * G * Hout <= SMALL_PRODUCT and T >= 4
     f.packed_steps = TILED_GEMM and not f.par and not f.small and T >= 4
-    # The team of rows: as many threads as there are tiles of rows to share, at most.
+    # The team of rows: as many threads as there are tiles of rows to share, at most; or
+    # forward_parallel's, where the plain layer's plan splits rows (rows_team).
     f.rows = f.packed_steps
     if f.rows:
         f.threads = min(max_threads(), row_tiles(B))
+    elif f.par and n.rows_team() > 0:
+        f.rows, f.threads = True, n.rows_team()
     f.clip, f.p_c, f.p_h = clip, p_c, p_h
     # Workspace: [inference: ctil (B, H) | the chunk of z, or with layer norm the chunk of
     #             x W^T, h U^T (B, 4H), z (B, 4H), lnc (B, H), rstd (B, 3)] [h_d (B, Hout)]
@@ -177,10 +180,13 @@ cdef class RegularisedForward:
 
     def describe(self):
         """The driver and its threads: "threaded" (forward_parallel, with the options that
-        act unit by unit), "rows" (forward_layer_regularised on a team that splits the
-        batch) or "serial" (forward_layer_regularised)."""
-        return {"driver": ("threaded" if self.plan.par else "rows" if self.plan.rows
-                           else "serial"),
+        act unit by unit; "split" says whether its team splits "rows" or "units"), "rows"
+        (forward_layer_regularised on a team that splits the batch) or "serial"
+        (forward_layer_regularised)."""
+        if self.plan.par:
+            return {"driver": "threaded", "threads": self.plan.threads,
+                    "split": "rows" if self.plan.rows else "units"}
+        return {"driver": "rows" if self.plan.rows else "serial",
                 "threads": self.plan.threads}
 
 
@@ -201,7 +207,7 @@ cdef void run_forward_regularised(floating kind, const RegForwardPlan *f) noexce
                      <floating *> f.h, <floating *> f.c, <floating *> f.y, f.ldy,
                      <floating *> f.gates, f.Tc, <floating *> f.cells, <floating *> f.Wp,
                      <floating *> f.Up, <floating *> f.h_alt, <floating *> f.bias, f.threads,
-                     False, f.reverse, f.identity, False, &opt)
+                     False, f.reverse, f.identity, f.rows, &opt)
 
 
 def forward_regularised(RegularisedForward call not None):

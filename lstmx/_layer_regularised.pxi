@@ -22,7 +22,8 @@ cdef struct RegForwardPlan:
     Py_ssize_t T, B, n_in, H, P, ldy, Tc
     int threads  # of forward_parallel (par) or of the team of rows (rows)
     bint training, reverse, identity, double, small, packed_steps, par
-    bint rows    # the batch's rows split between threads, on gemm_packed (W, U, R packed)
+    bint rows    # the batch's rows split between threads, on gemm_packed (W, U, R packed);
+                 # with par, forward_parallel's by_rows
     double clip, p_c, p_h  # clip 0: none; p_c, p_h: zoneout at inference (no masks)
     const void *x
     const void *W

@@ -73,8 +73,24 @@ def test_unit_wise_options_run_threaded_and_match_reference(recorder, options, d
         _check_against_reference(lstm, T, B, lengths=True, seed=3)
     # Inference runs the kernels only with zoneout or a clip (recurrent dropout does nothing).
     assert recorder.forward_plans and recorder.backward_plans
-    for plan in recorder.forward_plans + recorder.backward_plans:
+    for plan in recorder.forward_plans:
+        assert plan["driver"] == "threaded" and plan["threads"] == 2
+    for plan in recorder.backward_plans:
         assert plan == {"driver": "threaded", "threads": 2}
+
+
+@pytest.mark.parametrize("B,split", [(13, "rows"), (3, "units")])
+@pytest.mark.parametrize("options", [dict(recurrent_dropout=0.3, zoneout=(0.2, 0.4)),
+                                     dict(zoneout=0.3, cell_clip=0.5, peephole=True)])
+def test_unit_wise_options_on_either_split(recorder, options, B, split):
+    # forward_parallel's team splits the batch's rows where the plain layer's would (13
+    # rows: two tiles or more on AVX2 and AVX-512), hidden units where the batch is one tile.
+    lstm = LSTM(I, H, dtype=np.float64, seed=4, **options)
+    with threadpool_limits(2):
+        _check_against_reference(lstm, T, B, lengths=True, seed=6)
+    assert recorder.forward_plans
+    for plan in recorder.forward_plans:
+        assert plan == {"driver": "threaded", "threads": 2, "split": split}
 
 
 @pytest.mark.parametrize("options", [dict(layer_norm=True, zoneout=0.3),
@@ -97,7 +113,9 @@ def test_one_thread_is_a_team_of_one(recorder):
     with threadpool_limits(1):
         _check_against_reference(lstm, T, B, lengths=False, seed=7)
     assert recorder.forward_plans and recorder.backward_plans
-    for plan in recorder.forward_plans + recorder.backward_plans:
+    for plan in recorder.forward_plans:
+        assert plan == {"driver": "threaded", "threads": 1, "split": "units"}
+    for plan in recorder.backward_plans:
         assert plan == {"driver": "threaded", "threads": 1}
 
 
