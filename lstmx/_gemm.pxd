@@ -387,13 +387,21 @@ cdef inline void pair_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
         for j in range(w):
             acc[0][j] += a0 * Bp[p * TILE_COLS + j]
             acc[1][j] += a1 * Bp[p * TILE_COLS + j]
-    for r in range(PAIR_ROWS):
+    store_rows(PAIR_ROWS, cols, &acc[0][0], TILE_COLS, add, C, ldc)
+
+
+cdef inline void store_rows(Py_ssize_t rows, Py_ssize_t cols, const floating *acc,
+                            Py_ssize_t lda, bint add, floating *C, Py_ssize_t ldc) noexcept nogil:
+    """C[:rows, :cols] := acc (+ C when ``add``), acc's rows ``lda`` apart: the last step of
+    the kernels for rows left over after the tiles (C added last, as micro_tile adds it)."""
+    cdef Py_ssize_t r, j
+    for r in range(rows):
         if add:
             for j in range(cols):
-                C[r * ldc + j] += acc[r][j]
+                C[r * ldc + j] += acc[r * lda + j]
         else:
             for j in range(cols):
-                C[r * ldc + j] = acc[r][j]
+                C[r * ldc + j] = acc[r * lda + j]
 
 
 cdef inline void quad_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
@@ -423,13 +431,7 @@ cdef inline void quad_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
             a = A[r * a_row + p * a_col]
             for j in range(w):
                 acc[r][j] += a * Bp[p * TILE_COLS + j]
-    for r in range(QUAD_ROWS):
-        if add:
-            for j in range(cols):
-                C[r * ldc + j] += acc[r][j]
-        else:
-            for j in range(cols):
-                C[r * ldc + j] = acc[r][j]
+    store_rows(QUAD_ROWS, cols, &acc[0][0], PASS_FLOATS, add, C, ldc)
 
 
 cdef inline void gemm_packed_strided(
