@@ -68,11 +68,12 @@ cdef list plan_regularised_forward(
     f.packed_steps = TILED_GEMM and not f.par and not f.small and T >= 4
     # The team of rows: as many threads as there are tiles of rows to share, at most; or
     # forward_parallel's, where the plain layer's plan splits rows (rows_team).
-    f.rows = f.packed_steps
-    if f.rows:
+    cdef int rows_team = n.rows_team() if f.par else 0
+    f.rows = f.packed_steps or rows_team > 0
+    if rows_team:
+        f.threads = rows_team
+    elif f.rows:
         f.threads = min(max_threads(), row_tiles(B))
-    elif f.par and n.rows_team() > 0:
-        f.rows, f.threads = True, n.rows_team()
     f.clip, f.p_c, f.p_h = clip, p_c, p_h
     # Workspace: [inference: ctil (B, H) | the chunk of z, or with layer norm the chunk of
     #             x W^T, h U^T (B, 4H), z (B, 4H), lnc (B, H), rstd (B, 3)] [h_d (B, Hout)]

@@ -38,7 +38,7 @@ cdef void forward_parallel(
     ``h_alt``), so one barrier per step suffices. No BLAS runs here, so no second thread pool
     competes with this one.
 
-    ``by_rows``: each thread owns whole tiles of the batch's rows instead (row_share), all
+    ``by_rows``: each thread owns a share of the batch's rows instead (row_share), all
     units of them, through every step, its input projection included: no barrier after the
     packing, but each thread reads all of U at every step. A row's sums (every row on
     tiles) and its units' cell are the same either way, so the bits are too.
@@ -351,11 +351,9 @@ cdef void backward_parallel(
             pack_strips(rows, 1, H, hprev, H, 1, s_lo, s_hi, hp)
             pack_strips(rows, 1, I, x + t_lo * B * I, I, 1, i_lo, i_hi, xp)
             if db != NULL:
-                # db += dz.sum(axis=0)
-                for r in range(rows):
-                    for g in range(4):
-                        for j in range(g * H + u_lo, g * H + u_hi):
-                            db[j] += dz[r * ldz + j]
+                # db += dz.sum(axis=0), this thread's units of each gate
+                for g in range(4):
+                    sum_rows(rows, dz, ldz, g * H + u_lo, g * H + u_hi, True, db)
             tick = lap(tick, PHASE_WEIGHTS)
             barrier()
             tick = lap(tick, PHASE_SYNC)

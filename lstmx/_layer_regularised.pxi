@@ -10,9 +10,8 @@
 # batch: a layer norm reads a row's whole 4H vector, so its rows, not its units, are what
 # threads can own. Rows never meet, so the team meets once, after packing: each thread
 # projects its own rows too (input_projection_rows), as forward_parallel's team of rows
-# does. Rows are split in whole tiles of gemm_packed, the batch's last rows always in the
-# last tile: every row is then summed by the same kernel whatever the team, and the
-# results do not depend on it.
+# does. Rows are split as row_share says: every row is then summed by a kernel that sums it
+# as one product of all rows would, whatever the team, and the results do not depend on it.
 
 
 cdef struct RegForwardPlan:
@@ -315,7 +314,7 @@ cdef void backward_rows_regularised(floating kind, const RegBackwardPlan *f, int
     dW, dU, dR and db are summed by the chunk's products (a row of them each, a column of db
     each), and dpeep, dln_c and dln_g by each batch row on its own (acc), in step order,
     then over rows in row order at the end. Every row runs on the same kernels whatever the
-    team (whole tiles, as forward's rows), so no bit depends on it."""
+    team (row_share, as forward's rows), so no bit depends on it."""
     cdef Py_ssize_t T = f.T, B = f.B, I = f.n_in, H = f.H, P = f.P, G = 4 * H, K = f.K
     cdef Py_ssize_t Hout = P if P > 0 else H
     cdef Py_ssize_t s0, n, t_lo, s, t, bi, j, tp, Tc = f.Tc
@@ -499,15 +498,15 @@ cdef void backward_rows_regularised(floating kind, const RegBackwardPlan *f, int
             # dU += dz_h.T @ h_d   (4H, Hout) += (4H, n*B)(n*B, Hout)
             gemm(Trans, NoTrans, G, Hout, n * B, 1, dzh_all, G, hprev, Hout, 1, dU, Hout)
             if db != NULL and not ln:
-                sum_rows(n * B, G, dz, G, 0, G, True, db)
+                sum_rows(n * B, dz, G, 0, G, True, db)
         s0 += n
     # The rows' own sums, over rows in row order: this part's columns.
-    sum_rows(B, 3 * H, acc, K, share(3 * H, part, parts), share(3 * H, part + 1, parts),
-             False, <floating *> f.dpeep)
+    sum_rows(B, acc, K, share(3 * H, part, parts), share(3 * H, part + 1, parts), False,
+             <floating *> f.dpeep)
     if ln:
-        sum_rows(B, 2 * H, acc + 3 * H, K, share(2 * H, part, parts),
+        sum_rows(B, acc + 3 * H, K, share(2 * H, part, parts),
                  share(2 * H, part + 1, parts), False, <floating *> f.dln_c)
-        sum_rows(B, 3 * G, acc + 5 * H, K, share(3 * G, part, parts),
+        sum_rows(B, acc + 5 * H, K, share(3 * G, part, parts),
                  share(3 * G, part + 1, parts), False, <floating *> f.dln_g)
         if parts > 1:
             barrier()
@@ -518,21 +517,6 @@ cdef void backward_rows_regularised(floating kind, const RegBackwardPlan *f, int
         if db != NULL:
             memcpy(db + j, <floating *> f.dln_g + G + j,
                    (share(G, part + 1, parts) - j) * sizeof(floating))
-
-
-cdef void sum_rows(Py_ssize_t rows, Py_ssize_t cols, const floating *a, Py_ssize_t lda,
-                   Py_ssize_t lo, Py_ssize_t hi, bint add, floating *out) noexcept nogil:
-    """out[lo:hi] := (out[lo:hi] +) the sum of a[:rows, lo:hi] over rows, in row order (so
-    that a split of the columns changes no bit); a's rows are lda apart."""
-    cdef Py_ssize_t r, j
-    if not add:
-        if rows == 0:
-            memset(out + lo, 0, (hi - lo) * sizeof(floating))
-            return
-        memcpy(out + lo, a + lo, (hi - lo) * sizeof(floating))
-    for r in range(0 if add else 1, rows):
-        for j in range(lo, hi):
-            out[j] += a[r * lda + j]
 
 
 cdef void chunk_products_regularised(floating kind, const RegBackwardPlan *f, Py_ssize_t rows,
@@ -572,4 +556,4 @@ cdef void chunk_products_regularised(floating kind, const RegBackwardPlan *f, Py
                             <const floating *> f.mp, 1, H, 0, strips(H), True,
                             <floating *> f.dR + p_lo * H, H, NULL, 1)
     if f.db != NULL and f.ln_g == NULL:
-        sum_rows(rows, G, dz, G, r_lo, r_hi, True, <floating *> f.db)
+        sum_rows(rows, dz, G, r_lo, r_hi, True, <floating *> f.db)

@@ -52,6 +52,21 @@ cdef inline void input_projection_rows(
                             strips(H), False, z + (t * B + b_lo) * 4 * H, 4 * H, bias, 1)
 
 
+cdef void sum_rows(Py_ssize_t rows, const floating *a, Py_ssize_t lda, Py_ssize_t lo,
+                   Py_ssize_t hi, bint add, floating *out) noexcept nogil:
+    """out[lo:hi] := (out[lo:hi] +) the sum of a[:rows, lo:hi] over rows, in row order (so
+    that a split of the columns changes no bit); a's rows are lda apart."""
+    cdef Py_ssize_t r, j
+    if not add:
+        if rows == 0:
+            memset(out + lo, 0, (hi - lo) * sizeof(floating))
+            return
+        memcpy(out + lo, a + lo, (hi - lo) * sizeof(floating))
+    for r in range(0 if add else 1, rows):
+        for j in range(lo, hi):
+            out[j] += a[r * lda + j]
+
+
 cdef void transpose(Py_ssize_t rows, Py_ssize_t cols, const floating *A,
                     floating *At) noexcept nogil:
     """At = A.T for a row-major (rows, cols) A, in 8 x 16 blocks written row by row of At:
