@@ -39,9 +39,10 @@ cdef void forward_parallel(
     competes with this one.
 
     ``by_rows``: each thread owns a share of the batch's rows instead (row_share), all
-    units of them, through every step, its input projection included: no barrier after the
-    packing, but each thread reads all of U at every step. A row's sums (every row on
-    tiles) and its units' cell are the same either way, so the bits are too.
+    units of them, through every step: no barrier at a step, but each thread reads all of
+    U at every step. The team splits each chunk's input projection by the chunk's rows
+    (input_projection_share) and meets around it, once or twice a chunk. A row's sums
+    (every row on tiles) and its units' cell are the same either way, so the bits are too.
 
     ``opt`` (or NULL): the regularised cell's unit-wise options, the maths and the training
     arrays of forward_layer_regularised. With recurrent dropout the product reads h_{t-1} *
@@ -114,8 +115,16 @@ cdef void forward_parallel(
             # Every row on tiles (edge_rows 1), so that a row has the same sums in a
             # product of the chunk's rows as in one of its step's rows.
             if by_rows:
-                input_projection_rows(n, B, b_lo, b_hi, I, H, x + t_lo * B * I, Wp,
-                                      bias if b_ih != NULL else NULL, zc)
+                # The team meets after the product (a step reads rows another thread
+                # projected) and, at inference, which reuses the chunk's z, before it.
+                if s0 > 0 and cells == NULL:
+                    barrier()
+                    tick = lap(tick, PHASE_SYNC)
+                input_projection_share(n * B, part, parts, I, H, x + t_lo * B * I, Wp,
+                                       bias if b_ih != NULL else NULL, zc)
+                tick = lap(tick, PHASE_INPUT)
+                barrier()
+                tick = lap(tick, PHASE_SYNC)
             else:
                 gemm_packed_strided(n * B, I, x + t_lo * B * I, I, 1, Wp, 4, H, s_lo, s_hi,
                                     False, zc, G, bias if b_ih != NULL else NULL, 1)

@@ -8,10 +8,11 @@
 #
 # Forward on gemm_packed (AVX2, AVX-512 builds; ``rows``) runs on a team that splits the
 # batch: a layer norm reads a row's whole 4H vector, so its rows, not its units, are what
-# threads can own. Rows never meet, so the team meets once, after packing: each thread
-# projects its own rows too (input_projection_rows), as forward_parallel's team of rows
-# does. Rows are split as row_share says: every row is then summed by a kernel that sums it
-# as one product of all rows would, whatever the team, and the results do not depend on it.
+# threads can own. Rows never meet within a step, so the team meets only after packing and
+# around each chunk's input projection, which it splits by the chunk's rows
+# (input_projection_share), as forward_parallel's team of rows does. Rows are split as
+# row_share says: every row is then summed by a kernel that sums it as one product of all
+# rows would, whatever the team, and the results do not depend on it.
 
 
 cdef struct RegForwardPlan:
@@ -139,9 +140,15 @@ cdef void forward_rows_regularised(floating kind, const RegForwardPlan *f, int p
         t_lo = T - s0 - n if f.reverse else s0
         # z = x @ W.T (+ b_ih + b_hh unless layer norm comes first)   (n*B, 4H)
         if f.rows:
-            input_projection_rows(n, B, b_lo, b_hi, I, H, x + t_lo * B * I,
-                                  <const floating *> f.Wp,
-                                  <const floating *> f.bias if b_ih != NULL else NULL, proj)
+            # The team meets after the product (a step reads rows another thread projected)
+            # and before the next chunk's, which overwrites rows a step still reads.
+            if s0 > 0 and parts > 1:
+                barrier()
+            input_projection_share(n * B, part, parts, I, H, x + t_lo * B * I,
+                                   <const floating *> f.Wp,
+                                   <const floating *> f.bias if b_ih != NULL else NULL, proj)
+            if parts > 1:
+                barrier()
         else:
             input_projection(n * B, I, H, x + t_lo * B * I, <const floating *> f.W,
                              <const floating *> f.Wp, b_ih, b_hh, <floating *> f.bias, proj,

@@ -32,24 +32,22 @@ cdef void input_projection(
     gemm(NoTrans, Trans, rows, G, I, 1, x, I, W, I, 1 if b_ih != NULL else 0, z, G)
 
 
-cdef inline void input_projection_rows(
-        Py_ssize_t n, Py_ssize_t B, Py_ssize_t b_lo, Py_ssize_t b_hi, Py_ssize_t I,
-        Py_ssize_t H, const floating *x, const floating *Wp, const floating *bias,
+cdef inline void input_projection_share(
+        Py_ssize_t rows, Py_ssize_t part, Py_ssize_t parts, Py_ssize_t I, Py_ssize_t H,
+        const floating *x, const floating *Wp, const floating *bias,
         floating *z) noexcept nogil:
-    """z = x @ W.T (+ bias unless NULL) for rows [b_lo, b_hi) of each of n steps (x (n, B, I),
-    z (n, B, 4H), W.T packed by gate): a team of rows' thread projects its own rows, a step
-    at a time, and waits for no other. Every row on tiles (edge_rows 1), so that a row has
-    the same sums here as in a product of all the chunk's rows that does the same."""
-    cdef Py_ssize_t t
-    if b_hi <= b_lo:
-        return
-    if b_lo == 0 and b_hi == B:
-        # All rows (a team of one): the chunk's rows are contiguous, one product.
-        gemm_packed_strided(n * B, I, x, I, 1, Wp, 4, H, 0, strips(H), False, z, 4 * H, bias, 1)
-        return
-    for t in range(n):
-        gemm_packed_strided(b_hi - b_lo, I, x + (t * B + b_lo) * I, I, 1, Wp, 4, H, 0,
-                            strips(H), False, z + (t * B + b_lo) * 4 * H, 4 * H, bias, 1)
+    """z = x @ W.T (+ bias unless NULL) for part ``part`` of ``parts`` of a chunk's ``rows``
+    rows (x (rows, I), z (rows, 4H), W.T packed by gate), as row_share splits them.
+
+    A team of rows splits the chunk's product, all its steps, not each step's rows: a share
+    of a step's rows is a tile or two, a share of the chunk's is many, and the product is
+    as fast as its tiles are many. Every row on tiles (edge_rows 1), so the split changes
+    no bit. A step then reads rows that another thread projected: the caller's team meets
+    between the product and the steps."""
+    cdef Py_ssize_t lo = row_share(rows, part, parts), hi = row_share(rows, part + 1, parts)
+    if hi > lo:
+        gemm_packed_strided(hi - lo, I, x + lo * I, I, 1, Wp, 4, H, 0, strips(H), False,
+                            z + lo * 4 * H, 4 * H, bias, 1)
 
 
 cdef void sum_rows(Py_ssize_t rows, const floating *a, Py_ssize_t lda, Py_ssize_t lo,

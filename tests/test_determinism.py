@@ -49,6 +49,9 @@ def train_step(m, x, lengths):
     (6, 13, 5, 40, {"layer_norm": True, "zoneout": 0.2, "cell_clip": 0.7}),
     (5, 33, 31, 50, {"proj_size": 20, "recurrent_dropout": 0.3, "peephole": True}),
     (4, 8, 3, 64, {"layer_norm": True, "bidirectional": True, "proj_size": 30}),
+    # Forward's team of rows over several chunks, which it projects split by their rows.
+    (40, 12, 3, 64, {}),
+    (40, 12, 3, 64, {"zoneout": 0.2}),
     # Backward's team of rows over several chunks (256 rows each) and a row past its tiles.
     (41, 13, 4, 40, {"layer_norm": True, "proj_size": 9, "peephole": True}),
 ])
