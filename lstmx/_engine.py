@@ -236,9 +236,10 @@ def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool, peeps, 
                 cache.weights.append((W, U, R, peep))
                 cache.gates.append(gates)
                 cache.cells.append(cells)
-        if regularised:
-            for call in calls:
-                _kernels.forward_regularised(call)
+        if regularised and D == 2:
+            _kernels.forward_regularised_pair(*calls)
+        elif regularised:
+            _kernels.forward_regularised(calls[0])
         elif D == 2:
             _kernels.forward_pair(*calls)
         else:
@@ -307,9 +308,10 @@ def backward(cache: LSTMCache, dy, dh, dc, keys=None):
             if cfg.peephole:  # (indexing makes the row views in half the time iterating does)
                 ci, cf, co = n.peepholes
                 grads[ci], grads[cf], grads[co] = dpeep[0], dpeep[1], dpeep[2]
-        if cfg.regularised:
-            for call in calls:
-                _kernels.backward_regularised(call)
+        if cfg.regularised and D == 2:
+            _kernels.backward_regularised_pair(*calls)
+        elif cfg.regularised:
+            _kernels.backward_regularised(calls[0])
         elif D == 2:
             _kernels.backward_pair(*calls)
         else:

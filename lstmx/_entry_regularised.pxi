@@ -142,8 +142,8 @@ cdef list plan_regularised_forward(
 
 cdef class RegularisedForward:
     """One layer and direction's forward pass with any of recurrent dropout, zoneout, layer
-    norm and cell clip, checked and planned; run it with ``forward_regularised``. Keyword
-    arguments only.
+    norm and cell clip, checked and planned; run it with ``forward_regularised`` or
+    ``forward_regularised_pair``. Keyword arguments only.
 
     As ``LayerForward`` (x, W, U, b_ih, b_hh, R, peep, lengths, h, c, y, y_col, reverse,
     identity, gates, cells), and: ln_g (4, 4H) = [gamma_ih; beta_ih; gamma_hh; beta_hh] and
@@ -211,13 +211,35 @@ cdef void run_forward_regularised(floating kind, const RegForwardPlan *f) noexce
                      False, f.reverse, f.identity, f.rows, &opt)
 
 
+cdef void run_forward_regularised_any(const RegForwardPlan *f) noexcept nogil:
+    """run_forward_regularised in the plan's dtype."""
+    if f.double:
+        run_forward_regularised(<double> 0, f)
+    else:
+        run_forward_regularised(<float> 0, f)
+
+
 def forward_regularised(RegularisedForward call not None):
     """Run one layer and direction's regularised forward pass."""
     with nogil:
-        if call.plan.double:
-            run_forward_regularised(<double> 0, &call.plan)
-        else:
-            run_forward_regularised(<float> 0, &call.plan)
+        run_forward_regularised_any(&call.plan)
+
+
+def forward_regularised_pair(RegularisedForward fwd not None, RegularisedForward rev not None):
+    """Both directions of a regularised layer, at once when ``side_by_side`` says so (as
+    ``forward_pair``), each on a team of one. The two must write different columns of y.
+    The bits are a team's, whatever its size."""
+    cdef RegForwardPlan f[2]
+    f[0], f[1] = fwd.plan, rev.plan
+    cdef int d
+    if side_by_side(f[0].par or f[0].rows, f[1].par or f[1].rows, f[0].threads, f[1].threads):
+        f[0].threads = f[1].threads = 1
+        for d in prange(2, nogil=True, num_threads=2, schedule="static"):
+            run_forward_regularised_any(&f[d])
+    else:
+        with nogil:
+            run_forward_regularised_any(&f[0])
+            run_forward_regularised_any(&f[1])
 
 
 cdef list plan_regularised_backward(
@@ -354,7 +376,8 @@ cdef list plan_regularised_backward(
 
 cdef class RegularisedBackward:
     """Backpropagation through time over one layer and direction of the regularised cell,
-    checked and planned; run it with ``backward_regularised``. Keyword arguments only.
+    checked and planned; run it with ``backward_regularised`` or
+    ``backward_regularised_pair``. Keyword arguments only.
 
     The forward pass's arguments and outputs (as ``RegularisedForward`` in training, h0 and
     c0 for h and c), dy, dh, dc, dx, dW, dU, db, dR, dpeep as ``LayerBackward`` (dx is
@@ -364,6 +387,7 @@ cdef class RegularisedBackward:
     """
     cdef RegBackwardPlan plan
     cdef list arrays
+    cdef cnp.ndarray dx
 
     def __init__(self, *, cnp.ndarray x, cnp.ndarray W, cnp.ndarray U, cnp.ndarray h0,
                  cnp.ndarray c0, cnp.ndarray y, cnp.ndarray gates, cnp.ndarray cells,
@@ -380,6 +404,7 @@ cdef class RegularisedBackward:
             &self.plan, x, W, U, R, peep, lengths, h0, c0, y, y_col, gates, cells, ctil, lnx,
             lnh, lnc, rstd, rd, zc, zh, ln_g, ln_c, clip, dy, dy_col, dh, dc, dx, dW, dU, db,
             dR, dpeep, dln_g, dln_c, reverse, identity)
+        self.dx = dx
         self.arrays = [x, W, U, R, peep, lengths, h0, c0, y, gates, cells, ctil, lnx, lnh,
                        lnc, rstd, rd, zc, zh, ln_g, ln_c, dy, dh, dc, dx, dW, dU, db, dR,
                        dpeep, dln_g, dln_c] + work
@@ -416,13 +441,45 @@ cdef void run_backward_regularised(floating kind, const RegBackwardPlan *f) noex
         <floating *> f.hprev, f.threads, False, f.reverse, f.identity, &opt)
 
 
+cdef void run_backward_regularised_any(const RegBackwardPlan *f) noexcept nogil:
+    """run_backward_regularised in the plan's dtype."""
+    if f.double:
+        run_backward_regularised(<double> 0, f)
+    else:
+        run_backward_regularised(<float> 0, f)
+
+
 def backward_regularised(RegularisedBackward call not None):
     """Run one layer and direction's regularised backward pass."""
     with nogil:
-        if call.plan.double:
-            run_backward_regularised(<double> 0, &call.plan)
-        else:
-            run_backward_regularised(<float> 0, &call.plan)
+        run_backward_regularised_any(&call.plan)
+
+
+def backward_regularised_pair(RegularisedBackward fwd not None,
+                              RegularisedBackward rev not None):
+    """Both directions of a regularised layer, at once when ``side_by_side`` says so (as
+    ``backward_pair``), each on a team of one. The two must share x and dx; the reverse
+    direction's dx goes to a scratch array added to dx afterwards, whether or not the
+    directions run at once, so that the sum rounds the same way on any number of threads."""
+    if fwd.plan.dx != rev.plan.dx or fwd.plan.x != rev.plan.x:
+        raise ValueError("kernel arguments: the two directions must share x and dx")
+    cdef RegBackwardPlan f[2]
+    f[0], f[1] = fwd.plan, rev.plan
+    cdef int d
+    cdef cnp.ndarray dx = fwd.dx
+    cdef cnp.ndarray dx1 = workspace(dx.size, dx.dtype)
+    memset(cnp.PyArray_DATA(dx1), 0, cnp.PyArray_NBYTES(dx1))
+    f[1].dx = cnp.PyArray_DATA(dx1)
+    if side_by_side(f[0].par or f[0].tiles, f[1].par or f[1].tiles, f[0].threads,
+                    f[1].threads):
+        f[0].threads = f[1].threads = 1
+        for d in prange(2, nogil=True, num_threads=2, schedule="static"):
+            run_backward_regularised_any(&f[d])
+    else:
+        with nogil:
+            run_backward_regularised_any(&f[0])
+            run_backward_regularised_any(&f[1])
+    np.add(dx.reshape(-1), dx1, out=dx.reshape(-1))
 
 
 def scale(cnp.ndarray a not None, cnp.ndarray mask not None, cnp.ndarray out not None):

@@ -132,8 +132,10 @@ cdef void forward_rows_regularised(floating kind, const RegForwardPlan *f, int p
     if Rp != NULL:
         pack_strips(H, 1, P, R, 1, H, share(strips(P), part, parts),
                     share(strips(P), part + 1, parts), Rp)
-    if f.rows:
-        barrier()  # every strip is read by every thread
+    if parts > 1:
+        # Every strip is read by every thread. (A team of one meets no one: it may run
+        # inside another team's thread, two directions side by side, whose barrier this is.)
+        barrier()
     s0 = 0
     while s0 < T:
         n = Tc if T - s0 > Tc else T - s0

@@ -50,6 +50,15 @@ def test_valid_arguments_run(variant):
     assert np.isfinite(args["dW"]).all() and np.isfinite(args["dln_g"]).all()
 
 
+def test_backward_pair_needs_one_dx(variant):
+    kernels = _dispatch.load(variant)
+    args = backward_args(kernels, np.random.default_rng(0))
+    one = kernels.RegularisedBackward(**args)
+    other = kernels.RegularisedBackward(**{**args, "dx": np.zeros_like(args["dx"])})
+    with pytest.raises(ValueError, match="share x and dx"):
+        kernels.backward_regularised_pair(one, other)
+
+
 @pytest.mark.parametrize("name, value, error", [
     ("rd", np.ones((B, H + 1), F), ValueError),
     ("zc", np.zeros((T, B + 1, H), F), ValueError),

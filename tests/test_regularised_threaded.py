@@ -52,6 +52,14 @@ class _Recorder:
         self.backward_plans.append(call.describe())
         return self._kernels.backward_regularised(call)
 
+    def forward_regularised_pair(self, fwd, rev):
+        self.forward_plans += [fwd.describe(), rev.describe()]
+        return self._kernels.forward_regularised_pair(fwd, rev)
+
+    def backward_regularised_pair(self, fwd, rev):
+        self.backward_plans += [fwd.describe(), rev.describe()]
+        return self._kernels.backward_regularised_pair(fwd, rev)
+
 
 @pytest.fixture(params=THREADED)
 def recorder(request, monkeypatch):
