@@ -375,14 +375,15 @@ def test_huge_tiny_and_zero_inputs(mode, scale):
 # The bfloat16 products run on BLAS, whose results may depend on its own thread count
 # (docs/guarantees.md, "Determinism"), as the float models' baseline products do.
 @pytest.mark.parametrize("mode", ["int8"])
-@pytest.mark.parametrize("B", [70, 37, 3])
-def test_threads_give_the_same_bits_as_one(mode, B):
+@pytest.mark.parametrize("B,T", [(70, 3), (37, 3), (12, 60), (3, 40)])
+def test_threads_give_the_same_bits_as_one(mode, B, T):
     # 70 and 37 rows: a team that splits the batch (37: an odd last row, alone in its
-    # pair); 3 rows, too few to share: the products split their columns where they are
-    # large enough (the input projection of a chunk of 40 steps).
+    # pair); 12 rows over 60 steps: a team over several chunks; 3 rows, too few to share:
+    # the products split their columns where they are large enough (the input projection
+    # of a chunk of 40 steps).
     lstm = lstmx.LSTM(40, 160, num_layers=2, proj_size=100, seed=20)
     q = lstm.quantize(mode)
-    x, state, lens = problem(lstm.config, 3 if B > 3 else 40, B, seed=21, lengths=True)
+    x, state, lens = problem(lstm.config, T, B, seed=21, lengths=True)
     outs = []
     for threads in (1, 2, 3):
         with threadpool_limits(threads):
