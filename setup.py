@@ -62,8 +62,9 @@ extensions = [
         define_macros=macros,
         extra_compile_args=compile_args + isa_flags + (openmp if name in threaded else []),
         extra_link_args=openmp if name in threaded else [],
-        # The int8 products' intrinsics: a change to the header rebuilds the quantised kernels.
-        depends=["lstmx/_int8_dot.h"] if name.startswith("_quantized") else [],
+        # The C headers the kernels include: a change to one rebuilds them.
+        depends=(["lstmx/_int8_dot.h"] if name.startswith("_quantized") else
+                 ["lstmx/_small_rows.h"] if name.startswith("_kernels") else []),
     )
     for name, isa_flags in modules.items()
 ]

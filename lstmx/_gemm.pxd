@@ -9,6 +9,7 @@ from libc.stdlib cimport free, malloc
 cdef enum:
     SMALL_BLOCK = 32  # columns of C held in registers across the k loop of gemm_small
     WIDE_REGISTERS = 8  # vector registers of C per row block of gemm_small's wide path
+    WIDE_HALF = 4       # WIDE_REGISTERS / 2: the wide block runs in two halves
     TILE_COLS = 32    # the width of a packed strip of B
     ROW_TILES = 16    # tiles of rows of A (in L2) that pass over one strip of B (in L1) in turn
     DEPTH_BLOCK = 512 # k summed in registers before going to C
@@ -78,6 +79,15 @@ cdef extern from *:
     """
     void prefetch_write "lstmx_prefetch_write"(const void *p) noexcept nogil
 
+cdef extern from "_small_rows.h":
+    # gemm_small's 32 columns of one row in two chains of k, in vector registers.
+    void two_chains_f "lstmx_two_chains_f"(Py_ssize_t p0, Py_ssize_t p1, const float *A,
+                                            Py_ssize_t a_col, const float *B, Py_ssize_t ldb,
+                                            float *total) noexcept nogil
+    void two_chains_d "lstmx_two_chains_d"(Py_ssize_t p0, Py_ssize_t p1, const double *A,
+                                            Py_ssize_t a_col, const double *B, Py_ssize_t ldb,
+                                            double *total) noexcept nogil
+
 
 cdef inline void gemm_small(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *A,
                             Py_ssize_t lda, const floating *B, Py_ssize_t ldb,
@@ -103,17 +113,20 @@ cdef inline void gemm_small_strided(
     wide block is as wide as its registers: 128 floats on AVX-512, faster than the two-chain
     path at (1, 32) x (32, 128))."""
     cdef Py_ssize_t i, p, j, j0, width, p0, p1
-    cdef Py_ssize_t wide = WIDE_REGISTERS * VECTOR_BYTES // sizeof(floating)
-    cdef floating a, a2
+    cdef Py_ssize_t half = WIDE_HALF * VECTOR_BYTES // sizeof(floating)
+    cdef floating a
     cdef floating total[SMALL_BLOCK]
     cdef floating acc[SMALL_BLOCK]
-    cdef floating acc2[SMALL_BLOCK]
-    cdef floating row[WIDE_REGISTERS * 16]  # 16 floats fill an AVX-512 register
+    # The wide block in two halves of 4 vectors: GCC keeps a loop of at most 7 vectors
+    # (setup.py's peel limit) in registers, and one of 8 in memory, each multiply-add then
+    # a load and a store on the stack.
+    cdef floating lo[WIDE_HALF * 16]  # 16 floats fill an AVX-512 register
+    cdef floating hi[WIDE_HALF * 16]
     cdef const floating *b
     cdef floating *c
     for i in range(m):
         j0 = 0
-        while n - j0 >= wide and k > 0:  # (k = 0 goes below, which writes beta * C)
+        while n - j0 >= 2 * half and k > 0:  # (k = 0 goes below, which writes beta * C)
             c = C + i * ldc + j0
             p0 = 0
             while p0 < k:
@@ -122,24 +135,31 @@ cdef inline void gemm_small_strided(
                 # memset and then keeps the block in memory, not registers.
                 a = A[i * a_row + p0 * a_col]
                 b = B + p0 * ldb + j0
-                for j in range(wide):
-                    row[j] = a * b[j]
+                for j in range(half):
+                    lo[j] = a * b[j]
+                for j in range(half):
+                    hi[j] = a * b[half + j]
                 for p in range(p0 + 1, p1):
                     a = A[i * a_row + p * a_col]
                     b = B + p * ldb + j0
-                    for j in range(wide):
-                        row[j] += a * b[j]
+                    for j in range(half):
+                        lo[j] += a * b[j]
+                    for j in range(half):
+                        hi[j] += a * b[half + j]
                 if p0 > 0 or beta == 1:
-                    for j in range(wide):
-                        c[j] += row[j]
+                    for j in range(half):
+                        c[j] += lo[j]
+                        c[half + j] += hi[j]
                 elif beta == 0:
-                    for j in range(wide):
-                        c[j] = row[j]
+                    for j in range(half):
+                        c[j] = lo[j]
+                        c[half + j] = hi[j]
                 else:
-                    for j in range(wide):
-                        c[j] = beta * c[j] + row[j]
+                    for j in range(half):
+                        c[j] = beta * c[j] + lo[j]
+                        c[half + j] = beta * c[half + j] + hi[j]
                 p0 = p1
-            j0 += wide
+            j0 += 2 * half
         while j0 < n:
             width = SMALL_BLOCK if n - j0 >= SMALL_BLOCK else n - j0
             for j in range(width):
@@ -147,30 +167,21 @@ cdef inline void gemm_small_strided(
             p0 = 0
             while p0 < k:
                 p1 = k if p0 + DEPTH_BLOCK > k else p0 + DEPTH_BLOCK
-                for j in range(SMALL_BLOCK):
-                    acc[j] = 0
-                    acc2[j] = 0
-                if width == SMALL_BLOCK:
-                    for p in range(p0, p1 - 1, 2):
-                        a = A[i * a_row + p * a_col]
-                        a2 = A[i * a_row + (p + 1) * a_col]
-                        b = B + p * ldb + j0
-                        for j in range(SMALL_BLOCK):
-                            acc[j] += a * b[j]
-                            acc2[j] += a2 * b[ldb + j]
-                    if (p1 - p0) % 2:
-                        a = A[i * a_row + (p1 - 1) * a_col]
-                        b = B + (p1 - 1) * ldb + j0
-                        for j in range(SMALL_BLOCK):
-                            acc[j] += a * b[j]
+                if width == SMALL_BLOCK and p1 - p0 >= 2:
+                    if floating is float:
+                        two_chains_f(p0, p1, A + i * a_row, a_col, B + j0, ldb, total)
+                    else:
+                        two_chains_d(p0, p1, A + i * a_row, a_col, B + j0, ldb, total)
                 else:
+                    for j in range(width):
+                        acc[j] = 0
                     for p in range(p0, p1):
                         a = A[i * a_row + p * a_col]
                         b = B + p * ldb + j0
                         for j in range(width):
                             acc[j] += a * b[j]
-                for j in range(width):
-                    total[j] += acc[j] + acc2[j]
+                    for j in range(width):
+                        total[j] += acc[j]
                 p0 = p1
             for j in range(width):
                 C[i * ldc + j0 + j] = total[j]
