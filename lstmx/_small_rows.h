@@ -12,8 +12,8 @@
  * p - p0), for j < 32 and p in [p0, p1), p1 - p0 >= 2: two chains, each summed in order of
  * p from its first product (a multiply; the others multiply-adds), so that a row's sums do
  * not wait on one chain. The Cython loop this replaces summed the same way, but GCC kept
- * its eight vectors of sums on the stack (a load and a store around every multiply-add,
- * some 3x slower at a batch of one): here they are vector variables, in registers. */
+ * its eight vectors of sums on the stack, a load and a store around every multiply-add:
+ * here they are vector variables, in registers. */
 #if defined(__GNUC__)
 typedef float lstmx_small_vf __attribute__((vector_size(32)));
 typedef double lstmx_small_vd __attribute__((vector_size(32)));
