@@ -8,8 +8,7 @@ from libc.stdlib cimport free, malloc
 
 cdef enum:
     SMALL_BLOCK = 32  # columns of C held in registers across the k loop of gemm_small
-    WIDE_REGISTERS = 8  # vector registers of C per row block of gemm_small's wide path
-    WIDE_HALF = 4       # WIDE_REGISTERS / 2: the wide block runs in two halves
+    WIDE_HALF = 4     # vector registers of C in each half of gemm_small's wide block
     TILE_COLS = 32    # the width of a packed strip of B
     ROW_TILES = 16    # tiles of rows of A (in L2) that pass over one strip of B (in L1) in turn
     DEPTH_BLOCK = 512 # k summed in registers before going to C
@@ -107,7 +106,7 @@ cdef inline void gemm_small_strided(
     Each row of C is a sum of rows of B (axpy form), accumulated in a local block of columns
     the compiler keeps in vector registers, so C is read and written once, not k times; k
     runs in blocks of DEPTH_BLOCK summed apart (rounding as in BLAS, not growing with k).
-    A batch of one is latency-bound: the wide path keeps WIDE_REGISTERS independent chains
+    A batch of one is latency-bound: the wide path keeps 2 * WIDE_HALF independent chains
     (8 registers of columns), the rest runs SMALL_BLOCK columns at a time in two chains of
     even and odd k. Inline, so that each kernel variant compiles it for its own ISA (the
     wide block is as wide as its registers: 128 floats on AVX-512, faster than the two-chain

@@ -14,7 +14,9 @@
  * not wait on one chain. The Cython loop this replaces summed the same way, but GCC kept
  * its eight vectors of sums on the stack, a load and a store around every multiply-add:
  * here they are vector variables, in registers. */
-#if defined(__GNUC__)
+#if !defined(__GNUC__)
+#error "lstmx's kernels need GCC or Clang (setup.py passes them GCC's flags)"
+#endif
 typedef float lstmx_small_vf __attribute__((vector_size(32)));
 typedef double lstmx_small_vd __attribute__((vector_size(32)));
 #define LSTMX_TWO_CHAINS(NAME, T, V)                                                        \
@@ -62,31 +64,5 @@ static inline void NAME(ptrdiff_t p0, ptrdiff_t p1, const T *A, ptrdiff_t a_col,
 }
 LSTMX_TWO_CHAINS(lstmx_two_chains_f, float, lstmx_small_vf)
 LSTMX_TWO_CHAINS(lstmx_two_chains_d, double, lstmx_small_vd)
-#else
-#define LSTMX_TWO_CHAINS(NAME, T)                                                           \
-static inline void NAME(ptrdiff_t p0, ptrdiff_t p1, const T *A, ptrdiff_t a_col,           \
-                        const T *B, ptrdiff_t ldb, T *total)                               \
-{                                                                                           \
-    T acc[LSTMX_SMALL_COLS], acc2[LSTMX_SMALL_COLS];                                        \
-    ptrdiff_t p;                                                                            \
-    int j;                                                                                  \
-    for (j = 0; j < LSTMX_SMALL_COLS; j++) {                                                \
-        acc[j] = A[p0 * a_col] * B[p0 * ldb + j];                                           \
-        acc2[j] = A[(p0 + 1) * a_col] * B[(p0 + 1) * ldb + j];                              \
-    }                                                                                       \
-    for (p = p0 + 2; p + 1 < p1; p += 2)                                                    \
-        for (j = 0; j < LSTMX_SMALL_COLS; j++) {                                            \
-            acc[j] += A[p * a_col] * B[p * ldb + j];                                        \
-            acc2[j] += A[(p + 1) * a_col] * B[(p + 1) * ldb + j];                           \
-        }                                                                                   \
-    if ((p1 - p0) % 2)                                                                      \
-        for (j = 0; j < LSTMX_SMALL_COLS; j++)                                              \
-            acc[j] += A[(p1 - 1) * a_col] * B[(p1 - 1) * ldb + j];                          \
-    for (j = 0; j < LSTMX_SMALL_COLS; j++)                                                  \
-        total[j] += acc[j] + acc2[j];                                                       \
-}
-LSTMX_TWO_CHAINS(lstmx_two_chains_f, float)
-LSTMX_TWO_CHAINS(lstmx_two_chains_d, double)
-#endif
 
 #endif
