@@ -60,12 +60,14 @@ cdef list plan_regularised_forward(
     # plain layer's chunks.
     f.par = n.parallel() and not ln
     f.threads = n.threads() if f.par else 1
-    f.Tc = (chunk_steps(T, B * G, size, training) if f.par
-            else T if training else max(1, min(T, CHUNK_ELEMENTS // (B * G))))
     f.training, f.reverse, f.identity = training, reverse, identity
     f.double = n.typenum == cnp.NPY_DOUBLE
     f.small = not f.par and B * G * Hout <= SMALL_PRODUCT and T >= 4
     f.packed_steps = TILED_GEMM and not f.par and not f.small and T >= 4
+    # On gemm_packed, W is packed once a call, and chunks that leave their z in L2 pay, as
+    # in forward_parallel; BLAS packs W at every product, and pays for long chunks.
+    f.Tc = (chunk_steps(T, B * G, size, training) if f.par or f.packed_steps
+            else T if training else max(1, min(T, CHUNK_ELEMENTS // (B * G))))
     # The team of rows: as many threads as there are tiles of rows to share, at most; or
     # forward_parallel's, where the plain layer's plan splits rows (rows_team).
     cdef int rows_team = n.rows_team() if f.par else 0

@@ -17,8 +17,8 @@
 
 cdef struct RegForwardPlan:
     # One layer and direction ready to run (untyped pointers: ``kind`` gives them their
-    # type). Training keeps every step (Tc = T, or with par forward_parallel's chunks of
-    # its input projection); inference a chunk of Tc steps of z.
+    # type). The input projection runs a chunk of Tc steps at a time (chunk_steps);
+    # training keeps every step's, inference the chunk's.
     Py_ssize_t T, B, n_in, H, P, ldy, Tc
     int threads  # of forward_parallel (par) or of the team of rows (rows)
     bint training, reverse, identity, double, small, packed_steps, par
@@ -102,6 +102,7 @@ cdef void forward_rows_regularised(floating kind, const RegForwardPlan *f, int p
     cdef floating *y = <floating *> f.y
     cdef floating *gates = <floating *> f.gates
     cdef floating *proj = <floating *> (f.lnx if ln else f.gates)  # where x W^T goes
+    cdef floating *zx  # the chunk's x W^T: its steps' rows of proj in training
     cdef floating *hd = <floating *> f.hd if rd != NULL else h
     cdef floating *m = <floating *> f.m
     cdef floating *hp = <floating *> f.hp
@@ -140,25 +141,27 @@ cdef void forward_rows_regularised(floating kind, const RegForwardPlan *f, int p
     while s0 < T:
         n = Tc if T - s0 > Tc else T - s0
         t_lo = T - s0 - n if f.reverse else s0
+        zx = proj + t_lo * B * G if f.training else proj
         # z = x @ W.T (+ b_ih + b_hh unless layer norm comes first)   (n*B, 4H)
         if f.rows:
             # The team meets after the product (a step reads rows another thread projected)
-            # and before the next chunk's, which overwrites rows a step still reads.
-            if s0 > 0 and parts > 1:
+            # and, at inference, before the next chunk's, which overwrites rows a step
+            # still reads (training keeps every step's).
+            if s0 > 0 and parts > 1 and not f.training:
                 barrier()
             input_projection_share(n * B, part, parts, I, H, x + t_lo * B * I,
                                    <const floating *> f.Wp,
-                                   <const floating *> f.bias if b_ih != NULL else NULL, proj)
+                                   <const floating *> f.bias if b_ih != NULL else NULL, zx)
             if parts > 1:
                 barrier()
         else:
             input_projection(n * B, I, H, x + t_lo * B * I, <const floating *> f.W,
-                             <const floating *> f.Wp, b_ih, b_hh, <floating *> f.bias, proj,
+                             <const floating *> f.Wp, b_ih, b_hh, <floating *> f.bias, zx,
                              f.training)
         for s in range(s0, s0 + n):
             t = T - 1 - s if f.reverse else s
             st = t if f.training else 0
-            zxt = proj + (t - t_lo) * B * G
+            zxt = zx + (t - t_lo) * B * G
             if not ln:
                 zt = zxt
                 zht = zxt

@@ -115,6 +115,22 @@ def test_layer_norm_and_projection_split_rows_forward(recorder, options):
         assert plan == {"driver": "rows", "threads": 2}
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_layer_norm_over_several_forward_chunks(recorder, threads):
+    # The input projection runs in chunks that fill half of L2 (chunk_steps): 13 rows of
+    # 4 * 70 doubles are 29 KB a step, so 80 steps are three chunks or more with up to 2 MiB
+    # of L2 a core; training keeps every chunk's rows, both directions (the reverse one
+    # starts from the last chunk).
+    lstm = LSTM(I, H, dtype=np.float64, seed=12, layer_norm=True, zoneout=0.2,
+                bidirectional=True)
+    _shift_layer_norms(lstm, 3)
+    with threadpool_limits(threads):
+        _check_against_reference(lstm, T=80, B=13, lengths=True, seed=13)
+    assert recorder.forward_plans
+    for plan in recorder.forward_plans:
+        assert plan == {"driver": "rows", "threads": threads}
+
+
 def test_one_thread_is_a_team_of_one(recorder):
     lstm = LSTM(I, H, dtype=np.float32, seed=6, recurrent_dropout=0.3, zoneout=0.2,
                 cell_clip=0.4)
