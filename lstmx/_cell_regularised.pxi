@@ -114,7 +114,8 @@ cdef inline void layer_norm_gates_backward(
     """Backward of layer_norm_gates for one row: dzx and dzh receive the gradients of its
     zx and zh from dz, the gradient of z; d_gamma_x, d_gamma_h and d_beta accumulate (both
     betas and the biases have the gradient d_beta). As normalise_backward for two rows
-    that share d_out, in two passes over them rather than six."""
+    that share d_out, in two passes over them rather than six; dz, dzx and dzh are
+    distinct rows."""
     cdef Py_ssize_t j, k, n8 = G - G % SUM_LANES
     cdef double ax1[SUM_LANES]
     cdef double ax2[SUM_LANES]
@@ -126,12 +127,6 @@ cdef inline void layer_norm_gates_backward(
         ax2[k] = 0
         ah1[k] = 0
         ah2[k] = 0
-    # (The accumulations of the parameters' gradients in a loop of their own: stores in the
-    # loop of the sums would keep its lanes in memory.)
-    for j in range(G):
-        d_beta[j] += dz[j]
-        d_gamma_x[j] += dz[j] * xhat[j]
-        d_gamma_h[j] += dz[j] * hhat[j]
     for j in range(0, n8, 8):  # SUM_LANES
         for k in range(SUM_LANES):
             dx = <double> (dz[j + k] * gamma_x[j + k])
@@ -151,7 +146,12 @@ cdef inline void layer_norm_gates_backward(
     sx2 = lane_total(ax2) / G
     sh1 = lane_total(ah1) / G
     sh2 = lane_total(ah2) / G
+    # The parameters' gradients accumulate here, not in the loop of the sums, whose lanes
+    # stores would keep in memory.
     for j in range(G):
+        d_beta[j] += dz[j]
+        d_gamma_x[j] += dz[j] * xhat[j]
+        d_gamma_h[j] += dz[j] * hhat[j]
         dzx[j] = <floating> (rx * (dz[j] * gamma_x[j] - sx1 - xhat[j] * sx2))
         dzh[j] = <floating> (rh * (dz[j] * gamma_h[j] - sh1 - hhat[j] * sh2))
 
@@ -208,6 +208,8 @@ cdef void cell_forward_regularised(
     if keep != NULL:
         for j in range(nu):
             c[j] = keep[j] * c[j] + (1 - keep[j]) * ctil[j]
+    elif p_keep == 0:
+        memcpy(c, ctil, nu * sizeof(floating))
     else:
         for j in range(nu):
             c[j] = p_keep * c[j] + (1 - p_keep) * ctil[j]

@@ -234,9 +234,16 @@ cdef void forward_rows_regularised(floating kind, const RegForwardPlan *f, int p
                     continue
                 row = (hp + bi * P) if P > 0 else (m + bi * H)
                 # h_t = keep * h_{t-1} + (1 - keep) * h~_t   (zoneout)
-                for j in range(Hout):
-                    k = zh[(t * B + bi) * Hout + j] if zh != NULL else <floating> f.p_h
-                    h[bi * Hout + j] = k * h[bi * Hout + j] + (1 - k) * row[j]
+                if zh != NULL:
+                    for j in range(Hout):
+                        k = zh[(t * B + bi) * Hout + j]
+                        h[bi * Hout + j] = k * h[bi * Hout + j] + (1 - k) * row[j]
+                elif f.p_h == 0:
+                    memcpy(h + bi * Hout, row, Hout * sizeof(floating))
+                else:
+                    k = <floating> f.p_h
+                    for j in range(Hout):
+                        h[bi * Hout + j] = k * h[bi * Hout + j] + (1 - k) * row[j]
                 memcpy(y + (t * B + bi) * f.ldy, h + bi * Hout, Hout * sizeof(floating))
         s0 += n
 
