@@ -66,8 +66,7 @@ cdef list plan_regularised_forward(
     f.packed_steps = TILED_GEMM and not f.par and not f.small and T >= 4
     # On gemm_packed, W is packed once a call, and chunks that leave their z in L2 pay, as
     # in forward_parallel; BLAS packs W at every product, and pays for long chunks.
-    f.Tc = (chunk_steps(T, B * G, size, training) if f.par or f.packed_steps
-            else T if training else max(1, min(T, CHUNK_ELEMENTS // (B * G))))
+    f.Tc = chunk_steps(T, B * G, size, training, f.par or f.packed_steps)
     # The team of rows: as many threads as there are tiles of rows to share, at most; or
     # forward_parallel's, where the plain layer's plan splits rows (rows_team).
     cdef int rows_team = n.rows_team() if f.par else 0

@@ -117,15 +117,18 @@ cdef Py_ssize_t L2_BYTES = l2_cache_bytes()
 
 
 cdef Py_ssize_t chunk_steps(Py_ssize_t T, Py_ssize_t step_elements, Py_ssize_t itemsize,
-                            bint training) noexcept:
-    """Steps of a forward chunk whose input projection z holds ``step_elements`` a step: as
-    many as fill half of L2 when a step's z fits there, so that each step's recurrent product
+                            bint training, bint l2_chunks) noexcept:
+    """Steps of a forward chunk whose input projection z holds ``step_elements`` a step.
+
+    With ``l2_chunks`` (W packed once a call, so a short chunk costs no repacking): as many
+    steps as fill half of L2 when a step's z fits there, so that each step's recurrent product
     and cell find its rows in L2, not in L3 where the projection of a larger chunk left them.
-    Else, as W is read once a chunk, long chunks pay: at inference as many steps as
-    CHUNK_ELEMENTS allow (memory stays bounded), in training all T (z of every step is kept
-    anyway). docs/performance.md has the measurements."""
+    Else (a product that packs W each call, as BLAS does, or a step too large for L2) long
+    chunks pay, as W is read once a chunk: at inference as many steps as CHUNK_ELEMENTS allow
+    (memory stays bounded), in training all T (z of every step is kept anyway).
+    docs/performance.md has the measurements."""
     cdef Py_ssize_t budget = L2_BYTES // 2, step_bytes = step_elements * itemsize
-    cdef Py_ssize_t steps = (budget // step_bytes if step_bytes <= budget
+    cdef Py_ssize_t steps = (budget // step_bytes if l2_chunks and step_bytes <= budget
                              else T if training else CHUNK_ELEMENTS // step_elements)
     return max(1, min(T, steps))
 
@@ -151,7 +154,7 @@ cdef list plan_forward(ForwardPlan *f, cnp.ndarray x, cnp.ndarray W, cnp.ndarray
         raise n.explain(err) from None
     cdef Py_ssize_t G = 4 * n.H, size = cnp.PyArray_ITEMSIZE(h)
     f.T, f.B, f.n_in, f.H, f.P, f.ldy = n.T, n.B, n.n_in, n.H, n.P, n.ldy
-    f.Tc = chunk_steps(n.T, n.B * G, size, gates is not None)
+    f.Tc = chunk_steps(n.T, n.B * G, size, gates is not None, True)
     f.par = n.parallel()
     f.threads = n.threads() if f.par else 1
     cdef int rows_team = n.rows_team() if f.par else 0
