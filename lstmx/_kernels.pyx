@@ -154,6 +154,8 @@ cdef list plan_forward(ForwardPlan *f, cnp.ndarray x, cnp.ndarray W, cnp.ndarray
         raise n.explain(err) from None
     cdef Py_ssize_t G = 4 * n.H, size = cnp.PyArray_ITEMSIZE(h)
     f.T, f.B, f.n_in, f.H, f.P, f.ldy = n.T, n.B, n.n_in, n.H, n.P, n.ldy
+    # L2 chunks in every variant: measured on the tile kernels; on BLAS (the baseline
+    # variant) long chunks are untried here, where the regularised driver found them faster.
     f.Tc = chunk_steps(n.T, n.B * G, size, gates is not None, True)
     f.par = n.parallel()
     f.threads = n.threads() if f.par else 1
