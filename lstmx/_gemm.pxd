@@ -318,15 +318,6 @@ cdef inline void micro_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
                 C[r * ldc + j] = acc[r][j]
 
 
-cdef inline void add_bias(Py_ssize_t m, Py_ssize_t n, const floating *bias, bint add,
-                          floating *C, Py_ssize_t ldc) noexcept nogil:
-    """C[:m, :n] := bias[:n] on every row (+ C when ``add``)."""
-    cdef Py_ssize_t i, j
-    for i in range(m):
-        for j in range(n):
-            C[i * ldc + j] = (C[i * ldc + j] if add else 0) + bias[j]
-
-
 cdef inline void gemm_packed(Py_ssize_t m, Py_ssize_t k, const floating *A, Py_ssize_t lda,
                              const floating *Bp, Py_ssize_t groups, Py_ssize_t width,
                              Py_ssize_t s_lo, Py_ssize_t s_hi, bint add,
@@ -457,8 +448,10 @@ cdef inline void gemm_packed_strided(
     last full tile go to quad_tile; other rows past it to edge_tile too (from a zero-padded
     copy of A), unless they are fewer than ``edge_rows``: a mostly empty tile then costs
     more than the kernels built for few rows (gemm_packed passes EDGE_ROWS): two rows go to
-    pair_tile, one to gemm_small (a batch of one). Tiles, pair_tile and quad_tile give every
-    row of C the same sums whichever rows share its tile; gemm_small sums in another order.
+    pair_tile, one to gemm_small (a batch of one) over the whole strip. Tiles, pair_tile and
+    quad_tile give every row of C the same sums whichever rows share its tile and however
+    B is packed (by gate or whole); gemm_small sums in another order, the same in any
+    packing.
     So a product whose rows threads split (backward's dW and dU) passes 1: its bits then do
     not depend on the split; the teams of rows split so that only the batch's last row can
     meet gemm_small, and only where it does in the whole batch (row_share).
@@ -490,13 +483,14 @@ cdef inline void gemm_packed_tiles(
     cdef bint rest_tiled = rest >= edge_rows
     # Four rows left: quad_tile, which sums as the tiles do, whatever edge_rows says.
     cdef bint rest_quad = rest == QUAD_ROWS and TILE_ROWS > QUAD_ROWS
-    cdef Py_ssize_t p0, kc, i_lo, i_hi, i0, g, s, w, col, q, cols, r, p
+    cdef Py_ssize_t p0, kc, i_lo, i_hi, i0, g, s, w, col, q, cols, r, p, j
     cdef Py_ssize_t pw = PASS_FLOATS if floating is float else PASS_DOUBLES
     cdef Py_ssize_t pp = PAIR_FLOATS if floating is float else PAIR_DOUBLES
     cdef Py_ssize_t rw  # the width of a pass over the rows past the last whole tile
     cdef const floating *strip
     cdef const floating *tile_bias
     cdef floating pad[TILE_ROWS * DEPTH_BLOCK]
+    cdef floating row[TILE_COLS]
     p0 = 0
     while p0 < k:
         kc = DEPTH_BLOCK if k - p0 > DEPTH_BLOCK else k - p0
@@ -569,15 +563,22 @@ cdef inline void gemm_packed_tiles(
         p0 += kc
     if rest_tiled or rest_quad or rest == PAIR_ROWS:
         return
+    # A lone row: gemm_small over the whole zero-padded strip, in a row of local memory,
+    # whatever its width, so that a column sums alike in any packing (gemm_small sums a
+    # block of 32 columns in another order than a narrower one).
     for g in range(groups):
         for s in range(s_lo, s_hi):
             w = TILE_COLS if width - s * TILE_COLS >= TILE_COLS else width - s * TILE_COLS
             strip = Bp + (g * per + s) * k * TILE_COLS
             col = g * width + s * TILE_COLS
-            if bias != NULL:
-                add_bias(rest, w, bias + col, add, C + full * ldc + col, ldc)
-            gemm_small_strided(rest, w, k, A + full * a_row, a_row, a_col, strip, TILE_COLS,
-                               add or bias != NULL, C + full * ldc + col, ldc)
+            for r in range(full, m):
+                for j in range(TILE_COLS):
+                    row[j] = ((C[r * ldc + col + j] if add else 0)
+                              + (bias[col + j] if bias != NULL else 0)) if j < w else 0
+                gemm_small_strided(1, TILE_COLS, k, A + r * a_row, a_row, a_col, strip,
+                                   TILE_COLS, add or bias != NULL, row, TILE_COLS)
+                for j in range(w):
+                    C[r * ldc + col + j] = row[j]
 
 
 cdef inline void gemm_packed_parallel(Py_ssize_t m, Py_ssize_t k, const floating *A,

@@ -41,14 +41,20 @@ cdef void forward_parallel(
     ``by_rows``: each thread owns a share of the batch's rows instead (row_share), all
     units of them, through every step: no barrier at a step, but each thread reads all of
     U at every step. The team splits each chunk's input projection by the chunk's rows
-    (input_projection_share) and meets around it, once or twice a chunk. A row's sums
-    (every row on tiles) and its units' cell are the same either way, so the bits are too.
+    (input_projection_share) and meets around it, once or twice a chunk. W.T and U.T are
+    then packed as one group of 4H columns (as forward_layer packs them: no part-empty
+    strip at the end of each gate), the team sharing the packing. A row's sums (every row
+    on tiles) and its units' cell are the same either way, so the bits are too.
 
     ``opt`` (or NULL): the regularised cell's unit-wise options, the maths and the training
     arrays of forward_layer_regularised. With recurrent dropout the product reads h_{t-1} *
     rd, which each thread writes for its units into the other of two buffers beside h_t.
     """
     cdef Py_ssize_t G = 4 * H, per = strips(H)
+    # W.T and U.T packed by gate (a thread packs its units' strips), or by_rows whole.
+    cdef Py_ssize_t groups = 1 if by_rows else 4
+    cdef Py_ssize_t width = G if by_rows else H
+    cdef Py_ssize_t packs = strips(width)
     # Initialised because OpenMP copies them into each thread (firstprivate).
     cdef Py_ssize_t part = 0, parts = 0, s_lo = 0, s_hi = 0, u_lo = 0, u_hi = 0, nu = 0
     cdef Py_ssize_t s0 = 0, n = 0, t_lo = 0, s = 0, t = 0, bi = 0, g = 0, j = 0, st = 0
@@ -84,16 +90,18 @@ cdef void forward_parallel(
         u_lo = min(H, s_lo * TILE_COLS)
         u_hi = min(H, s_hi * TILE_COLS)
         nu = u_hi - u_lo
-        pack_strips(H, 4, H, U, 1, H, s_lo, s_hi, Up)
+        pack_strips(H, groups, width, U, 1, H, share(packs, part, parts),
+                    share(packs, part + 1, parts), Up)
         tick = lap(tick, PHASE_RECURRENT)
-        pack_strips(I, 4, H, W, 1, I, s_lo, s_hi, Wp)
+        pack_strips(I, groups, width, W, 1, I, share(packs, part, parts),
+                    share(packs, part + 1, parts), Wp)
         if b_ih != NULL:
             for g in range(4):
                 for j in range(g * H + u_lo, g * H + u_hi):
                     bias[j] = b_ih[j] + b_hh[j]
         if by_rows:
             b_lo, b_hi = row_share(B, part, parts), row_share(B, part + 1, parts)
-            r_lo, r_hi, c_lo, c_hi, cn = 0, per, 0, H, H
+            r_lo, r_hi, c_lo, c_hi, cn = 0, packs, 0, H, H
             barrier()  # every strip of U is read by every thread
         else:
             b_lo, b_hi, r_lo, r_hi, c_lo, c_hi, cn = 0, B, s_lo, s_hi, u_lo, u_hi, nu
@@ -120,7 +128,7 @@ cdef void forward_parallel(
                 if s0 > 0 and cells == NULL:
                     barrier()
                     tick = lap(tick, PHASE_SYNC)
-                input_projection_share(n * B, part, parts, I, H, x + t_lo * B * I, Wp,
+                input_projection_share(n * B, part, parts, I, H, 1, x + t_lo * B * I, Wp,
                                        bias if b_ih != NULL else NULL, zc)
                 tick = lap(tick, PHASE_INPUT)
                 barrier()
@@ -137,8 +145,8 @@ cdef void forward_parallel(
                 # z += h_{t-1} @ U.T (h_d = h_{t-1} * mask with recurrent dropout)
                 h_read = h_old if rd == NULL else (hd if s % 2 == 0 else hd_alt)
                 if b_hi > b_lo:
-                    gemm_packed(b_hi - b_lo, H, h_read + b_lo * H, H, Up, 4, H, r_lo, r_hi, True,
-                                zt + b_lo * G, G, NULL)
+                    gemm_packed(b_hi - b_lo, H, h_read + b_lo * H, H, Up, groups, width, r_lo,
+                                r_hi, True, zt + b_lo * G, G, NULL)
                 tick = lap(tick, PHASE_RECURRENT)
                 st = t if cells != NULL else 0  # the step's row of ctil
                 for bi in range(b_lo, b_hi):

@@ -85,7 +85,9 @@ cdef void forward_rows_regularised(floating kind, const RegForwardPlan *f, int p
     cdef Py_ssize_t s0, n, t_lo, s, t, bi, j, Tc = f.Tc
     cdef Py_ssize_t b_lo = row_share(B, part, parts), b_hi = row_share(B, part + 1, parts)
     cdef Py_ssize_t nb = b_hi - b_lo
-    cdef Py_ssize_t s_lo = share(strips(H), part, parts), s_hi = share(strips(H), part + 1, parts)
+    # W.T and U.T packed as one group of 4H columns, as forward_layer packs them.
+    cdef Py_ssize_t s_lo = share(strips(4 * H), part, parts)
+    cdef Py_ssize_t s_hi = share(strips(4 * H), part + 1, parts)
     cdef bint ln = f.ln_g != NULL
     cdef const floating *x = <const floating *> f.x
     cdef const floating *U = <const floating *> f.U
@@ -127,9 +129,9 @@ cdef void forward_rows_regularised(floating kind, const RegForwardPlan *f, int p
         transpose(G, Hout, U, Ut)
     # Each thread packs its share of the strips (all of them alone).
     if f.Wp != NULL:
-        pack_strips(I, 4, H, <const floating *> f.W, 1, I, s_lo, s_hi, <floating *> f.Wp)
+        pack_strips(I, 1, G, <const floating *> f.W, 1, I, s_lo, s_hi, <floating *> f.Wp)
     if Up != NULL:
-        pack_strips(Hout, 4, H, U, 1, Hout, s_lo, s_hi, Up)
+        pack_strips(Hout, 1, G, U, 1, Hout, s_lo, s_hi, Up)
     if Rp != NULL:
         pack_strips(H, 1, P, R, 1, H, share(strips(P), part, parts),
                     share(strips(P), part + 1, parts), Rp)
@@ -149,7 +151,7 @@ cdef void forward_rows_regularised(floating kind, const RegForwardPlan *f, int p
             # still reads (training keeps every step's).
             if s0 > 0 and parts > 1 and not f.training:
                 barrier()
-            input_projection_share(n * B, part, parts, I, H, x + t_lo * B * I,
+            input_projection_share(n * B, part, parts, I, H, 1, x + t_lo * B * I,
                                    <const floating *> f.Wp,
                                    <const floating *> f.bias if b_ih != NULL else NULL, zx)
             if parts > 1:
@@ -182,7 +184,7 @@ cdef void forward_rows_regularised(floating kind, const RegForwardPlan *f, int p
                 gemm_small(nb, G, Hout, hd + b_lo * Hout, Hout, Ut, G, 0 if ln else 1,
                            zht + b_lo * G, G)
             elif Up != NULL:
-                gemm_packed(nb, Hout, hd + b_lo * Hout, Hout, Up, 4, H, 0, strips(H), not ln,
+                gemm_packed(nb, Hout, hd + b_lo * Hout, Hout, Up, 1, G, 0, strips(G), not ln,
                             zht + b_lo * G, G, NULL)
             else:
                 gemm(NoTrans, Trans, nb, G, Hout, 1, hd + b_lo * Hout, Hout, U, Hout,

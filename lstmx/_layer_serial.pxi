@@ -9,9 +9,9 @@ cdef void input_projection(
         const floating *Wp, const floating *b_ih, const floating *b_hh, floating *bias,
         floating *z, bint one_thread) noexcept nogil:
     """z = x @ W.T + b_ih + b_hh for a block of ``rows`` rows (no bias when NULL); ``bias``
-    is scratch for the (4H,) sum of the two. With ``Wp`` = W.T packed by gate (AVX2 and
-    AVX-512 builds), by gemm_packed (which starts from the bias) rather than BLAS, on the
-    OpenMP threads unless ``one_thread``.
+    is scratch for the (4H,) sum of the two. With ``Wp`` = W.T packed as one group of 4H
+    columns (AVX2 and AVX-512 builds), by gemm_packed (which starts from the bias) rather
+    than BLAS, on the OpenMP threads unless ``one_thread``.
 
     forward_layer's training pass asks for one thread: backward_layer, which follows it,
     calls OpenBLAS, and on few cores an OpenMP team and OpenBLAS's threads, each spinning
@@ -23,7 +23,7 @@ cdef void input_projection(
             bias[j] = b_ih[j] + b_hh[j]
     # z += x @ W.T   (rows, 4H) += (rows, I)(I, 4H)
     if Wp != NULL:
-        gemm_packed_parallel(rows, I, x, I, Wp, 4, H, False, z, G,
+        gemm_packed_parallel(rows, I, x, I, Wp, 1, G, False, z, G,
                              bias if b_ih != NULL else NULL, 1 if one_thread else max_threads())
         return
     if b_ih != NULL:
@@ -34,10 +34,11 @@ cdef void input_projection(
 
 cdef inline void input_projection_share(
         Py_ssize_t rows, Py_ssize_t part, Py_ssize_t parts, Py_ssize_t I, Py_ssize_t H,
-        const floating *x, const floating *Wp, const floating *bias,
+        Py_ssize_t groups, const floating *x, const floating *Wp, const floating *bias,
         floating *z) noexcept nogil:
     """z = x @ W.T (+ bias unless NULL) for part ``part`` of ``parts`` of a chunk's ``rows``
-    rows (x (rows, I), z (rows, 4H), W.T packed by gate), as row_share splits them.
+    rows (x (rows, I), z (rows, 4H), W.T packed in ``groups`` groups of 4H / groups
+    columns: 4 by gate, 1 whole), as row_share splits them.
 
     A team of rows splits the chunk's product, all its steps, not each step's rows: a share
     of a step's rows is a tile or two, a share of the chunk's is many, and the product is
@@ -46,8 +47,8 @@ cdef inline void input_projection_share(
     between the product and the steps."""
     cdef Py_ssize_t lo = row_share(rows, part, parts), hi = row_share(rows, part + 1, parts)
     if hi > lo:
-        gemm_packed_strided(hi - lo, I, x + lo * I, I, 1, Wp, 4, H, 0, strips(H), False,
-                            z + lo * 4 * H, 4 * H, bias, 1)
+        gemm_packed_strided(hi - lo, I, x + lo * I, I, 1, Wp, groups, 4 * H // groups, 0,
+                            strips(4 * H // groups), False, z + lo * 4 * H, 4 * H, bias, 1)
 
 
 cdef void sum_rows(Py_ssize_t rows, const floating *a, Py_ssize_t lda, Py_ssize_t lo,
@@ -93,9 +94,16 @@ cdef void forward_layer(
     for U.T (Hout, 4H) when the recurrent products are small enough for gemm_small (see
     Shapes.small); else ``Up`` and ``Rp`` are scratch for U.T (by gate) and R.T packed when
     the products run on gemm_packed (see Shapes.packed_steps), or NULL and they go to BLAS.
-    ``Wp`` is scratch for W.T packed by gate when the input projection runs on gemm_packed
-    (see Shapes.packed_input); ``bias`` is scratch for b_ih + b_hh (4H,). ``lean``:
-    inference without peepholes (see cell_forward_rows)."""
+    ``Wp`` is scratch for W.T packed when the input projection runs on gemm_packed (see
+    Shapes.packed_input); ``bias`` is scratch for b_ih + b_hh (4H,). ``lean``: inference
+    without peepholes (see cell_forward_rows).
+
+    W.T and U.T are packed as one group of 4H columns, not a group per gate as the threaded
+    driver packs them to split units: a gate's last strip is then shared with the next
+    gate's first, where by gate each gate ends in its own part-empty strip (H = 1: one
+    strip of 32 columns, not four; H = 100: 13, not 16). The tiles sum a column alike
+    either way; a lone row past the last tile (gemm_small) sums a whole strip in two
+    chains and a part-empty one in one, so its last bits depend on the packing."""
     cdef Py_ssize_t G = 4 * H
     cdef Py_ssize_t Hout = P if P > 0 else H
     cdef Py_ssize_t s0, n, t_lo, s, t, bi
@@ -104,12 +112,12 @@ cdef void forward_layer(
     cdef floating *mrow
     cdef double tick = lap_start()
     if Wp != NULL:
-        pack_strips(I, 4, H, W, 1, I, 0, strips(H), Wp)
+        pack_strips(I, 1, G, W, 1, I, 0, strips(G), Wp)
     tick = lap(tick, PHASE_INPUT)
     if Ut != NULL:
         transpose(G, Hout, U, Ut)
     if Up != NULL:
-        pack_strips(Hout, 4, H, U, 1, Hout, 0, strips(H), Up)
+        pack_strips(Hout, 1, G, U, 1, Hout, 0, strips(G), Up)
     if Rp != NULL:
         pack_strips(H, 1, P, R, 1, H, 0, strips(P), Rp)
     tick = lap(tick, PHASE_RECURRENT)
@@ -130,7 +138,7 @@ cdef void forward_layer(
             if Ut != NULL:
                 gemm_small(B, G, Hout, h, Hout, Ut, G, 1, zt, G)
             elif Up != NULL:
-                gemm_packed(B, Hout, h, Hout, Up, 4, H, 0, strips(H), True, zt, G, NULL)
+                gemm_packed(B, Hout, h, Hout, Up, 1, G, 0, strips(G), True, zt, G, NULL)
             else:
                 gemm(NoTrans, Trans, B, G, Hout, 1, h, Hout, U, Hout, 1, zt, G)
             tick = lap(tick, PHASE_RECURRENT)
