@@ -17,6 +17,7 @@ cdef enum:
     EDGE_ROWS = 3     # rows of A below which gemm_packed runs gemm_small instead of tiles
     PAIR_ROWS = 2     # rows of pair_tile, the kernel of two rows left over after the tiles
     QUAD_ROWS = 4     # rows of quad_tile, the kernel of four rows left over after the tiles
+    PACK_DEPTH = 8    # rows of a strip pack_strips fills at a time from B.T
 
 cdef extern from *:
     """
@@ -238,7 +239,7 @@ cdef inline void pack_strips(Py_ssize_t k, Py_ssize_t groups, Py_ssize_t width,
     BLAS packs at every call: strided rows of B alias in the caches (rows 4-8 KiB apart map
     to the same sets), and a strip stays in L1 while every row tile of A passes over it.
     """
-    cdef Py_ssize_t g, s, p, j, w, col
+    cdef Py_ssize_t g, s, p, p0, p1, j, w, col
     cdef Py_ssize_t per = strips(width)
     cdef floating *dst
     for g in range(groups):
@@ -253,12 +254,20 @@ cdef inline void pack_strips(Py_ssize_t k, Py_ssize_t groups, Py_ssize_t width,
                     for j in range(w, TILE_COLS):
                         dst[p * TILE_COLS + j] = 0
             else:
-                for j in range(w):
-                    for p in range(k):
-                        dst[p * TILE_COLS + j] = B[p * rs + (col + j) * cs]
-                for p in range(k):
-                    for j in range(w, TILE_COLS):
-                        dst[p * TILE_COLS + j] = 0
+                # B.T's rows (W's, U's) read in short blocks of PACK_DEPTH elements, so that
+                # the few strip rows each block scatters to stay in L1 (a whole row at a
+                # time writes to all k of the strip's rows, an L2's worth, w times over);
+                # the block's length is measured (docs/performance.md).
+                p0 = 0
+                while p0 < k:
+                    p1 = k if p0 + PACK_DEPTH > k else p0 + PACK_DEPTH
+                    for j in range(w):
+                        for p in range(p0, p1):
+                            dst[p * TILE_COLS + j] = B[p * rs + (col + j) * cs]
+                    for p in range(p0, p1):
+                        for j in range(w, TILE_COLS):
+                            dst[p * TILE_COLS + j] = 0
+                    p0 = p1
 
 
 cdef inline void pack_tiles(Py_ssize_t rows, Py_ssize_t kc, const floating *A, Py_ssize_t a_row,
