@@ -171,16 +171,30 @@ cdef class Shapes:
         AVX2 and AVX-512 builds, no projection, recurrent products too big for gemm_small."""
         return TILED_GEMM and self.P == 0 and self.B * 4 * self.H * self.H > SMALL_PRODUCT
 
+    cdef bint alone(self):
+        """Whether a call is too small for a team: under plan_call_work multiply-adds in all
+        its steps (T = 1 B = 8 I = 32 H = 100: 422,400). plan_threads weighs a step's work
+        against a barrier; a team also costs once a call, waking it (milliseconds when
+        another pool, torch's or BLAS's, has just had the cores) and each thread packing
+        its strips of W and U, which a short call does not earn back (docs/performance.md).
+        A team's size changes no bit."""
+        return self.T * self.B * 4 * self.H * (self.n_in + self.H) < plan_call_work
+
     cdef int threads(self) except -1:
-        """OpenMP threads for the parallel kernels: the team plan_threads (_plan.pxi) finds
-        fastest for a step of B * 4H * (I + H) multiply-adds, at most one thread per strip of
-        hidden units."""
+        """OpenMP threads for the parallel kernels: one for a call that is ``alone``, else
+        the team plan_threads (_plan.pxi) finds fastest for a step of B * 4H * (I + H)
+        multiply-adds, at most one thread per strip of hidden units."""
+        if self.alone():
+            return 1
         return plan_threads(self.B * 4 * self.H * (self.n_in + self.H),
                             min(max_threads(), strips(self.H)),
                             self.typenum == cnp.NPY_DOUBLE)
 
     cdef int rows_team(self) except -1:
-        """forward_parallel's team of rows (plan_rows), or 0 to split units."""
+        """forward_parallel's team of rows (plan_rows), or 0 to split units (and always for
+        a call that is ``alone``)."""
+        if self.alone():
+            return 0
         return plan_rows(self.B, 4 * self.H * (self.n_in + self.H),
                          self.packed_size(True) * (8 if self.typenum == cnp.NPY_DOUBLE else 4),
                          L2_BYTES, max_threads())

@@ -13,6 +13,7 @@
 
 cdef enum:
     PLAN_MIN_WORK = 1 << 14  # multiply-adds a step below which one thread is never beaten
+    PLAN_CALL_WORK = 1 << 23 # multiply-adds a call (all steps) below which it runs alone
     PLAN_TEAMS = 65          # team sizes remembered (0 .. 64)
     PLAN_ROUNDS = 10         # timed products; the fastest is kept
     PLAN_WARM = 100          # products before them, at most
@@ -42,6 +43,8 @@ cdef double plan_lost_at = -1
 cdef double plan_retry_s = 10
 # Costs given by set_plan_costs are kept as they are.
 cdef bint plan_pinned = False
+# Multiply-adds a call (all its steps) below which it runs on one thread (Shapes.alone).
+cdef Py_ssize_t plan_call_work = PLAN_CALL_WORK
 
 
 cdef void reset_plan_costs() noexcept nogil:
@@ -239,16 +242,23 @@ def plan_costs():
 def forget_plan_costs():
     """Forget the measured (or pinned) costs, so that the next plan measures them again
     (after the machine's load has changed, say)."""
-    global plan_pinned
+    global plan_pinned, plan_call_work
     reset_plan_costs()
     plan_pinned = False
+    plan_call_work = PLAN_CALL_WORK
 
 
-def set_plan_costs(costs, bint pin=True):
+def set_plan_costs(costs, bint pin=True, call_work=None):
     """Replace the measured costs: ``costs`` as plan_costs() returns them (for tests of the
     choice, and to pin a plan). ``pin=False``: treat them as measured ones, which are
-    measured again plan_retry_s after a team lost under them."""
-    global plan_pinned
+    measured again plan_retry_s after a team lost under them. ``call_work``: the
+    multiply-adds of a call below which it runs alone (0: never; forget_plan_costs
+    restores the default, 2**23)."""
+    global plan_pinned, plan_call_work
+    if call_work is not None:
+        if not 0 <= call_work:
+            raise ValueError(f"set_plan_costs: call_work must be >= 0; got {call_work}")
+        plan_call_work = call_work
     reset_plan_costs()
     plan_pinned = pin
     for n, c in costs.items():

@@ -82,5 +82,6 @@ def format_plan(plan: dict) -> str:
                          f"{c['fma_s'] * 1e12:.1f} ps")
     else:
         lines.append("  (no team was considered: the serial drivers run this shape, its "
-                     "steps are too small to split, or one thread is available)")
+                     "steps or the whole call are too small to split, or one thread is "
+                     "available)")
     return "\n".join(lines)

@@ -21,7 +21,8 @@ def variant(request, monkeypatch):
     monkeypatch.setattr(_engine, "_kernels", kernels)
     # Costs under which every team pays, so that the threaded drivers run the thread counts
     # asked for (the measured plan may keep small shapes on one thread).
-    kernels.set_plan_costs({n: {"barrier_s": 0.0, "fma_s": 1e-10} for n in range(1, 9)})
+    kernels.set_plan_costs({n: {"barrier_s": 0.0, "fma_s": 1e-10} for n in range(1, 9)},
+                           call_work=0)
     yield request.param
     kernels.forget_plan_costs()
 

@@ -139,7 +139,7 @@ def test_a_plan_changes_no_bit(variant, dtype, monkeypatch):
         # threads as strips of them) if every team pays, or stay one if none does.
         for barrier, threads, split, team in ((0.0, 2, "rows", 2), (0.0, 5, "units", None),
                                               (1.0, 5, "units", 1)):
-            k.set_plan_costs(costs(lambda n: 1e-10, barrier))
+            k.set_plan_costs(costs(lambda n: 1e-10, barrier), call_work=0)
             with threadpool_limits(threads):
                 call = k.LayerForward(x=x.reshape(-1, 20), W=m.weight_ih_l0, U=m.weight_hh_l0,
                                       h=np.zeros((24, 70), dtype), c=np.zeros((24, 70), dtype),
@@ -174,6 +174,26 @@ def test_describe_names_the_driver_and_products(pinned):
             assert plan["driver"] == "serial" and plan["threads"] == 1
     text = format_plan(big)
     assert "T=4 B=40 I=64 H=128" in text and "backward" in text
+
+
+def test_a_short_call_runs_alone(pinned):
+    # A team also costs once a call (waking it, each thread packing its strips of W and U):
+    # a call of fewer multiply-adds than the plan's call work (2**23) runs on one thread,
+    # however cheap the steps' costs make a team; call_work=0 lifts the rule.
+    pinned(costs(lambda n: 1e-10, 0.0))
+    short = describe_plan(T=1, B=8, I=32, H=100, threads=2)  # 422,400 multiply-adds
+    long = describe_plan(T=200, B=8, I=32, H=100, threads=2)
+    if "avx" not in short["variant"]:
+        pytest.skip("the baseline variant has no teams")
+    for name in ("forward (inference)", "forward (training)", "backward"):
+        assert short["plans"][name]["threads"] == 1
+        assert long["plans"][name]["threads"] == 2
+    pinned(costs(lambda n: 1e-10, 0.0), call_work=0)
+    short = describe_plan(T=1, B=8, I=32, H=100, threads=2)
+    for name in ("forward (inference)", "forward (training)", "backward"):
+        assert short["plans"][name]["threads"] == 2
+    with pytest.raises(ValueError, match="call_work"):
+        kernels.set_plan_costs(costs(lambda n: 1e-10, 0.0), call_work=-1)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -66,7 +66,8 @@ def recorder(request, monkeypatch):
     """A threaded variant, recorded, under costs where every team pays (so that a team of 2
     runs on 2 threads whatever the machine's load)."""
     kernels = _dispatch.load(request.param)
-    kernels.set_plan_costs({n: {"barrier_s": 0.0, "fma_s": 1e-10} for n in range(1, 9)})
+    kernels.set_plan_costs({n: {"barrier_s": 0.0, "fma_s": 1e-10} for n in range(1, 9)},
+                           call_work=0)
     rec = _Recorder(kernels)
     monkeypatch.setattr(_engine, "_kernels", rec)
     yield rec
