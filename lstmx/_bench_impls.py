@@ -208,6 +208,35 @@ class LstmxImpl(_Impl):
         return {"x": dx, **grads}
 
 
+@contextlib.contextmanager
+def _kernels_of(variant):
+    """Run lstmx on the kernel variant ``variant`` (``_dispatch.load``) inside the block."""
+    from lstmx import _dispatch, _engine
+
+    kernels = _dispatch.load(variant)
+    saved, _engine._kernels = _engine._kernels, kernels
+    try:
+        yield
+    finally:
+        _engine._kernels = saved
+
+
+class LstmxBaselineImpl(LstmxImpl):
+    """lstmx on its baseline kernel variant (BLAS products, no tiles), in this process: each
+    timed sample runs with the engine's kernels swapped, so that it is interleaved with the
+    others and timed under the same conditions (their threads spinning after their calls,
+    the machine's drift)."""
+
+    name = "lstmx-baseline"
+
+    def context(self, mode):
+        return _kernels_of("baseline")
+
+    def prepare_backward(self):
+        with self.context("train"):
+            super().prepare_backward()
+
+
 class ReferenceImpl(_Impl):
     """``lstmx.reference`` with the parameters in the compute dtype: the NumPy baseline."""
 
@@ -398,7 +427,8 @@ class LstmxPeepholeImpl(LstmxImpl):
 
 
 _IMPL_CLASSES = {cls.name: cls for cls in (LstmxImpl, ReferenceImpl, TorchImpl,
-                                           OnnxruntimeImpl, LstmxPeepholeImpl)}
+                                           OnnxruntimeImpl, LstmxPeepholeImpl,
+                                           LstmxBaselineImpl)}
 
 
 def build_impl(impl: str, config, dtype=np.float32, seed=0, threads=2) -> _Impl:

@@ -194,9 +194,8 @@ def format_sweep(sweep: dict) -> str:
     if "baseline_error" in sweep:
         lines.append(f"baseline kernels: n/a ({sweep['baseline_error']})")
     elif "baseline_variant" in sweep:
-        lines.append(f"{BASELINE}: lstmx with LSTMX_KERNELS=baseline in a child process "
-                     f"(ran {sweep['baseline_variant']}), after this one; its ratio is one of "
-                     "medians, not paired by round")
+        lines.append(f"{BASELINE}: lstmx on its {sweep['baseline_variant']} kernel variant, "
+                     "interleaved with the others in this process")
     header = (f"{'axis':5} {'shape':22} " + " ".join(
         f"{m + ' ' + c:>21}" for m in ("forward", "train") for c in ["lstmx"] + others))
     lines += [header, "-" * len(header)]

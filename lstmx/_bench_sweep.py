@@ -4,23 +4,18 @@ baseline kernel variant, one axis at a time around a base shape.
 A full cross product of the axes (6 x 8 x 4 x 3 shapes, each forward and training) would take
 hours; a cliff shows as well when one of I, H, B, T moves while the others stay at the base
 shape, so the sweep runs the base shape and then each axis's other values (``sweep_configs``).
-lstmx and torch are measured side by side in this process, interleaved, and their ratio
-pairs the samples of each round (``ratios``). The baseline variant (``LSTMX_KERNELS=baseline``,
-chosen when lstmx is imported) runs in one child process, shape after shape, after this
-process has finished; its ratio is one of medians, measured minutes apart, so it carries the
-drift of the machine that the paired ratios cancel.
+lstmx, torch and lstmx on its baseline kernel variant (``lstmx-baseline``: the engine's
+kernels swapped for each of its samples) are measured side by side in this process,
+interleaved, and each ratio pairs the samples of a round (``ratios``). So all three run under
+the same conditions: torch's threads spinning after its calls slow the next call of either
+variant alike, which a baseline timed alone in another process did not share.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import subprocess
-import sys
-import time
 
 from lstmx._bench_impls import BenchConfig, UnavailableError, build_impl
 from lstmx._bench_machine import limit_threads
-from lstmx._bench_memory import child_env
 from lstmx._bench_timing import measure_settled, ratios
 
 __all__ = ["SWEEP_BASE", "SWEEP_AXES", "ASV_AXES", "BASELINE", "sweep_configs", "parse_grid",
@@ -104,78 +99,40 @@ def _measure_shapes(configs, impls, dtype, threads, timing, retries, progress):
     return results, unavailable
 
 
-def _child_main():
-    """The baseline child: measure lstmx alone on the shapes of argv[1]; print JSON."""
-    from lstmx import _dispatch
-
-    a = json.loads(sys.argv[1])
-    limit_threads(a["threads"])
-    configs = [BenchConfig(**c) for c in a["configs"]]
-    results, unavailable = _measure_shapes(configs, ["lstmx"], a["dtype"], a["threads"],
-                                           a["timing"], a["retries"], None)
-    print(json.dumps({"variant": _dispatch.variant, "results": results,
-                      "unavailable": unavailable}))
-
-
-def _run_baseline(configs, dtype, threads, timing, retries, timeout):
-    """Results of ``_child_main`` run with ``LSTMX_KERNELS=baseline``, or ``{"error"}``."""
-    args = json.dumps({"configs": [dataclasses.asdict(c) for c in configs], "dtype": dtype,
-                       "threads": threads, "timing": timing, "retries": retries})
-    code = "from lstmx._bench_sweep import _child_main; _child_main()"
-    try:
-        proc = subprocess.run([sys.executable, "-c", code, args], capture_output=True,
-                              text=True, env=child_env(LSTMX_KERNELS="baseline"),
-                              timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"the baseline process passed {timeout} s"}
-    if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def run_sweep(base=None, axes=None, impls=("lstmx", "torch"), dtype="float32", threads=2,
-              baseline=True, retries=1, timeout=3600, progress=None, **timing) -> dict:
+              baseline=True, retries=1, progress=None, **timing) -> dict:
     """Measure every shape of ``sweep_configs(base, axes)``, forward and training.
 
     ``timing`` goes to ``measure`` (repeat, warmup, min_time, warm_time, gap, max_time).
     Returns (JSON-ready) ``base``, ``axes``, ``baseline_variant`` (or ``baseline_error``) and
     ``rows``: one per shape with ``axis``, ``value``, ``config``, ``unavailable`` and, per
     mode, ``timings[mode][impl]`` (``median_s``, ``spread``, ``samples_s``, ``number``) and
-    ``ratios[mode][impl]``: ``time(impl) / time(lstmx)``, paired by round for the
-    implementations of this process, a ratio of medians for ``lstmx-baseline``.
+    ``ratios[mode][impl]``: ``time(impl) / time(lstmx)``, paired by round (``lstmx-baseline``
+    among them unless ``baseline`` is false).
     """
     from lstmx import _dispatch
 
     shapes = sweep_configs(base, axes)
     configs = [c for _, _, c in shapes]
+    if baseline and BASELINE not in impls:
+        impls = (*impls, BASELINE)
     limit_threads(threads)
     results, unavailable = _measure_shapes(configs, impls, dtype, threads, timing, retries,
                                            progress)
     out = {"base": dict(SWEEP_BASE if base is None else base),
            "axes": {k: list(v) for k, v in (SWEEP_AXES if axes is None else axes).items()},
            "variant": _dispatch.variant, "rows": []}
-    child = {}
     if baseline:
-        if progress is not None:
-            progress(f"sweep: the baseline kernels on {len(configs)} shapes (subprocess)")
-        started = time.perf_counter()
-        child = _run_baseline(configs, dtype, threads, timing, retries, timeout)
-        out["baseline_seconds"] = time.perf_counter() - started
-        if "error" in child:
-            out["baseline_error"] = child["error"]
+        why = next((u[BASELINE] for u in unavailable.values() if BASELINE in u), None)
+        if why is not None:
+            out["baseline_error"] = why
         else:
-            out["baseline_variant"] = child["variant"]
+            out["baseline_variant"] = "baseline"
     for axis, value, config in shapes:
         row = {"axis": axis, "value": value, "config": dataclasses.asdict(config),
                "unavailable": unavailable[config.name], "timings": {}, "ratios": {}}
         for mode, r in results[config.name].items():
             row["timings"][mode] = dict(r["timings"])
             row["ratios"][mode] = dict(r["ratios"])
-            base_t = child.get("results", {}).get(config.name, {}).get(mode, {}).get(
-                "timings", {}).get("lstmx")
-            ours = r["timings"].get("lstmx")
-            if base_t is not None and ours is not None:
-                row["timings"][mode][BASELINE] = base_t
-                row["ratios"][mode][BASELINE] = base_t["median_s"] / ours["median_s"]
         out["rows"].append(row)
     return out

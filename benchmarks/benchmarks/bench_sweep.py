@@ -1,9 +1,8 @@
-"""The shape sweep of ``python -m lstmx bench --sweep`` in small: lstmx and torch, forward and
-training, one axis at a time around the sweep's base shape (``lstmx._bench_sweep.ASV_AXES``).
+"""The shape sweep of ``python -m lstmx bench --sweep`` in small: lstmx, torch and lstmx on its
+baseline kernel variant, forward and training, one axis at a time around the sweep's base
+shape (``lstmx._bench_sweep.ASV_AXES``).
 
-asv tracks each shape over commits, so a cliff that a change brings shows as a step. The
-comparison with lstmx's baseline kernels needs a process started with
-``LSTMX_KERNELS=baseline``, which ``python -m lstmx bench --sweep`` does.
+asv tracks each shape over commits, so a cliff that a change brings shows as a step.
 """
 from .common import THREADS, Benchmark, safe_import
 
@@ -20,7 +19,7 @@ with safe_import():
 
 SHAPES = ({c.name: c for _, _, c in _sweep.sweep_configs(axes=_sweep.ASV_AXES)}
           if _sweep is not None else {})
-IMPLS = ["lstmx", "torch"]
+IMPLS = ["lstmx", "torch", "lstmx-baseline"]
 
 
 class Sweep(Benchmark):
@@ -41,4 +40,5 @@ class Sweep(Benchmark):
 
     def time_train(self, shape, impl):
         """Forward and backward of sum(y * dy)."""
-        self.impl.train()
+        with self.impl.context("train"):
+            self.impl.train()
