@@ -168,12 +168,16 @@ cdef class Shapes:
 
     cdef bint parallel(self):
         """Whether forward and backward run as forward_parallel and backward_parallel:
-        AVX2 and AVX-512 builds, no projection, recurrent products too big for gemm_small."""
-        return TILED_GEMM and self.P == 0 and self.B * 4 * self.H * self.H > SMALL_PRODUCT
+        AVX2 and AVX-512 builds, no projection, recurrent products too big for gemm_small,
+        and more than one step. A one-step call packs W and U for one use, which BLAS's
+        own packing does faster: it runs on forward_layer and backward_layer's BLAS
+        products (docs/performance.md)."""
+        return (TILED_GEMM and self.P == 0 and self.B * 4 * self.H * self.H > SMALL_PRODUCT
+                and self.T > 1)
 
     cdef bint alone(self):
         """Whether a call is too small for a team: under plan_call_work multiply-adds in all
-        its steps (T = 1 B = 8 I = 32 H = 100: 422,400). plan_threads weighs a step's work
+        its steps (T = 7 B = 8 I = 32 H = 100: 2,956,800). plan_threads weighs a step's work
         against a barrier; a team also costs once a call, waking it (milliseconds when
         another pool, torch's or BLAS's, has just had the cores) and each thread packing
         its strips of W and U, which a short call does not earn back (docs/performance.md).

@@ -176,12 +176,24 @@ def test_describe_names_the_driver_and_products(pinned):
     assert "T=4 B=40 I=64 H=128" in text and "backward" in text
 
 
+def test_one_step_runs_on_the_serial_driver(pinned):
+    # One step packs W and U for one use: the serial driver's BLAS products, as the
+    # baseline variant, whatever the step's size.
+    pinned(costs(lambda n: 1e-10, 0.0), call_work=0)
+    plan = describe_plan(T=1, B=64, I=256, H=1024, threads=2)
+    for name in ("forward (inference)", "forward (training)", "backward"):
+        assert plan["plans"][name]["driver"] == "serial"
+    if "avx" in plan["variant"]:
+        assert describe_plan(T=2, B=64, I=256, H=1024, threads=2)["plans"][
+            "forward (inference)"]["driver"] == "threaded"
+
+
 def test_a_short_call_runs_alone(pinned):
     # A team also costs once a call (waking it, each thread packing its strips of W and U):
     # a call of fewer multiply-adds than the plan's call work (2**23) runs on one thread,
     # however cheap the steps' costs make a team; call_work=0 lifts the rule.
     pinned(costs(lambda n: 1e-10, 0.0))
-    short = describe_plan(T=1, B=8, I=32, H=100, threads=2)  # 422,400 multiply-adds
+    short = describe_plan(T=2, B=8, I=32, H=100, threads=2)  # 844,800 multiply-adds
     long = describe_plan(T=200, B=8, I=32, H=100, threads=2)
     if "avx" not in short["variant"]:
         pytest.skip("the baseline variant has no teams")
@@ -189,7 +201,7 @@ def test_a_short_call_runs_alone(pinned):
         assert short["plans"][name]["threads"] == 1
         assert long["plans"][name]["threads"] == 2
     pinned(costs(lambda n: 1e-10, 0.0), call_work=0)
-    short = describe_plan(T=1, B=8, I=32, H=100, threads=2)
+    short = describe_plan(T=2, B=8, I=32, H=100, threads=2)
     for name in ("forward (inference)", "forward (training)", "backward"):
         assert short["plans"][name]["threads"] == 2
     with pytest.raises(ValueError, match="call_work"):
