@@ -210,6 +210,11 @@ cdef class Shapes:
         cdef Py_ssize_t cols = strips(self.H if recurrent else self.n_in) * TILE_COLS
         return cols * 4 * strips(self.H) * TILE_COLS
 
+    cdef Py_ssize_t steps_packed_size(self):
+        """Elements of U.T packed as forward_layer packs it for gemm_packed (one group of
+        4H columns, Hout deep)."""
+        return self.Hout * strips(4 * self.H) * TILE_COLS
+
     cdef bint small(self):
         """Whether forward runs its recurrent products on gemm_small with U.T, which costs a
         transposition per call: worth it over a few steps."""

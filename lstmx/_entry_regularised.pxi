@@ -93,7 +93,7 @@ cdef list plan_regularised_forward(
     cdef cnp.ndarray Wp = (workspace(n.packed_size(False), h.dtype)
                            if f.par or f.rows or n.packed_input() else None)
     cdef cnp.ndarray Up = (workspace(n.packed_size(True), h.dtype) if f.par else
-                           workspace(n.Hout * 4 * strips(H) * TILE_COLS, h.dtype)
+                           workspace(n.steps_packed_size(), h.dtype)
                            if f.packed_steps else None)
     cdef cnp.ndarray Rp = (workspace(H * strips(n.P) * TILE_COLS, h.dtype)
                            if f.packed_steps and n.P else None)

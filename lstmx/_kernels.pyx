@@ -179,7 +179,7 @@ cdef list plan_forward(ForwardPlan *f, cnp.ndarray x, cnp.ndarray W, cnp.ndarray
                            if f.par or n.packed_input() else None)
     cdef bint packed_steps = n.packed_steps()
     cdef cnp.ndarray Up = (workspace(n.packed_size(True), h.dtype) if f.par else
-                           workspace(n.Hout * 4 * strips(n.H) * TILE_COLS, h.dtype)
+                           workspace(n.steps_packed_size(), h.dtype)
                            if packed_steps else None)
     cdef cnp.ndarray Rp = (workspace(n.H * strips(n.P) * TILE_COLS, h.dtype)
                            if packed_steps and n.P else None)

@@ -92,7 +92,7 @@ cdef void forward_layer(
     ``gates`` holds Tc steps, or every step when training (``cells`` set), in which case both
     keep every step for the backward pass. ``Ut`` is scratch
     for U.T (Hout, 4H) when the recurrent products are small enough for gemm_small (see
-    Shapes.small); else ``Up`` and ``Rp`` are scratch for U.T (by gate) and R.T packed when
+    Shapes.small); else ``Up`` and ``Rp`` are scratch for U.T and R.T packed when
     the products run on gemm_packed (see Shapes.packed_steps), or NULL and they go to BLAS.
     ``Wp`` is scratch for W.T packed when the input projection runs on gemm_packed (see
     Shapes.packed_input); ``bias`` is scratch for b_ih + b_hh (4H,). ``lean``: inference
