@@ -14,8 +14,7 @@ cdef enum:
     DEPTH_BLOCK = 512 # k summed in registers before going to C
     PARALLEL_WORK = 1 << 21  # multiply-adds below which a product stays on one thread
     PACKING_WORK = 1 << 21   # multiply-adds from which the tiles read A packed (pack_tiles)
-    EDGE_ROWS = 3     # rows of A below which gemm_packed runs gemm_small instead of tiles
-    PAIR_ROWS = 2     # rows of pair_tile, the kernel of two rows left over after the tiles
+    EDGE_ROWS = 2     # rows of A below which gemm_packed runs gemm_small instead of tiles
     QUAD_ROWS = 4     # rows of quad_tile, the kernel of four rows left over after the tiles
     PACK_DEPTH = 8    # rows of a strip pack_strips fills at a time from B.T
 
@@ -26,30 +25,22 @@ cdef extern from *:
        registers across k. AVX-512: 8 x 32 floats or doubles in one pass, 16 or 32 of its
        32 registers. AVX2: 6 rows of 2 vectors (16 floats, 8 doubles), 12 of its 16
        registers, each broadcast of A feeding 2 FMAs and each vector of B 6 (setup.py
-       keeps GCC from unrolling the pass's column loop before it vectorises it).
-       pair_tile: 2 rows by PAIR_FLOATS (PAIR_DOUBLES) columns, 8 registers of C where
-       the vectors allow (AVX-512 floats: 4). */
+       keeps GCC from unrolling the pass's column loop before it vectorises it). */
     #if defined(__AVX512F__)
     #define LSTMX_TILED_GEMM 1
     #define LSTMX_TILE_ROWS 8
     #define LSTMX_PASS_FLOATS 32
     #define LSTMX_PASS_DOUBLES 32
-    #define LSTMX_PAIR_FLOATS 32
-    #define LSTMX_PAIR_DOUBLES 32
     #elif defined(__AVX2__) && defined(__FMA__)
     #define LSTMX_TILED_GEMM 1
     #define LSTMX_TILE_ROWS 6
     #define LSTMX_PASS_FLOATS 16
     #define LSTMX_PASS_DOUBLES 8
-    #define LSTMX_PAIR_FLOATS 32
-    #define LSTMX_PAIR_DOUBLES 16
     #else
     #define LSTMX_TILED_GEMM 0
     #define LSTMX_TILE_ROWS 8
     #define LSTMX_PASS_FLOATS 32
     #define LSTMX_PASS_DOUBLES 32
-    #define LSTMX_PAIR_FLOATS 32
-    #define LSTMX_PAIR_DOUBLES 32
     #endif
     /* The vector width the kernel variant is compiled for. */
     #if defined(__AVX512F__)
@@ -64,8 +55,6 @@ cdef extern from *:
     enum: TILE_ROWS "LSTMX_TILE_ROWS"
     enum: PASS_FLOATS "LSTMX_PASS_FLOATS"
     enum: PASS_DOUBLES "LSTMX_PASS_DOUBLES"
-    enum: PAIR_FLOATS "LSTMX_PAIR_FLOATS"
-    enum: PAIR_DOUBLES "LSTMX_PAIR_DOUBLES"
     const Py_ssize_t VECTOR_BYTES "LSTMX_VECTOR_BYTES"
 
 cdef extern from *:
@@ -87,6 +76,17 @@ cdef extern from "_small_rows.h":
     void two_chains_d "lstmx_two_chains_d"(Py_ssize_t p0, Py_ssize_t p1, const double *A,
                                             Py_ssize_t a_col, const double *B, Py_ssize_t ldb,
                                             double *total) noexcept nogil
+
+cdef extern from "_rows_tile.h":
+    # Two or three rows of C by a strip, summed as micro_tile sums them, in vector registers.
+    void rows_tile_f "lstmx_rows_f"(Py_ssize_t rows, Py_ssize_t k, const float *A,
+                                    Py_ssize_t a_row, Py_ssize_t a_col, const float *Bp,
+                                    Py_ssize_t strip, float *C, Py_ssize_t ldc,
+                                    Py_ssize_t cols, int add, const float *bias) noexcept nogil
+    void rows_tile_d "lstmx_rows_d"(Py_ssize_t rows, Py_ssize_t k, const double *A,
+                                    Py_ssize_t a_row, Py_ssize_t a_col, const double *Bp,
+                                    Py_ssize_t strip, double *C, Py_ssize_t ldc,
+                                    Py_ssize_t cols, int add, const double *bias) noexcept nogil
 
 
 cdef inline void gemm_small(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *A,
@@ -207,7 +207,7 @@ cdef inline Py_ssize_t row_share(Py_ssize_t m, Py_ssize_t part, Py_ssize_t parts
     """Where part ``part`` of ``parts`` of m rows of A starts, for a team that splits them.
 
     Every row must meet a kernel that sums it as it would in one product of all m rows
-    (gemm_packed_strided): tiles, pair_tile, quad_tile and edge_tile all sum alike, but a
+    (gemm_packed_strided): tiles, rows_tile, quad_tile and edge_tile all sum alike, but a
     single row past the last whole tile goes to gemm_small. Two parts split m into halves of
     whole pairs of rows (32 rows: 16 and 16, two tiles and a quad_tile each; 8 rows: 4 and
     4, where whole tiles give 6 and 2), or the most even such split where the second half
@@ -369,35 +369,20 @@ cdef inline void edge_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
             C[r * ldc + j] = tile[r * w + j]
 
 
-cdef inline void pair_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
+cdef inline void rows_tile(Py_ssize_t rows, Py_ssize_t k, const floating *A, Py_ssize_t a_row,
                            Py_ssize_t a_col, const floating *Bp, floating *C, Py_ssize_t ldc,
                            Py_ssize_t cols, bint add, const floating *bias) noexcept nogil:
-    """C[:2, :cols] := A[:2, :k] @ Bp[:, :cols] (+ C when ``add``) (+ bias[:cols] unless
-    NULL) for the two rows left over after the whole tiles, over PAIR_FLOATS (PAIR_DOUBLES)
-    columns of a packed strip (zero-padded past ``cols``).
-
-    Each element is summed as micro_tile sums it (from the bias or zero, k in order, C added
-    last), so a row has the same bits whichever kernel runs it. Two rows by a whole strip
-    are as many vector accumulators as a tile (8 on AVX2), where a tile cut to two rows
-    would hold 4, and gemm_small runs one row at a time: each row of the strip is loaded
-    once for both rows of A."""
-    cdef floating acc[PAIR_ROWS][TILE_COLS]
-    cdef floating top[TILE_COLS]
-    cdef Py_ssize_t w = PAIR_FLOATS if floating is float else PAIR_DOUBLES
-    cdef Py_ssize_t r, j, p
-    cdef floating a0, a1
-    for j in range(w):
-        top[j] = bias[j] if bias != NULL and j < cols else 0
-    for r in range(PAIR_ROWS):
-        for j in range(w):
-            acc[r][j] = top[j]
-    for p in range(k):
-        a0 = A[p * a_col]
-        a1 = A[a_row + p * a_col]
-        for j in range(w):
-            acc[0][j] += a0 * Bp[p * TILE_COLS + j]
-            acc[1][j] += a1 * Bp[p * TILE_COLS + j]
-    store_rows(PAIR_ROWS, cols, &acc[0][0], TILE_COLS, add, C, ldc)
+    """C[:rows, :cols] := A[:rows, :k] @ Bp[:, :cols] (+ C when ``add``) (+ bias[:cols]
+    unless NULL) for two or three rows left over after the whole tiles, over a strip
+    (zero-padded past ``cols``): _rows_tile.h, each element summed as micro_tile sums it
+    (from the bias or zero, k in order, C added last), so a row has the same bits whichever
+    kernel runs it. Three rows by a pass of 4 vectors are as many accumulators as a tile,
+    where a tile cut to three rows (edge_tile) does a whole tile's work, and two rows load
+    each row of the strip once for both."""
+    if floating is float:
+        rows_tile_f(rows, k, A, a_row, a_col, Bp, TILE_COLS, C, ldc, cols, add, bias)
+    else:
+        rows_tile_d(rows, k, A, a_row, a_col, Bp, TILE_COLS, C, ldc, cols, add, bias)
 
 
 cdef inline void store_rows(Py_ssize_t rows, Py_ssize_t cols, const floating *acc,
@@ -453,14 +438,13 @@ cdef inline void gemm_packed_strided(
     transpose of a row-major array without transposing it first.
 
     Every tile runs on micro_tile, whatever the width: columns past a group's last full
-    pass go to edge_tile, which computes a whole tile and keeps a part. Four rows past the
-    last full tile go to quad_tile; other rows past it to edge_tile too (from a zero-padded
-    copy of A), unless they are fewer than ``edge_rows``: a mostly empty tile then costs
-    more than the kernels built for few rows (gemm_packed passes EDGE_ROWS): two rows go to
-    pair_tile, one to gemm_small (a batch of one) over the whole strip. Tiles, pair_tile and
-    quad_tile give every row of C the same sums whichever rows share its tile and however
-    B is packed (by gate or whole); gemm_small sums in another order, the same in any
-    packing.
+    pass go to edge_tile, which computes a whole tile and keeps a part. Of the rows past the
+    last full tile, two or three go to rows_tile, four to quad_tile, more to edge_tile too
+    (from a zero-padded copy of A), and a lone row to edge_tile if ``edge_rows`` is 1, else
+    to gemm_small (a batch of one) over the whole strip (gemm_packed passes EDGE_ROWS, 2).
+    Tiles, rows_tile and quad_tile give every row of C the same sums whichever rows share
+    its tile and however B is packed (by gate or whole); gemm_small sums in another order,
+    the same in any packing.
     So a product whose rows threads split (backward's dW and dU) passes 1: its bits then do
     not depend on the split; the teams of rows split so that only the batch's last row can
     meet gemm_small, and only where it does in the whole batch (row_share).
@@ -489,12 +473,13 @@ cdef inline void gemm_packed_tiles(
     tiles' rows if fewer) by min(k, DEPTH_BLOCK) packed elements of A, or NULL."""
     cdef Py_ssize_t per = strips(width), full = m - m % TILE_ROWS if k > 0 else 0
     cdef Py_ssize_t rest = m - full
-    cdef bint rest_tiled = rest >= edge_rows
-    # Four rows left: quad_tile, which sums as the tiles do, whatever edge_rows says.
+    # Two or three rows left: rows_tile; four: quad_tile; both sum as the tiles do, whatever
+    # edge_rows says. More: edge_tile, as a lone row is unless edge_rows says gemm_small.
+    cdef bint rest_few = (rest == 2 or rest == 3) and TILE_ROWS > 3
     cdef bint rest_quad = rest == QUAD_ROWS and TILE_ROWS > QUAD_ROWS
+    cdef bint rest_tiled = rest >= edge_rows and rest > 0 and not rest_few and not rest_quad
     cdef Py_ssize_t p0, kc, i_lo, i_hi, i0, g, s, w, col, q, cols, r, p, j
     cdef Py_ssize_t pw = PASS_FLOATS if floating is float else PASS_DOUBLES
-    cdef Py_ssize_t pp = PAIR_FLOATS if floating is float else PAIR_DOUBLES
     cdef Py_ssize_t rw  # the width of a pass over the rows past the last whole tile
     cdef const floating *strip
     cdef const floating *tile_bias
@@ -539,14 +524,14 @@ cdef inline void gemm_packed_tiles(
                                           TILE_ROWS, cols, add or p0 > 0, tile_bias)
                         i0 += TILE_ROWS
             i_lo = i_hi
-        if rest_tiled or rest_quad or rest == PAIR_ROWS:
-            if rest_tiled and not rest_quad:
+        if rest_tiled or rest_quad or rest_few:
+            if rest_tiled:
                 # The last rows, zero-padded to a whole tile (row-major, kc apart).
                 for r in range(TILE_ROWS):
                     for p in range(kc):
                         pad[r * kc + p] = (A[(full + r) * a_row + (p0 + p) * a_col]
                                            if r < rest else 0)
-            rw = pw if rest_tiled or rest_quad else pp
+            rw = TILE_COLS if rest_few else pw
             for g in range(groups):
                 for s in range(s_lo, s_hi):
                     strip = Bp + ((g * per + s) * k + p0) * TILE_COLS
@@ -566,11 +551,11 @@ cdef inline void gemm_packed_tiles(
                                       C + full * ldc + col + q * rw, ldc, rest, cols,
                                       add or p0 > 0, tile_bias)
                         else:
-                            pair_tile(kc, A + full * a_row + p0 * a_col, a_row, a_col,
-                                      strip + q * rw, C + full * ldc + col + q * rw, ldc,
-                                      cols, add or p0 > 0, tile_bias)
+                            rows_tile(rest, kc, A + full * a_row + p0 * a_col, a_row, a_col,
+                                      strip, C + full * ldc + col, ldc, cols,
+                                      add or p0 > 0, tile_bias)
         p0 += kc
-    if rest_tiled or rest_quad or rest == PAIR_ROWS:
+    if rest_tiled or rest_quad or rest_few or rest == 0:
         return
     # A lone row: gemm_small over the whole zero-padded strip, in a row of local memory,
     # whatever its width, so that a column sums alike in any packing (gemm_small sums a

@@ -33,7 +33,9 @@ def run(variant, m, k, width, groups, add, bias, transpose_a, dtype, parts=1, se
     (32, 64, 100, 4),   # 3 full strips and 4 columns
     (37, 20, 70, 4),    # rows past the last tile on every ISA
     (4, 100, 300, 4),   # a batch smaller than a tile
-    (2, 33, 65, 1),     # two rows (pair_tile)
+    (2, 33, 65, 1),     # two rows (rows_tile)
+    (3, 40, 100, 4),    # three rows (rows_tile), a strip of 4 columns per gate
+    (9, 700, 70, 4),    # three rows past a tile (AVX2) with k past DEPTH_BLOCK
     (14, 1100, 40, 2),  # a pair past the tiles (AVX2) with k past DEPTH_BLOCK
     (10, 600, 70, 4),   # a pair past the tiles (AVX-512), an edge tile (AVX2)
     (1, 7, 1, 1),       # one column, one row
@@ -65,11 +67,11 @@ def test_split_into_parts_is_bit_identical(variant, parts, width):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("m", [8, 10, 14])
+@pytest.mark.parametrize("m", [4, 5, 8, 10, 14])
 @pytest.mark.parametrize("add,bias", [(False, False), (True, True)])
 def test_a_row_has_the_same_bits_in_any_kernel(variant, m, add, bias, dtype):
     # Dropping the first two rows moves every other row to another kernel (whole tile, tile
-    # cut short, or the pair kernel, as TILE_ROWS 6 or 8 falls): its bits must not change,
+    # cut short, quad_tile or rows_tile, as TILE_ROWS 6 or 8 falls): its bits must not change,
     # as the threaded backward's dW and dU rely on (no count of rows here leaves one row,
     # which gemm_small runs in its own order).
     rng = np.random.default_rng(m)
@@ -92,7 +94,7 @@ def test_a_team_of_rows_gives_each_row_its_bits(variant, parts, transpose_a):
     # The teams of rows (forward, the regularised backward) split the batch at row_share's
     # boundaries and run each part as a product of its own (EDGE_ROWS: one row past the
     # tiles goes to gemm_small): every row must keep the bits it has in one product of all
-    # rows, at every batch size (whole tiles, pairs, quads, tiles cut short, a last row).
+    # rows, at every batch size (whole tiles, 2 or 3 rows, quads, tiles cut short, a last row).
     rng = np.random.default_rng(parts)
     kernels = _dispatch.load(variant)
     k, width = 70, 40
