@@ -195,10 +195,12 @@ cdef class Shapes:
                             self.typenum == cnp.NPY_DOUBLE)
 
     cdef int rows_team(self) except -1:
-        """forward_parallel's team of rows (plan_rows), or 0 to split units (and always for
-        a call that is ``alone``)."""
-        if self.alone():
-            return 0
+        """forward_parallel's team of rows (plan_rows), or 0 to split units. One thread (a
+        call that is ``alone``, or a team that does not pay) is a team of rows of one: it
+        packs W.T and U.T as one group of 4H columns, without a part-empty strip at the end
+        of each gate, as forward_layer does; a team of units packs by gate."""
+        if self.alone() or self.threads() == 1:
+            return 1
         return plan_rows(self.B, 4 * self.H * (self.n_in + self.H),
                          self.packed_size(True) * (8 if self.typenum == cnp.NPY_DOUBLE else 4),
                          L2_BYTES, max_threads())

@@ -136,9 +136,10 @@ def test_a_plan_changes_no_bit(variant, dtype, monkeypatch):
     results = []
     try:
         # B = 24, 4 tiles of rows: a team of 2 splits them; 5 threads split units (as many
-        # threads as strips of them) if every team pays, or stay one if none does.
+        # threads as strips of them) if every team pays, or stay one (a team of rows of
+        # one) if none does.
         for barrier, threads, split, team in ((0.0, 2, "rows", 2), (0.0, 5, "units", None),
-                                              (1.0, 5, "units", 1)):
+                                              (1.0, 5, "rows", 1)):
             k.set_plan_costs(costs(lambda n: 1e-10, barrier), call_work=0)
             with threadpool_limits(threads):
                 call = k.LayerForward(x=x.reshape(-1, 20), W=m.weight_ih_l0, U=m.weight_hh_l0,

@@ -139,7 +139,7 @@ def test_one_thread_is_a_team_of_one(recorder):
         _check_against_reference(lstm, T, B, lengths=False, seed=7)
     assert recorder.forward_plans and recorder.backward_plans
     for plan in recorder.forward_plans:
-        assert plan == {"driver": "threaded", "threads": 1, "split": "units"}
+        assert plan == {"driver": "threaded", "threads": 1, "split": "rows"}
     for plan in recorder.backward_plans:
         assert plan == {"driver": "threaded", "threads": 1}
 
