@@ -222,13 +222,15 @@ cdef class Shapes:
         transposition per call: worth it over a few steps."""
         return self.B * 4 * self.H * self.Hout <= SMALL_PRODUCT and self.T >= 4
 
-    cdef bint packed_steps(self):
-        """Whether forward_layer's recurrent products (and projections) run on gemm_packed
-        with U.T and R.T packed once per call (AVX2, AVX-512 builds) rather than BLAS: no
-        per-call cost, and no OpenBLAS threads beside the OpenMP team of the input
+    cdef bint packed_steps(self, bint threaded):
+        """Whether the serial drivers' recurrent products (and projections) run on
+        gemm_packed with U.T and R.T packed once per call (AVX2, AVX-512 builds) rather than
+        BLAS, for a call that does not run on the threaded driver (``threaded``: whether it
+        does; the plain layer's is ``parallel()``, the regularised one's also excludes layer
+        norm): no per-call cost, and no OpenBLAS threads beside the OpenMP team of the input
         projection (on 2 cores the two pools' spinning threads slow each other down).
         Packing costs about one step's product, so a few steps are needed."""
-        return TILED_GEMM and not self.parallel() and not self.small() and self.T >= 4
+        return TILED_GEMM and not threaded and not self.small() and self.T >= 4
 
     cdef bint packed_input(self):
         """Whether forward_layer's input projection runs on gemm_packed (AVX2 and

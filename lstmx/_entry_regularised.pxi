@@ -62,13 +62,15 @@ cdef list plan_regularised_forward(
     f.threads = n.threads() if f.par else 1
     f.training, f.reverse, f.identity = training, reverse, identity
     f.double = n.typenum == cnp.NPY_DOUBLE
-    f.small = not f.par and B * G * Hout <= SMALL_PRODUCT and T >= 4
-    f.packed_steps = TILED_GEMM and not f.par and not f.small and T >= 4
+    f.small = n.small()  # (never with f.par: its products are too big)
+    f.packed_steps = n.packed_steps(f.par)
     # On gemm_packed, W is packed once a call, and chunks that leave their z in L2 pay, as
     # in forward_parallel; BLAS packs W at every product, and pays for long chunks.
     f.Tc = chunk_steps(T, B * G, size, training, f.par or f.packed_steps)
-    # The team of rows: as many threads as there are tiles of rows to share, at most; or
-    # forward_parallel's, where the plain layer's plan splits rows (rows_team).
+    # The team of rows: as many threads as there are tiles of rows to share, at most, in
+    # calls of any size (unlike the threaded driver's teams, it pays in short calls too:
+    # docs/performance.md); or forward_parallel's, where the plain layer's plan splits rows
+    # (rows_team).
     cdef int rows_team = n.rows_team() if f.par else 0
     f.rows = f.packed_steps or rows_team > 0
     if rows_team:
@@ -308,6 +310,7 @@ cdef list plan_regularised_backward(
     # depend on the team (BLAS's depend on its threads): a team of rows at every step when
     # every thread has a tile of rows and a step has the work to pay for it, or a team for
     # the chunks' products alone when they are big enough.
+    # Teams in calls of any size, as forward's team of rows.
     f.tiles = TILED_GEMM and not f.par
     if f.tiles and row_tiles(B) >= 2 and B * (G * Hout + n.P * H) >= PLAN_MIN_WORK:
         f.threads = min(max_threads(), row_tiles(B))

@@ -177,7 +177,7 @@ cdef list plan_forward(ForwardPlan *f, cnp.ndarray x, cnp.ndarray W, cnp.ndarray
                                       h.dtype)
     cdef cnp.ndarray Wp = (workspace(n.packed_size(False), h.dtype)
                            if f.par or n.packed_input() else None)
-    cdef bint packed_steps = n.packed_steps()
+    cdef bint packed_steps = n.packed_steps(f.par)
     cdef cnp.ndarray Up = (workspace(n.packed_size(True), h.dtype) if f.par else
                            workspace(n.steps_packed_size(), h.dtype)
                            if packed_steps else None)
