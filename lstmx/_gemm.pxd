@@ -78,8 +78,8 @@ cdef extern from "_small_rows.h":
                                             double *total) noexcept nogil
 
 cdef extern from "_rows_tile.h":
-    # 2, 3, 4 or 6 rows of C by a strip, summed as micro_tile sums them, in vector registers;
-    # ROWS_TILES: whether the tiles and four rows run on them too (AVX2 builds).
+    # 2, 3 or 6 rows of C by a strip, summed as micro_tile sums them, in vector registers;
+    # ROWS_TILES: whether the tiles run on them too (AVX2 builds).
     const bint ROWS_TILES "LSTMX_ROWS_TILES"
     void rows_tile_f "lstmx_rows_f"(Py_ssize_t rows, Py_ssize_t k, const float *A,
                                     Py_ssize_t a_row, Py_ssize_t a_col, const float *Bp,
@@ -379,9 +379,9 @@ cdef inline void rows_tile(Py_ssize_t rows, Py_ssize_t k, const floating *A, Py_
                            Py_ssize_t a_col, const floating *Bp, floating *C, Py_ssize_t ldc,
                            Py_ssize_t cols, bint add, const floating *bias) noexcept nogil:
     """C[:rows, :cols] := A[:rows, :k] @ Bp[:, :cols] (+ C when ``add``) (+ bias[:cols]
-    unless NULL) for two or three rows left over after the whole tiles (and on AVX2, four
-    rows and the tiles), over a strip (zero-padded past ``cols``; the caller's pass of it
-    for four rows and tiles): _rows_tile.h, each element summed as micro_tile sums it
+    unless NULL) for two or three rows left over after the whole tiles (and on AVX2, the
+    tiles), over a strip (zero-padded past ``cols``; the caller's pass of it for a tile):
+    _rows_tile.h, each element summed as micro_tile sums it
     (from the bias or zero, k in order, C added last), so a row has the same bits whichever
     kernel runs it. Three rows by a pass of 4 vectors are as many accumulators as a tile,
     where a tile cut to three rows (edge_tile) does a whole tile's work, and two rows load
@@ -423,9 +423,6 @@ cdef inline void quad_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
     cdef Py_ssize_t w = PASS_FLOATS if floating is float else PASS_DOUBLES
     cdef Py_ssize_t r, j, p
     cdef floating a
-    if ROWS_TILES:
-        rows_tile(QUAD_ROWS, k, A, a_row, a_col, Bp, C, ldc, cols, add, bias)
-        return
     for j in range(w):
         top[j] = bias[j] if bias != NULL and j < cols else 0
     for r in range(QUAD_ROWS):

@@ -120,9 +120,11 @@ static inline void NAME(ptrdiff_t k, const T *A, ptrdiff_t a_row, ptrdiff_t a_co
 }
 
 /* Vectors of C a row: on AVX2, 4 for two or three rows (a pass of 32 floats or 16 doubles;
- * three rows are 12 accumulators of its 16 registers) and 2 for four or six (the tile); on
- * AVX-512, as many as fill a strip of 32 columns (2 of floats, 4 of doubles), for two or
- * three rows (its tiles and four rows run on _gemm.pxd's loops: LSTMX_ROWS_TILES is 0). */
+ * three rows are 12 accumulators of its 16 registers) and 2 for six (the tile); on AVX-512,
+ * as many as fill a strip of 32 columns (2 of floats, 4 of doubles), for two or three rows
+ * (its tiles run on _gemm.pxd's loop: LSTMX_ROWS_TILES is 0). Four rows run on _gemm.pxd's
+ * quad_tile everywhere: on AVX2 this kernel's four rows by 2 vectors were slower
+ * (docs/performance.md). */
 #define LSTMX_ROWS_VECTORS(T, R) \
     (LSTMX_ROWS_VECTOR == 64 ? (sizeof(T) == 4 ? 2 : 4) : (R) <= 3 ? 4 : 2)
 #if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
@@ -134,12 +136,11 @@ static inline void NAME(ptrdiff_t k, const T *A, ptrdiff_t a_row, ptrdiff_t a_co
 #define LSTMX_ROWS_KERNELS(T, V, S)                                                         \
     LSTMX_ROWS_KERNEL(lstmx_rows2_##S, T, V, 2, LSTMX_ROWS_VECTORS(T, 2))                   \
     LSTMX_ROWS_KERNEL(lstmx_rows3_##S, T, V, 3, LSTMX_ROWS_VECTORS(T, 3))                   \
-    LSTMX_ROWS_KERNEL(lstmx_rows4_##S, T, V, 4, LSTMX_ROWS_VECTORS(T, 4))                   \
     LSTMX_ROWS_KERNEL(lstmx_rows6_##S, T, V, 6, LSTMX_ROWS_VECTORS(T, 6))
 LSTMX_ROWS_KERNELS(float, lstmx_rows_vf, f)
 LSTMX_ROWS_KERNELS(double, lstmx_rows_vd, d)
 
-/* C[:rows, :cols] for 2, 3, 4 or 6 rows (other counts do nothing) over the `cols` columns of
+/* C[:rows, :cols] for 2, 3 or 6 rows (other counts do nothing) over the `cols` columns of
  * a strip (rows `strip` apart), a pass of LSTMX_ROWS_VECTORS vectors at a time. */
 #define LSTMX_ROWS_DISPATCH(NAME, T, S)                                                     \
 static inline void NAME(ptrdiff_t rows, ptrdiff_t k, const T *A, ptrdiff_t a_row,          \
@@ -156,8 +157,6 @@ static inline void NAME(ptrdiff_t rows, ptrdiff_t k, const T *A, ptrdiff_t a_row
             lstmx_rows2_##S(k, A, a_row, a_col, Bp + q, strip, C + q, ldc, w, add, b);      \
         else if (rows == 3)                                                                 \
             lstmx_rows3_##S(k, A, a_row, a_col, Bp + q, strip, C + q, ldc, w, add, b);      \
-        else if (rows == 4)                                                                 \
-            lstmx_rows4_##S(k, A, a_row, a_col, Bp + q, strip, C + q, ldc, w, add, b);      \
         else if (rows == 6)                                                                 \
             lstmx_rows6_##S(k, A, a_row, a_col, Bp + q, strip, C + q, ldc, w, add, b);      \
     }                                                                                       \
