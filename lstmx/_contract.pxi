@@ -195,15 +195,18 @@ cdef class Shapes:
                             self.typenum == cnp.NPY_DOUBLE)
 
     cdef int rows_team(self) except -1:
-        """forward_parallel's team of rows (plan_rows), or 0 to split units. One thread (a
-        call that is ``alone``, or a team that does not pay) is a team of rows of one: it
-        packs W.T and U.T as one group of 4H columns, without a part-empty strip at the end
-        of each gate, as forward_layer does; a team of units packs by gate."""
-        if self.alone() or self.threads() == 1:
+        """forward_parallel's team of rows (plan_rows), or 0 to split units. Where neither
+        splits (a call that is ``alone``, or no team of rows and no team of units that
+        pays), one thread is a team of rows of one: it packs W.T and U.T as one group of 4H
+        columns, without a part-empty strip at the end of each gate, as forward_layer does;
+        a team of units packs by gate."""
+        if self.alone():
             return 1
-        return plan_rows(self.B, 4 * self.H * (self.n_in + self.H),
-                         self.packed_size(True) * (8 if self.typenum == cnp.NPY_DOUBLE else 4),
-                         L2_BYTES, max_threads())
+        cdef int team = plan_rows(
+            self.B, 4 * self.H * (self.n_in + self.H),
+            self.packed_size(True) * (8 if self.typenum == cnp.NPY_DOUBLE else 4), L2_BYTES,
+            max_threads())
+        return 1 if team == 0 and self.threads() == 1 else team
 
     cdef Py_ssize_t packed_size(self, bint recurrent):
         """Elements of W (or U when ``recurrent``) packed, either way round: forward packs

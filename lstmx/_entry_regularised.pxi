@@ -309,8 +309,8 @@ cdef list plan_regularised_backward(
     # The serial driver runs on the tile kernels (AVX2, AVX-512 builds), whose bits do not
     # depend on the team (BLAS's depend on its threads): a team of rows at every step when
     # every thread has a tile of rows and a step has the work to pay for it, or a team for
-    # the chunks' products alone when they are big enough.
-    # Teams in calls of any size, as forward's team of rows.
+    # the chunks' products alone when they are big enough, in calls of any size (as
+    # forward's team of rows).
     f.tiles = TILED_GEMM and not f.par
     if f.tiles and row_tiles(B) >= 2 and B * (G * Hout + n.P * H) >= PLAN_MIN_WORK:
         f.threads = min(max_threads(), row_tiles(B))

@@ -158,6 +158,23 @@ def test_a_plan_changes_no_bit(variant, dtype, monkeypatch):
             assert_array_equal(a, b)
 
 
+def test_one_strip_of_units_still_gets_a_team_of_rows(pinned):
+    # H = 32 is one strip of units, so no team of units can form; a batch of 64 rows still
+    # splits between two threads by rows. One thread is a team of rows of one only where
+    # neither team forms (a short call, or two threads that do not pay).
+    pinned(costs(lambda n: 1e-10, 0.0), call_work=0)
+    plan = describe_plan(T=200, B=64, I=32, H=32, threads=2)
+    if "avx" not in plan["variant"]:
+        assert plan["plans"]["forward (inference)"]["driver"] == "serial"
+        return
+    for name in ("forward (inference)", "forward (training)"):
+        assert plan["plans"][name]["split"] == "rows"
+        assert plan["plans"][name]["threads"] == 2
+    one = describe_plan(T=200, B=64, I=32, H=32, threads=1)
+    assert one["plans"]["forward (inference)"]["split"] == "rows"
+    assert one["plans"]["forward (inference)"]["threads"] == 1
+
+
 def test_describe_names_the_driver_and_products(pinned):
     pinned(costs(lambda n: 1e-10, 0.0))
     small = describe_plan(T=100, B=1, I=32, H=32, threads=2)
