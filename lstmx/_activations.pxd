@@ -7,6 +7,23 @@ from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
 
 
+cdef extern from *:
+    """
+    /* The clamps of exp_ and expf_, as variables whose values the compiler cannot see
+       (defined here, not static, so not folded). With the bounds as constants, GCC carried
+       each clamp through the whole exp to a constant result and picked it afterwards: four
+       compares and three blends a vector where a minimum and a maximum do, and constants
+       spilled to the stack (docs/performance.md). The same values and the same order of
+       operations: the same results. */
+    float lstmx_exp_lo_f = -87.3f, lstmx_exp_hi_f = 87.0f;
+    double lstmx_exp_lo_d = -708.0, lstmx_exp_hi_d = 708.0;
+    """
+    float EXP_LO_F "lstmx_exp_lo_f"
+    float EXP_HI_F "lstmx_exp_hi_f"
+    double EXP_LO_D "lstmx_exp_lo_d"
+    double EXP_HI_D "lstmx_exp_hi_d"
+
+
 cdef inline float expf_(float x) noexcept nogil:
     """e**x in float32 within ~2 ulp (Cephes' expf), as arithmetic the compiler vectorises.
 
@@ -14,7 +31,7 @@ cdef inline float expf_(float x) noexcept nogil:
     saturated gate is 1 or ~1e-38, never inf, NaN or a (slow) denormal. Constants are typed
     float so that every operation stays in single precision.
     """
-    cdef float lo = -87.3, hi = 87.0, log2e = 1.44269504088896341
+    cdef float lo = EXP_LO_F, hi = EXP_HI_F, log2e = 1.44269504088896341
     cdef float round_ = 12582912.0  # 1.5 * 2**23: adding and subtracting it rounds to nearest
     cdef float ln2_hi = 0.693359375, ln2_lo = -2.12194440e-4  # ln 2 in two parts
     cdef float p0 = 1.9875691500e-4, p1 = 1.3981999507e-3, p2 = 8.3334519073e-3
@@ -46,7 +63,7 @@ cdef inline double exp_(double x) noexcept nogil:
     exponent field from the bits of the rounding sum itself (x / ln 2 + 1.5 * 2**52 holds n
     in its low bits), which needs no float-to-int64 conversion, absent before AVX-512.
     """
-    cdef double lo = -708.0, hi = 708.0, log2e = 1.4426950408889634074
+    cdef double lo = EXP_LO_D, hi = EXP_HI_D, log2e = 1.4426950408889634074
     cdef double round_ = 6755399441055744.0  # 1.5 * 2**52
     cdef double ln2_hi = 6.93145751953125e-1, ln2_lo = 1.42860682030941723212e-6
     cdef double shifted, n, y, scale
