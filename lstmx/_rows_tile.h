@@ -43,13 +43,19 @@ static inline void NAME(ptrdiff_t k, const T *A, ptrdiff_t a_row, ptrdiff_t a_co
     const T *a[G];                                                                          \
     ptrdiff_t p, j;                                                                         \
     int r, v, g;                                                                            \
-    if (cols >= NV * W && bias != NULL) {                                                   \
+    if (bias == NULL) {                                                                     \
+        /* Zeros as such: from a null bias (every recurrent product), GCC built the line   \
+           below with masked loads at every call (docs/performance.md). */                 \
+        _Pragma("GCC unroll 8")                                                             \
+        for (v = 0; v < NV; v++)                                                            \
+            memset(&b[v], 0, sizeof(V));                                                    \
+    } else if (cols >= NV * W) {                                                            \
         _Pragma("GCC unroll 8")                                                             \
         for (v = 0; v < NV; v++)                                                            \
             memcpy(&b[v], bias + v * W, sizeof(V));                                         \
     } else {                                                                                \
         for (j = 0; j < NV * W; j++)                                                        \
-            line[j] = bias != NULL && j < cols ? bias[j] : (T) 0;                           \
+            line[j] = j < cols ? bias[j] : (T) 0;                                           \
         _Pragma("GCC unroll 8")                                                             \
         for (v = 0; v < NV; v++)                                                            \
             memcpy(&b[v], line + v * W, sizeof(V));                                         \
