@@ -66,7 +66,7 @@ cdef list plan_regularised_forward(
     f.packed_steps = n.packed_steps(f.par)
     # On gemm_packed, W is packed once a call, and chunks that leave their z in L2 pay, as
     # in forward_parallel; BLAS packs W at every product, and pays for long chunks.
-    f.Tc = chunk_steps(T, B * G, size, training, f.par or f.packed_steps)
+    f.Tc = chunk_steps(T, B, G, n.n_in, size, training, f.par or f.packed_steps)
     # The team of rows: as many threads as there are tiles of rows to share, at most, in
     # calls of any size (unlike the threaded driver's teams, it pays in short calls too:
     # docs/performance.md); or forward_parallel's, where the plain layer's plan splits rows

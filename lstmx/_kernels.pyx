@@ -116,20 +116,24 @@ cdef struct ForwardPlan:
 cdef Py_ssize_t L2_BYTES = l2_cache_bytes()
 
 
-cdef Py_ssize_t chunk_steps(Py_ssize_t T, Py_ssize_t step_elements, Py_ssize_t itemsize,
-                            bint training, bint l2_chunks) noexcept:
-    """Steps of a forward chunk whose input projection z holds ``step_elements`` a step.
+cdef Py_ssize_t chunk_steps(Py_ssize_t T, Py_ssize_t B, Py_ssize_t G, Py_ssize_t n_in,
+                            Py_ssize_t itemsize, bint training, bint l2_chunks) noexcept:
+    """Steps of a forward chunk whose input projection z holds B rows of G elements a step,
+    from ``n_in`` inputs.
 
     With ``l2_chunks`` (W packed once a call, so a short chunk costs no repacking): as many
     steps as fill half of L2 when a step's z fits there, so that each step's recurrent product
     and cell find its rows in L2, not in L3 where the projection of a larger chunk left them.
     Else (a product that packs W each call, as BLAS does, or a step too large for L2) long
     chunks pay, as W is read once a chunk: at inference as many steps as CHUNK_ELEMENTS allow
-    (memory stays bounded), in training all T (z of every step is kept anyway).
-    docs/performance.md has the measurements."""
-    cdef Py_ssize_t budget = L2_BYTES // 2, step_bytes = step_elements * itemsize
-    cdef Py_ssize_t steps = (budget // step_bytes if l2_chunks and step_bytes <= budget
-                             else T if training else CHUNK_ELEMENTS // step_elements)
+    (memory stays bounded), in training all T (z of every step is kept anyway). Where only
+    one step fits, its chunk reads all of W (n_in rows) from L3 for one step's B rows, and a
+    long chunk instead writes z to L3 and reads it back: the one-step chunk is kept only while
+    W is the smaller of the two (n_in <= 2 B). docs/performance.md has the measurements."""
+    cdef Py_ssize_t budget = L2_BYTES // 2, step_bytes = B * G * itemsize
+    cdef bint fits = step_bytes <= budget and (2 * step_bytes <= budget or n_in <= 2 * B)
+    cdef Py_ssize_t steps = (budget // step_bytes if l2_chunks and fits
+                             else T if training else CHUNK_ELEMENTS // (B * G))
     return max(1, min(T, steps))
 
 
@@ -156,7 +160,7 @@ cdef list plan_forward(ForwardPlan *f, cnp.ndarray x, cnp.ndarray W, cnp.ndarray
     f.T, f.B, f.n_in, f.H, f.P, f.ldy = n.T, n.B, n.n_in, n.H, n.P, n.ldy
     # L2 chunks in every variant: measured on the tile kernels; on BLAS (the baseline
     # variant) long chunks are untried here, where the regularised driver found them faster.
-    f.Tc = chunk_steps(n.T, n.B * G, size, gates is not None, True)
+    f.Tc = chunk_steps(n.T, n.B, G, n.n_in, size, gates is not None, True)
     f.par = n.parallel()
     f.threads = n.threads() if f.par else 1
     cdef int rows_team = n.rows_team() if f.par else 0
