@@ -19,7 +19,10 @@ and a state transfer. Shards along the batch are independent, which is what Dask
 
 With a ``distributed`` client (given, or the one Dask would use), the model is scattered to
 every worker once per call (``broadcast=True``); its tasks refer to that copy, so the weights
-cross the network once per worker, not once per task. Without one, Dask's local scheduler
+cross the network once per worker, not once per task. Dask's active memory manager (its
+ReduceReplicas policy, on by default) may drop the copies no task is waiting for yet; a
+worker whose copy was dropped fetches the model from another when a task needs it there
+(dask/dask#11148). Without a client, Dask's local scheduler
 runs the tasks on a private copy of the model taken at the call. Either way ``predict`` uses
 the weights as they were when it was called, whatever happens to the model afterwards.
 """

@@ -294,18 +294,26 @@ def test_predict_cluster_bidirectional_lengths(client, batch_first):
 
 
 def test_model_reaches_each_worker_once(client):
-    lstm, x, _, _, _ = lstm_problem()
-    X = da.from_array(x, chunks=(6, 1, 5))  # ten tasks on two workers
-    y = ldask.predict(lstm, X, client=client)
-    graph = convert_legacy_graph(dict(y.__dask_graph__()))
-    # The tasks' one dependency from outside the graph: the scattered model.
-    (key,) = set().union(*(task.dependencies for task in graph.values())) - set(graph)
-    holders = client.who_has()[key]
-    assert len(holders) == 2  # broadcast: already on both workers, not fetched per task
-    compute(client, y)
-    transfers = client.run(lambda dask_worker: sum(
-        key in entry["keys"] for entry in dask_worker.transfer_incoming_log))
-    assert set(transfers.values()) == {0}
+    # Dask's active memory manager (on by default) may drop, at any of its rounds (every 2 s),
+    # the replicas of a broadcast that no task waits for yet (dask/dask#11148): the broadcast
+    # is checked as Dask's scatter documents it, with the manager stopped.
+    assert client.amm.running()
+    client.amm.stop()
+    try:
+        lstm, x, _, _, _ = lstm_problem()
+        X = da.from_array(x, chunks=(6, 1, 5))  # ten tasks on two workers
+        y = ldask.predict(lstm, X, client=client)
+        graph = convert_legacy_graph(dict(y.__dask_graph__()))
+        # The tasks' one dependency from outside the graph: the scattered model.
+        (key,) = set().union(*(task.dependencies for task in graph.values())) - set(graph)
+        holders = client.who_has()[key]
+        assert len(holders) == 2  # broadcast: already on both workers, not fetched per task
+        compute(client, y)
+        transfers = client.run(lambda dask_worker: sum(
+            key in entry["keys"] for entry in dask_worker.transfer_incoming_log))
+        assert set(transfers.values()) == {0}
+    finally:
+        client.amm.start()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -344,7 +352,9 @@ def test_default_client_is_found(client):
         y = ldask.predict(lstm, X)
         graph = convert_legacy_graph(dict(y.__dask_graph__()))
         (key,) = set().union(*(task.dependencies for task in graph.values())) - set(graph)
-        assert len(client.who_has()[key]) == 2  # scattered, not in the graph
+        # Scattered to the workers, not in the graph (how many copies stay is the active
+        # memory manager's business: see test_model_reaches_each_worker_once).
+        assert len(client.who_has()[key]) >= 1
         got = y.compute()
     want = np.concatenate([lstm(s)[0] for s in shards_of(x, 1, (5, 5))], axis=1)
     np.testing.assert_array_equal(got, want)
