@@ -6,6 +6,7 @@ the batch size, so the whole batch in one call agrees to rounding only, and is c
 gradients and steps against one process's ``backward`` over the whole batch, to float rounding.
 One LocalCluster serves the module; every cluster operation has a timeout.
 """
+import contextlib
 import os
 import signal
 import threading
@@ -48,6 +49,19 @@ def client():
 
 def compute(client, *arrays):
     return [f.result(timeout=TIMEOUT) for f in client.compute(list(arrays))]
+
+
+@contextlib.contextmanager
+def memory_manager_stopped(client):
+    """Dask's active memory manager (on by default) stopped in the block: at any of its
+    rounds (every 2 s) it may drop the replicas of a broadcast that no task waits for yet
+    (dask/dask#11148), and Dask's scatter documents broadcasting with it stopped."""
+    assert client.amm.running()
+    client.amm.stop()
+    try:
+        yield
+    finally:
+        client.amm.start()
 
 
 def shards_of(x, axis, chunks):
@@ -294,12 +308,7 @@ def test_predict_cluster_bidirectional_lengths(client, batch_first):
 
 
 def test_model_reaches_each_worker_once(client):
-    # Dask's active memory manager (on by default) may drop, at any of its rounds (every 2 s),
-    # the replicas of a broadcast that no task waits for yet (dask/dask#11148): the broadcast
-    # is checked as Dask's scatter documents it, with the manager stopped.
-    assert client.amm.running()
-    client.amm.stop()
-    try:
+    with memory_manager_stopped(client):
         lstm, x, _, _, _ = lstm_problem()
         X = da.from_array(x, chunks=(6, 1, 5))  # ten tasks on two workers
         y = ldask.predict(lstm, X, client=client)
@@ -312,8 +321,6 @@ def test_model_reaches_each_worker_once(client):
         transfers = client.run(lambda dask_worker: sum(
             key in entry["keys"] for entry in dask_worker.transfer_incoming_log))
         assert set(transfers.values()) == {0}
-    finally:
-        client.amm.start()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -348,13 +355,12 @@ def test_model_larger_than_one_message(client):
 def test_default_client_is_found(client):
     lstm, x, _, _, _ = lstm_problem()
     X = da.from_array(x, chunks=(6, 5, 5))
-    with dask.config.set(scheduler=client):  # what a Client(set_as_default=True) does
+    # scheduler=client: what a Client(set_as_default=True) does
+    with dask.config.set(scheduler=client), memory_manager_stopped(client):
         y = ldask.predict(lstm, X)
         graph = convert_legacy_graph(dict(y.__dask_graph__()))
         (key,) = set().union(*(task.dependencies for task in graph.values())) - set(graph)
-        # Scattered to the workers, not in the graph (how many copies stay is the active
-        # memory manager's business: see test_model_reaches_each_worker_once).
-        assert len(client.who_has()[key]) >= 1
+        assert len(client.who_has()[key]) == 2  # scattered, not in the graph
         got = y.compute()
     want = np.concatenate([lstm(s)[0] for s in shards_of(x, 1, (5, 5))], axis=1)
     np.testing.assert_array_equal(got, want)
