@@ -78,7 +78,7 @@ cdef extern from "_small_rows.h":
                                             double *total) noexcept nogil
 
 cdef extern from "_rows_tile.h":
-    # 2, 3 or 6 rows of C by a strip, summed as micro_tile sums them, in vector registers;
+    # 2, 3, 4 or 6 rows of C by a strip, summed as micro_tile sums them, in vector registers;
     # ROWS_TILES: whether the tiles run on them too (AVX2 builds).
     const bint ROWS_TILES "LSTMX_ROWS_TILES"
     void rows_tile_f "lstmx_rows_f"(Py_ssize_t rows, Py_ssize_t k, const float *A,
@@ -379,8 +379,8 @@ cdef inline void rows_tile(Py_ssize_t rows, Py_ssize_t k, const floating *A, Py_
                            Py_ssize_t a_col, const floating *Bp, floating *C, Py_ssize_t ldc,
                            Py_ssize_t cols, bint add, const floating *bias) noexcept nogil:
     """C[:rows, :cols] := A[:rows, :k] @ Bp[:, :cols] (+ C when ``add``) (+ bias[:cols]
-    unless NULL) for two or three rows left over after the whole tiles (and on AVX2, the
-    tiles), over a strip (zero-padded past ``cols``; the caller's pass of it for a tile):
+    unless NULL) for two or three rows left over after the whole tiles (and on AVX2, four
+    rows and the tiles), over a strip (zero-padded past ``cols``; the caller's pass of it for a tile):
     _rows_tile.h, each element summed as micro_tile sums it
     (from the bias or zero, k in order, C added last), so a row has the same bits whichever
     kernel runs it. Three rows by a pass of 4 vectors are as many accumulators as a tile,
@@ -446,7 +446,8 @@ cdef inline void gemm_packed_strided(
 
     Every tile runs on micro_tile, whatever the width: columns past a group's last full
     pass go to edge_tile, which computes a whole tile and keeps a part. Of the rows past the
-    last full tile, two or three go to rows_tile, four to quad_tile, more to edge_tile too
+    last full tile, two or three go to rows_tile, four to rows_tile on AVX2 and quad_tile
+    elsewhere, more to edge_tile too
     (from a zero-padded copy of A), and a lone row to edge_tile if ``edge_rows`` is 1, else
     to gemm_small (a batch of one) over the whole strip (gemm_packed passes EDGE_ROWS, 2).
     Tiles, rows_tile and quad_tile give every row of C the same sums whichever rows share
@@ -480,10 +481,12 @@ cdef inline void gemm_packed_tiles(
     tiles' rows if fewer) by min(k, DEPTH_BLOCK) packed elements of A, or NULL."""
     cdef Py_ssize_t per = strips(width), full = m - m % TILE_ROWS if k > 0 else 0
     cdef Py_ssize_t rest = m - full
-    # Two or three rows left: rows_tile; four: quad_tile; both sum as the tiles do, whatever
-    # edge_rows says. More: edge_tile, as a lone row is unless edge_rows says gemm_small.
-    cdef bint rest_few = (rest == 2 or rest == 3) and TILE_ROWS > 3
-    cdef bint rest_quad = rest == QUAD_ROWS and TILE_ROWS > QUAD_ROWS
+    # Two or three rows left: rows_tile; four: rows_tile on AVX2, else quad_tile; all sum
+    # as the tiles do, whatever edge_rows says. More: edge_tile, as a lone row is unless
+    # edge_rows says gemm_small.
+    cdef bint rest_few = ((rest == 2 or rest == 3 or (rest == 4 and ROWS_TILES))
+                          and TILE_ROWS > 3)
+    cdef bint rest_quad = rest == QUAD_ROWS and TILE_ROWS > QUAD_ROWS and not rest_few
     cdef bint rest_tiled = rest >= edge_rows and rest > 0 and not rest_few and not rest_quad
     cdef Py_ssize_t p0, kc, i_lo, i_hi, i0, g, s, w, col, q, cols, r, p, j
     cdef Py_ssize_t pw = PASS_FLOATS if floating is float else PASS_DOUBLES

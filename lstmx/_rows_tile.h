@@ -31,7 +31,138 @@
 typedef float lstmx_rows_vf __attribute__((vector_size(LSTMX_ROWS_VECTOR)));
 typedef double lstmx_rows_vd __attribute__((vector_size(LSTMX_ROWS_VECTOR)));
 
-#define LSTMX_ROWS_KERNEL(NAME, T, V, R, NV)                                                \
+/* The k loop of LSTMX_ROWS_KERNEL: acc[r][v] += A[r, p] * Bp[p, v] for p in order, in the
+ * kernel's variables (acc, a, b, Bp, strip, k, a_row, a_col). */
+#define LSTMX_ROWS_LOOP_C(T, V, R, NV)                                                      \
+    _Pragma("GCC unroll 1")                                                                 \
+    for (p = 0; p < k; p++) {                                                               \
+        _Pragma("GCC unroll 8")                                                             \
+        for (v = 0; v < NV; v++)                                                            \
+            memcpy(&b[v], Bp + p * strip + v * W, sizeof(V));                               \
+        _Pragma("GCC unroll 8")                                                             \
+        for (r = 0; r < R; r++) {                                                           \
+            T x = a[r / 3][(r % 3) * a_row];                                                \
+            _Pragma("GCC unroll 8")                                                         \
+            for (v = 0; v < NV; v++)                                                        \
+                acc[r][v] += x * b[v];                                                      \
+        }                                                                                   \
+        _Pragma("GCC unroll 8")                                                             \
+        for (g = 0; g < G; g++)                                                             \
+            a[g] += a_col;                                                                  \
+    }
+
+/* Three rows by four vectors on AVX2: the same multiply-adds in the same order as the C
+ * loop, with the registers allocated by hand. The C loop needs 17 of AVX2's 16 vector
+ * registers (12 sums, 4 vectors of B, a broadcast), and GCC kept two vectors of B on the
+ * stack, stored and reloaded at every k: three rows ran at 55-60% of the FMA peak, below
+ * two rows. Here the three broadcasts of A stay in registers and B is read a vector at a
+ * time: 12 + 3 + 1 = 16 (docs/performance.md). */
+#define LSTMX_ROWS3_ASM(BCAST, FMA)                                                         \
+    "mov 24(%[st]), %%r11\n\t"                                                              \
+    "test %%r11, %%r11\n\t"                                                                 \
+    "jle 2f\n\t"                                                                            \
+    "mov %[a0], %%r8\n\t"                                                                   \
+    "mov %[b0], %%r9\n\t"                                                                   \
+    "mov (%[st]), %%r10\n\t"                                                                \
+    "1:\n\t"                                                                                \
+    BCAST " (%%r8), %%ymm13\n\t"                                                            \
+    BCAST " (%%r8,%%r10), %%ymm14\n\t"                                                      \
+    BCAST " (%%r8,%%r10,2), %%ymm15\n\t"                                                    \
+    "vmovups (%%r9), %%ymm12\n\t"                                                           \
+    FMA " %%ymm12, %%ymm13, %[c00]\n\t"                                                     \
+    FMA " %%ymm12, %%ymm14, %[c10]\n\t"                                                     \
+    FMA " %%ymm12, %%ymm15, %[c20]\n\t"                                                     \
+    "vmovups 32(%%r9), %%ymm12\n\t"                                                         \
+    FMA " %%ymm12, %%ymm13, %[c01]\n\t"                                                     \
+    FMA " %%ymm12, %%ymm14, %[c11]\n\t"                                                     \
+    FMA " %%ymm12, %%ymm15, %[c21]\n\t"                                                     \
+    "vmovups 64(%%r9), %%ymm12\n\t"                                                         \
+    FMA " %%ymm12, %%ymm13, %[c02]\n\t"                                                     \
+    FMA " %%ymm12, %%ymm14, %[c12]\n\t"                                                     \
+    FMA " %%ymm12, %%ymm15, %[c22]\n\t"                                                     \
+    "vmovups 96(%%r9), %%ymm12\n\t"                                                         \
+    FMA " %%ymm12, %%ymm13, %[c03]\n\t"                                                     \
+    FMA " %%ymm12, %%ymm14, %[c13]\n\t"                                                     \
+    FMA " %%ymm12, %%ymm15, %[c23]\n\t"                                                     \
+    "add 16(%[st]), %%r9\n\t"                                                               \
+    "add 8(%[st]), %%r8\n\t"                                                                \
+    "dec %%r11\n\t"                                                                         \
+    "jnz 1b\n\t"                                                                            \
+    "2:\n\t"
+/* The sums in and out (12 of them, each counting twice: 24 of asm's 30 operands), A and B
+ * where the loop starts, and its strides in bytes and length in memory: {a_row, a_col,
+ * strip, k}. */
+#define LSTMX_ROWS3_ASM_OPERANDS                                                            \
+    : [c00] "+x"(acc[0][0]), [c01] "+x"(acc[0][1]), [c02] "+x"(acc[0][2]),                  \
+      [c03] "+x"(acc[0][3]), [c10] "+x"(acc[1][0]), [c11] "+x"(acc[1][1]),                  \
+      [c12] "+x"(acc[1][2]), [c13] "+x"(acc[1][3]), [c20] "+x"(acc[2][0]),                  \
+      [c21] "+x"(acc[2][1]), [c22] "+x"(acc[2][2]), [c23] "+x"(acc[2][3])                   \
+    : [a0] "r"(a[0]), [b0] "r"(Bp), [st] "r"(steps)                                         \
+    : "r8", "r9", "r10", "r11", "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory"
+#define LSTMX_ROWS_LOOP_ASM3(T, V, R, NV)                                                   \
+    {                                                                                       \
+        const ptrdiff_t steps[4] = {a_row * (ptrdiff_t) sizeof(T),                          \
+                                    a_col * (ptrdiff_t) sizeof(T),                          \
+                                    strip * (ptrdiff_t) sizeof(T), k};                      \
+        (void) b;                                                                           \
+        (void) p;                                                                           \
+        if (sizeof(T) == 4)                                                                 \
+            __asm__(LSTMX_ROWS3_ASM("vbroadcastss", "vfmadd231ps") LSTMX_ROWS3_ASM_OPERANDS); \
+        else                                                                                \
+            __asm__(LSTMX_ROWS3_ASM("vbroadcastsd", "vfmadd231pd") LSTMX_ROWS3_ASM_OPERANDS); \
+    }
+
+/* Four rows by two vectors on AVX2, allocated by hand: GCC's loop reloaded the four rows'
+ * pointers from the stack at every k (22 instructions for 8 multiply-adds, near the 6 a
+ * cycle the core dispatches; 64-68 GFLOP/s where the tile runs at 85). */
+#define LSTMX_ROWS4_ASM(BCAST, FMA)                                                         \
+    "mov 24(%[st]), %%r11\n\t"                                                              \
+    "test %%r11, %%r11\n\t"                                                                 \
+    "jle 2f\n\t"                                                                            \
+    "mov %[a0], %%r8\n\t"                                                                   \
+    "mov %[b0], %%r9\n\t"                                                                   \
+    "mov (%[st]), %%r10\n\t"                                                                \
+    "lea (%%r10,%%r10,2), %%r12\n\t"                                                        \
+    "1:\n\t"                                                                                \
+    "vmovups (%%r9), %%ymm12\n\t"                                                           \
+    "vmovups 32(%%r9), %%ymm13\n\t"                                                         \
+    BCAST " (%%r8), %%ymm14\n\t"                                                            \
+    FMA " %%ymm12, %%ymm14, %[c00]\n\t"                                                     \
+    FMA " %%ymm13, %%ymm14, %[c01]\n\t"                                                     \
+    BCAST " (%%r8,%%r10), %%ymm15\n\t"                                                      \
+    FMA " %%ymm12, %%ymm15, %[c10]\n\t"                                                     \
+    FMA " %%ymm13, %%ymm15, %[c11]\n\t"                                                     \
+    BCAST " (%%r8,%%r10,2), %%ymm14\n\t"                                                    \
+    FMA " %%ymm12, %%ymm14, %[c20]\n\t"                                                     \
+    FMA " %%ymm13, %%ymm14, %[c21]\n\t"                                                     \
+    BCAST " (%%r8,%%r12), %%ymm15\n\t"                                                      \
+    FMA " %%ymm12, %%ymm15, %[c30]\n\t"                                                     \
+    FMA " %%ymm13, %%ymm15, %[c31]\n\t"                                                     \
+    "add 16(%[st]), %%r9\n\t"                                                               \
+    "add 8(%[st]), %%r8\n\t"                                                                \
+    "dec %%r11\n\t"                                                                         \
+    "jnz 1b\n\t"                                                                            \
+    "2:\n\t"
+#define LSTMX_ROWS4_ASM_OPERANDS                                                            \
+    : [c00] "+x"(acc[0][0]), [c01] "+x"(acc[0][1]), [c10] "+x"(acc[1][0]),                  \
+      [c11] "+x"(acc[1][1]), [c20] "+x"(acc[2][0]), [c21] "+x"(acc[2][1]),                  \
+      [c30] "+x"(acc[3][0]), [c31] "+x"(acc[3][1])                                          \
+    : [a0] "r"(a[0]), [b0] "r"(Bp), [st] "r"(steps)                                         \
+    : "r8", "r9", "r10", "r11", "r12", "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory"
+#define LSTMX_ROWS_LOOP_ASM4(T, V, R, NV)                                                   \
+    {                                                                                       \
+        const ptrdiff_t steps[4] = {a_row * (ptrdiff_t) sizeof(T),                          \
+                                    a_col * (ptrdiff_t) sizeof(T),                          \
+                                    strip * (ptrdiff_t) sizeof(T), k};                      \
+        (void) b;                                                                           \
+        (void) p;                                                                           \
+        if (sizeof(T) == 4)                                                                 \
+            __asm__(LSTMX_ROWS4_ASM("vbroadcastss", "vfmadd231ps") LSTMX_ROWS4_ASM_OPERANDS); \
+        else                                                                                \
+            __asm__(LSTMX_ROWS4_ASM("vbroadcastsd", "vfmadd231pd") LSTMX_ROWS4_ASM_OPERANDS); \
+    }
+
+#define LSTMX_ROWS_KERNEL(NAME, T, V, R, NV, LOOP)                                          \
 static inline void NAME(ptrdiff_t k, const T *A, ptrdiff_t a_row, ptrdiff_t a_col,         \
                         const T *Bp, ptrdiff_t strip, T *C, ptrdiff_t ldc, ptrdiff_t cols, \
                         int add, const T *bias)                                             \
@@ -79,22 +210,7 @@ static inline void NAME(ptrdiff_t k, const T *A, ptrdiff_t a_row, ptrdiff_t a_co
     _Pragma("GCC unroll 8")                                                                 \
     for (g = 0; g < G; g++)                                                                 \
         a[g] = A + 3 * g * a_row;                                                           \
-    _Pragma("GCC unroll 1")                                                                 \
-    for (p = 0; p < k; p++) {                                                               \
-        _Pragma("GCC unroll 8")                                                             \
-        for (v = 0; v < NV; v++)                                                            \
-            memcpy(&b[v], Bp + p * strip + v * W, sizeof(V));                               \
-        _Pragma("GCC unroll 8")                                                             \
-        for (r = 0; r < R; r++) {                                                           \
-            T x = a[r / 3][(r % 3) * a_row];                                                \
-            _Pragma("GCC unroll 8")                                                         \
-            for (v = 0; v < NV; v++)                                                        \
-                acc[r][v] += x * b[v];                                                      \
-        }                                                                                   \
-        _Pragma("GCC unroll 8")                                                             \
-        for (g = 0; g < G; g++)                                                             \
-            a[g] += a_col;                                                                  \
-    }                                                                                       \
+    LOOP(T, V, R, NV)                                                                       \
     if (cols >= NV * W) {                                                                   \
         _Pragma("GCC unroll 8")                                                             \
         for (r = 0; r < R; r++) {                                                           \
@@ -126,11 +242,11 @@ static inline void NAME(ptrdiff_t k, const T *A, ptrdiff_t a_row, ptrdiff_t a_co
 }
 
 /* Vectors of C a row: on AVX2, 4 for two or three rows (a pass of 32 floats or 16 doubles;
- * three rows are 12 accumulators of its 16 registers) and 2 for six (the tile); on AVX-512,
- * as many as fill a strip of 32 columns (2 of floats, 4 of doubles), for two or three rows
- * (its tiles run on _gemm.pxd's loop: LSTMX_ROWS_TILES is 0). Four rows run on _gemm.pxd's
- * quad_tile everywhere: on AVX2 this kernel's four rows by 2 vectors were slower
- * (docs/performance.md). */
+ * three rows are 12 accumulators of its 16 registers) and 2 for four and six (the tile); on
+ * AVX-512, as many as fill a strip of 32 columns (2 of floats, 4 of doubles), for two or
+ * three rows (its tiles run on _gemm.pxd's loop: LSTMX_ROWS_TILES is 0). Four rows run here
+ * on AVX2 (the hand-allocated loop) and on _gemm.pxd's quad_tile elsewhere: GCC's loop for
+ * four rows was slower than quad_tile (docs/performance.md). */
 #define LSTMX_ROWS_VECTORS(T, R) \
     (LSTMX_ROWS_VECTOR == 64 ? (sizeof(T) == 4 ? 2 : 4) : (R) <= 3 ? 4 : 2)
 #if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
@@ -139,14 +255,23 @@ static inline void NAME(ptrdiff_t k, const T *A, ptrdiff_t a_row, ptrdiff_t a_co
 #define LSTMX_ROWS_TILES 0
 #endif
 
+/* Three rows: the hand-allocated loop where it is written for (AVX2: four vectors a row). */
+#if LSTMX_ROWS_TILES
+#define LSTMX_ROWS3_LOOP LSTMX_ROWS_LOOP_ASM3
+#define LSTMX_ROWS4_LOOP LSTMX_ROWS_LOOP_ASM4
+#else
+#define LSTMX_ROWS3_LOOP LSTMX_ROWS_LOOP_C
+#define LSTMX_ROWS4_LOOP LSTMX_ROWS_LOOP_C
+#endif
 #define LSTMX_ROWS_KERNELS(T, V, S)                                                         \
-    LSTMX_ROWS_KERNEL(lstmx_rows2_##S, T, V, 2, LSTMX_ROWS_VECTORS(T, 2))                   \
-    LSTMX_ROWS_KERNEL(lstmx_rows3_##S, T, V, 3, LSTMX_ROWS_VECTORS(T, 3))                   \
-    LSTMX_ROWS_KERNEL(lstmx_rows6_##S, T, V, 6, LSTMX_ROWS_VECTORS(T, 6))
+    LSTMX_ROWS_KERNEL(lstmx_rows2_##S, T, V, 2, LSTMX_ROWS_VECTORS(T, 2), LSTMX_ROWS_LOOP_C) \
+    LSTMX_ROWS_KERNEL(lstmx_rows3_##S, T, V, 3, LSTMX_ROWS_VECTORS(T, 3), LSTMX_ROWS3_LOOP)  \
+    LSTMX_ROWS_KERNEL(lstmx_rows4_##S, T, V, 4, LSTMX_ROWS_VECTORS(T, 4), LSTMX_ROWS4_LOOP)  \
+    LSTMX_ROWS_KERNEL(lstmx_rows6_##S, T, V, 6, LSTMX_ROWS_VECTORS(T, 6), LSTMX_ROWS_LOOP_C)
 LSTMX_ROWS_KERNELS(float, lstmx_rows_vf, f)
 LSTMX_ROWS_KERNELS(double, lstmx_rows_vd, d)
 
-/* C[:rows, :cols] for 2, 3 or 6 rows (other counts do nothing) over the `cols` columns of
+/* C[:rows, :cols] for 2, 3, 4 or 6 rows (other counts do nothing) over the `cols` columns of
  * a strip (rows `strip` apart), a pass of LSTMX_ROWS_VECTORS vectors at a time. */
 #define LSTMX_ROWS_DISPATCH(NAME, T, S)                                                     \
 static inline void NAME(ptrdiff_t rows, ptrdiff_t k, const T *A, ptrdiff_t a_row,          \
@@ -163,6 +288,8 @@ static inline void NAME(ptrdiff_t rows, ptrdiff_t k, const T *A, ptrdiff_t a_row
             lstmx_rows2_##S(k, A, a_row, a_col, Bp + q, strip, C + q, ldc, w, add, b);      \
         else if (rows == 3)                                                                 \
             lstmx_rows3_##S(k, A, a_row, a_col, Bp + q, strip, C + q, ldc, w, add, b);      \
+        else if (rows == 4)                                                                 \
+            lstmx_rows4_##S(k, A, a_row, a_col, Bp + q, strip, C + q, ldc, w, add, b);      \
         else if (rows == 6)                                                                 \
             lstmx_rows6_##S(k, A, a_row, a_col, Bp + q, strip, C + q, ldc, w, add, b);      \
     }                                                                                       \
