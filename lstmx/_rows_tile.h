@@ -51,6 +51,38 @@ typedef double lstmx_rows_vd __attribute__((vector_size(LSTMX_ROWS_VECTOR)));
             a[g] += a_col;                                                                  \
     }
 
+/* The frame of the hand-allocated loops below: r8 walks A (row r at r8 + r * a_row, in
+ * bytes in r10), r9 walks B, r11 counts k down; the loop's strides and length come from
+ * memory, {a_row, a_col, strip, k} in bytes and elements ("st"), which keeps the operands
+ * within asm's 30. The sums are the kernel's acc[r][v], in registers GCC chooses among
+ * those the loop leaves it. */
+#define LSTMX_ROWS_ASM_OPEN                                                                 \
+    "mov 24(%[st]), %%r11\n\t"                                                              \
+    "test %%r11, %%r11\n\t"                                                                 \
+    "jle 2f\n\t"                                                                            \
+    "mov %[a0], %%r8\n\t"                                                                   \
+    "mov %[b0], %%r9\n\t"                                                                   \
+    "mov (%[st]), %%r10\n\t"
+#define LSTMX_ROWS_ASM_CLOSE                                                                \
+    "add 16(%[st]), %%r9\n\t"                                                               \
+    "add 8(%[st]), %%r8\n\t"                                                                \
+    "dec %%r11\n\t"                                                                         \
+    "jnz 1b\n\t"                                                                            \
+    "2:\n\t"
+#define LSTMX_ROWS_ASM_INPUTS : [a0] "r"(a[0]), [b0] "r"(Bp), [st] "r"(steps)
+#define LSTMX_ROWS_ASM_LOOP(T, ASM, OPERANDS)                                               \
+    {                                                                                       \
+        const ptrdiff_t steps[4] = {a_row * (ptrdiff_t) sizeof(T),                          \
+                                    a_col * (ptrdiff_t) sizeof(T),                          \
+                                    strip * (ptrdiff_t) sizeof(T), k};                      \
+        (void) b;                                                                           \
+        (void) p;                                                                           \
+        if (sizeof(T) == 4)                                                                 \
+            __asm__(ASM("vbroadcastss", "vfmadd231ps") OPERANDS);                           \
+        else                                                                                \
+            __asm__(ASM("vbroadcastsd", "vfmadd231pd") OPERANDS);                           \
+    }
+
 /* Three rows by four vectors on AVX2: the same multiply-adds in the same order as the C
  * loop, with the registers allocated by hand. The C loop needs 17 of AVX2's 16 vector
  * registers (12 sums, 4 vectors of B, a broadcast), and GCC kept two vectors of B on the
@@ -58,12 +90,7 @@ typedef double lstmx_rows_vd __attribute__((vector_size(LSTMX_ROWS_VECTOR)));
  * two rows. Here the three broadcasts of A stay in registers and B is read a vector at a
  * time: 12 + 3 + 1 = 16 (docs/performance.md). */
 #define LSTMX_ROWS3_ASM(BCAST, FMA)                                                         \
-    "mov 24(%[st]), %%r11\n\t"                                                              \
-    "test %%r11, %%r11\n\t"                                                                 \
-    "jle 2f\n\t"                                                                            \
-    "mov %[a0], %%r8\n\t"                                                                   \
-    "mov %[b0], %%r9\n\t"                                                                   \
-    "mov (%[st]), %%r10\n\t"                                                                \
+    LSTMX_ROWS_ASM_OPEN                                                                     \
     "1:\n\t"                                                                                \
     BCAST " (%%r8), %%ymm13\n\t"                                                            \
     BCAST " (%%r8,%%r10), %%ymm14\n\t"                                                      \
@@ -84,44 +111,23 @@ typedef double lstmx_rows_vd __attribute__((vector_size(LSTMX_ROWS_VECTOR)));
     FMA " %%ymm12, %%ymm13, %[c03]\n\t"                                                     \
     FMA " %%ymm12, %%ymm14, %[c13]\n\t"                                                     \
     FMA " %%ymm12, %%ymm15, %[c23]\n\t"                                                     \
-    "add 16(%[st]), %%r9\n\t"                                                               \
-    "add 8(%[st]), %%r8\n\t"                                                                \
-    "dec %%r11\n\t"                                                                         \
-    "jnz 1b\n\t"                                                                            \
-    "2:\n\t"
-/* The sums in and out (12 of them, each counting twice: 24 of asm's 30 operands), A and B
- * where the loop starts, and its strides in bytes and length in memory: {a_row, a_col,
- * strip, k}. */
+    LSTMX_ROWS_ASM_CLOSE
+/* The sums in and out (12 of them, each counting twice: 24 of asm's 30 operands). */
 #define LSTMX_ROWS3_ASM_OPERANDS                                                            \
     : [c00] "+x"(acc[0][0]), [c01] "+x"(acc[0][1]), [c02] "+x"(acc[0][2]),                  \
       [c03] "+x"(acc[0][3]), [c10] "+x"(acc[1][0]), [c11] "+x"(acc[1][1]),                  \
       [c12] "+x"(acc[1][2]), [c13] "+x"(acc[1][3]), [c20] "+x"(acc[2][0]),                  \
       [c21] "+x"(acc[2][1]), [c22] "+x"(acc[2][2]), [c23] "+x"(acc[2][3])                   \
-    : [a0] "r"(a[0]), [b0] "r"(Bp), [st] "r"(steps)                                         \
+    LSTMX_ROWS_ASM_INPUTS                                                                   \
     : "r8", "r9", "r10", "r11", "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory"
 #define LSTMX_ROWS_LOOP_ASM3(T, V, R, NV)                                                   \
-    {                                                                                       \
-        const ptrdiff_t steps[4] = {a_row * (ptrdiff_t) sizeof(T),                          \
-                                    a_col * (ptrdiff_t) sizeof(T),                          \
-                                    strip * (ptrdiff_t) sizeof(T), k};                      \
-        (void) b;                                                                           \
-        (void) p;                                                                           \
-        if (sizeof(T) == 4)                                                                 \
-            __asm__(LSTMX_ROWS3_ASM("vbroadcastss", "vfmadd231ps") LSTMX_ROWS3_ASM_OPERANDS); \
-        else                                                                                \
-            __asm__(LSTMX_ROWS3_ASM("vbroadcastsd", "vfmadd231pd") LSTMX_ROWS3_ASM_OPERANDS); \
-    }
+    LSTMX_ROWS_ASM_LOOP(T, LSTMX_ROWS3_ASM, LSTMX_ROWS3_ASM_OPERANDS)
 
 /* Four rows by two vectors on AVX2, allocated by hand: GCC's loop reloaded the four rows'
  * pointers from the stack at every k (22 instructions for 8 multiply-adds, near the 6 a
  * cycle the core dispatches; 64-68 GFLOP/s where the tile runs at 85). */
 #define LSTMX_ROWS4_ASM(BCAST, FMA)                                                         \
-    "mov 24(%[st]), %%r11\n\t"                                                              \
-    "test %%r11, %%r11\n\t"                                                                 \
-    "jle 2f\n\t"                                                                            \
-    "mov %[a0], %%r8\n\t"                                                                   \
-    "mov %[b0], %%r9\n\t"                                                                   \
-    "mov (%[st]), %%r10\n\t"                                                                \
+    LSTMX_ROWS_ASM_OPEN                                                                     \
     "lea (%%r10,%%r10,2), %%r12\n\t"                                                        \
     "1:\n\t"                                                                                \
     "vmovups (%%r9), %%ymm12\n\t"                                                           \
@@ -138,29 +144,15 @@ typedef double lstmx_rows_vd __attribute__((vector_size(LSTMX_ROWS_VECTOR)));
     BCAST " (%%r8,%%r12), %%ymm15\n\t"                                                      \
     FMA " %%ymm12, %%ymm15, %[c30]\n\t"                                                     \
     FMA " %%ymm13, %%ymm15, %[c31]\n\t"                                                     \
-    "add 16(%[st]), %%r9\n\t"                                                               \
-    "add 8(%[st]), %%r8\n\t"                                                                \
-    "dec %%r11\n\t"                                                                         \
-    "jnz 1b\n\t"                                                                            \
-    "2:\n\t"
+    LSTMX_ROWS_ASM_CLOSE
 #define LSTMX_ROWS4_ASM_OPERANDS                                                            \
     : [c00] "+x"(acc[0][0]), [c01] "+x"(acc[0][1]), [c10] "+x"(acc[1][0]),                  \
       [c11] "+x"(acc[1][1]), [c20] "+x"(acc[2][0]), [c21] "+x"(acc[2][1]),                  \
       [c30] "+x"(acc[3][0]), [c31] "+x"(acc[3][1])                                          \
-    : [a0] "r"(a[0]), [b0] "r"(Bp), [st] "r"(steps)                                         \
+    LSTMX_ROWS_ASM_INPUTS                                                                   \
     : "r8", "r9", "r10", "r11", "r12", "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory"
 #define LSTMX_ROWS_LOOP_ASM4(T, V, R, NV)                                                   \
-    {                                                                                       \
-        const ptrdiff_t steps[4] = {a_row * (ptrdiff_t) sizeof(T),                          \
-                                    a_col * (ptrdiff_t) sizeof(T),                          \
-                                    strip * (ptrdiff_t) sizeof(T), k};                      \
-        (void) b;                                                                           \
-        (void) p;                                                                           \
-        if (sizeof(T) == 4)                                                                 \
-            __asm__(LSTMX_ROWS4_ASM("vbroadcastss", "vfmadd231ps") LSTMX_ROWS4_ASM_OPERANDS); \
-        else                                                                                \
-            __asm__(LSTMX_ROWS4_ASM("vbroadcastsd", "vfmadd231pd") LSTMX_ROWS4_ASM_OPERANDS); \
-    }
+    LSTMX_ROWS_ASM_LOOP(T, LSTMX_ROWS4_ASM, LSTMX_ROWS4_ASM_OPERANDS)
 
 #define LSTMX_ROWS_KERNEL(NAME, T, V, R, NV, LOOP)                                          \
 static inline void NAME(ptrdiff_t k, const T *A, ptrdiff_t a_row, ptrdiff_t a_col,         \
