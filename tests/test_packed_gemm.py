@@ -67,7 +67,7 @@ def test_split_into_parts_is_bit_identical(variant, parts, width):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("m", [4, 5, 8, 10, 14])
+@pytest.mark.parametrize("m", [4, 5, 8, 10, 14, 16, 23])
 @pytest.mark.parametrize("add,bias", [(False, False), (True, True)])
 def test_a_row_has_the_same_bits_in_any_kernel(variant, m, add, bias, dtype):
     # Dropping the first two rows moves every other row to another kernel (whole tile, tile
