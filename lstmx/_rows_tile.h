@@ -86,9 +86,9 @@ typedef double lstmx_rows_vd __attribute__((vector_size(LSTMX_ROWS_VECTOR)));
 /* Three rows by four vectors on AVX2: the same multiply-adds in the same order as the C
  * loop, with the registers allocated by hand. The C loop needs 17 of AVX2's 16 vector
  * registers (12 sums, 4 vectors of B, a broadcast), and GCC kept two vectors of B on the
- * stack, stored and reloaded at every k: three rows ran at 55-60% of the FMA peak, below
- * two rows. Here the three broadcasts of A stay in registers and B is read a vector at a
- * time: 12 + 3 + 1 = 16 (docs/performance.md). */
+ * stack, stored and reloaded at every k, and three rows ran slower than two. Here the
+ * three broadcasts of A stay in registers and B is read a vector at a time: 12 + 3 + 1 =
+ * 16 (docs/performance.md). */
 #define LSTMX_ROWS3_ASM(BCAST, FMA)                                                         \
     LSTMX_ROWS_ASM_OPEN                                                                     \
     "1:\n\t"                                                                                \
@@ -124,8 +124,8 @@ typedef double lstmx_rows_vd __attribute__((vector_size(LSTMX_ROWS_VECTOR)));
     LSTMX_ROWS_ASM_LOOP(T, LSTMX_ROWS3_ASM, LSTMX_ROWS3_ASM_OPERANDS)
 
 /* Four rows by two vectors on AVX2, allocated by hand: GCC's loop reloaded the four rows'
- * pointers from the stack at every k (22 instructions for 8 multiply-adds, near the 6 a
- * cycle the core dispatches; 64-68 GFLOP/s where the tile runs at 85). */
+ * pointers from the stack at every k, four loads and four instructions more for every
+ * eight multiply-adds (docs/performance.md). */
 #define LSTMX_ROWS4_ASM(BCAST, FMA)                                                         \
     LSTMX_ROWS_ASM_OPEN                                                                     \
     "lea (%%r10,%%r10,2), %%r12\n\t"                                                        \
