@@ -247,8 +247,11 @@ static inline void NAME(ptrdiff_t k, const T *A, ptrdiff_t a_row, ptrdiff_t a_co
 #define LSTMX_ROWS_TILES 0
 #endif
 
-/* Three rows: the hand-allocated loop where it is written for (AVX2: four vectors a row). */
-#if LSTMX_ROWS_TILES
+/* Three and four rows: the hand-allocated loops where they are written for (AVX2), in
+ * optimised builds. Their multiply-adds are fused, as GCC fuses the C loops' `acc += x *
+ * b` when it optimises; at -O0 (the debug build) it does not, and the C loops keep every
+ * kernel's sums alike there, as a row's bits must not depend on the kernel. */
+#if LSTMX_ROWS_TILES && defined(__OPTIMIZE__)
 #define LSTMX_ROWS3_LOOP LSTMX_ROWS_LOOP_ASM3
 #define LSTMX_ROWS4_LOOP LSTMX_ROWS_LOOP_ASM4
 #else
