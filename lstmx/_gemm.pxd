@@ -211,7 +211,7 @@ cdef inline Py_ssize_t row_share(Py_ssize_t m, Py_ssize_t part, Py_ssize_t parts
     Every row must meet a kernel that sums it as it would in one product of all m rows
     (gemm_packed_strided): tiles, rows_tile, quad_tile and edge_tile all sum alike, but a
     single row past the last whole tile goes to gemm_small. Two parts split m into halves of
-    whole pairs of rows (32 rows: 16 and 16, two tiles and a quad_tile each; 8 rows: 4 and
+    whole pairs of rows (32 rows: 16 and 16, two tiles and four rows each; 8 rows: 4 and
     4, where whole tiles give 6 and 2), or the most even such split where the second half
     would otherwise end one row past its tiles and the whole batch would not, or the other
     way round. More
@@ -380,10 +380,9 @@ cdef inline void rows_tile(Py_ssize_t rows, Py_ssize_t k, const floating *A, Py_
                            Py_ssize_t cols, bint add, const floating *bias) noexcept nogil:
     """C[:rows, :cols] := A[:rows, :k] @ Bp[:, :cols] (+ C when ``add``) (+ bias[:cols]
     unless NULL) for two or three rows left over after the whole tiles (and on AVX2, four
-    rows and the tiles), over a strip (zero-padded past ``cols``; the caller's pass of it for a tile):
-    _rows_tile.h, each element summed as micro_tile sums it
-    (from the bias or zero, k in order, C added last), so a row has the same bits whichever
-    kernel runs it. Three rows by a pass of 4 vectors are as many accumulators as a tile,
+    rows and the tiles), over a strip (zero-padded past ``cols``; the caller's pass of it
+    for a tile): _rows_tile.h, each element summed as micro_tile sums it (from the bias or
+    zero, k in order, C added last), so a row has the same bits whichever kernel runs it. Three rows by a pass of 4 vectors are as many accumulators as a tile,
     where a tile cut to three rows (edge_tile) does a whole tile's work, and two rows load
     each row of the strip once for both."""
     if floating is float:
@@ -447,9 +446,9 @@ cdef inline void gemm_packed_strided(
     Every tile runs on micro_tile, whatever the width: columns past a group's last full
     pass go to edge_tile, which computes a whole tile and keeps a part. Of the rows past the
     last full tile, two or three go to rows_tile, four to rows_tile on AVX2 and quad_tile
-    elsewhere, more to edge_tile too
-    (from a zero-padded copy of A), and a lone row to edge_tile if ``edge_rows`` is 1, else
-    to gemm_small (a batch of one) over the whole strip (gemm_packed passes EDGE_ROWS, 2).
+    elsewhere, more to edge_tile too (from a zero-padded copy of A), and a lone row to
+    edge_tile if ``edge_rows`` is 1, else to gemm_small (a batch of one) over the whole
+    strip (gemm_packed passes EDGE_ROWS, 2).
     Tiles, rows_tile and quad_tile give every row of C the same sums whichever rows share
     its tile and however B is packed (by gate or whole); gemm_small sums in another order,
     the same in any packing.
