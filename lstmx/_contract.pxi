@@ -93,21 +93,31 @@ cdef int expect_lengths(cnp.ndarray lengths, Py_ssize_t B, Py_ssize_t T) except 
     return 0
 
 
+cdef inline bint threaded_driver(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P):
+    """Shapes.parallel from the sizes alone."""
+    return TILED_GEMM and P == 0 and B * 4 * H * H > SMALL_PRODUCT and T > 1
+
+
 cdef class Shapes:
     """The sizes of one layer and direction, read from the arrays and checked against each
     other (the kernels' loops trust them)."""
     cdef Py_ssize_t T, B, n_in, H, P, Hout, ldy  # n_in: I is a macro of complex.h
     cdef int typenum
     cdef str h_name, c_name  # "h", "c" in a forward pass; "h0", "c0" in backward
+    cdef str i_name  # the argument I is read from
+    cdef bint packed  # W and U come packed, apart (plan_backward)
 
     def __cinit__(self, cnp.ndarray x, cnp.ndarray W, cnp.ndarray U, cnp.ndarray R,
                   cnp.ndarray peep, cnp.ndarray lengths, cnp.ndarray h, cnp.ndarray c,
-                  cnp.ndarray y, Py_ssize_t y_col, bint outputs):
+                  cnp.ndarray y, Py_ssize_t y_col, bint outputs, bint packed=False):
+        self.packed = packed
         self.h_name, self.c_name = ("h", "c") if outputs else ("h0", "c0")
         expect_ndim(h, self.h_name, 2)
         expect_ndim(c, self.c_name, 2)
         expect_ndim(y, "y", 3)
-        expect_ndim(W, "W", 2)
+        # Backward may have W and U packed instead (plan_backward): I is then x's width.
+        self.i_name = "x" if packed else "W"
+        expect_ndim(x if packed else W, self.i_name, 2)
         if R is not None:
             expect_ndim(R, "R", 2)
         self.typenum = cnp.PyArray_TYPE(h)
@@ -115,7 +125,7 @@ cdef class Shapes:
             raise TypeError(f"kernel arguments must be float32 or float64; "
                             f"got {self.h_name} of {(<object> h).dtype}")
         self.B, self.Hout, self.H = h.shape[0], h.shape[1], c.shape[1]
-        self.T, self.ldy, self.n_in = y.shape[0], y.shape[2], W.shape[1]
+        self.T, self.ldy, self.n_in = y.shape[0], y.shape[2], (x if packed else W).shape[1]
         self.P = 0 if R is None else R.shape[0]
         try:
             if self.T < 1 or self.B < 1 or self.H < 1 or self.n_in < 1:
@@ -140,8 +150,9 @@ cdef class Shapes:
                    cnp.ndarray y, bint outputs) except -1:
         G = 4 * self.H
         expect(x, "x", self.typenum, self.T * self.B, self.n_in)
-        expect(W, "W", self.typenum, G, self.n_in)
-        expect(U, "U", self.typenum, G, self.Hout)
+        if not self.packed:
+            expect(W, "W", self.typenum, G, self.n_in)
+            expect(U, "U", self.typenum, G, self.Hout)
         if outputs:  # a forward pass writes the state and y
             expect_output(h, self.h_name, self.typenum, self.B, self.Hout)
             expect_output(c, self.c_name, self.typenum, self.B, self.H)
@@ -163,7 +174,7 @@ cdef class Shapes:
         return type(err)(f"{err} (from the arguments: dtype "
                          f"{np.dtype(cnp.PyArray_DescrFromType(self.typenum))} from "
                          f"{self.h_name}, T={self.T} from y, B={self.B} from {self.h_name}, "
-                         f"I={self.n_in} from W, H={self.H} from {self.c_name}, P={self.P} "
+                         f"I={self.n_in} from {self.i_name}, H={self.H} from {self.c_name}, P={self.P} "
                          f"from R)")
 
     cdef bint parallel(self):
@@ -172,8 +183,7 @@ cdef class Shapes:
         and more than one step. A one-step call packs W and U for one use, which BLAS's
         own packing does faster: it runs on forward_layer and backward_layer's BLAS
         products (docs/performance.md)."""
-        return (TILED_GEMM and self.P == 0 and self.B * 4 * self.H * self.H > SMALL_PRODUCT
-                and self.T > 1)
+        return threaded_driver(self.T, self.B, self.H, self.P)
 
     cdef bint alone(self):
         """Whether a call is too small for a team: under plan_call_work multiply-adds in all

@@ -42,21 +42,77 @@ def _same_bits(a, b) -> bool:
     return bool(np.array_equal(a[:64], b[:64]) and np.array_equal(a, b))
 
 
-def snapshot(live):
-    """A C-contiguous copy of ``live``: for large arrays, a read-only one shared by the
-    caches, the one made last time if ``live`` has not changed since and a cache still
-    holds it."""
+class PackedWeight:
+    """A read-only copy of W or U (4H, n) as the threaded backward driver reads it
+    (``_kernels.pack_for_backward``): strips of ``cols`` columns, each (4H, cols) and
+    contiguous, the last zero-padded. A training cache keeps its weights this way where
+    backward packs them anyway, instead of a plain copy and a packed one."""
+
+    __slots__ = ("packed", "shape", "cols", "__weakref__")
+
+    def __init__(self, packed, shape, cols):
+        self.packed, self.shape, self.cols = packed, tuple(shape), cols
+
+    @property
+    def dtype(self):
+        return self.packed.dtype
+
+    def strips(self):
+        """The packed copy as (strips, 4H, cols)."""
+        rows, n = self.shape
+        return self.packed.reshape(-(-n // self.cols), rows, self.cols)
+
+    def plain(self) -> np.ndarray:
+        """The weight as a C-contiguous (4H, n) array."""
+        rows, n = self.shape
+        return np.ascontiguousarray(self.strips().transpose(1, 0, 2).reshape(rows, -1)[:, :n])
+
+    def same_bits(self, live) -> bool:
+        """Whether ``live`` (4H, n), C-contiguous, holds the bytes this copy was packed
+        from (see ``_same_bits``)."""
+        return (live.shape == self.shape and live.dtype == self.dtype
+                and _kernels.packed_equal(live, self.packed))
+
+    def __reduce__(self):  # pickled plain: the layout is this build's
+        return _unpickle_weight, (self.plain(),)
+
+
+def _unpickle_weight(plain):
+    plain.flags.writeable = False
+    return plain
+
+
+def _pack(live) -> PackedWeight:
+    rows, n = live.shape
+    out = _workspace.empty(_kernels.packed_for_backward_size(rows, n), live.dtype)
+    _kernels.pack_for_backward(live if live.flags.c_contiguous else np.ascontiguousarray(live),
+                               out)
+    out.flags.writeable = False
+    return PackedWeight(out, live.shape, _kernels.BACKWARD_PACK_COLS)
+
+
+def snapshot(live, packed=False):
+    """A C-contiguous copy of ``live`` (a ``PackedWeight`` when ``packed``): for large
+    arrays, a read-only one shared by the caches, the one made last time if ``live`` has not
+    changed since and a cache still holds it."""
     if live.nbytes < SHARE_BYTES:  # this cache's own (a cell step: ~1 us for both weights)
-        return live.copy()
-    key = id(live)
+        return _pack(live) if packed else live.copy()
+    key = (id(live), packed)
     entry = _snapshots.get(key)
     if entry is not None and entry[0]() is live:
         copy = entry[1]()
-        if copy is not None and copy.shape == live.shape and copy.dtype == live.dtype \
+        if packed:
+            if copy is not None and copy.cols == _kernels.BACKWARD_PACK_COLS and \
+                    copy.same_bits(np.ascontiguousarray(live)):
+                return copy
+        elif copy is not None and copy.shape == live.shape and copy.dtype == live.dtype \
                 and _same_bits(copy, np.ascontiguousarray(live)):
             return copy
-    copy = _workspace.copy(live)  # reused pages: no page faults at every optimiser step
-    copy.flags.writeable = False
+    if packed:
+        copy = _pack(live)
+    else:
+        copy = _workspace.copy(live)  # reused pages: no page faults at every optimiser step
+        copy.flags.writeable = False
 
     def drop(_, key=key):
         with _snapshots_lock:
@@ -127,10 +183,11 @@ class LSTMCache:
             self.outputs[-1].flags.writeable = False  # the y that was returned
 
     @staticmethod
-    def keep(W, U, R, peep):
+    def keep(W, U, R, peep, packed=False):
         """Copies of one layer's weights (None stays None), for the forward pass to compute
-        with and for backward: see ``snapshot``."""
-        return (snapshot(W), snapshot(U), None if R is None else snapshot(R),
+        with and for backward: see ``snapshot``. With ``packed``, W and U are kept only as
+        backward reads them (``PackedWeight``), and the forward pass reads the live ones."""
+        return (snapshot(W, packed), snapshot(U, packed), None if R is None else snapshot(R),
                 None if peep is None else snapshot(peep))
 
     @property
@@ -218,7 +275,15 @@ def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool, peeps, 
             idx = k * D + d
             W, U, b_ih, b_hh, R, peep = layer_weights(cfg, params, k, d, peeps)
             if training:  # forward and backward both read the cache's copies
-                W, U, R, peep = cache.keep(W, U, R, peep)
+                # or, where backward reads W and U packed, forward reads the live W and U
+                # (they hold the copies' bits while it runs) and the cache keeps them packed:
+                # one copy instead of two at backward. Small ones stay plain: a copy costs
+                # less than a packing, and backward's team packs them.
+                packed = (not regularised and W.nbytes + U.nbytes >= SHARE_BYTES
+                          and _kernels.backward_packs(T, B, H, cfg.proj_size))
+                kept = cache.keep(W, U, R, peep, packed)
+                W, U = (W, U) if packed else kept[:2]
+                R, peep = kept[2:]
             gates = _workspace.empty((T, B, 4 * H), cfg.dtype) if training else None
             cells = _workspace.empty((T, B, H), cfg.dtype) if training else None
             if regularised:
@@ -233,7 +298,7 @@ def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool, peeps, 
                     h=h_n[idx], c=c_n[idx], y=y, y_col=d * Hout,
                     reverse=cfg.is_reversed(d), identity=identity, gates=gates, cells=cells))
             if training:
-                cache.weights.append((W, U, R, peep))
+                cache.weights.append(kept)
                 cache.gates.append(gates)
                 cache.cells.append(cells)
         if regularised and D == 2:
@@ -274,7 +339,14 @@ def backward(cache: LSTMCache, dy, dh, dc, keys=None):
         for d in range(D):
             idx = k * D + d
             W, U, R, peep = cache.weights[idx]
-            dW, dU = _workspace.empty(W.shape, W.dtype), _workspace.empty(U.shape, U.dtype)
+            Wp = Up = None
+            if isinstance(W, PackedWeight):
+                if (W.cols == _kernels.BACKWARD_PACK_COLS and not cfg.regularised
+                        and _kernels.backward_packs(T, B, H, cfg.proj_size)):
+                    Wp, Up = W.packed, U.packed
+                W, U = (None, None) if Wp is not None else (W.plain(), U.plain())
+            dW = _workspace.empty((4 * H, x2.shape[1]), cfg.dtype)
+            dU = _workspace.empty((4 * H, Hout), cfg.dtype)
             dR = None if R is None else np.empty_like(R)
             dpeep = None if peep is None else np.empty((3, H), cfg.dtype)
             db = np.empty(4 * H, cfg.dtype) if cfg.bias else None
@@ -299,7 +371,8 @@ def backward(cache: LSTMCache, dy, dh, dc, keys=None):
                     c0=cache.c0[idx], y=cache.outputs[k], y_col=d * Hout,
                     gates=cache.gates[idx], cells=cache.cells[idx], dy=d_out,
                     dy_col=d * Hout, dh=dh[idx], dc=dc[idx], dx=dx, dW=dW, dU=dU, db=db,
-                    dR=dR, dpeep=dpeep, reverse=cfg.is_reversed(d), identity=identity))
+                    dR=dR, dpeep=dpeep, reverse=cfg.is_reversed(d), identity=identity,
+                    Wp=Wp, Up=Up))
             grads[n.weight_ih], grads[n.weight_hh] = dW, dU
             if cfg.bias:
                 grads[n.bias_ih] = db  # bias_hh: a copy, once db is computed

@@ -442,7 +442,7 @@ cdef void run_backward_regularised(floating kind, const RegBackwardPlan *f) noex
         <floating *> f.dc, <floating *> f.dx, <floating *> f.dW, <floating *> f.dU,
         <floating *> f.db, <floating *> f.dpeep, <floating *> f.dz, f.Tc, <floating *> f.dht,
         <floating *> f.dhp, <floating *> f.m, <floating *> f.Ub, <floating *> f.Wb,
-        <floating *> f.hprev, f.threads, False, f.reverse, f.identity, &opt)
+        <floating *> f.hprev, f.threads, False, f.reverse, f.identity, False, &opt)
 
 
 cdef void run_backward_regularised_any(const RegBackwardPlan *f) noexcept nogil:

@@ -31,7 +31,7 @@ import numpy as np
 
 cimport numpy as cnp
 from cython cimport floating
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 from cython.parallel cimport parallel, prange, threadid
 
@@ -362,6 +362,7 @@ cdef struct BackwardPlan:
     Py_ssize_t T, B, n_in, H, P, ldy, lddy, Tc
     int threads
     bint par, lean, reverse, identity, double
+    bint prepacked  # Wp and Up given packed (pack_for_backward); W and U not read
     const void *x
     const void *W
     const void *U
@@ -398,12 +399,23 @@ cdef list plan_backward(BackwardPlan *f, cnp.ndarray x, cnp.ndarray W, cnp.ndarr
                         cnp.ndarray cells, cnp.ndarray dy, Py_ssize_t dy_col, cnp.ndarray dh,
                         cnp.ndarray dc, cnp.ndarray dx, cnp.ndarray dW, cnp.ndarray dU,
                         cnp.ndarray db, cnp.ndarray dR, cnp.ndarray dpeep, bint reverse,
-                        bint identity):
+                        bint identity, cnp.ndarray Wp, cnp.ndarray Up):
     """Check the arguments of a backward pass (see ``LayerBackward``), allocate its
     workspace and fill ``f``; returns the workspace arrays, which must outlive the run."""
-    cdef Shapes n = Shapes(x, W, U, R, peep, lengths, h0, c0, y, y_col, False)
+    if Wp is not None or Up is not None:  # instead of W and U
+        if W is not None or U is not None or Wp is None or Up is None:
+            raise TypeError("kernel arguments: give W and U, or Wp and Up (packed by "
+                            "pack_for_backward), not both or a mix")
+    cdef Shapes n = Shapes(x, W, U, R, peep, lengths, h0, c0, y, y_col, False, Wp is not None)
     cdef Py_ssize_t G = 4 * n.H, B = n.B, size = cnp.PyArray_ITEMSIZE(h0)
     try:
+        if Wp is not None:
+            if not n.parallel():
+                raise ValueError("kernel arguments Wp and Up are read by the threaded driver "
+                                 "only, and these sizes or this kernel variant run the "
+                                 "serial one (backward_packs): give W and U")
+            expect(Wp, "Wp", n.typenum, strips(n.n_in) * G * TILE_COLS)
+            expect(Up, "Up", n.typenum, strips(n.H) * G * TILE_COLS)
         expect(gates, "gates", n.typenum, n.T, n.B, G)
         expect(cells, "cells", n.typenum, n.T, n.B, n.H)
         expect_ndim(dy, "dy", 3)
@@ -443,8 +455,10 @@ cdef list plan_backward(BackwardPlan *f, cnp.ndarray x, cnp.ndarray W, cnp.ndarr
     cdef Py_ssize_t n_dpeep = 3 * n.H if dpeep is None else 0
     cdef cnp.ndarray work = workspace(n_dz + 2 * n_dh + 2 * n_m + n_scratch + n_peep + n_dpeep,
                                       h0.dtype)
-    cdef cnp.ndarray Up = workspace(n.packed_size(True), h0.dtype) if f.par else None
-    cdef cnp.ndarray Wp = workspace(n.packed_size(False), h0.dtype) if f.par else None
+    f.prepacked = Wp is not None
+    if f.par and not f.prepacked:
+        Up = workspace(n.packed_size(True), h0.dtype)
+        Wp = workspace(n.packed_size(False), h0.dtype)
     cdef char *w = <char *> cnp.PyArray_DATA(work)
     f.dz = w
     f.dht = w + n_dz * size
@@ -475,7 +489,9 @@ cdef class LayerBackward:
     dy (T, B, lddy) with the gradient of h_t in columns [dy_col, dy_col + Hout). dh (B, Hout)
     and dc (B, H) hold the gradient reaching the final state and receive the one reaching h0,
     c0. dx (T*B, I) is accumulated into (two directions share one input); dW, dU, db (4H,) or
-    None, dR (P, H) or None and dpeep (3, H) or None are overwritten.
+    None, dR (P, H) or None and dpeep (3, H) or None are overwritten. Where ``backward_packs``
+    says so, Wp and Up, W and U as ``pack_for_backward`` packs them, may stand for W and U:
+    a training cache keeps its weights that way (one copy instead of two).
     """
     cdef BackwardPlan plan
     cdef list arrays
@@ -487,11 +503,12 @@ cdef class LayerBackward:
                  cnp.ndarray dW, cnp.ndarray dU, cnp.ndarray R=None, cnp.ndarray peep=None,
                  cnp.ndarray lengths=None, Py_ssize_t y_col=0, Py_ssize_t dy_col=0,
                  cnp.ndarray db=None, cnp.ndarray dR=None, cnp.ndarray dpeep=None,
-                 bint reverse=False, bint identity=False):
+                 bint reverse=False, bint identity=False, cnp.ndarray Wp=None,
+                 cnp.ndarray Up=None):
         work = plan_backward(&self.plan, x=x, W=W, U=U, R=R, peep=peep, lengths=lengths,
                              h0=h0, c0=c0, y=y, y_col=y_col, gates=gates, cells=cells, dy=dy,
                              dy_col=dy_col, dh=dh, dc=dc, dx=dx, dW=dW, dU=dU, db=db, dR=dR,
-                             dpeep=dpeep, reverse=reverse, identity=identity)
+                             dpeep=dpeep, reverse=reverse, identity=identity, Wp=Wp, Up=Up)
         self.dx = dx
         # The plan points into these: they live as long as it does.
         self.arrays = [x, W, U, R, peep, lengths, h0, c0, y, gates, cells, dy, dh, dc, dx, dW,
@@ -522,7 +539,8 @@ cdef void run_backward(floating kind, const BackwardPlan *f, int threads) noexce
             <floating *> f.dx, <floating *> f.dW, <floating *> f.dU, <floating *> f.db,
             <floating *> f.dpeep, <floating *> f.dz, f.Tc, <floating *> f.dht,
             <floating *> f.dhp, <floating *> f.m, <floating *> f.Up, <floating *> f.Wp,
-            <floating *> f.scratch, threads, f.lean, f.reverse, f.identity, NULL)
+            <floating *> f.scratch, threads, f.lean, f.reverse, f.identity, f.prepacked,
+            NULL)
     else:
         backward_layer(
             f.T, f.B, f.n_in, f.H, f.P, <floating *> f.x, <floating *> f.W, <floating *> f.U,
@@ -570,3 +588,81 @@ def backward_pair(LayerBackward fwd not None, LayerBackward rev not None):
             run_backward_any(&f[0], f[0].threads)
             run_backward_any(&f[1], f[1].threads)
     np.add(dx.reshape(-1), dx1, out=dx.reshape(-1))
+
+
+def backward_packs(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P):
+    """Whether backward over these sizes runs on the threaded driver, which reads W and U
+    packed (``LayerBackward``'s Wp and Up, ``pack_for_backward``), in this kernel variant."""
+    return threaded_driver(T, B, H, P)
+
+
+def packed_for_backward_size(Py_ssize_t rows, Py_ssize_t cols):
+    """Elements of a (rows, cols) W or U packed by ``pack_for_backward``."""
+    return strips(cols) * rows * TILE_COLS
+
+
+cdef void pack_all(const floating *W, Py_ssize_t rows, Py_ssize_t cols, floating *out,
+                   int threads) noexcept nogil:
+    cdef Py_ssize_t s
+    if threads == 1:  # (a team of one still costs a parallel region: a small W packs in ~1 us)
+        pack_strips(rows, 1, cols, W, cols, 1, 0, strips(cols), out)
+        return
+    for s in prange(strips(cols), num_threads=threads, schedule="static"):
+        pack_strips(rows, 1, cols, W, cols, 1, s, s + 1, out)
+
+
+cdef int check_packing(cnp.ndarray W, cnp.ndarray out, bint output) except -1:
+    """The contract of pack_for_backward and packed_equal; returns W's typenum."""
+    expect_ndim(W, "W", 2)
+    cdef int typenum = cnp.PyArray_TYPE(W)
+    if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
+        raise TypeError(f"kernel argument W must be float32 or float64; got {W.dtype}")
+    expect(W, "W", typenum, W.shape[0], W.shape[1])
+    cdef Py_ssize_t n = strips(W.shape[1]) * W.shape[0] * TILE_COLS
+    if output:
+        expect_output(out, "out", typenum, n)
+    else:
+        expect(out, "packed", typenum, n)
+    return typenum
+
+
+def pack_for_backward(cnp.ndarray W, cnp.ndarray out):
+    """Pack W (4H, n), W or U, into ``out`` (``packed_for_backward_size``) as the threaded
+    backward driver reads it: strips of TILE_COLS of its n columns, each (4H, TILE_COLS)
+    and contiguous, the last one zero-padded (``pack_strips``)."""
+    cdef int typenum = check_packing(W, out, True)
+    cdef Py_ssize_t rows = W.shape[0], cols = W.shape[1]
+    # A team pays from about a MiB: it packs at memory speed, where a wake costs microseconds.
+    cdef int threads = 1 if rows * cols < (1 << 18) else min(max_threads(), strips(cols))
+    with nogil:
+        if typenum == cnp.NPY_DOUBLE:
+            pack_all(<const double *> cnp.PyArray_DATA(W), rows, cols,
+                     <double *> cnp.PyArray_DATA(out), threads)
+        else:
+            pack_all(<const float *> cnp.PyArray_DATA(W), rows, cols,
+                     <float *> cnp.PyArray_DATA(out), threads)
+
+
+def packed_equal(cnp.ndarray W, cnp.ndarray packed):
+    """Whether ``packed`` holds W's bytes as ``pack_for_backward`` packs them (0.0 and -0.0
+    differ, a NaN equals itself); the first rows of the first strip first, where an
+    optimiser step shows at once."""
+    check_packing(W, packed, False)
+    cdef Py_ssize_t rows = W.shape[0], cols = W.shape[1], s, p, w
+    cdef size_t size = cnp.PyArray_ITEMSIZE(W)
+    cdef const char *src = <const char *> cnp.PyArray_DATA(W)
+    cdef const char *dst = <const char *> cnp.PyArray_DATA(packed)
+    cdef bint same = True
+    with nogil:
+        for s in range(strips(cols)):
+            w = min(TILE_COLS, cols - s * TILE_COLS)
+            for p in range(rows):
+                if memcmp(src + (p * cols + s * TILE_COLS) * size,
+                          dst + (s * rows + p) * TILE_COLS * size, w * size) != 0:
+                    same = False
+                    break
+            if not same:
+                break
+    return same
+
+BACKWARD_PACK_COLS = TILE_COLS  # the strip width of pack_for_backward's layout

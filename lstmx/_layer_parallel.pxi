@@ -210,7 +210,7 @@ cdef void backward_parallel(
         Py_ssize_t lddy, floating *dh, floating *dc, floating *dx, floating *dW, floating *dU,
         floating *db, floating *dpeep, floating *dz, Py_ssize_t Tc, floating *dht,
         floating *dhp, floating *m, floating *Up, floating *Wp, floating *scratch,
-        int threads, bint lean, bint reverse, bint identity,
+        int threads, bint lean, bint reverse, bint identity, bint prepacked,
         const UnitOptions *opt) noexcept nogil:
     """backward_layer without projection on AVX2 and AVX-512 builds, every thread throughout.
 
@@ -220,8 +220,9 @@ cdef void backward_parallel(
     barrier per step). After each chunk of steps: dx[chunk] (its strips of I columns), then,
     once x and h_{t-1} of the chunk are packed (each thread some strips), its rows of dW and
     dU (the gates of its units): products with dz.T, read from dz in place. ``dz`` holds Tc
-    steps of rows 4H + DZ_PAD apart. ``Up`` and ``Wp`` receive U and W packed; ``scratch``
-    holds x and h_{t-1} of the chunk, packed, and h_{t-1} gathered.
+    steps of rows 4H + DZ_PAD apart. ``Up`` and ``Wp`` receive U and W packed, or hold them
+    already when ``prepacked`` (as ``pack_for_backward`` packs them; U and W are then not
+    read); ``scratch`` holds x and h_{t-1} of the chunk, packed, and h_{t-1} gathered.
 
     ``opt`` (or NULL): as forward_parallel's, and the maths of backward_layer_regularised:
     the cell's backward reads dh~_t = (1 - zh) dh_t, and a thread's units of dh_{t-1} are
@@ -274,10 +275,11 @@ cdef void backward_parallel(
         i_lo = share(per_in, part, parts)
         i_hi = share(per_in, part + 1, parts)
         # U as the (4H, H) right operand of dh = dz @ U, and W as the (4H, I) one of dx.
-        pack_strips(G, 1, H, U, H, 1, s_lo, s_hi, Up)
-        tick = lap(tick, PHASE_RECURRENT)
-        pack_strips(G, 1, I, W, I, 1, i_lo, i_hi, Wp)
-        tick = lap(tick, PHASE_INPUT)
+        if not prepacked:
+            pack_strips(G, 1, H, U, H, 1, s_lo, s_hi, Up)
+            tick = lap(tick, PHASE_RECURRENT)
+            pack_strips(G, 1, I, W, I, 1, i_lo, i_hi, Wp)
+            tick = lap(tick, PHASE_INPUT)
         s0 = 0
         while s0 < T:
             n = Tc if T - s0 > Tc else T - s0

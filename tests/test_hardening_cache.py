@@ -46,6 +46,9 @@ MODELS = [
                        batch_first=True, dtype=np.float32, seed=1),
     # weights above SHARE_BYTES: their copies are shared between caches
     lambda: lstmx.LSTM(64, 64, dtype=np.float64, seed=2),
+    # B * 4H * H above SMALL_PRODUCT: the cache keeps W and U packed for backward (on AVX2
+    # and AVX-512), with a partial strip of 70 - 64 columns
+    lambda: lstmx.LSTM(40, 70, dtype=np.float32, seed=4),
     lambda: lstmx.LSTMCell(4, 8, peephole=True, dtype=np.float64, seed=3),
 ]
 
@@ -75,16 +78,27 @@ def test_in_place_changes_never_reach_backward(make, change):
     assert_same_gradients(before, after)
 
 
-def test_unchanged_large_weights_share_one_copy_and_changed_ones_get_another():
-    lstm = lstmx.LSTM(64, 64, dtype=np.float64, seed=0)
+def kept(weight):
+    """A cache's copy of a weight as a plain array, and that copy's own array."""
+    if isinstance(weight, _engine.PackedWeight):
+        return weight.plain(), weight.packed
+    return weight, weight
+
+
+@pytest.mark.parametrize("H, B", [(64, 2), (70, 4)])
+def test_unchanged_large_weights_share_one_copy_and_changed_ones_get_another(H, B):
+    lstm = lstmx.LSTM(64, H, dtype=np.float64, seed=0)
     W = lstm.weight_ih_l0
     assert W.nbytes >= _engine.SHARE_BYTES
     rng = np.random.default_rng(0)
-    x, state, _, dy, dstate = random_problem(lstm, 3, 2, rng)
+    x, state, _, dy, dstate = random_problem(lstm, 3, B, rng)
     _, _, c1 = lstm.forward_train(x, state)
     _, _, c2 = lstm.forward_train(x, state)
+    # (64, 2): plain copies; (70, 4): packed for the threaded backward, where it runs
+    assert isinstance(c1.weights[0][0], _engine.PackedWeight) == (
+        H == 70 and _engine._kernels.backward_packs(3, B, H, 0))
     assert c1.weights[0][0] is c2.weights[0][0]  # one copy for both caches
-    assert not c1.weights[0][0].flags.writeable
+    assert not kept(c1.weights[0][0])[1].flags.writeable
     g1 = lstm.backward(c1, dy, dstate)
     W[0, 0] = -0.0 if W[0, 0] == 0 else -W[0, 0]  # a change at the head...
     _, _, c3 = lstm.forward_train(x, state)
@@ -93,7 +107,7 @@ def test_unchanged_large_weights_share_one_copy_and_changed_ones_get_another():
     W[-1, -1] = np.nextafter(W[-1, -1], 1.0)  # ...and one only the full comparison sees
     _, _, c4 = lstm.forward_train(x, state)
     assert c4.weights[0][0] is not c1.weights[0][0]
-    assert_array_equal(c4.weights[0][0], W)
+    assert_array_equal(kept(c4.weights[0][0])[0], W)
     assert_same_gradients(g1, lstm.backward(c1, dy, dstate))
     assert_same_gradients(g1, lstm.backward(c2, dy, dstate))
 
