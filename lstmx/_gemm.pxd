@@ -77,6 +77,14 @@ cdef extern from "_small_rows.h":
                                             Py_ssize_t a_col, const double *B, Py_ssize_t ldb,
                                             double *total) noexcept nogil
 
+cdef extern from "_transpose.h":
+    # 8 x 8 floats or 4 x 4 doubles transposed in registers, where TRANSPOSE (AVX builds).
+    const bint TRANSPOSE "LSTMX_TRANSPOSE"
+    void transpose_f "lstmx_transpose_f"(const float *s, Py_ssize_t lds, float *d,
+                                         Py_ssize_t ldd) noexcept nogil
+    void transpose_d "lstmx_transpose_d"(const double *s, Py_ssize_t lds, double *d,
+                                         Py_ssize_t ldd) noexcept nogil
+
 cdef extern from "_rows_tile.h":
     # 2, 3, 4 or 6 rows of C by a strip, summed as micro_tile sums them, in vector registers;
     # ROWS_TILES: whether the tiles run on them too (AVX2 builds).
@@ -241,7 +249,7 @@ cdef inline void pack_strips(Py_ssize_t k, Py_ssize_t groups, Py_ssize_t width,
     BLAS packs at every call: strided rows of B alias in the caches (rows 4-8 KiB apart map
     to the same sets), and a strip stays in L1 while every row tile of A passes over it.
     """
-    cdef Py_ssize_t g, s, p, p0, p1, j, w, col
+    cdef Py_ssize_t g, s, p, p0, p1, j, j0, w, col
     cdef Py_ssize_t per = strips(width)
     cdef floating *dst
     for g in range(groups):
@@ -263,7 +271,21 @@ cdef inline void pack_strips(Py_ssize_t k, Py_ssize_t groups, Py_ssize_t width,
                 p0 = 0
                 while p0 < k:
                     p1 = k if p0 + PACK_DEPTH > k else p0 + PACK_DEPTH
-                    for j in range(w):
+                    j0 = 0
+                    if TRANSPOSE and rs == 1 and p1 - p0 == 8:  # in blocks of registers
+                        if floating is float:
+                            while j0 + 8 <= w:
+                                transpose_f(B + p0 + (col + j0) * cs, cs,
+                                            dst + p0 * TILE_COLS + j0, TILE_COLS)
+                                j0 += 8
+                        else:
+                            while j0 + 4 <= w:
+                                transpose_d(B + p0 + (col + j0) * cs, cs,
+                                            dst + p0 * TILE_COLS + j0, TILE_COLS)
+                                transpose_d(B + p0 + 4 + (col + j0) * cs, cs,
+                                            dst + (p0 + 4) * TILE_COLS + j0, TILE_COLS)
+                                j0 += 4
+                    for j in range(j0, w):
                         for p in range(p0, p1):
                             dst[p * TILE_COLS + j] = B[p * rs + (col + j) * cs]
                     for p in range(p0, p1):

@@ -66,6 +66,26 @@ def packed_product(const floating[:, ::1] A, const floating[:, ::1] B, floating[
                                   NULL)
 
 
+def pack(const floating[:, ::1] B, Py_ssize_t groups, bint transposed):
+    """B packed in strips by pack_strips, as gemm_packed reads it: B (k, n), its n columns
+    in ``groups`` groups of equal width; with ``transposed``, the argument is B.T (n, k),
+    read as W.T is (rows of B.T contiguous), else B itself."""
+    cdef Py_ssize_t k = B.shape[1] if transposed else B.shape[0]
+    cdef Py_ssize_t n = B.shape[0] if transposed else B.shape[1]
+    if groups < 1 or n % groups or k < 1:
+        raise ValueError(f"pack: B {(B.shape[0], B.shape[1])} and groups {groups} do not fit")
+    cdef Py_ssize_t width = n // groups, per = strips(width)
+    out = np.full(groups * per * k * TILE_COLS, np.nan,
+                  np.float32 if floating is float else np.float64)
+    cdef floating[::1] Bp = out
+    with nogil:
+        if transposed:
+            pack_strips(k, groups, width, &B[0, 0], 1, k, 0, per, &Bp[0])
+        else:
+            pack_strips(k, groups, width, &B[0, 0], n, 1, 0, per, &Bp[0])
+    return out
+
+
 def row_split(Py_ssize_t m, int parts):
     """The boundaries of ``parts`` parts of m rows for a team of rows (row_share)."""
     if m < 0 or parts < 1:

@@ -144,3 +144,19 @@ def test_rejects_mismatched_shapes(variant):
         k.packed_product(A, B, C, None, False, False, 3, 1)
     with pytest.raises(ValueError, match="bias must have 4"):
         k.packed_product(A, B, C, np.zeros(3), False, False, 1, 1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(k=st.integers(1, 40), width=st.integers(1, 80), groups=st.integers(1, 4),
+       double=st.booleans())
+def test_packing_b_transposed_gives_the_same_strips(variant, k, width, groups, double):
+    # W.T and U.T are packed from W and U, whose rows are contiguous (in blocks of registers
+    # on AVX builds); B itself is packed row by row. Both must give the same bytes, the
+    # padding of each group's last strip included.
+    rng = np.random.default_rng(k * width)
+    B = rng.standard_normal((k, groups * width)).astype(np.float64 if double else np.float32)
+    kernels = _dispatch.load(variant)
+    plain = kernels.pack(B, groups, False)
+    assert not np.isnan(plain).any()
+    np.testing.assert_array_equal(kernels.pack(np.ascontiguousarray(B.T), groups, True).view(
+        f"u{B.itemsize}"), plain.view(f"u{B.itemsize}"))
