@@ -7,6 +7,7 @@ its forward pass. So the arrays of training caches, outputs, gradients and kerne
 come from here: views of buffers this module keeps. A buffer is free again once nothing refers
 to it (its reference count is back to the pool's own), however many views of it were made or
 passed on; so an array handed to a user stays theirs for as long as they hold any view of it.
+A request takes a free buffer of its size, else the smallest free one up to a quarter larger.
 
 At most ``KEEP_BYTES`` of free buffers are kept; arrays below ``MIN_BYTES`` come from NumPy
 (malloc recycles small blocks without faults). ``release_memory()`` (also
@@ -85,17 +86,36 @@ def empty(shape, dtype) -> np.ndarray:
     if size < MIN_BYTES:
         return np.empty(shape, dtype)
     with _lock:
-        bufs = _buffers.setdefault(size, [])
-        for i in range(len(bufs)):
-            if _is_free(bufs, i):
-                base = bufs.pop(i)
-                bufs.append(base)  # most recently used last
-                break
-        else:
+        base = _take(size)
+        if base is None:
             _trim(KEEP_BYTES - size)
             base = np.empty(size, np.uint8)
             _buffers.setdefault(size, []).append(base)
-    return base.view(dtype).reshape(shape)
+    return base[:size].view(dtype).reshape(shape)
+
+
+def _take(size: int):
+    """A free buffer for ``size`` bytes, or None: one of that size, else the smallest free
+    one up to a quarter larger (arrays that differ only by rounding, as one step's packed
+    weights and the next's weight gradients, then share memory)."""
+    base = _free(size)
+    if base is None:
+        for larger in sorted(s for s in _buffers if size < s <= size + size // 4):
+            base = _free(larger)
+            if base is not None:
+                break
+    return base
+
+
+def _free(size: int):
+    """A free buffer of exactly ``size`` bytes (now the most recently used), or None."""
+    bufs = _buffers.get(size, ())
+    for i in range(len(bufs)):
+        if _is_free(bufs, i):
+            base = bufs.pop(i)
+            bufs.append(base)
+            return base
+    return None
 
 
 def zeros(shape, dtype) -> np.ndarray:

@@ -89,3 +89,22 @@ def test_training_reuses_memory_and_user_arrays_stay_intact():
     dx2, _, _ = lstm.backward(cache2, np.ones_like(y2))
     assert not np.shares_memory(y1, y2) and not np.shares_memory(dx1, dx2)
     assert_array_equal(y1, kept)  # the caller's arrays are theirs
+
+
+def test_a_free_buffer_up_to_a_quarter_larger_serves_a_request():
+    a = _workspace.empty((300, 1024), np.float32)  # 17% larger than BIG
+    larger = a.ctypes.data
+    del a
+    b = _workspace.empty(BIG, np.float32)
+    assert b.ctypes.data == larger and b.shape == BIG and b.flags.c_contiguous
+    b[...] = 1  # its own bytes: the buffer's tail is not part of it
+    assert b.nbytes == np.prod(BIG) * 4 and b.sum() == b.size
+    c = _workspace.empty(BIG, np.float32)  # no free buffer left: a new one, of its size
+    assert _workspace.pooled_bytes() == (300 * 4096 + c.nbytes, 0)
+    del b
+    d = _workspace.empty((200, 1024), np.float32)  # BIG's buffers are 28% larger: a new one
+    assert not np.shares_memory(c, d)
+    assert _workspace.pooled_bytes() == (c.nbytes + d.nbytes, 300 * 4096)
+    del c
+    e = _workspace.empty(BIG, np.float32)  # of two free buffers, the one of its own size
+    assert _workspace.pooled_bytes() == (e.nbytes + d.nbytes, 300 * 4096)
