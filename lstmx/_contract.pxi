@@ -98,6 +98,12 @@ cdef inline bint threaded_driver(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ss
     return TILED_GEMM and P == 0 and B * 4 * H * H > SMALL_PRODUCT and T > 1
 
 
+cdef inline bint reg_packs(Py_ssize_t B, Py_ssize_t H, Py_ssize_t Hout):
+    """Whether a regularised backward packs W and U (the threaded driver, or the serial one
+    on the tile kernels with a recurrent product above gemm_small's)."""
+    return TILED_GEMM and B * 4 * H * Hout > SMALL_PRODUCT
+
+
 cdef class Shapes:
     """The sizes of one layer and direction, read from the arrays and checked against each
     other (the kernels' loops trust them)."""

@@ -279,8 +279,8 @@ def forward(cfg: LSTMConfig, params, x, h0, c0, lengths, training: bool, peeps, 
                 # (they hold the copies' bits while it runs) and the cache keeps them packed:
                 # one copy instead of two at backward. Small ones stay plain: a copy costs
                 # less than a packing, and backward's team packs them.
-                packed = (not regularised and W.nbytes + U.nbytes >= SHARE_BYTES
-                          and _kernels.backward_packs(T, B, H, cfg.proj_size))
+                packed = (W.nbytes + U.nbytes >= SHARE_BYTES
+                          and _kernels.backward_packs(T, B, H, cfg.proj_size, regularised))
                 kept = cache.keep(W, U, R, peep, packed)
                 W, U = (W, U) if packed else kept[:2]
                 R, peep = kept[2:]
@@ -341,8 +341,8 @@ def backward(cache: LSTMCache, dy, dh, dc, keys=None):
             W, U, R, peep = cache.weights[idx]
             Wp = Up = None
             if isinstance(W, PackedWeight):
-                if (W.cols == _kernels.BACKWARD_PACK_COLS and not cfg.regularised
-                        and _kernels.backward_packs(T, B, H, cfg.proj_size)):
+                if (W.cols == _kernels.BACKWARD_PACK_COLS
+                        and _kernels.backward_packs(T, B, H, cfg.proj_size, cfg.regularised)):
                     Wp, Up = W.packed, U.packed
                 W, U = (None, None) if Wp is not None else (W.plain(), U.plain())
             dW = _workspace.empty((4 * H, x2.shape[1]), cfg.dtype)
@@ -360,7 +360,8 @@ def backward(cache: LSTMCache, dy, dh, dc, keys=None):
                     gates=cache.gates[idx], cells=cache.cells[idx], dy=d_out,
                     dy_col=d * Hout, dh=dh[idx], dc=dc[idx], dx=dx, dW=dW, dU=dU, db=db,
                     dR=dR, dpeep=dpeep, reverse=cfg.is_reversed(d), identity=identity,
-                    clip=cfg.cell_clip or 0.0, dln_g=dln_g, dln_c=dln_c, **cache.extras[idx]))
+                    clip=cfg.cell_clip or 0.0, dln_g=dln_g, dln_c=dln_c, Wp=Wp, Up=Up,
+                    **cache.extras[idx]))
                 if cfg.layer_norm:
                     g = n.layer_norm
                     grads[g[0]], grads[g[1]], grads[g[2]], grads[g[3]] = dln_g

@@ -253,13 +253,25 @@ cdef list plan_regularised_backward(
         cnp.ndarray zc, cnp.ndarray zh, cnp.ndarray ln_g, cnp.ndarray ln_c, double clip,
         cnp.ndarray dy, Py_ssize_t dy_col, cnp.ndarray dh, cnp.ndarray dc, cnp.ndarray dx,
         cnp.ndarray dW, cnp.ndarray dU, cnp.ndarray db, cnp.ndarray dR, cnp.ndarray dpeep,
-        cnp.ndarray dln_g, cnp.ndarray dln_c, bint reverse, bint identity):
+        cnp.ndarray dln_g, cnp.ndarray dln_c, bint reverse, bint identity, cnp.ndarray Wp,
+        cnp.ndarray Up):
     """Check the arguments of a regularised backward pass (see ``RegularisedBackward``),
     allocate its workspace and fill ``f``; returns the arrays the plan points into."""
-    cdef Shapes n = Shapes(x, W, U, R, peep, lengths, h0, c0, y, y_col, False)
+    if Wp is not None or Up is not None:  # instead of W and U
+        if W is not None or U is not None or Wp is None or Up is None:
+            raise TypeError("kernel arguments: give W and U, or Wp and Up (packed by "
+                            "pack_for_backward), not both or a mix")
+    cdef Shapes n = Shapes(x, W, U, R, peep, lengths, h0, c0, y, y_col, False, Wp is not None)
     cdef Py_ssize_t T = n.T, B = n.B, H = n.H, G = 4 * n.H, Hout = n.Hout
     cdef bint ln = ln_g is not None
     try:
+        if Wp is not None:
+            if not reg_packs(B, H, Hout):
+                raise ValueError("kernel arguments Wp and Up are read where backward packs W "
+                                 "and U, and these sizes or this kernel variant do not "
+                                 "(backward_packs): give W and U")
+            expect(Wp, "Wp", n.typenum, strips(n.n_in) * G * TILE_COLS)
+            expect(Up, "Up", n.typenum, strips(Hout) * G * TILE_COLS)
         expect(gates, "gates", n.typenum, T, B, G)
         expect(cells, "cells", n.typenum, T, B, H)
         if rd is not None:
@@ -331,13 +343,16 @@ cdef list plan_regularised_backward(
     cdef Py_ssize_t n_rest = (2 * B * Hout + 2 * B * H + B * f.K + steps * B * (Hout + H)
                               + n_hprev + 6 * H)
     cdef cnp.ndarray work = workspace(chunk + n_ln + n_rest, h0.dtype)
-    cdef bint packed = TILED_GEMM and B * G * Hout > SMALL_PRODUCT
-    cdef cnp.ndarray Ub = (workspace(n.packed_size(True), h0.dtype) if f.par else
+    cdef bint packed = reg_packs(B, H, Hout)
+    f.prepacked = Wp is not None
+    cdef cnp.ndarray Ub = (Up if f.prepacked else
+                           workspace(n.packed_size(True), h0.dtype) if f.par else
                            workspace(G * strips(Hout) * TILE_COLS, h0.dtype)
                            if packed else None)
     cdef cnp.ndarray Rb = (workspace(n.P * strips(H) * TILE_COLS, h0.dtype)
                            if packed and n.P else None)
-    cdef cnp.ndarray Wb = (workspace(n.packed_size(False), h0.dtype) if f.par or f.tiles
+    cdef cnp.ndarray Wb = (Wp if f.prepacked else
+                           workspace(n.packed_size(False), h0.dtype) if f.par or f.tiles
                            else None)
     cdef cnp.ndarray xp = (workspace(f.Tc * B * strips(n.n_in) * TILE_COLS, h0.dtype)
                            if f.tiles else None)
@@ -387,7 +402,7 @@ cdef class RegularisedBackward:
     c0 for h and c), dy, dh, dc, dx, dW, dU, db, dR, dpeep as ``LayerBackward`` (dx is
     accumulated into), and with layer norm dln_g (4, 4H) and dln_c (2, H), overwritten with
     the gradients of ln_g and ln_c. Runs backward_parallel where ``RegularisedForward`` runs
-    forward_parallel.
+    forward_parallel. Wp and Up may stand for W and U as in ``LayerBackward``.
     """
     cdef RegBackwardPlan plan
     cdef list arrays
@@ -403,11 +418,12 @@ cdef class RegularisedBackward:
                  cnp.ndarray zc=None, cnp.ndarray zh=None, cnp.ndarray ln_g=None,
                  cnp.ndarray ln_c=None, double clip=0, cnp.ndarray db=None,
                  cnp.ndarray dR=None, cnp.ndarray dpeep=None, cnp.ndarray dln_g=None,
-                 cnp.ndarray dln_c=None, bint reverse=False, bint identity=False):
+                 cnp.ndarray dln_c=None, bint reverse=False, bint identity=False,
+                 cnp.ndarray Wp=None, cnp.ndarray Up=None):
         work = plan_regularised_backward(
             &self.plan, x, W, U, R, peep, lengths, h0, c0, y, y_col, gates, cells, ctil, lnx,
             lnh, lnc, rstd, rd, zc, zh, ln_g, ln_c, clip, dy, dy_col, dh, dc, dx, dW, dU, db,
-            dR, dpeep, dln_g, dln_c, reverse, identity)
+            dR, dpeep, dln_g, dln_c, reverse, identity, Wp, Up)
         self.dx = dx
         self.arrays = [x, W, U, R, peep, lengths, h0, c0, y, gates, cells, ctil, lnx, lnh,
                        lnc, rstd, rd, zc, zh, ln_g, ln_c, dy, dh, dc, dx, dW, dU, db, dR,
@@ -442,7 +458,7 @@ cdef void run_backward_regularised(floating kind, const RegBackwardPlan *f) noex
         <floating *> f.dc, <floating *> f.dx, <floating *> f.dW, <floating *> f.dU,
         <floating *> f.db, <floating *> f.dpeep, <floating *> f.dz, f.Tc, <floating *> f.dht,
         <floating *> f.dhp, <floating *> f.m, <floating *> f.Ub, <floating *> f.Wb,
-        <floating *> f.hprev, f.threads, False, f.reverse, f.identity, False, &opt)
+        <floating *> f.hprev, f.threads, False, f.reverse, f.identity, f.prepacked, &opt)
 
 
 cdef void run_backward_regularised_any(const RegBackwardPlan *f) noexcept nogil:

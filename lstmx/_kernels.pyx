@@ -590,9 +590,13 @@ def backward_pair(LayerBackward fwd not None, LayerBackward rev not None):
     np.add(dx.reshape(-1), dx1, out=dx.reshape(-1))
 
 
-def backward_packs(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P):
-    """Whether backward over these sizes runs on the threaded driver, which reads W and U
-    packed (``LayerBackward``'s Wp and Up, ``pack_for_backward``), in this kernel variant."""
+def backward_packs(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
+                   bint regularised=False):
+    """Whether backward over these sizes reads W and U packed (``LayerBackward``'s and
+    ``RegularisedBackward``'s Wp and Up, ``pack_for_backward``) in this kernel variant: the
+    plain layer's threaded driver, or a ``regularised`` one that packs them."""
+    if regularised:
+        return reg_packs(B, H, P if P else H)
     return threaded_driver(T, B, H, P)
 
 

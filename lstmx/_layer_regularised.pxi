@@ -257,6 +257,7 @@ cdef struct RegBackwardPlan:
     int threads   # of backward_parallel (par), or of the team of rows (tiles)
     bint reverse, identity, double, par
     bint tiles    # on gemm_packed and a team of rows: every product, dx, dW, dU and dR too
+    bint prepacked  # Wb and Ub given packed (pack_for_backward); W and U not read
     double clip
     const void *x
     const void *W
@@ -383,13 +384,13 @@ cdef void backward_rows_regularised(floating kind, const RegBackwardPlan *f, int
     # The per-step products on gemm_packed (AVX2, AVX-512 builds): a BLAS call per step
     # wakes OpenBLAS's threads at every step, which on a busy machine cost many times the
     # arithmetic. Each thread packs its share of the strips.
-    if Ub != NULL:
+    if Ub != NULL and not f.prepacked:
         pack_strips(G, 1, Hout, U, Hout, 1, share(strips(Hout), part, parts),
                     share(strips(Hout), part + 1, parts), Ub)
     if Rb != NULL:
         pack_strips(P, 1, H, R, H, 1, share(strips(H), part, parts),
                     share(strips(H), part + 1, parts), Rb)
-    if f.tiles:
+    if f.tiles and not f.prepacked:
         pack_strips(G, 1, I, W, I, 1, share(strips(I), part, parts),
                     share(strips(I), part + 1, parts), <floating *> f.Wb)
     # Each thread clears what it sums into: its rows of dW, dU and dR, its columns of db

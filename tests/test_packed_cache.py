@@ -90,13 +90,19 @@ def assert_same(a, b):
         assert_array_equal(a[2][name], b[2][name], err_msg=name)
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(num_layers=2, bidirectional=True),
-                                dict(peephole=True, dtype=np.float64), dict(bias=False)])
+@pytest.mark.parametrize("kw", [
+    dict(), dict(num_layers=2, bidirectional=True), dict(peephole=True, dtype=np.float64),
+    dict(bias=False),
+    # the regularised drivers: threaded (zoneout, recurrent dropout), serial on the tiles
+    # (layer norm, projection)
+    dict(zoneout=0.2, recurrent_dropout=0.3), dict(layer_norm=True, cell_clip=1.0),
+    dict(layer_norm=True, proj_size=40, dtype=np.float64), dict(zoneout=(0.1, 0.2),
+                                                                 proj_size=50)])
 def test_backward_from_packed_weights_has_the_bits_of_backward_from_plain_ones(kernels, kw):
     lstm, x, state, dy, dstate = problem(**kw)
     lengths = np.array([5, 2, 4, 1])
     for lens in (None, lengths):
-        _, _, cache = lstm.forward_train(x, state, lengths=lens)
+        _, _, cache = lstm.forward_train(x, state, lengths=lens, rng=0)
         assert all(isinstance(w, _engine.PackedWeight) for ws in cache.weights for w in ws[:2])
         assert_same(lstm.backward(cache, dy, dstate),
                     lstm.backward(plain_copy(cache), dy, dstate))
