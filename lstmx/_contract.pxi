@@ -104,14 +104,38 @@ cdef inline bint reg_packs(Py_ssize_t B, Py_ssize_t H, Py_ssize_t Hout):
     return TILED_GEMM and B * 4 * H * Hout > SMALL_PRODUCT
 
 
+cdef int expect_weights(cnp.ndarray W, cnp.ndarray U, cnp.ndarray Wp,
+                        cnp.ndarray Up) except -1:
+    """Raise unless a backward pass gets W and U, or Wp and Up (them packed by
+    pack_for_backward) instead."""
+    if (Wp is not None or Up is not None) and (W is not None or U is not None
+                                               or Wp is None or Up is None):
+        raise TypeError("kernel arguments: give W and U, or Wp and Up (packed by "
+                        "pack_for_backward), not both or a mix")
+    return 0
+
+
+cdef int expect_packed(Shapes n, cnp.ndarray Wp, cnp.ndarray Up, bint packs) except -1:
+    """Raise unless Wp and Up, if given, are W and U as pack_for_backward packs them, for a
+    backward that reads them packed (``packs``: see backward_packs)."""
+    if Wp is None:
+        return 0
+    if not packs:
+        raise ValueError("kernel arguments Wp and Up are read only where backward packs W "
+                         "and U, and these sizes or this kernel variant do not "
+                         "(backward_packs): give W and U")
+    expect(Wp, "Wp", n.typenum, strips(n.n_in) * 4 * n.H * TILE_COLS)
+    expect(Up, "Up", n.typenum, strips(n.Hout) * 4 * n.H * TILE_COLS)
+    return 0
+
+
 cdef class Shapes:
     """The sizes of one layer and direction, read from the arrays and checked against each
     other (the kernels' loops trust them)."""
     cdef Py_ssize_t T, B, n_in, H, P, Hout, ldy  # n_in: I is a macro of complex.h
     cdef int typenum
     cdef str h_name, c_name  # "h", "c" in a forward pass; "h0", "c0" in backward
-    cdef str i_name  # the argument I is read from
-    cdef bint packed  # W and U come packed, apart (plan_backward)
+    cdef bint packed  # W and U come packed, apart (plan_backward): I is x's width
 
     def __cinit__(self, cnp.ndarray x, cnp.ndarray W, cnp.ndarray U, cnp.ndarray R,
                   cnp.ndarray peep, cnp.ndarray lengths, cnp.ndarray h, cnp.ndarray c,
@@ -121,9 +145,7 @@ cdef class Shapes:
         expect_ndim(h, self.h_name, 2)
         expect_ndim(c, self.c_name, 2)
         expect_ndim(y, "y", 3)
-        # Backward may have W and U packed instead (plan_backward): I is then x's width.
-        self.i_name = "x" if packed else "W"
-        expect_ndim(x if packed else W, self.i_name, 2)
+        expect_ndim(x if packed else W, "x" if packed else "W", 2)
         if R is not None:
             expect_ndim(R, "R", 2)
         self.typenum = cnp.PyArray_TYPE(h)
@@ -180,7 +202,8 @@ cdef class Shapes:
         return type(err)(f"{err} (from the arguments: dtype "
                          f"{np.dtype(cnp.PyArray_DescrFromType(self.typenum))} from "
                          f"{self.h_name}, T={self.T} from y, B={self.B} from {self.h_name}, "
-                         f"I={self.n_in} from {self.i_name}, H={self.H} from {self.c_name}, P={self.P} "
+                         f"I={self.n_in} from {'x' if self.packed else 'W'}, H={self.H} from "
+                         f"{self.c_name}, P={self.P} "
                          f"from R)")
 
     cdef bint parallel(self):

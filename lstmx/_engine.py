@@ -43,15 +43,17 @@ def _same_bits(a, b) -> bool:
 
 
 class PackedWeight:
-    """A read-only copy of W or U (4H, n) as the threaded backward driver reads it
-    (``_kernels.pack_for_backward``): strips of ``cols`` columns, each (4H, cols) and
-    contiguous, the last zero-padded. A training cache keeps its weights this way where
-    backward packs them anyway, instead of a plain copy and a packed one."""
+    """A read-only copy of W or U (4H, n) as backward reads it where it packs them
+    (``_kernels.pack_for_backward``): strips of ``BACKWARD_PACK_COLS`` columns, each
+    (4H, BACKWARD_PACK_COLS) and contiguous, the last zero-padded. A training cache keeps
+    its weights this way there, instead of a plain copy and a packed one. The layout is the
+    build's (every kernel variant's strips are as wide), so a copy never leaves the process
+    packed: it pickles plain."""
 
-    __slots__ = ("packed", "shape", "cols", "__weakref__")
+    __slots__ = ("packed", "shape", "__weakref__")
 
-    def __init__(self, packed, shape, cols):
-        self.packed, self.shape, self.cols = packed, tuple(shape), cols
+    def __init__(self, packed, shape):
+        self.packed, self.shape = packed, tuple(shape)
 
     @property
     def dtype(self):
@@ -60,7 +62,8 @@ class PackedWeight:
     def strips(self):
         """The packed copy as (strips, 4H, cols)."""
         rows, n = self.shape
-        return self.packed.reshape(-(-n // self.cols), rows, self.cols)
+        cols = _kernels.BACKWARD_PACK_COLS
+        return self.packed.reshape(-(-n // cols), rows, cols)
 
     def plain(self) -> np.ndarray:
         """The weight as a C-contiguous (4H, n) array."""
@@ -88,7 +91,7 @@ def _pack(live) -> PackedWeight:
     _kernels.pack_for_backward(live if live.flags.c_contiguous else np.ascontiguousarray(live),
                                out)
     out.flags.writeable = False
-    return PackedWeight(out, live.shape, _kernels.BACKWARD_PACK_COLS)
+    return PackedWeight(out, live.shape)
 
 
 def snapshot(live, packed=False):
@@ -102,8 +105,7 @@ def snapshot(live, packed=False):
     if entry is not None and entry[0]() is live:
         copy = entry[1]()
         if packed:
-            if copy is not None and copy.cols == _kernels.BACKWARD_PACK_COLS and \
-                    copy.same_bits(np.ascontiguousarray(live)):
+            if copy is not None and copy.same_bits(np.ascontiguousarray(live)):
                 return copy
         elif copy is not None and copy.shape == live.shape and copy.dtype == live.dtype \
                 and _same_bits(copy, np.ascontiguousarray(live)):
@@ -341,8 +343,7 @@ def backward(cache: LSTMCache, dy, dh, dc, keys=None):
             W, U, R, peep = cache.weights[idx]
             Wp = Up = None
             if isinstance(W, PackedWeight):
-                if (W.cols == _kernels.BACKWARD_PACK_COLS
-                        and _kernels.backward_packs(T, B, H, cfg.proj_size, cfg.regularised)):
+                if _kernels.backward_packs(T, B, H, cfg.proj_size, cfg.regularised):
                     Wp, Up = W.packed, U.packed
                 W, U = (None, None) if Wp is not None else (W.plain(), U.plain())
             dW = _workspace.empty((4 * H, x2.shape[1]), cfg.dtype)

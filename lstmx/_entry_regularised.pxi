@@ -257,21 +257,12 @@ cdef list plan_regularised_backward(
         cnp.ndarray Up):
     """Check the arguments of a regularised backward pass (see ``RegularisedBackward``),
     allocate its workspace and fill ``f``; returns the arrays the plan points into."""
-    if Wp is not None or Up is not None:  # instead of W and U
-        if W is not None or U is not None or Wp is None or Up is None:
-            raise TypeError("kernel arguments: give W and U, or Wp and Up (packed by "
-                            "pack_for_backward), not both or a mix")
+    expect_weights(W, U, Wp, Up)
     cdef Shapes n = Shapes(x, W, U, R, peep, lengths, h0, c0, y, y_col, False, Wp is not None)
     cdef Py_ssize_t T = n.T, B = n.B, H = n.H, G = 4 * n.H, Hout = n.Hout
     cdef bint ln = ln_g is not None
     try:
-        if Wp is not None:
-            if not reg_packs(B, H, Hout):
-                raise ValueError("kernel arguments Wp and Up are read where backward packs W "
-                                 "and U, and these sizes or this kernel variant do not "
-                                 "(backward_packs): give W and U")
-            expect(Wp, "Wp", n.typenum, strips(n.n_in) * G * TILE_COLS)
-            expect(Up, "Up", n.typenum, strips(Hout) * G * TILE_COLS)
+        expect_packed(n, Wp, Up, reg_packs(B, H, Hout))
         expect(gates, "gates", n.typenum, T, B, G)
         expect(cells, "cells", n.typenum, T, B, H)
         if rd is not None:

@@ -402,20 +402,11 @@ cdef list plan_backward(BackwardPlan *f, cnp.ndarray x, cnp.ndarray W, cnp.ndarr
                         bint identity, cnp.ndarray Wp, cnp.ndarray Up):
     """Check the arguments of a backward pass (see ``LayerBackward``), allocate its
     workspace and fill ``f``; returns the workspace arrays, which must outlive the run."""
-    if Wp is not None or Up is not None:  # instead of W and U
-        if W is not None or U is not None or Wp is None or Up is None:
-            raise TypeError("kernel arguments: give W and U, or Wp and Up (packed by "
-                            "pack_for_backward), not both or a mix")
+    expect_weights(W, U, Wp, Up)
     cdef Shapes n = Shapes(x, W, U, R, peep, lengths, h0, c0, y, y_col, False, Wp is not None)
     cdef Py_ssize_t G = 4 * n.H, B = n.B, size = cnp.PyArray_ITEMSIZE(h0)
     try:
-        if Wp is not None:
-            if not n.parallel():
-                raise ValueError("kernel arguments Wp and Up are read by the threaded driver "
-                                 "only, and these sizes or this kernel variant run the "
-                                 "serial one (backward_packs): give W and U")
-            expect(Wp, "Wp", n.typenum, strips(n.n_in) * G * TILE_COLS)
-            expect(Up, "Up", n.typenum, strips(n.H) * G * TILE_COLS)
+        expect_packed(n, Wp, Up, n.parallel())
         expect(gates, "gates", n.typenum, n.T, n.B, G)
         expect(cells, "cells", n.typenum, n.T, n.B, n.H)
         expect_ndim(dy, "dy", 3)
