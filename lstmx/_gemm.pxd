@@ -10,7 +10,7 @@ cdef enum:
     SMALL_BLOCK = 32  # columns of C held in registers across the k loop of gemm_small
     WIDE_HALF = 4     # vector registers of C in each half of gemm_small's wide block
     TILE_COLS = 32    # the width of a packed strip of B
-    ROW_TILES = 16    # tiles of rows of A (in L2) that pass over one strip of B (in L1) in turn
+    ROW_TILES = 16    # tiles of rows of A (in L2) that meet a strip of B in turn (about: row_block)
     DEPTH_BLOCK = 512 # k summed in registers before going to C
     PARALLEL_WORK = 1 << 21  # multiply-adds below which a product stays on one thread
     PACKING_WORK = 1 << 21   # multiply-adds from which the tiles read A packed (pack_tiles)
@@ -211,6 +211,17 @@ cdef inline Py_ssize_t share(Py_ssize_t n, Py_ssize_t part, Py_ssize_t parts) no
 cdef inline Py_ssize_t row_tiles(Py_ssize_t m) noexcept nogil:
     """Tiles of TILE_ROWS rows in m rows, the last one possibly short."""
     return (m + TILE_ROWS - 1) // TILE_ROWS
+
+
+cdef inline Py_ssize_t row_block(Py_ssize_t full) noexcept nogil:
+    """Rows of A in a block of gemm_packed_tiles, of ``full`` rows in whole tiles: the tiles
+    split into round(tiles / ROW_TILES) near-equal blocks (at least one), so at most
+    1.5 ROW_TILES - 1 tiles. Each block reads all of B, so a last block of a few tiles
+    would read it again for little work (H1024's 21 tiles on AVX2: 16 and 5)."""
+    cdef Py_ssize_t tiles = full // TILE_ROWS
+    cdef Py_ssize_t blocks = (tiles + ROW_TILES // 2) // ROW_TILES
+    blocks = 1 if blocks < 1 else blocks
+    return (tiles + blocks - 1) // blocks * TILE_ROWS
 
 
 cdef inline Py_ssize_t row_share(Py_ssize_t m, Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
@@ -483,7 +494,7 @@ cdef inline void gemm_packed_strided(
     a small batch) or when the memory cannot be had, they read A in place, with the same
     sums (gemm_packed_tiles)."""
     cdef Py_ssize_t full = m - m % TILE_ROWS if k > 0 else 0
-    cdef Py_ssize_t block = ROW_TILES * TILE_ROWS if full > ROW_TILES * TILE_ROWS else full
+    cdef Py_ssize_t block = row_block(full)
     cdef floating *Ap = NULL
     if block > 0 and full * k * (s_hi - s_lo) * groups * TILE_COLS >= PACKING_WORK:
         Ap = <floating *> malloc(block * (DEPTH_BLOCK if k > DEPTH_BLOCK else k)
@@ -498,8 +509,12 @@ cdef inline void gemm_packed_tiles(
         const floating *Bp, Py_ssize_t groups, Py_ssize_t width, Py_ssize_t s_lo,
         Py_ssize_t s_hi, bint add, floating *C, Py_ssize_t ldc, const floating *bias,
         Py_ssize_t edge_rows, floating *Ap) noexcept nogil:
-    """gemm_packed_strided, with ``Ap`` scratch for ROW_TILES * TILE_ROWS rows (or the whole
-    tiles' rows if fewer) by min(k, DEPTH_BLOCK) packed elements of A, or NULL."""
+    """gemm_packed_strided, with ``Ap`` scratch for row_block(full) rows (full: the rows in
+    whole tiles) by min(k, DEPTH_BLOCK) packed elements of A, or NULL.
+
+    The rows past the last whole tile meet each strip right after the last block of tiles
+    does, while the strip is still in cache: a pass of their own would read all of B again
+    (from L3 when B is U at H = 1024) for a few rows' work."""
     cdef Py_ssize_t per = strips(width), full = m - m % TILE_ROWS if k > 0 else 0
     cdef Py_ssize_t rest = m - full
     # Two or three rows left: rows_tile; four: rows_tile on AVX2, else quad_tile; all sum
@@ -509,20 +524,30 @@ cdef inline void gemm_packed_tiles(
                           and TILE_ROWS > 3)
     cdef bint rest_quad = rest == QUAD_ROWS and TILE_ROWS > QUAD_ROWS and not rest_few
     cdef bint rest_tiled = rest >= edge_rows and rest > 0 and not rest_few and not rest_quad
-    cdef Py_ssize_t p0, kc, i_lo, i_hi, i0, g, s, w, col, q, cols, r, p, j
+    cdef bint lone = rest > 0 and not (rest_few or rest_quad or rest_tiled)
+    cdef Py_ssize_t block = row_block(full)
+    cdef Py_ssize_t p0, kc, i_lo, i_hi, i0, g, s, col, q, cols, r, p
     cdef Py_ssize_t pw = PASS_FLOATS if floating is float else PASS_DOUBLES
-    cdef Py_ssize_t rw  # the width of a pass over the rows past the last whole tile
+    cdef Py_ssize_t rw = TILE_COLS if rest_few else pw  # a pass over the rows past the tiles
+    cdef bint final
     cdef const floating *strip
     cdef const floating *tile_bias
     cdef floating pad[TILE_ROWS * DEPTH_BLOCK]
-    cdef floating row[TILE_COLS]
     p0 = 0
     while p0 < k:
         kc = DEPTH_BLOCK if k - p0 > DEPTH_BLOCK else k - p0
+        if rest_tiled:
+            # The last rows, zero-padded to a whole tile (row-major, kc apart).
+            for r in range(TILE_ROWS):
+                for p in range(kc):
+                    pad[r * kc + p] = (A[(full + r) * a_row + (p0 + p) * a_col]
+                                       if r < rest else 0)
         i_lo = 0
-        while i_lo < full:
-            i_hi = full if i_lo + ROW_TILES * TILE_ROWS > full else i_lo + ROW_TILES * TILE_ROWS
-            if Ap != NULL:
+        final = False
+        while not final:
+            i_hi = full if i_lo + block > full else i_lo + block
+            final = i_hi == full
+            if Ap != NULL and i_hi > i_lo:
                 # Packed once, read by every strip.
                 pack_tiles(i_hi - i_lo, kc, A + i_lo * a_row + p0 * a_col, a_row, a_col, Ap)
             for g in range(groups):
@@ -554,22 +579,11 @@ cdef inline void gemm_packed_tiles(
                                           strip + q * pw, C + i0 * ldc + col + q * pw, ldc,
                                           TILE_ROWS, cols, add or p0 > 0, tile_bias)
                         i0 += TILE_ROWS
-            i_lo = i_hi
-        if rest_tiled or rest_quad or rest_few:
-            if rest_tiled:
-                # The last rows, zero-padded to a whole tile (row-major, kc apart).
-                for r in range(TILE_ROWS):
-                    for p in range(kc):
-                        pad[r * kc + p] = (A[(full + r) * a_row + (p0 + p) * a_col]
-                                           if r < rest else 0)
-            rw = TILE_COLS if rest_few else pw
-            for g in range(groups):
-                for s in range(s_lo, s_hi):
-                    strip = Bp + ((g * per + s) * k + p0) * TILE_COLS
-                    col = g * width + s * TILE_COLS
+                    if not final:
+                        continue
                     for q in range(TILE_COLS // rw):
                         cols = width - s * TILE_COLS - q * rw
-                        if cols <= 0:
+                        if cols <= 0 or lone:
                             break
                         cols = rw if cols > rw else cols
                         tile_bias = bias + col + q * rw if bias != NULL and p0 == 0 else NULL
@@ -585,25 +599,38 @@ cdef inline void gemm_packed_tiles(
                             rows_tile(rest, kc, A + full * a_row + p0 * a_col, a_row, a_col,
                                       strip, C + full * ldc + col, ldc, cols,
                                       add or p0 > 0, tile_bias)
+                    if lone and p0 + kc == k:
+                        lone_row(full, k, A, a_row, a_col, Bp + (g * per + s) * k * TILE_COLS,
+                                 width - s * TILE_COLS, add, C + col, ldc,
+                                 bias + col if bias != NULL else NULL)
+            i_lo = i_hi
         p0 += kc
-    if rest_tiled or rest_quad or rest_few or rest == 0:
-        return
-    # A lone row: gemm_small over the whole zero-padded strip, in a row of local memory,
-    # whatever its width, so that a column sums alike in any packing (gemm_small sums a
-    # block of 32 columns in another order than a narrower one).
-    for g in range(groups):
-        for s in range(s_lo, s_hi):
-            w = TILE_COLS if width - s * TILE_COLS >= TILE_COLS else width - s * TILE_COLS
-            strip = Bp + (g * per + s) * k * TILE_COLS
-            col = g * width + s * TILE_COLS
-            for r in range(full, m):
-                for j in range(TILE_COLS):
-                    row[j] = ((C[r * ldc + col + j] if add else 0)
-                              + (bias[col + j] if bias != NULL else 0)) if j < w else 0
-                gemm_small_strided(1, TILE_COLS, k, A + r * a_row, a_row, a_col, strip,
-                                   TILE_COLS, add or bias != NULL, row, TILE_COLS)
-                for j in range(w):
-                    C[r * ldc + col + j] = row[j]
+    if lone and k == 0:
+        for g in range(groups):
+            for s in range(s_lo, s_hi):
+                col = g * width + s * TILE_COLS
+                lone_row(full, k, A, a_row, a_col, Bp + (g * per + s) * k * TILE_COLS,
+                         width - s * TILE_COLS, add, C + col, ldc,
+                         bias + col if bias != NULL else NULL)
+
+
+cdef inline void lone_row(Py_ssize_t r, Py_ssize_t k, const floating *A, Py_ssize_t a_row,
+                          Py_ssize_t a_col, const floating *strip, Py_ssize_t w, bint add,
+                          floating *C, Py_ssize_t ldc, const floating *bias) noexcept nogil:
+    """Row r of C[:, :w] (w capped at TILE_COLS) for one strip, a lone row past the last
+    tile: gemm_small over the whole zero-padded strip, in a row of local memory, whatever
+    its width, so that a column sums alike in any packing (gemm_small sums a block of 32
+    columns in another order than a narrower one)."""
+    cdef floating row[TILE_COLS]
+    cdef Py_ssize_t j
+    w = TILE_COLS if w > TILE_COLS else w
+    for j in range(TILE_COLS):
+        row[j] = ((C[r * ldc + j] if add else 0)
+                  + (bias[j] if bias != NULL else 0)) if j < w else 0
+    gemm_small_strided(1, TILE_COLS, k, A + r * a_row, a_row, a_col, strip, TILE_COLS,
+                       add or bias != NULL, row, TILE_COLS)
+    for j in range(w):
+        C[r * ldc + j] = row[j]
 
 
 cdef inline void gemm_packed_parallel(Py_ssize_t m, Py_ssize_t k, const floating *A,

@@ -41,6 +41,9 @@ def run(variant, m, k, width, groups, add, bias, transpose_a, dtype, parts=1, se
     (1, 7, 1, 1),       # one column, one row
     (300, 1, 31, 1),    # depth one
     (9, 1100, 33, 2),   # k past DEPTH_BLOCK: blocks summed apart, then added to C
+    (128, 1030, 40, 4), # one block of 21 tiles, then two rows (AVX2), in two blocks of k
+    (193, 530, 33, 2),  # two blocks of tiles, then a lone row (AVX2, AVX-512)
+    (400, 20, 45, 1),   # blocks of tiles, then four rows (AVX2), seven (AVX-512)
 ])
 @pytest.mark.parametrize("add,bias,transpose_a", [(False, False, False), (True, True, False),
                                                   (False, True, True), (True, False, True)])
