@@ -17,6 +17,7 @@ cdef enum:
     EDGE_ROWS = 2     # rows of A below which gemm_packed runs gemm_small instead of tiles
     QUAD_ROWS = 4     # rows of quad_tile, the kernel of four rows left over after the tiles
     PACK_DEPTH = 8    # rows of a strip pack_strips fills at a time from B.T
+    SHALLOW_DEPTH = 4 # k up to which gemm_packed_tiles runs every row on shallow_strip
 
 cdef extern from *:
     """
@@ -93,6 +94,16 @@ cdef extern from "_rows_tile.h":
                                     Py_ssize_t a_row, Py_ssize_t a_col, const float *Bp,
                                     Py_ssize_t strip, float *C, Py_ssize_t ldc,
                                     Py_ssize_t cols, int add, const float *bias) noexcept nogil
+    # A row at a time over a whole strip, for k of at most SHALLOW_DEPTH (the same sums).
+    enum: SHALLOW_COLS "LSTMX_SHALLOW_COLS"
+    void shallow_f "lstmx_shallow_f"(Py_ssize_t m, Py_ssize_t k, const float *A,
+                                     Py_ssize_t a_row, Py_ssize_t a_col, const float *Bp,
+                                     Py_ssize_t strip, float *C, Py_ssize_t ldc,
+                                     Py_ssize_t cols, int add, const float *bias) noexcept nogil
+    void shallow_d "lstmx_shallow_d"(Py_ssize_t m, Py_ssize_t k, const double *A,
+                                     Py_ssize_t a_row, Py_ssize_t a_col, const double *Bp,
+                                     Py_ssize_t strip, double *C, Py_ssize_t ldc,
+                                     Py_ssize_t cols, int add, const double *bias) noexcept nogil
     void rows_tile_d "lstmx_rows_d"(Py_ssize_t rows, Py_ssize_t k, const double *A,
                                     Py_ssize_t a_row, Py_ssize_t a_col, const double *Bp,
                                     Py_ssize_t strip, double *C, Py_ssize_t ldc,
@@ -533,6 +544,24 @@ cdef inline void gemm_packed_tiles(
     cdef const floating *strip
     cdef const floating *tile_bias
     cdef floating pad[TILE_ROWS * DEPTH_BLOCK]
+    if 0 < k <= SHALLOW_DEPTH and SHALLOW_COLS == TILE_COLS:
+        # Every row but a lone one on gemm_small, a row at a time, summed as the tiles sum.
+        for g in range(groups):
+            for s in range(s_lo, s_hi):
+                strip = Bp + (g * per + s) * k * TILE_COLS
+                col = g * width + s * TILE_COLS
+                cols = width - s * TILE_COLS
+                tile_bias = bias + col if bias != NULL else NULL
+                if floating is float:
+                    shallow_f(full if lone else m, k, A, a_row, a_col, strip, TILE_COLS,
+                              C + col, ldc, cols, add, tile_bias)
+                else:
+                    shallow_d(full if lone else m, k, A, a_row, a_col, strip, TILE_COLS,
+                              C + col, ldc, cols, add, tile_bias)
+                if lone:
+                    lone_row(full, k, A, a_row, a_col, strip, cols, add, C + col, ldc,
+                             tile_bias)
+        return
     p0 = 0
     while p0 < k:
         kc = DEPTH_BLOCK if k - p0 > DEPTH_BLOCK else k - p0

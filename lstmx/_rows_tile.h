@@ -266,6 +266,63 @@ static inline void NAME(ptrdiff_t k, const T *A, ptrdiff_t a_row, ptrdiff_t a_co
 LSTMX_ROWS_KERNELS(float, lstmx_rows_vf, f)
 LSTMX_ROWS_KERNELS(double, lstmx_rows_vd, d)
 
+/* C[:m, :cols] := A[:m, :k] @ Bp[:, :cols] (+ C when add) (+ bias[:cols] unless NULL) over
+ * a whole strip of LSTMX_SHALLOW_COLS columns (zero-padded past cols, rows `strip` apart), a
+ * row at a time, for a depth k of a few elements (an input projection of one to four
+ * features): each element summed as the tiles sum it (from the bias or zero, k in order, C
+ * added last). At such a depth a tile spends more on filling, storing and addressing its
+ * twelve registers than on its multiply-adds; here the bias stays in registers across the
+ * rows, and a row is its few multiply-adds and a store (docs/performance.md). */
+#define LSTMX_SHALLOW_COLS 32
+#define LSTMX_SHALLOW_KERNEL(NAME, T, V)                                                    \
+static inline void NAME(ptrdiff_t m, ptrdiff_t k, const T *A, ptrdiff_t a_row,             \
+                        ptrdiff_t a_col, const T *Bp, ptrdiff_t strip, T *C, ptrdiff_t ldc, \
+                        ptrdiff_t cols, int add, const T *bias)                             \
+{                                                                                           \
+    enum { W = sizeof(V) / sizeof(T), NV = LSTMX_SHALLOW_COLS / W };                        \
+    V top[NV], acc[NV], b, t;                                                               \
+    T line[LSTMX_SHALLOW_COLS];                                                             \
+    ptrdiff_t r, p, j;                                                                      \
+    int v;                                                                                  \
+    for (j = 0; j < LSTMX_SHALLOW_COLS; j++)                                                \
+        line[j] = bias != NULL && j < cols ? bias[j] : (T) 0;                               \
+    _Pragma("GCC unroll 16")                                                                \
+    for (v = 0; v < NV; v++)                                                                \
+        memcpy(&top[v], line + v * W, sizeof(V));                                           \
+    for (r = 0; r < m; r++) {                                                               \
+        _Pragma("GCC unroll 16")                                                            \
+        for (v = 0; v < NV; v++)                                                            \
+            acc[v] = top[v];                                                                \
+        _Pragma("GCC unroll 1")                                                             \
+        for (p = 0; p < k; p++) {                                                           \
+            T x = A[r * a_row + p * a_col];                                                 \
+            _Pragma("GCC unroll 16")                                                        \
+            for (v = 0; v < NV; v++) {                                                      \
+                memcpy(&b, Bp + p * strip + v * W, sizeof(V));                              \
+                acc[v] += x * b;                                                            \
+            }                                                                               \
+        }                                                                                   \
+        if (cols >= LSTMX_SHALLOW_COLS) {                                                   \
+            _Pragma("GCC unroll 16")                                                        \
+            for (v = 0; v < NV; v++) {                                                      \
+                if (add) {                                                                  \
+                    memcpy(&t, C + r * ldc + v * W, sizeof(V));                             \
+                    acc[v] += t;                                                            \
+                }                                                                           \
+                memcpy(C + r * ldc + v * W, &acc[v], sizeof(V));                            \
+            }                                                                               \
+            continue;                                                                       \
+        }                                                                                   \
+        _Pragma("GCC unroll 16")                                                            \
+        for (v = 0; v < NV; v++)                                                            \
+            memcpy(line + v * W, &acc[v], sizeof(V));                                       \
+        for (j = 0; j < cols; j++)                                                          \
+            C[r * ldc + j] = add ? C[r * ldc + j] + line[j] : line[j];                      \
+    }                                                                                       \
+}
+LSTMX_SHALLOW_KERNEL(lstmx_shallow_f, float, lstmx_rows_vf)
+LSTMX_SHALLOW_KERNEL(lstmx_shallow_d, double, lstmx_rows_vd)
+
 /* C[:rows, :cols] for 2, 3, 4 or 6 rows (other counts do nothing) over the `cols` columns of
  * a strip (rows `strip` apart), a pass of LSTMX_ROWS_VECTORS vectors at a time. */
 #define LSTMX_ROWS_DISPATCH(NAME, T, S)                                                     \

@@ -91,6 +91,35 @@ def test_a_row_has_the_same_bits_in_any_kernel(variant, m, add, bias, dtype):
     np.testing.assert_array_equal(part, whole[2:])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+@pytest.mark.parametrize("add,bias,transpose_a", [(False, True, False), (True, False, True),
+                                                  (True, True, False)])
+def test_a_shallow_product_sums_as_the_tiles_do(variant, k, add, bias, transpose_a, dtype):
+    # At a depth of 1 to 4 (an input projection of a few features) every row runs a row at
+    # a time, not on the tiles; the tiles run it at any greater depth. A zero column of A
+    # and zero row of B add an exact 0 to every sum (no sum is -0 here: the bias and C are
+    # random), so the product at depth k + (5 - k) zeros must have the same bits.
+    rng = np.random.default_rng(k)
+    width, groups = 45, 2
+    kernels = _dispatch.load(variant)
+    for m in [1, 2, 3, 4, 5, 6, 7, 9, 13, 20, 33, 100]:
+        A = rng.standard_normal((m, k)).astype(dtype)
+        B = rng.standard_normal((k, groups * width)).astype(dtype)
+        C0 = rng.standard_normal((m, groups * width)).astype(dtype)
+        b = rng.standard_normal(groups * width).astype(dtype) if bias else None
+        A5, B5 = np.zeros((m, 5), dtype), np.zeros((5, groups * width), dtype)
+        A5[:, :k], B5[:k] = A, B
+        shallow, deep = C0.copy(), C0.copy()
+        for out, a, bb in [(shallow, A, B), (deep, A5, B5)]:
+            a = np.ascontiguousarray(a.T) if transpose_a else a
+            kernels.packed_product(a, bb, out, b, add, transpose_a, groups, 1)
+        if m % 6 == 1 or m % 8 == 1:  # a lone row past the tiles runs on gemm_small
+            shallow, deep = shallow[:m - 1], deep[:m - 1]
+        np.testing.assert_array_equal(shallow, deep, err_msg=f"m={m}")
+    run(variant, 33, k, width, groups, add, bias, transpose_a, dtype)
+
+
 @pytest.mark.parametrize("parts", [2, 3])
 @pytest.mark.parametrize("transpose_a", [False, True])
 def test_a_team_of_rows_gives_each_row_its_bits(variant, parts, transpose_a):
