@@ -17,7 +17,7 @@ cdef enum:
     EDGE_ROWS = 2     # rows of A below which gemm_packed runs gemm_small instead of tiles
     QUAD_ROWS = 4     # rows of quad_tile, the kernel of four rows left over after the tiles
     PACK_DEPTH = 8    # rows of a strip pack_strips fills at a time from B.T
-    SHALLOW_DEPTH = 4 # k up to which gemm_packed_tiles runs every row on shallow_strip
+    SHALLOW_DEPTH = 4 # k up to which gemm_packed_tiles runs a row at a time (lstmx_shallow)
 
 cdef extern from *:
     """
@@ -488,7 +488,9 @@ cdef inline void gemm_packed_strided(
     transpose of a row-major array without transposing it first.
 
     Every tile runs on micro_tile, whatever the width: columns past a group's last full
-    pass go to edge_tile, which computes a whole tile and keeps a part. Of the rows past the
+    pass go to edge_tile, which computes a whole tile and keeps a part. At a depth of at
+    most SHALLOW_DEPTH the rows run one at a time instead (_rows_tile.h's lstmx_shallow),
+    summed as the tiles sum them. Of the rows past the
     last full tile, two or three go to rows_tile, four to rows_tile on AVX2 and quad_tile
     elsewhere, more to edge_tile too (from a zero-padded copy of A), and a lone row to
     edge_tile if ``edge_rows`` is 1, else to gemm_small (a batch of one) over the whole
