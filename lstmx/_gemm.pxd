@@ -509,7 +509,8 @@ cdef inline void gemm_packed_strided(
     cdef Py_ssize_t full = m - m % TILE_ROWS if k > 0 else 0
     cdef Py_ssize_t block = row_block(full)
     cdef floating *Ap = NULL
-    if block > 0 and full * k * (s_hi - s_lo) * groups * TILE_COLS >= PACKING_WORK:
+    if (block > 0 and k > SHALLOW_DEPTH
+            and full * k * (s_hi - s_lo) * groups * TILE_COLS >= PACKING_WORK):
         Ap = <floating *> malloc(block * (DEPTH_BLOCK if k > DEPTH_BLOCK else k)
                                  * sizeof(floating))
     gemm_packed_tiles(m, k, A, a_row, a_col, Bp, groups, width, s_lo, s_hi, add, C, ldc, bias,
@@ -546,8 +547,9 @@ cdef inline void gemm_packed_tiles(
     cdef const floating *strip
     cdef const floating *tile_bias
     cdef floating pad[TILE_ROWS * DEPTH_BLOCK]
-    if 0 < k <= SHALLOW_DEPTH and SHALLOW_COLS == TILE_COLS:
-        # Every row but a lone one on gemm_small, a row at a time, summed as the tiles sum.
+    if k <= SHALLOW_DEPTH and SHALLOW_COLS == TILE_COLS:
+        # Every row but a lone one on gemm_small, a row at a time, summed as the tiles sum
+        # (k = 0, which no caller passes: C := C + bias, or the bias).
         for g in range(groups):
             for s in range(s_lo, s_hi):
                 strip = Bp + (g * per + s) * k * TILE_COLS
@@ -610,11 +612,11 @@ cdef inline void gemm_packed_tiles(
                                           strip + q * pw, C + i0 * ldc + col + q * pw, ldc,
                                           TILE_ROWS, cols, add or p0 > 0, tile_bias)
                         i0 += TILE_ROWS
-                    if not final:
+                    if not final or rest == 0:
                         continue
-                    for q in range(TILE_COLS // rw):
+                    for q in range(0 if lone else TILE_COLS // rw):
                         cols = width - s * TILE_COLS - q * rw
-                        if cols <= 0 or lone:
+                        if cols <= 0:
                             break
                         cols = rw if cols > rw else cols
                         tile_bias = bias + col + q * rw if bias != NULL and p0 == 0 else NULL
@@ -636,13 +638,6 @@ cdef inline void gemm_packed_tiles(
                                  bias + col if bias != NULL else NULL)
             i_lo = i_hi
         p0 += kc
-    if lone and k == 0:
-        for g in range(groups):
-            for s in range(s_lo, s_hi):
-                col = g * width + s * TILE_COLS
-                lone_row(full, k, A, a_row, a_col, Bp + (g * per + s) * k * TILE_COLS,
-                         width - s * TILE_COLS, add, C + col, ldc,
-                         bias + col if bias != NULL else NULL)
 
 
 cdef inline void lone_row(Py_ssize_t r, Py_ssize_t k, const floating *A, Py_ssize_t a_row,
