@@ -19,7 +19,7 @@ weights the outputs of a small model were then off by 0.26 (0.003 with uint8 wei
 it multiplies as int16). uint8 weights are exact on every CPU.
 
 onnxruntime quantises the activations its own way (x and h to uint8 with one asymmetric scale
-per tensor, where lstmx rounds each row to [-63, 63] with its own scale), so the two agree
+per tensor, where lstmx rounds each row to [-127, 127] with its own scale), so the two agree
 only to within both activation roundings; the weights are the same numbers.
 
 What the operator cannot express is refused: a projection (``proj_size``; the operator has

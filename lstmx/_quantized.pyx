@@ -7,24 +7,30 @@ same computation in NumPy. Compiled once per instruction set, as ``_kernels.pyx`
 element-wise step is the float kernels' own (``_cell.pxi``).
 
 int8: a row of activations (x for the input projection, h for the recurrent product, m for
-the projection) is quantised at each step to 7-bit integers q in [-63, 63] with its own
-scale and held as the bytes q + 64 in [1, 127]; weights arrive quantised per output channel
-to int8 in [-127, 127]. The products are exact integer dot products of those unsigned bytes
-and signed weights (``_int8_dot.h``: ``vpmaddubsw`` on AVX2, whose int16 pair sums cannot
-saturate with 7-bit activations, or a scalar loop), less 64 times each weight row's sum, so
-they are sum q * w exactly and bit-identical on every instruction set and any number of
-threads. Each sum is then scaled back to float32 and everything else is float32.
+the projection) is quantised at each step to integers q in [-127, 127] with its own scale;
+weights arrive quantised per output channel to int8 in [-127, 127]. The products are exact
+integer dot products, so they are sum q * w exactly and bit-identical on every instruction
+set and any number of threads: ``vpdpbusd`` where the CPU has AVX512_VNNI
+(``_dot_avx512.h``) on the unsigned bytes q + 128, less 128 times each weight row's sum;
+else (``_int8_dot.h``) ``vpmaddubsw`` on AVX2 on |q| and w * sign(q), whose int16 pair sums
+cannot saturate, or a scalar loop. Each sum is then scaled back to float32 and everything
+else is float32.
 
-bfloat16: activations are rounded to bfloat16 before the products (as ``vdpbf16ps`` would
-read them); weights arrive as bfloat16 values held in float32; the products and their sums
-run in float32 on BLAS.
+bfloat16: activations are rounded to bfloat16 before the products; weights arrive as
+bfloat16. Where the CPU has AVX512_BF16 the products run on ``vdpbf16ps`` (``_dot_avx512.h``),
+summing in float32; elsewhere on BLAS, the bfloat16 values held in float32.
+
+The environment variable ``LSTMX_DOT_PRODUCTS=generic``, read at import, turns the AVX-512
+dot-product instructions off (the tests run both ways).
 """
+import os
+
 import numpy as np
 
 from cython cimport floating
 from cython.parallel cimport parallel, threadid
 from libc.math cimport NAN
-from libc.stdint cimport int8_t, int32_t, uint8_t, uint32_t
+from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy, memset
 
 from lstmx._activations cimport sigmoid, tanh_
@@ -52,14 +58,43 @@ cdef extern from "_int8_dot.h":
     void tile_add "lstmx_int8_tile_add"(const int32_t *acc, const int32_t *offset, float s,
                                         const float *sw, float *z) noexcept nogil
 
+cdef extern from "_dot_avx512.h":
+    # Channels of a packed vector of the dot-product kernels (their weights' layout).
+    enum: DOT_VEC "LSTMX_DOT_VEC"
+    # Whether the module was built with the dot-product kernels, and the CPU runs them.
+    enum: DOT_BUILT "LSTMX_DOT_BUILT"
+    bint dot_has_vnni "lstmx_dot_has_vnni"() noexcept nogil
+    bint dot_has_bf16 "lstmx_dot_has_bf16"() noexcept nogil
+    # z[r, n] += float(sum_k q[r, k] W[n, k]) * (sa[r] * sw[n]) (or raw[r, n] = the sum) for
+    # rows [r_lo, r_hi) and the channels of vectors [v_lo, v_hi): as int_product, exact.
+    void int8_vnni "lstmx_int8_vnni"(
+        Py_ssize_t r_lo, Py_ssize_t r_hi, Py_ssize_t v_lo, Py_ssize_t v_hi, Py_ssize_t N,
+        Py_ssize_t kp, const uint8_t *A, const float *sa, const int8_t *W, const float *sw,
+        const int32_t *wsum, float *z, Py_ssize_t ldz, int32_t *raw) noexcept nogil
+    # z[r, n] += sum_k a[r, k] w[n, k] over bfloat16 a and w, float32 sums.
+    void bf16_dot "lstmx_bf16_dot"(
+        Py_ssize_t r_lo, Py_ssize_t r_hi, Py_ssize_t v_lo, Py_ssize_t v_hi, Py_ssize_t N,
+        Py_ssize_t kp, const uint16_t *A, const uint16_t *W, float *z,
+        Py_ssize_t ldz) noexcept nogil
+
+# Which products run: the AVX-512 dot-product instructions where the module has them, the CPU
+# runs them and the environment does not say "generic". Fixed at import, so that weights
+# packed for one layout never meet the other.
+_DOT_SETTING = os.environ.get("LSTMX_DOT_PRODUCTS", "auto")
+if _DOT_SETTING not in ("auto", "generic"):
+    raise ValueError(f"LSTMX_DOT_PRODUCTS must be 'auto' or 'generic'; got {_DOT_SETTING!r}")
+cdef bint VNNI = DOT_BUILT and _DOT_SETTING == "auto" and dot_has_vnni()
+cdef bint DPBF16 = DOT_BUILT and _DOT_SETTING == "auto" and dot_has_bf16()
+# What runs, by name: "vpdpbusd" or "generic" (int8), "vdpbf16ps" or "blas" (bfloat16).
+INT8_PRODUCTS = "vpdpbusd" if VNNI else "generic"
+BF16_PRODUCTS = "vdpbf16ps" if DPBF16 else "blas"
+
 cdef enum:
     # An integer tile is ROWS x COLS sums (_int8_dot.h): 8 vector accumulators, 2 activation
     # vectors, a weight vector and the constant within the 16 vector registers of AVX2.
     ROWS = 2
-    # Activations are q + ZERO_POINT with |q| <= LEVELS: bytes in [1, 127], so that a pair
-    # of u8 x s8 products stays below 2**15 (vpmaddubsw's int16 sums do not saturate).
-    LEVELS = 63
-    ZERO_POINT = 64
+    # Activations are integers q with |q| <= LEVELS (8 bits, symmetric), held as bytes.
+    LEVELS = 127
     # Columns of weights a pair of activation rows meets in turn: 16 rows of depth 512 of
     # int8 (8 KiB) stay in L1 with the activations.
     BLOCK_COLS = 16
@@ -69,15 +104,21 @@ cdef enum:
     # BLAS, which does the bfloat16 products, gains from long chunks: as the float kernels.
     # (int8 chunks: int8_chunk_steps.)
     BLAS_CHUNK_ELEMENTS = 1 << 20
-    # With bytes at most 127 and |w| <= 127, a sum of at most this many products stays below
-    # 2**31 (and so does the corrected sum of q * w).
-    MAX_DEPTH = 133144
+    # With bytes at most 255 (vpdpbusd's q + 128) and |w| <= 127, a sum of at most this many
+    # products stays below 2**31 (and so do 128 times a weight row's sum and sum q * w).
+    MAX_DEPTH = 66304
     # Integer products below this many multiply-adds (some 50 us) stay on one thread: a
     # team's start and end would cost a good part of that.
     PARALLEL_WORK = 1 << 20
 
+# Weight rows are padded to a multiple of this: a tile's on the generic products, a
+# vector's on vpdpbusd.
+cdef Py_ssize_t INT8_COLS = DOT_VEC if VNNI else COLS
+# The activation bytes are q + ZERO: unsigned bytes for vpdpbusd, q itself (two's complement)
+# for the generic products.
+cdef int ZERO = 128 if VNNI else 0
 DEPTH_MULTIPLE = DEPTH_STEP
-COLUMN_MULTIPLE = COLS
+COLUMN_MULTIPLE = INT8_COLS
 MAX_INT_DEPTH = MAX_DEPTH
 ACTIVATION_LEVELS = LEVELS
 
@@ -86,10 +127,11 @@ ACTIVATION_LEVELS = LEVELS
 
 cdef void quantize_rows(Py_ssize_t rows, Py_ssize_t K, const float *v, Py_ssize_t ldv,
                         uint8_t *q, Py_ssize_t ldq, float *scale) noexcept nogil:
-    """Row r of v (K values, rows ldv apart) becomes q[r] = rint(clip(v[r] / s_r, -63, 63)) + 64
-    with s_r = max|v[r]| / 63 in scale[r]. A row of zeros (or so tiny that s_r underflows to 0)
-    gets s_r = 0 and q = 64 (zero); a row with a NaN or an infinity gets s_r = NaN and q = 64,
-    so that its products are NaN (docs/quantization.md). Columns [K, ldq) of q are not written.
+    """Row r of v (K values, rows ldv apart) becomes the bytes rint(clip(v[r] / s_r, -127, 127))
+    + ZERO with s_r = max|v[r]| / 127 in scale[r]. A row of zeros (or so tiny that s_r
+    underflows to 0) gets s_r = 0 and q = 0; a row with a NaN or an infinity gets s_r = NaN and
+    q = 0, so that its products are NaN (docs/quantization.md). Columns [K, ldq) of q are not
+    written.
     """
     cdef Py_ssize_t r, k
     cdef uint32_t bits, top
@@ -111,7 +153,7 @@ cdef void quantize_rows(Py_ssize_t rows, Py_ssize_t K, const float *v, Py_ssize_
         memcpy(&top_f, &top, sizeof(float))
         s = top_f / levels
         if top >= 0x7f800000 or s == 0:
-            memset(qr, ZERO_POINT, K * sizeof(uint8_t))
+            memset(qr, ZERO, K * sizeof(uint8_t))
             scale[r] = NAN if top >= 0x7f800000 else 0
             continue
         scale[r] = s
@@ -119,21 +161,39 @@ cdef void quantize_rows(Py_ssize_t rows, Py_ssize_t K, const float *v, Py_ssize_
             u = vr[k] / s
             u = levels if u > levels else u
             u = neg_levels if u < neg_levels else u
-            qr[k] = <uint8_t> (<int32_t> ((u + rounder) - rounder) + ZERO_POINT)
+            qr[k] = <uint8_t> (<int32_t> ((u + rounder) - rounder) + ZERO)
+
+
+cdef inline uint32_t bf16_round(uint32_t bits) noexcept nogil:
+    """The float32 ``bits`` rounded to bfloat16 (to nearest, ties to even; a NaN stays a NaN),
+    in the top 16 bits."""
+    if (bits & 0x7fffffff) > 0x7f800000:
+        return (bits | 0x00400000) & 0xffff0000U
+    return (bits + 0x7fff + ((bits >> 16) & 1)) & 0xffff0000U
 
 
 cdef void round_rows_bf16(Py_ssize_t rows, Py_ssize_t K, const float *v, Py_ssize_t ldv,
                           float *out, Py_ssize_t ldo) noexcept nogil:
-    """out = v rounded to bfloat16 (to nearest, ties to even; a NaN stays a NaN), as float32."""
+    """out = v rounded to bfloat16, as float32 (the BLAS products)."""
     cdef Py_ssize_t r, k
-    cdef uint32_t bits, nan
+    cdef uint32_t bits
     for r in range(rows):
         for k in range(K):
             memcpy(&bits, v + r * ldv + k, sizeof(float))
-            nan = (bits & 0x7fffffff) > 0x7f800000
-            bits = (bits | 0x00400000) if nan else bits + 0x7fff + ((bits >> 16) & 1)
-            bits = bits & 0xffff0000U
+            bits = bf16_round(bits)
             memcpy(out + r * ldo + k, &bits, sizeof(float))
+
+
+cdef void bits_rows_bf16(Py_ssize_t rows, Py_ssize_t K, const float *v, Py_ssize_t ldv,
+                         uint16_t *out, Py_ssize_t ldo) noexcept nogil:
+    """out = v rounded to bfloat16, as its 16 bits (the vdpbf16ps products). Columns [K, ldo)
+    of out are not written."""
+    cdef Py_ssize_t r, k
+    cdef uint32_t bits
+    for r in range(rows):
+        for k in range(K):
+            memcpy(&bits, v + r * ldv + k, sizeof(float))
+            out[r * ldo + k] = <uint16_t> (bf16_round(bits) >> 16)
 
 
 # ------------------------------------------------------------------------ integer products
@@ -170,9 +230,9 @@ cdef void int_product_columns(
         while n0 < n_hi:
             n_cols = n_hi - n0 if n_hi - n0 < COLS else COLS
             int_dot_tile(Kp, A + r * Kp, a1, W + n0 * Kp, acc)
-            # sum_k (q_k + 64) w_k - 64 sum_k w_k = sum_k q_k w_k, exactly in int32.
+            # The bytes are q itself here (ZERO is 0 without vpdpbusd): no correction.
             for j in range(COLS):
-                offset[j] = ZERO_POINT * wsum[n0 + j]
+                offset[j] = ZERO * wsum[n0 + j]
             for i in range(ROWS):
                 if r + i >= rows:
                     break
@@ -195,17 +255,29 @@ cdef void int_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const uint8_
                       const float *sa, const int8_t *W, const float *sw, const int32_t *wsum,
                       float *z, Py_ssize_t ldz, int32_t *raw, int threads) noexcept nogil:
     """z[r, n] += float(sum_k q[r, k] W[n, k]) * (sa[r] * sw[n]) for r < rows, n < N, with
-    A = q + 64 the activation bytes and wsum[n] = sum_k W[n, k].
+    A = q + ZERO the activation bytes and wsum[n] = sum_k W[n, k].
 
-    A (rows, Kp) uint8; W (N rounded up to COLS, Kp) int8, zero-padded to Kp and laid out by
-    ``pack_weights`` (A's padding is then any byte up to 127). Threads split the columns, so
+    A (rows, Kp) uint8; W (N rounded up to INT8_COLS, Kp) int8, zero-padded to Kp and laid out
+    by ``pack_weights`` (A's padding is then any byte). Threads split the columns, so
     each sum is computed by one thread in one order whatever the number of threads: the
     result does not depend on it.
     """
     cdef Py_ssize_t blocks = (N + BLOCK_COLS - 1) // BLOCK_COLS
+    cdef Py_ssize_t vecs = (N + DOT_VEC - 1) // DOT_VEC
     cdef int tid
     if rows * N * Kp < PARALLEL_WORK or blocks < 2:
         threads = 1
+    if VNNI:
+        # W in vectors of DOT_VEC channels (pack_weights); threads split the vectors.
+        if threads == 1:
+            int8_vnni(0, rows, 0, vecs, N, Kp, A, sa, W, sw, wsum, z, ldz, raw)
+            return
+        with parallel(num_threads=threads):
+            tid = threadid()
+            threads = num_threads()
+            int8_vnni(0, rows, vecs * tid // threads, vecs * (tid + 1) // threads, N, Kp, A,
+                      sa, W, sw, wsum, z, ldz, raw)
+        return
     if threads == 1:
         int_product_blocks(0, blocks, rows, N, Kp, A, sa, W, sw, wsum, z, ldz, raw)
         return
@@ -232,14 +304,47 @@ cdef void int_product_blocks(Py_ssize_t b_lo, Py_ssize_t b_hi, Py_ssize_t rows, 
         r0 = r1
 
 
+cdef void bf16_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const uint16_t *A,
+                       const uint16_t *W, float *z, Py_ssize_t ldz, int threads) noexcept nogil:
+    """z[r, n] += sum_k a[r, k] W[n, k] for r < rows, n < N, on vdpbf16ps: A (rows, Kp)
+    bfloat16 bits, zero-padded; W as ``pack_bfloat16`` lays it out. Threads split the columns,
+    each sum computed by one thread in one order: the result does not depend on them."""
+    cdef Py_ssize_t vecs = (N + DOT_VEC - 1) // DOT_VEC
+    cdef int tid
+    if rows * N * Kp < PARALLEL_WORK or vecs < 2:
+        threads = 1
+    if threads == 1:
+        bf16_dot(0, rows, 0, vecs, N, Kp, A, W, z, ldz)
+        return
+    with parallel(num_threads=threads):
+        tid = threadid()
+        threads = num_threads()
+        bf16_dot(0, rows, vecs * tid // threads, vecs * (tid + 1) // threads, N, Kp, A, W, z,
+                 ldz)
+
+
 # ------------------------------------------------------------------------ one layer and direction
+
+cdef struct Operand:
+    # One weight matrix (N, K) of a layer and direction, and the scratch its activations are
+    # rounded into: the fields of the products that run (int8; bfloat16 on vdpbf16ps or BLAS).
+    Py_ssize_t N, K, Kp            # Kp: padded depth (int8 and vdpbf16ps)
+    const int8_t *q                # int8 (N padded, Kp), pack_weights's layout
+    const float *scale             # its per-row scales, padded
+    const int32_t *sums            # its row sums, padded
+    const uint16_t *bits           # bfloat16 (N padded, Kp), pack_bfloat16's layout
+    const float *values            # bfloat16 values in float32 (N, K), for BLAS
+    uint8_t *aq                    # int8 activation bytes (rows, Kp) and scales (rows,)
+    float *ascale
+    uint16_t *ab                   # bfloat16 activation bits (rows, Kp)
+    float *af                      # bfloat16 activations in float32 (rows, K)
+
 
 cdef struct Plan:
     bint int8, reverse, identity, lean
-    bint rows                      # int8 on a team that splits the batch (forward_layer)
+    bint rows                      # a team that splits the batch (forward_layer)
     int threads
     Py_ssize_t T, B, I, H, P, Hout, Tc, ldy
-    Py_ssize_t Kx, Kh, Km          # padded depths of the three products (int8)
     const float *x                 # (T*B, I)
     const float *bias              # (4H,): b_ih + b_hh, zeros without bias
     const float *peep              # (3, H) or NULL
@@ -250,42 +355,39 @@ cdef struct Plan:
     float *gates                   # scratch (Tc*B, 4H)
     float *m                       # scratch (B, H)
     float *hp                      # scratch (B, P)
-    # int8: weights (rows padded to COLS, depth to DEPTH_STEP), scales, row sums; activation
-    # bytes (q + 64) and scales
-    const int8_t *Wq
-    const int8_t *Uq
-    const int8_t *Rq
-    const float *sw
-    const float *su
-    const float *sr
-    const int32_t *Wsum
-    const int32_t *Usum
-    const int32_t *Rsum
-    uint8_t *xq                    # (Tc*B, Kx)
-    uint8_t *hq                    # (B, Kh)
-    uint8_t *mq                    # (B, Km)
-    float *xs                      # (Tc*B,)
-    float *hs                      # (B,)
-    float *ms                      # (B,)
-    # bfloat16: weights as float32 holding bfloat16 values; rounded activations
-    const float *Wb                # (4H, I)
-    const float *Ub                # (4H, Hout)
-    const float *Rb                # (P, H)
-    float *xb                      # (Tc*B, I)
-    float *hb                      # (B, Hout)
-    float *mb                      # (B, H)
+    Operand W                      # input weights, activations x (Tc*B rows of scratch)
+    Operand U                      # recurrent weights, activations h (B rows)
+    Operand R                      # projection weights, activations m (B rows)
+
+
+cdef void product(const Plan *p, const Operand *o, Py_ssize_t rows, const float *v,
+                  Py_ssize_t ldv, Py_ssize_t at, float *z, Py_ssize_t ldz,
+                  int threads) noexcept nogil:
+    """z[:rows] += v[:rows] @ W.T with the rows of v (K values, ldv apart) quantised or rounded
+    into rows [at, at + rows) of the operand's scratch, on ``threads`` threads."""
+    if p.int8:
+        quantize_rows(rows, o.K, v, ldv, o.aq + at * o.Kp, o.Kp, o.ascale + at)
+        int_product(rows, o.N, o.Kp, o.aq + at * o.Kp, o.ascale + at, o.q, o.scale, o.sums,
+                    z, ldz, NULL, threads)
+    elif DPBF16:
+        bits_rows_bf16(rows, o.K, v, ldv, o.ab + at * o.Kp, o.Kp)
+        bf16_product(rows, o.N, o.Kp, o.ab + at * o.Kp, o.bits, z, ldz, threads)
+    else:
+        round_rows_bf16(rows, o.K, v, ldv, o.af + at * o.K, o.K)
+        gemm(NoTrans, Trans, rows, o.N, o.K, 1, o.af + at * o.K, o.K, o.values, o.K, 1, z,
+             ldz)
 
 
 cdef void forward_layer(Plan *p) noexcept nogil:
     """The forward pass of one layer and direction over the whole sequence: lstmx's float
     forward (``_layer_serial.pxi``) with quantised products.
 
-    int8 on a team (``p.rows``): each thread takes its own rows of the batch, whole pairs of
-    them, through every step, input projection included. Rows never meet, so the team never
-    waits for itself; and each integer sum is exact whichever rows share its tile, so the
-    results do not depend on the team. Otherwise (bfloat16, whose products run on BLAS, or
-    a batch too small to share) the steps run on the calling thread and the integer
-    products split their columns between ``p.threads``."""
+    On a team (``p.rows``: int8, or bfloat16 on vdpbf16ps) each thread takes its own rows of
+    the batch, whole pairs of them, through every step, input projection included. Rows never
+    meet, so the team never waits for itself; and each sum is computed the same way whichever
+    rows share its tile, so the results do not depend on the team. Otherwise (bfloat16 on
+    BLAS, or a batch too small to share) the steps run on the calling thread and the products
+    split their columns between ``p.threads``."""
     cdef int part, parts
     cdef Py_ssize_t pairs = (p.B + ROWS - 1) // ROWS
     if p.rows:
@@ -298,11 +400,11 @@ cdef void forward_layer(Plan *p) noexcept nogil:
 
 
 cdef void forward_rows(Plan *p, Py_ssize_t b_lo, Py_ssize_t b_hi, int threads) noexcept nogil:
-    """Rows [b_lo, b_hi) of the batch through forward_layer, the integer products on
-    ``threads`` threads."""
+    """Rows [b_lo, b_hi) of the batch through forward_layer, the products on ``threads``
+    threads."""
     cdef Py_ssize_t T = p.T, B = p.B, H = p.H, P = p.P, Hout = p.Hout, G = 4 * p.H
     cdef Py_ssize_t nb = b_hi - b_lo
-    cdef Py_ssize_t s0, n, t_lo, s, t, bi, r, r0
+    cdef Py_ssize_t s0, n, t_lo, s, t, bi, r0
     cdef float *zt
     cdef float *mrow
     if nb <= 0:
@@ -317,32 +419,18 @@ cdef void forward_rows(Plan *p, Py_ssize_t b_lo, Py_ssize_t b_hi, int threads) n
                 memcpy(p.gates + (t * B + bi) * G, p.bias, G * sizeof(float))
         # z = b + x @ W.T   (n*B, 4H) = (n*B, I)(I, 4H): all n steps at once, or this
         # part's rows of each step
-        if p.int8 and nb == B:
-            quantize_rows(n * B, p.I, p.x + t_lo * B * p.I, p.I, p.xq, p.Kx, p.xs)
-            int_product(n * B, G, p.Kx, p.xq, p.xs, p.Wq, p.sw, p.Wsum, p.gates, G, NULL,
-                        threads)
-        elif p.int8:
+        if nb == B:
+            product(p, &p.W, n * B, p.x + t_lo * B * p.I, p.I, 0, p.gates, G, threads)
+        else:
             for t in range(n):
                 r0 = t * B + b_lo
-                quantize_rows(nb, p.I, p.x + (t_lo * B + r0) * p.I, p.I, p.xq + r0 * p.Kx,
-                              p.Kx, p.xs + r0)
-                int_product(nb, G, p.Kx, p.xq + r0 * p.Kx, p.xs + r0, p.Wq, p.sw, p.Wsum,
-                            p.gates + r0 * G, G, NULL, threads)
-        else:
-            round_rows_bf16(n * B, p.I, p.x + t_lo * B * p.I, p.I, p.xb, p.I)
-            gemm(NoTrans, Trans, n * B, G, p.I, 1, p.xb, p.I, p.Wb, p.I, 1, p.gates, G)
+                product(p, &p.W, nb, p.x + (t_lo * B + r0) * p.I, p.I, r0, p.gates + r0 * G,
+                        G, threads)
         for s in range(s0, s0 + n):
             t = T - 1 - s if p.reverse else s
             zt = p.gates + (t - t_lo) * B * G
             # z += h @ U.T   (B, 4H) += (B, Hout)(Hout, 4H)
-            if p.int8:
-                quantize_rows(nb, Hout, p.h + b_lo * Hout, Hout, p.hq + b_lo * p.Kh, p.Kh,
-                              p.hs + b_lo)
-                int_product(nb, G, p.Kh, p.hq + b_lo * p.Kh, p.hs + b_lo, p.Uq, p.su,
-                            p.Usum, zt + b_lo * G, G, NULL, threads)
-            else:
-                round_rows_bf16(B, Hout, p.h, Hout, p.hb, Hout)
-                gemm(NoTrans, Trans, B, G, Hout, 1, p.hb, Hout, p.Ub, Hout, 1, zt, G)
+            product(p, &p.U, nb, p.h + b_lo * Hout, Hout, b_lo, zt + b_lo * G, G, threads)
             for bi in range(b_lo, b_hi):
                 if t >= length(p.lengths, bi, T):
                     memset(p.y + (t * B + bi) * p.ldy, 0, Hout * sizeof(float))
@@ -356,14 +444,7 @@ cdef void forward_rows(Plan *p, Py_ssize_t b_lo, Py_ssize_t b_hi, int threads) n
             if P > 0:
                 # h = m @ R.T   (B, P) = (B, H)(H, P); only active rows take it.
                 memset(p.hp + b_lo * P, 0, nb * P * sizeof(float))
-                if p.int8:
-                    quantize_rows(nb, H, p.m + b_lo * H, H, p.mq + b_lo * p.Km, p.Km,
-                                  p.ms + b_lo)
-                    int_product(nb, P, p.Km, p.mq + b_lo * p.Km, p.ms + b_lo, p.Rq, p.sr,
-                                p.Rsum, p.hp + b_lo * P, P, NULL, threads)
-                else:
-                    round_rows_bf16(B, H, p.m, H, p.mb, H)
-                    gemm(NoTrans, Trans, B, P, H, 1, p.mb, H, p.Rb, H, 0, p.hp, P)
+                product(p, &p.R, nb, p.m + b_lo * H, H, b_lo, p.hp + b_lo * P, P, threads)
                 for bi in range(b_lo, b_hi):
                     if t < length(p.lengths, bi, T):
                         memcpy(p.h + bi * P, p.hp + bi * P, P * sizeof(float))
@@ -371,22 +452,28 @@ cdef void forward_rows(Plan *p, Py_ssize_t b_lo, Py_ssize_t b_hi, int threads) n
         s0 += n
 
 
-# One core's L2, which int8 chunks are sized to (int8_chunk_steps).
+# One core's L2, which the chunks of the kernels' own products are sized to (dot_chunk_steps).
 cdef Py_ssize_t L2_BYTES = l2_cache_bytes()
 
 
-cdef Py_ssize_t int8_chunk_steps(Py_ssize_t T, Py_ssize_t step_elements) noexcept:
-    """Steps of an int8 chunk (the input projection of that many steps at once) whose gate
+cdef Py_ssize_t dot_chunk_steps(Py_ssize_t T, Py_ssize_t step_elements) noexcept:
+    """Steps of a chunk (the input projection of that many steps at once) on the kernels' own
+    products (int8, and bfloat16 on vdpbf16ps) whose gate
     pre-activations hold ``step_elements`` floats a step: as many as fill half of one core's
     L2, at least one, so that a step's rows are still in L2 when its recurrent product adds
-    to them (with 4 MiB chunks every read of them missed). Longer chunks gain nothing: the
-    integer products reuse the weights over ROW_BLOCK rows at most."""
+    to them (with 4 MiB chunks every read of int8's missed). Longer chunks gain nothing: the
+    products reuse the weights over ROW_BLOCK rows at most (a tile's on vpdpbusd)."""
     return max(1, min(T, (L2_BYTES // 2) // (step_elements * <Py_ssize_t> sizeof(float))))
 
 
 def padded_depth(Py_ssize_t K):
     """The depth ``K`` rounded up to the multiple the integer products take."""
     return (K + DEPTH_STEP - 1) // DEPTH_STEP * DEPTH_STEP
+
+
+def bf16_depth(Py_ssize_t K):
+    """The depth ``K`` rounded up to the multiple vdpbf16ps takes: pairs."""
+    return (K + 1) // 2 * 2
 
 
 def _check(name, bint ok, expected):
@@ -402,25 +489,19 @@ def forward(*, str mode, const float[:, ::1] x, weights, const float[::1] bias,
 
     x (T*B, I); ``weights`` as ``lstmx.quantized`` packs them: for "int8" (Wq, sw, Wsum, Uq,
     su, Usum, Rq, sr, Rsum), each matrix and its sums from ``pack_weights`` and its float32
-    scales zero-padded to the matrix's rows; for "bfloat16" (W, U, R) as float32 holding
-    bfloat16 values. R (and its scales and sums) is None without projection. bias (4H,); peep (3, H) or None; lengths
-    (B,) or None; h (B, Hout) and c (B, H) hold the initial state and receive the final one;
-    y (T, B, ldy) receives h_t in columns [y_col, y_col + Hout).
+    scales zero-padded to the matrix's rows; for "bfloat16" (W, U, R) from ``pack_bfloat16``.
+    R (and its scales and sums) is None without projection. bias (4H,); peep (3, H) or None;
+    lengths (B,) or None; h (B, Hout) and c (B, H) hold the initial state and receive the
+    final one; y (T, B, ldy) receives h_t in columns [y_col, y_col + Hout).
     """
     cdef Plan p
-    cdef Py_ssize_t G, rows
-    cdef const int8_t[:, ::1] Wq
-    cdef const int8_t[:, ::1] Uq
-    cdef const int8_t[:, ::1] Rq
-    cdef const float[::1] sw
-    cdef const float[::1] su
-    cdef const float[::1] sr
-    cdef const int32_t[::1] Wsum
-    cdef const int32_t[::1] Usum
-    cdef const int32_t[::1] Rsum
-    cdef const float[:, ::1] Wb
-    cdef const float[:, ::1] Ub
-    cdef const float[:, ::1] Rb
+    cdef Operand *o
+    cdef Py_ssize_t G, rows, Np
+    cdef const int8_t[:, ::1] q
+    cdef const float[::1] scale
+    cdef const int32_t[::1] sums
+    cdef const uint16_t[:, ::1] bits
+    cdef const float[:, ::1] values
     _check("mode", mode in ("int8", "bfloat16"), "'int8' or 'bfloat16'")
     p.int8 = mode == "int8"
     p.B, p.H, p.Hout = h.shape[0], c.shape[1], h.shape[1]
@@ -435,19 +516,20 @@ def forward(*, str mode, const float[:, ::1] x, weights, const float[::1] bias,
     _check("peep", peep is None or (peep.shape[0] == 3 and peep.shape[1] == p.H), f"(3, {p.H})")
     _check("lengths", lengths is None or lengths.shape[0] == p.B, f"({p.B},)")
     if lengths is not None:
-        values = np.asarray(lengths)
-        _check("lengths", values.min() >= 1 and values.max() <= p.T, f"values in [1, {p.T}]")
+        values_ = np.asarray(lengths)
+        _check("lengths", values_.min() >= 1 and values_.max() <= p.T, f"values in [1, {p.T}]")
     p.reverse, p.identity = reverse, identity
     p.lean = peep is None
     p.threads = max_threads()
+    own = p.int8 or DPBF16             # the kernels' own products, not BLAS
     # A team of rows when every thread has a pair of rows and the pass has the work to pay
     # for starting a team (once a layer: it never waits for itself).
-    p.rows = (p.int8 and p.threads > 1 and p.B >= ROWS * 2
+    p.rows = (own and p.threads > 1 and p.B >= ROWS * 2
               and p.T * p.B * 4 * p.H * (p.I + p.Hout) >= PARALLEL_WORK)
     if p.rows:
         p.threads = min(p.threads, (p.B + ROWS - 1) // ROWS)
     p.ldy = y.shape[2]
-    p.Tc = (int8_chunk_steps(p.T, p.B * G) if p.int8
+    p.Tc = (dot_chunk_steps(p.T, p.B * G) if own
             else max(1, min(p.T, BLAS_CHUNK_ELEMENTS // (p.B * G))))
     rows = p.Tc * p.B
     gates = np.empty((rows, G), np.float32)
@@ -455,48 +537,55 @@ def forward(*, str mode, const float[:, ::1] x, weights, const float[::1] bias,
     hp = np.zeros((p.B, max(p.P, 1)), np.float32)
     keep = [gates, m, hp]
     if p.int8:
-        Wq, sw, Wsum, Uq, su, Usum, Rq, sr, Rsum = weights
-        p.Kx, p.Kh, p.Km = padded_depth(p.I), padded_depth(p.Hout), padded_depth(p.H)
-        for name, a, s, sums, N, K in (("Wq", Wq, sw, Wsum, G, p.Kx),
-                                       ("Uq", Uq, su, Usum, G, p.Kh),
-                                       ("Rq", Rq, sr, Rsum, p.P, p.Km)):
-            if N == 0:
-                _check(name, a is None and sums is None, "None without projection")
-                continue
-            Np = (N + COLS - 1) // COLS * COLS
-            _check(name, a is not None and a.shape[0] == Np and a.shape[1] == K
-                   and K <= MAX_DEPTH, f"({Np}, {K}) int8, depth at most {MAX_DEPTH}")
-            _check(name + " scale", s is not None and s.shape[0] == Np, f"({Np},) float32")
-            _check(name + " sums", sums is not None and sums.shape[0] == Np, f"({Np},) int32")
-        # The padding of the activation bytes past each row's K values meets zero weights.
-        xq = np.zeros((rows, p.Kx), np.uint8)
-        hq = np.zeros((p.B, p.Kh), np.uint8)
-        mq = np.zeros((p.B, p.Km), np.uint8)
-        scales = np.empty(rows + 2 * p.B, np.float32)
-        keep += [xq, hq, mq, scales]
-        p.Wq, p.Uq, p.sw, p.su = &Wq[0, 0], &Uq[0, 0], &sw[0], &su[0]
-        p.Wsum, p.Usum = &Wsum[0], &Usum[0]
-        p.Rq = &Rq[0, 0] if p.P else NULL
-        p.sr = &sr[0] if p.P else NULL
-        p.Rsum = &Rsum[0] if p.P else NULL
-        p.xq, p.hq, p.mq = <uint8_t *> cnp_data(xq), <uint8_t *> cnp_data(hq), \
-            <uint8_t *> cnp_data(mq)
-        p.xs = <float *> cnp_data(scales)
-        p.hs, p.ms = p.xs + rows, p.xs + rows + p.B
+        _check("weights", len(weights) == 9, "9 int8 arrays (or None)")
     else:
-        Wb, Ub, Rb = weights
-        _check("W", Wb.shape[0] == G and Wb.shape[1] == p.I, f"({G}, {p.I})")
-        _check("U", Ub.shape[0] == G and Ub.shape[1] == p.Hout, f"({G}, {p.Hout})")
-        _check("R", (Rb is None) == (p.P == 0) and (p.P == 0 or (
-            Rb.shape[0] == p.P and Rb.shape[1] == p.H)), f"({p.P}, {p.H}) or None")
-        xb = np.empty((rows, p.I), np.float32)
-        hb = np.empty((p.B, p.Hout), np.float32)
-        mb = np.empty((p.B, p.H), np.float32)
-        keep += [xb, hb, mb]
-        p.Wb, p.Ub = &Wb[0, 0], &Ub[0, 0]
-        p.Rb = &Rb[0, 0] if p.P else NULL
-        p.xb, p.hb, p.mb = <float *> cnp_data(xb), <float *> cnp_data(hb), \
-            <float *> cnp_data(mb)
+        _check("weights", len(weights) == 3, "3 bfloat16 arrays (or None)")
+    memset(&p.W, 0, sizeof(Operand))
+    memset(&p.U, 0, sizeof(Operand))
+    memset(&p.R, 0, sizeof(Operand))
+    for i in range(3):
+        o = &p.W if i == 0 else &p.U if i == 1 else &p.R
+        N, K = (G, p.I) if i == 0 else (G, p.Hout) if i == 1 else (p.P, p.H)
+        act_rows = rows if i == 0 else p.B
+        name = "WUR"[i]
+        if N == 0:
+            _check(name, (weights[3 * i] is None and weights[3 * i + 2] is None) if p.int8
+                   else weights[i] is None, "None without projection")
+            continue
+        o.N, o.K = N, K
+        if p.int8:
+            q, scale, sums = weights[3 * i], weights[3 * i + 1], weights[3 * i + 2]
+            o.Kp = padded_depth(K)
+            Np = (N + INT8_COLS - 1) // INT8_COLS * INT8_COLS
+            _check(name, q is not None and q.shape[0] == Np and q.shape[1] == o.Kp
+                   and o.Kp <= MAX_DEPTH, f"({Np}, {o.Kp}) int8, depth at most {MAX_DEPTH}")
+            _check(name + " scale", scale is not None and scale.shape[0] == Np,
+                   f"({Np},) float32")
+            _check(name + " sums", sums is not None and sums.shape[0] == Np, f"({Np},) int32")
+            o.q, o.scale, o.sums = &q[0, 0], &scale[0], &sums[0]
+            # The padding of the activation bytes past each row's K values meets zero weights.
+            aq = np.zeros((act_rows, o.Kp), np.uint8)
+            ascale = np.empty(act_rows, np.float32)
+            keep += [aq, ascale]
+            o.aq, o.ascale = <uint8_t *> cnp_data(aq), <float *> cnp_data(ascale)
+        elif DPBF16:
+            o.Kp = bf16_depth(K)
+            Np = (N + DOT_VEC - 1) // DOT_VEC * DOT_VEC
+            _check(name, weights[i] is not None and weights[i].dtype == np.uint16
+                   and weights[i].shape == (Np, o.Kp), f"({Np}, {o.Kp}) uint16")
+            bits = weights[i]
+            o.bits = &bits[0, 0]
+            ab = np.zeros((act_rows, o.Kp), np.uint16)
+            keep.append(ab)
+            o.ab = <uint16_t *> cnp_data(ab)
+        else:
+            _check(name, weights[i] is not None and weights[i].dtype == np.float32
+                   and weights[i].shape == (N, K), f"({N}, {K}) float32")
+            values = weights[i]
+            o.values = &values[0, 0]
+            af = np.empty((act_rows, K), np.float32)
+            keep.append(af)
+            o.af = <float *> cnp_data(af)
     p.x, p.bias = &x[0, 0], &bias[0]
     p.peep, p.lengths = NULL, NULL
     if peep is not None:
@@ -520,9 +609,9 @@ cdef void *cnp_data(object a) except NULL:
 
 
 def quantize_activations(const float[:, ::1] v):
-    """The 7-bit quantisation of each row of v (rows, K), as the kernels do it at each step:
-    (q int8 (rows, K) in [-63, 63], scale float32 (rows,)); the kernels hold q + 64. For the
-    tests."""
+    """The quantisation of each row of v (rows, K), as the kernels do it at each step: (q int8
+    (rows, K) in [-127, 127], scale float32 (rows,)); the kernels hold the bytes q + 128 on
+    vpdpbusd, q otherwise. For the tests."""
     cdef Py_ssize_t rows = v.shape[0], K = v.shape[1]
     u = np.zeros((rows, K), np.uint8)
     scale = np.zeros(rows, np.float32)
@@ -531,25 +620,72 @@ def quantize_activations(const float[:, ::1] v):
     if rows and K:
         with nogil:
             quantize_rows(rows, K, &v[0, 0], K, &uv[0, 0], K, &sv[0])
-    return (u.astype(np.int16) - ZERO_POINT).astype(np.int8), scale
+    return (u.astype(np.int16) - ZERO).astype(np.int8), scale
 
 
 def pack_weights(const int8_t[:, ::1] q):
     """int8 weights q (N, K) as the integer products take them: (packed, sums).
 
-    ``packed`` (N rounded up to a multiple of 4, ``padded_depth(K)``) int8, zero-padded, each
-    tile of 4 rows interleaved a vector at a time (``_int8_dot.h``); ``sums`` (int32, one per
-    padded row) = sum_k q[n, k], which corrects the products for the activations' zero point.
+    ``packed`` (N rounded up to ``COLUMN_MULTIPLE``, ``padded_depth(K)``) int8, zero-padded;
+    on vpdpbusd a vector of 16 rows at a time, 4 bytes of each row after another
+    (``_dot_avx512.h``), otherwise each tile of 4 rows interleaved 32 bytes at a time
+    (``_int8_dot.h``). ``sums`` (int32, one per padded row) = sum_k q[n, k], which corrects
+    the products for the activations' zero point.
     """
     cdef Py_ssize_t N = q.shape[0], K = q.shape[1]
-    cdef Py_ssize_t Np = (N + COLS - 1) // COLS * COLS, Kp = padded_depth(K)
+    cdef Py_ssize_t Np = (N + INT8_COLS - 1) // INT8_COLS * INT8_COLS, Kp = padded_depth(K)
     padded = np.zeros((Np, Kp), np.int8)
     padded[:N, :K] = q
     sums = padded.sum(axis=1, dtype=np.int32)
-    # (tile, j, k // 32, k % 32) -> (tile, k // 32, j, k % 32): lstmx_int8_tile_index.
-    packed = np.ascontiguousarray(padded.reshape(Np // COLS, COLS, Kp // DEPTH_STEP, DEPTH_STEP)
-                                  .transpose(0, 2, 1, 3)).reshape(Np, Kp)
-    return packed, sums
+    if VNNI:
+        # (vector, j, k // 4, k % 4) -> (vector, k // 4, j, k % 4)
+        packed = padded.reshape(Np // DOT_VEC, DOT_VEC, Kp // 4, 4).transpose(0, 2, 1, 3)
+    else:
+        # (tile, j, k // 32, k % 32) -> (tile, k // 32, j, k % 32): lstmx_int8_tile_index.
+        packed = padded.reshape(Np // COLS, COLS, Kp // DEPTH_STEP, DEPTH_STEP
+                                ).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(packed).reshape(Np, Kp), sums
+
+
+def pack_bfloat16(const uint16_t[:, ::1] bits):
+    """bfloat16 weights (N, K), as uint16 bits, as the bfloat16 products take them.
+
+    On vdpbf16ps: uint16 (N rounded up to 16, ``bf16_depth(K)``), zero-padded, a vector of
+    16 rows at a time, 2 values of each row after another (``_dot_avx512.h``). On BLAS: the
+    float32 values (N, K) the bits stand for.
+    """
+    cdef Py_ssize_t N = bits.shape[0], K = bits.shape[1]
+    cdef Py_ssize_t Np = (N + DOT_VEC - 1) // DOT_VEC * DOT_VEC, Kp = bf16_depth(K)
+    if not DPBF16:
+        return (np.asarray(bits).astype(np.uint32) << 16).view(np.float32)
+    padded = np.zeros((Np, Kp), np.uint16)
+    padded[:N, :K] = bits
+    # (vector, j, k // 2, k % 2) -> (vector, k // 2, j, k % 2)
+    return np.ascontiguousarray(padded.reshape(Np // DOT_VEC, DOT_VEC, Kp // 2, 2)
+                                .transpose(0, 2, 1, 3)).reshape(Np, Kp)
+
+
+def bf16_matmul(const uint16_t[:, ::1] A, const uint16_t[:, ::1] W):
+    """A @ W.T in float32 by the kernels' bfloat16 product, for A (rows, K) and W (N, K)
+    bfloat16 bits (uint16). For the tests."""
+    cdef Py_ssize_t rows = A.shape[0], N = W.shape[0], K = A.shape[1], Kp = bf16_depth(K)
+    _check("A, W", W.shape[1] == K and rows > 0 and N > 0 and K > 0,
+           "uint16 (rows, K) and (N, K)")
+    packed = pack_bfloat16(W)
+    out = np.zeros((rows, N), np.float32)
+    cdef float[:, ::1] ov = out
+    cdef const uint16_t[:, ::1] wb
+    cdef uint16_t[:, ::1] ab
+    cdef int threads = max_threads()
+    if not DPBF16:
+        values = (np.asarray(A).astype(np.uint32) << 16).view(np.float32)
+        return values @ packed.T
+    a = np.zeros((rows, Kp), np.uint16)
+    a[:, :K] = A
+    ab, wb = a, packed
+    with nogil:
+        bf16_product(rows, N, Kp, &ab[0, 0], &wb[0, 0], &ov[0, 0], N, threads)
+    return out
 
 
 def round_bf16(const float[:, ::1] v):
@@ -564,9 +700,10 @@ def round_bf16(const float[:, ::1] v):
 
 
 def int_matmul(const int8_t[:, ::1] A, const int8_t[:, ::1] W):
-    """A @ W.T in int32 by the kernels' integer product (on the bytes A + 64, less 64 times
-    W's row sums), for A (rows, Kp) int8 in [-63, 63] and W (N, Kp) int8 in [-127, 127], Kp a
-    multiple of ``padded_depth``'s step and N of 4. For the tests."""
+    """A @ W.T in int32 by the kernels' integer product (on the bytes A + ZERO), for A
+    (rows, Kp) int8 in [-127, 127] and W (N, Kp) int8 in [-127, 127], Kp a
+    multiple of ``padded_depth``'s step and N of 4 (the multiple of the generic products).
+    For the tests."""
     cdef Py_ssize_t rows = A.shape[0], N = W.shape[0], Kp = A.shape[1]
     _check("A, W", W.shape[1] == Kp and Kp % DEPTH_STEP == 0 and N % COLS == 0
            and 0 < Kp <= MAX_DEPTH and rows > 0 and N > 0,
@@ -574,7 +711,7 @@ def int_matmul(const int8_t[:, ::1] A, const int8_t[:, ::1] W):
     _check("A", np.abs(np.asarray(A, np.int16)).max() <= LEVELS,
            f"values in [-{LEVELS}, {LEVELS}]")
     _check("W", np.asarray(W).min() >= -127, "values in [-127, 127]")
-    bytes_ = (np.asarray(A, np.int16) + ZERO_POINT).astype(np.uint8)
+    bytes_ = (np.asarray(A, np.int16) + ZERO).astype(np.uint8)
     packed, sums = pack_weights(W)
     out = np.empty((rows, N), np.int32)
     cdef const uint8_t[:, ::1] u = bytes_

@@ -166,8 +166,8 @@ class _Quantized:
         """The arrays the kernels take, per layer and direction (see lstmx._quantized.forward):
         int8 matrices in the integer products' layout (``pack_weights``: zero-padded to whole
         vectors and tiles, tiles interleaved) with their row sums (which correct for the
-        activations' zero point) and scales, bfloat16 matrices as the float32 values they
-        stand for."""
+        activations' zero point) and scales, bfloat16 matrices as the bfloat16 products take
+        them (``pack_bfloat16``: packed bits for vdpbf16ps, float32 values for BLAS)."""
         kernels = _dispatch.quantized()
         cfg, s = self.config, self._state
         depth = max(cfg.input_size, cfg.num_directions * cfg.output_size, cfg.hidden_size)
@@ -196,7 +196,7 @@ class _Quantized:
                         scales[:q.shape[0]] = scale
                         mats += [packed, scales, sums]
                     else:
-                        mats.append(np.ascontiguousarray(from_bfloat16(s[key])))
+                        mats.append(kernels.pack_bfloat16(np.ascontiguousarray(s[key])))
                 G = 4 * cfg.hidden_size
                 bias = (s[self._key(n.bias_ih)] + s[self._key(n.bias_hh)] if cfg.bias
                         else np.zeros(G, _F32))
@@ -254,10 +254,9 @@ class QuantizedLSTM(_Quantized):
     peepholes, identity output, ``batch_first``, ``lengths``, unbatched input).
 
     "int8": weight matrices quantised once per output channel (symmetric, scale
-    max|row| / 127); x, h and (with a projection) m quantised per row at every step to 7 bits
-    (symmetric, scale max|row| / 63); integer products summed exactly in int32, then scaled
-    back; gates, cell state and all
-    element-wise work in float32. "bfloat16": weights and the same activations rounded to
+    max|row| / 127); x, h and (with a projection) m quantised per row at every step to int8
+    (symmetric, scale max|row| / 127); integer products summed exactly in int32, then scaled
+    back; gates, cell state and all element-wise work in float32. "bfloat16": weights and the same activations rounded to
     bfloat16, products and sums in float32. The error this makes is bounded in
     ``docs/quantization.md``.
 

@@ -13,13 +13,12 @@ from scipy.special import expit as sigmoid
 from lstmx._config import LSTMConfig
 
 __all__ = ["LEVELS", "ACTIVATION_LEVELS", "quantize_weights", "quantize_activations",
-           "round_bfloat16", "int_product", "product", "lstm_forward"]
+           "round_bfloat16", "int_product", "vdpbf16ps_product", "product", "lstm_forward"]
 
 F32 = np.float32
 LEVELS = F32(127)  # int8 weights are in [-127, 127]: symmetric, zero point 0
-# Activations are 7-bit, in [-63, 63]: the kernels multiply q + 64 (unsigned bytes up to
-# 127) by the weights, and a pair of such products fits int16 without saturating.
-ACTIVATION_LEVELS = F32(63)
+# Activations are 8-bit and symmetric, in [-127, 127], like the weights.
+ACTIVATION_LEVELS = F32(127)
 
 
 def quantize_weights(W):
@@ -31,8 +30,8 @@ def quantize_weights(W):
 
 
 def quantize_activations(v):
-    """Per row of v (rows, K), at every step: s = max|v_row| / 63, q = rint(clip(v / s)) in
-    [-63, 63].
+    """Per row of v (rows, K), at every step: s = max|v_row| / 127, q = rint(clip(v / s)) in
+    [-127, 127].
 
     A row of zeros, or one so tiny that s underflows to 0, is q = 0 with s = 0; a row with a
     NaN or an infinity is q = 0 with s = NaN, so its products are NaN.
@@ -67,16 +66,34 @@ def int_product(qa, qw):
     return qa.astype(np.int64) @ qw.astype(np.int64).T
 
 
-def product(v, W, scale, mode):
+def vdpbf16ps_product(a, w):
+    """a @ w.T for bfloat16 values a (rows, K) and w (N, K), held in float32, summed as
+    ``vdpbf16ps`` sums: over k in pairs from the start, the odd one of each pair first, each
+    product (exact in float32) added with one rounding to nearest. (The instruction also
+    reads bfloat16 subnormals as zero and flushes float32 ones; NumPy does not.)"""
+    K = a.shape[1]
+    if K % 2:
+        a, w = np.pad(a, ((0, 0), (0, 1))), np.pad(w, ((0, 0), (0, 1)))
+    acc = np.zeros((a.shape[0], w.shape[0]), F32)
+    for k in range(0, a.shape[1], 2):
+        acc += np.multiply.outer(a[:, k + 1], w[:, k + 1])
+        acc += np.multiply.outer(a[:, k], w[:, k])
+    return acc
+
+
+def product(v, W, scale, mode, bf16_sums="matmul"):
     """v @ W.T as the quantised model computes it, for activations v (rows, K) float32.
 
     int8: W int8 (N, K) with row scales ``scale``; the product of the quantised v and W,
     exact in integers, times s_v[r] * s_W[n]. bfloat16: W as uint16 bits; v rounded to
-    bfloat16; float32 products and sums.
+    bfloat16; float32 products and sums, in NumPy's order (``bf16_sums="matmul"``) or
+    ``vdpbf16ps``'s (``"vdpbf16ps"``).
     """
     if mode == "int8":
         qa, sa = quantize_activations(v)
         return int_product(qa, W).astype(F32) * (sa[:, None] * scale[None, :])
+    if bf16_sums == "vdpbf16ps":
+        return vdpbf16ps_product(round_bfloat16(v), bfloat16_values(W))
     return round_bfloat16(v) @ bfloat16_values(W).T
 
 
@@ -98,9 +115,9 @@ def _matrix(state, name, mode):
     return state[name], state[f"{base}_scale{sep}{suffix}"]
 
 
-def cell_forward(x, h, c, W, U, b, R, peep, act, mode):
+def cell_forward(x, h, c, W, U, b, R, peep, act, mode, bf16_sums="matmul"):
     """One time step with quantised products (docs/equations.md's step otherwise)."""
-    z = b + product(x, *W, mode) + product(h, *U, mode)
+    z = b + product(x, *W, mode, bf16_sums) + product(h, *U, mode, bf16_sums)
     H = c.shape[1]
     z_i, z_f, z_g, z_o = z[:, :H], z[:, H:2 * H], z[:, 2 * H:3 * H], z[:, 3 * H:]
     p_i, p_f, p_o = (0, 0, 0) if peep is None else peep
@@ -110,13 +127,14 @@ def cell_forward(x, h, c, W, U, b, R, peep, act, mode):
     c_t = f * c + i * g
     o = sigmoid(z_o + p_o * c_t)
     m = o * (c_t if act == "identity" else np.tanh(c_t))
-    h_t = m if R[0] is None else product(m, *R, mode)
+    h_t = m if R[0] is None else product(m, *R, mode, bf16_sums)
     return h_t.astype(F32), c_t.astype(F32)
 
 
-def lstm_forward(state, config: LSTMConfig, mode, x, h0=None, c0=None, lengths=None):
+def lstm_forward(state, config: LSTMConfig, mode, x, h0=None, c0=None, lengths=None,
+                 bf16_sums="matmul"):
     """Stacked, optionally bidirectional quantised LSTM over x (as ``LSTM``: time-major unless
-    ``batch_first``). Returns y, (h_n, c_n)."""
+    ``batch_first``); ``bf16_sums`` as ``product``. Returns y, (h_n, c_n)."""
     cfg = config
     D, H, Hout = cfg.num_directions, cfg.hidden_size, cfg.output_size
     x = np.asarray(x, F32)
@@ -141,7 +159,7 @@ def lstm_forward(state, config: LSTMConfig, mode, x, h0=None, c0=None, lengths=N
             for t in (reversed(range(T)) if reverse else range(T)):
                 active = (t < lengths)[:, None]
                 h_t, c_t = cell_forward(layer_input[t], h, c, W, U, b, R, peep,
-                                        cfg.output_activation, mode)
+                                        cfg.output_activation, mode, bf16_sums)
                 h = np.where(active, h_t, h)
                 c = np.where(active, c_t, c)
                 y[t] = np.where(active, h_t, 0)

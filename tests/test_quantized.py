@@ -30,9 +30,15 @@ kernels = _dispatch.quantized()
 CLOSE = dict(rtol=2e-5, atol=2e-6)
 
 
+# The reference sums bfloat16 products in the kernels' order where that order is fixed
+# (vdpbf16ps); BLAS's is its own, as NumPy's matmul's is.
+BF16_SUMS = "vdpbf16ps" if kernels.BF16_PRODUCTS == "vdpbf16ps" else "matmul"
+
+
 def run_reference(q, x, state=None, lengths=None):
     h0, c0 = (None, None) if state is None else state
-    return ref.lstm_forward(q.state_dict(), q.config, q.mode, x, h0, c0, lengths)
+    return ref.lstm_forward(q.state_dict(), q.config, q.mode, x, h0, c0, lengths,
+                            bf16_sums=BF16_SUMS)
 
 
 def problem(cfg, T, B, seed=0, lengths=False):
@@ -53,7 +59,7 @@ LEVELS = int(ref.ACTIVATION_LEVELS)
 
 
 def int_operands(rng, rows, N, K):
-    """Activations in [-63, 63] and weights in [-127, 127], int8, as the kernels take them."""
+    """Activations and weights in [-127, 127], int8, as the kernels take them."""
     return (rng.integers(-LEVELS, LEVELS + 1, (rows, K)).astype(np.int8),
             rng.integers(-127, 128, (N, K)).astype(np.int8))
 
@@ -73,30 +79,37 @@ def test_integer_products_are_exact_for_any_shape(rows, cols, depth, seed):
     assert_array_equal(kernels.int_matmul(A, W), ref.int_product(A, W))
 
 
-def test_packed_weights_interleave_each_tile_and_carry_the_row_sums():
-    # Padded to whole tiles of 4 rows and vectors of 32 bytes; in a tile, row j's bytes
-    # k .. k+31 (k a multiple of 32) follow rows 0 .. j-1's (_int8_dot.h).
+def test_packed_weights_lay_out_each_tile_or_vector_and_carry_the_row_sums():
+    # Generic products: padded to whole tiles of 4 rows and vectors of 32 bytes; in a tile,
+    # row j's bytes k .. k+31 (k a multiple of 32) follow rows 0 .. j-1's (_int8_dot.h).
+    # vpdpbusd: padded to vectors of 16 rows; in one, row j's bytes k .. k+3 (k a multiple
+    # of 4) follow rows 0 .. j-1's (_dot_avx512.h).
     rng = np.random.default_rng(3)
     q = rng.integers(-127, 128, (6, 40)).astype(np.int8)
     packed, sums = kernels.pack_weights(q)
-    assert packed.dtype == np.int8 and packed.shape == (8, 2 * STEP)
+    cols, Kp = kernels.COLUMN_MULTIPLE, 2 * STEP
+    assert packed.dtype == np.int8 and packed.shape == (cols * 2 if cols == 4 else cols, Kp)
     assert sums.dtype == np.int32
-    assert_array_equal(sums, np.r_[q.sum(axis=1), 0, 0])
+    assert_array_equal(sums, np.r_[q.sum(axis=1), np.zeros(len(packed) - 6, np.int32)])
     flat = packed.reshape(-1)
     n, k = np.meshgrid(np.arange(6), np.arange(40), indexing="ij")
-    at = (n // 4) * 4 * 2 * STEP + (k // STEP) * 4 * STEP + (n % 4) * STEP + k % STEP
+    if kernels.INT8_PRODUCTS == "vpdpbusd":
+        at = (n // 16) * 16 * Kp + (k // 4) * 64 + (n % 16) * 4 + k % 4
+    else:
+        at = (n // 4) * 4 * Kp + (k // STEP) * 4 * STEP + (n % 4) * STEP + k % STEP
     assert_array_equal(flat[at], q)
     assert np.count_nonzero(flat) == np.count_nonzero(q)
 
 
-def test_integer_products_where_8_bit_activations_would_saturate_vpmaddubsw():
-    # The kernels multiply the bytes q + 64 by the weights two products at a time into int16
-    # (vpmaddubsw saturates there). With q = 63 (byte 127) against w = +-127 every pair is
-    # +-32258, the most a pair can be; with 8-bit activations (bytes up to 255) it would be
-    # +-64770 and saturate at 32767. Signs mixed within a pair, between pairs and rows.
+def test_integer_products_where_vpmaddubsw_would_saturate():
+    # Without VNNI the kernels multiply |q| by w * sign(q) two products at a time into int16
+    # (vpmaddubsw saturates there): with q = +-127 against w = +-127 every pair is +-32258, the
+    # most a pair can be. On the unsigned bytes q + 128 (up to 255) a pair would be +-64770
+    # and saturate at 32767; vpdpbusd, which takes those, has no int16 step. Signs mixed
+    # within a pair, between pairs and rows.
     K = 4 * STEP
     A = np.full((6, K), LEVELS, np.int8)
-    A[1] = -LEVELS                                  # byte 1: the smallest pair sums
+    A[1] = -LEVELS                                  # the smallest pair sums
     A[2, ::2] = -LEVELS
     A[3, ::4] = -LEVELS
     A[4] = 0
@@ -125,7 +138,7 @@ def test_activation_quantisation_is_the_reference_for_any_shape(rows, K, seed, m
 
 
 def test_integer_products_at_the_largest_depth_do_not_overflow():
-    # The sums of bytes (up to 127) times weights reach 127 * 127 * K before the zero
+    # vpdpbusd's sums of bytes (up to 255) times weights reach 255 * 127 * K before the zero
     # point's correction: still below 2**31 at the largest depth allowed.
     K = kernels.MAX_INT_DEPTH // STEP * STEP
     A = np.full((2, K), LEVELS, np.int8)
@@ -135,7 +148,7 @@ def test_integer_products_at_the_largest_depth_do_not_overflow():
     out = kernels.int_matmul(A, W)
     assert_array_equal(out, ref.int_product(A, W))
     assert out[0, 0] == LEVELS * 127 * K and out[0, 1] == -LEVELS * 127 * K
-    assert 127 * 127 * K < 2 ** 31
+    assert 255 * 127 * K < 2 ** 31
 
 
 def test_activation_quantisation_matches_reference_bit_for_bit():
@@ -143,7 +156,7 @@ def test_activation_quantisation_matches_reference_bit_for_bit():
     v = rng.standard_normal((12, 37)).astype(np.float32)
     v[1] = 0                                      # zero row: scale 0
     v[2] *= np.float32(1e-44)                     # denormals: the scale underflows to 0
-    v[3] *= np.float32(1e-39)                     # denormal scale: clipped to [-63, 63]
+    v[3] *= np.float32(1e-39)                     # denormal scale: clipped to [-127, 127]
     v[4] *= np.float32(3e37)                      # near float32's maximum
     v[5, 3] = np.nan
     v[6, 0] = np.inf
@@ -277,7 +290,7 @@ def test_cell_matches_reference(mode):
     h0, c0 = (rng.standard_normal((4, 9)).astype(np.float32) for _ in range(2))
     h, c = q(x, (h0, c0))
     y_ref, (h_ref, c_ref) = ref.lstm_forward(q.state_dict(), q.config, mode, x[None],
-                                             h0[None], c0[None])
+                                             h0[None], c0[None], bf16_sums=BF16_SUMS)
     assert_allclose(h, h_ref[0], **CLOSE)
     assert_allclose(c, c_ref[0], **CLOSE)
     h2, c2 = q(x)
@@ -315,9 +328,9 @@ def test_an_infinite_input_is_nan_in_its_row_only_in_int8():
 
 
 def test_too_deep_an_int8_product_is_refused():
-    with pytest.raises(ValueError, match="at most 133144 inputs; this model's largest product "
-                                         "sums over 133145"):
-        lstmx.LSTM(133145, 1).quantize("int8")
+    with pytest.raises(ValueError, match="at most 66304 inputs; this model's largest product "
+                                         "sums over 66305"):
+        lstmx.LSTM(66305, 1).quantize("int8")
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -336,9 +349,9 @@ def test_nan_in_padding_past_lengths_changes_nothing(mode):
 
 @pytest.mark.parametrize("I", [1, 70])
 def test_full_scale_inputs_against_full_scale_weights(I):
-    # Every input quantises to +-63 (bytes 127 and 1) and every weight to +-127: each pair
-    # of products the int8 kernels add in int16 is at its extreme (+-32258), where 8-bit
-    # activations would have saturated vpmaddubsw.
+    # Every input quantises to +-127 and every weight to +-127: each pair of products the
+    # generic int8 kernels add in int16 is at its extreme (+-32258), and vpdpbusd's bytes
+    # q + 128 reach 255 and 1.
     rng = np.random.default_rng(31)
     lstm = lstmx.LSTM(I, 17, num_layers=2, seed=30)
     for name in lstm.parameters():
@@ -403,35 +416,84 @@ assert _dispatch.variant == {variant!r}, _dispatch.variant
 kernels = _dispatch.quantized()
 assert kernels.__name__.endswith({suffix!r}), kernels.__name__
 rng = np.random.default_rng(0)
-A = rng.integers(-63, 64, (37, 544)).astype(np.int8)
+A = rng.integers(-127, 128, (37, 544)).astype(np.int8)
 W = rng.integers(-127, 128, (84, 544)).astype(np.int8)
 assert (kernels.int_matmul(A, W) == ref.int_product(A, W)).all()
+assert (kernels.INT8_PRODUCTS, kernels.BF16_PRODUCTS) in {products!r}, kernels.INT8_PRODUCTS
 for mode in ("int8", "bfloat16"):
-    lstm = lstmx.LSTM(5, 7, num_layers=2, bidirectional=True, peephole=True, proj_size=3,
-                      seed=0)
-    q = lstm.quantize(mode)
-    x = rng.standard_normal((4, 3, 5)).astype(np.float32)
-    y, (h, c) = q(x)
-    y_ref, (h_ref, c_ref) = ref.lstm_forward(q.state_dict(), q.config, mode, x)
-    assert_allclose(y, y_ref, rtol=2e-5, atol=2e-6)
-    assert_allclose(c, c_ref, rtol=2e-5, atol=2e-6)
+    for I, H, kw, T, B in [(5, 7, dict(num_layers=2, bidirectional=True, peephole=True,
+                                       proj_size=3), 4, 3),
+                           (1, 17, dict(), 9, 5), (40, 33, dict(proj_size=20), 7, 13)]:
+        lstm = lstmx.LSTM(I, H, seed=0, **kw)
+        q = lstm.quantize(mode)
+        x = rng.standard_normal((T, B, I)).astype(np.float32)
+        lengths = rng.integers(1, T + 1, B)
+        y, (h, c) = q(x, lengths=lengths)
+        y_ref, (h_ref, c_ref) = ref.lstm_forward(
+            q.state_dict(), q.config, mode, x, lengths=lengths,
+            bf16_sums="vdpbf16ps" if kernels.BF16_PRODUCTS == "vdpbf16ps" else "matmul")
+        assert_allclose(y, y_ref, rtol=2e-5, atol=2e-6)
+        assert_allclose(c, c_ref, rtol=2e-5, atol=2e-6)
 print(hashlib.sha256(kernels.int_matmul(A, W).tobytes()).hexdigest())
 """
 
 
 def test_each_available_variant_matches_reference_with_the_same_integer_products():
+    # Every variant, and the AVX-512 one also with its dot-product instructions turned off
+    # (LSTMX_DOT_PRODUCTS=generic: the path of AVX-512 CPUs without VNNI or BF16).
     package_root = os.path.dirname(os.path.dirname(lstmx.__file__))
+    generic = [("generic", "blas")]
     digests = set()
     for variant in _dispatch.available():
-        suffix = "_quantized" if variant == "baseline" else f"_quantized_{variant}"
-        env = dict(os.environ, LSTMX_KERNELS=variant,
-                   PYTHONPATH=os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]))
-        out = subprocess.run([sys.executable, "-c",
-                              VARIANT_CHECK.format(variant=variant, suffix=suffix)],
-                             env=env, capture_output=True, text=True, timeout=300)
-        assert out.returncode == 0, out.stderr
-        digests.add(out.stdout.strip())
+        for dot in ("auto", "generic") if variant == "avx512" else ("auto",):
+            suffix = "_quantized" if variant == "baseline" else f"_quantized_{variant}"
+            products = generic if dot == "generic" or variant != "avx512" else [
+                (kernels.INT8_PRODUCTS, kernels.BF16_PRODUCTS)]
+            env = dict(os.environ, LSTMX_KERNELS=variant, LSTMX_DOT_PRODUCTS=dot,
+                       PYTHONPATH=os.pathsep.join([package_root,
+                                                   os.environ.get("PYTHONPATH", "")]))
+            code = VARIANT_CHECK.format(variant=variant, suffix=suffix, products=products)
+            out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                 text=True, timeout=300)
+            assert out.returncode == 0, out.stderr
+            digests.add(out.stdout.strip())
     assert len(digests) == 1
+
+
+def test_dot_product_instructions_are_used_where_the_cpu_has_them():
+    flags = set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    avx512 = _dispatch.variant == "avx512" and os.environ.get("LSTMX_DOT_PRODUCTS") != "generic"
+    assert kernels.INT8_PRODUCTS == ("vpdpbusd" if avx512 and "avx512_vnni" in flags
+                                     else "generic")
+    assert kernels.BF16_PRODUCTS == ("vdpbf16ps" if avx512 and "avx512_bf16" in flags
+                                     else "blas")
+
+
+@given(rows=st.integers(1, 20), N=st.integers(1, 70), K=st.integers(1, 80),
+       seed=st.integers(0, 2 ** 32 - 1))
+def test_bfloat16_products_sum_in_float32(rows, N, K, seed):
+    # vdpbf16ps (or BLAS on the values) sums products of bfloat16 values, each exact in
+    # float32, with float32 roundings: within K * eps32 * sum |a w| of the exact sum.
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((rows, K)).astype(np.float32)
+    w = rng.standard_normal((N, K)).astype(np.float32)
+    bits = lambda v: (ref.round_bfloat16(v).view(np.uint32) >> 16).astype(np.uint16)
+    A, W = bits(a), bits(w)
+    av, wv = ref.bfloat16_values(A).astype(np.float64), ref.bfloat16_values(W).astype(np.float64)
+    got = kernels.bf16_matmul(A, W)
+    assert got.dtype == np.float32 and got.shape == (rows, N)
+    if kernels.BF16_PRODUCTS == "vdpbf16ps":
+        # The instruction's own order and rounding, bit for bit.
+        assert_array_equal(got, ref.vdpbf16ps_product(ref.bfloat16_values(A),
+                                                      ref.bfloat16_values(W)))
+    exact = av @ wv.T
+    bound = (K + 1) * EPS32 * (np.abs(av) @ np.abs(wv).T)
+    assert (np.abs(got - exact) <= bound).all()
 
 
 # ------------------------------------------------------------------------ against the float model
