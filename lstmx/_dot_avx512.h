@@ -49,15 +49,15 @@ static int lstmx_dot_has_bf16(void)
 /* 4 bytes at p as one int32, whatever their alignment and type. */
 #define LSTMX_DOT_LOAD32(p, out) memcpy(&(out), (p), 4)
 
-/* The tiles' sums as 24 named variables c<row><vector>, each pinned to its register after
+/* The tiles' sums as 24 named variables c<row><vector> (starting at i<vector>), each pinned
+ * to its register after
  * every update (an empty asm): held in an array, GCC 12 keeps a copy of each in memory and
  * moves it between registers at every instruction. Those of rows >= R or vectors >= V are
  * dead code for the constant R and V of each copy of a tile. */
-#define LSTMX_DOT_DECLARE(type, zero)                                                      \
-    type c00 = zero, c01 = zero, c02 = zero, c03 = zero, c10 = zero, c11 = zero,           \
-         c12 = zero, c13 = zero, c20 = zero, c21 = zero, c22 = zero, c23 = zero,           \
-         c30 = zero, c31 = zero, c32 = zero, c33 = zero, c40 = zero, c41 = zero,           \
-         c42 = zero, c43 = zero, c50 = zero, c51 = zero, c52 = zero, c53 = zero
+#define LSTMX_DOT_DECLARE(type, i0, i1, i2, i3)                                            \
+    type c00 = i0, c01 = i1, c02 = i2, c03 = i3, c10 = i0, c11 = i1, c12 = i2, c13 = i3,   \
+         c20 = i0, c21 = i1, c22 = i2, c23 = i3, c30 = i0, c31 = i1, c32 = i2, c33 = i3,   \
+         c40 = i0, c41 = i1, c42 = i2, c43 = i3, c50 = i0, c51 = i1, c52 = i2, c53 = i3
 
 /* w0 .. w(V-1): the weight vectors at p of each of the tile's vectors, ldw apart. */
 #define LSTMX_DOT_LOAD_W(load, p)                                                          \
@@ -109,7 +109,7 @@ static int lstmx_dot_has_bf16(void)
 LSTMX_VNNI_TARGET LSTMX_DOT_INLINE void lstmx_vnni_tile(
     const int R, const int V, ptrdiff_t r0, ptrdiff_t v0, ptrdiff_t N, ptrdiff_t kp,
     const uint8_t *A, const float *sa, const int8_t *W, const float *sw, const int32_t *wsum,
-    float *z, ptrdiff_t ldz, int32_t *raw)
+    const float *bias, float *z, ptrdiff_t ldz, int32_t *raw)
 {
     const ptrdiff_t ldw = LSTMX_DOT_VEC * kp;
     const int8_t *w = W + v0 * ldw;
@@ -117,8 +117,19 @@ LSTMX_VNNI_TARGET LSTMX_DOT_INLINE void lstmx_vnni_tile(
     ptrdiff_t k;
     int32_t bits;
     int r, v;
-    __m512i x, w0, w1, w2, w3;
-    LSTMX_DOT_DECLARE(__m512i, _mm512_setzero_si512());
+    __m512i x, w0, w1, w2, w3, i0, i1, i2, i3;
+    /* Each sum starts at -128 sum_k w_k, so that it ends at
+     * sum_k (q_k + 128) w_k - 128 sum_k w_k = sum_k q_k w_k, exactly (int32 arithmetic wraps,
+     * and the result fits). */
+#define LSTMX_START(v) (V > (v) ? _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(    \
+        _mm512_loadu_si512((const void *)(wsum + (v0 + (v)) * LSTMX_DOT_VEC)), 7))             \
+                                : _mm512_setzero_si512())
+    i0 = LSTMX_START(0);
+    i1 = LSTMX_START(1);
+    i2 = LSTMX_START(2);
+    i3 = LSTMX_START(3);
+#undef LSTMX_START
+    LSTMX_DOT_DECLARE(__m512i, i0, i1, i2, i3);
     for (k = 0; k < kp; k += 4) {
         LSTMX_DOT_LOAD_W(_mm512_loadu_si512, w + k * 16);
 #define LSTMX_OP(c, wv) c = _mm512_dpbusd_epi32(c, x, wv)
@@ -132,18 +143,16 @@ LSTMX_VNNI_TARGET LSTMX_DOT_INLINE void lstmx_vnni_tile(
             ptrdiff_t n0 = (v0 + v) * LSTMX_DOT_VEC;
             ptrdiff_t cols = N - n0 < LSTMX_DOT_VEC ? N - n0 : LSTMX_DOT_VEC;
             __mmask16 mask = LSTMX_DOT_MASK(cols);
-            /* sum_k (q_k + 128) w_k - 128 sum_k w_k = sum_k q_k w_k, exactly in int32. */
-            __m512i offset = _mm512_slli_epi32(_mm512_loadu_si512((const void *)(wsum + n0)), 7);
             __m512 swv = raw == NULL ? _mm512_loadu_ps(sw + n0) : _mm512_setzero_ps();
             for (r = 0; r < R; r++) {
-                __m512i d = _mm512_sub_epi32(acc[r][v], offset);
+                __m512i d = acc[r][v];
                 if (raw != NULL) {
                     _mm512_mask_storeu_epi32(raw + (r0 + r) * N + n0, mask, d);
                 } else {
-                    /* z += float(d) * (s_r * sw), fused: as lstmx_int8_tile_add. */
+                    /* z = float(d) * (s_r * sw) + (bias or z), fused: as lstmx_int8_tile_add. */
                     float *zr = z + (r0 + r) * ldz + n0;
                     __m512 m = _mm512_mul_ps(_mm512_set1_ps(sa[r0 + r]), swv);
-                    __m512 zv = _mm512_maskz_loadu_ps(mask, zr);
+                    __m512 zv = _mm512_maskz_loadu_ps(mask, bias != NULL ? bias + n0 : zr);
                     _mm512_mask_storeu_ps(zr, mask,
                                           _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), m, zv));
                 }
@@ -152,16 +161,17 @@ LSTMX_VNNI_TARGET LSTMX_DOT_INLINE void lstmx_vnni_tile(
     }
 }
 
-/* z[r, n] += float(sum_k q[r, k] W[n, k]) * (sa[r] * sw[n]) for rows [r_lo, r_hi) and the
- * channels of vectors [v_lo, v_hi) below N, with A = q + 128 (rows of kp bytes) and wsum[n] =
- * sum_k W[n, k]; or, when raw is not NULL, raw[r, n] = sum_k q[r, k] W[n, k] (N apart).
+/* z[r, n] = float(sum_k q[r, k] W[n, k]) * (sa[r] * sw[n]) + (bias[n], or z[r, n] when bias
+ * is NULL) for rows [r_lo, r_hi) and the channels of vectors [v_lo, v_hi) below N, with
+ * A = q + 128 (rows of kp bytes) and wsum[n] = sum_k W[n, k]; or, when raw is not NULL,
+ * raw[r, n] = sum_k q[r, k] W[n, k] (N apart).
  * W packed as the head of this file says (G = 4), with N padded to 16 and kp to 4; wsum and
  * sw padded likewise. A block of 4 vectors (kp * 64 bytes) meets every row tile in turn.
  * The sums are exact: the same integers as the other instruction sets give. */
 LSTMX_VNNI_TARGET static void lstmx_int8_vnni(
     ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo, ptrdiff_t v_hi, ptrdiff_t N, ptrdiff_t kp,
     const uint8_t *A, const float *sa, const int8_t *W, const float *sw, const int32_t *wsum,
-    float *z, ptrdiff_t ldz, int32_t *raw)
+    const float *bias, float *z, ptrdiff_t ldz, int32_t *raw)
 {
     ptrdiff_t v0, r0;
     for (v0 = v_lo; v0 < v_hi; v0 += LSTMX_DOT_TILE_VECS) {
@@ -170,7 +180,8 @@ LSTMX_VNNI_TARGET static void lstmx_int8_vnni(
             int R = r_hi - r0 < LSTMX_DOT_TILE_ROWS ? (int)(r_hi - r0) : LSTMX_DOT_TILE_ROWS;
             /* Each (R, V) its own copy of the tile, so that every loop over them unrolls and
              * the sums live in registers. */
-#define LSTMX_T(RR, VV) lstmx_vnni_tile(RR, VV, r0, v0, N, kp, A, sa, W, sw, wsum, z, ldz, raw)
+#define LSTMX_T(RR, VV) lstmx_vnni_tile(RR, VV, r0, v0, N, kp, A, sa, W, sw, wsum, bias, z, ldz, \
+                                        raw)
 #define LSTMX_ROW(RR) switch (V) { case 4: LSTMX_T(RR, 4); break; case 3: LSTMX_T(RR, 3); break; \
                                    case 2: LSTMX_T(RR, 2); break; default: LSTMX_T(RR, 1); }
             switch (R) {
@@ -194,7 +205,7 @@ LSTMX_VNNI_TARGET static void lstmx_int8_vnni(
  * nearest even, with bfloat16 subnormals read as zero and float32 ones flushed to zero. */
 LSTMX_BF16_TARGET LSTMX_DOT_INLINE void lstmx_bf16_tile(
     const int R, const int V, ptrdiff_t r0, ptrdiff_t v0, ptrdiff_t N, ptrdiff_t kp,
-    const uint16_t *A, const uint16_t *W, float *z, ptrdiff_t ldz)
+    const uint16_t *A, const uint16_t *W, const float *bias, float *z, ptrdiff_t ldz)
 {
     const ptrdiff_t ldw = LSTMX_DOT_VEC * kp;
     const uint16_t *w = W + v0 * ldw;
@@ -203,7 +214,8 @@ LSTMX_BF16_TARGET LSTMX_DOT_INLINE void lstmx_bf16_tile(
     int32_t bits;
     int r, v;
     __m512bh x, w0, w1, w2, w3;
-    LSTMX_DOT_DECLARE(__m512, _mm512_setzero_ps());
+    __m512 zero = _mm512_setzero_ps();
+    LSTMX_DOT_DECLARE(__m512, zero, zero, zero, zero);
     for (k = 0; k < kp; k += 2) {
         LSTMX_DOT_LOAD_W((__m512bh)_mm512_loadu_si512, w + k * 16);
 #define LSTMX_OP(c, wv) c = _mm512_dpbf16_ps(c, x, wv)
@@ -219,27 +231,27 @@ LSTMX_BF16_TARGET LSTMX_DOT_INLINE void lstmx_bf16_tile(
             __mmask16 mask = LSTMX_DOT_MASK(cols);
             for (r = 0; r < R; r++) {
                 float *zr = z + (r0 + r) * ldz + n0;
-                _mm512_mask_storeu_ps(zr, mask,
-                                      _mm512_add_ps(_mm512_maskz_loadu_ps(mask, zr), acc[r][v]));
+                __m512 zv = _mm512_maskz_loadu_ps(mask, bias != NULL ? bias + n0 : zr);
+                _mm512_mask_storeu_ps(zr, mask, _mm512_add_ps(zv, acc[r][v]));
             }
         }
     }
 }
 
-/* z[r, n] += sum_k a[r, k] w[n, k] in float32 for rows [r_lo, r_hi) and the channels of
- * vectors [v_lo, v_hi) below N: A bfloat16 bits (rows of kp, zero-padded), W packed as the
+/* z[r, n] = sum_k a[r, k] w[n, k] + (bias[n], or z[r, n] when bias is NULL) in float32 for
+ * rows [r_lo, r_hi) and the channels of vectors [v_lo, v_hi) below N: A bfloat16 bits (rows of kp, zero-padded), W packed as the
  * head of this file says (G = 2), N padded to 16 and kp to 2. Each sum runs over k in order,
  * two products at a time, and is added to z once. */
 LSTMX_BF16_TARGET static void lstmx_bf16_dot(
     ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo, ptrdiff_t v_hi, ptrdiff_t N, ptrdiff_t kp,
-    const uint16_t *A, const uint16_t *W, float *z, ptrdiff_t ldz)
+    const uint16_t *A, const uint16_t *W, const float *bias, float *z, ptrdiff_t ldz)
 {
     ptrdiff_t v0, r0;
     for (v0 = v_lo; v0 < v_hi; v0 += LSTMX_DOT_TILE_VECS) {
         int V = v_hi - v0 < LSTMX_DOT_TILE_VECS ? (int)(v_hi - v0) : LSTMX_DOT_TILE_VECS;
         for (r0 = r_lo; r0 < r_hi; r0 += LSTMX_DOT_TILE_ROWS) {
             int R = r_hi - r0 < LSTMX_DOT_TILE_ROWS ? (int)(r_hi - r0) : LSTMX_DOT_TILE_ROWS;
-#define LSTMX_T(RR, VV) lstmx_bf16_tile(RR, VV, r0, v0, N, kp, A, W, z, ldz)
+#define LSTMX_T(RR, VV) lstmx_bf16_tile(RR, VV, r0, v0, N, kp, A, W, bias, z, ldz)
 #define LSTMX_ROW(RR) switch (V) { case 4: LSTMX_T(RR, 4); break; case 3: LSTMX_T(RR, 3); break; \
                                    case 2: LSTMX_T(RR, 2); break; default: LSTMX_T(RR, 1); }
             switch (R) {
@@ -264,11 +276,11 @@ static int lstmx_dot_has_vnni(void) { return 0; }
 static int lstmx_dot_has_bf16(void) { return 0; }
 static void lstmx_int8_vnni(ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo, ptrdiff_t v_hi,
                             ptrdiff_t N, ptrdiff_t kp, const uint8_t *A, const float *sa,
-                            const int8_t *W, const float *sw, const int32_t *wsum, float *z,
-                            ptrdiff_t ldz, int32_t *raw) {}
+                            const int8_t *W, const float *sw, const int32_t *wsum,
+                            const float *bias, float *z, ptrdiff_t ldz, int32_t *raw) {}
 static void lstmx_bf16_dot(ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo, ptrdiff_t v_hi,
                            ptrdiff_t N, ptrdiff_t kp, const uint16_t *A, const uint16_t *W,
-                           float *z, ptrdiff_t ldz) {}
+                           const float *bias, float *z, ptrdiff_t ldz) {}
 #endif
 
 #endif

@@ -56,7 +56,8 @@ cdef extern from "_int8_dot.h":
                                             int32_t *acc) noexcept nogil
     # z[j] += float(acc[j] - offset[j]) * (s * sw[j]), j < COLS.
     void tile_add "lstmx_int8_tile_add"(const int32_t *acc, const int32_t *offset, float s,
-                                        const float *sw, float *z) noexcept nogil
+                                        const float *sw, const float *z0,
+                                        float *z) noexcept nogil
 
 cdef extern from "_dot_avx512.h":
     # Channels of a packed vector of the dot-product kernels (their weights' layout).
@@ -65,16 +66,19 @@ cdef extern from "_dot_avx512.h":
     enum: DOT_BUILT "LSTMX_DOT_BUILT"
     bint dot_has_vnni "lstmx_dot_has_vnni"() noexcept nogil
     bint dot_has_bf16 "lstmx_dot_has_bf16"() noexcept nogil
-    # z[r, n] += float(sum_k q[r, k] W[n, k]) * (sa[r] * sw[n]) (or raw[r, n] = the sum) for
-    # rows [r_lo, r_hi) and the channels of vectors [v_lo, v_hi): as int_product, exact.
+    # z[r, n] = float(sum_k q[r, k] W[n, k]) * (sa[r] * sw[n]) + (bias[n] or z[r, n]) (or
+    # raw[r, n] = the sum) for rows [r_lo, r_hi) and the channels of vectors [v_lo, v_hi):
+    # as int_product, exact.
     void int8_vnni "lstmx_int8_vnni"(
         Py_ssize_t r_lo, Py_ssize_t r_hi, Py_ssize_t v_lo, Py_ssize_t v_hi, Py_ssize_t N,
         Py_ssize_t kp, const uint8_t *A, const float *sa, const int8_t *W, const float *sw,
-        const int32_t *wsum, float *z, Py_ssize_t ldz, int32_t *raw) noexcept nogil
-    # z[r, n] += sum_k a[r, k] w[n, k] over bfloat16 a and w, float32 sums.
+        const int32_t *wsum, const float *bias, float *z, Py_ssize_t ldz,
+        int32_t *raw) noexcept nogil
+    # z[r, n] = sum_k a[r, k] w[n, k] + (bias[n] or z[r, n]) over bfloat16 a and w, float32
+    # sums.
     void bf16_dot "lstmx_bf16_dot"(
         Py_ssize_t r_lo, Py_ssize_t r_hi, Py_ssize_t v_lo, Py_ssize_t v_hi, Py_ssize_t N,
-        Py_ssize_t kp, const uint16_t *A, const uint16_t *W, float *z,
+        Py_ssize_t kp, const uint16_t *A, const uint16_t *W, const float *bias, float *z,
         Py_ssize_t ldz) noexcept nogil
 
 # Which products run: the AVX-512 dot-product instructions where the module has them, the CPU
@@ -201,7 +205,8 @@ cdef void bits_rows_bf16(Py_ssize_t rows, Py_ssize_t K, const float *v, Py_ssize
 cdef void int_product_columns(
         Py_ssize_t block, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t rows, Py_ssize_t N,
         Py_ssize_t Kp, const uint8_t *A, const float *sa, const int8_t *W, const float *sw,
-        const int32_t *wsum, float *z, Py_ssize_t ldz, int32_t *raw) noexcept nogil:
+        const int32_t *wsum, const float *bias, float *z, Py_ssize_t ldz,
+        int32_t *raw) noexcept nogil:
     """Columns [block * BLOCK_COLS, block * BLOCK_COLS + BLOCK_COLS) of rows [r0, r1) of the
     product of ``int_product``: into z (scaled and added) or, when ``raw`` is not NULL, into
     raw. A pair of rows meets every tile of the block before the next pair: its activations
@@ -215,12 +220,13 @@ cdef void int_product_columns(
     cdef const int32_t *acc_i
     cdef int32_t offset[COLS]
     cdef float *zr
+    cdef const float *z0
     cdef float s
     r = r0
     while r < r1:
         # An odd last row is paired with itself; the duplicate sums are not stored.
         a1 = A + (r + 1) * Kp if r + 1 < rows else A + r * Kp
-        if raw == NULL and r + ROWS < r1:
+        if raw == NULL and bias == NULL and r + ROWS < r1:
             # The next pair's rows of z, 4H floats apart, are where this pass otherwise
             # waits: no hardware prefetcher follows that stride.
             for i in range(ROWS if r + 2 * ROWS <= r1 else r1 - r - ROWS):
@@ -240,22 +246,26 @@ cdef void int_product_columns(
                 if raw != NULL:
                     for j in range(n_cols):
                         raw[(r + i) * N + n0 + j] = acc_i[j] - offset[j]
-                elif n_cols == COLS:
-                    tile_add(acc_i, offset, sa[r + i], sw + n0, z + (r + i) * ldz + n0)
                 else:
                     zr = z + (r + i) * ldz + n0
+                    z0 = bias + n0 if bias != NULL else zr
                     s = sa[r + i]
-                    for j in range(n_cols):
-                        zr[j] += <float> (acc_i[j] - offset[j]) * (s * sw[n0 + j])
+                    if n_cols == COLS:
+                        tile_add(acc_i, offset, s, sw + n0, z0, zr)
+                    else:
+                        for j in range(n_cols):
+                            zr[j] = z0[j] + <float> (acc_i[j] - offset[j]) * (s * sw[n0 + j])
             n0 += COLS
         r += ROWS
 
 
 cdef void int_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const uint8_t *A,
                       const float *sa, const int8_t *W, const float *sw, const int32_t *wsum,
-                      float *z, Py_ssize_t ldz, int32_t *raw, int threads) noexcept nogil:
-    """z[r, n] += float(sum_k q[r, k] W[n, k]) * (sa[r] * sw[n]) for r < rows, n < N, with
-    A = q + ZERO the activation bytes and wsum[n] = sum_k W[n, k].
+                      const float *bias, float *z, Py_ssize_t ldz, int32_t *raw,
+                      int threads) noexcept nogil:
+    """z[r, n] = float(sum_k q[r, k] W[n, k]) * (sa[r] * sw[n]) + (bias[n], or z[r, n] where
+    bias is NULL) for r < rows, n < N, with A = q + ZERO the activation bytes and wsum[n] =
+    sum_k W[n, k]; or, where raw is not NULL, raw[r, n] = the integer sum.
 
     A (rows, Kp) uint8; W (N rounded up to INT8_COLS, Kp) int8, zero-padded to Kp and laid out
     by ``pack_weights`` (A's padding is then any byte). Threads split the columns, so
@@ -270,16 +280,16 @@ cdef void int_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const uint8_
     if VNNI:
         # W in vectors of DOT_VEC channels (pack_weights); threads split the vectors.
         if threads == 1:
-            int8_vnni(0, rows, 0, vecs, N, Kp, A, sa, W, sw, wsum, z, ldz, raw)
+            int8_vnni(0, rows, 0, vecs, N, Kp, A, sa, W, sw, wsum, bias, z, ldz, raw)
             return
         with parallel(num_threads=threads):
             tid = threadid()
             threads = num_threads()
             int8_vnni(0, rows, vecs * tid // threads, vecs * (tid + 1) // threads, N, Kp, A,
-                      sa, W, sw, wsum, z, ldz, raw)
+                      sa, W, sw, wsum, bias, z, ldz, raw)
         return
     if threads == 1:
-        int_product_blocks(0, blocks, rows, N, Kp, A, sa, W, sw, wsum, z, ldz, raw)
+        int_product_blocks(0, blocks, rows, N, Kp, A, sa, W, sw, wsum, bias, z, ldz, raw)
         return
     # One team for the whole product, each thread on its own contiguous run of column blocks
     # through every row block: no barrier between row blocks, which depend on nothing.
@@ -287,26 +297,29 @@ cdef void int_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const uint8_
         tid = threadid()
         threads = num_threads()
         int_product_blocks(blocks * tid // threads, blocks * (tid + 1) // threads, rows, N, Kp,
-                           A, sa, W, sw, wsum, z, ldz, raw)
+                           A, sa, W, sw, wsum, bias, z, ldz, raw)
 
 
 cdef void int_product_blocks(Py_ssize_t b_lo, Py_ssize_t b_hi, Py_ssize_t rows, Py_ssize_t N,
                              Py_ssize_t Kp, const uint8_t *A, const float *sa, const int8_t *W,
-                             const float *sw, const int32_t *wsum, float *z, Py_ssize_t ldz,
-                             int32_t *raw) noexcept nogil:
+                             const float *sw, const int32_t *wsum, const float *bias, float *z,
+                             Py_ssize_t ldz, int32_t *raw) noexcept nogil:
     """Column blocks [b_lo, b_hi) of ``int_product``, a block of ROW_BLOCK rows at a time
     (which stay in L2 while every weight tile of the blocks passes)."""
     cdef Py_ssize_t r0 = 0, r1, block
     while r0 < rows:
         r1 = rows if r0 + ROW_BLOCK > rows else r0 + ROW_BLOCK
         for block in range(b_lo, b_hi):
-            int_product_columns(block, r0, r1, rows, N, Kp, A, sa, W, sw, wsum, z, ldz, raw)
+            int_product_columns(block, r0, r1, rows, N, Kp, A, sa, W, sw, wsum, bias, z, ldz,
+                                raw)
         r0 = r1
 
 
 cdef void bf16_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const uint16_t *A,
-                       const uint16_t *W, float *z, Py_ssize_t ldz, int threads) noexcept nogil:
-    """z[r, n] += sum_k a[r, k] W[n, k] for r < rows, n < N, on vdpbf16ps: A (rows, Kp)
+                       const uint16_t *W, const float *bias, float *z, Py_ssize_t ldz,
+                       int threads) noexcept nogil:
+    """z[r, n] = sum_k a[r, k] W[n, k] + (bias[n], or z[r, n] where bias is NULL) for r < rows,
+    n < N, on vdpbf16ps: A (rows, Kp)
     bfloat16 bits, zero-padded; W as ``pack_bfloat16`` lays it out. Threads split the columns,
     each sum computed by one thread in one order: the result does not depend on them."""
     cdef Py_ssize_t vecs = (N + DOT_VEC - 1) // DOT_VEC
@@ -314,13 +327,13 @@ cdef void bf16_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const uint1
     if rows * N * Kp < PARALLEL_WORK or vecs < 2:
         threads = 1
     if threads == 1:
-        bf16_dot(0, rows, 0, vecs, N, Kp, A, W, z, ldz)
+        bf16_dot(0, rows, 0, vecs, N, Kp, A, W, bias, z, ldz)
         return
     with parallel(num_threads=threads):
         tid = threadid()
         threads = num_threads()
-        bf16_dot(0, rows, vecs * tid // threads, vecs * (tid + 1) // threads, N, Kp, A, W, z,
-                 ldz)
+        bf16_dot(0, rows, vecs * tid // threads, vecs * (tid + 1) // threads, N, Kp, A, W, bias,
+                 z, ldz)
 
 
 # ------------------------------------------------------------------------ one layer and direction
@@ -355,24 +368,31 @@ cdef struct Plan:
     float *gates                   # scratch (Tc*B, 4H)
     float *m                       # scratch (B, H)
     float *hp                      # scratch (B, P)
+    const float *zeros             # (P,): the projection's bias
     Operand W                      # input weights, activations x (Tc*B rows of scratch)
     Operand U                      # recurrent weights, activations h (B rows)
     Operand R                      # projection weights, activations m (B rows)
 
 
 cdef void product(const Plan *p, const Operand *o, Py_ssize_t rows, const float *v,
-                  Py_ssize_t ldv, Py_ssize_t at, float *z, Py_ssize_t ldz,
+                  Py_ssize_t ldv, Py_ssize_t at, const float *bias, float *z, Py_ssize_t ldz,
                   int threads) noexcept nogil:
-    """z[:rows] += v[:rows] @ W.T with the rows of v (K values, ldv apart) quantised or rounded
-    into rows [at, at + rows) of the operand's scratch, on ``threads`` threads."""
+    """z[:rows] = v[:rows] @ W.T + (bias, each row, or z[:rows] where bias is NULL) with the
+    rows of v (K values, ldv apart) quantised or rounded into rows [at, at + rows) of the
+    operand's scratch, on ``threads`` threads. The kernels' own products read the bias where
+    they would read z (the same sums); BLAS adds to a copy of it."""
+    cdef Py_ssize_t r
     if p.int8:
         quantize_rows(rows, o.K, v, ldv, o.aq + at * o.Kp, o.Kp, o.ascale + at)
         int_product(rows, o.N, o.Kp, o.aq + at * o.Kp, o.ascale + at, o.q, o.scale, o.sums,
-                    z, ldz, NULL, threads)
+                    bias, z, ldz, NULL, threads)
     elif DPBF16:
         bits_rows_bf16(rows, o.K, v, ldv, o.ab + at * o.Kp, o.Kp)
-        bf16_product(rows, o.N, o.Kp, o.ab + at * o.Kp, o.bits, z, ldz, threads)
+        bf16_product(rows, o.N, o.Kp, o.ab + at * o.Kp, o.bits, bias, z, ldz, threads)
     else:
+        if bias != NULL:
+            for r in range(rows):
+                memcpy(z + r * ldz, bias, o.N * sizeof(float))
         round_rows_bf16(rows, o.K, v, ldv, o.af + at * o.K, o.K)
         gemm(NoTrans, Trans, rows, o.N, o.K, 1, o.af + at * o.K, o.K, o.values, o.K, 1, z,
              ldz)
@@ -414,23 +434,21 @@ cdef void forward_rows(Plan *p, Py_ssize_t b_lo, Py_ssize_t b_hi, int threads) n
         # Steps s0 .. s0+n-1 in processing order are times t_lo .. t_lo+n-1.
         n = p.Tc if T - s0 > p.Tc else T - s0
         t_lo = T - s0 - n if p.reverse else s0
-        for t in range(n):
-            for bi in range(b_lo, b_hi):
-                memcpy(p.gates + (t * B + bi) * G, p.bias, G * sizeof(float))
         # z = b + x @ W.T   (n*B, 4H) = (n*B, I)(I, 4H): all n steps at once, or this
         # part's rows of each step
         if nb == B:
-            product(p, &p.W, n * B, p.x + t_lo * B * p.I, p.I, 0, p.gates, G, threads)
+            product(p, &p.W, n * B, p.x + t_lo * B * p.I, p.I, 0, p.bias, p.gates, G, threads)
         else:
             for t in range(n):
                 r0 = t * B + b_lo
-                product(p, &p.W, nb, p.x + (t_lo * B + r0) * p.I, p.I, r0, p.gates + r0 * G,
-                        G, threads)
+                product(p, &p.W, nb, p.x + (t_lo * B + r0) * p.I, p.I, r0, p.bias,
+                        p.gates + r0 * G, G, threads)
         for s in range(s0, s0 + n):
             t = T - 1 - s if p.reverse else s
             zt = p.gates + (t - t_lo) * B * G
             # z += h @ U.T   (B, 4H) += (B, Hout)(Hout, 4H)
-            product(p, &p.U, nb, p.h + b_lo * Hout, Hout, b_lo, zt + b_lo * G, G, threads)
+            product(p, &p.U, nb, p.h + b_lo * Hout, Hout, b_lo, NULL, zt + b_lo * G, G,
+                    threads)
             for bi in range(b_lo, b_hi):
                 if t >= length(p.lengths, bi, T):
                     memset(p.y + (t * B + bi) * p.ldy, 0, Hout * sizeof(float))
@@ -443,8 +461,8 @@ cdef void forward_rows(Plan *p, Py_ssize_t b_lo, Py_ssize_t b_hi, int threads) n
                     memcpy(p.y + (t * B + bi) * p.ldy, mrow, H * sizeof(float))
             if P > 0:
                 # h = m @ R.T   (B, P) = (B, H)(H, P); only active rows take it.
-                memset(p.hp + b_lo * P, 0, nb * P * sizeof(float))
-                product(p, &p.R, nb, p.m + b_lo * H, H, b_lo, p.hp + b_lo * P, P, threads)
+                product(p, &p.R, nb, p.m + b_lo * H, H, b_lo, p.zeros, p.hp + b_lo * P, P,
+                        threads)
                 for bi in range(b_lo, b_hi):
                     if t < length(p.lengths, bi, T):
                         memcpy(p.h + bi * P, p.hp + bi * P, P * sizeof(float))
@@ -535,7 +553,8 @@ def forward(*, str mode, const float[:, ::1] x, weights, const float[::1] bias,
     gates = np.empty((rows, G), np.float32)
     m = np.zeros((p.B, p.H), np.float32)
     hp = np.zeros((p.B, max(p.P, 1)), np.float32)
-    keep = [gates, m, hp]
+    zeros = np.zeros(max(p.P, 1), np.float32)
+    keep = [gates, m, hp, zeros]
     if p.int8:
         _check("weights", len(weights) == 9, "9 int8 arrays (or None)")
     else:
@@ -595,6 +614,7 @@ def forward(*, str mode, const float[:, ::1] x, weights, const float[::1] bias,
     p.h, p.c, p.y = &h[0, 0], &c[0, 0], &y[0, 0, y_col]
     p.gates, p.m, p.hp = <float *> cnp_data(gates), <float *> cnp_data(m), \
         <float *> cnp_data(hp)
+    p.zeros = <float *> cnp_data(zeros)
     with nogil:
         forward_layer(&p)
     return None
@@ -684,7 +704,7 @@ def bf16_matmul(const uint16_t[:, ::1] A, const uint16_t[:, ::1] W):
     a[:, :K] = A
     ab, wb = a, packed
     with nogil:
-        bf16_product(rows, N, Kp, &ab[0, 0], &wb[0, 0], &ov[0, 0], N, threads)
+        bf16_product(rows, N, Kp, &ab[0, 0], &wb[0, 0], NULL, &ov[0, 0], N, threads)
     return out
 
 
@@ -720,6 +740,6 @@ def int_matmul(const int8_t[:, ::1] A, const int8_t[:, ::1] W):
     cdef int32_t[:, ::1] ov = out
     cdef int threads = max_threads()
     with nogil:
-        int_product(rows, N, Kp, &u[0, 0], NULL, &wv[0, 0], NULL, &sv[0], NULL, 0, &ov[0, 0],
-                    threads)
+        int_product(rows, N, Kp, &u[0, 0], NULL, &wv[0, 0], NULL, &sv[0], NULL, NULL, 0,
+                    &ov[0, 0], threads)
     return out
