@@ -100,6 +100,36 @@ static int lstmx_dot_has_bf16(void)
         acc[5][0] = c50; acc[5][1] = c51; acc[5][2] = c52; acc[5][3] = c53;                \
     } while (0)
 
+/* Rows [r_lo, r_hi) x vectors [v_lo, v_hi) a tile at a time: a block of 4 vectors (kp * 64
+ * bytes) meets every row tile in turn. Each (R, V) calls TILE(R, V), its own copy of the
+ * tile, so that every loop over them unrolls and the sums live in registers. */
+#define LSTMX_DOT_VECS(TILE, RR)                                                            \
+    switch (V) {                                                                           \
+    case 4: TILE(RR, 4); break;                                                            \
+    case 3: TILE(RR, 3); break;                                                            \
+    case 2: TILE(RR, 2); break;                                                            \
+    default: TILE(RR, 1);                                                                  \
+    }
+#define LSTMX_DOT_FOR_TILES(TILE)                                                          \
+    do {                                                                                   \
+        ptrdiff_t v0, r0;                                                                  \
+        int R, V;                                                                          \
+        for (v0 = v_lo; v0 < v_hi; v0 += LSTMX_DOT_TILE_VECS) {                            \
+            V = v_hi - v0 < LSTMX_DOT_TILE_VECS ? (int)(v_hi - v0) : LSTMX_DOT_TILE_VECS;  \
+            for (r0 = r_lo; r0 < r_hi; r0 += LSTMX_DOT_TILE_ROWS) {                        \
+                R = r_hi - r0 < LSTMX_DOT_TILE_ROWS ? (int)(r_hi - r0) : LSTMX_DOT_TILE_ROWS; \
+                switch (R) {                                                               \
+                case 6: LSTMX_DOT_VECS(TILE, 6); break;                                     \
+                case 5: LSTMX_DOT_VECS(TILE, 5); break;                                     \
+                case 4: LSTMX_DOT_VECS(TILE, 4); break;                                     \
+                case 3: LSTMX_DOT_VECS(TILE, 3); break;                                     \
+                case 2: LSTMX_DOT_VECS(TILE, 2); break;                                     \
+                default: LSTMX_DOT_VECS(TILE, 1);                                           \
+                }                                                                          \
+            }                                                                              \
+        }                                                                                  \
+    } while (0)
+
 /* ------------------------------------------------------------------------ int8: vpdpbusd */
 
 /* Rows [r0, r0 + R) x vectors [v0, v0 + V) of the int8 product (see lstmx_int8_vnni).
@@ -166,36 +196,16 @@ LSTMX_VNNI_TARGET LSTMX_DOT_INLINE void lstmx_vnni_tile(
  * A = q + 128 (rows of kp bytes) and wsum[n] = sum_k W[n, k]; or, when raw is not NULL,
  * raw[r, n] = sum_k q[r, k] W[n, k] (N apart).
  * W packed as the head of this file says (G = 4), with N padded to 16 and kp to 4; wsum and
- * sw padded likewise. A block of 4 vectors (kp * 64 bytes) meets every row tile in turn.
- * The sums are exact: the same integers as the other instruction sets give. */
+ * sw padded likewise. The sums are exact: the same integers as the other instruction sets give. */
 LSTMX_VNNI_TARGET static void lstmx_int8_vnni(
     ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo, ptrdiff_t v_hi, ptrdiff_t N, ptrdiff_t kp,
     const uint8_t *A, const float *sa, const int8_t *W, const float *sw, const int32_t *wsum,
     const float *bias, float *z, ptrdiff_t ldz, int32_t *raw)
 {
-    ptrdiff_t v0, r0;
-    for (v0 = v_lo; v0 < v_hi; v0 += LSTMX_DOT_TILE_VECS) {
-        int V = v_hi - v0 < LSTMX_DOT_TILE_VECS ? (int)(v_hi - v0) : LSTMX_DOT_TILE_VECS;
-        for (r0 = r_lo; r0 < r_hi; r0 += LSTMX_DOT_TILE_ROWS) {
-            int R = r_hi - r0 < LSTMX_DOT_TILE_ROWS ? (int)(r_hi - r0) : LSTMX_DOT_TILE_ROWS;
-            /* Each (R, V) its own copy of the tile, so that every loop over them unrolls and
-             * the sums live in registers. */
 #define LSTMX_T(RR, VV) lstmx_vnni_tile(RR, VV, r0, v0, N, kp, A, sa, W, sw, wsum, bias, z, ldz, \
                                         raw)
-#define LSTMX_ROW(RR) switch (V) { case 4: LSTMX_T(RR, 4); break; case 3: LSTMX_T(RR, 3); break; \
-                                   case 2: LSTMX_T(RR, 2); break; default: LSTMX_T(RR, 1); }
-            switch (R) {
-            case 6: LSTMX_ROW(6); break;
-            case 5: LSTMX_ROW(5); break;
-            case 4: LSTMX_ROW(4); break;
-            case 3: LSTMX_ROW(3); break;
-            case 2: LSTMX_ROW(2); break;
-            default: LSTMX_ROW(1);
-            }
-#undef LSTMX_ROW
+    LSTMX_DOT_FOR_TILES(LSTMX_T);
 #undef LSTMX_T
-        }
-    }
 }
 
 /* ------------------------------------------------------------------------ bfloat16: vdpbf16ps */
@@ -246,26 +256,9 @@ LSTMX_BF16_TARGET static void lstmx_bf16_dot(
     ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo, ptrdiff_t v_hi, ptrdiff_t N, ptrdiff_t kp,
     const uint16_t *A, const uint16_t *W, const float *bias, float *z, ptrdiff_t ldz)
 {
-    ptrdiff_t v0, r0;
-    for (v0 = v_lo; v0 < v_hi; v0 += LSTMX_DOT_TILE_VECS) {
-        int V = v_hi - v0 < LSTMX_DOT_TILE_VECS ? (int)(v_hi - v0) : LSTMX_DOT_TILE_VECS;
-        for (r0 = r_lo; r0 < r_hi; r0 += LSTMX_DOT_TILE_ROWS) {
-            int R = r_hi - r0 < LSTMX_DOT_TILE_ROWS ? (int)(r_hi - r0) : LSTMX_DOT_TILE_ROWS;
 #define LSTMX_T(RR, VV) lstmx_bf16_tile(RR, VV, r0, v0, N, kp, A, W, bias, z, ldz)
-#define LSTMX_ROW(RR) switch (V) { case 4: LSTMX_T(RR, 4); break; case 3: LSTMX_T(RR, 3); break; \
-                                   case 2: LSTMX_T(RR, 2); break; default: LSTMX_T(RR, 1); }
-            switch (R) {
-            case 6: LSTMX_ROW(6); break;
-            case 5: LSTMX_ROW(5); break;
-            case 4: LSTMX_ROW(4); break;
-            case 3: LSTMX_ROW(3); break;
-            case 2: LSTMX_ROW(2); break;
-            default: LSTMX_ROW(1);
-            }
-#undef LSTMX_ROW
+    LSTMX_DOT_FOR_TILES(LSTMX_T);
 #undef LSTMX_T
-        }
-    }
 }
 
 #else
