@@ -216,7 +216,8 @@ class _Quantized:
     @property
     def nbytes(self) -> int:
         """Bytes of the arrays the kernels compute with (int8 weights as int8 with a float32
-        scale and an int32 sum per row, bfloat16 ones as float32: see docs/quantization.md)."""
+        scale and an int32 sum per row, bfloat16 ones as bfloat16 where vdpbf16ps runs and as
+        float32 for BLAS elsewhere: see docs/quantization.md)."""
         return sum(a.nbytes for mats, bias, peep in self._layers
                    for a in (*mats, bias, peep) if a is not None)
 

@@ -639,6 +639,18 @@ def test_int8_memory_is_about_a_quarter_of_the_float_models():
     assert q.nbytes < 0.3 * float_bytes
 
 
+def test_bfloat16_memory_is_half_the_float_models_on_vdpbf16ps():
+    # Weights as bfloat16 where vdpbf16ps reads them (rows padded to 16: none here), as
+    # float32 values for BLAS elsewhere; the biases stay float32 either way.
+    lstm = lstmx.LSTM(64, 128, seed=29)
+    q = lstm.quantize("bfloat16")
+    params = lstm.parameters()
+    weights = sum(a.nbytes for name, a in params.items() if name.startswith("weight"))
+    biases = 4 * 128 * 4                           # b_ih + b_hh, summed once
+    half = kernels.BF16_PRODUCTS == "vdpbf16ps"
+    assert q.nbytes == (weights // 2 if half else weights) + biases
+
+
 def test_from_state_dict_validates_names_dtypes_shapes_and_scales():
     cell = lstmx.LSTMCell(3, 4, seed=30)
     q = cell.quantize("int8")
