@@ -213,23 +213,36 @@ cdef int plan_threads(Py_ssize_t work, int available, bint double) except -1:
 cdef int plan_rows(Py_ssize_t B, Py_ssize_t row_work, Py_ssize_t u_bytes, Py_ssize_t l2_bytes,
                    int available) except -1:
     """The team that splits the batch's rows (forward_parallel's ``by_rows``), or 0 to split
-    hidden units as plan_threads says: all ``available`` threads when each has a tile of
-    rows or more (row_share), a step has PLAN_MIN_WORK multiply-adds (``row_work`` a row),
-    and U packed (``u_bytes``) is at most twice a core's L2 (``l2_bytes``).
+    hidden units as plan_threads says: all ``available`` threads when a step has
+    PLAN_MIN_WORK multiply-adds (``row_work`` a row), U packed (``u_bytes``) is at most
+    twice a core's L2 (``l2_bytes``), and either each thread has a tile of rows or more
+    (row_tiles), or U fits half of L2 and each thread has four rows, or two or three of a
+    batch smaller than a tile.
 
     A team of rows has no barrier a step, and each thread reads only its own rows of
     h_{t-1}; but each reads all of U at every step, where a team of units reads its share.
     The barrier and the exchange of h cost about the same at any size, the reads of U grow
     with it: on a 2-vCPU Zen 3 guest rows were faster up to H = 256 (U 1 MiB, L2 512 KiB)
     and slower from H = 512 when the caches had cooled between calls (docs/performance.md).
-    The measured costs of a barrier between idle cores (plan_threads) leave the exchange
-    out and predict units everywhere, so this is a rule of the shape and the CPU's L2,
-    not a prediction. With fewer tiles than threads, units give every thread work."""
+    With less than a tile each, rows won on Zen 4 where U stays in L2 (B = 4 to 8 at
+    H <= 128 with AVX-512's 8-row tiles, B = 4 and 5 with AVX2's 6-row ones) and lost where it
+    does not (B = 4, H = 256 with AVX-512; B = 6, H = 256 with AVX2), and at B = 6, H = 128
+    with AVX2, where a team of units gives each thread a whole tile (docs/performance.md).
+    The measured costs of a barrier between idle cores (plan_threads) leave the exchange out
+    and predict units everywhere, so this is a rule of the shape and the CPU's L2, not a
+    prediction."""
     available = min(available, PLAN_TEAMS - 1)
-    if (available < 2 or row_tiles(B) < available or B * row_work < PLAN_MIN_WORK
-            or u_bytes > 2 * l2_bytes):
+    if (available < 2 or B * row_work < PLAN_MIN_WORK or u_bytes > 2 * l2_bytes):
         return 0
-    return available
+    if row_tiles(B) >= available:
+        return available
+    # Less than a tile each: rows where U stays in L2 and each thread gets four rows (the
+    # rows kernel's widest pass) or, with two or three, where the batch is less than a tile
+    # (so that a team of units would give each thread a part tile as well).
+    if u_bytes <= l2_bytes // 2 and (B >= 4 * available
+                                     or (B >= 2 * available and B < TILE_ROWS)):
+        return available
+    return 0
 
 
 def plan_costs():

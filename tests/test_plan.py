@@ -135,11 +135,11 @@ def test_a_plan_changes_no_bit(variant, dtype, monkeypatch):
     x = rng.standard_normal((5, 24, 20)).astype(dtype)
     results = []
     try:
-        # B = 24, 4 tiles of rows: a team of 2 splits them; 5 threads split units (as many
-        # threads as strips of them) if every team pays, or stay one (a team of rows of
-        # one) if none does.
-        for barrier, threads, split, team in ((0.0, 2, "rows", 2), (0.0, 5, "units", None),
-                                              (1.0, 5, "rows", 1)):
+        # B = 24, 3 or 4 tiles of rows: a team of 2 splits them; 7 threads (less than a tile
+        # and less than four rows each) split units (as many threads as strips of them) if
+        # every team pays, or stay one (a team of rows of one) if none does.
+        for barrier, threads, split, team in ((0.0, 2, "rows", 2), (0.0, 7, "units", None),
+                                              (1.0, 7, "rows", 1)):
             k.set_plan_costs(costs(lambda n: 1e-10, barrier), call_work=0)
             with threadpool_limits(threads):
                 call = k.LayerForward(x=x.reshape(-1, 20), W=m.weight_ih_l0, U=m.weight_hh_l0,
@@ -156,6 +156,35 @@ def test_a_plan_changes_no_bit(variant, dtype, monkeypatch):
     for other in results[1:]:
         for a, b in zip(other, results[0]):
             assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("variant", THREADED)
+def test_small_batches_split_rows_where_u_stays_in_l2(variant):
+    # Less than a tile of rows each (tiles of 8 rows with AVX-512, 6 with AVX2): two threads
+    # split the batch where U (H=64: 64 KiB packed) fits half of L2 and each gets four rows,
+    # or two or three of a batch smaller than a tile; units where U does not fit (H=512:
+    # 4 MiB) or where a team of units gives each thread a whole tile (B=6 on AVX2).
+    k = _dispatch.load(variant)
+    tile = 8 if variant == "avx512" else 6
+    k.set_plan_costs(costs(lambda n: 1e-10, 0.0), call_work=0)
+
+    def split(B, H):
+        with threadpool_limits(2):
+            call = k.LayerForward(x=np.zeros((10 * B, 64), np.float32),
+                                  W=np.zeros((4 * H, 64), np.float32),
+                                  U=np.zeros((4 * H, H), np.float32),
+                                  h=np.zeros((B, H), np.float32), c=np.zeros((B, H), np.float32),
+                                  y=np.zeros((10, B, H), np.float32))
+            return call.describe()["split"]
+    try:
+        assert split(4, 64) == "rows"
+        assert split(8, 64) == "rows"
+        assert split(6, 64) == ("rows" if tile > 6 else "units")
+        assert split(2 * tile, 64) == "rows"                 # a tile each
+        if 4 * (4 * 512) * 512 > l2_cache_bytes() // 2:
+            assert split(4, 512) == "units"
+    finally:
+        k.forget_plan_costs()
 
 
 def test_one_strip_of_units_still_gets_a_team_of_rows(pinned):
