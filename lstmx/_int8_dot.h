@@ -101,15 +101,13 @@ static inline void lstmx_int8_dot_tile(ptrdiff_t kp, const uint8_t *a0, const ui
 #endif
 }
 
-/* z[j] = (float)(acc[j] - offset[j]) * (s * sw[j]) + z0[j] for j < 4: a row of a tile's
- * sums, corrected for the activations' zero point (none here: offset is 0) and scaled back,
- * added to z0 (the bias, or z itself). */
-static inline void lstmx_int8_tile_add(const int32_t *acc, const int32_t *offset, float s,
-                                       const float *sw, const float *z0, float *z)
+/* z[j] = (float)acc[j] * (s * sw[j]) + z0[j] for j < 4: a row of a tile's sums scaled back
+ * and added to z0 (the bias, or z itself). */
+static inline void lstmx_int8_tile_add(const int32_t *acc, float s, const float *sw,
+                                       const float *z0, float *z)
 {
 #if defined(__AVX2__)
-    __m128 v = _mm_cvtepi32_ps(_mm_sub_epi32(_mm_loadu_si128((const __m128i *)acc),
-                                             _mm_loadu_si128((const __m128i *)offset)));
+    __m128 v = _mm_cvtepi32_ps(_mm_loadu_si128((const __m128i *)acc));
     __m128 m = _mm_mul_ps(_mm_set1_ps(s), _mm_loadu_ps(sw));
 #if defined(__FMA__)
     _mm_storeu_ps(z, _mm_fmadd_ps(v, m, _mm_loadu_ps(z0)));
@@ -119,7 +117,7 @@ static inline void lstmx_int8_tile_add(const int32_t *acc, const int32_t *offset
 #else
     int j;
     for (j = 0; j < LSTMX_INT8_TILE_COLS; j++)
-        z[j] = z0[j] + (float)(acc[j] - offset[j]) * (s * sw[j]);
+        z[j] = z0[j] + (float)acc[j] * (s * sw[j]);
 #endif
 }
 

@@ -54,10 +54,9 @@ cdef extern from "_int8_dot.h":
     void int_dot_tile "lstmx_int8_dot_tile"(Py_ssize_t kp, const uint8_t *a0,
                                             const uint8_t *a1, const int8_t *tile,
                                             int32_t *acc) noexcept nogil
-    # z[j] += float(acc[j] - offset[j]) * (s * sw[j]), j < COLS.
-    void tile_add "lstmx_int8_tile_add"(const int32_t *acc, const int32_t *offset, float s,
-                                        const float *sw, const float *z0,
-                                        float *z) noexcept nogil
+    # z[j] = float(acc[j]) * (s * sw[j]) + z0[j], j < COLS.
+    void tile_add "lstmx_int8_tile_add"(const int32_t *acc, float s, const float *sw,
+                                        const float *z0, float *z) noexcept nogil
 
 cdef extern from "_dot_avx512.h":
     # Channels of a packed vector of the dot-product kernels (their weights' layout).
@@ -205,8 +204,7 @@ cdef void bits_rows_bf16(Py_ssize_t rows, Py_ssize_t K, const float *v, Py_ssize
 cdef void int_product_columns(
         Py_ssize_t block, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t rows, Py_ssize_t N,
         Py_ssize_t Kp, const uint8_t *A, const float *sa, const int8_t *W, const float *sw,
-        const int32_t *wsum, const float *bias, float *z, Py_ssize_t ldz,
-        int32_t *raw) noexcept nogil:
+        const float *bias, float *z, Py_ssize_t ldz, int32_t *raw) noexcept nogil:
     """Columns [block * BLOCK_COLS, block * BLOCK_COLS + BLOCK_COLS) of rows [r0, r1) of the
     product of ``int_product``: into z (scaled and added) or, when ``raw`` is not NULL, into
     raw. A pair of rows meets every tile of the block before the next pair: its activations
@@ -218,7 +216,6 @@ cdef void int_product_columns(
     cdef Py_ssize_t n_hi = N if n_lo + BLOCK_COLS > N else n_lo + BLOCK_COLS
     cdef const uint8_t *a1
     cdef const int32_t *acc_i
-    cdef int32_t offset[COLS]
     cdef float *zr
     cdef const float *z0
     cdef float s
@@ -235,26 +232,25 @@ cdef void int_product_columns(
         n0 = n_lo
         while n0 < n_hi:
             n_cols = n_hi - n0 if n_hi - n0 < COLS else COLS
+            # The bytes are q itself here (no zero point without vpdpbusd): the sums are
+            # sum q * w as they come.
             int_dot_tile(Kp, A + r * Kp, a1, W + n0 * Kp, acc)
-            # The bytes are q itself here (ZERO is 0 without vpdpbusd): no correction.
-            for j in range(COLS):
-                offset[j] = ZERO * wsum[n0 + j]
             for i in range(ROWS):
                 if r + i >= rows:
                     break
                 acc_i = acc + i * COLS
                 if raw != NULL:
                     for j in range(n_cols):
-                        raw[(r + i) * N + n0 + j] = acc_i[j] - offset[j]
+                        raw[(r + i) * N + n0 + j] = acc_i[j]
                 else:
                     zr = z + (r + i) * ldz + n0
                     z0 = bias + n0 if bias != NULL else zr
                     s = sa[r + i]
                     if n_cols == COLS:
-                        tile_add(acc_i, offset, s, sw + n0, z0, zr)
+                        tile_add(acc_i, s, sw + n0, z0, zr)
                     else:
                         for j in range(n_cols):
-                            zr[j] = z0[j] + <float> (acc_i[j] - offset[j]) * (s * sw[n0 + j])
+                            zr[j] = z0[j] + <float> acc_i[j] * (s * sw[n0 + j])
             n0 += COLS
         r += ROWS
 
@@ -265,7 +261,8 @@ cdef void int_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const uint8_
                       int threads) noexcept nogil:
     """z[r, n] = float(sum_k q[r, k] W[n, k]) * (sa[r] * sw[n]) + (bias[n], or z[r, n] where
     bias is NULL) for r < rows, n < N, with A = q + ZERO the activation bytes and wsum[n] =
-    sum_k W[n, k]; or, where raw is not NULL, raw[r, n] = the integer sum.
+    sum_k W[n, k] (which corrects vpdpbusd's sums for the zero point; the generic products
+    have none); or, where raw is not NULL, raw[r, n] = the integer sum.
 
     A (rows, Kp) uint8; W (N rounded up to INT8_COLS, Kp) int8, zero-padded to Kp and laid out
     by ``pack_weights`` (A's padding is then any byte). Threads split the columns, so
@@ -289,7 +286,7 @@ cdef void int_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const uint8_
                       sa, W, sw, wsum, bias, z, ldz, raw)
         return
     if threads == 1:
-        int_product_blocks(0, blocks, rows, N, Kp, A, sa, W, sw, wsum, bias, z, ldz, raw)
+        int_product_blocks(0, blocks, rows, N, Kp, A, sa, W, sw, bias, z, ldz, raw)
         return
     # One team for the whole product, each thread on its own contiguous run of column blocks
     # through every row block: no barrier between row blocks, which depend on nothing.
@@ -297,21 +294,20 @@ cdef void int_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const uint8_
         tid = threadid()
         threads = num_threads()
         int_product_blocks(blocks * tid // threads, blocks * (tid + 1) // threads, rows, N, Kp,
-                           A, sa, W, sw, wsum, bias, z, ldz, raw)
+                           A, sa, W, sw, bias, z, ldz, raw)
 
 
 cdef void int_product_blocks(Py_ssize_t b_lo, Py_ssize_t b_hi, Py_ssize_t rows, Py_ssize_t N,
                              Py_ssize_t Kp, const uint8_t *A, const float *sa, const int8_t *W,
-                             const float *sw, const int32_t *wsum, const float *bias, float *z,
-                             Py_ssize_t ldz, int32_t *raw) noexcept nogil:
+                             const float *sw, const float *bias, float *z, Py_ssize_t ldz,
+                             int32_t *raw) noexcept nogil:
     """Column blocks [b_lo, b_hi) of ``int_product``, a block of ROW_BLOCK rows at a time
     (which stay in L2 while every weight tile of the blocks passes)."""
     cdef Py_ssize_t r0 = 0, r1, block
     while r0 < rows:
         r1 = rows if r0 + ROW_BLOCK > rows else r0 + ROW_BLOCK
         for block in range(b_lo, b_hi):
-            int_product_columns(block, r0, r1, rows, N, Kp, A, sa, W, sw, wsum, bias, z, ldz,
-                                raw)
+            int_product_columns(block, r0, r1, rows, N, Kp, A, sa, W, sw, bias, z, ldz, raw)
         r0 = r1
 
 

@@ -438,17 +438,34 @@ print(hashlib.sha256(kernels.int_matmul(A, W).tobytes()).hexdigest())
 """
 
 
+def cpu_flags():
+    """The CPU's feature flags, as /proc/cpuinfo lists them."""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def expected_products(variant, dot):
+    """(INT8_PRODUCTS, BF16_PRODUCTS) of a process with LSTMX_KERNELS=variant and
+    LSTMX_DOT_PRODUCTS=dot: the instructions where the AVX-512 build may use them and the CPU
+    has them."""
+    on = variant == "avx512" and dot != "generic"
+    flags = cpu_flags()
+    return ("vpdpbusd" if on and "avx512_vnni" in flags else "generic",
+            "vdpbf16ps" if on and "avx512_bf16" in flags else "blas")
+
+
 def test_each_available_variant_matches_reference_with_the_same_integer_products():
     # Every variant, and the AVX-512 one also with its dot-product instructions turned off
     # (LSTMX_DOT_PRODUCTS=generic: the path of AVX-512 CPUs without VNNI or BF16).
     package_root = os.path.dirname(os.path.dirname(lstmx.__file__))
-    generic = [("generic", "blas")]
     digests = set()
     for variant in _dispatch.available():
         for dot in ("auto", "generic") if variant == "avx512" else ("auto",):
             suffix = "_quantized" if variant == "baseline" else f"_quantized_{variant}"
-            products = generic if dot == "generic" or variant != "avx512" else [
-                (kernels.INT8_PRODUCTS, kernels.BF16_PRODUCTS)]
+            products = [expected_products(variant, dot)]
             env = dict(os.environ, LSTMX_KERNELS=variant, LSTMX_DOT_PRODUCTS=dot,
                        PYTHONPATH=os.pathsep.join([package_root,
                                                    os.environ.get("PYTHONPATH", "")]))
@@ -461,17 +478,8 @@ def test_each_available_variant_matches_reference_with_the_same_integer_products
 
 
 def test_dot_product_instructions_are_used_where_the_cpu_has_them():
-    flags = set()
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    avx512 = _dispatch.variant == "avx512" and os.environ.get("LSTMX_DOT_PRODUCTS") != "generic"
-    assert kernels.INT8_PRODUCTS == ("vpdpbusd" if avx512 and "avx512_vnni" in flags
-                                     else "generic")
-    assert kernels.BF16_PRODUCTS == ("vdpbf16ps" if avx512 and "avx512_bf16" in flags
-                                     else "blas")
+    assert (kernels.INT8_PRODUCTS, kernels.BF16_PRODUCTS) == expected_products(
+        _dispatch.variant, os.environ.get("LSTMX_DOT_PRODUCTS", "auto"))
 
 
 @given(rows=st.integers(1, 20), N=st.integers(1, 70), K=st.integers(1, 80),
