@@ -10,7 +10,7 @@ team. NumPy's own Philox is the test's oracle.
 from cython.parallel cimport prange
 
 from libc.math cimport ceil
-from libc.stdint cimport uint64_t
+from libc.stdint cimport uint32_t, uint64_t
 
 from lstmx._openmp cimport max_threads
 
@@ -88,22 +88,23 @@ cdef void fill_group(floating *out, Py_ssize_t n, Py_ssize_t group, uint64_t k0,
     (``below_p``): integers, and a product by 0 or 1 rather than a branch that a random
     mask would mispredict half the time."""
     cdef uint64_t words[4 * PHILOX_WAYS]
+    cdef uint32_t draws[8 * PHILOX_WAYS]
     cdef Py_ssize_t j, i0 = 8 * PHILOX_WAYS * group
     cdef Py_ssize_t count = 8 * PHILOX_WAYS if n - i0 > 8 * PHILOX_WAYS else n - i0
-    cdef uint64_t flip = 0 if below else 1
+    cdef uint32_t flip = 0 if below else 1, limit = <uint32_t> below_p
     # NumPy increments the counter before each block: block j runs on counter j + 1.
     philox4x64_10(<uint64_t> (PHILOX_WAYS * group + 1), k0, k1, words)
-    cdef uint64_t low = 0xFFFFFFFF, keep
+    # Each word's low half, then its high half: the draws in order, so that the loop below
+    # is a vector compare (with the halves picked inside it, it ran element by element).
+    for j in range(4 * PHILOX_WAYS):
+        draws[2 * j] = <uint32_t> words[j]
+        draws[2 * j + 1] = <uint32_t> (words[j] >> 32)
     if count == 8 * PHILOX_WAYS:
-        for j in range(4 * PHILOX_WAYS):
-            keep = <uint64_t> (((words[j] & low) >> 8) < below_p)
-            out[i0 + 2 * j] = value * <floating> (keep ^ flip)
-            keep = <uint64_t> ((words[j] >> 40) < below_p)
-            out[i0 + 2 * j + 1] = value * <floating> (keep ^ flip)
+        for j in range(8 * PHILOX_WAYS):
+            out[i0 + j] = value * <floating> (<uint32_t> ((draws[j] >> 8) < limit) ^ flip)
     else:
         for j in range(count):
-            keep = <uint64_t> ((((words[j // 2] >> (32 * (j % 2))) & low) >> 8) < below_p)
-            out[i0 + j] = value * <floating> (keep ^ flip)
+            out[i0 + j] = value * <floating> (<uint32_t> ((draws[j] >> 8) < limit) ^ flip)
 
 
 def bernoulli(floating[::1] out, uint64_t k0, uint64_t k1, double p, double value,
