@@ -14,11 +14,42 @@ cdef enum:
 cdef double LN_EPS = 1e-5
 
 
-cdef enum:
+cdef extern from "_lane_sums.h":
     # Lanes of a row's sums: element j adds into lane j % SUM_LANES, and the lanes add up
-    # pairwise at the end. A fixed order (the same bits on every run and team) that the
-    # compiler vectorises; one running sum would chain every add on the last.
-    SUM_LANES = 8
+    # pairwise at the end. A fixed order (the same bits on every run and team) in vector
+    # registers; one running sum would chain every add on the last. The groups of 8 are
+    # summed in C (_lane_sums.h), the rest here.
+    enum: SUM_LANES "LSTMX_LANES"
+    void shifted_sums_f "lstmx_shifted_sums_f"(Py_ssize_t n8, const float *v, double shift,
+                                                double *s1, double *s2) noexcept nogil
+    void shifted_sums_d "lstmx_shifted_sums_d"(Py_ssize_t n8, const double *v, double shift,
+                                                double *s1, double *s2) noexcept nogil
+    void product_sums_f "lstmx_product_sums_f"(Py_ssize_t n8, const float *a, const float *b,
+                                                const float *c, double *s1,
+                                                double *s2) noexcept nogil
+    void product_sums_d "lstmx_product_sums_d"(Py_ssize_t n8, const double *a,
+                                                const double *b, const double *c, double *s1,
+                                                double *s2) noexcept nogil
+
+
+cdef inline void shifted_sums(Py_ssize_t n8, const floating *v, double shift, double *s1,
+                              double *s2) noexcept nogil:
+    """Lane k of s1 and s2 := the sums of v[j] - shift and of its square over j < n8,
+    j = k (mod SUM_LANES)."""
+    if floating is float:
+        shifted_sums_f(n8, v, shift, s1, s2)
+    else:
+        shifted_sums_d(n8, v, shift, s1, s2)
+
+
+cdef inline void product_sums(Py_ssize_t n8, const floating *a, const floating *b,
+                              const floating *c, double *s1, double *s2) noexcept nogil:
+    """Lane k of s1 and s2 := the sums of p = double(a[j] * b[j]) and of p * c[j] over
+    j < n8, j = k (mod SUM_LANES)."""
+    if floating is float:
+        product_sums_f(n8, a, b, c, s1, s2)
+    else:
+        product_sums_d(n8, a, b, c, s1, s2)
 
 
 cdef inline double lane_total(const double *acc) noexcept nogil:
@@ -32,15 +63,8 @@ cdef inline double row_moments(Py_ssize_t n, const floating *v, double *rstd) no
     cdef double acc1[SUM_LANES]
     cdef double acc2[SUM_LANES]
     cdef double d, s1, s2, shift = v[0]
-    cdef Py_ssize_t j, k, n8 = n - n % SUM_LANES
-    for k in range(SUM_LANES):
-        acc1[k] = 0
-        acc2[k] = 0
-    for j in range(0, n8, 8):  # SUM_LANES
-        for k in range(SUM_LANES):
-            d = <double> v[j + k] - shift
-            acc1[k] += d
-            acc2[k] += d * d
+    cdef Py_ssize_t j, n8 = n - n % SUM_LANES
+    shifted_sums(n8, v, shift, acc1, acc2)
     for j in range(n8, n):
         d = <double> v[j] - shift
         acc1[j - n8] += d
@@ -78,7 +102,7 @@ cdef inline void normalise_backward(Py_ssize_t n, const floating *d_out, const f
                                     floating *d_beta, floating *dv) noexcept nogil:
     """Backward of LN(v) = gamma * v_hat + beta for one row: dv receives the gradient of v;
     d_gamma and d_beta accumulate (d_beta may be NULL). d_out and dv may be one array."""
-    cdef Py_ssize_t j, k, n8 = n - n % SUM_LANES
+    cdef Py_ssize_t j, n8 = n - n % SUM_LANES
     cdef double acc1[SUM_LANES]
     cdef double acc2[SUM_LANES]
     cdef double dh, s1, s2
@@ -88,14 +112,7 @@ cdef inline void normalise_backward(Py_ssize_t n, const floating *d_out, const f
     for j in range(n):
         d_gamma[j] += d_out[j] * v_hat[j]
     # s1 = mean(d_out * gamma), s2 = mean(d_out * gamma * v_hat)
-    for k in range(SUM_LANES):
-        acc1[k] = 0
-        acc2[k] = 0
-    for j in range(0, n8, 8):  # SUM_LANES
-        for k in range(SUM_LANES):
-            dh = <double> (d_out[j + k] * gamma[j + k])
-            acc1[k] += dh
-            acc2[k] += dh * v_hat[j + k]
+    product_sums(n8, d_out, gamma, v_hat, acc1, acc2)
     for j in range(n8, n):
         dh = <double> (d_out[j] * gamma[j])
         acc1[j - n8] += dh
@@ -114,27 +131,16 @@ cdef inline void layer_norm_gates_backward(
     """Backward of layer_norm_gates for one row: dzx and dzh receive the gradients of its
     zx and zh from dz, the gradient of z; d_gamma_x, d_gamma_h and d_beta accumulate (both
     betas and the biases have the gradient d_beta). As normalise_backward for two rows
-    that share d_out, in two passes over them rather than six; dz, dzx and dzh are
-    distinct rows."""
-    cdef Py_ssize_t j, k, n8 = G - G % SUM_LANES
+    that share d_out: a pass of sums for each, then one over both for the rest, rather than
+    six; dz, dzx and dzh are distinct rows."""
+    cdef Py_ssize_t j, n8 = G - G % SUM_LANES
     cdef double ax1[SUM_LANES]
     cdef double ax2[SUM_LANES]
     cdef double ah1[SUM_LANES]
     cdef double ah2[SUM_LANES]
     cdef double dx, dh, sx1, sx2, sh1, sh2
-    for k in range(SUM_LANES):
-        ax1[k] = 0
-        ax2[k] = 0
-        ah1[k] = 0
-        ah2[k] = 0
-    for j in range(0, n8, 8):  # SUM_LANES
-        for k in range(SUM_LANES):
-            dx = <double> (dz[j + k] * gamma_x[j + k])
-            dh = <double> (dz[j + k] * gamma_h[j + k])
-            ax1[k] += dx
-            ax2[k] += dx * xhat[j + k]
-            ah1[k] += dh
-            ah2[k] += dh * hhat[j + k]
+    product_sums(n8, dz, gamma_x, xhat, ax1, ax2)
+    product_sums(n8, dz, gamma_h, hhat, ah1, ah2)
     for j in range(n8, G):
         dx = <double> (dz[j] * gamma_x[j])
         dh = <double> (dz[j] * gamma_h[j])

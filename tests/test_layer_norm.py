@@ -52,8 +52,20 @@ def _torch_layer_norm_lstm(torch, lstm, x, h0, c0):
 @pytest.mark.parametrize("options", [dict(), dict(peephole=True),
                                      dict(output_activation="identity")])
 def test_layer_norm_lstm_against_torch(options, dtype):
+    check_against_torch(options, dtype, 6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("H", [8, 10, 11, 13, 15, 33])
+def test_layer_norm_rows_of_every_length_against_torch(H, dtype):
+    # The rows' sums take groups of 8 elements into four accumulators in turn: rows of 4H
+    # and H elements that end on each accumulator, with and without fewer than 8 left over.
+    check_against_torch({}, dtype, H)
+
+
+def check_against_torch(options, dtype, H):
     torch = require("torch")
-    T, B, I, H = 5, 3, 4, 6
+    T, B, I = 5, 3, 4
     lstm = LSTM(I, H, layer_norm=True, dtype=dtype, seed=0, **options)
     rng = np.random.default_rng(1)
     for name, value in lstm.parameters().items():
