@@ -112,12 +112,15 @@ static int lstmx_dot_has_bf16(void)
     }
 #define LSTMX_DOT_FOR_TILES(TILE)                                                          \
     do {                                                                                   \
-        ptrdiff_t v0, r0;                                                                  \
+        ptrdiff_t v0, r0, t;                                                               \
+        /* The fewest tiles that hold the rows, as even as can be (8 rows: 4 + 4, not     \
+         * 6 + 2): a tile of one or two rows loads 4 weight vectors for 4 or 8 products. */ \
+        ptrdiff_t tiles = (r_hi - r_lo + LSTMX_DOT_TILE_ROWS - 1) / LSTMX_DOT_TILE_ROWS;   \
         int R, V;                                                                          \
         for (v0 = v_lo; v0 < v_hi; v0 += LSTMX_DOT_TILE_VECS) {                            \
             V = v_hi - v0 < LSTMX_DOT_TILE_VECS ? (int)(v_hi - v0) : LSTMX_DOT_TILE_VECS;  \
-            for (r0 = r_lo; r0 < r_hi; r0 += LSTMX_DOT_TILE_ROWS) {                        \
-                R = r_hi - r0 < LSTMX_DOT_TILE_ROWS ? (int)(r_hi - r0) : LSTMX_DOT_TILE_ROWS; \
+            for (t = 0, r0 = r_lo; t < tiles; t++, r0 += R) {                              \
+                R = (int)((r_hi - r_lo) / tiles + (t < (r_hi - r_lo) % tiles));            \
                 switch (R) {                                                               \
                 case 6: LSTMX_DOT_VECS(TILE, 6); break;                                     \
                 case 5: LSTMX_DOT_VECS(TILE, 5); break;                                     \
