@@ -17,9 +17,11 @@ cdef double LN_EPS = 1e-5
 cdef extern from "_lane_sums.h":
     # Lanes of a row's sums: element j adds into lane j % SUM_LANES, and the lanes add up
     # pairwise at the end. A fixed order (the same bits on every run and team) in vector
-    # registers; one running sum would chain every add on the last. The groups of 8 are
-    # summed in C (_lane_sums.h), the rest here.
+    # registers; one running sum would chain every add on the last. On AVX-512 the groups of
+    # 8 are summed in C (_lane_sums.h: LANE_SUMS_VECTOR), elsewhere by the loops below, which
+    # GCC vectorises there; the rest of a row here.
     enum: SUM_LANES "LSTMX_LANES"
+    enum: LANE_SUMS_VECTOR "LSTMX_LANE_SUMS_VECTOR"
     void shifted_sums_f "lstmx_shifted_sums_f"(Py_ssize_t n8, const float *v, double shift,
                                                 double *s1, double *s2) noexcept nogil
     void shifted_sums_d "lstmx_shifted_sums_d"(Py_ssize_t n8, const double *v, double shift,
@@ -36,20 +38,44 @@ cdef inline void shifted_sums(Py_ssize_t n8, const floating *v, double shift, do
                               double *s2) noexcept nogil:
     """Lane k of s1 and s2 := the sums of v[j] - shift and of its square over j < n8,
     j = k (mod SUM_LANES)."""
-    if floating is float:
-        shifted_sums_f(n8, v, shift, s1, s2)
-    else:
-        shifted_sums_d(n8, v, shift, s1, s2)
+    cdef Py_ssize_t j, k
+    cdef double d
+    if LANE_SUMS_VECTOR:
+        if floating is float:
+            shifted_sums_f(n8, v, shift, s1, s2)
+        else:
+            shifted_sums_d(n8, v, shift, s1, s2)
+        return
+    for k in range(SUM_LANES):
+        s1[k] = 0
+        s2[k] = 0
+    for j in range(0, n8, 8):  # SUM_LANES
+        for k in range(SUM_LANES):
+            d = <double> v[j + k] - shift
+            s1[k] += d
+            s2[k] += d * d
 
 
 cdef inline void product_sums(Py_ssize_t n8, const floating *a, const floating *b,
                               const floating *c, double *s1, double *s2) noexcept nogil:
     """Lane k of s1 and s2 := the sums of p = double(a[j] * b[j]) and of p * c[j] over
     j < n8, j = k (mod SUM_LANES)."""
-    if floating is float:
-        product_sums_f(n8, a, b, c, s1, s2)
-    else:
-        product_sums_d(n8, a, b, c, s1, s2)
+    cdef Py_ssize_t j, k
+    cdef double p
+    if LANE_SUMS_VECTOR:
+        if floating is float:
+            product_sums_f(n8, a, b, c, s1, s2)
+        else:
+            product_sums_d(n8, a, b, c, s1, s2)
+        return
+    for k in range(SUM_LANES):
+        s1[k] = 0
+        s2[k] = 0
+    for j in range(0, n8, 8):  # SUM_LANES
+        for k in range(SUM_LANES):
+            p = <double> (a[j + k] * b[j + k])
+            s1[k] += p
+            s2[k] += p * c[j + k]
 
 
 cdef inline double lane_total(const double *acc) noexcept nogil:
@@ -131,16 +157,32 @@ cdef inline void layer_norm_gates_backward(
     """Backward of layer_norm_gates for one row: dzx and dzh receive the gradients of its
     zx and zh from dz, the gradient of z; d_gamma_x, d_gamma_h and d_beta accumulate (both
     betas and the biases have the gradient d_beta). As normalise_backward for two rows
-    that share d_out: a pass of sums for each, then one over both for the rest, rather than
-    six; dz, dzx and dzh are distinct rows."""
-    cdef Py_ssize_t j, n8 = G - G % SUM_LANES
+    that share d_out, in two or three passes over them rather than six; dz, dzx and dzh
+    are distinct rows."""
+    cdef Py_ssize_t j, k, n8 = G - G % SUM_LANES
     cdef double ax1[SUM_LANES]
     cdef double ax2[SUM_LANES]
     cdef double ah1[SUM_LANES]
     cdef double ah2[SUM_LANES]
     cdef double dx, dh, sx1, sx2, sh1, sh2
-    product_sums(n8, dz, gamma_x, xhat, ax1, ax2)
-    product_sums(n8, dz, gamma_h, hhat, ah1, ah2)
+    if LANE_SUMS_VECTOR:
+        product_sums(n8, dz, gamma_x, xhat, ax1, ax2)
+        product_sums(n8, dz, gamma_h, hhat, ah1, ah2)
+    else:
+        # Both rows' sums in one pass over dz (the lanes as in product_sums).
+        for k in range(SUM_LANES):
+            ax1[k] = 0
+            ax2[k] = 0
+            ah1[k] = 0
+            ah2[k] = 0
+        for j in range(0, n8, 8):  # SUM_LANES
+            for k in range(SUM_LANES):
+                dx = <double> (dz[j + k] * gamma_x[j + k])
+                dh = <double> (dz[j + k] * gamma_h[j + k])
+                ax1[k] += dx
+                ax2[k] += dx * xhat[j + k]
+                ah1[k] += dh
+                ah2[k] += dh * hhat[j + k]
     for j in range(n8, G):
         dx = <double> (dz[j] * gamma_x[j])
         dh = <double> (dz[j] * gamma_h[j])

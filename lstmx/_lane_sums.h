@@ -1,13 +1,15 @@
-/* Sums of a row in 8 lanes of doubles, for the layer norms of the regularised cell.
+/* Sums of a row in 8 lanes of doubles, for the layer norms of the regularised cell, on AVX-512.
  *
- * Element j of a row adds into lane j % 8 of one of four accumulators (its group of 8 takes
- * them in turn), in a fixed order, so that the sums have the same bits on every run, team and
- * instruction set (the 8 lanes add up pairwise in _cell_regularised.pxi).
- * Written as Cython loops over an array of 8 lanes, GCC kept the lanes as 8 scalar doubles
- * (half of the layer-norm forward's element-wise time, docs/performance.md); as GNU C vector
- * types they are one zmm, two ymm or four xmm registers, whatever the build's instruction set,
- * with the same operations in each lane. The functions take whole groups of 8 (n8 elements);
- * the caller adds the rest. Other compilers get the same lanes as scalar loops. */
+ * Written as Cython loops over an array of 8 lanes (element j into lane j % 8), GCC 12 with
+ * AVX-512 kept the lanes as 8 scalar doubles, half of the layer-norm forward's element-wise
+ * time (docs/performance.md), where with AVX2 it vectorised them. Here, with AVX-512, the lanes
+ * are one zmm register, and the groups of 8 take four accumulators in turn, so that no add
+ * waits for the one before; element j adds into lane j % 8 of one of them, in a fixed order,
+ * so that the sums have the same bits on every run and team (the 8 lanes add up pairwise in
+ * _cell_regularised.pxi). With AVX2's 16 registers the four accumulators spilled (and a
+ * 64-byte vector type ran slower than GCC's own vectorisation of the Cython loops), so other
+ * builds keep those loops: LSTMX_LANE_SUMS_VECTOR says which. The functions take whole groups
+ * of 8 (n8 elements); the caller adds the rest. */
 #ifndef LSTMX_LANE_SUMS_H
 #define LSTMX_LANE_SUMS_H
 
@@ -16,12 +18,12 @@
 
 #define LSTMX_LANES 8
 
-#if defined(__GNUC__)
+#if defined(__GNUC__) && defined(__AVX512F__)
+#define LSTMX_LANE_SUMS_VECTOR 1
 typedef double lstmx_v8d __attribute__((vector_size(64)));
 typedef float lstmx_v8f __attribute__((vector_size(32)));
 
-/* out = the 8 values at p as doubles (macros, not functions returning vectors: where a
- * 64-byte vector is no register, as in the AVX2 and baseline builds, that is another ABI). */
+/* out = the 8 values at p as doubles. */
 #define LSTMX_LANES_f(out, p)                                                                  \
     do {                                                                                      \
         lstmx_v8f x_;                                                                         \
@@ -106,35 +108,14 @@ typedef float lstmx_v8f __attribute__((vector_size(32)));
 #define LSTMX_PRODUCT_STEP_d(a1, a2, j) LSTMX_PRODUCT_STEP(d, a1, a2, j)
 
 #else
-/* The same sums, lane by lane: group g of 8 into accumulator g % 4 (the last n8 % 32 / 8
- * groups into the first ones), then (0 + 1) + (2 + 3). */
-#define LSTMX_SCALAR_FOUR_WAYS(TERMS)                                                          \
-    double q1[4][LSTMX_LANES] = {{0}}, q2[4][LSTMX_LANES] = {{0}}, x1, x2;                    \
-    ptrdiff_t j, g, last = n8 / LSTMX_LANES - (n8 / LSTMX_LANES) % 4;                          \
-    int k;                                                                                    \
-    for (g = 0; g < n8 / LSTMX_LANES; g++)                                                    \
-        for (k = 0; k < LSTMX_LANES; k++) {                                                   \
-            j = g * LSTMX_LANES + k;                                                          \
-            TERMS;                                                                            \
-            q1[g < last ? g % 4 : g - last][k] += x1;                                         \
-            q2[g < last ? g % 4 : g - last][k] += x2;                                         \
-        }                                                                                     \
-    for (k = 0; k < LSTMX_LANES; k++) {                                                       \
-        s1[k] = (q1[0][k] + q1[1][k]) + (q1[2][k] + q1[3][k]);                                \
-        s2[k] = (q2[0][k] + q2[1][k]) + (q2[2][k] + q2[3][k]);                                \
-    }
+/* Never called: _cell_regularised.pxi runs its own loops where this is 0. */
+#define LSTMX_LANE_SUMS_VECTOR 0
 #define LSTMX_SHIFTED_SUMS(SUFFIX, T)                                                          \
     static inline void lstmx_shifted_sums_##SUFFIX(ptrdiff_t n8, const T *v, double shift,   \
-                                                   double *s1, double *s2)                    \
-    {                                                                                         \
-        LSTMX_SCALAR_FOUR_WAYS(x1 = (double) v[j] - shift; x2 = x1 * x1)                      \
-    }
+                                                   double *s1, double *s2) {}
 #define LSTMX_PRODUCT_SUMS(SUFFIX, T)                                                          \
     static inline void lstmx_product_sums_##SUFFIX(ptrdiff_t n8, const T *a, const T *b,     \
-                                                   const T *c, double *s1, double *s2)        \
-    {                                                                                         \
-        LSTMX_SCALAR_FOUR_WAYS(x1 = (double) (T) (a[j] * b[j]); x2 = x1 * (double) c[j])       \
-    }
+                                                   const T *c, double *s1, double *s2) {}
 #endif
 
 LSTMX_SHIFTED_SUMS(f, float)

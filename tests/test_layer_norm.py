@@ -58,8 +58,9 @@ def test_layer_norm_lstm_against_torch(options, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("H", [8, 10, 11, 13, 15, 33])
 def test_layer_norm_rows_of_every_length_against_torch(H, dtype):
-    # The rows' sums take groups of 8 elements into four accumulators in turn: rows of 4H
-    # and H elements that end on each accumulator, with and without fewer than 8 left over.
+    # On AVX-512 the rows' sums take groups of 8 elements into four accumulators in turn:
+    # rows of 4H and H elements that end on each accumulator, with and without fewer than 8
+    # left over.
     check_against_torch({}, dtype, H)
 
 
