@@ -4,9 +4,9 @@
 also as ``_kernels_avx2`` and ``_kernels_avx512`` from the same source. The fastest variant
 this CPU supports is used, unless the environment variable ``LSTMX_KERNELS`` names one
 (``baseline``, ``avx2`` or ``avx512``). The quantised kernels (``_quantized``,
-``_quantized_avx2``, ``_quantized_avx512``) follow the same choice; within the AVX-512 one,
-``vpdpbusd`` and ``vdpbf16ps`` run where the CPU has them (``LSTMX_DOT_PRODUCTS=generic``
-turns them off, see ``_quantized.pyx``).
+``_quantized_avx2``, ``_quantized_avx512``) follow the same choice; within them, ``vpdpbusd``
+(AVX512_VNNI in the AVX-512 one, AVX-VNNI in the AVX2 one) and ``vdpbf16ps`` run where the CPU
+has them (``LSTMX_DOT_PRODUCTS=generic`` turns them off, see ``_quantized.pyx``).
 """
 from __future__ import annotations
 

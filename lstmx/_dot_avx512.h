@@ -1,27 +1,18 @@
 /* The quantised kernels' products on AVX-512's dot-product instructions: int8 with vpdpbusd
  * (AVX512_VNNI) and bfloat16 with vdpbf16ps (AVX512_BF16), tiles of up to 6 rows x 64 columns.
  *
- * Both multiply rows of activations (row-major, ``lda`` apart) by weights packed a vector of 16
- * output channels at a time: a vector's weights for ``G`` consecutive inputs (G = 4 int8 or 2
- * bfloat16, 4 bytes) sit together, so that one broadcast of a row's G activations meets 16
- * channels in one instruction, each lane summing its own channel:
- *     w[n, k] is at packed[((n / 16) * (kp / G) + k / G) * 16 * G + (n % 16) * G + k % G].
- * A tile's sums stay in registers over the whole depth (24 of the 32 zmm registers) and go to
- * memory once, columns in lanes, so no horizontal adds are needed.
+ * Both multiply rows of activations (row-major, ``lda`` apart) by weights packed as
+ * _dot_tiles.h says. A tile's sums stay in registers over the whole depth (24 of the 32 zmm
+ * registers) and go to memory once, columns in lanes, so no horizontal adds are needed.
  *
  * The functions carry their own target attributes and run only where lstmx_dot_has_vnni /
  * lstmx_dot_has_bf16 say the CPU can; the rest of the module needs only AVX-512F/BW/VL. */
 #ifndef LSTMX_DOT_AVX512_H
 #define LSTMX_DOT_AVX512_H
 
-#include <stddef.h>
-#include <stdint.h>
-#include <string.h>
+#include "_dot_tiles.h"
 
-/* Output channels of a packed vector: one zmm of int32 or float32 sums. */
-#define LSTMX_DOT_VEC 16
-/* Rows and vectors of a tile: 24 accumulators, 4 weight vectors and a broadcast. */
-#define LSTMX_DOT_TILE_ROWS 6
+/* Packed vectors of a tile: 24 accumulators, 4 weight vectors and a broadcast. */
 #define LSTMX_DOT_TILE_VECS 4
 
 #if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
@@ -46,60 +37,6 @@ static int lstmx_dot_has_bf16(void)
 /* The first ``cols`` lanes (1 to 16). */
 #define LSTMX_DOT_MASK(cols) ((__mmask16)((cols) >= 16 ? 0xFFFF : (1u << (cols)) - 1u))
 
-/* 4 bytes at p as one int32, whatever their alignment and type. */
-#define LSTMX_DOT_LOAD32(p, out) memcpy(&(out), (p), 4)
-
-/* The tiles' sums as 24 named variables c<row><vector> (starting at i<vector>), each pinned
- * to its register after
- * every update (an empty asm): held in an array, GCC 12 keeps a copy of each in memory and
- * moves it between registers at every instruction. Those of rows >= R or vectors >= V are
- * dead code for the constant R and V of each copy of a tile. */
-#define LSTMX_DOT_DECLARE(type, i0, i1, i2, i3)                                            \
-    type c00 = i0, c01 = i1, c02 = i2, c03 = i3, c10 = i0, c11 = i1, c12 = i2, c13 = i3,   \
-         c20 = i0, c21 = i1, c22 = i2, c23 = i3, c30 = i0, c31 = i1, c32 = i2, c33 = i3,   \
-         c40 = i0, c41 = i1, c42 = i2, c43 = i3, c50 = i0, c51 = i1, c52 = i2, c53 = i3
-
-/* w0 .. w(V-1): the weight vectors at p of each of the tile's vectors, ldw apart. */
-#define LSTMX_DOT_LOAD_W(load, p)                                                          \
-    do {                                                                                   \
-        w0 = load((const void *)(p));                                                      \
-        if (V > 1) w1 = load((const void *)((p) + ldw));                                   \
-        if (V > 2) w2 = load((const void *)((p) + 2 * ldw));                               \
-        if (V > 3) w3 = load((const void *)((p) + 3 * ldw));                               \
-    } while (0)
-
-/* For each row r < R: x = the 4 bytes at p + r * kp broadcast, then OP(c<r><v>, w<v>) for
- * each v < V. */
-#define LSTMX_DOT_ROW(r, bcast, p, OP, c0, c1, c2, c3)                                     \
-    if ((r) < R) {                                                                         \
-        LSTMX_DOT_LOAD32((p) + (r) * kp, bits);                                            \
-        x = bcast(bits);                                                                   \
-        OP(c0, w0); __asm__("" : "+v"(c0));                                                \
-        if (V > 1) { OP(c1, w1); __asm__("" : "+v"(c1)); }                                 \
-        if (V > 2) { OP(c2, w2); __asm__("" : "+v"(c2)); }                                 \
-        if (V > 3) { OP(c3, w3); __asm__("" : "+v"(c3)); }                                 \
-    }
-#define LSTMX_DOT_ROWS(bcast, p, OP)                                                       \
-    do {                                                                                   \
-        LSTMX_DOT_ROW(0, bcast, p, OP, c00, c01, c02, c03)                                 \
-        LSTMX_DOT_ROW(1, bcast, p, OP, c10, c11, c12, c13)                                 \
-        LSTMX_DOT_ROW(2, bcast, p, OP, c20, c21, c22, c23)                                 \
-        LSTMX_DOT_ROW(3, bcast, p, OP, c30, c31, c32, c33)                                 \
-        LSTMX_DOT_ROW(4, bcast, p, OP, c40, c41, c42, c43)                                 \
-        LSTMX_DOT_ROW(5, bcast, p, OP, c50, c51, c52, c53)                                 \
-    } while (0)
-
-/* The sums into acc[r][v] for the epilogue, which indexes them. */
-#define LSTMX_DOT_STORE(acc)                                                               \
-    do {                                                                                   \
-        acc[0][0] = c00; acc[0][1] = c01; acc[0][2] = c02; acc[0][3] = c03;                \
-        acc[1][0] = c10; acc[1][1] = c11; acc[1][2] = c12; acc[1][3] = c13;                \
-        acc[2][0] = c20; acc[2][1] = c21; acc[2][2] = c22; acc[2][3] = c23;                \
-        acc[3][0] = c30; acc[3][1] = c31; acc[3][2] = c32; acc[3][3] = c33;                \
-        acc[4][0] = c40; acc[4][1] = c41; acc[4][2] = c42; acc[4][3] = c43;                \
-        acc[5][0] = c50; acc[5][1] = c51; acc[5][2] = c52; acc[5][3] = c53;                \
-    } while (0)
-
 /* Rows [r_lo, r_hi) x vectors [v_lo, v_hi) a tile at a time: a block of 4 vectors (kp * 64
  * bytes) meets every row tile in turn. Each (R, V) calls TILE(R, V), its own copy of the
  * tile, so that every loop over them unrolls and the sums live in registers. */
@@ -112,24 +49,11 @@ static int lstmx_dot_has_bf16(void)
     }
 #define LSTMX_DOT_FOR_TILES(TILE)                                                          \
     do {                                                                                   \
-        ptrdiff_t v0, r0, t;                                                               \
-        /* The fewest tiles that hold the rows, as even as can be (8 rows: 4 + 4, not     \
-         * 6 + 2): a tile of one or two rows loads 4 weight vectors for 4 or 8 products. */ \
-        ptrdiff_t tiles = (r_hi - r_lo + LSTMX_DOT_TILE_ROWS - 1) / LSTMX_DOT_TILE_ROWS;   \
-        int R, V;                                                                          \
+        ptrdiff_t v0;                                                                      \
+        int V;                                                                             \
         for (v0 = v_lo; v0 < v_hi; v0 += LSTMX_DOT_TILE_VECS) {                            \
             V = v_hi - v0 < LSTMX_DOT_TILE_VECS ? (int)(v_hi - v0) : LSTMX_DOT_TILE_VECS;  \
-            for (t = 0, r0 = r_lo; t < tiles; t++, r0 += R) {                              \
-                R = (int)((r_hi - r_lo) / tiles + (t < (r_hi - r_lo) % tiles));            \
-                switch (R) {                                                               \
-                case 6: LSTMX_DOT_VECS(TILE, 6); break;                                     \
-                case 5: LSTMX_DOT_VECS(TILE, 5); break;                                     \
-                case 4: LSTMX_DOT_VECS(TILE, 4); break;                                     \
-                case 3: LSTMX_DOT_VECS(TILE, 3); break;                                     \
-                case 2: LSTMX_DOT_VECS(TILE, 2); break;                                     \
-                default: LSTMX_DOT_VECS(TILE, 1);                                           \
-                }                                                                          \
-            }                                                                              \
+            LSTMX_DOT_FOR_ROW_TILES(LSTMX_DOT_VECS, TILE);                                 \
         }                                                                                  \
     } while (0)
 

@@ -11,8 +11,8 @@ the projection) is quantised at each step to integers q in [-127, 127] with its 
 weights arrive quantised per output channel to int8 in [-127, 127]. The products are exact
 integer dot products, so they are sum q * w exactly and bit-identical on every instruction
 set and any number of threads: ``vpdpbusd`` where the CPU has AVX512_VNNI
-(``_dot_avx512.h``) on the unsigned bytes q + 128, less 128 times each weight row's sum;
-else (``_int8_dot.h``) ``vpmaddubsw`` on AVX2 on |q| and w * sign(q), whose int16 pair sums
+(``_dot_avx512.h``; or AVX-VNNI in the AVX2 build, ``_dot_avx2.h``) on the unsigned bytes
+q + 128, less 128 times each weight row's sum; else (``_int8_dot.h``) ``vpmaddubsw`` on AVX2 on |q| and w * sign(q), whose int16 pair sums
 cannot saturate, or a scalar loop. Each sum is then scaled back to float32 and everything
 else is float32.
 
@@ -20,7 +20,7 @@ bfloat16: activations are rounded to bfloat16 before the products; weights arriv
 bfloat16. Where the CPU has AVX512_BF16 the products run on ``vdpbf16ps`` (``_dot_avx512.h``),
 summing in float32; elsewhere on BLAS, the bfloat16 values held in float32.
 
-The environment variable ``LSTMX_DOT_PRODUCTS=generic``, read at import, turns the AVX-512
+The environment variable ``LSTMX_DOT_PRODUCTS=generic``, read at import, turns the
 dot-product instructions off (the tests run both ways).
 """
 import os
@@ -80,16 +80,47 @@ cdef extern from "_dot_avx512.h":
         Py_ssize_t kp, const uint16_t *A, const uint16_t *W, const float *bias, float *z,
         Py_ssize_t ldz) noexcept nogil
 
-# Which products run: the AVX-512 dot-product instructions where the module has them, the CPU
-# runs them and the environment does not say "generic". Fixed at import, so that weights
-# packed for one layout never meet the other.
+cdef extern from "_dot_avx2.h":
+    # Whether the module was built with the 256-bit vpdpbusd products (the AVX2 build), and
+    # which the CPU runs: 1 AVX-VNNI, 2 AVX512_VNNI with AVX512VL (the EVEX encoding), 0 neither.
+    enum: YMM_BUILT "LSTMX_YMM_BUILT"
+    int ymm_vnni_kind "lstmx_ymm_vnni_kind"() noexcept nogil
+    # As int8_vnni, on 256-bit vectors: the same arguments, the same results.
+    void int8_avxvnni "lstmx_int8_avxvnni"(
+        Py_ssize_t r_lo, Py_ssize_t r_hi, Py_ssize_t v_lo, Py_ssize_t v_hi, Py_ssize_t N,
+        Py_ssize_t kp, const uint8_t *A, const float *sa, const int8_t *W, const float *sw,
+        const int32_t *wsum, const float *bias, float *z, Py_ssize_t ldz,
+        int32_t *raw) noexcept nogil
+    void int8_vnni256 "lstmx_int8_vnni256"(
+        Py_ssize_t r_lo, Py_ssize_t r_hi, Py_ssize_t v_lo, Py_ssize_t v_hi, Py_ssize_t N,
+        Py_ssize_t kp, const uint8_t *A, const float *sa, const int8_t *W, const float *sw,
+        const int32_t *wsum, const float *bias, float *z, Py_ssize_t ldz,
+        int32_t *raw) noexcept nogil
+
+ctypedef void (*int8_dot_fn)(
+        Py_ssize_t r_lo, Py_ssize_t r_hi, Py_ssize_t v_lo, Py_ssize_t v_hi, Py_ssize_t N,
+        Py_ssize_t kp, const uint8_t *A, const float *sa, const int8_t *W, const float *sw,
+        const int32_t *wsum, const float *bias, float *z, Py_ssize_t ldz,
+        int32_t *raw) noexcept nogil
+
+# Which products run: the dot-product instructions where the module has them, the CPU runs
+# them and the environment does not say "generic" (vpdpbusd on 512-bit vectors in the AVX-512
+# build, on 256-bit ones in the AVX2 build). Fixed at import, so that weights packed for one
+# layout never meet the other.
 _DOT_SETTING = os.environ.get("LSTMX_DOT_PRODUCTS", "auto")
 if _DOT_SETTING not in ("auto", "generic"):
     raise ValueError(f"LSTMX_DOT_PRODUCTS must be 'auto' or 'generic'; got {_DOT_SETTING!r}")
-cdef bint VNNI = DOT_BUILT and _DOT_SETTING == "auto" and dot_has_vnni()
+cdef int YMM_KIND = ymm_vnni_kind() if YMM_BUILT and _DOT_SETTING == "auto" else 0
+# VNNI: the int8 products run on vpdpbusd (int8_dot), of either width: the same packed weights,
+# the same sums.
+cdef bint VNNI = (DOT_BUILT and _DOT_SETTING == "auto" and dot_has_vnni()) or YMM_KIND != 0
 cdef bint DPBF16 = DOT_BUILT and _DOT_SETTING == "auto" and dot_has_bf16()
-# What runs, by name: "vpdpbusd" or "generic" (int8), "vdpbf16ps" or "blas" (bfloat16).
-INT8_PRODUCTS = "vpdpbusd" if VNNI else "generic"
+cdef int8_dot_fn int8_dot = (int8_avxvnni if YMM_KIND == 1 else int8_vnni256 if YMM_KIND == 2
+                             else int8_vnni)
+# What runs, by name: "vpdpbusd" (512-bit), "vpdpbusd-avxvnni" or "vpdpbusd-avx512vl"
+# (256-bit, VEX or EVEX) or "generic" (int8); "vdpbf16ps" or "blas" (bfloat16).
+INT8_PRODUCTS = ("vpdpbusd-avxvnni" if YMM_KIND == 1 else "vpdpbusd-avx512vl" if YMM_KIND == 2
+                 else "vpdpbusd" if VNNI else "generic")
 BF16_PRODUCTS = "vdpbf16ps" if DPBF16 else "blas"
 
 cdef enum:
@@ -277,12 +308,12 @@ cdef void int_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const uint8_
     if VNNI:
         # W in vectors of DOT_VEC channels (pack_weights); threads split the vectors.
         if threads == 1:
-            int8_vnni(0, rows, 0, vecs, N, Kp, A, sa, W, sw, wsum, bias, z, ldz, raw)
+            int8_dot(0, rows, 0, vecs, N, Kp, A, sa, W, sw, wsum, bias, z, ldz, raw)
             return
         with parallel(num_threads=threads):
             tid = threadid()
             threads = num_threads()
-            int8_vnni(0, rows, vecs * tid // threads, vecs * (tid + 1) // threads, N, Kp, A,
+            int8_dot(0, rows, vecs * tid // threads, vecs * (tid + 1) // threads, N, Kp, A,
                       sa, W, sw, wsum, bias, z, ldz, raw)
         return
     if threads == 1:

@@ -82,8 +82,8 @@ def test_integer_products_are_exact_for_any_shape(rows, cols, depth, seed):
 def test_packed_weights_lay_out_each_tile_or_vector_and_carry_the_row_sums():
     # Generic products: padded to whole tiles of 4 rows and vectors of 32 bytes; in a tile,
     # row j's bytes k .. k+31 (k a multiple of 32) follow rows 0 .. j-1's (_int8_dot.h).
-    # vpdpbusd: padded to vectors of 16 rows; in one, row j's bytes k .. k+3 (k a multiple
-    # of 4) follow rows 0 .. j-1's (_dot_avx512.h).
+    # vpdpbusd (512- or 256-bit): padded to vectors of 16 rows; in one, row j's bytes
+    # k .. k+3 (k a multiple of 4) follow rows 0 .. j-1's (_dot_tiles.h).
     rng = np.random.default_rng(3)
     q = rng.integers(-127, 128, (6, 40)).astype(np.int8)
     packed, sums = kernels.pack_weights(q)
@@ -93,7 +93,7 @@ def test_packed_weights_lay_out_each_tile_or_vector_and_carry_the_row_sums():
     assert_array_equal(sums, np.r_[q.sum(axis=1), np.zeros(len(packed) - 6, np.int32)])
     flat = packed.reshape(-1)
     n, k = np.meshgrid(np.arange(6), np.arange(40), indexing="ij")
-    if kernels.INT8_PRODUCTS == "vpdpbusd":
+    if kernels.INT8_PRODUCTS.startswith("vpdpbusd"):
         at = (n // 16) * 16 * Kp + (k // 4) * 64 + (n % 16) * 4 + k % 4
     else:
         at = (n // 4) * 4 * Kp + (k // STEP) * 4 * STEP + (n % 4) * STEP + k % STEP
@@ -434,7 +434,11 @@ for mode in ("int8", "bfloat16"):
             bf16_sums="vdpbf16ps" if kernels.BF16_PRODUCTS == "vdpbf16ps" else "matmul")
         assert_allclose(y, y_ref, rtol=2e-5, atol=2e-6)
         assert_allclose(c, c_ref, rtol=2e-5, atol=2e-6)
-print(hashlib.sha256(kernels.int_matmul(A, W).tobytes()).hexdigest())
+# Digests of the integer sums, and of an int8 model's outputs.
+q = lstmx.LSTM(40, 100, seed=0).quantize("int8")
+y, _ = q(rng.standard_normal((6, 37, 40)).astype(np.float32))
+print(hashlib.sha256(kernels.int_matmul(A, W).tobytes()).hexdigest(),
+      hashlib.sha256(y.tobytes()).hexdigest())
 """
 
 
@@ -449,21 +453,29 @@ def cpu_flags():
 
 def expected_products(variant, dot):
     """(INT8_PRODUCTS, BF16_PRODUCTS) of a process with LSTMX_KERNELS=variant and
-    LSTMX_DOT_PRODUCTS=dot: the instructions where the AVX-512 build may use them and the CPU
-    has them."""
-    on = variant == "avx512" and dot != "generic"
+    LSTMX_DOT_PRODUCTS=dot: the instructions where the build may use them and the CPU has
+    them (vpdpbusd on 512-bit vectors in the AVX-512 build; on 256-bit ones in the AVX2
+    build, VEX-encoded on AVX-VNNI, else EVEX-encoded on AVX512_VNNI with AVX512VL)."""
     flags = cpu_flags()
-    return ("vpdpbusd" if on and "avx512_vnni" in flags else "generic",
-            "vdpbf16ps" if on and "avx512_bf16" in flags else "blas")
+    on = dot != "generic"
+    int8 = "generic"
+    if on and variant == "avx512" and "avx512_vnni" in flags:
+        int8 = "vpdpbusd"
+    elif on and variant == "avx2" and "avx_vnni" in flags:
+        int8 = "vpdpbusd-avxvnni"
+    elif on and variant == "avx2" and {"avx512_vnni", "avx512vl"} <= flags:
+        int8 = "vpdpbusd-avx512vl"
+    return (int8, "vdpbf16ps" if on and variant == "avx512" and "avx512_bf16" in flags
+            else "blas")
 
 
 def test_each_available_variant_matches_reference_with_the_same_integer_products():
-    # Every variant, and the AVX-512 one also with its dot-product instructions turned off
-    # (LSTMX_DOT_PRODUCTS=generic: the path of AVX-512 CPUs without VNNI or BF16).
+    # Every variant, and the AVX-512 and AVX2 ones also with their dot-product instructions
+    # turned off (LSTMX_DOT_PRODUCTS=generic: the path of CPUs without VNNI or BF16).
     package_root = os.path.dirname(os.path.dirname(lstmx.__file__))
-    digests = set()
+    sums, outputs = set(), set()
     for variant in _dispatch.available():
-        for dot in ("auto", "generic") if variant == "avx512" else ("auto",):
+        for dot in ("auto", "generic") if variant in ("avx512", "avx2") else ("auto",):
             suffix = "_quantized" if variant == "baseline" else f"_quantized_{variant}"
             products = [expected_products(variant, dot)]
             env = dict(os.environ, LSTMX_KERNELS=variant, LSTMX_DOT_PRODUCTS=dot,
@@ -473,8 +485,15 @@ def test_each_available_variant_matches_reference_with_the_same_integer_products
             out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                                  text=True, timeout=300)
             assert out.returncode == 0, out.stderr
-            digests.add(out.stdout.strip())
-    assert len(digests) == 1
+            int_digest, y_digest = out.stdout.split()
+            sums.add(int_digest)
+            if variant != "baseline":
+                outputs.add(y_digest)
+    assert len(sums) == 1
+    # The builds with FMA scale the sums back (vpdpbusd's 512- and 256-bit epilogues, the
+    # generic tiles') and run the cell with the same operations: the same bits. The
+    # baseline build rounds a multiply and an add apart (within the reference's tolerance).
+    assert len(outputs) <= 1
 
 
 def test_dot_product_instructions_are_used_where_the_cpu_has_them():
