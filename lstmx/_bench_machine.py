@@ -69,9 +69,15 @@ def machine_info(threads) -> dict:
              for info in limit_threads(threads)]
     from lstmx._bench_quantized import cpu_flags
 
+    quantized = _dispatch.quantized()
     return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
             "cpu_flags": cpu_flags(),
-            "kernel_variant": _dispatch.variant, "versions": versions, "threadpools": pools,
+            "kernel_variant": _dispatch.variant,
+            # Which instructions the quantised models' products run on (vpdpbusd of either
+            # width or the generic tiles; vdpbf16ps or BLAS).
+            "quantized_products": {"int8": quantized.INT8_PRODUCTS,
+                                   "bfloat16": quantized.BF16_PRODUCTS},
+            "versions": versions, "threadpools": pools,
             "threads": threads,
             "torch_threads": (sys.modules["torch"].get_num_threads()
                               if sys.modules.get("torch") is not None else None)}

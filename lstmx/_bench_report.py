@@ -62,8 +62,10 @@ def _peak_lines(peak, threads) -> list:
 
 def _machine_lines(res) -> list:
     m, s = res["machine"], res["settings"]
+    qp = m.get("quantized_products")
+    products = f" (int8 on {qp['int8']}, bfloat16 on {qp['bfloat16']})" if qp else ""
     return [f"machine: {m['cpu']}, {m['cpu_count']} CPUs, {m['platform']}; lstmx kernels: "
-            f"{m.get('kernel_variant', 'n/a')}",
+            f"{m.get('kernel_variant', 'n/a')}{products}",
             "versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
             f"threads: {s['threads']} (torch: {m['torch_threads'] or 'n/a'}); pools: "
             + "; ".join(pool_label(p) for p in m["threadpools"]),

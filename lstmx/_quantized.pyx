@@ -12,8 +12,8 @@ weights arrive quantised per output channel to int8 in [-127, 127]. The products
 integer dot products, so they are sum q * w exactly and bit-identical on every instruction
 set and any number of threads: ``vpdpbusd`` where the CPU has AVX512_VNNI
 (``_dot_avx512.h``; or AVX-VNNI in the AVX2 build, ``_dot_avx2.h``) on the unsigned bytes
-q + 128, less 128 times each weight row's sum; else (``_int8_dot.h``) ``vpmaddubsw`` on AVX2 on |q| and w * sign(q), whose int16 pair sums
-cannot saturate, or a scalar loop. Each sum is then scaled back to float32 and everything
+q + 128, less 128 times each weight row's sum; else (``_int8_dot.h``) ``vpmaddubsw`` on AVX2
+on |q| and w * sign(q), whose int16 pair sums cannot saturate, or a scalar loop. Each sum is then scaled back to float32 and everything
 else is float32.
 
 bfloat16: activations are rounded to bfloat16 before the products; weights arrive as

@@ -16,7 +16,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from _helpers import require
-from lstmx import (_bench_impls, _bench_machine, _bench_memory, _bench_quantized,
+from lstmx import (_bench_impls, _bench_machine, _bench_memory, _bench_quantized, _dispatch,
                    _bench_report, _bench_run, _bench_sweep, _bench_targets, _bench_timing)
 from lstmx.__main__ import main as cli
 
@@ -329,6 +329,10 @@ def test_run_without_torch_or_onnxruntime(monkeypatch):
     assert s_forward.split().count("n/a") == 4  # torch, onnxruntime times and ratios
     assert "FMA peak (" in report and "GEMM" not in report
     assert res["machine"]["kernel_variant"] in ("baseline", "avx2", "avx512")
+    products = res["machine"]["quantized_products"]
+    assert products == {"int8": _dispatch.quantized().INT8_PRODUCTS,
+                        "bfloat16": _dispatch.quantized().BF16_PRODUCTS}
+    assert f"(int8 on {products['int8']}, bfloat16 on {products['bfloat16']})" in report
 
 
 def test_run_with_every_implementation():
