@@ -81,8 +81,11 @@ def _plan_line(machine) -> list:
         return []
     teams = "; ".join(f"{n} threads: {c['fma_s'] * 1e12:.0f} ps a thread, barrier "
                       f"{c['barrier_s'] * 1e6:.1f} us" for n, c in costs.items() if n != "1")
+    off = machine.get("teams_turned_off")
     return [f"lstmx's plan costs (last measured): one thread {costs['1']['fma_s'] * 1e12:.0f} "
-            f"ps a multiply-add" + (f"; {teams}" if teams else "")]
+            f"ps a multiply-add" + (f"; {teams}" if teams else "")
+            + (f"; teams turned off {off} times (a call that waited most of its time)"
+               if off else "")]
 
 
 def _times_table(res) -> list:

@@ -190,6 +190,9 @@ def run_benchmarks(configs=None, impls=DEFAULT_IMPLS, dtype=np.float32, threads=
     # put the threaded drivers on one thread (until measured again; docs/performance.md).
     from lstmx._dispatch import kernels
     out["machine"]["plan_costs"] = {str(n): c for n, c in kernels.plan_costs().items()}
+    # How often a team's call waited most of its time (another process or the host had a
+    # core) and the next calls ran on one thread: in this process, the run and its sweep.
+    out["machine"]["teams_turned_off"] = kernels.teams_off()[1]
     return out
 
 

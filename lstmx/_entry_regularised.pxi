@@ -195,9 +195,11 @@ cdef class RegularisedForward:
 
 
 cdef void run_forward_regularised(floating kind, const RegForwardPlan *f) noexcept nogil:
-    """``forward_parallel`` with the plan's unit-wise options, or
-    ``forward_layer_regularised`` (``kind`` only selects the type)."""
+    """``forward_parallel`` with the plan's unit-wise options (a team's call watched as
+    run_forward_watched), or ``forward_layer_regularised`` (``kind`` only selects the
+    type)."""
     cdef UnitOptions opt
+    cdef double waited = 0, start = 0
     if not f.par:
         forward_layer_regularised(kind, f)
         return
@@ -205,13 +207,17 @@ cdef void run_forward_regularised(floating kind, const RegForwardPlan *f) noexce
     opt.rd, opt.zc, opt.zh, opt.ctil = f.rd, f.zc, f.zh, f.ctil
     opt.hd, opt.hd_alt = f.hd, f.hd_alt
     opt.p_c, opt.p_h, opt.clip = f.p_c, f.p_h, f.clip
+    start = clock_now()
     forward_parallel(f.T, f.B, f.n_in, f.H, <const floating *> f.x, <const floating *> f.W,
                      <const floating *> f.U, <const floating *> f.b_ih,
                      <const floating *> f.b_hh, <const floating *> f.peep, f.lengths,
                      <floating *> f.h, <floating *> f.c, <floating *> f.y, f.ldy,
                      <floating *> f.gates, f.Tc, <floating *> f.cells, <floating *> f.Wp,
                      <floating *> f.Up, <floating *> f.h_alt, <floating *> f.bias, f.threads,
-                     False, f.reverse, f.identity, f.rows, &opt)
+                     False, f.reverse, f.identity, f.rows, &opt, &waited)
+    if f.threads > 1:
+        plan_watch_team(f.threads, clock_now() - start, waited,
+                        <double> f.T * f.B * 4 * f.H * (f.n_in + f.H), f.double)
 
 
 cdef void run_forward_regularised_any(const RegForwardPlan *f) noexcept nogil:
@@ -431,9 +437,10 @@ cdef class RegularisedBackward:
 
 
 cdef void run_backward_regularised(floating kind, const RegBackwardPlan *f) noexcept nogil:
-    """``backward_parallel`` with the plan's unit-wise options, or
+    """``backward_parallel`` with the plan's unit-wise options (watched as forward), or
     ``backward_layer_regularised`` (``kind`` only selects the type)."""
     cdef UnitOptions opt
+    cdef double waited = 0, start = 0
     if not f.par:
         backward_layer_regularised(kind, f)
         return
@@ -441,6 +448,7 @@ cdef void run_backward_regularised(floating kind, const RegBackwardPlan *f) noex
     opt.rd, opt.zc, opt.zh, opt.ctil = f.rd, f.zc, f.zh, <void *> f.ctil
     opt.dhtil, opt.dn = f.dhtil, f.dn
     opt.clip = f.clip
+    start = clock_now()
     backward_parallel(
         f.T, f.B, f.n_in, f.H, <const floating *> f.x, <const floating *> f.W,
         <const floating *> f.U, <const floating *> f.peep, f.lengths, <const floating *> f.h0,
@@ -449,7 +457,11 @@ cdef void run_backward_regularised(floating kind, const RegBackwardPlan *f) noex
         <floating *> f.dc, <floating *> f.dx, <floating *> f.dW, <floating *> f.dU,
         <floating *> f.db, <floating *> f.dpeep, <floating *> f.dz, f.Tc, <floating *> f.dht,
         <floating *> f.dhp, <floating *> f.m, <floating *> f.Ub, <floating *> f.Wb,
-        <floating *> f.hprev, f.threads, False, f.reverse, f.identity, f.prepacked, &opt)
+        <floating *> f.hprev, f.threads, False, f.reverse, f.identity, f.prepacked, &opt,
+        &waited)
+    if f.threads > 1:
+        plan_watch_team(f.threads, clock_now() - start, waited,
+                        2.0 * f.T * f.B * 4 * f.H * (f.n_in + f.H), f.double)
 
 
 cdef void run_backward_regularised_any(const RegBackwardPlan *f) noexcept nogil:

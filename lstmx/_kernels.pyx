@@ -252,9 +252,10 @@ cdef class LayerForward:
             "projection": (None if f.P == 0 else "tiles" if f.Rp != NULL else "BLAS")}
 
 
-cdef void run_forward(floating kind, const ForwardPlan *f, int threads) noexcept nogil:
-    """``forward_parallel`` on ``threads`` threads, or ``forward_layer`` (``kind`` only
-    selects the type)."""
+cdef void run_forward(floating kind, const ForwardPlan *f, int threads,
+                      double *waited) noexcept nogil:
+    """``forward_parallel`` on ``threads`` threads (``waited``, or NULL, receives how long its
+    threads waited), or ``forward_layer`` (``kind`` only selects the type)."""
     if f.par:
         forward_parallel(f.T, f.B, f.n_in, f.H, <floating *> f.x, <floating *> f.W,
                          <floating *> f.U, <floating *> f.b_ih, <floating *> f.b_hh,
@@ -262,7 +263,7 @@ cdef void run_forward(floating kind, const ForwardPlan *f, int threads) noexcept
                          <floating *> f.y, f.ldy, <floating *> f.gates, f.Tc,
                          <floating *> f.cells, <floating *> f.Wp, <floating *> f.Up,
                          <floating *> f.h_alt, <floating *> f.bias, threads, f.lean,
-                         f.reverse, f.identity, f.by_rows, NULL)
+                         f.reverse, f.identity, f.by_rows, NULL, waited)
     else:
         forward_layer(f.T, f.B, f.n_in, f.H, f.P, <floating *> f.x, <floating *> f.W,
                       <floating *> f.U, <floating *> f.b_ih, <floating *> f.b_hh,
@@ -273,11 +274,22 @@ cdef void run_forward(floating kind, const ForwardPlan *f, int threads) noexcept
                       <floating *> f.Rp, <floating *> f.bias, f.lean, f.reverse, f.identity)
 
 
-cdef inline void run_forward_any(const ForwardPlan *f, int threads) noexcept nogil:
+cdef inline void run_forward_any(const ForwardPlan *f, int threads,
+                                 double *waited) noexcept nogil:
     if f.double:
-        run_forward(<double> 0, f, threads)
+        run_forward(<double> 0, f, threads, waited)
     else:
-        run_forward(<float> 0, f, threads)
+        run_forward(<float> 0, f, threads, waited)
+
+
+cdef void run_forward_watched(const ForwardPlan *f, int threads) noexcept nogil:
+    """run_forward_any, and a team's call reported to the plan's watch on contention
+    (plan_watch_team)."""
+    cdef double waited = 0, start = clock_now()
+    run_forward_any(f, threads, &waited)
+    if f.par and threads > 1:
+        plan_watch_team(threads, clock_now() - start, waited,
+                        <double> f.T * f.B * 4 * f.H * (f.n_in + f.H), f.double)
 
 
 cdef bint side_by_side(bint par0, bint par1, int threads0, int threads1) noexcept:
@@ -291,7 +303,7 @@ cdef bint side_by_side(bint par0, bint par1, int threads0, int threads1) noexcep
 def forward(LayerForward call not None):
     """Run one layer and direction's forward pass."""
     with nogil:
-        run_forward_any(&call.plan, call.plan.threads)
+        run_forward_watched(&call.plan, call.plan.threads)
 
 
 def forward_pair(LayerForward fwd not None, LayerForward rev not None):
@@ -303,11 +315,11 @@ def forward_pair(LayerForward fwd not None, LayerForward rev not None):
     if side_by_side(f[0].par, f[1].par, f[0].threads, f[1].threads):
         # The kernels' own parallel regions nest inside this one as teams of one.
         for d in prange(2, nogil=True, num_threads=2, schedule="static"):
-            run_forward_any(&f[d], 1)
+            run_forward_any(&f[d], 1, NULL)
     else:
         with nogil:
-            run_forward_any(&f[0], f[0].threads)
-            run_forward_any(&f[1], f[1].threads)
+            run_forward_watched(&f[0], f[0].threads)
+            run_forward_watched(&f[1], f[1].threads)
 
 
 cdef inline bint is_ready(object a, int typenum, Py_ssize_t d0, Py_ssize_t d1) noexcept:
@@ -350,7 +362,7 @@ def cell_step(x, state, Py_ssize_t I, Py_ssize_t H, cnp.ndarray W, cnp.ndarray U
                         lengths=None, h=h, c=c, y=y, y_col=0, reverse=False,
                         identity=identity, gates=None, cells=None)
     with nogil:
-        run_forward_any(&f, f.threads)
+        run_forward_any(&f, f.threads, NULL)
     return h, c
 
 
@@ -518,9 +530,10 @@ cdef class LayerBackward:
             "chunk_products": "tiles" if f.par else "BLAS"}
 
 
-cdef void run_backward(floating kind, const BackwardPlan *f, int threads) noexcept nogil:
-    """``backward_parallel`` on ``threads`` threads, or ``backward_layer`` (``kind`` only
-    selects the type)."""
+cdef void run_backward(floating kind, const BackwardPlan *f, int threads,
+                       double *waited) noexcept nogil:
+    """``backward_parallel`` on ``threads`` threads (``waited``: as run_forward's), or
+    ``backward_layer`` (``kind`` only selects the type)."""
     if f.par:
         backward_parallel(
             f.T, f.B, f.n_in, f.H, <floating *> f.x, <floating *> f.W, <floating *> f.U,
@@ -531,7 +544,7 @@ cdef void run_backward(floating kind, const BackwardPlan *f, int threads) noexce
             <floating *> f.dpeep, <floating *> f.dz, f.Tc, <floating *> f.dht,
             <floating *> f.dhp, <floating *> f.m, <floating *> f.Up, <floating *> f.Wp,
             <floating *> f.scratch, threads, f.lean, f.reverse, f.identity, f.prepacked,
-            NULL)
+            NULL, waited)
     else:
         backward_layer(
             f.T, f.B, f.n_in, f.H, f.P, <floating *> f.x, <floating *> f.W, <floating *> f.U,
@@ -544,17 +557,28 @@ cdef void run_backward(floating kind, const BackwardPlan *f, int threads) noexce
             <floating *> f.dhp, <floating *> f.scratch, f.reverse, f.identity)
 
 
-cdef inline void run_backward_any(const BackwardPlan *f, int threads) noexcept nogil:
+cdef inline void run_backward_any(const BackwardPlan *f, int threads,
+                                  double *waited) noexcept nogil:
     if f.double:
-        run_backward(<double> 0, f, threads)
+        run_backward(<double> 0, f, threads, waited)
     else:
-        run_backward(<float> 0, f, threads)
+        run_backward(<float> 0, f, threads, waited)
+
+
+cdef void run_backward_watched(const BackwardPlan *f, int threads) noexcept nogil:
+    """run_backward_any, watched as run_forward_watched."""
+    cdef double waited = 0, start = clock_now()
+    run_backward_any(f, threads, &waited)
+    if f.par and threads > 1:
+        # dz @ U, dz @ W and dW, dU: twice forward's products
+        plan_watch_team(threads, clock_now() - start, waited,
+                        2.0 * f.T * f.B * 4 * f.H * (f.n_in + f.H), f.double)
 
 
 def backward(LayerBackward call not None):
     """Run one layer and direction's backward pass."""
     with nogil:
-        run_backward_any(&call.plan, call.plan.threads)
+        run_backward_watched(&call.plan, call.plan.threads)
 
 
 def backward_pair(LayerBackward fwd not None, LayerBackward rev not None):
@@ -573,11 +597,11 @@ def backward_pair(LayerBackward fwd not None, LayerBackward rev not None):
     f[1].dx = cnp.PyArray_DATA(dx1)
     if side_by_side(f[0].par, f[1].par, f[0].threads, f[1].threads):
         for d in prange(2, nogil=True, num_threads=2, schedule="static"):
-            run_backward_any(&f[d], 1)
+            run_backward_any(&f[d], 1, NULL)
     else:
         with nogil:
-            run_backward_any(&f[0], f[0].threads)
-            run_backward_any(&f[1], f[1].threads)
+            run_backward_watched(&f[0], f[0].threads)
+            run_backward_watched(&f[1], f[1].threads)
     np.add(dx.reshape(-1), dx1, out=dx.reshape(-1))
 
 

@@ -27,7 +27,7 @@ cdef void forward_parallel(
         floating *h, floating *c, floating *y, Py_ssize_t ldy, floating *gates, Py_ssize_t Tc,
         floating *cells, floating *Wp, floating *Up, floating *h_alt, floating *bias,
         int threads, bint lean, bint reverse, bint identity, bint by_rows,
-        const UnitOptions *opt) noexcept nogil:
+        const UnitOptions *opt, double *waited) noexcept nogil:
     """forward_layer without projection on AVX2 and AVX-512 builds, every thread throughout.
 
     Each OpenMP thread owns a range of hidden units (whole strips of TILE_COLS): it packs its
@@ -49,6 +49,9 @@ cdef void forward_parallel(
     ``opt`` (or NULL): the regularised cell's unit-wise options, the maths and the training
     arrays of forward_layer_regularised. With recurrent dropout the product reads h_{t-1} *
     rd, which each thread writes for its units into the other of two buffers beside h_t.
+
+    ``waited`` (or NULL) receives the seconds the team's threads waited in all, at barriers
+    and for the last of them at the end (team_waits): the plan's watch on contention.
     """
     cdef Py_ssize_t G = 4 * H, per = strips(H)
     # W.T and U.T packed by gate (a thread packs its units' strips), or by_rows whole.
@@ -67,7 +70,9 @@ cdef void forward_parallel(
     cdef const floating *h_read = NULL
     cdef floating *zc = NULL
     cdef floating *zt = NULL
-    cdef double tick = 0
+    cdef double tick = 0, wait = 0
+    cdef double waits[TEAM_SLOTS]
+    cdef double ends[TEAM_SLOTS]
     cdef floating k = 0
     cdef const floating *rd = NULL
     cdef const floating *keep_c = NULL  # the zoneout masks
@@ -81,8 +86,10 @@ cdef void forward_parallel(
         keep_h = <const floating *> opt.zh
         ctil, hd, hd_alt = <floating *> opt.ctil, <floating *> opt.hd, <floating *> opt.hd_alt
         p_c, p_h, clip = <floating> opt.p_c, <floating> opt.p_h, <floating> opt.clip
+    team_waits_clear(waits, ends)
     with parallel(num_threads=threads):
         tick = lap_start()
+        wait = 0
         part = threadid()
         parts = num_threads()
         s_lo = share(per, part, parts)
@@ -126,12 +133,12 @@ cdef void forward_parallel(
                 # The team meets after the product (a step reads rows another thread
                 # projected) and, at inference, which reuses the chunk's z, before it.
                 if s0 > 0 and cells == NULL:
-                    barrier()
+                    wait = wait + waited_barrier()
                     tick = lap(tick, PHASE_SYNC)
                 input_projection_share(n * B, part, parts, I, H, 1, x + t_lo * B * I, Wp,
                                        bias if b_ih != NULL else NULL, zc)
                 tick = lap(tick, PHASE_INPUT)
-                barrier()
+                wait = wait + waited_barrier()
                 tick = lap(tick, PHASE_SYNC)
             else:
                 gemm_packed_strided(n * B, I, x + t_lo * B * I, I, 1, Wp, 4, H, s_lo, s_hi,
@@ -192,13 +199,16 @@ cdef void forward_parallel(
                             hd_new[bi * H + j] = h_new[bi * H + j] * rd[bi * H + j]
                 tick = lap(tick, PHASE_CELL)
                 if not by_rows:
-                    barrier()
+                    wait = wait + waited_barrier()
                     tick = lap(tick, PHASE_SYNC)
             s0 = s0 + n  # (+= would be an OpenMP reduction)
         if T % 2 == 1:
             # The last step wrote h_alt.
             for bi in range(b_lo, b_hi):
                 memcpy(h + bi * H + c_lo, h_alt + bi * H + c_lo, cn * sizeof(floating))
+        team_waits_mark(waits, ends, part, wait)
+    if waited != NULL:
+        waited[0] = team_waits_total(waits, ends, threads)
 
 
 
@@ -211,7 +221,7 @@ cdef void backward_parallel(
         floating *db, floating *dpeep, floating *dz, Py_ssize_t Tc, floating *dht,
         floating *dhp, floating *m, floating *Up, floating *Wp, floating *scratch,
         int threads, bint lean, bint reverse, bint identity, bint prepacked,
-        const UnitOptions *opt) noexcept nogil:
+        const UnitOptions *opt, double *waited) noexcept nogil:
     """backward_layer without projection on AVX2 and AVX-512 builds, every thread throughout.
 
     Each OpenMP thread owns the hidden units it owns in forward_parallel. A step: the thread
@@ -227,6 +237,7 @@ cdef void backward_parallel(
     ``opt`` (or NULL): as forward_parallel's, and the maths of backward_layer_regularised:
     the cell's backward reads dh~_t = (1 - zh) dh_t, and a thread's units of dh_{t-1} are
     (dz_t @ U) * rd + zh * dh_t; the rows of h_{t-1} that meet dz in dU are times rd.
+    ``waited``: as forward_parallel's.
     """
     cdef Py_ssize_t G = 4 * H, ldz = G + DZ_PAD, per = strips(H), per_in = strips(I)
     cdef Py_ssize_t rows_max = Tc * B
@@ -241,7 +252,9 @@ cdef void backward_parallel(
     cdef const floating *prev = NULL
     cdef floating *dzt = NULL
     cdef floating *dm = NULL
-    cdef double tick = 0
+    cdef double tick = 0, wait = 0
+    cdef double waits[TEAM_SLOTS]
+    cdef double ends[TEAM_SLOTS]
     cdef floating k = 0
     cdef const floating *rd = NULL
     cdef const floating *keep_c = NULL  # the zoneout masks
@@ -263,8 +276,10 @@ cdef void backward_parallel(
     memset(dU, 0, G * H * sizeof(floating))
     if db != NULL:
         memset(db, 0, G * sizeof(floating))
+    team_waits_clear(waits, ends)
     with parallel(num_threads=threads):
         tick = lap_start()
+        wait = 0
         part = threadid()
         parts = num_threads()
         s_lo = share(per, part, parts)
@@ -323,7 +338,7 @@ cdef void backward_parallel(
                         dzt + bi * ldz + u_lo, m + bi * H + u_lo, peep + u_lo, dpeep + u_lo,
                         NULL, NULL, dn + u_lo, clip, identity)
                 tick = lap(tick, PHASE_CELL)
-                barrier()
+                wait = wait + waited_barrier()
                 tick = lap(tick, PHASE_SYNC)
                 # dh_{t-1} = dz_t @ U on this thread's units; inactive rows keep their carry.
                 if carry:
@@ -374,7 +389,7 @@ cdef void backward_parallel(
                 for g in range(4):
                     sum_rows(rows, dz, ldz, g * H + u_lo, g * H + u_hi, True, db)
             tick = lap(tick, PHASE_WEIGHTS)
-            barrier()
+            wait = wait + waited_barrier()
             tick = lap(tick, PHASE_SYNC)
             # dW += dz.T @ x[chunk]   (4H, I) += (4H, n*B)(n*B, I), and dU likewise; this
             # thread's rows (the gates of its units); every row on tiles (see
@@ -386,7 +401,10 @@ cdef void backward_parallel(
                                     True, dU + (g * H + u_lo) * H, H, NULL, 1)
             tick = lap(tick, PHASE_WEIGHTS)
             # The next chunk overwrites dz and the packed x and h_{t-1}.
-            barrier()
+            wait = wait + waited_barrier()
             tick = lap(tick, PHASE_SYNC)
             s0 = s0 + n  # (+= would be an OpenMP reduction)
+        team_waits_mark(waits, ends, part, wait)
+    if waited != NULL:
+        waited[0] = team_waits_total(waits, ends, threads)
 

@@ -43,17 +43,63 @@ cdef double plan_lost_at = -1
 cdef double plan_retry_s = 10
 # Costs given by set_plan_costs are kept as they are.
 cdef bint plan_pinned = False
+# Contention. Every step of a team of units waits at a barrier for its slowest thread, so
+# when the machine's other work takes a core from the team (another process, a busy host),
+# a call can take several times one thread's; the costs above, the fastest round of a burst
+# of about 20 ms, do not see it (docs/performance.md, session 25). So the threaded drivers
+# add up how long their threads waited (plan_watch_team): after a call whose threads waited
+# more than PLAN_WAITING of their time and that took longer than its products would have
+# on one thread, calls run on one thread for a while, then a team is
+# tried again. The while is PLAN_OFF_CALLS times that call's time, doubled while the teams
+# tried after it wait as much again (up to plan_retry_s): a burst of other work costs a few
+# calls on one thread, a busy neighbour one slow call now and then. A team's call that does
+# not wait so much starts it over.
+cdef double PLAN_WAITING = 0.5
+cdef double PLAN_OFF_CALLS = 4
+cdef double plan_teams_off_until = -1
+cdef double plan_off_calls = PLAN_OFF_CALLS
+cdef Py_ssize_t plan_teams_turned_off = 0  # times in this process (tests, the bench)
 # Multiply-adds a call (all its steps) below which it runs on one thread (Shapes.alone).
 cdef Py_ssize_t plan_call_work = PLAN_CALL_WORK
 
 
 cdef void reset_plan_costs() noexcept nogil:
-    global plan_lost_at
+    global plan_lost_at, plan_teams_off_until, plan_off_calls
     cdef int n
     for n in range(PLAN_TEAMS):
         plan_barrier_s[n] = -1
         plan_fma_s[n] = -1
     plan_lost_at = -1
+    plan_teams_off_until = -1
+    plan_off_calls = PLAN_OFF_CALLS
+
+
+cdef void plan_watch_team(int team, double seconds, double waited, double work,
+                          bint double) noexcept nogil:
+    """After a call of ``work`` multiply-adds in all on a team of ``team`` threads that took
+    ``seconds``, whose threads waited ``waited`` seconds in all (at barriers, and for each
+    other at the end): if that is more than PLAN_WAITING of the team's time, and the call
+    took longer than its multiply-adds would on one thread at the measured speed (when
+    measured: a team whose threads wait that much can still beat one thread, where the
+    cell is much of a step), teams off for plan_off_calls times ``seconds`` (at most
+    plan_retry_s), and plan_off_calls doubled; else plan_off_calls back to PLAN_OFF_CALLS.
+    Not under pinned costs, which fix the plan."""
+    global plan_teams_off_until, plan_teams_turned_off, plan_off_calls
+    if team < 2 or plan_pinned or not seconds > 0:
+        return
+    if (waited > PLAN_WAITING * team * seconds
+            and (plan_fma_s[1] <= 0 or seconds > work * plan_fma_s[1] * (2 if double else 1))):
+        plan_teams_off_until = clock_now() + min(plan_off_calls * seconds, plan_retry_s)
+        plan_off_calls = min(2 * plan_off_calls, 1e9)
+        plan_teams_turned_off += 1
+    else:
+        plan_off_calls = PLAN_OFF_CALLS
+
+
+cdef bint plan_teams_off() noexcept nogil:
+    """Whether teams are off (plan_watch_team)."""
+    return (not plan_pinned and plan_teams_off_until >= 0
+            and clock_now() < plan_teams_off_until)
 
 reset_plan_costs()
 
@@ -187,7 +233,7 @@ cdef int plan_threads(Py_ssize_t work, int available, bint double) except -1:
     many to a vector). Costs under which a team lost are measured again once they are
     plan_retry_s old (unless pinned)."""
     global plan_lost_at
-    if available < 2 or work < PLAN_MIN_WORK:
+    if available < 2 or work < PLAN_MIN_WORK or plan_teams_off():
         return 1
     if not plan_pinned and plan_lost_at >= 0 and clock_now() - plan_lost_at > plan_retry_s:
         reset_plan_costs()
@@ -232,7 +278,8 @@ cdef int plan_rows(Py_ssize_t B, Py_ssize_t row_work, Py_ssize_t u_bytes, Py_ssi
     and predict units everywhere, so this is a rule of the shape and the CPU's L2, not a
     prediction."""
     available = min(available, PLAN_TEAMS - 1)
-    if (available < 2 or B * row_work < PLAN_MIN_WORK or u_bytes > 2 * l2_bytes):
+    if (available < 2 or B * row_work < PLAN_MIN_WORK or u_bytes > 2 * l2_bytes
+            or plan_teams_off()):
         return 0
     if row_tiles(B) >= available:
         return available
@@ -279,6 +326,19 @@ def set_plan_costs(costs, bint pin=True, call_work=None):
             raise ValueError(f"set_plan_costs: team {n} with {c} is not a team size in "
                              f"[1, {PLAN_TEAMS - 1}] with positive costs")
         plan_barrier_s[n], plan_fma_s[n] = c["barrier_s"], c["fma_s"]
+
+
+def watch_team(int team, double seconds, double waited, double work, bint double=False):
+    """plan_watch_team: report a call of ``work`` multiply-adds on a team of ``team`` threads
+    that took ``seconds``, its threads having waited ``waited`` seconds in all (for tests)."""
+    plan_watch_team(team, seconds, waited, work, double)
+
+
+def teams_off():
+    """Whether teams are off now, after a call whose threads waited more than half their time
+    (the machine's other work had a core), and how many times that happened in this process:
+    (bool, int)."""
+    return bool(plan_teams_off()), plan_teams_turned_off
 
 
 def set_plan_retry(double seconds):

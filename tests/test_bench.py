@@ -330,6 +330,7 @@ def test_run_without_torch_or_onnxruntime(monkeypatch):
     assert "FMA peak (" in report and "GEMM" not in report
     assert res["machine"]["kernel_variant"] in ("baseline", "avx2", "avx512")
     products = res["machine"]["quantized_products"]
+    assert res["machine"]["teams_turned_off"] >= 0
     assert products == {"int8": _dispatch.quantized().INT8_PRODUCTS,
                         "bfloat16": _dispatch.quantized().BF16_PRODUCTS}
     assert f"(int8 on {products['int8']}, bfloat16 on {products['bfloat16']})" in report
@@ -369,6 +370,14 @@ def test_report_marks_noisy_ratios_and_omits_unknown_versions():
     assert "* = noisy" in report
     assert "openmp (openmp, 2 threads)" in report and "None" not in report
     assert "lstmx kernels: avx2" in report
+    assert "plan costs" not in report  # none measured
+    res["machine"]["plan_costs"] = {"1": {"fma_s": 2e-11, "barrier_s": 0.0},
+                                    "2": {"fma_s": 2e-11, "barrier_s": 1e-6}}
+    report = _bench_report.format_report(res)
+    assert "one thread 20 ps a multiply-add; 2 threads: 20 ps a thread, barrier 1.0 us" in report
+    assert "teams turned off" not in report
+    res["machine"]["teams_turned_off"] = 3
+    assert "teams turned off 3 times" in _bench_report.format_report(res)
 
 
 def test_sweep_grid():

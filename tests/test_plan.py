@@ -4,6 +4,8 @@ how a plan is shown (``LayerForward.describe``, ``python -m lstmx plan``).
 A measured choice may change speed, never a bit: the results under a plan that always takes a
 team and one that never does are compared bit for bit.
 """
+import time
+
 import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
@@ -109,6 +111,95 @@ def test_pinned_costs_are_never_measured_again(retry_at_once):
     assert kernels.plan_team(10 ** 7, 2) == 1
     assert kernels.plan_team(10 ** 7, 2) == 1
     assert kernels.plan_costs() == LOSING
+
+
+# Measured costs (not pinned) under which a team of two pays at 10**7 multiply-adds a step.
+PAYING = costs(lambda n: 1e-11, 1e-7, teams=(1, 2))
+
+
+@pytest.fixture
+def watched():
+    """Measured (unpinned) costs under which a team pays; forgotten afterwards."""
+    kernels.set_plan_costs(PAYING, pin=False)
+    yield
+    kernels.forget_plan_costs()
+
+
+def test_a_team_that_waits_most_of_a_call_yields_to_one_thread(watched):
+    # The machine's other work took a core from the team: its threads waited 1.6 of their
+    # 2 x 1 s, and the call took longer than its multiply-adds on one thread (10**10 at
+    # 1e-11 s: 0.1 s). Teams (of units and of rows) are off for 4 times the call's time.
+    work = 10 ** 7
+    assert kernels.plan_team(work, 2) == 2
+    off, times = kernels.teams_off()
+    kernels.watch_team(2, 1.0, 1.6, 1e10)
+    assert kernels.teams_off() == (True, times + 1)
+    assert kernels.plan_team(work, 2) == 1
+    with threadpool_limits(2):
+        call = kernels.LayerForward(x=np.zeros((400 * 8, 64), np.float32),
+                                    W=np.zeros((512, 64), np.float32),
+                                    U=np.zeros((512, 128), np.float32),
+                                    h=np.zeros((8, 128), np.float32),
+                                    c=np.zeros((8, 128), np.float32),
+                                    y=np.zeros((400, 8, 128), np.float32))
+    assert call.describe()["threads"] == 1
+    assert kernels.plan_costs() == PAYING  # the costs stay: the team is tried again
+
+
+def test_teams_come_back_and_each_slow_call_keeps_them_off_longer(watched):
+    # Periods of a second or two, so that a late wake-up of the test cannot flip a check.
+    kernels.watch_team(2, 0.25, 0.4, 1e6)  # off for 4 x 0.25 s
+    assert kernels.teams_off()[0] and kernels.plan_team(10 ** 7, 2) == 1
+    time.sleep(1.2)
+    assert not kernels.teams_off()[0] and kernels.plan_team(10 ** 7, 2) == 2
+    kernels.watch_team(2, 0.25, 0.4, 1e6)  # slow again at once: off for 8 x 0.25 s
+    time.sleep(1.2)
+    assert kernels.teams_off()[0]
+    time.sleep(1.0)
+    assert not kernels.teams_off()[0]
+    kernels.watch_team(2, 0.25, 0.01, 1e6)  # a call that hardly waited: back to 4 x
+    kernels.watch_team(2, 0.25, 0.4, 1e6)
+    time.sleep(1.2)
+    assert not kernels.teams_off()[0]
+
+
+@pytest.mark.parametrize("team, seconds, waited, work", [
+    (2, 1.0, 0.9, 1e10),    # waited less than half the team's time
+    (2, 1.0, 1.6, 1e12),    # slower than one thread's products would be (10 s): still a gain
+    (4, 1.0, 1.9, 1e10),    # a team of four that waited less than half its 4 s
+    (1, 1.0, 0.9, 1e10)])   # one thread is no team
+def test_a_team_that_still_gains_stays(watched, team, seconds, waited, work):
+    off, times = kernels.teams_off()
+    kernels.watch_team(team, seconds, waited, work)
+    assert kernels.teams_off() == (False, times)
+    assert kernels.plan_team(10 ** 7, 2) == 2
+
+
+def test_pinned_costs_are_not_watched(pinned):
+    pinned(PAYING)
+    kernels.watch_team(2, 1.0, 1.6, 1e10)
+    assert not kernels.teams_off()[0] and kernels.plan_team(10 ** 7, 2) == 2
+
+
+@pytest.mark.parametrize("variant", THREADED)
+def test_watched_team_calls_change_no_bit(variant, monkeypatch):
+    # A team's calls, forward and backward, on units and on rows, run through the watch,
+    # which may put the next calls on one thread (on a busy machine): the same bits.
+    k = _dispatch.load(variant)
+    monkeypatch.setattr(_engine, "_kernels", k)
+    k.set_plan_costs(costs(lambda n: 1e-11, 1e-7, teams=(1, 2)), pin=False, call_work=0)
+    try:
+        for B, H in ((8, 64), (32, 256)):  # a team of rows, of units
+            m = lstmx.LSTM(16, H, seed=0)
+            x = np.random.default_rng(0).standard_normal((30, B, 16)).astype(np.float32)
+            with threadpool_limits(2):
+                y, _, cache = m.forward_train(x)
+                m.backward(cache, np.ones_like(y))
+                expected = m(x)[0]
+                for _ in range(3):
+                    assert_array_equal(m(x)[0], expected)
+    finally:
+        k.forget_plan_costs()
 
 
 def test_set_plan_retry_refuses_a_negative_time():
