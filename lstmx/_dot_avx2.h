@@ -10,11 +10,18 @@
  * same bits.
  *
  * The two copies (one per encoding) carry their own target attributes and run only where
- * lstmx_ymm_vnni_kind says the CPU can. */
+ * lstmx_ymm_vnni_kind says the CPU can: lstmx_ymm_int8_dot gives the one that does. */
 #ifndef LSTMX_DOT_AVX2_H
 #define LSTMX_DOT_AVX2_H
 
 #include "_dot_tiles.h"
+
+/* The int8 products' signature (lstmx_int8_vnni's, _dot_avx512.h). */
+typedef void (*lstmx_int8_dot_fn)(ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo,
+                                  ptrdiff_t v_hi, ptrdiff_t N, ptrdiff_t kp, const uint8_t *A,
+                                  const float *sa, const int8_t *W, const float *sw,
+                                  const int32_t *wsum, const float *bias, float *z,
+                                  ptrdiff_t ldz, int32_t *raw);
 
 /* Built into the AVX2 build only: the AVX-512 build has its own, wider products. */
 #if defined(__AVX2__) && !defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
@@ -113,18 +120,21 @@ TARGET static void NAME(                                                        
 LSTMX_YMM_PRODUCT(lstmx_int8_avxvnni, LSTMX_AVXVNNI_TARGET, LSTMX_AVXVNNI_OP)
 LSTMX_YMM_PRODUCT(lstmx_int8_vnni256, LSTMX_VNNI256_TARGET, LSTMX_VNNI256_OP)
 
+/* The copy lstmx_ymm_vnni_kind says the CPU runs, or NULL. */
+static lstmx_int8_dot_fn lstmx_ymm_int8_dot(void)
+{
+    switch (lstmx_ymm_vnni_kind()) {
+    case 1: return lstmx_int8_avxvnni;
+    case 2: return lstmx_int8_vnni256;
+    default: return NULL;
+    }
+}
+
 #else
-/* Not the AVX2 build (or not GCC): lstmx_ymm_vnni_kind says no, and these are never called. */
+/* Not the AVX2 build (or not GCC): no 256-bit products. */
 #define LSTMX_YMM_BUILT 0
 static int lstmx_ymm_vnni_kind(void) { return 0; }
-static void lstmx_int8_avxvnni(ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo, ptrdiff_t v_hi,
-                               ptrdiff_t N, ptrdiff_t kp, const uint8_t *A, const float *sa,
-                               const int8_t *W, const float *sw, const int32_t *wsum,
-                               const float *bias, float *z, ptrdiff_t ldz, int32_t *raw) {}
-static void lstmx_int8_vnni256(ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo, ptrdiff_t v_hi,
-                               ptrdiff_t N, ptrdiff_t kp, const uint8_t *A, const float *sa,
-                               const int8_t *W, const float *sw, const int32_t *wsum,
-                               const float *bias, float *z, ptrdiff_t ldz, int32_t *raw) {}
+static lstmx_int8_dot_fn lstmx_ymm_int8_dot(void) { return NULL; }
 #endif
 
 #endif

@@ -215,9 +215,7 @@ cdef void run_forward_regularised(floating kind, const RegForwardPlan *f) noexce
                      <floating *> f.gates, f.Tc, <floating *> f.cells, <floating *> f.Wp,
                      <floating *> f.Up, <floating *> f.h_alt, <floating *> f.bias, f.threads,
                      False, f.reverse, f.identity, f.rows, &opt, &waited)
-    if f.threads > 1:
-        plan_watch_team(f.threads, clock_now() - start, waited,
-                        <double> f.T * f.B * 4 * f.H * (f.n_in + f.H), f.double)
+    plan_watch_layer(f.threads, start, waited, f.T, f.B, f.n_in, f.H, 1, f.double)
 
 
 cdef void run_forward_regularised_any(const RegForwardPlan *f) noexcept nogil:
@@ -459,9 +457,7 @@ cdef void run_backward_regularised(floating kind, const RegBackwardPlan *f) noex
         <floating *> f.dhp, <floating *> f.m, <floating *> f.Ub, <floating *> f.Wb,
         <floating *> f.hprev, f.threads, False, f.reverse, f.identity, f.prepacked, &opt,
         &waited)
-    if f.threads > 1:
-        plan_watch_team(f.threads, clock_now() - start, waited,
-                        2.0 * f.T * f.B * 4 * f.H * (f.n_in + f.H), f.double)
+    plan_watch_layer(f.threads, start, waited, f.T, f.B, f.n_in, f.H, 2, f.double)
 
 
 cdef void run_backward_regularised_any(const RegBackwardPlan *f) noexcept nogil:

@@ -287,9 +287,8 @@ cdef void run_forward_watched(const ForwardPlan *f, int threads) noexcept nogil:
     (plan_watch_team)."""
     cdef double waited = 0, start = clock_now()
     run_forward_any(f, threads, &waited)
-    if f.par and threads > 1:
-        plan_watch_team(threads, clock_now() - start, waited,
-                        <double> f.T * f.B * 4 * f.H * (f.n_in + f.H), f.double)
+    if f.par:
+        plan_watch_layer(threads, start, waited, f.T, f.B, f.n_in, f.H, 1, f.double)
 
 
 cdef bint side_by_side(bint par0, bint par1, int threads0, int threads1) noexcept:
@@ -569,10 +568,8 @@ cdef void run_backward_watched(const BackwardPlan *f, int threads) noexcept nogi
     """run_backward_any, watched as run_forward_watched."""
     cdef double waited = 0, start = clock_now()
     run_backward_any(f, threads, &waited)
-    if f.par and threads > 1:
-        # dz @ U, dz @ W and dW, dU: twice forward's products
-        plan_watch_team(threads, clock_now() - start, waited,
-                        2.0 * f.T * f.B * 4 * f.H * (f.n_in + f.H), f.double)
+    if f.par:
+        plan_watch_layer(threads, start, waited, f.T, f.B, f.n_in, f.H, 2, f.double)
 
 
 def backward(LayerBackward call not None):

@@ -71,8 +71,8 @@ cdef void forward_parallel(
     cdef floating *zc = NULL
     cdef floating *zt = NULL
     cdef double tick = 0, wait = 0
-    cdef double waits[TEAM_SLOTS]
-    cdef double ends[TEAM_SLOTS]
+    cdef double waits[PLAN_TEAMS]
+    cdef double ends[PLAN_TEAMS]
     cdef floating k = 0
     cdef const floating *rd = NULL
     cdef const floating *keep_c = NULL  # the zoneout masks
@@ -253,8 +253,8 @@ cdef void backward_parallel(
     cdef floating *dzt = NULL
     cdef floating *dm = NULL
     cdef double tick = 0, wait = 0
-    cdef double waits[TEAM_SLOTS]
-    cdef double ends[TEAM_SLOTS]
+    cdef double waits[PLAN_TEAMS]
+    cdef double ends[PLAN_TEAMS]
     cdef floating k = 0
     cdef const floating *rd = NULL
     cdef const floating *keep_c = NULL  # the zoneout masks

@@ -46,50 +46,6 @@ cdef inline double lap(double since, int phase) noexcept nogil:
     return now
 
 
-cdef inline double waited_barrier() noexcept nogil:
-    """A barrier of the team; returns the seconds this thread waited at it (two reads of the
-    clock), which the threaded drivers add up for the plan's watch on contention
-    (plan_watch_team)."""
-    cdef double t0 = clock_now()
-    barrier()
-    return clock_now() - t0
-
-
-cdef enum:
-    TEAM_SLOTS = 65  # threads of a team whose waits are kept (PLAN_TEAMS, _plan.pxi)
-
-
-cdef inline void team_waits_clear(double *waits, double *ends) noexcept nogil:
-    """Before a team's parallel region: no thread has reported (ends[i] < 0)."""
-    cdef int i
-    for i in range(TEAM_SLOTS):
-        waits[i] = 0
-        ends[i] = -1
-
-
-cdef inline void team_waits_mark(double *waits, double *ends, int part,
-                                 double wait) noexcept nogil:
-    """At the end of thread ``part``'s work: the seconds it waited at barriers, and when it
-    finished."""
-    if 0 <= part < TEAM_SLOTS:
-        waits[part] = wait
-        ends[part] = clock_now()
-
-
-cdef inline double team_waits_total(const double *waits, const double *ends,
-                                    int threads) noexcept nogil:
-    """After the region: the seconds the team's threads waited in all, at barriers and, at
-    the end, for the last of them to finish."""
-    cdef int i
-    cdef double last = -1, total = 0
-    for i in range(min(threads, TEAM_SLOTS)):
-        last = max(last, ends[i])
-    for i in range(min(threads, TEAM_SLOTS)):
-        if ends[i] >= 0:
-            total += waits[i] + (last - ends[i])
-    return total
-
-
 def profile_phases(bint on):
     """Turn the phase timers on (from zero) or off. Profiling is for one caller at a time:
     runs from two Python threads at once add into the same timers."""

@@ -96,6 +96,58 @@ cdef void plan_watch_team(int team, double seconds, double waited, double work,
         plan_off_calls = PLAN_OFF_CALLS
 
 
+cdef void plan_watch_layer(int threads, double start, double waited, Py_ssize_t T,
+                           Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, double passes,
+                           bint double) noexcept nogil:
+    """plan_watch_team for a threaded driver's call on ``threads`` threads that began at
+    ``start`` (clock_now): its multiply-adds are ``passes`` times a forward pass's,
+    T B 4H (I + H) (backward: 2)."""
+    if threads > 1:
+        plan_watch_team(threads, clock_now() - start, waited,
+                        passes * T * B * 4 * H * (I + H), double)
+
+
+cdef inline double waited_barrier() noexcept nogil:
+    """A barrier of the team; returns the seconds this thread waited at it (two reads of the
+    clock), which the threaded drivers add up for the plan's watch on contention
+    (plan_watch_team)."""
+    cdef double t0 = clock_now()
+    barrier()
+    return clock_now() - t0
+
+
+cdef inline void team_waits_clear(double *waits, double *ends) noexcept nogil:
+    """Before a team's parallel region (waits and ends of PLAN_TEAMS): no thread has
+    reported (ends[i] < 0)."""
+    cdef int i
+    for i in range(PLAN_TEAMS):
+        waits[i] = 0
+        ends[i] = -1
+
+
+cdef inline void team_waits_mark(double *waits, double *ends, int part,
+                                 double wait) noexcept nogil:
+    """At the end of thread ``part``'s work: the seconds it waited at barriers, and when it
+    finished."""
+    if 0 <= part < PLAN_TEAMS:
+        waits[part] = wait
+        ends[part] = clock_now()
+
+
+cdef inline double team_waits_total(const double *waits, const double *ends,
+                                    int threads) noexcept nogil:
+    """After the region: the seconds the team's threads waited in all, at barriers and, at
+    the end, for the last of them to finish."""
+    cdef int i
+    cdef double last = -1, total = 0
+    for i in range(min(threads, PLAN_TEAMS)):
+        last = max(last, ends[i])
+    for i in range(min(threads, PLAN_TEAMS)):
+        if ends[i] >= 0:
+            total += waits[i] + (last - ends[i])
+    return total
+
+
 cdef bint plan_teams_off() noexcept nogil:
     """Whether teams are off (plan_watch_team)."""
     return (not plan_pinned and plan_teams_off_until >= 0

@@ -13,8 +13,8 @@ integer dot products, so they are sum q * w exactly and bit-identical on every i
 set and any number of threads: ``vpdpbusd`` where the CPU has AVX512_VNNI
 (``_dot_avx512.h``; or AVX-VNNI in the AVX2 build, ``_dot_avx2.h``) on the unsigned bytes
 q + 128, less 128 times each weight row's sum; else (``_int8_dot.h``) ``vpmaddubsw`` on AVX2
-on |q| and w * sign(q), whose int16 pair sums cannot saturate, or a scalar loop. Each sum is then scaled back to float32 and everything
-else is float32.
+on |q| and w * sign(q), whose int16 pair sums cannot saturate, or a scalar loop. Each sum is
+then scaled back to float32 and everything else is float32.
 
 bfloat16: activations are rounded to bfloat16 before the products; weights arrive as
 bfloat16. Where the CPU has AVX512_BF16 the products run on ``vdpbf16ps`` (``_dot_avx512.h``),
@@ -85,23 +85,15 @@ cdef extern from "_dot_avx2.h":
     # which the CPU runs: 1 AVX-VNNI, 2 AVX512_VNNI with AVX512VL (the EVEX encoding), 0 neither.
     enum: YMM_BUILT "LSTMX_YMM_BUILT"
     int ymm_vnni_kind "lstmx_ymm_vnni_kind"() noexcept nogil
-    # As int8_vnni, on 256-bit vectors: the same arguments, the same results.
-    void int8_avxvnni "lstmx_int8_avxvnni"(
+    # int8_vnni's signature.
+    ctypedef void (*int8_dot_fn "lstmx_int8_dot_fn")(
         Py_ssize_t r_lo, Py_ssize_t r_hi, Py_ssize_t v_lo, Py_ssize_t v_hi, Py_ssize_t N,
         Py_ssize_t kp, const uint8_t *A, const float *sa, const int8_t *W, const float *sw,
         const int32_t *wsum, const float *bias, float *z, Py_ssize_t ldz,
         int32_t *raw) noexcept nogil
-    void int8_vnni256 "lstmx_int8_vnni256"(
-        Py_ssize_t r_lo, Py_ssize_t r_hi, Py_ssize_t v_lo, Py_ssize_t v_hi, Py_ssize_t N,
-        Py_ssize_t kp, const uint8_t *A, const float *sa, const int8_t *W, const float *sw,
-        const int32_t *wsum, const float *bias, float *z, Py_ssize_t ldz,
-        int32_t *raw) noexcept nogil
-
-ctypedef void (*int8_dot_fn)(
-        Py_ssize_t r_lo, Py_ssize_t r_hi, Py_ssize_t v_lo, Py_ssize_t v_hi, Py_ssize_t N,
-        Py_ssize_t kp, const uint8_t *A, const float *sa, const int8_t *W, const float *sw,
-        const int32_t *wsum, const float *bias, float *z, Py_ssize_t ldz,
-        int32_t *raw) noexcept nogil
+    # As int8_vnni on 256-bit vectors, the copy the CPU runs (or NULL): the same arguments,
+    # the same results.
+    int8_dot_fn ymm_int8_dot "lstmx_ymm_int8_dot"() noexcept nogil
 
 # Which products run: the dot-product instructions where the module has them, the CPU runs
 # them and the environment does not say "generic" (vpdpbusd on 512-bit vectors in the AVX-512
@@ -115,8 +107,7 @@ cdef int YMM_KIND = ymm_vnni_kind() if YMM_BUILT and _DOT_SETTING == "auto" else
 # the same sums.
 cdef bint VNNI = (DOT_BUILT and _DOT_SETTING == "auto" and dot_has_vnni()) or YMM_KIND != 0
 cdef bint DPBF16 = DOT_BUILT and _DOT_SETTING == "auto" and dot_has_bf16()
-cdef int8_dot_fn int8_dot = (int8_avxvnni if YMM_KIND == 1 else int8_vnni256 if YMM_KIND == 2
-                             else int8_vnni)
+cdef int8_dot_fn int8_dot = ymm_int8_dot() if YMM_KIND != 0 else int8_vnni
 # What runs, by name: "vpdpbusd" (512-bit), "vpdpbusd-avxvnni" or "vpdpbusd-avx512vl"
 # (256-bit, VEX or EVEX) or "generic" (int8); "vdpbf16ps" or "blas" (bfloat16).
 INT8_PRODUCTS = ("vpdpbusd-avxvnni" if YMM_KIND == 1 else "vpdpbusd-avx512vl" if YMM_KIND == 2
