@@ -9,6 +9,20 @@ cdef inline Py_ssize_t length(const Py_ssize_t *lengths, Py_ssize_t b, Py_ssize_
     return T if lengths == NULL else lengths[b]
 
 
+cdef extern from *:
+    """
+    /* The bytes of the widest vector the build's compiler targets. */
+    #if defined(__AVX512F__)
+    #define LSTMX_VECTOR_BYTES 64
+    #elif defined(__AVX__)
+    #define LSTMX_VECTOR_BYTES 32
+    #else
+    #define LSTMX_VECTOR_BYTES 16
+    #endif
+    """
+    enum: VECTOR_BYTES "LSTMX_VECTOR_BYTES"
+
+
 cdef void cell_forward_rows(
         Py_ssize_t n, Py_ssize_t H, floating *gates, floating *c, floating *m,
         const floating *peep, bint lean, bint identity) noexcept nogil:
@@ -22,12 +36,18 @@ cdef void cell_forward_rows(
 
     ``peep`` = [p_i | p_f | p_o] is zeros without peepholes: adding p * c costs one
     multiply-add a gate. ``lean`` (no peepholes) skips it, with the same bits: z + 0 * c is z.
+
+    A row whose last units would be left to scalar code runs them as a vector
+    (cell_forward_window).
     """
     cdef Py_ssize_t j
     cdef floating *zi = gates
     cdef floating *zf = gates + H
     cdef floating *zg = gates + 2 * H
     cdef floating *zo = gates + 3 * H
+    if window_tail(n, sizeof(floating)):
+        cell_forward_window(n, H, gates, c, m, peep, lean, identity)
+        return
     if lean:
         for j in range(n):
             zi[j] = sigmoid(zi[j])
@@ -54,6 +74,47 @@ cdef void cell_forward_rows(
     else:
         for j in range(n):
             m[j] = zo[j] * tanh_(c[j])
+
+
+cdef inline bint window_tail(Py_ssize_t n, Py_ssize_t size) noexcept nogil:
+    """Whether cell_forward_rows should run a row of n units of ``size`` bytes through
+    cell_forward_window: when the row has a whole vector (V units) and its loops would leave
+    three units or more to scalar code. GCC runs a loop's whole vectors, then one vector of
+    half the width, then single units: n % V % (V / 2) of them. Below three, the window's
+    copies cost about what it saves (docs/performance.md)."""
+    cdef Py_ssize_t V = VECTOR_BYTES // size
+    return n >= V and n % V % (V // 2) >= 3
+
+
+cdef void cell_forward_window(
+        Py_ssize_t n, Py_ssize_t H, floating *gates, floating *c, floating *m,
+        const floating *peep, bint lean, bint identity) noexcept nogil:
+    """cell_forward_rows on a row whose last units (n % V, V a vector) the loops would leave
+    to half a vector and scalar code (window_tail): runs them as the last whole vector of
+    the row instead.
+
+    Scalar activations cost several times a vector's: at H = 63 the 15 last units of each
+    row took as long as the 48 before them. Here the row's last V units are copied into a buffer
+    before the row's whole vectors run, and run there as one vector. The units they share
+    with the whole vectors get the same operations on the same values, so writing them back
+    twice changes nothing. Copies of a fixed size compile to vector moves.
+    """
+    cdef Py_ssize_t V = VECTOR_BYTES // sizeof(floating)
+    cdef Py_ssize_t tail = n % V, w = n - V, g
+    # gates (4 V), c (V), m (V), peep (3 V); V is at most 16 (float, 64-byte vectors)
+    cdef floating buf[10 * 16]
+    for g in range(4):
+        memcpy(buf + g * V, gates + g * H + w, V * sizeof(floating))
+    memcpy(buf + 4 * V, c + w, V * sizeof(floating))
+    if not lean:
+        for g in range(3):
+            memcpy(buf + (6 + g) * V, peep + g * H + w, V * sizeof(floating))
+    cell_forward_rows(n - tail, H, gates, c, m, peep, lean, identity)
+    cell_forward_rows(V, V, buf, buf + 4 * V, buf + 5 * V, buf + 6 * V, lean, identity)
+    for g in range(4):
+        memcpy(gates + g * H + w, buf + g * V, V * sizeof(floating))
+    memcpy(c + w, buf + 4 * V, V * sizeof(floating))
+    memcpy(m + w, buf + 5 * V, V * sizeof(floating))
 
 
 cdef void cell_backward_rows(

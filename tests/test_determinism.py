@@ -38,6 +38,8 @@ def train_step(m, x, lengths):
 
 @pytest.mark.parametrize("T,B,I,H,options", [
     (6, 7, 3, 50, {}),                        # H not a multiple of 32 (partial strips)
+    # A thread's last units run as a vector where the row's would not (cell_forward_window)
+    (5, 9, 3, 63, {"peephole": True}),
     (5, 33, 31, 100, {"peephole": True}),     # rows past the last tile, I past a strip
     (4, 8, 1, 64, {"bidirectional": True}),  # directions side by side on 2-3 threads
     (3, 16, 40, 160, {"bidirectional": True, "num_layers": 2}),  # 4H past a k block

@@ -151,6 +151,17 @@ def test_parallel_kernels_match_reference(dtype, peephole, act, threads):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("peephole,act", [(False, "tanh"), (True, "tanh"), (False, "identity")])
+@pytest.mark.parametrize("H", [52, 63])
+def test_a_rows_last_units_run_as_a_vector_match_reference(dtype, peephole, act, H):
+    # The cell runs a row's last units as the row's last whole vector (cell_forward_window)
+    # where its loops would leave three or more to scalar code: H = 63 on AVX-512 (float32
+    # and float64) and AVX2 (float32), H = 52 on AVX-512 (float32).
+    lstm = lstmx.LSTM(4, H, peephole=peephole, output_activation=act, dtype=dtype, seed=3)
+    assert_matches_reference(lstm, 6, 5, np.random.default_rng(3), lengths=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("I,H,T,B", [(3, 5, 6, 4), (50, 200, 20, 37)])
 def test_zero_peepholes_give_the_plain_model_bit_for_bit(dtype, I, H, T, B):
     # Without peepholes the cell loops have lean versions (no peephole loads, no stores of
