@@ -108,6 +108,15 @@ cdef extern from "_rows_tile.h":
                                     Py_ssize_t a_row, Py_ssize_t a_col, const double *Bp,
                                     Py_ssize_t strip, double *C, Py_ssize_t ldc,
                                     Py_ssize_t cols, int add, const double *bias) noexcept nogil
+    # TILE_ROWS rows by half a pass, summed as micro_tile sums them.
+    void half_tile_f "lstmx_half_f"(Py_ssize_t k, const float *A, Py_ssize_t a_row,
+                                    Py_ssize_t a_col, const float *Bp, Py_ssize_t strip,
+                                    float *C, Py_ssize_t ldc, Py_ssize_t cols, int add,
+                                    const float *bias) noexcept nogil
+    void half_tile_d "lstmx_half_d"(Py_ssize_t k, const double *A, Py_ssize_t a_row,
+                                    Py_ssize_t a_col, const double *Bp, Py_ssize_t strip,
+                                    double *C, Py_ssize_t ldc, Py_ssize_t cols, int add,
+                                    const double *bias) noexcept nogil
 
 
 cdef inline void gemm_small(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *A,
@@ -419,6 +428,17 @@ cdef inline void edge_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
             C[r * ldc + j] = tile[r * w + j]
 
 
+cdef inline void half_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
+                           Py_ssize_t a_col, const floating *Bp, floating *C, Py_ssize_t ldc,
+                           Py_ssize_t cols, bint add, const floating *bias) noexcept nogil:
+    """edge_tile for at most half a pass of columns: _rows_tile.h's kernel of TILE_ROWS rows
+    by half a pass, with micro_tile's sums (so the same bits) at half its work."""
+    if floating is float:
+        half_tile_f(k, A, a_row, a_col, Bp, TILE_COLS, C, ldc, cols, add, bias)
+    else:
+        half_tile_d(k, A, a_row, a_col, Bp, TILE_COLS, C, ldc, cols, add, bias)
+
+
 cdef inline void rows_tile(Py_ssize_t rows, Py_ssize_t k, const floating *A, Py_ssize_t a_row,
                            Py_ssize_t a_col, const floating *Bp, floating *C, Py_ssize_t ldc,
                            Py_ssize_t cols, bint add, const floating *bias) noexcept nogil:
@@ -488,7 +508,8 @@ cdef inline void gemm_packed_strided(
     transpose of a row-major array without transposing it first.
 
     Every tile runs on micro_tile, whatever the width: columns past a group's last full
-    pass go to edge_tile, which computes a whole tile and keeps a part. At a depth of at
+    pass go to half_tile if they are at most half a pass, else to edge_tile, which computes
+    a whole tile and keeps a part. At a depth of at
     most SHALLOW_DEPTH the rows run one at a time instead (_rows_tile.h's lstmx_shallow),
     summed as the tiles sum them. Of the rows past the
     last full tile, two or three go to rows_tile, four to rows_tile on AVX2 and quad_tile
@@ -603,6 +624,14 @@ cdef inline void gemm_packed_tiles(
                                 micro_tile(kc, A + i0 * a_row + p0 * a_col, a_row, a_col,
                                            strip + q * pw, C + i0 * ldc + col + q * pw, ldc,
                                            add or p0 > 0, tile_bias)
+                            elif 0 < cols <= pw // 2 and Ap != NULL:
+                                half_tile(kc, Ap + (i0 - i_lo) * kc, 1, TILE_ROWS,
+                                          strip + q * pw, C + i0 * ldc + col + q * pw, ldc,
+                                          cols, add or p0 > 0, tile_bias)
+                            elif 0 < cols <= pw // 2:
+                                half_tile(kc, A + i0 * a_row + p0 * a_col, a_row, a_col,
+                                          strip + q * pw, C + i0 * ldc + col + q * pw, ldc,
+                                          cols, add or p0 > 0, tile_bias)
                             elif cols > 0 and Ap != NULL:
                                 edge_tile(kc, Ap + (i0 - i_lo) * kc, 1, TILE_ROWS,
                                           strip + q * pw, C + i0 * ldc + col + q * pw, ldc,

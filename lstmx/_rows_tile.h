@@ -349,4 +349,21 @@ static inline void NAME(ptrdiff_t rows, ptrdiff_t k, const T *A, ptrdiff_t a_row
 LSTMX_ROWS_DISPATCH(lstmx_rows_f, float, f)
 LSTMX_ROWS_DISPATCH(lstmx_rows_d, double, d)
 
+/* A tile's rows by half its pass (_gemm.pxd's LSTMX_TILE_ROWS and LSTMX_PASS_FLOATS or
+ * _DOUBLES, defined before this header is included), for the last columns of a strip when
+ * they are no more than half a pass: an input size of 33 leaves one column in a second strip
+ * of backward's dx and dW, which a whole tile computed at a whole tile's cost. The same sums
+ * as the tile's, at half its multiply-adds; the pass's vectors are half as many, as many
+ * accumulators as the tile's rows (8 on AVX-512, 6 on AVX2), enough to cover the latency of
+ * the multiply-adds. */
+#if !defined(LSTMX_TILE_ROWS) || !defined(LSTMX_PASS_FLOATS) || !defined(LSTMX_PASS_DOUBLES)
+#error "_rows_tile.h needs the tile's shape from _gemm.pxd"
+#endif
+#define LSTMX_HALF_VECTORS(T)                                                               \
+    ((sizeof(T) == 4 ? LSTMX_PASS_FLOATS : LSTMX_PASS_DOUBLES) / 2 * sizeof(T) / LSTMX_ROWS_VECTOR)
+LSTMX_ROWS_KERNEL(lstmx_half_f, float, lstmx_rows_vf, LSTMX_TILE_ROWS, LSTMX_HALF_VECTORS(float),
+                  LSTMX_ROWS_LOOP_C)
+LSTMX_ROWS_KERNEL(lstmx_half_d, double, lstmx_rows_vd, LSTMX_TILE_ROWS,
+                  LSTMX_HALF_VECTORS(double), LSTMX_ROWS_LOOP_C)
+
 #endif

@@ -44,6 +44,8 @@ def run(variant, m, k, width, groups, add, bias, transpose_a, dtype, parts=1, se
     (128, 1030, 40, 4), # one block of 21 tiles, then two rows (AVX2), in two blocks of k
     (193, 530, 33, 2),  # two blocks of tiles, then a lone row (AVX2, AVX-512)
     (400, 20, 45, 1),   # blocks of tiles, then four rows (AVX2), seven (AVX-512)
+    (48, 70, 33, 1),    # one column past a strip: half a tile (half_tile)
+    (24, 600, 12, 4),   # 12 columns a gate: half a tile (AVX-512), an edge tile (AVX2)
 ])
 @pytest.mark.parametrize("add,bias,transpose_a", [(False, False, False), (True, True, False),
                                                   (False, True, True), (True, False, True)])
