@@ -93,8 +93,8 @@ cdef void cell_forward_window(
     to half a vector and scalar code (window_tail): runs them as the last whole vector of
     the row instead.
 
-    Scalar activations cost several times a vector's: at H = 63 the 15 last units of each
-    row took as long as the 48 before them. Here the row's last V units are copied into a buffer
+    Scalar activations cost several times a vector's (docs/performance.md, "the shape
+    sweep on the AVX-512 build"). Here the row's last V units are copied into a buffer
     before the row's whole vectors run, and run there as one vector. The units they share
     with the whole vectors get the same operations on the same values, so writing them back
     twice changes nothing. Copies of a fixed size compile to vector moves.

@@ -217,12 +217,17 @@ cdef void cell_forward_regularised(
     unused. Zoneout keeps c_{t-1} with weight ``keep[j]`` (a 0/1 mask), or ``p_keep`` when
     ``keep`` is NULL (inference's expectation). ``peep`` is zeros without peepholes, as in
     cell_forward_rows. The options' conditions are outside the loops (or, the clip, a
-    select), so that each loop vectorises; a unit's results do not depend on nu."""
+    select), so that each loop vectorises; a unit's results do not depend on nu. Without
+    layer norm, a row whose last units would be left to scalar code runs them as a vector
+    (regularised_window, as cell_forward_rows)."""
     cdef Py_ssize_t j
     cdef floating i, f, g, o, cp, ct, n, a
     cdef double mean, rstd
     # No clip is a clip at infinity (a NaN stays NaN either way).
     cdef floating lim = clip if clip > 0 else <floating> INFINITY
+    if ln_c == NULL and window_tail(nu, sizeof(floating)):
+        regularised_window(nu, H, gates, c, ctil, m, peep, keep, p_keep, clip, identity)
+        return
     for j in range(nu):
         cp = c[j]
         i = sigmoid(gates[j] + peep[j] * cp)
@@ -261,6 +266,38 @@ cdef void cell_forward_regularised(
     else:
         for j in range(nu):
             c[j] = p_keep * c[j] + (1 - p_keep) * ctil[j]
+
+
+
+cdef void regularised_window(
+        Py_ssize_t nu, Py_ssize_t H, floating *gates, floating *c, floating *ctil, floating *m,
+        const floating *peep, const floating *keep, floating p_keep, floating clip,
+        bint identity) noexcept nogil:
+    """cell_forward_regularised without layer norm on a row whose last units window_tail
+    would leave to scalar code: its last V units (V a vector) run as one vector in a buffer,
+    copied before the row's whole vectors run, as cell_forward_window does for the plain
+    cell (the same operations on the same values, so the same bits)."""
+    cdef Py_ssize_t V = VECTOR_BYTES // sizeof(floating)
+    cdef Py_ssize_t tail = nu % V, w = nu - V, g
+    # gates (4 V), c (V), ctil (V), m (V), peep (3 V), keep (V); V is at most 16
+    cdef floating buf[11 * 16]
+    for g in range(4):
+        memcpy(buf + g * V, gates + g * H + w, V * sizeof(floating))
+    memcpy(buf + 4 * V, c + w, V * sizeof(floating))
+    for g in range(3):
+        memcpy(buf + (7 + g) * V, peep + g * H + w, V * sizeof(floating))
+    if keep != NULL:
+        memcpy(buf + 10 * V, keep + w, V * sizeof(floating))
+    cell_forward_regularised(nu - tail, H, gates, c, ctil, m, NULL, NULL, peep, NULL, keep,
+                             p_keep, clip, identity)
+    cell_forward_regularised(V, V, buf, buf + 4 * V, buf + 5 * V, buf + 6 * V, NULL, NULL,
+                             buf + 7 * V, NULL, buf + 10 * V if keep != NULL else NULL, p_keep,
+                             clip, identity)
+    for g in range(4):
+        memcpy(gates + g * H + w, buf + g * V, V * sizeof(floating))
+    memcpy(c + w, buf + 4 * V, V * sizeof(floating))
+    memcpy(ctil + w, buf + 5 * V, V * sizeof(floating))
+    memcpy(m + w, buf + 6 * V, V * sizeof(floating))
 
 
 cdef void cell_backward_regularised(

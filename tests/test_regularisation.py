@@ -97,6 +97,17 @@ def test_kernels_match_reference_large(options):
     _check_against_reference(lstm, T=12, B=24, lengths=True, seed=6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("options", [dict(zoneout=(0.2, 0.4), cell_clip=0.5),
+                                     dict(recurrent_dropout=0.3, peephole=True),
+                                     dict(zoneout=0.3, output_activation="identity")])
+def test_a_rows_last_units_run_as_a_vector_match_reference(options, dtype):
+    # H = 63: the regularised cell runs a row's last units as its last whole vector
+    # (regularised_window) on AVX-512 (both dtypes) and AVX2 (float32), as the plain cell.
+    lstm = LSTM(4, 63, dtype=dtype, seed=2, **options)
+    _check_against_reference(lstm, T=5, B=3, lengths=True, seed=4)
+
+
 @settings(max_examples=15)
 @given(T=st.integers(1, 5), B=st.integers(1, 4), H=st.integers(1, 6),
        P=st.integers(0, 3), layers=st.integers(1, 2), bidirectional=st.booleans(),
