@@ -268,7 +268,6 @@ cdef void cell_forward_regularised(
             c[j] = p_keep * c[j] + (1 - p_keep) * ctil[j]
 
 
-
 cdef void regularised_window(
         Py_ssize_t nu, Py_ssize_t H, floating *gates, floating *c, floating *ctil, floating *m,
         const floating *peep, const floating *keep, floating p_keep, floating clip,

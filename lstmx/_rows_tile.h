@@ -353,9 +353,8 @@ LSTMX_ROWS_DISPATCH(lstmx_rows_d, double, d)
  * _DOUBLES, defined before this header is included), for the last columns of a strip when
  * they are no more than half a pass: an input size of 33 leaves one column in a second strip
  * of backward's dx and dW, which a whole tile computed at a whole tile's cost. The same sums
- * as the tile's, at half its multiply-adds; the pass's vectors are half as many, as many
- * accumulators as the tile's rows (8 on AVX-512, 6 on AVX2), enough to cover the latency of
- * the multiply-adds. */
+ * as the tile's, at half its multiply-adds, in half its accumulators (AVX-512: 8 of floats,
+ * 16 of doubles; AVX2: 6), still enough to cover the latency of the multiply-adds. */
 #if !defined(LSTMX_TILE_ROWS) || !defined(LSTMX_PASS_FLOATS) || !defined(LSTMX_PASS_DOUBLES)
 #error "_rows_tile.h needs the tile's shape from _gemm.pxd"
 #endif
