@@ -9,17 +9,7 @@ cdef inline Py_ssize_t length(const Py_ssize_t *lengths, Py_ssize_t b, Py_ssize_
     return T if lengths == NULL else lengths[b]
 
 
-cdef extern from *:
-    """
-    /* The bytes of the widest vector the build's compiler targets. */
-    #if defined(__AVX512F__)
-    #define LSTMX_VECTOR_BYTES 64
-    #elif defined(__AVX__)
-    #define LSTMX_VECTOR_BYTES 32
-    #else
-    #define LSTMX_VECTOR_BYTES 16
-    #endif
-    """
+cdef extern from "_vector_width.h":
     enum: VECTOR_BYTES "LSTMX_VECTOR_BYTES"
 
 

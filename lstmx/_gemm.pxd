@@ -43,20 +43,15 @@ cdef extern from *:
     #define LSTMX_PASS_FLOATS 32
     #define LSTMX_PASS_DOUBLES 32
     #endif
-    /* The vector width the kernel variant is compiled for. */
-    #if defined(__AVX512F__)
-    #define LSTMX_VECTOR_BYTES 64
-    #elif defined(__AVX__)
-    #define LSTMX_VECTOR_BYTES 32
-    #else
-    #define LSTMX_VECTOR_BYTES 16
-    #endif
     """
     const bint TILED_GEMM "LSTMX_TILED_GEMM"
     enum: TILE_ROWS "LSTMX_TILE_ROWS"
     enum: PASS_FLOATS "LSTMX_PASS_FLOATS"
     enum: PASS_DOUBLES "LSTMX_PASS_DOUBLES"
-    const Py_ssize_t VECTOR_BYTES "LSTMX_VECTOR_BYTES"
+
+cdef extern from "_vector_width.h":
+    # The vector width the kernel variant is compiled for.
+    enum: VECTOR_BYTES "LSTMX_VECTOR_BYTES"
 
 cdef extern from *:
     """

@@ -21,13 +21,8 @@
 #error "lstmx's kernels need GCC or Clang (setup.py passes them GCC's flags)"
 #endif
 
-#if defined(__AVX512F__)
-#define LSTMX_ROWS_VECTOR 64
-#elif defined(__AVX__)
-#define LSTMX_ROWS_VECTOR 32
-#else
-#define LSTMX_ROWS_VECTOR 16
-#endif
+#include "_vector_width.h"
+#define LSTMX_ROWS_VECTOR LSTMX_VECTOR_BYTES
 typedef float lstmx_rows_vf __attribute__((vector_size(LSTMX_ROWS_VECTOR)));
 typedef double lstmx_rows_vd __attribute__((vector_size(LSTMX_ROWS_VECTOR)));
 
