@@ -22,9 +22,8 @@
 #endif
 
 #include "_vector_width.h"
-#define LSTMX_ROWS_VECTOR LSTMX_VECTOR_BYTES
-typedef float lstmx_rows_vf __attribute__((vector_size(LSTMX_ROWS_VECTOR)));
-typedef double lstmx_rows_vd __attribute__((vector_size(LSTMX_ROWS_VECTOR)));
+typedef float lstmx_rows_vf __attribute__((vector_size(LSTMX_VECTOR_BYTES)));
+typedef double lstmx_rows_vd __attribute__((vector_size(LSTMX_VECTOR_BYTES)));
 
 /* The k loop of LSTMX_ROWS_KERNEL: acc[r][v] += A[r, p] * Bp[p, v] for p in order, in the
  * kernel's variables (acc, a, b, Bp, strip, k, a_row, a_col). */
@@ -235,7 +234,7 @@ static inline void NAME(ptrdiff_t k, const T *A, ptrdiff_t a_row, ptrdiff_t a_co
  * on AVX2 (the hand-allocated loop; the C loop at -O0) and on _gemm.pxd's quad_tile
  * elsewhere: GCC's loop for four rows was slower than quad_tile (docs/performance.md). */
 #define LSTMX_ROWS_VECTORS(T, R) \
-    (LSTMX_ROWS_VECTOR == 64 ? (sizeof(T) == 4 ? 2 : 4) : (R) <= 3 ? 4 : 2)
+    (LSTMX_VECTOR_BYTES == 64 ? (sizeof(T) == 4 ? 2 : 4) : (R) <= 3 ? 4 : 2)
 #if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
 #define LSTMX_ROWS_TILES 1
 #else
@@ -326,7 +325,7 @@ static inline void NAME(ptrdiff_t rows, ptrdiff_t k, const T *A, ptrdiff_t a_row
                         ptrdiff_t cols, int add, const T *bias)                             \
 {                                                                                           \
     const ptrdiff_t pass =                                                                  \
-        LSTMX_ROWS_VECTORS(T, rows) * (LSTMX_ROWS_VECTOR / (ptrdiff_t) sizeof(T));          \
+        LSTMX_ROWS_VECTORS(T, rows) * (LSTMX_VECTOR_BYTES / (ptrdiff_t) sizeof(T));         \
     ptrdiff_t q, w;                                                                         \
     for (q = 0; q < cols; q += pass) {                                                      \
         const T *b = bias != NULL ? bias + q : NULL;                                        \
@@ -354,7 +353,8 @@ LSTMX_ROWS_DISPATCH(lstmx_rows_d, double, d)
 #error "_rows_tile.h needs the tile's shape from _gemm.pxd"
 #endif
 #define LSTMX_HALF_VECTORS(T)                                                               \
-    ((sizeof(T) == 4 ? LSTMX_PASS_FLOATS : LSTMX_PASS_DOUBLES) / 2 * sizeof(T) / LSTMX_ROWS_VECTOR)
+    ((sizeof(T) == 4 ? LSTMX_PASS_FLOATS : LSTMX_PASS_DOUBLES) / 2 * sizeof(T)                \
+     / LSTMX_VECTOR_BYTES)
 LSTMX_ROWS_KERNEL(lstmx_half_f, float, lstmx_rows_vf, LSTMX_TILE_ROWS, LSTMX_HALF_VECTORS(float),
                   LSTMX_ROWS_LOOP_C)
 LSTMX_ROWS_KERNEL(lstmx_half_d, double, lstmx_rows_vd, LSTMX_TILE_ROWS,
