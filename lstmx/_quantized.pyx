@@ -44,6 +44,16 @@ cdef extern from *:
     # GCC's prefetch hint: a plain load hint on every instruction set (nothing where none).
     void prefetch "__builtin_prefetch"(const void *address) noexcept nogil
 
+cdef extern from "_quantize_row.h":
+    # Whether quantize_rows runs rows of QUANTIZE_VECTOR values or more on these functions.
+    enum: QUANTIZE_ROW_VECTOR "LSTMX_QUANTIZE_ROW_VECTOR"
+    enum: QUANTIZE_VECTOR "LSTMX_QV"
+    # For K >= QUANTIZE_VECTOR: max over k < K of the bits of |v[k]| (in the order of |v[k]|, NaN
+    # and inf above all), and q[k] = rint(clip(v[k] / s, -levels, levels)) + zero.
+    uint32_t abs_bits_max "lstmx_abs_bits_max"(Py_ssize_t K, const float *v) noexcept nogil
+    void round_bytes "lstmx_round_bytes"(Py_ssize_t K, const float *v, float s, float levels,
+                                         int32_t zero, uint8_t *q) noexcept nogil
+
 cdef extern from "_int8_dot.h":
     # Depth of an integer product is padded (with zeros) to a multiple of this.
     enum: DEPTH_STEP "LSTMX_INT8_DEPTH_STEP"
@@ -156,7 +166,8 @@ cdef void quantize_rows(Py_ssize_t rows, Py_ssize_t K, const float *v, Py_ssize_
     + ZERO with s_r = max|v[r]| / 127 in scale[r]. A row of zeros (or so tiny that s_r
     underflows to 0) gets s_r = 0 and q = 0; a row with a NaN or an infinity gets s_r = NaN and
     q = 0, so that its products are NaN (docs/quantization.md). Columns [K, ldq) of q are not
-    written.
+    written. On AVX-512, rows of a vector or more run on ``_quantize_row.h``'s vectors, with
+    the same results.
     """
     cdef Py_ssize_t r, k
     cdef uint32_t bits, top
@@ -165,16 +176,21 @@ cdef void quantize_rows(Py_ssize_t rows, Py_ssize_t K, const float *v, Py_ssize_
     cdef float rounder = 12582912.0  # 1.5 * 2**23: adding and subtracting it rounds to even
     cdef const float *vr
     cdef uint8_t *qr
+    cdef bint vectors = QUANTIZE_ROW_VECTOR and K >= QUANTIZE_VECTOR
     for r in range(rows):
         vr = v + r * ldv
         qr = q + r * ldq
-        # max |v| from the bits: for non-negative floats (and inf and NaN above every finite
-        # float) the order of the bits is the order of the values, and integer max vectorises.
-        top = 0
-        for k in range(K):
-            memcpy(&bits, vr + k, sizeof(float))
-            bits = bits & 0x7fffffff
-            top = bits if bits > top else top
+        if vectors:
+            top = abs_bits_max(K, vr)
+        else:
+            # max |v| from the bits: for non-negative floats (and inf and NaN above every
+            # finite float) the order of the bits is the order of the values, and integer
+            # max vectorises.
+            top = 0
+            for k in range(K):
+                memcpy(&bits, vr + k, sizeof(float))
+                bits = bits & 0x7fffffff
+                top = bits if bits > top else top
         memcpy(&top_f, &top, sizeof(float))
         s = top_f / levels
         if top >= 0x7f800000 or s == 0:
@@ -182,6 +198,9 @@ cdef void quantize_rows(Py_ssize_t rows, Py_ssize_t K, const float *v, Py_ssize_
             scale[r] = NAN if top >= 0x7f800000 else 0
             continue
         scale[r] = s
+        if vectors:
+            round_bytes(K, vr, s, levels, ZERO, qr)
+            continue
         for k in range(K):
             u = vr[k] / s
             u = levels if u > levels else u

@@ -163,11 +163,15 @@ def test_activation_quantisation_matches_reference_bit_for_bit():
     v[7, 9] = -np.inf
     v[8] = np.linspace(-1, 1, 37)                 # ties of v / s at .5
     v[9, :] = 1
+    v[10, -1] = 50                                # the largest in the last values (AVX-512: a
+    v[11, -2] = np.nan                            # vector of them overlaps the one before)
     q, s = kernels.quantize_activations(v)
     q_ref, s_ref = ref.quantize_activations(v)
     assert_array_equal(q, q_ref)
     assert_array_equal(s, s_ref)                  # NaN where NaN
     assert np.isnan(s[5:8]).all() and (q[5:8] == 0).all()
+    assert np.isnan(s[11]) and (q[11] == 0).all()
+    assert s[10] == np.float32(50) / np.float32(LEVELS) and q[10, -1] == LEVELS
     assert s[1] == 0 and s[2] == 0 and (q[1:3] == 0).all()
     assert np.abs(q.astype(int)).max() == LEVELS
 
