@@ -35,7 +35,7 @@ cdef void cell_forward_rows(
     cdef floating *zf = gates + H
     cdef floating *zg = gates + 2 * H
     cdef floating *zo = gates + 3 * H
-    if window_tail(n, sizeof(floating)):
+    if window_tail(n, sizeof(floating), 3):
         cell_forward_window(n, H, gates, c, m, peep, lean, identity)
         return
     if lean:
@@ -66,14 +66,16 @@ cdef void cell_forward_rows(
             m[j] = zo[j] * tanh_(c[j])
 
 
-cdef inline bint window_tail(Py_ssize_t n, Py_ssize_t size) noexcept nogil:
-    """Whether cell_forward_rows should run a row of n units of ``size`` bytes through
-    cell_forward_window: when the row has a whole vector (V units) and its loops would leave
-    three units or more to scalar code. GCC runs a loop's whole vectors, then one vector of
-    half the width, then single units: n % V % (V / 2) of them. Below three, the window's
-    copies cost about what it saves (docs/performance.md)."""
+cdef inline bint window_tail(Py_ssize_t n, Py_ssize_t size, Py_ssize_t least) noexcept nogil:
+    """Whether a row of n units of ``size`` bytes should run its last units in a window (a
+    buffer of one vector, V units): when the row has a whole vector and its loops would
+    leave ``least`` units or more to scalar code. GCC runs a loop's whole vectors, then one
+    vector of half the width, then single units: n % V % (V / 2) of them. Below ``least``,
+    the window's copies and its second pass over the loops cost about what it saves: 3 units
+    for the plain and regularised cells, 5 for the layer-norm cell, whose two loops a window
+    splits in four (docs/performance.md)."""
     cdef Py_ssize_t V = VECTOR_BYTES // size
-    return n >= V and n % V % (V // 2) >= 3
+    return n >= V and n % V % (V // 2) >= least
 
 
 cdef void cell_forward_window(

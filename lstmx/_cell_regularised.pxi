@@ -13,6 +13,17 @@ cdef enum:
 # As torch.nn.LayerNorm.
 cdef double LN_EPS = 1e-5
 
+cdef extern from *:
+    """
+    /* n, as a value the compiler cannot see through (an empty asm reads and writes it). */
+    static inline Py_ssize_t lstmx_opaque_count(Py_ssize_t n)
+    {
+        __asm__("" : "+r"(n));
+        return n;
+    }
+    """
+    Py_ssize_t opaque_count "lstmx_opaque_count"(Py_ssize_t n) noexcept nogil
+
 
 cdef extern from "_lane_sums.h":
     # Lanes of a row's sums: element j adds into lane j % SUM_LANES, and the lanes add up
@@ -204,6 +215,96 @@ cdef inline void layer_norm_gates_backward(
         dzh[j] = <floating> (rh * (dz[j] * gamma_h[j] - sh1 - hhat[j] * sh2))
 
 
+cdef void candidate_cell(Py_ssize_t n, Py_ssize_t H, floating *gates, const floating *c,
+                         floating *ctil, const floating *peep, floating lim) noexcept nogil:
+    """Units [0, n) of a row: pre-activations i, f, g in ``gates`` (H apart) become the gates,
+    and ``ctil`` receives c~_t = f * c_{t-1} + i * g clipped to [-lim, lim]."""
+    cdef Py_ssize_t j
+    cdef floating i, f, g, cp, ct
+    for j in range(n):
+        cp = c[j]
+        i = sigmoid(gates[j] + peep[j] * cp)
+        f = sigmoid(gates[H + j] + peep[H + j] * cp)
+        g = tanh_(gates[2 * H + j])
+        gates[j] = i
+        gates[H + j] = f
+        gates[2 * H + j] = g
+        ct = f * cp + i * g
+        ctil[j] = lim if ct > lim else (-lim if ct < -lim else ct)
+
+
+cdef void normalised_output(Py_ssize_t n, Py_ssize_t H, floating *gates, const floating *ctil,
+                            floating *chat, floating *m, const floating *peep,
+                            const floating *ln_c, double mean, double rstd,
+                            bint identity) noexcept nogil:
+    """Units [0, n) of a row: chat = (c~_t - mean) * rstd, the output gate o in gates' fourth
+    block (its peephole reads the raw, clipped cell, not its normalisation), and
+    m = o * act(gamma * chat + beta), ``ln_c`` = [gamma; beta] (H apart, as the gates)."""
+    cdef Py_ssize_t j
+    cdef floating ct, o, v, a
+    for j in range(n):
+        ct = ctil[j]
+        chat[j] = <floating> ((ct - mean) * rstd)
+        o = sigmoid(gates[3 * H + j] + peep[2 * H + j] * ct)
+        gates[3 * H + j] = o
+        v = ln_c[j] * chat[j] + ln_c[H + j]
+        a = v if identity else tanh_(v)
+        m[j] = o * a
+
+
+cdef void layer_norm_cell(
+        Py_ssize_t H, floating *gates, floating *c, floating *ctil, floating *m, floating *chat,
+        floating *rstd_c, const floating *peep, const floating *ln_c, floating lim,
+        bint identity) noexcept nogil:
+    """cell_forward_regularised's gates, c~_t and output with the cell's layer norm, for one
+    row of H units (zoneout is the caller's).
+
+    Its two loops over units (before and after the row's statistics) run a row's last
+    units as its last whole vector where window_tail says so, as cell_forward_window does:
+    in a buffer of V units, copied in before the row's whole vectors run and back after
+    (the same operations on the same values). The loops are functions of their own, and the
+    window's run on a count the compiler does not see as V: inlined here, GCC stopped
+    inlining the activations into them, and with V known it unrolled them into scalar code."""
+    cdef Py_ssize_t V = VECTOR_BYTES // sizeof(floating)
+    cdef Py_ssize_t head = H, w = H - V, k
+    cdef bint window = window_tail(H, sizeof(floating), 5)
+    cdef double mean, rstd
+    # candidate_cell: gates i, f, g (3 V), c (V), ctil (V), peep i, f (2 V);
+    # normalised_output: gate o (V at 3 V), ctil (V), chat (V), m (V), peep o (V at 2 V),
+    # gamma and beta (2 V). V is at most 16.
+    cdef floating buf[9 * 16]
+    if window:
+        head = H - H % V
+        for k in range(3):
+            memcpy(buf + k * V, gates + k * H + w, V * sizeof(floating))
+        memcpy(buf + 4 * V, c + w, V * sizeof(floating))
+        memcpy(buf + 6 * V, peep + w, V * sizeof(floating))
+        memcpy(buf + 7 * V, peep + H + w, V * sizeof(floating))
+    candidate_cell(head, H, gates, c, ctil, peep, lim)
+    if window:
+        candidate_cell(opaque_count(V), V, buf, buf + 4 * V, buf + 5 * V, buf + 6 * V, lim)
+        for k in range(3):
+            memcpy(gates + k * H + w, buf + k * V, V * sizeof(floating))
+        memcpy(ctil + w, buf + 5 * V, V * sizeof(floating))
+    mean = row_moments(H, ctil, &rstd)
+    rstd_c[0] = <floating> rstd
+    if window:
+        memcpy(buf + 3 * V, gates + 3 * H + w, V * sizeof(floating))
+        memcpy(buf + 4 * V, ctil + w, V * sizeof(floating))
+        memcpy(buf + 8 * V, peep + 2 * H + w, V * sizeof(floating))
+        memcpy(buf, ln_c + w, V * sizeof(floating))
+        memcpy(buf + V, ln_c + H + w, V * sizeof(floating))
+    normalised_output(head, H, gates, ctil, chat, m, peep, ln_c, mean, rstd, identity)
+    if window:
+        # gate o at 3 V, c~_t at 4 V, chat at 5 V, m at 7 V, the peepholes at 6 V (p_o at
+        # 8 V), gamma and beta at 0 and V.
+        normalised_output(opaque_count(V), V, buf, buf + 4 * V, buf + 5 * V, buf + 7 * V,
+                          buf + 6 * V, buf, mean, rstd, identity)
+        memcpy(gates + 3 * H + w, buf + 3 * V, V * sizeof(floating))
+        memcpy(chat + w, buf + 5 * V, V * sizeof(floating))
+        memcpy(m + w, buf + 7 * V, V * sizeof(floating))
+
+
 cdef void cell_forward_regularised(
         Py_ssize_t nu, Py_ssize_t H, floating *gates, floating *c, floating *ctil, floating *m,
         floating *chat, floating *rstd_c, const floating *peep, const floating *ln_c,
@@ -221,36 +322,25 @@ cdef void cell_forward_regularised(
     layer norm, a row whose last units would be left to scalar code runs them as a vector
     (regularised_window, as cell_forward_rows)."""
     cdef Py_ssize_t j
-    cdef floating i, f, g, o, cp, ct, n, a
-    cdef double mean, rstd
+    cdef floating i, f, g, o, cp, ct, a
     # No clip is a clip at infinity (a NaN stays NaN either way).
     cdef floating lim = clip if clip > 0 else <floating> INFINITY
-    if ln_c == NULL and window_tail(nu, sizeof(floating)):
+    if ln_c == NULL and window_tail(nu, sizeof(floating), 3):
         regularised_window(nu, H, gates, c, ctil, m, peep, keep, p_keep, clip, identity)
         return
-    for j in range(nu):
-        cp = c[j]
-        i = sigmoid(gates[j] + peep[j] * cp)
-        f = sigmoid(gates[H + j] + peep[H + j] * cp)
-        g = tanh_(gates[2 * H + j])
-        gates[j] = i
-        gates[H + j] = f
-        gates[2 * H + j] = g
-        ct = f * cp + i * g
-        ctil[j] = lim if ct > lim else (-lim if ct < -lim else ct)
     if ln_c != NULL:
-        mean = row_moments(H, ctil, &rstd)
-        rstd_c[0] = <floating> rstd
-        for j in range(H):
-            ct = ctil[j]
-            chat[j] = <floating> ((ct - mean) * rstd)
-            # The output gate's peephole reads the raw (clipped) cell, not its normalisation.
-            o = sigmoid(gates[3 * H + j] + peep[2 * H + j] * ct)
-            gates[3 * H + j] = o
-            n = ln_c[j] * chat[j] + ln_c[H + j]
-            a = n if identity else tanh_(n)
-            m[j] = o * a
+        layer_norm_cell(H, gates, c, ctil, m, chat, rstd_c, peep, ln_c, lim, identity)
     else:
+        for j in range(nu):
+            cp = c[j]
+            i = sigmoid(gates[j] + peep[j] * cp)
+            f = sigmoid(gates[H + j] + peep[H + j] * cp)
+            g = tanh_(gates[2 * H + j])
+            gates[j] = i
+            gates[H + j] = f
+            gates[2 * H + j] = g
+            ct = f * cp + i * g
+            ctil[j] = lim if ct > lim else (-lim if ct < -lim else ct)
         for j in range(nu):
             ct = ctil[j]
             o = sigmoid(gates[3 * H + j] + peep[2 * H + j] * ct)

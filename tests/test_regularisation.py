@@ -100,11 +100,16 @@ def test_kernels_match_reference_large(options):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("options", [dict(zoneout=(0.2, 0.4), cell_clip=0.5),
                                      dict(recurrent_dropout=0.3, peephole=True),
-                                     dict(zoneout=0.3, output_activation="identity")])
+                                     dict(zoneout=0.3, output_activation="identity"),
+                                     dict(layer_norm=True, peephole=True, cell_clip=0.5),
+                                     dict(layer_norm=True, zoneout=0.3,
+                                          output_activation="identity")])
 def test_a_rows_last_units_run_as_a_vector_match_reference(options, dtype):
     # H = 63: the regularised cell runs a row's last units as its last whole vector
-    # (regularised_window) on AVX-512 (both dtypes) and AVX2 (float32), as the plain cell.
+    # (regularised_window) on AVX-512 (both dtypes) and AVX2 (float32), as the plain cell;
+    # the layer-norm cell (layer_norm_cell) on AVX-512 in float32.
     lstm = LSTM(4, 63, dtype=dtype, seed=2, **options)
+    _shift_layer_norms(lstm, 3)
     _check_against_reference(lstm, T=5, B=3, lengths=True, seed=4)
 
 
