@@ -215,8 +215,9 @@ cdef inline void layer_norm_gates_backward(
         dzh[j] = <floating> (rh * (dz[j] * gamma_h[j] - sh1 - hhat[j] * sh2))
 
 
-cdef void candidate_cell(Py_ssize_t n, Py_ssize_t H, floating *gates, const floating *c,
-                         floating *ctil, const floating *peep, floating lim) noexcept nogil:
+cdef inline void candidate_cell(Py_ssize_t n, Py_ssize_t H, floating *gates, const floating *c,
+                                floating *ctil, const floating *peep,
+                                floating lim) noexcept nogil:
     """Units [0, n) of a row: pre-activations i, f, g in ``gates`` (H apart) become the gates,
     and ``ctil`` receives c~_t = f * c_{t-1} + i * g clipped to [-lim, lim]."""
     cdef Py_ssize_t j
@@ -233,10 +234,10 @@ cdef void candidate_cell(Py_ssize_t n, Py_ssize_t H, floating *gates, const floa
         ctil[j] = lim if ct > lim else (-lim if ct < -lim else ct)
 
 
-cdef void normalised_output(Py_ssize_t n, Py_ssize_t H, floating *gates, const floating *ctil,
-                            floating *chat, floating *m, const floating *peep,
-                            const floating *ln_c, double mean, double rstd,
-                            bint identity) noexcept nogil:
+cdef inline void normalised_output(Py_ssize_t n, Py_ssize_t H, floating *gates,
+                                   const floating *ctil, floating *chat, floating *m,
+                                   const floating *peep, const floating *ln_c, double mean,
+                                   double rstd, bint identity) noexcept nogil:
     """Units [0, n) of a row: chat = (c~_t - mean) * rstd, the output gate o in gates' fourth
     block (its peephole reads the raw, clipped cell, not its normalisation), and
     m = o * act(gamma * chat + beta), ``ln_c`` = [gamma; beta] (H apart, as the gates)."""
@@ -252,57 +253,79 @@ cdef void normalised_output(Py_ssize_t n, Py_ssize_t H, floating *gates, const f
         m[j] = o * a
 
 
-cdef void layer_norm_cell(
+cdef void candidate_cell_apart(Py_ssize_t n, Py_ssize_t H, floating *gates, const floating *c,
+                               floating *ctil, const floating *peep,
+                               floating lim) noexcept nogil:
+    """candidate_cell in a function of its own (layer_norm_window)."""
+    candidate_cell(n, H, gates, c, ctil, peep, lim)
+
+
+cdef void normalised_output_apart(Py_ssize_t n, Py_ssize_t H, floating *gates,
+                                  const floating *ctil, floating *chat, floating *m,
+                                  const floating *peep, const floating *ln_c, double mean,
+                                  double rstd, bint identity) noexcept nogil:
+    """normalised_output in a function of its own (layer_norm_window)."""
+    normalised_output(n, H, gates, ctil, chat, m, peep, ln_c, mean, rstd, identity)
+
+
+cdef void layer_norm_row(
         Py_ssize_t H, floating *gates, floating *c, floating *ctil, floating *m, floating *chat,
         floating *rstd_c, const floating *peep, const floating *ln_c, floating lim,
         bint identity) noexcept nogil:
-    """cell_forward_regularised's gates, c~_t and output with the cell's layer norm, for one
-    row of H units (zoneout is the caller's).
-
-    Its two loops over units (before and after the row's statistics) run a row's last
-    units as its last whole vector where window_tail says so, as cell_forward_window does:
-    in a buffer of V units, copied in before the row's whole vectors run and back after
-    (the same operations on the same values). The loops are functions of their own, and the
-    window's run on a count the compiler does not see as V: inlined here, GCC stopped
-    inlining the activations into them, and with V known it unrolled them into scalar code."""
-    cdef Py_ssize_t V = VECTOR_BYTES // sizeof(floating)
-    cdef Py_ssize_t head = H, w = H - V, k
-    cdef bint window = window_tail(H, sizeof(floating), 5)
+    """The layer-norm cell (cell_forward_regularised) on a row of H units without a window;
+    zoneout is the caller's. A function of its own: with its loops inlined in
+    cell_forward_regularised beside layer_norm_window's call, GCC stopped inlining their
+    activations, and layer-norm forward at M ran 1.4 times as long."""
     cdef double mean, rstd
-    # candidate_cell: gates i, f, g (3 V), c (V), ctil (V), peep i, f (2 V);
-    # normalised_output: gate o (V at 3 V), ctil (V), chat (V), m (V), peep o (V at 2 V),
-    # gamma and beta (2 V). V is at most 16.
-    cdef floating buf[9 * 16]
-    if window:
-        head = H - H % V
-        for k in range(3):
-            memcpy(buf + k * V, gates + k * H + w, V * sizeof(floating))
-        memcpy(buf + 4 * V, c + w, V * sizeof(floating))
-        memcpy(buf + 6 * V, peep + w, V * sizeof(floating))
-        memcpy(buf + 7 * V, peep + H + w, V * sizeof(floating))
-    candidate_cell(head, H, gates, c, ctil, peep, lim)
-    if window:
-        candidate_cell(opaque_count(V), V, buf, buf + 4 * V, buf + 5 * V, buf + 6 * V, lim)
-        for k in range(3):
-            memcpy(gates + k * H + w, buf + k * V, V * sizeof(floating))
-        memcpy(ctil + w, buf + 5 * V, V * sizeof(floating))
+    candidate_cell(H, H, gates, c, ctil, peep, lim)
     mean = row_moments(H, ctil, &rstd)
     rstd_c[0] = <floating> rstd
-    if window:
-        memcpy(buf + 3 * V, gates + 3 * H + w, V * sizeof(floating))
-        memcpy(buf + 4 * V, ctil + w, V * sizeof(floating))
-        memcpy(buf + 8 * V, peep + 2 * H + w, V * sizeof(floating))
-        memcpy(buf, ln_c + w, V * sizeof(floating))
-        memcpy(buf + V, ln_c + H + w, V * sizeof(floating))
-    normalised_output(head, H, gates, ctil, chat, m, peep, ln_c, mean, rstd, identity)
-    if window:
-        # gate o at 3 V, c~_t at 4 V, chat at 5 V, m at 7 V, the peepholes at 6 V (p_o at
-        # 8 V), gamma and beta at 0 and V.
-        normalised_output(opaque_count(V), V, buf, buf + 4 * V, buf + 5 * V, buf + 7 * V,
-                          buf + 6 * V, buf, mean, rstd, identity)
-        memcpy(gates + 3 * H + w, buf + 3 * V, V * sizeof(floating))
-        memcpy(chat + w, buf + 5 * V, V * sizeof(floating))
-        memcpy(m + w, buf + 7 * V, V * sizeof(floating))
+    normalised_output(H, H, gates, ctil, chat, m, peep, ln_c, mean, rstd, identity)
+
+
+cdef void layer_norm_window(
+        Py_ssize_t H, floating *gates, floating *c, floating *ctil, floating *m, floating *chat,
+        floating *rstd_c, const floating *peep, const floating *ln_c, floating lim,
+        bint identity) noexcept nogil:
+    """The layer-norm cell (cell_forward_regularised) on a row whose last units its two
+    loops over units (before and after the row's statistics) would leave to scalar code
+    (window_tail): they run as the row's last whole vector, in a buffer of V units copied in
+    before the row's whole vectors run and back after, as cell_forward_window does (the same
+    operations on the same values). Zoneout is the caller's.
+
+    The loops run out of line, and the window's on a count the compiler does not see as V:
+    with all four inlined, GCC stopped inlining the activations into them, and with V known
+    it unrolled the window's into scalar code."""
+    cdef Py_ssize_t V = VECTOR_BYTES // sizeof(floating)
+    cdef Py_ssize_t head = H - H % V, w = H - V, k
+    cdef double mean, rstd
+    # candidate_cell: gates i, f, g at 0, V, 2 V, c_{t-1} at 4 V, c~_t at 5 V, the
+    # peepholes i, f at 6 V, 7 V. normalised_output: gate o at 3 V, c~_t at 4 V, chat at 5 V,
+    # m at 7 V, the peepholes at 6 V (p_o at 8 V), gamma and beta at 0 and V. V is at most 16.
+    cdef floating buf[9 * 16]
+    for k in range(3):
+        memcpy(buf + k * V, gates + k * H + w, V * sizeof(floating))
+    memcpy(buf + 4 * V, c + w, V * sizeof(floating))
+    memcpy(buf + 6 * V, peep + w, V * sizeof(floating))
+    memcpy(buf + 7 * V, peep + H + w, V * sizeof(floating))
+    candidate_cell_apart(head, H, gates, c, ctil, peep, lim)
+    candidate_cell_apart(opaque_count(V), V, buf, buf + 4 * V, buf + 5 * V, buf + 6 * V, lim)
+    for k in range(3):
+        memcpy(gates + k * H + w, buf + k * V, V * sizeof(floating))
+    memcpy(ctil + w, buf + 5 * V, V * sizeof(floating))
+    mean = row_moments(H, ctil, &rstd)
+    rstd_c[0] = <floating> rstd
+    memcpy(buf + 3 * V, gates + 3 * H + w, V * sizeof(floating))
+    memcpy(buf + 4 * V, ctil + w, V * sizeof(floating))
+    memcpy(buf + 8 * V, peep + 2 * H + w, V * sizeof(floating))
+    memcpy(buf, ln_c + w, V * sizeof(floating))
+    memcpy(buf + V, ln_c + H + w, V * sizeof(floating))
+    normalised_output_apart(head, H, gates, ctil, chat, m, peep, ln_c, mean, rstd, identity)
+    normalised_output_apart(opaque_count(V), V, buf, buf + 4 * V, buf + 5 * V, buf + 7 * V,
+                            buf + 6 * V, buf, mean, rstd, identity)
+    memcpy(gates + 3 * H + w, buf + 3 * V, V * sizeof(floating))
+    memcpy(chat + w, buf + 5 * V, V * sizeof(floating))
+    memcpy(m + w, buf + 7 * V, V * sizeof(floating))
 
 
 cdef void cell_forward_regularised(
@@ -318,29 +341,22 @@ cdef void cell_forward_regularised(
     unused. Zoneout keeps c_{t-1} with weight ``keep[j]`` (a 0/1 mask), or ``p_keep`` when
     ``keep`` is NULL (inference's expectation). ``peep`` is zeros without peepholes, as in
     cell_forward_rows. The options' conditions are outside the loops (or, the clip, a
-    select), so that each loop vectorises; a unit's results do not depend on nu. Without
-    layer norm, a row whose last units would be left to scalar code runs them as a vector
-    (regularised_window, as cell_forward_rows)."""
+    select), so that each loop vectorises; a unit's results do not depend on nu. A row whose
+    last units would be left to scalar code runs them as a vector, as cell_forward_rows
+    does (regularised_window; with layer norm, layer_norm_window)."""
     cdef Py_ssize_t j
-    cdef floating i, f, g, o, cp, ct, a
+    cdef floating o, ct, a
     # No clip is a clip at infinity (a NaN stays NaN either way).
     cdef floating lim = clip if clip > 0 else <floating> INFINITY
     if ln_c == NULL and window_tail(nu, sizeof(floating), 3):
         regularised_window(nu, H, gates, c, ctil, m, peep, keep, p_keep, clip, identity)
         return
-    if ln_c != NULL:
-        layer_norm_cell(H, gates, c, ctil, m, chat, rstd_c, peep, ln_c, lim, identity)
+    if ln_c != NULL and window_tail(H, sizeof(floating), 5):
+        layer_norm_window(H, gates, c, ctil, m, chat, rstd_c, peep, ln_c, lim, identity)
+    elif ln_c != NULL:
+        layer_norm_row(H, gates, c, ctil, m, chat, rstd_c, peep, ln_c, lim, identity)
     else:
-        for j in range(nu):
-            cp = c[j]
-            i = sigmoid(gates[j] + peep[j] * cp)
-            f = sigmoid(gates[H + j] + peep[H + j] * cp)
-            g = tanh_(gates[2 * H + j])
-            gates[j] = i
-            gates[H + j] = f
-            gates[2 * H + j] = g
-            ct = f * cp + i * g
-            ctil[j] = lim if ct > lim else (-lim if ct < -lim else ct)
+        candidate_cell(nu, H, gates, c, ctil, peep, lim)
         for j in range(nu):
             ct = ctil[j]
             o = sigmoid(gates[3 * H + j] + peep[2 * H + j] * ct)
