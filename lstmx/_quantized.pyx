@@ -4,7 +4,8 @@
 What is rounded, and how, is ``docs/quantization.md``; ``lstmx/reference_quantized.py`` is the
 same computation in NumPy. Compiled once per instruction set, as ``_kernels.pyx`` is
 (``_quantized_avx2.pyx`` and ``_quantized_avx512.pyx`` include this file), and the cell's
-element-wise step is the float kernels' own (``_cell.pxi``).
+element-wise step is the float kernels' own (``_cell.pxi``), with rational activations
+(``_activations_rational.pxd``).
 
 int8: a row of activations (x for the input projection, h for the recurrent product, m for
 the projection) is quantised at each step to integers q in [-127, 127] with its own scale;
@@ -33,7 +34,7 @@ from libc.math cimport NAN
 from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy, memset
 
-from lstmx._activations cimport sigmoid, tanh_
+from lstmx._activations_rational cimport sigmoid, tanh_
 from lstmx._blas cimport NoTrans, Trans, gemm
 from lstmx._cpu import l2_cache_bytes
 from lstmx._openmp cimport max_threads, num_threads
@@ -743,6 +744,17 @@ def bf16_matmul(const uint16_t[:, ::1] A, const uint16_t[:, ::1] W):
     with nogil:
         bf16_product(rows, N, Kp, &ab[0, 0], &wb[0, 0], NULL, &ov[0, 0], N, threads)
     return out
+
+
+def activations(const float[::1] x, float[::1] sig, float[::1] th):
+    """sig = sigmoid(x), th = tanh(x) with the cell's rational functions. For the tests."""
+    _check("sig, th", sig.shape[0] == x.shape[0] and th.shape[0] == x.shape[0],
+           f"x's length, {x.shape[0]}")
+    cdef Py_ssize_t k
+    with nogil:
+        for k in range(x.shape[0]):
+            sig[k] = sigmoid(x[k])
+            th[k] = tanh_(x[k])
 
 
 def round_bf16(const float[:, ::1] v):

@@ -8,17 +8,62 @@ with ``<name>_scale`` row scales, or bfloat16 bits as uint16), keyed like ``Quan
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit as sigmoid
 
 from lstmx._config import LSTMConfig
 
-__all__ = ["LEVELS", "ACTIVATION_LEVELS", "quantize_weights", "quantize_activations",
-           "round_bfloat16", "int_product", "vdpbf16ps_product", "product", "lstm_forward"]
+__all__ = ["LEVELS", "ACTIVATION_LEVELS", "SIGMOID_ERROR", "TANH_ERROR", "sigmoid", "tanh",
+           "quantize_weights", "quantize_activations", "round_bfloat16", "int_product", "vdpbf16ps_product", "product", "lstm_forward"]
 
 F32 = np.float32
 LEVELS = F32(127)  # int8 weights are in [-127, 127]: symmetric, zero point 0
 # Activations are 8-bit and symmetric, in [-127, 127], like the weights.
 ACTIVATION_LEVELS = F32(127)
+
+
+# The kernels' rational activations (lstmx/_activations_rational.pxd, docs/quantization.md):
+# x P(x**2) / Q(x**2) with x = v clamped to [-edge, edge], coefficients by increasing power
+# of x**2, the result clamped to [-bound, bound]; sigmoid(v) = 1/2 + tanh(v/2)/2 with tanh's
+# coefficients scaled.
+TANH = dict(edge=F32(9), bound=F32(1),
+            P=F32([0.9999999, 0.13373204, 0.0034865881, 2.0471916e-05, 1.3184311e-08]),
+            Q=F32([1, 0.467065, 0.025842005, 0.00032713948, 7.702706e-07]))
+SIGMOID = dict(edge=F32(18), bound=F32(0.5),
+               P=F32([0.24999997, 0.008358252, 5.447794e-05, 7.996842e-08, 1.2875304e-11]),
+               Q=F32([1, 0.11676625, 0.0016151253, 5.1115544e-06, 3.0088696e-09]))
+# Bounds of their absolute errors over every float32 in [-20, 20] (tools/rational_tanh.py
+# --check), and so everywhere: beyond, both are clamped within 3e-8 of the exact values.
+# With FMA (the reference's rounding) 1.92e-7 and 3.34e-7; the baseline build, which rounds
+# products and sums apart, 2.16e-7 and 3.80e-7.
+SIGMOID_ERROR, TANH_ERROR = 2.2e-7, 3.9e-7
+
+
+def _fma(a, b, c):
+    """a * b + c rounded once to float32, as the kernels' fused multiply-add (the float64
+    product of two float32 values is exact)."""
+    return (a.astype(np.float64) * b + c).astype(F32)
+
+
+def _rational(v, edge, bound, P, Q):
+    x = np.clip(np.asarray(v, F32), -edge, edge)  # a NaN stays NaN
+    u = x * x
+    p = np.full_like(x, P[-1])
+    for k in P[-2::-1]:
+        p = _fma(p, u, k)
+    q = np.full_like(x, Q[-1])
+    for k in Q[-2::-1]:
+        q = _fma(q, u, k)
+    return np.clip(x * p / q, -bound, bound)
+
+
+def tanh(v):
+    """The quantised models' tanh, in float32: within ``TANH_ERROR`` of the exact function."""
+    return _rational(v, **TANH)
+
+
+def sigmoid(v):
+    """The quantised models' sigmoid, in float32: within ``SIGMOID_ERROR`` of the exact
+    function."""
+    return _rational(v, **SIGMOID) + F32(0.5)
 
 
 def quantize_weights(W):
@@ -123,10 +168,10 @@ def cell_forward(x, h, c, W, U, b, R, peep, act, mode, bf16_sums="matmul"):
     p_i, p_f, p_o = (0, 0, 0) if peep is None else peep
     i = sigmoid(z_i + p_i * c)
     f = sigmoid(z_f + p_f * c)
-    g = np.tanh(z_g)
+    g = tanh(z_g)
     c_t = f * c + i * g
     o = sigmoid(z_o + p_o * c_t)
-    m = o * (c_t if act == "identity" else np.tanh(c_t))
+    m = o * (c_t if act == "identity" else tanh(c_t))
     h_t = m if R[0] is None else product(m, *R, mode, bf16_sums)
     return h_t.astype(F32), c_t.astype(F32)
 

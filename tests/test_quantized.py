@@ -550,15 +550,17 @@ def product_bound(v, W, mode):
 
 def step_bound(dz, c0, c, peep, identity):
     """Bound of the errors of c_t and h_t from one of at most dz in each pre-activation
-    (docs/quantization.md): sigmoid is 1/4-Lipschitz, tanh 1-Lipschitz, |i|, |g|, |o| <= 1."""
+    (docs/quantization.md): sigmoid is 1/4-Lipschitz, tanh 1-Lipschitz, |i|, |g|, |o| <= 1,
+    and the quantised models' sigmoid and tanh add their own errors."""
     H = c0.shape[1]
+    e_s, e_t = ref.SIGMOID_ERROR, ref.TANH_ERROR
     dzi, dzf, dzg, dzo = dz[:, :H], dz[:, H:2 * H], dz[:, 2 * H:3 * H], dz[:, 3 * H:]
-    di, df, dg = dzi / 4, dzf / 4, dzg
+    di, df, dg = dzi / 4 + e_s, dzf / 4 + e_s, dzg + e_t
     dc = df * np.abs(c0) + di * (1 + dg) + dg
     p_o = 0 if peep is None else np.abs(peep[2])
-    do = (dzo + p_o * dc) / 4
-    act = np.abs(c) + dc if identity else 1
-    dh = do * act + dc + do * dc
+    do = (dzo + p_o * dc) / 4 + e_s
+    act, dact = (np.abs(c) + dc, dc) if identity else (1, dc + e_t)
+    dh = do * act + dact + do * dact
     slack = 16 * EPS32 * (1 + np.abs(c) + np.abs(c0))  # the element-wise float32 work
     return dc + slack, dh + slack
 
