@@ -1,4 +1,5 @@
-"""The machine a bench runs on: CPU model, versions, thread pools, load and the FMA peak."""
+"""The machine a bench runs on: CPU model, versions, thread pools, load, and the peaks of its
+FMA and dot-product instructions."""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,8 @@ import time
 
 import numpy as np
 
-__all__ = ["limit_threads", "cpu_model", "pool_label", "machine_info", "loadavg", "fma_peak"]
+__all__ = ["limit_threads", "cpu_model", "pool_label", "machine_info", "loadavg", "fma_peak",
+           "dot_peak"]
 
 
 def limit_threads(threads: int) -> list:
@@ -91,14 +93,15 @@ def loadavg():
         return None
 
 
-def _fma_rate(peak, is_double, threads, iterations) -> float:
-    """GFLOP/s of ``threads`` threads each running the FMA loop ``iterations`` times at once
-    (wall time from a common start to the last one's end)."""
+def _rate(loop, per_iteration, threads, iterations) -> float:
+    """Billions of operations a second of ``threads`` threads each running ``loop(iterations)``
+    at once (wall time from a common start to the last one's end), ``per_iteration`` of them
+    an iteration."""
     start = threading.Barrier(threads + 1)
 
     def run():
         start.wait()
-        peak.fma_loop(is_double, iterations)
+        loop(iterations)
 
     workers = [threading.Thread(target=run) for _ in range(threads)]
     for w in workers:
@@ -108,7 +111,24 @@ def _fma_rate(peak, is_double, threads, iterations) -> float:
     for w in workers:
         w.join()
     seconds = time.perf_counter() - t0
-    return threads * iterations * peak.flops_per_iteration(is_double) / seconds / 1e9
+    return threads * iterations * per_iteration / seconds / 1e9
+
+
+def _best_rates(loop, per_iteration, threads, seconds, repeat) -> dict:
+    """``{str(k): best rate of repeat runs}`` on 1 and ``threads`` threads, each run about
+    ``seconds`` long."""
+    # Calibrate: iterations that last about `seconds` on one thread.
+    n = 1 << 16
+    while True:
+        t0 = time.perf_counter()
+        loop(n)
+        took = time.perf_counter() - t0
+        if took > 0.02 or n >= 1 << 40:
+            break
+        n *= 4
+    n = max(1, int(n * seconds / max(took, 1e-9)))
+    return {str(k): max(_rate(loop, per_iteration, k, n) for _ in range(repeat))
+            for k in sorted({1, threads})}
 
 
 def fma_peak(threads, seconds=0.2, repeat=3) -> dict:
@@ -124,19 +144,34 @@ def fma_peak(threads, seconds=0.2, repeat=3) -> dict:
     except ImportError as err:
         return {"error": f"lstmx._peak does not import: {err}"}
     out = {"isa": _peak.best_isa(), "accumulators": _peak.accumulators(), "gflops": {}}
-    counts = sorted({1, threads})
     for dtype in ("float32", "float64"):
         is_double = dtype == "float64"
-        # Calibrate: iterations that last about `seconds` on one thread.
-        n = 1 << 16
-        while True:
-            t0 = time.perf_counter()
-            _peak.fma_loop(is_double, n)
-            took = time.perf_counter() - t0
-            if took > 0.02 or n >= 1 << 40:
-                break
-            n *= 4
-        n = max(1, int(n * seconds / max(took, 1e-9)))
-        out["gflops"][dtype] = {str(k): max(_fma_rate(_peak, is_double, k, n)
-                                            for _ in range(repeat)) for k in counts}
+        out["gflops"][dtype] = _best_rates(
+            lambda n, d=is_double: _peak.fma_loop(d, n), _peak.flops_per_iteration(is_double),
+            threads, seconds, repeat)
+    return out
+
+
+def dot_peak(threads, seconds=0.2, repeat=3) -> dict:
+    """The peak of the quantised kernels' dot-product instructions (``lstmx._peak``):
+    ``vpdpbusd`` for int8 and ``vdpbf16ps`` for bfloat16 on 512-bit vectors, in billions of
+    multiply-adds a second, on one thread and on ``threads``, measured as ``fma_peak``.
+
+    Returns ``{kind: {"instruction", "gmacs": {str(threads): GMAC/s}} or {"error": why}}``
+    for kind ``"int8"`` and ``"bfloat16"``.
+    """
+    try:
+        from lstmx import _peak
+    except ImportError as err:
+        return {kind: {"error": f"lstmx._peak does not import: {err}"}
+                for kind in ("int8", "bfloat16")}
+    out = {}
+    for kind in ("int8", "bfloat16"):
+        instruction = _peak.dot_instruction(kind)
+        if instruction is None:
+            out[kind] = {"error": "this CPU has no 512-bit dot-product instruction for it"}
+            continue
+        out[kind] = {"instruction": instruction, "gmacs": _best_rates(
+            lambda n, k=kind: _peak.dot_loop(k, n), _peak.macs_per_iteration(kind), threads,
+            seconds, repeat)}
     return out

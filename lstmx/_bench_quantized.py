@@ -21,10 +21,13 @@ import numpy as np
 
 from lstmx._bench_impls import UnavailableError, _Impl, onnx_model, ort_session
 
-__all__ = ["QUANTIZED_IMPLS", "QUANTIZED_CONFIGS", "IMPL_CLASSES", "quantize_with_onnxruntime",
+__all__ = ["QUANTIZED_IMPLS", "DOT_KIND", "QUANTIZED_CONFIGS", "IMPL_CLASSES", "quantize_with_onnxruntime",
            "onnxruntime_int8", "max_abs_error", "cpu_flags", "CPU_FLAGS"]
 
 QUANTIZED_IMPLS = ("lstmx-int8", "lstmx-bf16", "onnxruntime-int8", "onnxruntime-int8r")
+# The dot-product peak (lstmx._bench_machine.dot_peak) each one's products are held to.
+DOT_KIND = {"lstmx-int8": "int8", "onnxruntime-int8": "int8", "onnxruntime-int8r": "int8",
+            "lstmx-bf16": "bfloat16"}
 # The configurations of the table: M, L and the wide layer T20/B128/I256/H1024.
 QUANTIZED_CONFIGS = ("M", "L", "H1024")
 # The CPU features that decide which int8 and bf16 code a library can run.

@@ -1,5 +1,5 @@
 """The text report of a bench result: machine, times, ratios, reduced-precision speedups and
-errors, FMA-peak fractions, sweep, targets."""
+errors, fractions of the FMA and dot-product peaks, sweep, targets."""
 from __future__ import annotations
 
 from lstmx._bench_impls import IMPLEMENTATIONS, BenchConfig
@@ -172,6 +172,36 @@ def _peak_table(res) -> list:
     return lines
 
 
+def _dot_peak_table(res) -> list:
+    """The reduced-precision forwards' multiply-adds a second and their fractions of the peak
+    of the instruction their products use (vpdpbusd for int8, vdpbf16ps for bfloat16)."""
+    fractions = res.get("dot_peak_fraction") or {}
+    dots = (res.get("peak") or {}).get("dot") or {}
+    impls = [i for i in QUANTIZED_IMPLS if i in res["settings"]["impls"]]
+    if not dots or not impls:
+        return []
+    threads = str(res["settings"]["threads"])
+    lines = ["", "rate and fraction of the dot-product peak (multiply-adds: half the flops; "
+             + "; ".join(f"{kind}: {d['instruction']} {d['gmacs'][threads]:.1f} GMAC/s"
+                         if "gmacs" in d else f"{kind}: n/a ({d['error']})"
+                         for kind, d in dots.items()) + ")"]
+    if not fractions:
+        return lines
+    header = f"{'config':7} {'mode':8} " + " ".join(f"{i + ' GMAC/s':>24} {'peak':>5}"
+                                                   for i in impls)
+    lines += [header, "-" * len(header)]
+    for cname, modes in fractions.items():
+        for mode, per_impl in modes.items():
+            cells = []
+            for i in impls:
+                rate = res["rates_gflops"][cname][mode].get(i)
+                frac = per_impl.get(i)
+                cells.append(f"{'n/a' if rate is None else f'{rate / 2:.1f}':>24} "
+                             f"{'n/a' if frac is None else f'{frac:.0%}':>5}")
+            lines.append(f"{cname:7} {mode:8} " + " ".join(cells))
+    return lines
+
+
 def _memory_line(mem) -> list:
     if not mem:
         return []
@@ -240,6 +270,7 @@ def format_report(res) -> str:
             lines.append("noisy timings: " + ", ".join(noisy))
         lines += _quantized_table(res)
         lines += _peak_table(res)
+        lines += _dot_peak_table(res)
         lines.append("")
         lines.append("configurations: " + "; ".join(
             f"{n}: {BenchConfig(**c).describe()}" for n, c in res["configs"].items()))

@@ -20,6 +20,10 @@ The result (``SCHEMA``; what ``--json`` writes):
 - ``peak``: ``{isa, accumulators, gflops: {dtype: {threads: GFLOP/s}}}`` or ``{error}``, or
   None when not measured; ``rates_gflops[config][mode][impl]`` and
   ``peak_fraction[config][mode][impl]`` (of the peak on ``settings.threads``, in the dtype).
+  With reduced-precision implementations also ``peak["dot"]``, what
+  ``lstmx._bench_machine.dot_peak`` returns, and ``dot_peak_fraction[config][mode][impl]``:
+  each one's multiply-adds a second (half its ``rates_gflops``) as a fraction of its
+  instruction's peak on ``settings.threads`` (``_bench_quantized.DOT_KIND``).
 - ``agreement[config][impl]``: relative max difference of the forward output from that of
   the implementation computing the same function (lstmx's; lstmx-layernorm's for
   torch-layernorm; none for lstmx-layernorm and lstmx-zoneout, other functions);
@@ -32,7 +36,8 @@ The result (``SCHEMA``; what ``--json`` writes):
 - ``targets`` (only with ``--check``): rows of ``lstmx._bench_targets.evaluate_targets``.
 
 Version 3 dropped ``gemm`` and the built-in targets, and added ``peak``, ``rates_gflops``,
-``peak_fraction``, ``sweep`` and ``machine.kernel_variant``.
+``peak_fraction``, ``sweep`` and ``machine.kernel_variant`` (later, ``peak["dot"]`` and
+``dot_peak_fraction``).
 """
 from __future__ import annotations
 
@@ -43,9 +48,9 @@ import numpy as np
 
 from lstmx._bench_impls import (DEFAULT_CONFIGS, DEFAULT_IMPLS, REGULARISED_IMPLS,
                                 UnavailableError, build_impl)
-from lstmx._bench_machine import fma_peak, limit_threads, loadavg, machine_info
+from lstmx._bench_machine import dot_peak, fma_peak, limit_threads, loadavg, machine_info
 from lstmx._bench_memory import measure_memory
-from lstmx._bench_quantized import QUANTIZED_IMPLS, max_abs_error
+from lstmx._bench_quantized import DOT_KIND, QUANTIZED_IMPLS, max_abs_error
 from lstmx._bench_sweep import run_sweep
 from lstmx._bench_timing import measure_settled, ratios, ratios_of_medians
 from lstmx._check import rel_err
@@ -61,14 +66,20 @@ def _log(progress, msg):
 
 
 def _rates(out, cname, config, mode, dtype, threads):
-    """Flop rates of a mode's timings and their fractions of the FMA peak."""
+    """Flop rates of a mode's timings and their fractions of the FMA peak (of the dot-product
+    peak for the reduced-precision implementations)."""
     flops = config.forward_flops() if mode == "forward" else config.train_flops()
     rates = {n: flops / t["median_s"] / 1e9 for n, t in out["results"][cname][mode].items()}
     out["rates_gflops"].setdefault(cname, {})[mode] = rates
     peak = (out["peak"] or {}).get("gflops", {}).get(dtype.name, {}).get(str(threads))
     if peak:
-        out["peak_fraction"].setdefault(cname, {})[mode] = {n: r / peak
-                                                            for n, r in rates.items()}
+        out["peak_fraction"].setdefault(cname, {})[mode] = {
+            n: r / peak for n, r in rates.items() if n not in DOT_KIND}
+    dots = (out["peak"] or {}).get("dot", {})
+    fractions = {n: r / 2 / dots[DOT_KIND[n]]["gmacs"][str(threads)] for n, r in rates.items()
+                 if n in DOT_KIND and "gmacs" in dots.get(DOT_KIND[n], {})}
+    if fractions:
+        out["dot_peak_fraction"].setdefault(cname, {})[mode] = fractions
 
 
 def run_benchmarks(configs=None, impls=DEFAULT_IMPLS, dtype=np.float32, threads=2,
@@ -116,7 +127,8 @@ def run_benchmarks(configs=None, impls=DEFAULT_IMPLS, dtype=np.float32, threads=
         "modes": list(modes)},
         "configs": {n: dataclasses.asdict(c) for n, c in configs.items()},
         "results": {}, "ratios": {}, "ratios_of_medians": {}, "discarded": {},
-        "rates_gflops": {}, "peak_fraction": {}, "agreement": {}, "max_abs_error": {},
+        "rates_gflops": {}, "peak_fraction": {}, "dot_peak_fraction": {}, "agreement": {},
+        "max_abs_error": {},
         "unavailable": {},
         "peak": None, "memory": None, "sweep": None}
 
@@ -126,6 +138,9 @@ def run_benchmarks(configs=None, impls=DEFAULT_IMPLS, dtype=np.float32, threads=
     if peak:
         log(f"FMA peak on 1 and {threads} threads")
         out["peak"] = fma_peak(threads, seconds=peak_time)
+        if "error" not in out["peak"] and any(i in DOT_KIND for i in impls):
+            log(f"dot-product peaks on 1 and {threads} threads")
+            out["peak"]["dot"] = dot_peak(threads, seconds=peak_time)
     available = set()
     for cname, config in configs.items():
         built, unavailable = {}, {}

@@ -1,4 +1,5 @@
-"""The CPU's fused multiply-add peak: a register-bound FMA loop, the bench's yardstick."""
+"""The CPU's multiply-add peaks: register-bound loops of FMA (float32, float64) and of the
+dot-product instructions of the quantised kernels (int8, bfloat16), the bench's yardsticks."""
 
 cdef extern from *:
     """
@@ -94,6 +95,58 @@ cdef extern from *:
     double lstmx_peak_run(int isa, int is_double, long long iterations) nogil
     int LSTMX_PEAK_ACC
 
+
+cdef extern from *:
+    """
+    /* The quantised kernels' dot-product instructions on 512-bit vectors, as many
+     * accumulators as the FMA loop: vpdpbusd (AVX512_VNNI), 64 int8 multiply-adds into 16
+     * int32 sums, and vdpbf16ps (AVX512_BF16), 32 bfloat16 ones into 16 float32 sums. The
+     * int32 sums wrap and the float32 ones stop growing at 2**25 (adding 2 no longer changes
+     * them): only the instructions' count matters. */
+    #if defined(__x86_64__) && ((defined(__clang__) && __clang_major__ >= 9) \\
+                                || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 10))
+    #include <immintrin.h>
+    #define LSTMX_PEAK_DOT 1
+    __attribute__((target("avx512f,avx512vnni")))
+    static double lstmx_peak_int8(long long iterations) {
+        __m512i acc[LSTMX_PEAK_ACC];
+        const __m512i a = _mm512_set1_epi8(1), b = _mm512_set1_epi8(1);
+        for (int k = 0; k < LSTMX_PEAK_ACC; ++k) acc[k] = _mm512_set1_epi32(k);
+        for (long long i = 0; i < iterations; ++i) {
+            for (int k = 0; k < LSTMX_PEAK_ACC; ++k) acc[k] = _mm512_dpbusd_epi32(acc[k], a, b);
+        }
+        for (int k = 1; k < LSTMX_PEAK_ACC; ++k) acc[0] = _mm512_add_epi32(acc[0], acc[k]);
+        return (double)_mm512_reduce_add_epi32(acc[0]);
+    }
+    __attribute__((target("avx512f,avx512bf16")))
+    static double lstmx_peak_bf16(long long iterations) {
+        __m512 acc[LSTMX_PEAK_ACC];
+        const __m512bh one = (__m512bh)_mm512_set1_epi16(0x3f80);  /* bfloat16 1.0 */
+        for (int k = 0; k < LSTMX_PEAK_ACC; ++k) acc[k] = _mm512_set1_ps((float)k);
+        for (long long i = 0; i < iterations; ++i) {
+            for (int k = 0; k < LSTMX_PEAK_ACC; ++k) acc[k] = _mm512_dpbf16_ps(acc[k], one, one);
+        }
+        for (int k = 1; k < LSTMX_PEAK_ACC; ++k) acc[0] = _mm512_add_ps(acc[0], acc[k]);
+        return (double)_mm512_reduce_add_ps(acc[0]);
+    }
+    /* 1 when this CPU runs the loop of `kind` (0 int8, 1 bfloat16), else 0. */
+    static int lstmx_peak_dot_runs(int kind) {
+        __builtin_cpu_init();
+        if (!__builtin_cpu_supports("avx512f")) return 0;
+        return kind == 0 ? __builtin_cpu_supports("avx512vnni") != 0
+                         : __builtin_cpu_supports("avx512bf16") != 0;
+    }
+    static double lstmx_peak_dot_run(int kind, long long iterations) {
+        return kind == 0 ? lstmx_peak_int8(iterations) : lstmx_peak_bf16(iterations);
+    }
+    #else
+    static int lstmx_peak_dot_runs(int kind) { return 0; }
+    static double lstmx_peak_dot_run(int kind, long long iterations) { return 0; }
+    #endif
+    """
+    int lstmx_peak_dot_runs(int kind) nogil
+    double lstmx_peak_dot_run(int kind, long long iterations) nogil
+
 # Vector width in bytes of each ISA; the scalar loop counts as one element.
 _ISAS = {0: ("scalar", 0), 1: ("sse2", 16), 2: ("avx2+fma", 32), 3: ("avx512f", 64)}
 
@@ -126,4 +179,41 @@ def fma_loop(bint is_double, long long iterations):
     cdef double out
     with nogil:
         out = lstmx_peak_run(isa, is_double, iterations)
+    return out
+
+
+# The dot-product loops: kind -> (number in C, instruction, multiply-adds per vector).
+_DOTS = {"int8": (0, "vpdpbusd", 64), "bfloat16": (1, "vdpbf16ps", 32)}
+
+
+def _dot_kind(kind):
+    if kind not in _DOTS:
+        raise ValueError(f"kind must be one of {', '.join(_DOTS)}; got {kind!r}")
+    return _DOTS[kind]
+
+
+def dot_instruction(kind):
+    """The instruction of the ``kind`` (``"int8"`` or ``"bfloat16"``) loop on 512-bit
+    vectors, ``"vpdpbusd"`` or ``"vdpbf16ps"``, or None where this CPU (or compiler) has
+    none: then the quantised kernels have no such peak to measure."""
+    number, name, _ = _dot_kind(kind)
+    return name if lstmx_peak_dot_runs(number) else None
+
+
+def macs_per_iteration(kind):
+    """Multiply-adds of one iteration of the ``kind`` loop."""
+    return LSTMX_PEAK_ACC * _dot_kind(kind)[2]
+
+
+def dot_loop(kind, long long iterations):
+    """Run the ``kind`` loop ``iterations`` times without the GIL; returns its checksum.
+    Raises ValueError where ``dot_instruction(kind)`` is None."""
+    cdef int number = _dot_kind(kind)[0]
+    if iterations < 0:
+        raise ValueError(f"iterations must be >= 0; got {iterations}")
+    if not lstmx_peak_dot_runs(number):
+        raise ValueError(f"this CPU has no {_DOTS[kind][1]} on 512-bit vectors")
+    cdef double out
+    with nogil:
+        out = lstmx_peak_dot_run(number, iterations)
     return out

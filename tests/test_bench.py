@@ -270,6 +270,31 @@ def test_fma_peak_is_measured():
         assert set(rates) == {"1", "2"} and all(r > 0 for r in rates.values())
 
 
+def test_dot_product_peaks_are_measured_where_the_cpu_has_them():
+    """The checksums count the instructions: vpdpbusd adds 4 products of ones to each int32
+    lane, vdpbf16ps 2 to each float32 lane, on 16 lanes of 12 accumulators starting at k."""
+    from lstmx import _peak
+
+    flags = _bench_quantized.cpu_flags() or {}
+    peaks = _bench_machine.dot_peak(2, seconds=0.005, repeat=1)
+    acc = _peak.accumulators()
+    for kind, flag, per_lane in (("int8", "avx512_vnni", 4), ("bfloat16", "avx512_bf16", 2)):
+        lanes = _peak.macs_per_iteration(kind) // (acc * per_lane)
+        assert lanes == 16
+        if not flags.get(flag) or not flags.get("avx512f"):
+            assert _peak.dot_instruction(kind) is None and "error" in peaks[kind]
+            with pytest.raises(ValueError, match="this CPU has no"):
+                _peak.dot_loop(kind, 1)
+            continue
+        assert _peak.dot_loop(kind, 1000) == lanes * sum(k + per_lane * 1000
+                                                         for k in range(acc))
+        assert peaks[kind]["instruction"] == _peak.dot_instruction(kind)
+        assert set(peaks[kind]["gmacs"]) == {"1", "2"}
+        assert all(r > 0 for r in peaks[kind]["gmacs"].values())
+    with pytest.raises(ValueError, match="kind must be one of int8, bfloat16"):
+        _peak.dot_loop("int4", 1)
+
+
 def _check_structure(res, configs, impls):
     assert res["schema"] == _bench_run.SCHEMA
     assert set(res["configs"]) == set(configs)

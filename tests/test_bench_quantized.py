@@ -150,6 +150,27 @@ def test_quantized_run_and_report():
     assert line.count("x") == 5 and "n/a" not in line  # every speedup and error measured
 
 
+def test_dot_peak_fractions():
+    impls = ("lstmx", "lstmx-int8", "lstmx-bf16")
+    res = _bench_run.run_benchmarks({"M": TINY["M"]}, impls=impls, threads=1,
+                                    **dict(FAST, peak=True, peak_time=0.005))
+    dots = res["peak"]["dot"]
+    assert set(dots) == {"int8", "bfloat16"}
+    fractions = res["dot_peak_fraction"].get("M", {}).get("forward", {})
+    assert "lstmx" not in fractions and set(res["peak_fraction"]["M"]["forward"]) == {"lstmx"}
+    for impl, kind in (("lstmx-int8", "int8"), ("lstmx-bf16", "bfloat16")):
+        if "error" in dots[kind]:
+            assert impl not in fractions
+            continue
+        rate = res["rates_gflops"]["M"]["forward"][impl] / 2
+        assert fractions[impl] == pytest.approx(rate / dots[kind]["gmacs"]["1"])
+    report = _bench_report.format_report(res)
+    assert "rate and fraction of the dot-product peak" in report
+    if fractions:
+        assert next(x for x in report.splitlines()[::-1] if x.startswith("M ")).count("%") \
+            == len(fractions)
+
+
 def test_cli_quantized(monkeypatch, capsys, tmp_path):
     require("onnxruntime")
     monkeypatch.setitem(_bench_impls.ALL_CONFIGS, "M", TINY["M"])
