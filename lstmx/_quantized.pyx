@@ -34,12 +34,18 @@ from libc.math cimport NAN
 from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy, memset
 
+cimport numpy as cnp
+
 from lstmx._activations_rational cimport sigmoid, tanh_
 from lstmx._blas cimport NoTrans, Trans, gemm
 from lstmx._cpu import l2_cache_bytes
 from lstmx._openmp cimport max_threads, num_threads
+from lstmx._workspace import MIN_BYTES as POOL_MIN_BYTES, empty as pooled_empty
+
+cnp.import_array()
 
 include "_cell.pxi"
+include "_arguments.pxi"
 
 cdef extern from *:
     # GCC's prefetch hint: a plain load hint on every instruction set (nothing where none).
@@ -395,7 +401,7 @@ cdef struct Plan:
     bint int8, reverse, identity, lean
     bint rows                      # a team that splits the batch (forward_layer)
     int threads
-    Py_ssize_t T, B, I, H, P, Hout, Tc, ldy
+    Py_ssize_t T, B, n_in, H, P, Hout, Tc, ldy  # n_in: I is a macro of complex.h
     const float *x                 # (T*B, I)
     const float *bias              # (4H,): b_ih + b_hh, zeros without bias
     const float *peep              # (3, H) or NULL
@@ -475,11 +481,11 @@ cdef void forward_rows(Plan *p, Py_ssize_t b_lo, Py_ssize_t b_hi, int threads) n
         # z = b + x @ W.T   (n*B, 4H) = (n*B, I)(I, 4H): all n steps at once, or this
         # part's rows of each step
         if nb == B:
-            product(p, &p.W, n * B, p.x + t_lo * B * p.I, p.I, 0, p.bias, p.gates, G, threads)
+            product(p, &p.W, n * B, p.x + t_lo * B * p.n_in, p.n_in, 0, p.bias, p.gates, G, threads)
         else:
             for t in range(n):
                 r0 = t * B + b_lo
-                product(p, &p.W, nb, p.x + (t_lo * B + r0) * p.I, p.I, r0, p.bias,
+                product(p, &p.W, nb, p.x + (t_lo * B + r0) * p.n_in, p.n_in, r0, p.bias,
                         p.gates + r0 * G, G, threads)
         for s in range(s0, s0 + n):
             t = T - 1 - s if p.reverse else s
@@ -534,136 +540,175 @@ def bf16_depth(Py_ssize_t K):
 
 def _check(name, bint ok, expected):
     if not ok:
-        raise ValueError(f"kernel argument {name}: expected {expected}")
+        _fail(name, expected)
 
 
-def forward(*, str mode, const float[:, ::1] x, weights, const float[::1] bias,
-            const float[:, ::1] peep, const Py_ssize_t[::1] lengths, float[:, ::1] h,
-            float[:, ::1] c, float[:, :, ::1] y, Py_ssize_t y_col, bint reverse,
-            bint identity):
+cdef _fail(str name, str expected):
+    raise ValueError(f"kernel argument {name}: expected {expected}")
+
+
+cdef cnp.ndarray _ndarray(object a, str name):
+    """``a``, which must be a NumPy array (or None, which ``expect`` refuses by name)."""
+    if a is not None and not isinstance(a, cnp.ndarray):
+        raise TypeError(f"kernel argument {name} must be a NumPy array; got "
+                        f"{type(a).__name__}")
+    return <cnp.ndarray> a
+
+
+cdef inline Py_ssize_t _aligned(Py_ssize_t nbytes) noexcept:
+    """nbytes rounded up to a cache line: each piece of the scratch starts on its own."""
+    return (nbytes + 63) // 64 * 64
+
+
+def forward(*, str mode, cnp.ndarray x, Py_ssize_t input_size, tuple weights,
+            cnp.ndarray bias, cnp.ndarray peep, cnp.ndarray lengths, cnp.ndarray h,
+            cnp.ndarray c, cnp.ndarray y, Py_ssize_t y_col, bint reverse, bint identity):
     """One layer and direction's quantised forward pass (see ``forward_layer``).
 
-    x (T*B, I); ``weights`` as ``lstmx.quantized`` packs them: for "int8" (Wq, sw, Wsum, Uq,
-    su, Usum, Rq, sr, Rsum), each matrix and its sums from ``pack_weights`` and its float32
-    scales zero-padded to the matrix's rows; for "bfloat16" (W, U, R) from ``pack_bfloat16``.
-    R (and its scales and sums) is None without projection. bias (4H,); peep (3, H) or None;
-    lengths (B,) or None; h (B, Hout) and c (B, H) hold the initial state and receive the
-    final one; y (T, B, ldy) receives h_t in columns [y_col, y_col + Hout).
+    x (T*B, I) float32, I = ``input_size`` (which packed weights, their depth padded, do not
+    tell); ``weights`` as ``lstmx.quantized`` packs them: for "int8" (Wq, sw,
+    Wsum, Uq, su, Usum, Rq, sr, Rsum), each matrix and its sums from ``pack_weights`` and its
+    float32 scales zero-padded to the matrix's rows; for "bfloat16" (W, U, R) from
+    ``pack_bfloat16``. R (and its scales and sums) is None without projection. bias (4H,);
+    peep (3, H) or None; lengths (B,) intp or None; h (B, Hout) and c (B, H) hold the
+    initial state and receive the final one; y (T, B, ldy) receives h_t in columns
+    [y_col, y_col + Hout). Arrays are aligned, C-contiguous and in native order
+    (``_arguments.pxi``).
     """
     cdef Plan p
     cdef Operand *o
-    cdef Py_ssize_t G, rows, Np
-    cdef const int8_t[:, ::1] q
-    cdef const float[::1] scale
-    cdef const int32_t[::1] sums
-    cdef const uint16_t[:, ::1] bits
-    cdef const float[:, ::1] values
-    _check("mode", mode in ("int8", "bfloat16"), "'int8' or 'bfloat16'")
+    cdef Py_ssize_t G, rows, Np, act_rows, i, N, K, total
+    cdef cnp.ndarray q, scale, sums, bits, values
+    cdef cnp.ndarray xa = x, ha = h, ca = c, ya = y, ba = bias, pa = peep, la = lengths
+    cdef cnp.ndarray scratch
+    cdef char *base
+    # Byte offsets into the scratch: gates, m, hp, zeros, then per operand its activations'
+    # bytes or bits (or float32 values) and int8 scales.
+    cdef Py_ssize_t off_m, off_hp, off_zeros, off_act[3], off_scale[3]
+    if mode != "int8" and mode != "bfloat16":
+        _fail("mode", "'int8' or 'bfloat16'")
     p.int8 = mode == "int8"
-    p.B, p.H, p.Hout = h.shape[0], c.shape[1], h.shape[1]
-    p.T = y.shape[0]
-    _check("x", x.shape[0] == p.T * p.B and x.shape[1] >= 1, f"({p.T * p.B}, I)")
-    _check("c", c.shape[0] == p.B, f"({p.B}, H)")
-    _check("y", y.shape[1] == p.B and 0 <= y_col <= y.shape[2] - p.Hout,
-           f"(T, {p.B}, >= y_col + {p.Hout})")
-    p.I, G = x.shape[1], 4 * p.H
+    # The sizes: T from y, B and Hout from h, H from the bias (4H), I given.
+    expect_ndim(ha, "h", 2)
+    expect_ndim(ya, "y", 3)
+    expect_ndim(ba, "bias", 1)
+    if ba.shape[0] % 4:
+        _fail("bias", f"4H values; got {ba.shape[0]}")
+    p.B, p.H, p.Hout = ha.shape[0], ba.shape[0] // 4, ha.shape[1]
+    p.T, p.n_in, G = ya.shape[0], input_size, 4 * p.H
+    expect_output(ha, "h", cnp.NPY_FLOAT32, p.B, p.Hout)
+    expect_output(ca, "c", cnp.NPY_FLOAT32, p.B, p.H)
+    expect_output(ya, "y", cnp.NPY_FLOAT32, p.T, p.B, ya.shape[2])
+    if not 0 <= y_col <= ya.shape[2] - p.Hout:
+        _fail("y_col", f"in [0, {ya.shape[2] - p.Hout}] (y's columns less h's)")
+    if p.T < 1 or p.B < 1 or p.H < 1 or p.Hout < 1 or p.n_in < 1:
+        _fail("sizes", f"T, B, I, H and Hout of at least 1; got {p.T}, {p.B}, {p.n_in}, "
+                       f"{p.H} and {p.Hout} (from y, h, input_size, bias and h)")
+    expect(xa, "x", cnp.NPY_FLOAT32, p.T * p.B, p.n_in)
+    expect(ba, "bias", cnp.NPY_FLOAT32, G)
+    if pa is not None:
+        expect(pa, "peep", cnp.NPY_FLOAT32, 3, p.H)
+    expect_lengths(la, p.B, p.T)
     p.P = p.Hout if p.Hout != p.H else 0
-    _check("bias", bias.shape[0] == G, f"({G},)")
-    _check("peep", peep is None or (peep.shape[0] == 3 and peep.shape[1] == p.H), f"(3, {p.H})")
-    _check("lengths", lengths is None or lengths.shape[0] == p.B, f"({p.B},)")
-    if lengths is not None:
-        values_ = np.asarray(lengths)
-        _check("lengths", values_.min() >= 1 and values_.max() <= p.T, f"values in [1, {p.T}]")
     p.reverse, p.identity = reverse, identity
-    p.lean = peep is None
+    p.lean = pa is None
     p.threads = max_threads()
     own = p.int8 or DPBF16             # the kernels' own products, not BLAS
     # A team of rows when every thread has a pair of rows and the pass has the work to pay
     # for starting a team (once a layer: it never waits for itself).
     p.rows = (own and p.threads > 1 and p.B >= ROWS * 2
-              and p.T * p.B * 4 * p.H * (p.I + p.Hout) >= PARALLEL_WORK)
+              and p.T * p.B * 4 * p.H * (p.n_in + p.Hout) >= PARALLEL_WORK)
     if p.rows:
         p.threads = min(p.threads, (p.B + ROWS - 1) // ROWS)
-    p.ldy = y.shape[2]
+    p.ldy = ya.shape[2]
     p.Tc = (dot_chunk_steps(p.T, p.B * G) if own
             else max(1, min(p.T, BLAS_CHUNK_ELEMENTS // (p.B * G))))
     rows = p.Tc * p.B
-    gates = np.empty((rows, G), np.float32)
-    m = np.zeros((p.B, p.H), np.float32)
-    hp = np.zeros((p.B, max(p.P, 1)), np.float32)
-    zeros = np.zeros(max(p.P, 1), np.float32)
-    keep = [gates, m, hp, zeros]
-    if p.int8:
-        _check("weights", len(weights) == 9, "9 int8 arrays (or None)")
-    else:
-        _check("weights", len(weights) == 3, "3 bfloat16 arrays (or None)")
+    if len(weights) != (9 if p.int8 else 3):
+        _fail("weights", "9 int8 arrays (or None)" if p.int8 else "3 bfloat16 arrays (or None)")
     memset(&p.W, 0, sizeof(Operand))
     memset(&p.U, 0, sizeof(Operand))
     memset(&p.R, 0, sizeof(Operand))
+    total = _aligned(rows * G * sizeof(float))
+    off_m = total
+    total += _aligned(p.B * p.H * sizeof(float))
+    off_hp = total
+    total += _aligned(p.B * max(p.P, 1) * sizeof(float))
+    off_zeros = total
+    total += _aligned(max(p.P, 1) * sizeof(float))
     for i in range(3):
         o = &p.W if i == 0 else &p.U if i == 1 else &p.R
-        N, K = (G, p.I) if i == 0 else (G, p.Hout) if i == 1 else (p.P, p.H)
+        N, K = (G, p.n_in) if i == 0 else (G, p.Hout) if i == 1 else (p.P, p.H)
         act_rows = rows if i == 0 else p.B
         name = "WUR"[i]
+        off_act[i] = off_scale[i] = -1
         if N == 0:
-            _check(name, (weights[3 * i] is None and weights[3 * i + 2] is None) if p.int8
-                   else weights[i] is None, "None without projection")
+            if not ((weights[3 * i] is None and weights[3 * i + 2] is None) if p.int8
+                    else weights[i] is None):
+                _fail(name, "None without projection")
             continue
         o.N, o.K = N, K
         if p.int8:
-            q, scale, sums = weights[3 * i], weights[3 * i + 1], weights[3 * i + 2]
             o.Kp = padded_depth(K)
             Np = (N + INT8_COLS - 1) // INT8_COLS * INT8_COLS
-            _check(name, q is not None and q.shape[0] == Np and q.shape[1] == o.Kp
-                   and o.Kp <= MAX_DEPTH, f"({Np}, {o.Kp}) int8, depth at most {MAX_DEPTH}")
-            _check(name + " scale", scale is not None and scale.shape[0] == Np,
-                   f"({Np},) float32")
-            _check(name + " sums", sums is not None and sums.shape[0] == Np, f"({Np},) int32")
-            o.q, o.scale, o.sums = &q[0, 0], &scale[0], &sums[0]
-            # The padding of the activation bytes past each row's K values meets zero weights.
-            aq = np.zeros((act_rows, o.Kp), np.uint8)
-            ascale = np.empty(act_rows, np.float32)
-            keep += [aq, ascale]
-            o.aq, o.ascale = <uint8_t *> cnp_data(aq), <float *> cnp_data(ascale)
+            if o.Kp > MAX_DEPTH:
+                _fail(name, f"a depth of at most {MAX_DEPTH}")
+            q = _ndarray(weights[3 * i], name)
+            scale = _ndarray(weights[3 * i + 1], name + " scale")
+            sums = _ndarray(weights[3 * i + 2], name + " sums")
+            expect(q, name, cnp.NPY_INT8, Np, o.Kp)
+            expect(scale, name + " scale", cnp.NPY_FLOAT32, Np)
+            expect(sums, name + " sums", cnp.NPY_INT32, Np)
+            o.q = <const int8_t *> cnp.PyArray_DATA(q)
+            o.scale = <const float *> cnp.PyArray_DATA(scale)
+            o.sums = <const int32_t *> cnp.PyArray_DATA(sums)
+            off_act[i] = total
+            total += _aligned(act_rows * o.Kp)
+            off_scale[i] = total
+            total += _aligned(act_rows * sizeof(float))
         elif DPBF16:
             o.Kp = bf16_depth(K)
             Np = (N + DOT_VEC - 1) // DOT_VEC * DOT_VEC
-            _check(name, weights[i] is not None and weights[i].dtype == np.uint16
-                   and weights[i].shape == (Np, o.Kp), f"({Np}, {o.Kp}) uint16")
-            bits = weights[i]
-            o.bits = &bits[0, 0]
-            ab = np.zeros((act_rows, o.Kp), np.uint16)
-            keep.append(ab)
-            o.ab = <uint16_t *> cnp_data(ab)
+            bits = _ndarray(weights[i], name)
+            expect(bits, name, cnp.NPY_UINT16, Np, o.Kp)
+            o.bits = <const uint16_t *> cnp.PyArray_DATA(bits)
+            off_act[i] = total
+            total += _aligned(act_rows * o.Kp * sizeof(uint16_t))
         else:
-            _check(name, weights[i] is not None and weights[i].dtype == np.float32
-                   and weights[i].shape == (N, K), f"({N}, {K}) float32")
-            values = weights[i]
-            o.values = &values[0, 0]
-            af = np.empty((act_rows, K), np.float32)
-            keep.append(af)
-            o.af = <float *> cnp_data(af)
-    p.x, p.bias = &x[0, 0], &bias[0]
+            values = _ndarray(weights[i], name)
+            expect(values, name, cnp.NPY_FLOAT32, N, K)
+            o.values = <const float *> cnp.PyArray_DATA(values)
+            off_act[i] = total
+            total += _aligned(act_rows * K * sizeof(float))
+    # One allocation for every scratch array of the call, pooled when large (fresh pages
+    # each call would cost a page fault each); all but the gates zeroed (the activations'
+    # padding past K meets zero weights).
+    scratch = workspace(total, np.dtype(np.uint8))
+    base = <char *> cnp.PyArray_DATA(scratch)
+    memset(base + off_m, 0, total - off_m)
+    p.gates, p.m = <float *> base, <float *> (base + off_m)
+    p.hp, p.zeros = <float *> (base + off_hp), <const float *> (base + off_zeros)
+    for i in range(3):
+        o = &p.W if i == 0 else &p.U if i == 1 else &p.R
+        if off_act[i] < 0:
+            continue
+        if p.int8:
+            o.aq, o.ascale = <uint8_t *> (base + off_act[i]), <float *> (base + off_scale[i])
+        elif DPBF16:
+            o.ab = <uint16_t *> (base + off_act[i])
+        else:
+            o.af = <float *> (base + off_act[i])
+    p.x, p.bias = <const float *> cnp.PyArray_DATA(xa), <const float *> cnp.PyArray_DATA(ba)
     p.peep, p.lengths = NULL, NULL
-    if peep is not None:
-        p.peep = &peep[0, 0]
-    if lengths is not None:
-        p.lengths = &lengths[0]
-    p.h, p.c, p.y = &h[0, 0], &c[0, 0], &y[0, 0, y_col]
-    p.gates, p.m, p.hp = <float *> cnp_data(gates), <float *> cnp_data(m), \
-        <float *> cnp_data(hp)
-    p.zeros = <float *> cnp_data(zeros)
+    if pa is not None:
+        p.peep = <const float *> cnp.PyArray_DATA(pa)
+    if la is not None:
+        p.lengths = <const Py_ssize_t *> cnp.PyArray_DATA(la)
+    p.h, p.c = <float *> cnp.PyArray_DATA(ha), <float *> cnp.PyArray_DATA(ca)
+    p.y = <float *> cnp.PyArray_DATA(ya) + y_col
     with nogil:
         forward_layer(&p)
     return None
-
-
-cdef void *cnp_data(object a) except NULL:
-    """The data pointer of a freshly allocated C-contiguous array."""
-    cdef char[::1] view = a.reshape(-1).view(np.uint8)
-    if view.shape[0] == 0:
-        raise ValueError("kernel argument: empty scratch")
-    return &view[0]
 
 
 def quantize_activations(const float[:, ::1] v):

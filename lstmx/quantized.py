@@ -234,14 +234,15 @@ class _Quantized:
         layer_input = x
         for k in range(cfg.num_layers):
             y = np.empty((T, B, D * Hout), _F32)
-            x2 = layer_input.reshape(T * B, -1)
+            I = cfg.input_size if k == 0 else D * Hout
+            x2 = layer_input.reshape(T * B, I)
             for d in range(D):
                 idx = k * D + d
                 mats, bias, peep = self._layers[idx]
-                self._kernels.forward(mode=self.mode, x=x2, weights=mats, bias=bias,
-                                      peep=peep, lengths=lengths, h=h_n[idx], c=c_n[idx],
-                                      y=y, y_col=d * Hout, reverse=cfg.is_reversed(d),
-                                      identity=identity)
+                self._kernels.forward(mode=self.mode, x=x2, input_size=I, weights=mats,
+                                      bias=bias, peep=peep, lengths=lengths, h=h_n[idx],
+                                      c=c_n[idx], y=y, y_col=d * Hout,
+                                      reverse=cfg.is_reversed(d), identity=identity)
             layer_input = y
         return layer_input
 
