@@ -25,42 +25,44 @@ cdef extern from *:
     float HALF "lstmx_rational_half"
 
 
+cdef inline float odd_rational(float v, float edge, float bound, float p0, float p1, float p2,
+                               float p3, float p4, float q1, float q2, float q3,
+                               float q4) noexcept nogil:
+    """The form of both functions: x P(x**2) / Q(x**2) clamped to [-bound, bound], with
+    x = v clamped to [-edge, edge], P = p0 + p1 u + ... + p4 u**4, Q = 1 + q1 u + ... + q4 u**4.
+    A NaN passes the clamps and stays NaN."""
+    cdef float one = 1, x, u, t
+    x = edge if v > edge else v
+    x = -edge if x < -edge else x
+    u = x * x
+    t = (x * ((((p4 * u + p3) * u + p2) * u + p1) * u + p0)
+         / ((((q4 * u + q3) * u + q2) * u + q1) * u + one))
+    t = bound if t > bound else t
+    return -bound if t < -bound else t
+
+
 cdef inline floating tanh_(floating v) noexcept nogil:
     """tanh(v) ~ x P(x**2) / Q(x**2), x = v clamped to [-9, 9], P and Q of degree 4 in x**2
     (a minimax fit of the absolute error: 1.9e-8 in exact arithmetic, 3.4e-7 evaluated in
-    float32 with FMA, 3.8e-7 without), the result clamped to [-1, 1], which its rounding can pass by 2e-7. A NaN
-    passes the clamps and stays NaN. Float64 takes the exact function."""
-    # Typed constants keep the arithmetic in single precision.
-    cdef float p0 = 0.9999999, p1 = 0.13373204, p2 = 0.0034865881, p3 = 2.0471916e-05
-    cdef float p4 = 1.3184311e-08, q1 = 0.467065, q2 = 0.025842005, q3 = 0.00032713948
-    cdef float q4 = 7.702706e-07, one = 1, edge = TANH_EDGE, bound = ONE, x, u, t
+    float32 with FMA, 3.8e-7 without), the result clamped to [-1, 1], which its rounding can
+    pass by 2e-7. Float64 takes the exact function."""
     if floating is double:
         return tanh_exp(v)
     else:
-        x = edge if v > edge else v
-        x = -edge if x < -edge else x
-        u = x * x
-        t = (x * ((((p4 * u + p3) * u + p2) * u + p1) * u + p0)
-             / ((((q4 * u + q3) * u + q2) * u + q1) * u + one))
-        t = bound if t > bound else t
-        return -bound if t < -bound else t
+        return odd_rational(v, TANH_EDGE, ONE, 0.9999999, 0.13373204, 0.0034865881,
+                            2.0471916e-05, 1.3184311e-08, 0.467065, 0.025842005,
+                            0.00032713948, 7.702706e-07)
 
 
 cdef inline floating sigmoid(floating v) noexcept nogil:
     """sigmoid(v) = 1/2 + tanh(v/2)/2 with tanh_'s fit, its coefficients scaled (P's k-th by
     4**-(k+1), Q's by 4**-k; v clamped to [-18, 18]), tanh(v/2)/2 clamped to [-1/2, 1/2]:
-    within 2e-7 in float32 (2.2e-7 without FMA), in [0, 1]. Float64 takes the exact function."""
-    cdef float p0 = 0.24999997, p1 = 0.008358252, p2 = 5.447794e-05, p3 = 7.996842e-08
-    cdef float p4 = 1.2875304e-11, q1 = 0.11676625, q2 = 0.0016151253, q3 = 5.1115544e-06
-    cdef float q4 = 3.0088696e-09, one = 1, half = HALF, edge = SIGMOID_EDGE, x, u, t
+    within 2e-7 in float32 (2.2e-7 without FMA), in [0, 1]. Float64 takes the exact
+    function."""
+    cdef float half = HALF
     if floating is double:
         return sigmoid_exp(v)
     else:
-        x = edge if v > edge else v
-        x = -edge if x < -edge else x
-        u = x * x
-        t = (x * ((((p4 * u + p3) * u + p2) * u + p1) * u + p0)
-             / ((((q4 * u + q3) * u + q2) * u + q1) * u + one))
-        t = half if t > half else t
-        t = -half if t < -half else t
-        return t + half
+        return odd_rational(v, SIGMOID_EDGE, half, 0.24999997, 0.008358252, 5.447794e-05,
+                            7.996842e-08, 1.2875304e-11, 0.11676625, 0.0016151253,
+                            5.1115544e-06, 3.0088696e-09) + half

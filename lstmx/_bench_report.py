@@ -152,24 +152,31 @@ def _quantized_table(res) -> list:
     return lines
 
 
-def _peak_table(res) -> list:
-    fractions = res.get("peak_fraction") or {}
-    impls = [i for i in _PEAK_IMPLS if i in res["settings"]["impls"]]
-    if not fractions or not impls:
-        return []
+def _rate_rows(res, fractions, impls, unit, per_flop, width) -> list:
+    """A header, a rule and a row per configuration and mode: each implementation's rate (its
+    flop rate times ``per_flop``, in ``unit``) and its fraction of a peak."""
     header = (f"{'config':7} {'mode':8} "
-              + " ".join(f"{i + ' GFLOP/s':>19} {'peak':>5}" for i in impls))
-    lines = ["", "rate and fraction of the FMA peak", header, "-" * len(header)]
+              + " ".join(f"{i + ' ' + unit:>{width}} {'peak':>5}" for i in impls))
+    lines = [header, "-" * len(header)]
     for cname, modes in fractions.items():
         for mode, per_impl in modes.items():
             cells = []
             for i in impls:
                 rate = res["rates_gflops"][cname][mode].get(i)
                 frac = per_impl.get(i)
-                cells.append(f"{'n/a' if rate is None else f'{rate:.1f}':>19} "
+                cells.append(f"{'n/a' if rate is None else f'{rate * per_flop:.1f}':>{width}} "
                              f"{'n/a' if frac is None else f'{frac:.0%}':>5}")
             lines.append(f"{cname:7} {mode:8} " + " ".join(cells))
     return lines
+
+
+def _peak_table(res) -> list:
+    fractions = res.get("peak_fraction") or {}
+    impls = [i for i in _PEAK_IMPLS if i in res["settings"]["impls"]]
+    if not fractions or not impls:
+        return []
+    return (["", "rate and fraction of the FMA peak"]
+            + _rate_rows(res, fractions, impls, "GFLOP/s", 1, 19))
 
 
 def _dot_peak_table(res) -> list:
@@ -185,21 +192,7 @@ def _dot_peak_table(res) -> list:
              + "; ".join(f"{kind}: {d['instruction']} {d['gmacs'][threads]:.1f} GMAC/s"
                          if "gmacs" in d else f"{kind}: n/a ({d['error']})"
                          for kind, d in dots.items()) + ")"]
-    if not fractions:
-        return lines
-    header = f"{'config':7} {'mode':8} " + " ".join(f"{i + ' GMAC/s':>24} {'peak':>5}"
-                                                   for i in impls)
-    lines += [header, "-" * len(header)]
-    for cname, modes in fractions.items():
-        for mode, per_impl in modes.items():
-            cells = []
-            for i in impls:
-                rate = res["rates_gflops"][cname][mode].get(i)
-                frac = per_impl.get(i)
-                cells.append(f"{'n/a' if rate is None else f'{rate / 2:.1f}':>24} "
-                             f"{'n/a' if frac is None else f'{frac:.0%}':>5}")
-            lines.append(f"{cname:7} {mode:8} " + " ".join(cells))
-    return lines
+    return lines + (_rate_rows(res, fractions, impls, "GMAC/s", 0.5, 24) if fractions else [])
 
 
 def _memory_line(mem) -> list:
