@@ -37,33 +37,37 @@ SIGMOID = dict(edge=F32(18), bound=F32(0.5),
 SIGMOID_ERROR, TANH_ERROR = 2.2e-7, 3.9e-7
 
 
-def _fma(a, b, c):
-    """a * b + c rounded once to float32, as the kernels' fused multiply-add (the float64
-    product of two float32 values is exact)."""
-    return (a.astype(np.float64) * b + c).astype(F32)
+def _multiply_add(a, b, c, fused):
+    """a * b + c in float32: rounded once, as a fused multiply-add (the float64 product of two
+    float32 values is exact), or the product and the sum each rounded."""
+    if fused:
+        return (a.astype(np.float64) * b + c).astype(F32)
+    return a * b + c
 
 
-def _rational(v, edge, bound, P, Q):
+def _rational(v, edge, bound, P, Q, fused):
     x = np.clip(np.asarray(v, F32), -edge, edge)  # a NaN stays NaN
     u = x * x
     p = np.full_like(x, P[-1])
     for k in P[-2::-1]:
-        p = _fma(p, u, k)
+        p = _multiply_add(p, u, k, fused)
     q = np.full_like(x, Q[-1])
     for k in Q[-2::-1]:
-        q = _fma(q, u, k)
+        q = _multiply_add(q, u, k, fused)
     return np.clip(x * p / q, -bound, bound)
 
 
-def tanh(v):
-    """The quantised models' tanh, in float32: within ``TANH_ERROR`` of the exact function."""
-    return _rational(v, **TANH)
+def tanh(v, fused=True):
+    """The quantised models' tanh, in float32: within ``TANH_ERROR`` of the exact function.
+    ``fused``: its multiply-adds rounded once, as the optimised builds with FMA compile them
+    (the AVX2 and AVX-512 ones); else as the others (baseline, or any at -O0)."""
+    return _rational(v, **TANH, fused=fused)
 
 
-def sigmoid(v):
+def sigmoid(v, fused=True):
     """The quantised models' sigmoid, in float32: within ``SIGMOID_ERROR`` of the exact
-    function."""
-    return _rational(v, **SIGMOID) + F32(0.5)
+    function. ``fused`` as for ``tanh``."""
+    return _rational(v, **SIGMOID, fused=fused) + F32(0.5)
 
 
 def quantize_weights(W):
