@@ -21,8 +21,8 @@ import numpy as np
 
 from lstmx._bench_impls import UnavailableError, _Impl, onnx_model, ort_session
 
-__all__ = ["QUANTIZED_IMPLS", "DOT_KIND", "QUANTIZED_CONFIGS", "IMPL_CLASSES", "quantize_with_onnxruntime",
-           "onnxruntime_int8", "max_abs_error", "cpu_flags", "CPU_FLAGS"]
+__all__ = ["QUANTIZED_IMPLS", "DOT_KIND", "QUANTIZED_CONFIGS", "IMPL_CLASSES",
+           "quantize_with_onnxruntime", "onnxruntime_int8", "max_abs_error", "cpu_flags", "CPU_FLAGS"]
 
 QUANTIZED_IMPLS = ("lstmx-int8", "lstmx-bf16", "onnxruntime-int8", "onnxruntime-int8r")
 # The dot-product peak (lstmx._bench_machine.dot_peak) each one's products are held to.

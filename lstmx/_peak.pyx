@@ -106,7 +106,6 @@ cdef extern from *:
     #if defined(__x86_64__) && ((defined(__clang__) && __clang_major__ >= 9) \\
                                 || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 10))
     #include <immintrin.h>
-    #define LSTMX_PEAK_DOT 1
     __attribute__((target("avx512f,avx512vnni")))
     static double lstmx_peak_int8(long long iterations) {
         __m512i acc[LSTMX_PEAK_ACC];

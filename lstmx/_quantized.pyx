@@ -481,7 +481,8 @@ cdef void forward_rows(Plan *p, Py_ssize_t b_lo, Py_ssize_t b_hi, int threads) n
         # z = b + x @ W.T   (n*B, 4H) = (n*B, I)(I, 4H): all n steps at once, or this
         # part's rows of each step
         if nb == B:
-            product(p, &p.W, n * B, p.x + t_lo * B * p.n_in, p.n_in, 0, p.bias, p.gates, G, threads)
+            product(p, &p.W, n * B, p.x + t_lo * B * p.n_in, p.n_in, 0, p.bias, p.gates, G,
+                    threads)
         else:
             for t in range(n):
                 r0 = t * B + b_lo
@@ -791,15 +792,7 @@ def bf16_matmul(const uint16_t[:, ::1] A, const uint16_t[:, ::1] W):
     return out
 
 
-def activations(const float[::1] x, float[::1] sig, float[::1] th):
-    """sig = sigmoid(x), th = tanh(x) with the cell's rational functions. For the tests."""
-    _check("sig, th", sig.shape[0] == x.shape[0] and th.shape[0] == x.shape[0],
-           f"x's length, {x.shape[0]}")
-    cdef Py_ssize_t k
-    with nogil:
-        for k in range(x.shape[0]):
-            sig[k] = sigmoid(x[k])
-            th[k] = tanh_(x[k])
+include "_activations_hook.pxi"
 
 
 def round_bf16(const float[:, ::1] v):

@@ -2,16 +2,7 @@
 #
 # Included by _kernels.pyx, so that each kernel variant exposes its own.
 
-def activations(const floating[::1] x, floating[::1] sig, floating[::1] th):
-    """sig = sigmoid(x), th = tanh(x) with the kernels' own functions."""
-    if sig.shape[0] != x.shape[0] or th.shape[0] != x.shape[0]:
-        raise ValueError(f"activations: x, sig and th must have one length; got "
-                         f"{x.shape[0]}, {sig.shape[0]}, {th.shape[0]}")
-    cdef Py_ssize_t k
-    with nogil:
-        for k in range(x.shape[0]):
-            sig[k] = sigmoid(x[k])
-            th[k] = tanh_(x[k])
+include "_activations_hook.pxi"
 
 
 def small_product(const floating[:, ::1] A, const floating[:, ::1] B, floating beta,

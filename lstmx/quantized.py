@@ -258,9 +258,9 @@ class QuantizedLSTM(_Quantized):
     "int8": weight matrices quantised once per output channel (symmetric, scale
     max|row| / 127); x, h and (with a projection) m quantised per row at every step to int8
     (symmetric, scale max|row| / 127); integer products summed exactly in int32, then scaled
-    back; gates, cell state and all element-wise work in float32. "bfloat16": weights and the same activations rounded to
-    bfloat16, products and sums in float32. The error this makes is bounded in
-    ``docs/quantization.md``.
+    back; gates, cell state and all element-wise work in float32 (sigmoid and tanh as rational
+    functions, within 4e-7). "bfloat16": weights and the same activations rounded to bfloat16,
+    products and sums in float32. The error this makes is bounded in ``docs/quantization.md``.
 
     Attributes
     ----------

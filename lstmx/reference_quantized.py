@@ -12,7 +12,8 @@ import numpy as np
 from lstmx._config import LSTMConfig
 
 __all__ = ["LEVELS", "ACTIVATION_LEVELS", "SIGMOID_ERROR", "TANH_ERROR", "sigmoid", "tanh",
-           "quantize_weights", "quantize_activations", "round_bfloat16", "int_product", "vdpbf16ps_product", "product", "lstm_forward"]
+           "quantize_weights", "quantize_activations", "round_bfloat16", "int_product",
+           "vdpbf16ps_product", "product", "lstm_forward"]
 
 F32 = np.float32
 LEVELS = F32(127)  # int8 weights are in [-127, 127]: symmetric, zero point 0

@@ -1,4 +1,5 @@
-"""Shared test helpers: tolerances, random problems, optional imports that never skip in CI."""
+"""Shared test helpers: tolerances, random problems, optional imports that never skip in CI,
+the ways a kernel argument can be wrong."""
 import importlib
 import os
 
@@ -83,3 +84,32 @@ def assert_same_model(a, b):
     for name in sa:
         assert sa[name].dtype == sb[name].dtype, name
         assert_array_equal(sa[name], sb[name], err_msg=name)
+
+
+# The ways an array argument of a kernel entry can be wrong (tests/test_*_contract.py).
+def misaligned(a):
+    buf = np.empty(a.nbytes + 1, np.uint8)
+    out = buf[1:].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+def read_only(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+BAD = {
+    "None": lambda a: None,
+    "float64": lambda a: a.astype(np.float64),
+    "int32": lambda a: a.astype(np.int32),
+    "Fortran": np.asfortranarray,
+    "strided": lambda a: np.repeat(a, 2, axis=-1)[..., ::2],
+    "misaligned": misaligned,
+    "byteswapped": lambda a: a.astype(a.dtype.newbyteorder()),
+    "short": lambda a: a[..., :-1],
+    "longer": lambda a: np.concatenate([a, a[..., :1]], axis=-1),
+    "flat": lambda a: a.reshape(-1),
+    "not an array": lambda a: a.tolist(),
+}

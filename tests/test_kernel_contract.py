@@ -7,6 +7,7 @@ expect a TypeError or ValueError naming it, never a crash or a silent read out o
 import numpy as np
 import pytest
 
+from _helpers import BAD, read_only
 from lstmx import _dispatch
 
 pytestmark = pytest.mark.parametrize("variant", _dispatch.available())
@@ -45,34 +46,6 @@ def backward_args(kernels, rng, proj=0):
     if proj:
         args["R"], args["dR"] = fa["R"], np.zeros((proj, H), F)
     return args
-
-
-def misaligned(a):
-    buf = np.empty(a.nbytes + 1, np.uint8)
-    out = buf[1:].view(a.dtype).reshape(a.shape)
-    out[...] = a
-    return out
-
-
-def read_only(a):
-    a = a.copy()
-    a.flags.writeable = False
-    return a
-
-
-BAD = {
-    "None": lambda a: None,
-    "float64": lambda a: a.astype(np.float64),
-    "int32": lambda a: a.astype(np.int32),
-    "Fortran": np.asfortranarray,
-    "strided": lambda a: np.repeat(a, 2, axis=-1)[..., ::2],
-    "misaligned": misaligned,
-    "byteswapped": lambda a: a.astype(a.dtype.newbyteorder()),
-    "short": lambda a: a[..., :-1],
-    "longer": lambda a: np.concatenate([a, a[..., :1]], axis=-1),
-    "flat": lambda a: a.reshape(-1),
-    "not an array": lambda a: a.tolist(),
-}
 
 
 def cases(names):

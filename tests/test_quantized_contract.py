@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import lstmx
+from _helpers import BAD, read_only
 from lstmx import _dispatch
-from test_kernel_contract import BAD, read_only
 
 T, B, I, H = 3, 2, 3, 5
 F = np.float32
