@@ -353,13 +353,13 @@ cdef inline void micro_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
         # _rows_tile.h's kernel, the same sums with the rows of A from two pointers.
         rows_tile(TILE_ROWS, k, A, a_row, a_col, Bp, C, ldc, w, add, bias)
         return
-    if add:
-        # The tile of C that the sums are added to, fetched while they are computed: in
-        # backward's dW and dU (4H rows, megabytes) its rows are rarely in cache, and no
-        # hardware prefetcher follows rows I or H apart (docs/performance.md).
-        for r in range(TILE_ROWS):
-            prefetch_write(C + r * ldc)
-            prefetch_write(C + r * ldc + w - 1)
+    # The tile of C, fetched for writing while its sums are computed: in backward's dW and
+    # dU (4H rows, megabytes), and in a chunk's input projection (its z, larger than L2),
+    # its rows are rarely in cache, and no hardware prefetcher follows rows I or H apart
+    # (docs/performance.md). Stores that miss would wait at the end of the tile.
+    for r in range(TILE_ROWS):
+        prefetch_write(C + r * ldc)
+        prefetch_write(C + r * ldc + w - 1)
     for r in range(TILE_ROWS):
         for j in range(w):
             acc[r][j] = bias[j] if bias != NULL else 0

@@ -183,15 +183,13 @@ static inline void NAME(ptrdiff_t k, const T *A, ptrdiff_t a_row, ptrdiff_t a_co
         for (v = 0; v < NV; v++)                                                            \
             acc[r][v] = b[v];                                                               \
     }                                                                                       \
-    if (add) {                                                                              \
-        /* The rows of C the sums are added to, fetched while they are computed: in       \
-           backward's dW and dU (4H rows, megabytes) they are rarely in cache, and no      \
-           hardware prefetcher follows rows I or H apart (docs/performance.md). */         \
-        _Pragma("GCC unroll 8")                                                             \
-        for (r = 0; r < R; r++) {                                                           \
-            __builtin_prefetch(C + r * ldc, 1, 3);                                          \
-            __builtin_prefetch(C + r * ldc + NV * W - 1, 1, 3);                             \
-        }                                                                                   \
+    /* The rows of C, fetched for writing while the sums are computed: in backward's dW   \
+       and dU (4H rows, megabytes) and a chunk's input projection (z beyond L2) they are  \
+       rarely in cache, and no hardware prefetcher follows rows I or H apart. */          \
+    _Pragma("GCC unroll 8")                                                                 \
+    for (r = 0; r < R; r++) {                                                               \
+        __builtin_prefetch(C + r * ldc, 1, 3);                                              \
+        __builtin_prefetch(C + r * ldc + NV * W - 1, 1, 3);                                 \
     }                                                                                       \
     _Pragma("GCC unroll 8")                                                                 \
     for (g = 0; g < G; g++)                                                                 \
