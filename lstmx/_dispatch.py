@@ -56,7 +56,9 @@ kernels = load(variant)
 variant = {v: k for k, v in _MODULES.items()}[kernels.__name__]
 
 
-def quantized():
-    """The quantised kernels (``lstmx._quantized``) of the variant in use; imported on first
-    use, so that the float models do not depend on them."""
-    return importlib.import_module(_MODULES[variant].replace("_kernels", "_quantized"))
+def quantized(name: str | None = None):
+    """The quantised kernels (``lstmx._quantized``) of the variant in use, or of variant
+    ``name`` (checked as ``load`` checks it); imported on first use, so that the float models
+    do not depend on them."""
+    module = _MODULES[variant] if name is None else load(name).__name__
+    return importlib.import_module(module.replace("_kernels", "_quantized"))

@@ -56,3 +56,11 @@ def test_auto_picks_the_fastest_available():
 def test_unknown_variant_is_rejected():
     with pytest.raises(ValueError, match="LSTMX_KERNELS must be one of"):
         _dispatch.load("sse9")
+
+
+def test_quantized_kernels_follow_the_variant():
+    assert _dispatch.quantized().__name__ == _dispatch.kernels.__name__.replace(
+        "_kernels", "_quantized")
+    assert _dispatch.quantized("baseline").__name__ == "lstmx._quantized"
+    with pytest.raises(ValueError, match="LSTMX_KERNELS must be one of"):
+        _dispatch.quantized("sse9")
