@@ -213,7 +213,8 @@ cdef void run_forward_regularised(floating kind, const RegForwardPlan *f) noexce
                      <const floating *> f.b_hh, <const floating *> f.peep, f.lengths,
                      <floating *> f.h, <floating *> f.c, <floating *> f.y, f.ldy,
                      <floating *> f.gates, f.Tc, <floating *> f.cells, <floating *> f.Wp,
-                     <floating *> f.Up, <floating *> f.h_alt, <floating *> f.bias, f.threads,
+                     <floating *> f.Up, <floating *> f.h_alt, <floating *> f.bias, NULL,
+                     f.threads,
                      False, f.reverse, f.identity, f.rows, &opt, &waited)
     plan_watch_layer(f.threads, start, waited, f.T, f.B, f.n_in, f.H, 1, f.double)
 

@@ -111,6 +111,7 @@ cdef struct ForwardPlan:
     void *Rp
     void *h_alt
     void *bias
+    void *xg  # a team of rows at inference: x's rows gathered, each thread its own
 
 
 # One core's L2, which inference chunks are sized to (chunk_steps).
@@ -171,14 +172,15 @@ cdef list plan_forward(ForwardPlan *f, cnp.ndarray x, cnp.ndarray W, cnp.ndarray
     f.reverse, f.identity, f.double = reverse, identity, n.typenum == cnp.NPY_DOUBLE
     f.lean = gates is None and peep is None
     # Workspace: [inference gate chunk | m (B, H) | h (B, P) | U.T | zero peepholes |
-    #             second h buffer | b_ih + b_hh], and W.T, U.T and R.T packed apart (see
-    #             Shapes.packed_size and packed_steps)
+    #             second h buffer | b_ih + b_hh | a team of rows' gathered x (Tc B, I)],
+    #             and W.T, U.T and R.T packed apart (see Shapes.packed_size and packed_steps)
     cdef Py_ssize_t n_gates = 0 if gates is not None else f.Tc * n.B * G
     cdef Py_ssize_t n_m = n.B * n.H if n.P else 0, n_hp = n.B * n.P
     cdef Py_ssize_t n_ut = n.Hout * G if n.small() else 0
     cdef Py_ssize_t n_peep = 3 * n.H if peep is None else 0
     cdef Py_ssize_t n_halt = n.B * n.H if f.par else 0
-    cdef cnp.ndarray work = workspace(n_gates + n_m + n_hp + n_ut + n_peep + n_halt + G,
+    cdef Py_ssize_t n_xg = f.Tc * n.B * n.n_in if f.by_rows and gates is None else 0
+    cdef cnp.ndarray work = workspace(n_gates + n_m + n_hp + n_ut + n_peep + n_halt + G + n_xg,
                                       h.dtype)
     cdef cnp.ndarray Wp = (workspace(n.packed_size(False), h.dtype)
                            if f.par or n.packed_input() else None)
@@ -202,6 +204,7 @@ cdef list plan_forward(ForwardPlan *f, cnp.ndarray x, cnp.ndarray W, cnp.ndarray
     f.Ut = w + (n_gates + n_m + n_hp) * size if n_ut else NULL
     f.h_alt = zero_peep + n_peep * size
     f.bias = zero_peep + (n_peep + n_halt) * size
+    f.xg = f.bias + G * size if n_xg else NULL
     f.Wp, f.Up, f.Rp = data(Wp), data(Up), data(Rp)
     return [work, Wp, Up, Rp]
 
@@ -263,7 +266,8 @@ cdef void run_forward(floating kind, const ForwardPlan *f, int threads,
                          <floating *> f.peep, f.lengths, <floating *> f.h, <floating *> f.c,
                          <floating *> f.y, f.ldy, <floating *> f.gates, f.Tc,
                          <floating *> f.cells, <floating *> f.Wp, <floating *> f.Up,
-                         <floating *> f.h_alt, <floating *> f.bias, threads, f.lean,
+                         <floating *> f.h_alt, <floating *> f.bias, <floating *> f.xg,
+                         threads, f.lean,
                          f.reverse, f.identity, f.by_rows, NULL, waited)
     else:
         forward_layer(f.T, f.B, f.n_in, f.H, f.P, <floating *> f.x, <floating *> f.W,

@@ -26,7 +26,7 @@ cdef void forward_parallel(
         const floating *b_hh, const floating *peep, const Py_ssize_t *lengths,
         floating *h, floating *c, floating *y, Py_ssize_t ldy, floating *gates, Py_ssize_t Tc,
         floating *cells, floating *Wp, floating *Up, floating *h_alt, floating *bias,
-        int threads, bint lean, bint reverse, bint identity, bint by_rows,
+        floating *xg, int threads, bint lean, bint reverse, bint identity, bint by_rows,
         const UnitOptions *opt, double *waited) noexcept nogil:
     """forward_layer without projection on AVX2 and AVX-512 builds, every thread throughout.
 
@@ -40,8 +40,12 @@ cdef void forward_parallel(
 
     ``by_rows``: each thread owns a share of the batch's rows instead (row_share), all
     units of them, through every step: no barrier at a step, but each thread reads all of
-    U at every step. The team splits each chunk's input projection by the chunk's rows
-    (input_projection_share) and meets around it, once or twice a chunk. W.T and U.T are
+    U at every step. At inference with ``xg`` (scratch of Tc * B * I elements), each thread
+    projects its own rows of the chunk's steps, gathered from x into its part of ``xg``, into
+    its part of the chunk's z (Tc * nb rows, step-major): no thread reads rows another wrote,
+    so the team never meets after the packing. Otherwise (training, whose z is kept as
+    (T, B, 4H), or no ``xg``) the team splits each chunk's input projection by the chunk's
+    rows (input_projection_share) and meets around it, once or twice a chunk. W.T and U.T are
     then packed as one group of 4H columns (as forward_layer packs them: no part-empty
     strip at the end of each gate), the team sharing the packing. A row's sums (every row
     on tiles) and its units' cell are the same either way, so the bits are too.
@@ -70,6 +74,9 @@ cdef void forward_parallel(
     cdef const floating *h_read = NULL
     cdef floating *zc = NULL
     cdef floating *zt = NULL
+    cdef floating *zb = NULL  # row b_lo of the step's z
+    cdef bint own = False  # this thread projects its own rows into its own part of z
+    cdef Py_ssize_t nb = 0
     cdef double tick = 0, wait = 0
     cdef double waits[PLAN_TEAMS]
     cdef double ends[PLAN_TEAMS]
@@ -109,6 +116,7 @@ cdef void forward_parallel(
         if by_rows:
             b_lo, b_hi = row_share(B, part, parts), row_share(B, part + 1, parts)
             r_lo, r_hi, c_lo, c_hi, cn = 0, packs, 0, H, H
+            own = cells == NULL and xg != NULL
             barrier()  # every strip of U is read by every thread
         else:
             b_lo, b_hi, r_lo, r_hi, c_lo, c_hi, cn = 0, B, s_lo, s_hi, u_lo, u_hi, nu
@@ -127,9 +135,21 @@ cdef void forward_parallel(
             t_lo = T - s0 - n if reverse else s0
             # This thread's columns of z = x @ W.T + b_ih + b_hh for the chunk.
             zc = gates + t_lo * B * G if cells != NULL else gates  # as in forward_layer
+            nb = b_hi - b_lo
             # Every row on tiles (edge_rows 1), so that a row has the same sums in a
             # product of the chunk's rows as in one of its step's rows.
-            if by_rows:
+            if own:
+                # The thread's rows of each step of the chunk, one product: x's rows
+                # gathered into xg, z's rows step-major in the thread's part of the chunk.
+                zc = gates + Tc * b_lo * G
+                for j in range(n):
+                    memcpy(xg + (Tc * b_lo + j * nb) * I, x + ((t_lo + j) * B + b_lo) * I,
+                           nb * I * sizeof(floating))
+                if nb > 0:
+                    gemm_packed_strided(n * nb, I, xg + Tc * b_lo * I, I, 1, Wp, 1, G, 0,
+                                        packs, False, zc, G,
+                                        bias if b_ih != NULL else NULL, 1)
+            elif by_rows:
                 # The team meets after the product (a step reads rows another thread
                 # projected) and, at inference, which reuses the chunk's z, before it.
                 if s0 > 0 and cells == NULL:
@@ -147,13 +167,14 @@ cdef void forward_parallel(
             for s in range(s0, s0 + n):
                 t = T - 1 - s if reverse else s
                 zt = zc + (t - t_lo) * B * G
+                zb = zc + (t - t_lo) * nb * G if own else zt + b_lo * G
                 h_old = h if s % 2 == 0 else h_alt
                 h_new = h_alt if s % 2 == 0 else h
                 # z += h_{t-1} @ U.T (h_d = h_{t-1} * mask with recurrent dropout)
                 h_read = h_old if rd == NULL else (hd if s % 2 == 0 else hd_alt)
                 if b_hi > b_lo:
                     gemm_packed(b_hi - b_lo, H, h_read + b_lo * H, H, Up, groups, width, r_lo,
-                                r_hi, True, zt + b_lo * G, G, NULL)
+                                r_hi, True, zb, G, NULL)
                 tick = lap(tick, PHASE_RECURRENT)
                 st = t if cells != NULL else 0  # the step's row of ctil
                 for bi in range(b_lo, b_hi):
@@ -163,13 +184,14 @@ cdef void forward_parallel(
                                cn * sizeof(floating))
                         if cells != NULL:
                             for g in range(4):
-                                memset(zt + bi * G + g * H + c_lo, 0, cn * sizeof(floating))
+                                memset(zb + (bi - b_lo) * G + g * H + c_lo, 0,
+                                       cn * sizeof(floating))
                             memset(cells + (t * B + bi) * H + c_lo, 0, cn * sizeof(floating))
                             if opt != NULL and ctil != cells:
                                 memset(ctil + (t * B + bi) * H + c_lo, 0, cn * sizeof(floating))
                         continue
                     if opt == NULL:
-                        cell_forward_rows(cn, H, zt + bi * G + c_lo, c + bi * H + c_lo,
+                        cell_forward_rows(cn, H, zb + (bi - b_lo) * G + c_lo, c + bi * H + c_lo,
                                           h_new + bi * H + c_lo, peep + c_lo, lean, identity)
                         if cells != NULL:
                             memcpy(cells + (t * B + bi) * H + c_lo, c + bi * H + c_lo,
@@ -177,7 +199,7 @@ cdef void forward_parallel(
                     else:
                         # h_new receives h~_t, before zoneout
                         cell_forward_regularised(
-                            cn, H, zt + bi * G + c_lo, c + bi * H + c_lo,
+                            cn, H, zb + (bi - b_lo) * G + c_lo, c + bi * H + c_lo,
                             ctil + (st * B + bi) * H + c_lo, h_new + bi * H + c_lo, NULL, NULL,
                             peep + c_lo, NULL,
                             keep_c + (t * B + bi) * H + c_lo if keep_c != NULL else NULL, p_c,
