@@ -82,14 +82,16 @@ cdef list plan_regularised_forward(
     #             x W^T, h U^T (B, 4H), z (B, 4H), lnc (B, H), rstd (B, 3)] [h_d (B, Hout)]
     #             [m (B, H) | h~ (B, P) | U.T | zero peepholes | b_ih + b_hh]
     #             [par: second h buffer (B, H) | second h_d buffer (B, H)]
+    #             [par, rows, inference: gathered x (Tc B, I)]
     cdef Py_ssize_t chunk = f.Tc * B * G
     cdef Py_ssize_t n_inf = 0 if training else (
         B * H + chunk + ((2 * B * G + B * H + B * LN_STATS) if ln else 0))
     cdef Py_ssize_t n_hd = B * Hout if rd is not None else 0
     cdef Py_ssize_t n_ut = Hout * G if f.small else 0
     cdef Py_ssize_t n_par = B * H + n_hd if f.par else 0
+    cdef Py_ssize_t n_xg = f.Tc * B * n.n_in if f.par and rows_team and not training else 0
     cdef Py_ssize_t n_own = n_inf + n_hd + B * H + B * n.P + n_ut + 3 * H + G
-    cdef cnp.ndarray work = workspace(n_own + n_par, h.dtype)
+    cdef cnp.ndarray work = workspace(n_own + n_par + n_xg, h.dtype)
     cdef char *w = <char *> cnp.PyArray_DATA(work)
     cdef char *rest = w + (n_inf + n_hd) * size
     cdef cnp.ndarray Wp = (workspace(n.packed_size(False), h.dtype)
@@ -114,6 +116,7 @@ cdef list plan_regularised_forward(
     bias_view = work[n_inf + n_hd + B * H + B * n.P + n_ut + 3 * H:n_own]
     f.h_alt = w + n_own * size if f.par else NULL
     f.hd_alt = w + (n_own + B * H) * size if f.par and rd is not None else NULL
+    f.xg = w + (n_own + n_par) * size if n_xg else NULL
     if b_ih is not None:
         np.add(b_ih, b_hh, out=bias_view)
     else:
@@ -213,8 +216,8 @@ cdef void run_forward_regularised(floating kind, const RegForwardPlan *f) noexce
                      <const floating *> f.b_hh, <const floating *> f.peep, f.lengths,
                      <floating *> f.h, <floating *> f.c, <floating *> f.y, f.ldy,
                      <floating *> f.gates, f.Tc, <floating *> f.cells, <floating *> f.Wp,
-                     <floating *> f.Up, <floating *> f.h_alt, <floating *> f.bias, NULL,
-                     f.threads,
+                     <floating *> f.Up, <floating *> f.h_alt, <floating *> f.bias,
+                     <floating *> f.xg, f.threads,
                      False, f.reverse, f.identity, f.rows, &opt, &waited)
     plan_watch_layer(f.threads, start, waited, f.T, f.B, f.n_in, f.H, 1, f.double)
 

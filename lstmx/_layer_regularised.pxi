@@ -65,6 +65,7 @@ cdef struct RegForwardPlan:
     void *peep_zero
     void *h_alt   # par: forward_parallel's second h buffer (B, H), and with rd h_d's
     void *hd_alt
+    void *xg      # par, rows, inference: forward_parallel's gathered x (Tc B, I), or NULL
 
 
 cdef void forward_layer_regularised(floating kind, const RegForwardPlan *f) noexcept nogil:
