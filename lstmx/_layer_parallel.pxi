@@ -73,7 +73,6 @@ cdef void forward_parallel(
     cdef floating *hd_new = NULL
     cdef const floating *h_read = NULL
     cdef floating *zc = NULL
-    cdef floating *zt = NULL
     cdef floating *zb = NULL  # row b_lo of the step's z
     cdef bint own = False  # this thread projects its own rows into its own part of z
     cdef Py_ssize_t nb = 0
@@ -166,8 +165,8 @@ cdef void forward_parallel(
             tick = lap(tick, PHASE_INPUT)
             for s in range(s0, s0 + n):
                 t = T - 1 - s if reverse else s
-                zt = zc + (t - t_lo) * B * G
-                zb = zc + (t - t_lo) * nb * G if own else zt + b_lo * G
+                # (own: the thread's nb rows a step; else all B rows a step)
+                zb = zc + ((t - t_lo) * nb if own else (t - t_lo) * B + b_lo) * G
                 h_old = h if s % 2 == 0 else h_alt
                 h_new = h_alt if s % 2 == 0 else h
                 # z += h_{t-1} @ U.T (h_d = h_{t-1} * mask with recurrent dropout)
