@@ -539,13 +539,14 @@ def bf16_depth(Py_ssize_t K):
     return (K + 1) // 2 * 2
 
 
-def _check(name, bint ok, expected):
+def _check(name, bint ok, expected, got):
     if not ok:
-        _fail(name, expected)
+        _fail(name, expected, got)
 
 
-cdef _fail(str name, str expected):
-    raise ValueError(f"kernel argument {name}: expected {expected}")
+cdef _fail(str name, str expected, got):
+    """Refuse argument ``name``, as ``expect`` words it: what it must be, and what it is."""
+    raise ValueError(f"kernel argument {name} must be {expected}; got {got}")
 
 
 cdef cnp.ndarray _ndarray(object a, str name):
@@ -587,24 +588,24 @@ def forward(*, str mode, cnp.ndarray x, Py_ssize_t input_size, tuple weights,
     # bytes or bits (or float32 values) and int8 scales.
     cdef Py_ssize_t off_m, off_hp, off_zeros, off_act[3], off_scale[3]
     if mode != "int8" and mode != "bfloat16":
-        _fail("mode", "'int8' or 'bfloat16'")
+        _fail("mode", "'int8' or 'bfloat16'", repr(mode))
     p.int8 = mode == "int8"
     # The sizes: T from y, B and Hout from h, H from the bias (4H), I given.
     expect_ndim(ha, "h", 2)
     expect_ndim(ya, "y", 3)
     expect_ndim(ba, "bias", 1)
     if ba.shape[0] % 4:
-        _fail("bias", f"4H values; got {ba.shape[0]}")
+        _fail("bias", "4H values (a multiple of 4)", f"{ba.shape[0]} values")
     p.B, p.H, p.Hout = ha.shape[0], ba.shape[0] // 4, ha.shape[1]
     p.T, p.n_in, G = ya.shape[0], input_size, 4 * p.H
     expect_output(ha, "h", cnp.NPY_FLOAT32, p.B, p.Hout)
     expect_output(ca, "c", cnp.NPY_FLOAT32, p.B, p.H)
     expect_output(ya, "y", cnp.NPY_FLOAT32, p.T, p.B, ya.shape[2])
     if not 0 <= y_col <= ya.shape[2] - p.Hout:
-        _fail("y_col", f"in [0, {ya.shape[2] - p.Hout}] (y's columns less h's)")
+        _fail("y_col", f"in [0, {ya.shape[2] - p.Hout}] (y's columns less h's)", y_col)
     if p.T < 1 or p.B < 1 or p.H < 1 or p.Hout < 1 or p.n_in < 1:
-        _fail("sizes", f"T, B, I, H and Hout of at least 1; got {p.T}, {p.B}, {p.n_in}, "
-                       f"{p.H} and {p.Hout} (from y, h, input_size, bias and h)")
+        _fail("sizes", "T, B, I, H and Hout of at least 1 (from y, h, input_size, bias and h)",
+              f"{p.T}, {p.B}, {p.n_in}, {p.H} and {p.Hout}")
     expect(xa, "x", cnp.NPY_FLOAT32, p.T * p.B, p.n_in)
     expect(ba, "bias", cnp.NPY_FLOAT32, G)
     if pa is not None:
@@ -626,7 +627,8 @@ def forward(*, str mode, cnp.ndarray x, Py_ssize_t input_size, tuple weights,
             else max(1, min(p.T, BLAS_CHUNK_ELEMENTS // (p.B * G))))
     rows = p.Tc * p.B
     if len(weights) != (9 if p.int8 else 3):
-        _fail("weights", "9 int8 arrays (or None)" if p.int8 else "3 bfloat16 arrays (or None)")
+        _fail("weights", "9 int8 arrays (or None)" if p.int8 else "3 bfloat16 arrays (or None)",
+              f"{len(weights)}")
     memset(&p.W, 0, sizeof(Operand))
     memset(&p.U, 0, sizeof(Operand))
     memset(&p.R, 0, sizeof(Operand))
@@ -646,14 +648,14 @@ def forward(*, str mode, cnp.ndarray x, Py_ssize_t input_size, tuple weights,
         if N == 0:
             if not ((weights[3 * i] is None and weights[3 * i + 2] is None) if p.int8
                     else weights[i] is None):
-                _fail(name, "None without projection")
+                _fail(name, "None without projection", "an array")
             continue
         o.N, o.K = N, K
         if p.int8:
             o.Kp = padded_depth(K)
             Np = (N + INT8_COLS - 1) // INT8_COLS * INT8_COLS
             if o.Kp > MAX_DEPTH:
-                _fail(name, f"a depth of at most {MAX_DEPTH}")
+                _fail(name, f"at most {MAX_DEPTH} deep (padded)", o.Kp)
             q = _ndarray(weights[3 * i], name)
             scale = _ndarray(weights[3 * i + 1], name + " scale")
             sums = _ndarray(weights[3 * i + 2], name + " sums")
@@ -774,7 +776,8 @@ def bf16_matmul(const uint16_t[:, ::1] A, const uint16_t[:, ::1] W):
     bfloat16 bits (uint16). For the tests."""
     cdef Py_ssize_t rows = A.shape[0], N = W.shape[0], K = A.shape[1], Kp = bf16_depth(K)
     _check("A, W", W.shape[1] == K and rows > 0 and N > 0 and K > 0,
-           "uint16 (rows, K) and (N, K)")
+           "uint16 (rows, K) and (N, K)",
+           f"{(A.shape[0], A.shape[1])} and {(W.shape[0], W.shape[1])}")
     packed = pack_bfloat16(W)
     out = np.zeros((rows, N), np.float32)
     cdef float[:, ::1] ov = out
@@ -814,10 +817,12 @@ def int_matmul(const int8_t[:, ::1] A, const int8_t[:, ::1] W):
     cdef Py_ssize_t rows = A.shape[0], N = W.shape[0], Kp = A.shape[1]
     _check("A, W", W.shape[1] == Kp and Kp % DEPTH_STEP == 0 and N % COLS == 0
            and 0 < Kp <= MAX_DEPTH and rows > 0 and N > 0,
-           f"int8 (rows, Kp) and (N, Kp), Kp a multiple of {DEPTH_STEP}, N of {COLS}")
-    _check("A", np.abs(np.asarray(A, np.int16)).max() <= LEVELS,
-           f"values in [-{LEVELS}, {LEVELS}]")
-    _check("W", np.asarray(W).min() >= -127, "values in [-127, 127]")
+           f"int8 (rows, Kp) and (N, Kp), Kp a multiple of {DEPTH_STEP}, N of {COLS}",
+           f"{(A.shape[0], A.shape[1])} and {(W.shape[0], W.shape[1])}")
+    a_max = np.abs(np.asarray(A, np.int16)).max()  # A and W are not empty: checked above
+    _check("A", a_max <= LEVELS, f"int8 values in [-{LEVELS}, {LEVELS}]", f"|A| up to {a_max}")
+    w_min = np.asarray(W).min()
+    _check("W", w_min >= -127, "int8 values in [-127, 127]", f"a minimum of {w_min}")
     bytes_ = (np.asarray(A, np.int16) + ZERO).astype(np.uint8)
     packed, sums = pack_weights(W)
     out = np.empty((rows, N), np.int32)

@@ -69,7 +69,8 @@ def test_forward_refuses_bad_weights(mode):
             with pytest.raises((TypeError, ValueError)) as err:
                 forward(**{**args, "weights": tuple(weights)})
             assert name.split()[0] in str(err.value), (name, how, err.value)
-    with pytest.raises(ValueError, match="weights"):
+    count = len(args["weights"])
+    with pytest.raises(ValueError, match=f"weights must be {count} .*; got {count - 1}"):
         forward(**{**args, "weights": args["weights"][:-1]})
 
 
@@ -79,15 +80,34 @@ def test_forward_refuses_read_only_outputs_sizes_and_columns(mode):
     for name in ("h", "c", "y"):
         with pytest.raises(ValueError, match=f"{name} receives results"):
             forward(**{**args, name: read_only(args[name])})
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match=r"sizes must be .*at least 1.*; got 0, 2, 3, 5"):
         forward(**{**args, "y": np.zeros((0, B, H), F), "x": np.zeros((0, I), F)})
-    with pytest.raises(ValueError, match="y_col"):
+    with pytest.raises(ValueError, match=r"y_col must be in \[0, 0\].*; got 1"):
         forward(**{**args, "y_col": 1})
     with pytest.raises(ValueError, match="outside"):
         forward(**{**args, "lengths": np.array([T + 1, 1], np.intp)})
-    with pytest.raises(ValueError, match="mode"):
+    with pytest.raises(ValueError, match="mode must be 'int8' or 'bfloat16'; got 'int4'"):
         forward(**{**args, "mode": "int4"})
+    with pytest.raises(ValueError, match=r"bias must be 4H values .*; got 19 values"):
+        forward(**{**args, "bias": args["bias"][:-1].copy()})
     with pytest.raises(ValueError, match="kernel argument x must have shape"):
         forward(**{**args, "input_size": I + 1})  # the weights' padded depth does not tell
     with pytest.raises(ValueError, match="kernel argument W must have shape"):
         forward(**{**args, "input_size": I + 64, "x": np.zeros((T * B, I + 64), F)})
+
+
+def test_product_hooks_refuse_bad_operands():
+    """The integer and bfloat16 products the tests call directly name the operand, what it
+    must be and what it is."""
+    q = _dispatch.quantized()
+    with pytest.raises(ValueError, match=r"A, W must be int8 .*; got \(2, 3\) and \(4, 3\)"):
+        q.int_matmul(np.zeros((2, 3), np.int8), np.zeros((4, 3), np.int8))
+    depth = q.padded_depth(1)
+    levels = r"\[-\d+, \d+\]"
+    with pytest.raises(ValueError,
+                       match=rf"A must be int8 values in {levels}; got \|A\| up to 128"):
+        q.int_matmul(np.full((2, depth), -128, np.int8), np.zeros((4, depth), np.int8))
+    with pytest.raises(ValueError, match=r"W must be int8 values .*; got a minimum of -128"):
+        q.int_matmul(np.zeros((2, depth), np.int8), np.full((4, depth), -128, np.int8))
+    with pytest.raises(ValueError, match=r"A, W must be uint16 .*; got \(2, 3\) and \(4, 5\)"):
+        q.bf16_matmul(np.zeros((2, 3), np.uint16), np.zeros((4, 5), np.uint16))
