@@ -103,6 +103,13 @@ cdef extern from "_rows_tile.h":
                                     Py_ssize_t a_row, Py_ssize_t a_col, const double *Bp,
                                     Py_ssize_t strip, double *C, Py_ssize_t ldc,
                                     Py_ssize_t cols, int add, const double *bias) noexcept nogil
+    # A whole tile of floats in vector registers, summed as micro_tile sums it; FLOAT_TILE:
+    # whether micro_tile runs on it (AVX-512 builds).
+    const bint FLOAT_TILE "LSTMX_FLOAT_TILE"
+    void tile_f "lstmx_tile_f"(Py_ssize_t k, const float *A, Py_ssize_t a_row,
+                               Py_ssize_t a_col, const float *Bp, Py_ssize_t strip, float *C,
+                               Py_ssize_t ldc, Py_ssize_t cols, int add,
+                               const float *bias) noexcept nogil
     # TILE_ROWS rows by half a pass, summed as micro_tile sums them.
     void half_tile_f "lstmx_half_f"(Py_ssize_t k, const float *A, Py_ssize_t a_row,
                                     Py_ssize_t a_col, const float *Bp, Py_ssize_t strip,
@@ -352,6 +359,10 @@ cdef inline void micro_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
     if ROWS_TILES:
         # _rows_tile.h's kernel, the same sums with the rows of A from two pointers.
         rows_tile(TILE_ROWS, k, A, a_row, a_col, Bp, C, ldc, w, add, bias)
+        return
+    if floating is float and FLOAT_TILE:
+        # The same sums with the tile in registers from the bias to C (_rows_tile.h).
+        tile_f(k, A, a_row, a_col, Bp, TILE_COLS, C, ldc, w, add, bias)
         return
     # The tile of C, fetched for writing while its sums are computed: in backward's dW and
     # dU (4H rows, megabytes), and in a chunk's input projection (its z, larger than L2),
