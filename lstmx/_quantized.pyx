@@ -819,11 +819,12 @@ def int_matmul(const int8_t[:, ::1] A, const int8_t[:, ::1] W):
            and 0 < Kp <= MAX_DEPTH and rows > 0 and N > 0,
            f"int8 (rows, Kp) and (N, Kp), Kp a multiple of {DEPTH_STEP}, N of {COLS}",
            f"{(A.shape[0], A.shape[1])} and {(W.shape[0], W.shape[1])}")
-    a_max = np.abs(np.asarray(A, np.int16)).max()  # A and W are not empty: checked above
+    wide = np.asarray(A, np.int16)  # (-128 has no int8 absolute value)
+    a_max = np.abs(wide).max()  # A and W are not empty: checked above
     _check("A", a_max <= LEVELS, f"int8 values in [-{LEVELS}, {LEVELS}]", f"|A| up to {a_max}")
     w_min = np.asarray(W).min()
     _check("W", w_min >= -127, "int8 values in [-127, 127]", f"a minimum of {w_min}")
-    bytes_ = (np.asarray(A, np.int16) + ZERO).astype(np.uint8)
+    bytes_ = (wide + ZERO).astype(np.uint8)
     packed, sums = pack_weights(W)
     out = np.empty((rows, N), np.int32)
     cdef const uint8_t[:, ::1] u = bytes_
