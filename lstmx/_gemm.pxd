@@ -23,15 +23,16 @@ cdef extern from *:
     """
     /* The register tiles of gemm_packed (micro_tile): TILE_ROWS rows of C by a pass of
        PASS_FLOATS (PASS_DOUBLES) of the TILE_COLS columns of a packed strip, held in vector
-       registers across k. AVX-512: 8 x 32 floats or doubles in one pass, 16 or 32 of its
-       32 registers. AVX2: 6 rows of 2 vectors (16 floats, 8 doubles), 12 of its 16
-       registers, each broadcast of A feeding 2 FMAs and each vector of B 6 (setup.py
-       keeps GCC from unrolling the pass's column loop before it vectorises it). */
+       registers across k. AVX-512: 8 rows of 2 vectors (32 floats, 16 doubles), 16 of its
+       32 registers; a pass of 32 doubles (all 32 registers for the sums) spilled B and the
+       broadcasts and ran float64 at half the AVX2 build's speed. AVX2: 6 rows of 2 vectors
+       (16 floats, 8 doubles), 12 of its 16 registers. Each broadcast of A feeds 2 FMAs
+       (setup.py keeps GCC from unrolling the pass's column loop before it vectorises it). */
     #if defined(__AVX512F__)
     #define LSTMX_TILED_GEMM 1
     #define LSTMX_TILE_ROWS 8
     #define LSTMX_PASS_FLOATS 32
-    #define LSTMX_PASS_DOUBLES 32
+    #define LSTMX_PASS_DOUBLES 16
     #elif defined(__AVX2__) && defined(__FMA__)
     #define LSTMX_TILED_GEMM 1
     #define LSTMX_TILE_ROWS 6
@@ -103,13 +104,17 @@ cdef extern from "_rows_tile.h":
                                     Py_ssize_t a_row, Py_ssize_t a_col, const double *Bp,
                                     Py_ssize_t strip, double *C, Py_ssize_t ldc,
                                     Py_ssize_t cols, int add, const double *bias) noexcept nogil
-    # A whole tile of floats in vector registers, summed as micro_tile sums it; FLOAT_TILE:
-    # whether micro_tile runs on it (AVX-512 builds).
-    const bint FLOAT_TILE "LSTMX_FLOAT_TILE"
+    # A whole tile in vector registers, summed as micro_tile sums it; TILE_KERNEL: whether
+    # micro_tile runs on it (AVX-512 builds).
+    const bint TILE_KERNEL "LSTMX_TILE_KERNEL"
     void tile_f "lstmx_tile_f"(Py_ssize_t k, const float *A, Py_ssize_t a_row,
                                Py_ssize_t a_col, const float *Bp, Py_ssize_t strip, float *C,
                                Py_ssize_t ldc, Py_ssize_t cols, int add,
                                const float *bias) noexcept nogil
+    void tile_d "lstmx_tile_d"(Py_ssize_t k, const double *A, Py_ssize_t a_row,
+                               Py_ssize_t a_col, const double *Bp, Py_ssize_t strip,
+                               double *C, Py_ssize_t ldc, Py_ssize_t cols, int add,
+                               const double *bias) noexcept nogil
     # TILE_ROWS rows by half a pass, summed as micro_tile sums them.
     void half_tile_f "lstmx_half_f"(Py_ssize_t k, const float *A, Py_ssize_t a_row,
                                     Py_ssize_t a_col, const float *Bp, Py_ssize_t strip,
@@ -360,9 +365,12 @@ cdef inline void micro_tile(Py_ssize_t k, const floating *A, Py_ssize_t a_row,
         # _rows_tile.h's kernel, the same sums with the rows of A from two pointers.
         rows_tile(TILE_ROWS, k, A, a_row, a_col, Bp, C, ldc, w, add, bias)
         return
-    if floating is float and FLOAT_TILE:
+    if TILE_KERNEL:
         # The same sums with the tile in registers from the bias to C (_rows_tile.h).
-        tile_f(k, A, a_row, a_col, Bp, TILE_COLS, C, ldc, w, add, bias)
+        if floating is float:
+            tile_f(k, A, a_row, a_col, Bp, TILE_COLS, C, ldc, w, add, bias)
+        else:
+            tile_d(k, A, a_row, a_col, Bp, TILE_COLS, C, ldc, w, add, bias)
         return
     # The tile of C, fetched for writing while its sums are computed: in backward's dW and
     # dU (4H rows, megabytes), and in a chunk's input projection (its z, larger than L2),
@@ -558,10 +566,14 @@ cdef inline void gemm_packed_tiles(
     (from L3 when B is U at H = 1024) for a few rows' work."""
     cdef Py_ssize_t per = strips(width), full = m - m % TILE_ROWS if k > 0 else 0
     cdef Py_ssize_t rest = m - full
-    # Two or three rows left: rows_tile; four: rows_tile on AVX2, else quad_tile; all sum
-    # as the tiles do, whatever edge_rows says. More: edge_tile, as a lone row is unless
-    # edge_rows says gemm_small.
-    cdef bint rest_few = ((rest == 2 or rest == 3 or (rest == 4 and ROWS_TILES))
+    # Two or three rows left: rows_tile; four: rows_tile on AVX2 and for AVX-512's doubles
+    # (4 rows by a strip, as many sums as a tile; GCC's quad_tile of 16 doubles mixed
+    # unfused products into its sums, unlike the tiles), else quad_tile; all sum as the
+    # tiles do, whatever edge_rows says. More: edge_tile, as a lone row is unless edge_rows
+    # says gemm_small.
+    cdef bint rest_few = ((rest == 2 or rest == 3
+                           or (rest == 4 and (ROWS_TILES or (TILE_KERNEL
+                                                             and floating is double))))
                           and TILE_ROWS > 3)
     cdef bint rest_quad = rest == QUAD_ROWS and TILE_ROWS > QUAD_ROWS and not rest_few
     cdef bint rest_tiled = rest >= edge_rows and rest > 0 and not rest_few and not rest_quad

@@ -228,10 +228,9 @@ static inline void NAME(ptrdiff_t k, const T *A, ptrdiff_t a_row, ptrdiff_t a_co
 /* Vectors of C a row: on AVX2, 4 for two or three rows (a pass of 32 floats or 16 doubles;
  * three rows are 12 accumulators of its 16 registers) and 2 for four and six (the tile); on
  * AVX-512, as many as fill a strip of 32 columns (2 of floats, 4 of doubles), for two or
- * three rows (its tiles run on lstmx_tile_f below for floats, on _gemm.pxd's loop for
- * doubles: LSTMX_ROWS_TILES is 0). Four rows run here
- * on AVX2 (the hand-allocated loop; the C loop at -O0) and on _gemm.pxd's quad_tile
- * elsewhere: GCC's loop for four rows was slower than quad_tile (docs/performance.md). */
+ * three rows (its tiles run on lstmx_tile_f and lstmx_tile_d below: LSTMX_ROWS_TILES is 0).
+ * Four rows run here on AVX2 (the hand-allocated loop; the C loop at -O0) and on _gemm.pxd's
+ * quad_tile elsewhere: GCC's loop for four rows was slower than quad_tile (docs/performance.md). */
 #define LSTMX_ROWS_VECTORS(T, R) \
     (LSTMX_VECTOR_BYTES == 64 ? (sizeof(T) == 4 ? 2 : 4) : (R) <= 3 ? 4 : 2)
 #if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
@@ -342,26 +341,27 @@ static inline void NAME(ptrdiff_t rows, ptrdiff_t k, const T *A, ptrdiff_t a_row
 LSTMX_ROWS_DISPATCH(lstmx_rows_f, float, f)
 LSTMX_ROWS_DISPATCH(lstmx_rows_d, double, d)
 
-/* The whole tile of floats on AVX-512 (LSTMX_FLOAT_TILE: 8 rows by 2 vectors, 16 of its 32
- * registers). As _gemm.pxd's loop over an array, GCC kept the loop's sums in registers but
- * stored them to the stack after it and loaded them back to add C, and started them from
- * the stack too: 48 memory operations a tile that here are none (docs/performance.md).
- * Doubles keep that loop: their tile is 32 vectors, all the registers. Defined in every
- * build (unused where LSTMX_FLOAT_TILE is 0). */
+/* The whole tile on AVX-512 (LSTMX_TILE_KERNEL: 8 rows by 2 vectors, 32 floats or 16
+ * doubles, 16 of its 32 registers). As _gemm.pxd's loop over an array, GCC kept the loop's
+ * sums in registers but stored them to the stack after it and loaded them back to add C,
+ * and started them from the stack too: 48 memory operations a tile that here are none
+ * (docs/performance.md). Defined in every build (unused where LSTMX_TILE_KERNEL is 0). */
 #if defined(__AVX512F__)
-#define LSTMX_FLOAT_TILE 1
+#define LSTMX_TILE_KERNEL 1
 #else
-#define LSTMX_FLOAT_TILE 0
+#define LSTMX_TILE_KERNEL 0
 #endif
 LSTMX_ROWS_KERNEL(lstmx_tile_f, float, lstmx_rows_vf, LSTMX_TILE_ROWS,
                   LSTMX_PASS_FLOATS * sizeof(float) / LSTMX_VECTOR_BYTES, LSTMX_ROWS_LOOP_C)
+LSTMX_ROWS_KERNEL(lstmx_tile_d, double, lstmx_rows_vd, LSTMX_TILE_ROWS,
+                  LSTMX_PASS_DOUBLES * sizeof(double) / LSTMX_VECTOR_BYTES, LSTMX_ROWS_LOOP_C)
 
 /* A tile's rows by half its pass (_gemm.pxd's LSTMX_TILE_ROWS and LSTMX_PASS_FLOATS or
  * _DOUBLES, defined before this header is included), for the last columns of a strip when
  * they are no more than half a pass: an input size of 33 leaves one column in a second strip
  * of backward's dx and dW, which a whole tile computed at a whole tile's cost. The same sums
- * as the tile's, at half its multiply-adds, in half its accumulators (AVX-512: 8 of floats,
- * 16 of doubles; AVX2: 6), still enough to cover the latency of the multiply-adds. */
+ * as the tile's, at half its multiply-adds, in half its accumulators (AVX-512: 8; AVX2: 6),
+ * still enough to cover the latency of the multiply-adds. */
 #if !defined(LSTMX_TILE_ROWS) || !defined(LSTMX_PASS_FLOATS) || !defined(LSTMX_PASS_DOUBLES)
 #error "_rows_tile.h needs the tile's shape from _gemm.pxd"
 #endif
