@@ -266,6 +266,7 @@ LSTMX_ROWS_KERNELS(double, lstmx_rows_vd, d)
  * twelve registers than on its multiply-adds; here the bias stays in registers across the
  * rows, and a row is its few multiply-adds and a store (docs/performance.md). */
 #define LSTMX_SHALLOW_COLS 32
+#define LSTMX_SHALLOW_AHEAD 8
 #define LSTMX_SHALLOW_KERNEL(NAME, T, V)                                                    \
 static inline void NAME(ptrdiff_t m, ptrdiff_t k, const T *A, ptrdiff_t a_row,             \
                         ptrdiff_t a_col, const T *Bp, ptrdiff_t strip, T *C, ptrdiff_t ldc, \
@@ -282,6 +283,13 @@ static inline void NAME(ptrdiff_t m, ptrdiff_t k, const T *A, ptrdiff_t a_row,  
     for (v = 0; v < NV; v++)                                                                \
         memcpy(&top[v], line + v * W, sizeof(V));                                           \
     for (r = 0; r < m; r++) {                                                               \
+        /* The row LSTMX_SHALLOW_AHEAD below, fetched for writing: a row is a few          \
+           multiply-adds and a store to lines no prefetcher foresees (ldc apart). */      \
+        if (r + LSTMX_SHALLOW_AHEAD < m) {                                                  \
+            __builtin_prefetch(C + (r + LSTMX_SHALLOW_AHEAD) * ldc, 1, 3);                  \
+            __builtin_prefetch(C + (r + LSTMX_SHALLOW_AHEAD) * ldc                          \
+                               + LSTMX_SHALLOW_COLS - 1, 1, 3);                             \
+        }                                                                                   \
         _Pragma("GCC unroll 16")                                                            \
         for (v = 0; v < NV; v++)                                                            \
             acc[v] = top[v];                                                                \
