@@ -36,12 +36,23 @@ cdef extern from *:
         return 0;
     #endif
     }
+    static long lstmx_l1d_bytes(void) {
+    #if defined(_SC_LEVEL1_DCACHE_SIZE)
+        long n = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+        return n > 0 ? n : 0;
+    #else
+        return 0;
+    #endif
+    }
     """
     long lstmx_l2_bytes()
+    long lstmx_l1d_bytes()
 
 # What l2_cache_bytes assumes when the C library does not say: the smallest L2 of a core of
 # the x86-64 CPUs with AVX2 of the last decade.
 DEFAULT_L2_BYTES = 256 * 1024
+# And for L1d: the common size of those CPUs' data L1 (Zen 1-4, Skylake).
+DEFAULT_L1D_BYTES = 32 * 1024
 
 
 def cpu_supports(variant):
@@ -58,3 +69,10 @@ def l2_cache_bytes():
     it from CPUID), or DEFAULT_L2_BYTES when it does not."""
     cdef long n = lstmx_l2_bytes()
     return n if n > 0 else DEFAULT_L2_BYTES
+
+
+def l1d_cache_bytes():
+    """The size of one core's L1 data cache in bytes, as the C library reports it, or
+    DEFAULT_L1D_BYTES when it does not."""
+    cdef long n = lstmx_l1d_bytes()
+    return n if n > 0 else DEFAULT_L1D_BYTES

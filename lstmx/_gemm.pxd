@@ -11,7 +11,7 @@ cdef enum:
     WIDE_HALF = 4     # vector registers of C in each half of gemm_small's wide block
     TILE_COLS = 32    # the width of a packed strip of B
     ROW_TILES = 16    # tiles of rows of A (in L2) that meet a strip of B in turn (about: row_block)
-    DEPTH_BLOCK = 512 # k summed in registers before going to C
+    DEPTH_BLOCK = 512 # k summed in registers before going to C (at most; see depth_block)
     PARALLEL_WORK = 1 << 21  # multiply-adds below which a product stays on one thread
     PACKING_WORK = 1 << 21   # multiply-adds from which the tiles read A packed (pack_tiles)
     EDGE_ROWS = 2     # rows of A below which gemm_packed runs gemm_small instead of tiles
@@ -49,6 +49,16 @@ cdef extern from *:
     enum: TILE_ROWS "LSTMX_TILE_ROWS"
     enum: PASS_FLOATS "LSTMX_PASS_FLOATS"
     enum: PASS_DOUBLES "LSTMX_PASS_DOUBLES"
+
+cdef extern from *:
+    """
+    /* k a tile of floats sums in registers before going to C (depth_block): set once per
+       process by the kernel module from this CPU's L1 (set_depth_floats). */
+    static Py_ssize_t lstmx_depth_floats = 512;
+    static void lstmx_set_depth_floats(Py_ssize_t n) { lstmx_depth_floats = n; }
+    """
+    Py_ssize_t depth_floats "lstmx_depth_floats"
+    void set_depth_floats "lstmx_set_depth_floats"(Py_ssize_t n) noexcept nogil
 
 cdef extern from "_vector_width.h":
     # The vector width the kernel variant is compiled for.
@@ -143,7 +153,7 @@ cdef inline void gemm_small_strided(
 
     Each row of C is a sum of rows of B (axpy form), accumulated in a local block of columns
     the compiler keeps in vector registers, so C is read and written once, not k times; k
-    runs in blocks of DEPTH_BLOCK summed apart (rounding as in BLAS, not growing with k).
+    runs in blocks of depth_block summed apart (rounding as in BLAS, not growing with k).
     A batch of one is latency-bound: the wide path keeps 2 * WIDE_HALF independent chains
     (8 registers of columns), the rest runs SMALL_BLOCK columns at a time in two chains of
     even and odd k. Inline, so that each kernel variant compiles it for its own ISA (the
@@ -151,6 +161,7 @@ cdef inline void gemm_small_strided(
     path at (1, 32) x (32, 128))."""
     cdef Py_ssize_t i, p, j, j0, width, p0, p1
     cdef Py_ssize_t half = WIDE_HALF * VECTOR_BYTES // sizeof(floating)
+    cdef Py_ssize_t depth = depth_block(floating is float)
     cdef floating a
     cdef floating total[SMALL_BLOCK]
     cdef floating acc[SMALL_BLOCK]
@@ -167,7 +178,7 @@ cdef inline void gemm_small_strided(
             c = C + i * ldc + j0
             p0 = 0
             while p0 < k:
-                p1 = k if p0 + DEPTH_BLOCK > k else p0 + DEPTH_BLOCK
+                p1 = k if p0 + depth > k else p0 + depth
                 # Starting from the first product, not zeros: GCC turns a zero fill into a
                 # memset and then keeps the block in memory, not registers.
                 a = A[i * a_row + p0 * a_col]
@@ -203,7 +214,7 @@ cdef inline void gemm_small_strided(
                 total[j] = 0 if beta == 0 else beta * C[i * ldc + j0 + j]
             p0 = 0
             while p0 < k:
-                p1 = k if p0 + DEPTH_BLOCK > k else p0 + DEPTH_BLOCK
+                p1 = k if p0 + depth > k else p0 + depth
                 if width == SMALL_BLOCK and p1 - p0 >= 2:
                     if floating is float:
                         two_chains_f(p0, p1, A + i * a_row, a_col, B + j0, ldb, total)
@@ -223,6 +234,15 @@ cdef inline void gemm_small_strided(
             for j in range(width):
                 C[i * ldc + j0 + j] = total[j]
             j0 += width
+
+
+cdef inline Py_ssize_t depth_block(bint single) noexcept nogil:
+    """Elements of k summed in registers before going to C, in blocks summed apart: floats
+    (``single``) DEPTH_BLOCK, or half of it where the kernel module found a strip's block of
+    half the depth fits this CPU's L1 with room to spare (set_depth_floats; docs/
+    performance.md); doubles DEPTH_BLOCK. A function of the CPU alone, so a call's bits do
+    not depend on timing."""
+    return depth_floats if single else DEPTH_BLOCK
 
 
 cdef inline Py_ssize_t strips(Py_ssize_t width) noexcept nogil:
@@ -409,8 +429,8 @@ cdef inline void gemm_packed(Py_ssize_t m, Py_ssize_t k, const floating *A, Py_s
     pack_strips; A is (m, k) row-major.
 
     One thread's share of a product: callers split the strips between threads. k runs in
-    blocks of DEPTH_BLOCK summed in registers (rounding grows with k / DEPTH_BLOCK +
-    DEPTH_BLOCK, as in BLAS). Rows past the last full tile and a group's narrower last strip
+    blocks of depth_block summed in registers (rounding grows with k / depth + depth, as in
+    BLAS). Rows past the last full tile and a group's narrower last strip
     are as gemm_packed_strided says. The bias starts the tiles' sums, as a bias stored in C
     first would, without a pass over C.
     """
@@ -542,12 +562,11 @@ cdef inline void gemm_packed_strided(
     a small batch) or when the memory cannot be had, they read A in place, with the same
     sums (gemm_packed_tiles)."""
     cdef Py_ssize_t full = m - m % TILE_ROWS if k > 0 else 0
-    cdef Py_ssize_t block = row_block(full)
+    cdef Py_ssize_t block = row_block(full), depth = depth_block(floating is float)
     cdef floating *Ap = NULL
     if (block > 0 and k > SHALLOW_DEPTH
             and full * k * (s_hi - s_lo) * groups * TILE_COLS >= PACKING_WORK):
-        Ap = <floating *> malloc(block * (DEPTH_BLOCK if k > DEPTH_BLOCK else k)
-                                 * sizeof(floating))
+        Ap = <floating *> malloc(block * (depth if k > depth else k) * sizeof(floating))
     gemm_packed_tiles(m, k, A, a_row, a_col, Bp, groups, width, s_lo, s_hi, add, C, ldc, bias,
                       edge_rows, Ap)
     free(Ap)
@@ -559,7 +578,7 @@ cdef inline void gemm_packed_tiles(
         Py_ssize_t s_hi, bint add, floating *C, Py_ssize_t ldc, const floating *bias,
         Py_ssize_t edge_rows, floating *Ap) noexcept nogil:
     """gemm_packed_strided, with ``Ap`` scratch for row_block(full) rows (full: the rows in
-    whole tiles) by min(k, DEPTH_BLOCK) packed elements of A, or NULL.
+    whole tiles) by min(k, depth_block) packed elements of A, or NULL.
 
     The rows past the last whole tile meet each strip right after the last block of tiles
     does, while the strip is still in cache: a pass of their own would read all of B again
@@ -578,7 +597,7 @@ cdef inline void gemm_packed_tiles(
     cdef bint rest_quad = rest == QUAD_ROWS and TILE_ROWS > QUAD_ROWS and not rest_few
     cdef bint rest_tiled = rest >= edge_rows and rest > 0 and not rest_few and not rest_quad
     cdef bint lone = rest > 0 and not (rest_few or rest_quad or rest_tiled)
-    cdef Py_ssize_t block = row_block(full)
+    cdef Py_ssize_t block = row_block(full), depth = depth_block(floating is float)
     cdef Py_ssize_t p0, kc, i_lo, i_hi, i0, g, s, col, q, cols, r, p
     cdef Py_ssize_t pw = PASS_FLOATS if floating is float else PASS_DOUBLES
     cdef Py_ssize_t rw = TILE_COLS if rest_few else pw  # a pass over the rows past the tiles
@@ -607,7 +626,7 @@ cdef inline void gemm_packed_tiles(
         return
     p0 = 0
     while p0 < k:
-        kc = DEPTH_BLOCK if k - p0 > DEPTH_BLOCK else k - p0
+        kc = depth if k - p0 > depth else k - p0
         if rest_tiled:
             # The last rows, zero-padded to a whole tile (row-major, kc apart).
             for r in range(TILE_ROWS):

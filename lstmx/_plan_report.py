@@ -53,11 +53,12 @@ def describe_plan(T: int, B: int, I: int, H: int, proj_size: int = 0, dtype=np.f
     finally:
         if limits is not None:
             limits.restore_original_limits()
-    from lstmx._cpu import l2_cache_bytes
+    from lstmx._cpu import l1d_cache_bytes, l2_cache_bytes
 
     return {"shape": {"T": T, "B": B, "I": I, "H": H, "proj_size": proj_size},
             "dtype": dtype.name, "variant": variant, "threads": threads,
-            "l2_bytes": l2_cache_bytes(),
+            "l2_bytes": l2_cache_bytes(), "l1d_bytes": l1d_cache_bytes(),
+            "depth_block": kernels.get_depth_block(dtype == np.float64),
             "work_per_step": B * 4 * H * (I + Hout), "plans": plans,
             "costs": kernels.plan_costs()}
 
@@ -69,7 +70,9 @@ def format_plan(plan: dict) -> str:
     lines = [f"lstmx plan: {shape}, {plan['dtype']}, {plan['variant']} kernels, "
              f"threads {plan['threads'] if plan['threads'] is not None else 'as the pool'}"
              f"; a step is {plan['work_per_step']:,} multiply-adds; L2 "
-             f"{plan['l2_bytes'] // 1024} KiB (forward chunks fill half)"]
+             f"{plan['l2_bytes'] // 1024} KiB (forward chunks fill half); L1d "
+             f"{plan['l1d_bytes'] // 1024} KiB (the tiles sum k in blocks of "
+             f"{plan['depth_block']})"]
     for name, p in plan["plans"].items():
         lines.append(f"  {name:20} " + ", ".join(f"{k} {v}" for k, v in p.items()
                                                    if v is not None))

@@ -27,6 +27,16 @@ def variant(request, monkeypatch):
     kernels.forget_plan_costs()
 
 
+@pytest.fixture(params=[512, 256], ids=["depth512", "depth256"])
+def depth(request, variant):
+    # The float tiles' depth of k (depth_for_l1 chooses it from the CPU's L1): both here.
+    kernels = _dispatch.load(variant)
+    before = kernels.get_depth_block()
+    kernels.set_depth_block(request.param)
+    yield request.param
+    kernels.set_depth_block(before)
+
+
 def train_step(m, x, lengths):
     # A seeded rng: the same masks (recurrent dropout, zoneout) on every number of threads.
     y, (h, c), cache = m.forward_train(x, lengths=lengths, rng=5)
@@ -57,9 +67,11 @@ def train_step(m, x, lengths):
     (40, 12, 3, 64, {"zoneout": 0.2}),
     # Backward's team of rows over several chunks (256 rows each) and a row past its tiles.
     (41, 13, 4, 40, {"layer_norm": True, "proj_size": 9, "peephole": True}),
+    # Forward's products past a depth block of k (I and H past 256), rows past the tiles.
+    (3, 13, 300, 270, {}),
 ])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_same_bits_on_any_number_of_threads(variant, T, B, I, H, options, dtype):
+def test_same_bits_on_any_number_of_threads(variant, depth, T, B, I, H, options, dtype):
     m = lstmx.LSTM(I, H, dtype=dtype, seed=1, **options)
     rng = np.random.default_rng(2)
     x = rng.standard_normal((T, B, I)).astype(dtype)

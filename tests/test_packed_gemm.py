@@ -8,6 +8,17 @@ from lstmx import _dispatch
 pytestmark = pytest.mark.parametrize("variant", _dispatch.available())
 
 
+@pytest.fixture(autouse=True, params=[512, 256], ids=["depth512", "depth256"])
+def depth(request, variant):
+    # The float tiles sum k in blocks of 512 or 256, as the CPU's L1 decides (depth_for_l1):
+    # both run here on any CPU.
+    kernels = _dispatch.load(variant)
+    before = kernels.get_depth_block()
+    kernels.set_depth_block(request.param)
+    yield request.param
+    kernels.set_depth_block(before)
+
+
 def run(variant, m, k, width, groups, add, bias, transpose_a, dtype, parts=1, seed=0):
     rng = np.random.default_rng(seed)
     n = groups * width
@@ -35,12 +46,12 @@ def run(variant, m, k, width, groups, add, bias, transpose_a, dtype, parts=1, se
     (4, 100, 300, 4),   # a batch smaller than a tile
     (2, 33, 65, 1),     # two rows (rows_tile)
     (3, 40, 100, 4),    # three rows (rows_tile), a strip of 4 columns per gate
-    (9, 700, 70, 4),    # three rows past a tile (AVX2) with k past DEPTH_BLOCK
-    (14, 1100, 40, 2),  # a pair past the tiles (AVX2) with k past DEPTH_BLOCK
+    (9, 700, 70, 4),    # three rows past a tile (AVX2) with k past the depth block
+    (14, 1100, 40, 2),  # a pair past the tiles (AVX2) with k past the depth block
     (10, 600, 70, 4),   # a pair past the tiles (AVX-512), an edge tile (AVX2)
     (1, 7, 1, 1),       # one column, one row
     (300, 1, 31, 1),    # depth one
-    (9, 1100, 33, 2),   # k past DEPTH_BLOCK: blocks summed apart, then added to C
+    (9, 1100, 33, 2),   # k past the depth block: blocks summed apart, then added to C
     (128, 1030, 40, 4), # one block of 21 tiles, then two rows (AVX2), in two blocks of k
     (193, 530, 33, 2),  # two blocks of tiles, then a lone row (AVX2, AVX-512)
     (400, 20, 45, 1),   # blocks of tiles, then four rows (AVX2), seven (AVX-512)
@@ -194,3 +205,15 @@ def test_packing_b_transposed_gives_the_same_strips(variant, k, width, groups, d
     assert not np.isnan(plain).any()
     np.testing.assert_array_equal(kernels.pack(np.ascontiguousarray(B.T), groups, True).view(
         f"u{B.itemsize}"), plain.view(f"u{B.itemsize}"))
+
+
+def test_depth_follows_the_l1_and_refuses_other_depths(variant, depth):
+    kernels = _dispatch.load(variant)
+    # AVX-512's tile: half the depth where a strip's block of it fits two thirds of L1.
+    avx512 = variant == "avx512"
+    assert kernels.depth_for_l1(48 * 1024) == (256 if avx512 else 512)
+    assert kernels.depth_for_l1(32 * 1024) == 512
+    assert kernels.depth_for_l1(0) == 512
+    with pytest.raises(ValueError, match=r"^depth must be 512 or 256; got 128$"):
+        kernels.set_depth_block(128)
+    assert kernels.get_depth_block() == depth

@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_limits
 import lstmx
 from lstmx import _dispatch, _engine
 from lstmx.__main__ import main as cli
-from lstmx._cpu import l2_cache_bytes
+from lstmx._cpu import l1d_cache_bytes, l2_cache_bytes
 from lstmx._plan_report import describe_plan, format_plan
 
 kernels = _dispatch.kernels
@@ -375,3 +375,14 @@ def test_cli_plan(capsys):
     with pytest.raises(SystemExit):
         cli(["plan", "-T", "0", "-B", "8", "-I", "3", "-H", "40"])
     assert "T must be" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_plan_reports_the_depth_the_l1_chose(dtype):
+    assert isinstance(l1d_cache_bytes(), int) and 8 * 1024 <= l1d_cache_bytes() <= 1 << 24
+    plan = describe_plan(T=2, B=8, I=3, H=64, dtype=dtype, threads=1)
+    assert plan["l1d_bytes"] == l1d_cache_bytes()
+    # Doubles always sum blocks of 512; floats as the kernel module chose from L1.
+    want = kernels.depth_for_l1(l1d_cache_bytes()) if dtype == np.float32 else 512
+    assert plan["depth_block"] == want
+    assert f"(the tiles sum k in blocks of {want})" in format_plan(plan)
