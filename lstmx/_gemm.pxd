@@ -161,7 +161,7 @@ cdef inline void gemm_small_strided(
     path at (1, 32) x (32, 128))."""
     cdef Py_ssize_t i, p, j, j0, width, p0, p1
     cdef Py_ssize_t half = WIDE_HALF * VECTOR_BYTES // sizeof(floating)
-    cdef Py_ssize_t depth = depth_block(floating is float)
+    cdef Py_ssize_t depth = depth_block(floating is float, k)
     cdef floating a
     cdef floating total[SMALL_BLOCK]
     cdef floating acc[SMALL_BLOCK]
@@ -236,13 +236,14 @@ cdef inline void gemm_small_strided(
             j0 += width
 
 
-cdef inline Py_ssize_t depth_block(bint single) noexcept nogil:
-    """Elements of k summed in registers before going to C, in blocks summed apart: floats
-    (``single``) DEPTH_BLOCK, or half of it where the kernel module found a strip's block of
-    half the depth fits this CPU's L1 with room to spare (set_depth_floats; docs/
-    performance.md); doubles DEPTH_BLOCK. A function of the CPU alone, so a call's bits do
-    not depend on timing."""
-    return depth_floats if single else DEPTH_BLOCK
+cdef inline Py_ssize_t depth_block(bint single, Py_ssize_t k) noexcept nogil:
+    """Elements of k summed in registers before going to C, in blocks summed apart, for a
+    product of depth k: DEPTH_BLOCK, or for floats (``single``) the smaller depth the kernel
+    module found a strip's block of fits this CPU's L1 with room to spare (set_depth_floats;
+    docs/performance.md) where k holds two such blocks (below, a short last block would cost
+    a pass over C for a few multiply-adds). A function of the CPU and k alone, so a call's
+    bits depend on neither timing nor how threads split its rows and columns."""
+    return depth_floats if single and k >= 2 * depth_floats else DEPTH_BLOCK
 
 
 cdef inline Py_ssize_t strips(Py_ssize_t width) noexcept nogil:
@@ -562,7 +563,7 @@ cdef inline void gemm_packed_strided(
     a small batch) or when the memory cannot be had, they read A in place, with the same
     sums (gemm_packed_tiles)."""
     cdef Py_ssize_t full = m - m % TILE_ROWS if k > 0 else 0
-    cdef Py_ssize_t block = row_block(full), depth = depth_block(floating is float)
+    cdef Py_ssize_t block = row_block(full), depth = depth_block(floating is float, k)
     cdef floating *Ap = NULL
     if (block > 0 and k > SHALLOW_DEPTH
             and full * k * (s_hi - s_lo) * groups * TILE_COLS >= PACKING_WORK):
@@ -597,7 +598,7 @@ cdef inline void gemm_packed_tiles(
     cdef bint rest_quad = rest == QUAD_ROWS and TILE_ROWS > QUAD_ROWS and not rest_few
     cdef bint rest_tiled = rest >= edge_rows and rest > 0 and not rest_few and not rest_quad
     cdef bint lone = rest > 0 and not (rest_few or rest_quad or rest_tiled)
-    cdef Py_ssize_t block = row_block(full), depth = depth_block(floating is float)
+    cdef Py_ssize_t block = row_block(full), depth = depth_block(floating is float, k)
     cdef Py_ssize_t p0, kc, i_lo, i_hi, i0, g, s, col, q, cols, r, p
     cdef Py_ssize_t pw = PASS_FLOATS if floating is float else PASS_DOUBLES
     cdef Py_ssize_t rw = TILE_COLS if rest_few else pw  # a pass over the rows past the tiles

@@ -39,7 +39,7 @@ from lstmx._activations cimport sigmoid, tanh_
 from lstmx._blas cimport NoTrans, Trans, gemm
 from lstmx._gemm cimport (
     DEPTH_BLOCK, EDGE_ROWS, PARALLEL_WORK, TILED_GEMM, TILE_COLS, TILE_KERNEL, TILE_ROWS,
-    depth_block, gemm_packed, gemm_packed_parallel, gemm_packed_strided, gemm_packed_tiles,
+    depth_floats, gemm_packed, gemm_packed_parallel, gemm_packed_strided, gemm_packed_tiles,
     gemm_small, pack_strips, row_share, row_tiles, set_depth_floats, share, strips)
 from lstmx._openmp cimport barrier, max_threads, num_threads, thread_slot
 
@@ -119,13 +119,14 @@ cdef Py_ssize_t L2_BYTES = l2_cache_bytes()
 
 
 def depth_for_l1(Py_ssize_t l1d_bytes):
-    """The depth of k a tile of floats sums before going to C on a CPU whose L1 data cache
-    holds ``l1d_bytes``: DEPTH_BLOCK // 2 where the AVX-512 tile runs (TILE_KERNEL) and a
-    strip's block of that depth (TILE_COLS floats a row) fills at most two thirds of L1, so
-    that it stays there, beside the row tiles of A, while the tiles pass over it; else
-    DEPTH_BLOCK, whose block streams from L2. Intel's 48 KiB L1: 256 (L's and H1024's forward
-    5-8% faster, docs/performance.md); 32 KiB (Zen 3 and 4, where 256 measured no faster):
-    512; the AVX2 tile's passes of 16 floats gained nothing from 256 either."""
+    """The depth of k a tile of floats sums before going to C (in products of at least twice
+    that depth: depth_block) on a CPU whose L1 data cache holds ``l1d_bytes``:
+    DEPTH_BLOCK // 2 where the AVX-512 tile runs (TILE_KERNEL) and a strip's block of that
+    depth (TILE_COLS floats a row) fills at most two thirds of L1, so that it stays there,
+    beside the row tiles of A, while the tiles pass over it; else DEPTH_BLOCK, whose block
+    streams from L2. Intel's 48 KiB L1: 256 (L's and H1024's forward 5-8% faster,
+    docs/performance.md); 32 KiB (Zen 3 and 4, where 256 measured no faster): 512; the AVX2
+    tile's passes of 16 floats gained nothing from 256 either."""
     cdef Py_ssize_t half = DEPTH_BLOCK // 2
     if TILE_KERNEL and 3 * half * TILE_COLS * <Py_ssize_t> sizeof(float) <= 2 * l1d_bytes:
         return half
@@ -134,7 +135,7 @@ def depth_for_l1(Py_ssize_t l1d_bytes):
 
 def set_depth_block(Py_ssize_t depth):
     """Set the depth of k the float tiles sum before going to C (DEPTH_BLOCK or half of it);
-    for tests, which run both on any CPU. Changes the bits of products deeper than it."""
+    for tests, which run both on any CPU. Changes the bits of products of twice its depth."""
     if depth != DEPTH_BLOCK and depth != DEPTH_BLOCK // 2:
         raise ValueError(f"depth must be {DEPTH_BLOCK} or {DEPTH_BLOCK // 2}; got {depth}")
     set_depth_floats(depth)
@@ -142,8 +143,8 @@ def set_depth_block(Py_ssize_t depth):
 
 def get_depth_block(bint double=False):
     """The depth of k the tiles of floats (of doubles) of this kernel module sum before
-    going to C."""
-    return depth_block(not double)
+    going to C in products deep enough for it (depth_block)."""
+    return depth_floats if not double else DEPTH_BLOCK
 
 
 set_depth_floats(depth_for_l1(l1d_cache_bytes()))

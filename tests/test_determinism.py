@@ -67,8 +67,8 @@ def train_step(m, x, lengths):
     (40, 12, 3, 64, {"zoneout": 0.2}),
     # Backward's team of rows over several chunks (256 rows each) and a row past its tiles.
     (41, 13, 4, 40, {"layer_norm": True, "proj_size": 9, "peephole": True}),
-    # Forward's products past a depth block of k (I and H past 256), rows past the tiles.
-    (3, 13, 300, 270, {}),
+    # Products that hold two blocks of 256 of k (I and H past 512), rows past the tiles.
+    (3, 13, 530, 515, {}),
 ])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_same_bits_on_any_number_of_threads(variant, depth, T, B, I, H, options, dtype):
