@@ -1,12 +1,13 @@
 """Shared test helpers: tolerances, random problems, optional imports that never skip in CI,
 the ways a kernel argument can be wrong."""
+import contextlib
 import importlib
 import os
 
 import numpy as np
 import pytest
 
-from lstmx import reference
+from lstmx import _dispatch, reference
 
 # Kernel vs the float64 reference: float32 rounding accumulates over steps and layers, so its
 # bound is ~1e2 ulp; float64 is held to 1e-9 relative, as against PyTorch.
@@ -17,6 +18,23 @@ ATOL = {np.float32: 1e-5, np.float64: 1e-12}
 def tolerances(dtype):
     dtype = np.dtype(dtype).type
     return dict(rtol=RTOL[dtype], atol=ATOL[dtype])
+
+
+# The depths of k the float tiles may sum before going to C (depth_for_l1 picks one from the
+# CPU's L1); tests run both on any CPU.
+DEPTHS = [512, 256]
+
+
+@contextlib.contextmanager
+def depth_block(variant, depth):
+    """Kernel variant ``variant``'s float tiles summing k in blocks of ``depth``, then back."""
+    kernels = _dispatch.load(variant)
+    before = kernels.get_depth_block()
+    kernels.set_depth_block(depth)
+    try:
+        yield depth
+    finally:
+        kernels.set_depth_block(before)
 
 
 def require(module: str):

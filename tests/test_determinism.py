@@ -10,6 +10,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import lstmx
+from _helpers import DEPTHS, depth_block
 from lstmx import _dispatch, _engine
 
 
@@ -27,14 +28,10 @@ def variant(request, monkeypatch):
     kernels.forget_plan_costs()
 
 
-@pytest.fixture(params=[512, 256], ids=["depth512", "depth256"])
+@pytest.fixture(params=DEPTHS, ids=[f"depth{d}" for d in DEPTHS])
 def depth(request, variant):
-    # The float tiles' depth of k (depth_for_l1 chooses it from the CPU's L1): both here.
-    kernels = _dispatch.load(variant)
-    before = kernels.get_depth_block()
-    kernels.set_depth_block(request.param)
-    yield request.param
-    kernels.set_depth_block(before)
+    with depth_block(variant, request.param):
+        yield request.param
 
 
 def train_step(m, x, lengths):

@@ -3,20 +3,16 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from _helpers import DEPTHS, depth_block
 from lstmx import _dispatch
 
 pytestmark = pytest.mark.parametrize("variant", _dispatch.available())
 
 
-@pytest.fixture(autouse=True, params=[512, 256], ids=["depth512", "depth256"])
+@pytest.fixture(autouse=True, params=DEPTHS, ids=[f"depth{d}" for d in DEPTHS])
 def depth(request, variant):
-    # The float tiles sum k in blocks of 512 or 256, as the CPU's L1 decides (depth_for_l1):
-    # both run here on any CPU.
-    kernels = _dispatch.load(variant)
-    before = kernels.get_depth_block()
-    kernels.set_depth_block(request.param)
-    yield request.param
-    kernels.set_depth_block(before)
+    with depth_block(variant, request.param):
+        yield request.param
 
 
 def run(variant, m, k, width, groups, add, bias, transpose_a, dtype, parts=1, seed=0):
