@@ -28,25 +28,18 @@ cdef extern from *:
 cdef extern from *:
     """
     #include <unistd.h>
-    static long lstmx_l2_bytes(void) {
-    #if defined(_SC_LEVEL2_CACHE_SIZE)
-        long n = sysconf(_SC_LEVEL2_CACHE_SIZE);
-        return n > 0 ? n : 0;
-    #else
-        return 0;
-    #endif
-    }
-    static long lstmx_l1d_bytes(void) {
-    #if defined(_SC_LEVEL1_DCACHE_SIZE)
-        long n = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+    /* One core's data L1 (level 1) or L2 (level 2) in bytes, as glibc reads it from CPUID;
+       0 where the C library does not say. */
+    static long lstmx_cache_bytes(int level) {
+    #if defined(_SC_LEVEL1_DCACHE_SIZE) && defined(_SC_LEVEL2_CACHE_SIZE)
+        long n = sysconf(level == 1 ? _SC_LEVEL1_DCACHE_SIZE : _SC_LEVEL2_CACHE_SIZE);
         return n > 0 ? n : 0;
     #else
         return 0;
     #endif
     }
     """
-    long lstmx_l2_bytes()
-    long lstmx_l1d_bytes()
+    long lstmx_cache_bytes(int level)
 
 # What l2_cache_bytes assumes when the C library does not say: the smallest L2 of a core of
 # the x86-64 CPUs with AVX2 of the last decade.
@@ -67,12 +60,12 @@ def cpu_supports(variant):
 def l2_cache_bytes():
     """The size of one core's L2 cache in bytes, as the C library reports it (glibc reads
     it from CPUID), or DEFAULT_L2_BYTES when it does not."""
-    cdef long n = lstmx_l2_bytes()
+    cdef long n = lstmx_cache_bytes(2)
     return n if n > 0 else DEFAULT_L2_BYTES
 
 
 def l1d_cache_bytes():
     """The size of one core's L1 data cache in bytes, as the C library reports it, or
     DEFAULT_L1D_BYTES when it does not."""
-    cdef long n = lstmx_l1d_bytes()
+    cdef long n = lstmx_cache_bytes(1)
     return n if n > 0 else DEFAULT_L1D_BYTES

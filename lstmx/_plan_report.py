@@ -67,12 +67,15 @@ def format_plan(plan: dict) -> str:
     """The plan as text."""
     s = plan["shape"]
     shape = " ".join(f"{k}={v}" for k, v in s.items() if k != "proj_size" or v)
+    # Blocks shorter than the longest (512) only in products that hold two (_gemm.pxd).
+    depth_from = (f" in products of k >= {2 * plan['depth_block']}"
+                  if plan["depth_block"] < 512 else "")
     lines = [f"lstmx plan: {shape}, {plan['dtype']}, {plan['variant']} kernels, "
              f"threads {plan['threads'] if plan['threads'] is not None else 'as the pool'}"
              f"; a step is {plan['work_per_step']:,} multiply-adds; L2 "
              f"{plan['l2_bytes'] // 1024} KiB (forward chunks fill half); L1d "
              f"{plan['l1d_bytes'] // 1024} KiB (the tiles sum k in blocks of "
-             f"{plan['depth_block']})"]
+             f"{plan['depth_block']}{depth_from})"]
     for name, p in plan["plans"].items():
         lines.append(f"  {name:20} " + ", ".join(f"{k} {v}" for k, v in p.items()
                                                    if v is not None))

@@ -229,8 +229,10 @@ static inline void NAME(ptrdiff_t k, const T *A, ptrdiff_t a_row, ptrdiff_t a_co
  * three rows are 12 accumulators of its 16 registers) and 2 for four and six (the tile); on
  * AVX-512, as many as fill a strip of 32 columns (2 of floats, 4 of doubles), for two or
  * three rows (its tiles run on lstmx_tile_f and lstmx_tile_d below: LSTMX_ROWS_TILES is 0).
- * Four rows run here on AVX2 (the hand-allocated loop; the C loop at -O0) and on _gemm.pxd's
- * quad_tile elsewhere: GCC's loop for four rows was slower than quad_tile (docs/performance.md). */
+ * Four rows run here on AVX2 (the hand-allocated loop; the C loop at -O0) and for AVX-512's
+ * doubles (quad_tile's loop of 16 doubles left products unfused), on _gemm.pxd's quad_tile
+ * elsewhere: GCC's loop for four rows of floats was slower than quad_tile
+ * (docs/performance.md). */
 #define LSTMX_ROWS_VECTORS(T, R) \
     (LSTMX_VECTOR_BYTES == 64 ? (sizeof(T) == 4 ? 2 : 4) : (R) <= 3 ? 4 : 2)
 #if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
