@@ -64,11 +64,13 @@ extensions = [
         extra_link_args=openmp if name in threaded else [],
         # The C headers the kernels include: a change to one rebuilds them.
         depends=(["lstmx/_int8_dot.h", "lstmx/_dot_tiles.h", "lstmx/_dot_avx512.h",
-                  "lstmx/_dot_avx2.h", "lstmx/_vector_width.h", "lstmx/_quantize_row.h"]
+                  "lstmx/_dot_amx.h", "lstmx/_amx.h", "lstmx/_dot_avx2.h",
+                  "lstmx/_vector_width.h", "lstmx/_quantize_row.h"]
                  if name.startswith("_quantized") else
                  ["lstmx/_small_rows.h", "lstmx/_rows_tile.h", "lstmx/_transpose.h",
                   "lstmx/_lane_sums.h", "lstmx/_vector_width.h"]
                  if name.startswith("_kernels")
+                 else ["lstmx/_amx.h"] if name == "_peak"
                  else []),
     )
     for name, isa_flags in modules.items()

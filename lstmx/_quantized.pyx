@@ -75,6 +75,22 @@ cdef extern from "_int8_dot.h":
     void tile_add "lstmx_int8_tile_add"(const int32_t *acc, float s, const float *sw,
                                         const float *z0, float *z) noexcept nogil
 
+# The dot-product kernels' signatures, on vectors or AMX's tiles alike.
+# int8: z[r, n] = float(sum_k q[r, k] W[n, k]) * (sa[r] * sw[n]) + (bias[n] or z[r, n]) (or
+# raw[r, n] = the sum) for rows [r_lo, r_hi) and the channels of vectors [v_lo, v_hi): as
+# int_product, exact.
+ctypedef void (*int8_dot_fn)(
+    Py_ssize_t r_lo, Py_ssize_t r_hi, Py_ssize_t v_lo, Py_ssize_t v_hi, Py_ssize_t N,
+    Py_ssize_t kp, const uint8_t *A, const float *sa, const int8_t *W, const float *sw,
+    const int32_t *wsum, const float *bias, float *z, Py_ssize_t ldz,
+    int32_t *raw) noexcept nogil
+# bfloat16: z[r, n] = sum_k a[r, k] w[n, k] + (bias[n] or z[r, n]) over bfloat16 a and w,
+# float32 sums.
+ctypedef void (*bf16_dot_fn)(
+    Py_ssize_t r_lo, Py_ssize_t r_hi, Py_ssize_t v_lo, Py_ssize_t v_hi, Py_ssize_t N,
+    Py_ssize_t kp, const uint16_t *A, const uint16_t *W, const float *bias, float *z,
+    Py_ssize_t ldz) noexcept nogil
+
 cdef extern from "_dot_avx512.h":
     # Channels of a packed vector of the dot-product kernels (their weights' layout).
     enum: DOT_VEC "LSTMX_DOT_VEC"
@@ -82,54 +98,60 @@ cdef extern from "_dot_avx512.h":
     enum: DOT_BUILT "LSTMX_DOT_BUILT"
     bint dot_has_vnni "lstmx_dot_has_vnni"() noexcept nogil
     bint dot_has_bf16 "lstmx_dot_has_bf16"() noexcept nogil
-    # z[r, n] = float(sum_k q[r, k] W[n, k]) * (sa[r] * sw[n]) + (bias[n] or z[r, n]) (or
-    # raw[r, n] = the sum) for rows [r_lo, r_hi) and the channels of vectors [v_lo, v_hi):
-    # as int_product, exact.
-    void int8_vnni "lstmx_int8_vnni"(
-        Py_ssize_t r_lo, Py_ssize_t r_hi, Py_ssize_t v_lo, Py_ssize_t v_hi, Py_ssize_t N,
-        Py_ssize_t kp, const uint8_t *A, const float *sa, const int8_t *W, const float *sw,
-        const int32_t *wsum, const float *bias, float *z, Py_ssize_t ldz,
-        int32_t *raw) noexcept nogil
-    # z[r, n] = sum_k a[r, k] w[n, k] + (bias[n] or z[r, n]) over bfloat16 a and w, float32
-    # sums.
-    void bf16_dot "lstmx_bf16_dot"(
-        Py_ssize_t r_lo, Py_ssize_t r_hi, Py_ssize_t v_lo, Py_ssize_t v_hi, Py_ssize_t N,
-        Py_ssize_t kp, const uint16_t *A, const uint16_t *W, const float *bias, float *z,
-        Py_ssize_t ldz) noexcept nogil
+    # On 512-bit vectors: vpdpbusd and vdpbf16ps.
+    int8_dot_fn int8_vnni "lstmx_int8_vnni"
+    bf16_dot_fn bf16_dot "lstmx_bf16_dot"
 
 cdef extern from "_dot_avx2.h":
     # Whether the module was built with the 256-bit vpdpbusd products (the AVX2 build), and
     # which the CPU runs: 1 AVX-VNNI, 2 AVX512_VNNI with AVX512VL (the EVEX encoding), 0 neither.
     enum: YMM_BUILT "LSTMX_YMM_BUILT"
     int ymm_vnni_kind "lstmx_ymm_vnni_kind"() noexcept nogil
-    # int8_vnni's signature.
-    ctypedef void (*int8_dot_fn "lstmx_int8_dot_fn")(
-        Py_ssize_t r_lo, Py_ssize_t r_hi, Py_ssize_t v_lo, Py_ssize_t v_hi, Py_ssize_t N,
-        Py_ssize_t kp, const uint8_t *A, const float *sa, const int8_t *W, const float *sw,
-        const int32_t *wsum, const float *bias, float *z, Py_ssize_t ldz,
-        int32_t *raw) noexcept nogil
     # As int8_vnni on 256-bit vectors, the copy the CPU runs (or NULL): the same arguments,
     # the same results.
     int8_dot_fn ymm_int8_dot "lstmx_ymm_int8_dot"() noexcept nogil
 
-# Which products run: the dot-product instructions where the module has them, the CPU runs
-# them and the environment does not say "generic" (vpdpbusd on 512-bit vectors in the AVX-512
-# build, on 256-bit ones in the AVX2 build). Fixed at import, so that weights packed for one
-# layout never meet the other.
+cdef extern from "_dot_amx.h":
+    # Whether the module was built with the AMX products; which of them the CPU has and Linux
+    # lets the process use (1 int8, 2 bfloat16), asking Linux for the tile registers once.
+    enum: AMX_BUILT "LSTMX_AMX_BUILT"
+    int amx_ready "lstmx_amx_ready"() noexcept nogil
+    # Bytes of a tile row: the depth of one tile product.
+    enum: AMX_ROW_BYTES "LSTMX_AMX_ROW_BYTES"
+    # On AMX's tiles, for depths of whole tile rows: tdpbusd (the same results as
+    # int8_vnni) and tdpbf16ps.
+    int8_dot_fn int8_amx "lstmx_int8_amx"
+    bf16_dot_fn bf16_amx "lstmx_bf16_amx"
+
+# Which products run: AMX's tiles, else the dot-product vector instructions, where the module
+# has them, the CPU runs them and the environment allows them: "auto" all, "vector" all but
+# AMX, "generic" none (vpdpbusd on 512-bit vectors in the AVX-512 build, on 256-bit ones in
+# the AVX2 build). Fixed at import, so that weights packed for one layout never meet the other.
 _DOT_SETTING = os.environ.get("LSTMX_DOT_PRODUCTS", "auto")
-if _DOT_SETTING not in ("auto", "generic"):
-    raise ValueError(f"LSTMX_DOT_PRODUCTS must be 'auto' or 'generic'; got {_DOT_SETTING!r}")
-cdef int YMM_KIND = ymm_vnni_kind() if YMM_BUILT and _DOT_SETTING == "auto" else 0
-# VNNI: the int8 products run on vpdpbusd (int8_dot), of either width: the same packed weights,
-# the same sums.
-cdef bint VNNI = (DOT_BUILT and _DOT_SETTING == "auto" and dot_has_vnni()) or YMM_KIND != 0
-cdef bint DPBF16 = DOT_BUILT and _DOT_SETTING == "auto" and dot_has_bf16()
-cdef int8_dot_fn int8_dot = ymm_int8_dot() if YMM_KIND != 0 else int8_vnni
-# What runs, by name: "vpdpbusd" (512-bit), "vpdpbusd-avxvnni" or "vpdpbusd-avx512vl"
-# (256-bit, VEX or EVEX) or "generic" (int8); "vdpbf16ps" or "blas" (bfloat16).
-INT8_PRODUCTS = ("vpdpbusd-avxvnni" if YMM_KIND == 1 else "vpdpbusd-avx512vl" if YMM_KIND == 2
-                 else "vpdpbusd" if VNNI else "generic")
-BF16_PRODUCTS = "vdpbf16ps" if DPBF16 else "blas"
+if _DOT_SETTING not in ("auto", "vector", "generic"):
+    raise ValueError(f"LSTMX_DOT_PRODUCTS must be 'auto', 'vector' or 'generic'; got "
+                     f"{_DOT_SETTING!r}")
+cdef bint _VECTORS = _DOT_SETTING != "generic"
+cdef int YMM_KIND = ymm_vnni_kind() if YMM_BUILT and _VECTORS else 0
+# VNNI: the int8 products run on vpdpbusd (int8_dot), of either width, or on AMX's tdpbusd: the
+# same packed weights, the same sums.
+cdef bint VNNI = (DOT_BUILT and _VECTORS and dot_has_vnni()) or YMM_KIND != 0
+cdef bint DPBF16 = DOT_BUILT and _VECTORS and dot_has_bf16()
+# AMX where the vector instructions of the same kind run (every CPU with AMX has them), and
+# only then: its weights are theirs.
+cdef int _AMX = amx_ready() if AMX_BUILT and _DOT_SETTING == "auto" and (VNNI or DPBF16) else 0
+cdef bint AMX_INT8 = VNNI and YMM_KIND == 0 and (_AMX & 1) != 0
+cdef bint AMX_BF16 = DPBF16 and (_AMX & 2) != 0
+cdef bf16_dot_fn bf16_products = bf16_amx if AMX_BF16 else bf16_dot
+cdef int8_dot_fn int8_dot = (int8_amx if AMX_INT8 else ymm_int8_dot() if YMM_KIND != 0
+                             else int8_vnni)
+# What runs, by name: "tdpbusd" (AMX), "vpdpbusd" (512-bit), "vpdpbusd-avxvnni" or
+# "vpdpbusd-avx512vl" (256-bit, VEX or EVEX) or "generic" (int8); "tdpbf16ps" (AMX),
+# "vdpbf16ps" or "blas" (bfloat16).
+INT8_PRODUCTS = ("tdpbusd" if AMX_INT8 else "vpdpbusd-avxvnni" if YMM_KIND == 1
+                 else "vpdpbusd-avx512vl" if YMM_KIND == 2 else "vpdpbusd" if VNNI
+                 else "generic")
+BF16_PRODUCTS = "tdpbf16ps" if AMX_BF16 else "vdpbf16ps" if DPBF16 else "blas"
 
 cdef enum:
     # An integer tile is ROWS x COLS sums (_int8_dot.h): 8 vector accumulators, 2 activation
@@ -159,6 +181,10 @@ cdef Py_ssize_t INT8_COLS = DOT_VEC if VNNI else COLS
 # The activation bytes are q + ZERO: unsigned bytes for vpdpbusd, q itself (two's complement)
 # for the generic products.
 cdef int ZERO = 128 if VNNI else 0
+# Depths are padded to whole tile rows on AMX, else to the vector loops' steps (bytes of
+# int8, values of bfloat16).
+cdef Py_ssize_t INT8_DEPTH = AMX_ROW_BYTES if AMX_INT8 else DEPTH_STEP
+cdef Py_ssize_t BF16_DEPTH = AMX_ROW_BYTES // 2 if AMX_BF16 else 2
 DEPTH_MULTIPLE = DEPTH_STEP
 COLUMN_MULTIPLE = INT8_COLS
 MAX_INT_DEPTH = MAX_DEPTH
@@ -371,13 +397,13 @@ cdef void bf16_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const uint1
     if rows * N * Kp < PARALLEL_WORK or vecs < 2:
         threads = 1
     if threads == 1:
-        bf16_dot(0, rows, 0, vecs, N, Kp, A, W, bias, z, ldz)
+        bf16_products(0, rows, 0, vecs, N, Kp, A, W, bias, z, ldz)
         return
     with parallel(num_threads=threads):
         tid = threadid()
         threads = num_threads()
-        bf16_dot(0, rows, vecs * tid // threads, vecs * (tid + 1) // threads, N, Kp, A, W, bias,
-                 z, ldz)
+        bf16_products(0, rows, vecs * tid // threads, vecs * (tid + 1) // threads, N, Kp, A, W,
+                      bias, z, ldz)
 
 
 # ------------------------------------------------------------------------ one layer and direction
@@ -530,13 +556,15 @@ cdef Py_ssize_t dot_chunk_steps(Py_ssize_t T, Py_ssize_t step_elements) noexcept
 
 
 def padded_depth(Py_ssize_t K):
-    """The depth ``K`` rounded up to the multiple the integer products take."""
-    return (K + DEPTH_STEP - 1) // DEPTH_STEP * DEPTH_STEP
+    """The depth ``K`` rounded up to the multiple the integer products take: tile rows of 64
+    bytes on AMX, vectors of 32 otherwise."""
+    return (K + INT8_DEPTH - 1) // INT8_DEPTH * INT8_DEPTH
 
 
 def bf16_depth(Py_ssize_t K):
-    """The depth ``K`` rounded up to the multiple vdpbf16ps takes: pairs."""
-    return (K + 1) // 2 * 2
+    """The depth ``K`` rounded up to the multiple the bfloat16 products take: tile rows of 32
+    values on AMX, pairs on vdpbf16ps."""
+    return (K + BF16_DEPTH - 1) // BF16_DEPTH * BF16_DEPTH
 
 
 def _check(name, bint ok, expected, got):
@@ -824,8 +852,12 @@ def int_matmul(const int8_t[:, ::1] A, const int8_t[:, ::1] W):
     _check("A", a_max <= LEVELS, f"int8 values in [-{LEVELS}, {LEVELS}]", f"|A| up to {a_max}")
     w_min = np.asarray(W).min()
     _check("W", w_min >= -127, "int8 values in [-127, 127]", f"a minimum of {w_min}")
-    bytes_ = (wide + ZERO).astype(np.uint8)
+    # The bytes padded to the weights' depth (whole tile rows on AMX); the padding meets zero
+    # weights.
+    bytes_ = np.zeros((rows, padded_depth(Kp)), np.uint8)
+    bytes_[:, :Kp] = wide + ZERO
     packed, sums = pack_weights(W)
+    Kp = bytes_.shape[1]
     out = np.empty((rows, N), np.int32)
     cdef const uint8_t[:, ::1] u = bytes_
     cdef const int8_t[:, ::1] wv = packed

@@ -37,6 +37,25 @@ def depth_block(variant, depth):
         kernels.set_depth_block(before)
 
 
+def amx_granted(flag):
+    """Whether this CPU lists AMX feature ``flag`` (``"amx_int8"``, ``"amx_bf16"``) in
+    /proc/cpuinfo and Linux grants this process AMX's tile registers (asked through ctypes,
+    not through lstmx's own request)."""
+    import ctypes
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((set(line.split(":", 1)[1].split()) for line in f
+                          if line.startswith("flags")), set())
+    except OSError:
+        return False
+    if not {"amx_tile", flag} <= flags or platform.machine() != "x86_64":
+        return False
+    # arch_prctl (syscall 158 on x86-64): ARCH_REQ_XCOMP_PERM (0x1023), XFEATURE_XTILEDATA (18).
+    return ctypes.CDLL(None, use_errno=True).syscall(158, 0x1023, 18) == 0
+
+
 def require(module: str):
     """Import an optional test dependency; in CI (CI set) its absence is a failure, not a skip."""
     try:

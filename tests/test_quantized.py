@@ -14,6 +14,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from threadpoolctl import threadpool_limits
 
 import lstmx
+from _helpers import amx_granted
 from lstmx import _dispatch
 from lstmx import reference, reference_quantized as ref
 from lstmx.quantized import QuantizedLSTM, QuantizedLSTMCell
@@ -31,7 +32,7 @@ CLOSE = dict(rtol=2e-5, atol=2e-6)
 
 
 # The reference sums bfloat16 products in the kernels' order where that order is fixed
-# (vdpbf16ps); BLAS's is its own, as NumPy's matmul's is.
+# (vdpbf16ps); BLAS's is its own, as NumPy's matmul's is, and so is AMX's tdpbf16ps.
 BF16_SUMS = "vdpbf16ps" if kernels.BF16_PRODUCTS == "vdpbf16ps" else "matmul"
 
 
@@ -82,18 +83,19 @@ def test_integer_products_are_exact_for_any_shape(rows, cols, depth, seed):
 def test_packed_weights_lay_out_each_tile_or_vector_and_carry_the_row_sums():
     # Generic products: padded to whole tiles of 4 rows and vectors of 32 bytes; in a tile,
     # row j's bytes k .. k+31 (k a multiple of 32) follow rows 0 .. j-1's (_int8_dot.h).
-    # vpdpbusd (512- or 256-bit): padded to vectors of 16 rows; in one, row j's bytes
-    # k .. k+3 (k a multiple of 4) follow rows 0 .. j-1's (_dot_tiles.h).
+    # vpdpbusd (512- or 256-bit) and AMX's tdpbusd: padded to vectors of 16 rows; in one,
+    # row j's bytes k .. k+3 (k a multiple of 4) follow rows 0 .. j-1's (_dot_tiles.h); AMX
+    # pads the depth to 64.
     rng = np.random.default_rng(3)
     q = rng.integers(-127, 128, (6, 40)).astype(np.int8)
     packed, sums = kernels.pack_weights(q)
-    cols, Kp = kernels.COLUMN_MULTIPLE, 2 * STEP
+    cols, Kp = kernels.COLUMN_MULTIPLE, kernels.padded_depth(40)
     assert packed.dtype == np.int8 and packed.shape == (cols * 2 if cols == 4 else cols, Kp)
     assert sums.dtype == np.int32
     assert_array_equal(sums, np.r_[q.sum(axis=1), np.zeros(len(packed) - 6, np.int32)])
     flat = packed.reshape(-1)
     n, k = np.meshgrid(np.arange(6), np.arange(40), indexing="ij")
-    if kernels.INT8_PRODUCTS.startswith("vpdpbusd"):
+    if kernels.INT8_PRODUCTS != "generic":
         at = (n // 16) * 16 * Kp + (k // 4) * 64 + (n % 16) * 4 + k % 4
     else:
         at = (n // 4) * 4 * Kp + (k // STEP) * 4 * STEP + (n % 4) * STEP + k % STEP
@@ -458,28 +460,35 @@ def cpu_flags():
 def expected_products(variant, dot):
     """(INT8_PRODUCTS, BF16_PRODUCTS) of a process with LSTMX_KERNELS=variant and
     LSTMX_DOT_PRODUCTS=dot: the instructions where the build may use them and the CPU has
-    them (vpdpbusd on 512-bit vectors in the AVX-512 build; on 256-bit ones in the AVX2
-    build, VEX-encoded on AVX-VNNI, else EVEX-encoded on AVX512_VNNI with AVX512VL)."""
+    them (AMX's tiles in the AVX-512 build unless dot is "vector"; vpdpbusd on 512-bit
+    vectors in the AVX-512 build; on 256-bit ones in the AVX2 build, VEX-encoded on
+    AVX-VNNI, else EVEX-encoded on AVX512_VNNI with AVX512VL)."""
     flags = cpu_flags()
     on = dot != "generic"
+    amx = dot == "auto" and variant == "avx512"
     int8 = "generic"
-    if on and variant == "avx512" and "avx512_vnni" in flags:
+    if amx and "avx512_vnni" in flags and amx_granted("amx_int8"):
+        int8 = "tdpbusd"
+    elif on and variant == "avx512" and "avx512_vnni" in flags:
         int8 = "vpdpbusd"
     elif on and variant == "avx2" and "avx_vnni" in flags:
         int8 = "vpdpbusd-avxvnni"
     elif on and variant == "avx2" and {"avx512_vnni", "avx512vl"} <= flags:
         int8 = "vpdpbusd-avx512vl"
-    return (int8, "vdpbf16ps" if on and variant == "avx512" and "avx512_bf16" in flags
-            else "blas")
+    bf16 = "vdpbf16ps" if on and variant == "avx512" and "avx512_bf16" in flags else "blas"
+    return (int8, "tdpbf16ps" if bf16 == "vdpbf16ps" and amx and amx_granted("amx_bf16")
+            else bf16)
 
 
 def test_each_available_variant_matches_reference_with_the_same_integer_products():
     # Every variant, and the AVX-512 and AVX2 ones also with their dot-product instructions
-    # turned off (LSTMX_DOT_PRODUCTS=generic: the path of CPUs without VNNI or BF16).
+    # turned off (LSTMX_DOT_PRODUCTS=generic: the path of CPUs without VNNI or BF16), the
+    # AVX-512 one also with AMX off (=vector: the path of AVX-512 CPUs without AMX).
     package_root = os.path.dirname(os.path.dirname(lstmx.__file__))
     sums, outputs = set(), set()
     for variant in _dispatch.available():
-        for dot in ("auto", "generic") if variant in ("avx512", "avx2") else ("auto",):
+        for dot in (("auto", "vector", "generic") if variant == "avx512"
+                    else ("auto", "generic") if variant == "avx2" else ("auto",)):
             suffix = "_quantized" if variant == "baseline" else f"_quantized_{variant}"
             products = [expected_products(variant, dot)]
             env = dict(os.environ, LSTMX_KERNELS=variant, LSTMX_DOT_PRODUCTS=dot,
@@ -525,6 +534,24 @@ def test_bfloat16_products_sum_in_float32(rows, N, K, seed):
     exact = av @ wv.T
     bound = (K + 1) * EPS32 * (np.abs(av) @ np.abs(wv).T)
     assert (np.abs(got - exact) <= bound).all()
+
+
+def test_each_sum_depends_on_its_own_row_and_channel_only():
+    # Whichever rows share its tile (AMX's 16, the vector kernels' 6) and wherever its channel
+    # falls in a vector, a sum is the same bits: the threads' and the batch's splits cannot
+    # change a result. 37 rows: two whole AMX tiles and 5; from row 5 on: other neighbours.
+    rng = np.random.default_rng(12)
+    a = rng.standard_normal((37, 200)).astype(np.float32)
+    w = rng.standard_normal((50, 200)).astype(np.float32)
+    bits = lambda v: (ref.round_bfloat16(v).view(np.uint32) >> 16).astype(np.uint16)
+    A, W = bits(a), bits(w)
+    full = kernels.bf16_matmul(A, W)
+    assert_array_equal(kernels.bf16_matmul(A[5:], W), full[5:])
+    assert_array_equal(kernels.bf16_matmul(A[:1], W), full[:1])
+    assert_array_equal(kernels.bf16_matmul(A, W[3:]), full[:, 3:])
+    qa = rng.integers(-LEVELS, LEVELS + 1, (37, 4 * STEP)).astype(np.int8)
+    qw = rng.integers(-127, 128, (52, 4 * STEP)).astype(np.int8)
+    assert_array_equal(kernels.int_matmul(qa[5:], qw), kernels.int_matmul(qa, qw)[5:])
 
 
 # ------------------------------------------------------------------------ against the float model
@@ -680,7 +707,7 @@ def test_bfloat16_memory_is_half_the_float_models_on_vdpbf16ps():
     params = lstm.parameters()
     weights = sum(a.nbytes for name, a in params.items() if name.startswith("weight"))
     biases = 4 * 128 * 4                           # b_ih + b_hh, summed once
-    half = kernels.BF16_PRODUCTS == "vdpbf16ps"
+    half = kernels.BF16_PRODUCTS != "blas"
     assert q.nbytes == (weights // 2 if half else weights) + biases
 
 
