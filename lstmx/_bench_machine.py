@@ -153,9 +153,10 @@ def fma_peak(threads, seconds=0.2, repeat=3) -> dict:
 
 
 def dot_peak(threads, seconds=0.2, repeat=3) -> dict:
-    """The peak of the quantised kernels' dot-product instructions (``lstmx._peak``):
-    ``vpdpbusd`` for int8 and ``vdpbf16ps`` for bfloat16 on 512-bit vectors, in billions of
-    multiply-adds a second, on one thread and on ``threads``, measured as ``fma_peak``.
+    """The peak of the quantised kernels' products (``lstmx._peak``): AMX's ``tdpbusd`` and
+    ``tdpbf16ps`` where the kernels run them, else ``vpdpbusd`` for int8 and ``vdpbf16ps``
+    for bfloat16 on 512-bit vectors, in billions of multiply-adds a second, on one thread and
+    on ``threads``, measured as ``fma_peak``.
 
     Returns ``{kind: {"instruction", "gmacs": {str(threads): GMAC/s}} or {"error": why}}``
     for kind ``"int8"`` and ``"bfloat16"``.
@@ -165,13 +166,21 @@ def dot_peak(threads, seconds=0.2, repeat=3) -> dict:
     except ImportError as err:
         return {kind: {"error": f"lstmx._peak does not import: {err}"}
                 for kind in ("int8", "bfloat16")}
+    from lstmx._dispatch import quantized
+
+    kernels = quantized()
+    running = {"int8": kernels.INT8_PRODUCTS, "bfloat16": kernels.BF16_PRODUCTS}
     out = {}
     for kind in ("int8", "bfloat16"):
-        instruction = _peak.dot_instruction(kind)
-        if instruction is None:
+        if running[kind] == _peak.tile_instruction(kind):
+            instruction, loop = running[kind], _peak.tile_loop
+            per_iteration = _peak.tile_macs_per_iteration(kind)
+        elif _peak.dot_instruction(kind) is not None:
+            instruction, loop = _peak.dot_instruction(kind), _peak.dot_loop
+            per_iteration = _peak.macs_per_iteration(kind)
+        else:
             out[kind] = {"error": "this CPU has no 512-bit dot-product instruction for it"}
             continue
         out[kind] = {"instruction": instruction, "gmacs": _best_rates(
-            lambda n, k=kind: _peak.dot_loop(k, n), _peak.macs_per_iteration(kind), threads,
-            seconds, repeat)}
+            lambda n, k=kind, f=loop: f(k, n), per_iteration, threads, seconds, repeat)}
     return out

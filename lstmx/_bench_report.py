@@ -181,7 +181,8 @@ def _peak_table(res) -> list:
 
 def _dot_peak_table(res) -> list:
     """The reduced-precision forwards' multiply-adds a second and their fractions of the peak
-    of the instruction their products use (vpdpbusd for int8, vdpbf16ps for bfloat16)."""
+    of the instruction the kernels' products use (AMX's tdpbusd or tdpbf16ps where they run
+    them, else vpdpbusd for int8, vdpbf16ps for bfloat16)."""
     fractions = res.get("dot_peak_fraction") or {}
     dots = (res.get("peak") or {}).get("dot") or {}
     impls = [i for i in QUANTIZED_IMPLS if i in res["settings"]["impls"]]

@@ -85,6 +85,9 @@ def measure(ops, repeat=11, warmup=1, min_time=0.02, warm_time=0.2, gap=0.2,
         on 2 cores, spinning threads of the library timed before would take a core from the
         next one, whose own threads then wait at every barrier. With a 2 ms gap, torch's S
         forward took a second per call and M's spreads passed 200%; with 0.2 s, 0.1 to 10%.
+        After the pause each sample follows one untimed call of its own operation: on a
+        virtual machine a core left idle that long took milliseconds to rejoin a team
+        (docs/performance.md), which a program calling the model in a loop does not meet.
     max_time : float, optional
         Stop after the round in which the timed rounds pass this many seconds, but not
         before ``min(min_repeat, repeat)`` samples: a budget for the slow configurations.
@@ -112,6 +115,8 @@ def measure(ops, repeat=11, warmup=1, min_time=0.02, warm_time=0.2, gap=0.2,
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             fn, ctx = ops[name]
+            if gap:
+                _sample(fn, ctx(), 1)
             t = _sample(fn, ctx(), number[name])
             if r >= warmup:
                 samples[name].append(t)

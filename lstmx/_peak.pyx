@@ -146,6 +146,58 @@ cdef extern from *:
     int lstmx_peak_dot_runs(int kind) nogil
     double lstmx_peak_dot_run(int kind, long long iterations) nogil
 
+
+cdef extern from *:
+    """
+    #include "_amx.h"
+    /* AMX's tile products, which the quantised kernels run where the CPU has them: four sums'
+     * tiles (0-3), each taking one tdpbusd (16 x 16 x 64 int8 multiply-adds) or tdpbf16ps
+     * (16 x 16 x 32 bfloat16 ones) of tiles of ones per iteration; four, so that the unit
+     * always has an instruction whose sums are ready. Each sum of tile 0 ends at 64 or 32
+     * times the iterations (int32 wraps; float32 stops growing at 2**25). */
+    #if LSTMX_AMX_COMPILES
+    __attribute__((target("amx-tile,amx-int8,amx-bf16")))
+    static double lstmx_peak_tile_run(int kind, long long iterations) {
+        uint16_t ones[LSTMX_AMX_ROWS * LSTMX_AMX_ROW_BYTES / 2] __attribute__((aligned(64)));
+        int32_t out[LSTMX_AMX_ROWS * LSTMX_AMX_ROW_BYTES / 4] __attribute__((aligned(64)));
+        float f;
+        int k;
+        for (k = 0; k < LSTMX_AMX_ROWS * LSTMX_AMX_ROW_BYTES / 2; ++k)
+            ones[k] = kind == 0 ? 0x0101 : 0x3f80;  /* int8 1, 1 or bfloat16 1.0 */
+        lstmx_amx_configure(LSTMX_AMX_ROWS);
+        _tile_loadd(4, ones, LSTMX_AMX_ROW_BYTES);
+        _tile_loadd(6, ones, LSTMX_AMX_ROW_BYTES);
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        if (kind == 0) {
+            for (long long i = 0; i < iterations; ++i) {
+                _tile_dpbusd(0, 4, 6);
+                _tile_dpbusd(1, 4, 6);
+                _tile_dpbusd(2, 4, 6);
+                _tile_dpbusd(3, 4, 6);
+            }
+        } else {
+            for (long long i = 0; i < iterations; ++i) {
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 6);
+                _tile_dpbf16ps(2, 4, 6);
+                _tile_dpbf16ps(3, 4, 6);
+            }
+        }
+        _tile_stored(0, out, LSTMX_AMX_ROW_BYTES);
+        _tile_release();
+        memcpy(&f, out, sizeof(f));
+        return kind == 0 ? (double)out[0] : (double)f;
+    }
+    #else
+    static double lstmx_peak_tile_run(int kind, long long iterations) { return 0; }
+    #endif
+    """
+    int lstmx_amx_ready() nogil
+    double lstmx_peak_tile_run(int kind, long long iterations) nogil
+
 # Vector width in bytes of each ISA; the scalar loop counts as one element.
 _ISAS = {0: ("scalar", 0), 1: ("sse2", 16), 2: ("avx2+fma", 32), 3: ("avx512f", 64)}
 
@@ -215,4 +267,39 @@ def dot_loop(kind, long long iterations):
     cdef double out
     with nogil:
         out = lstmx_peak_dot_run(number, iterations)
+    return out
+
+
+# AMX's tile products: kind -> (bit of lstmx_amx_ready and number in C, instruction,
+# multiply-adds per tile product).
+_TILES = {"int8": (1, "tdpbusd", 16 * 16 * 64), "bfloat16": (2, "tdpbf16ps", 16 * 16 * 32)}
+
+
+def tile_instruction(kind):
+    """The AMX instruction of the ``kind`` (``"int8"`` or ``"bfloat16"``) loop,
+    ``"tdpbusd"`` or ``"tdpbf16ps"``, or None where this CPU (or Linux, or the compiler)
+    gives this process none."""
+    _dot_kind(kind)
+    bit, name, _ = _TILES[kind]
+    return name if lstmx_amx_ready() & bit else None
+
+
+def tile_macs_per_iteration(kind):
+    """Multiply-adds of one iteration of the ``kind`` tile loop: four tile products."""
+    _dot_kind(kind)
+    return 4 * _TILES[kind][2]
+
+
+def tile_loop(kind, long long iterations):
+    """Run the ``kind`` tile loop ``iterations`` times without the GIL; returns its checksum.
+    Raises ValueError where ``tile_instruction(kind)`` is None."""
+    _dot_kind(kind)
+    if iterations < 0:
+        raise ValueError(f"iterations must be >= 0; got {iterations}")
+    if tile_instruction(kind) is None:
+        raise ValueError(f"this process has no AMX {_TILES[kind][1]}")
+    cdef int number = _TILES[kind][0] - 1
+    cdef double out
+    with nogil:
+        out = lstmx_peak_tile_run(number, iterations)
     return out

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from _helpers import require
+from _helpers import amx_granted, require
 from lstmx import (_bench_impls, _bench_machine, _bench_memory, _bench_quantized, _dispatch,
                    _bench_report, _bench_run, _bench_sweep, _bench_targets, _bench_timing)
 from lstmx.__main__ import main as cli
@@ -95,6 +95,19 @@ def test_measure_keeps_repeat_samples_and_interleaves():
     rounds = [calls[6 + 3 * r:6 + 3 * r + 3] for r in range(5)]
     assert [r[0] for r in rounds] == list("abcab")
     assert all(sorted(r) == list("abc") for r in rounds)
+
+
+def test_measure_primes_each_sample_after_the_pause_with_an_untimed_call():
+    # With a pause between samples, each sample follows one call of its own operation, so that
+    # no sample starts on cores left idle by the pause.
+    calls = []
+    ops = {name: ((lambda name=name: calls.append(name)), contextlib.nullcontext)
+           for name in "ab"}
+    timings = _bench_timing.measure(ops, repeat=3, warmup=0, min_time=0.0, warm_time=0.0,
+                                    gap=1e-4)
+    assert all(len(t.samples) == 3 for t in timings.values())
+    rounds = calls[4:]                       # after the warm-up (2 calls each)
+    assert rounds == ["a", "a", "b", "b", "b", "b", "a", "a", "a", "a", "b", "b"]
 
 
 def test_measure_time_budget_keeps_min_repeat():
@@ -288,11 +301,36 @@ def test_dot_product_peaks_are_measured_where_the_cpu_has_them():
             continue
         assert _peak.dot_loop(kind, 1000) == lanes * sum(k + per_lane * 1000
                                                          for k in range(acc))
-        assert peaks[kind]["instruction"] == _peak.dot_instruction(kind)
+        # The peak of what the quantised kernels run: AMX's where they run it.
+        tile = _peak.tile_instruction(kind)
+        running = (_dispatch.quantized().INT8_PRODUCTS if kind == "int8"
+                   else _dispatch.quantized().BF16_PRODUCTS)
+        assert peaks[kind]["instruction"] == (tile if running == tile
+                                              else _peak.dot_instruction(kind))
         assert set(peaks[kind]["gmacs"]) == {"1", "2"}
         assert all(r > 0 for r in peaks[kind]["gmacs"].values())
     with pytest.raises(ValueError, match="kind must be one of int8, bfloat16"):
         _peak.dot_loop("int4", 1)
+
+
+def test_tile_peaks_are_measured_where_the_process_has_amx():
+    """Each iteration is four tile products of ones into four tiles: every sum of one gains
+    64 (tdpbusd: 64 int8 products) or 32 (tdpbf16ps) an iteration."""
+    from lstmx import _peak
+
+    for kind, flag, depth in (("int8", "amx_int8", 64), ("bfloat16", "amx_bf16", 32)):
+        assert _peak.tile_macs_per_iteration(kind) == 4 * 16 * 16 * depth
+        if not amx_granted(flag):
+            assert _peak.tile_instruction(kind) is None
+            with pytest.raises(ValueError, match="this process has no AMX"):
+                _peak.tile_loop(kind, 1)
+            continue
+        assert _peak.tile_instruction(kind) == ("tdpbusd" if kind == "int8" else "tdpbf16ps")
+        assert _peak.tile_loop(kind, 1000) == depth * 1000
+        with pytest.raises(ValueError, match="iterations must be >= 0"):
+            _peak.tile_loop(kind, -1)
+    with pytest.raises(ValueError, match="kind must be one of int8, bfloat16"):
+        _peak.tile_loop("int4", 1)
 
 
 def _check_structure(res, configs, impls):
