@@ -143,9 +143,9 @@ cdef int _AMX = amx_ready() if AMX_BUILT and _DOT_SETTING == "auto" and (VNNI or
 cdef bint AMX_INT8 = VNNI and YMM_KIND == 0 and (_AMX & 1) != 0
 cdef bint AMX_BF16 = DPBF16 and (_AMX & 2) != 0
 cdef bf16_dot_fn bf16_products = bf16_amx if AMX_BF16 else bf16_dot
-cdef int8_dot_fn int8_dot = (int8_amx if AMX_INT8 else ymm_int8_dot() if YMM_KIND != 0
-                             else int8_vnni)
-# What runs, by name: "tdpbusd" (AMX), "vpdpbusd" (512-bit), "vpdpbusd-avxvnni" or
+cdef int8_dot_fn int8_dot = ymm_int8_dot() if YMM_KIND != 0 else int8_vnni
+# What runs, by name: "tdpbusd" (AMX; products of fewer than AMX_INT8_ROWS rows on vpdpbusd,
+# the same sums), "vpdpbusd" (512-bit), "vpdpbusd-avxvnni" or
 # "vpdpbusd-avx512vl" (256-bit, VEX or EVEX) or "generic" (int8); "tdpbf16ps" (AMX),
 # "vdpbf16ps" or "blas" (bfloat16).
 INT8_PRODUCTS = ("tdpbusd" if AMX_INT8 else "vpdpbusd-avxvnni" if YMM_KIND == 1
@@ -174,6 +174,12 @@ cdef enum:
     # Integer products below this many multiply-adds (some 50 us) stay on one thread: a
     # team's start and end would cost a good part of that.
     PARALLEL_WORK = 1 << 20
+    # int8 products of fewer rows run on vpdpbusd, not AMX's tiles, whose product costs the
+    # same for 1 row as for 16, and so do all of a layer's when its batch is smaller: a
+    # core slows its vector instructions for a while after tile products (batches of 1 and
+    # 2 ran 0.7-0.8x as fast with an input projection on the tiles; docs/quantization.md).
+    # The sums are the same either way.
+    AMX_INT8_ROWS = 8
 
 # Weight rows are padded to a multiple of this: a tile's on the generic products, a
 # vector's on vpdpbusd.
@@ -332,7 +338,7 @@ cdef void int_product_columns(
 cdef void int_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const uint8_t *A,
                       const float *sa, const int8_t *W, const float *sw, const int32_t *wsum,
                       const float *bias, float *z, Py_ssize_t ldz, int32_t *raw,
-                      int threads) noexcept nogil:
+                      int threads, bint tiles) noexcept nogil:
     """z[r, n] = float(sum_k q[r, k] W[n, k]) * (sa[r] * sw[n]) + (bias[n], or z[r, n] where
     bias is NULL) for r < rows, n < N, with A = q + ZERO the activation bytes and wsum[n] =
     sum_k W[n, k] (which corrects vpdpbusd's sums for the zero point; the generic products
@@ -341,23 +347,26 @@ cdef void int_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const uint8_
     A (rows, Kp) uint8; W (N rounded up to INT8_COLS, Kp) int8, zero-padded to Kp and laid out
     by ``pack_weights`` (A's padding is then any byte). Threads split the columns, so
     each sum is computed by one thread in one order whatever the number of threads: the
-    result does not depend on it.
+    result does not depend on it. ``tiles``: AMX's where this process has them and the
+    product has AMX_INT8_ROWS rows or more (the same sums).
     """
     cdef Py_ssize_t blocks = (N + BLOCK_COLS - 1) // BLOCK_COLS
     cdef Py_ssize_t vecs = (N + DOT_VEC - 1) // DOT_VEC
     cdef int tid
+    cdef int8_dot_fn dot = (int8_amx if tiles and AMX_INT8 and rows >= AMX_INT8_ROWS
+                            else int8_dot)
     if rows * N * Kp < PARALLEL_WORK or blocks < 2:
         threads = 1
     if VNNI:
         # W in vectors of DOT_VEC channels (pack_weights); threads split the vectors.
         if threads == 1:
-            int8_dot(0, rows, 0, vecs, N, Kp, A, sa, W, sw, wsum, bias, z, ldz, raw)
+            dot(0, rows, 0, vecs, N, Kp, A, sa, W, sw, wsum, bias, z, ldz, raw)
             return
         with parallel(num_threads=threads):
             tid = threadid()
             threads = num_threads()
-            int8_dot(0, rows, vecs * tid // threads, vecs * (tid + 1) // threads, N, Kp, A,
-                      sa, W, sw, wsum, bias, z, ldz, raw)
+            dot(0, rows, vecs * tid // threads, vecs * (tid + 1) // threads, N, Kp, A, sa, W,
+                sw, wsum, bias, z, ldz, raw)
         return
     if threads == 1:
         int_product_blocks(0, blocks, rows, N, Kp, A, sa, W, sw, bias, z, ldz, raw)
@@ -455,7 +464,7 @@ cdef void product(const Plan *p, const Operand *o, Py_ssize_t rows, const float 
     if p.int8:
         quantize_rows(rows, o.K, v, ldv, o.aq + at * o.Kp, o.Kp, o.ascale + at)
         int_product(rows, o.N, o.Kp, o.aq + at * o.Kp, o.ascale + at, o.q, o.scale, o.sums,
-                    bias, z, ldz, NULL, threads)
+                    bias, z, ldz, NULL, threads, p.B >= AMX_INT8_ROWS)
     elif DPBF16:
         bits_rows_bf16(rows, o.K, v, ldv, o.ab + at * o.Kp, o.Kp)
         bf16_product(rows, o.N, o.Kp, o.ab + at * o.Kp, o.bits, bias, z, ldz, threads)
@@ -866,5 +875,5 @@ def int_matmul(const int8_t[:, ::1] A, const int8_t[:, ::1] W):
     cdef int threads = max_threads()
     with nogil:
         int_product(rows, N, Kp, &u[0, 0], NULL, &wv[0, 0], NULL, &sv[0], NULL, NULL, 0,
-                    &ov[0, 0], threads)
+                    &ov[0, 0], threads, True)
     return out
