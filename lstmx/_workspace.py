@@ -9,8 +9,11 @@ to it (its reference count is back to the pool's own), however many views of it 
 passed on; so an array handed to a user stays theirs for as long as they hold any view of it.
 A request takes a free buffer of its size, else the smallest free one up to a quarter larger.
 
-At most ``KEEP_BYTES`` of free buffers are kept; arrays below ``MIN_BYTES`` come from NumPy
-(malloc recycles small blocks without faults). ``release_memory()`` (also
+Every array from the pool starts on a cache line (``ALIGN_BYTES``): a large NumPy array is a
+page from mmap less malloc's 16-byte header, and a 64-byte vector load from one that is not
+line-aligned touches two lines. AMX's tile loads of bfloat16 weights so placed ran 2.4 times
+as long (docs/performance.md). At most ``KEEP_BYTES`` of free buffers are kept; arrays below
+``MIN_BYTES`` come from NumPy (malloc recycles small blocks without faults). ``release_memory()`` (also
 ``lstmx.release_memory``) drops every free buffer.
 """
 from __future__ import annotations
@@ -23,11 +26,12 @@ import numpy as np
 
 from lstmx import _fork
 
-__all__ = ["MIN_BYTES", "KEEP_BYTES", "empty", "zeros", "copy", "release_memory",
-           "pooled_bytes"]
+__all__ = ["MIN_BYTES", "KEEP_BYTES", "ALIGN_BYTES", "empty", "zeros", "copy",
+           "line_aligned", "release_memory", "pooled_bytes"]
 
 MIN_BYTES = 1 << 17   # glibc serves smaller blocks from its heap (its mmap threshold)
 KEEP_BYTES = 1 << 30  # free buffers kept for reuse, at most
+ALIGN_BYTES = 64      # a cache line, and an AVX-512 vector
 
 _lock = threading.Lock()
 _buffers: dict[int, list[np.ndarray]] = {}  # size in bytes -> uint8 buffers, oldest first
@@ -89,9 +93,10 @@ def empty(shape, dtype) -> np.ndarray:
         base = _take(size)
         if base is None:
             _trim(KEEP_BYTES - size)
-            base = np.empty(size, np.uint8)
+            base = np.empty(size + ALIGN_BYTES, np.uint8)
             _buffers.setdefault(size, []).append(base)
-    return base[:size].view(dtype).reshape(shape)
+    start = -base.ctypes.data % ALIGN_BYTES
+    return base[start:start + size].view(dtype).reshape(shape)
 
 
 def _take(size: int):
@@ -128,6 +133,17 @@ def zeros(shape, dtype) -> np.ndarray:
 def copy(a) -> np.ndarray:
     """A C-contiguous copy of array ``a`` (any layout), as ``np.array(a, order="C")``."""
     out = empty(a.shape, a.dtype)
+    np.copyto(out, a)
+    return out
+
+
+def line_aligned(a) -> np.ndarray:
+    """A C-contiguous copy of array ``a`` that starts on a cache line, not from the pool: for
+    arrays kept as long as a model (its packed weights)."""
+    a = np.asarray(a)
+    base = np.empty(a.nbytes + ALIGN_BYTES, np.uint8)
+    start = -base.ctypes.data % ALIGN_BYTES
+    out = base[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
     np.copyto(out, a)
     return out
 

@@ -108,3 +108,30 @@ def test_a_free_buffer_up_to_a_quarter_larger_serves_a_request():
     del c
     e = _workspace.empty(BIG, np.float32)  # of two free buffers, the one of its own size
     assert _workspace.pooled_bytes() == (e.nbytes + d.nbytes, 300 * 4096)
+
+
+def test_pooled_arrays_start_on_a_cache_line():
+    # A large NumPy array starts 16 bytes into a page (malloc's header); the pool's, fresh,
+    # reused or served from a larger free buffer, start on a cache line.
+    line = _workspace.ALIGN_BYTES
+    for shape, dtype in [(BIG, np.float32), ((1 << 17) + 3, np.uint8), ((3, 70001), np.float64)]:
+        a = _workspace.empty(shape, dtype)
+        assert a.ctypes.data % line == 0 and a.shape == (shape if isinstance(shape, tuple)
+                                                         else (shape,))
+        del a
+        assert _workspace.empty(shape, dtype).ctypes.data % line == 0
+    bigger = _workspace.empty((256, 1100), np.float32)
+    del bigger
+    served = _workspace.empty(BIG, np.float32)           # from the free (256, 1100) buffer
+    assert served.ctypes.data % line == 0
+
+
+def test_line_aligned_copies_start_on_a_cache_line():
+    rng = np.random.default_rng(0)
+    for a in (rng.standard_normal((5, 7)), rng.integers(-9, 9, (300, 33)).astype(np.int8)[:, 1:],
+              np.arange(3, dtype=np.uint16)):
+        out = _workspace.line_aligned(a)
+        assert out.ctypes.data % _workspace.ALIGN_BYTES == 0
+        assert out.flags.c_contiguous and out.dtype == a.dtype
+        assert_array_equal(out, a)
+        assert not np.shares_memory(out, a)
