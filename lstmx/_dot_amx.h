@@ -30,8 +30,8 @@
 #define LSTMX_AMX_TARGET __attribute__((target("amx-tile,amx-int8,amx-bf16,avx512f,avx512bw,avx512vl")))
 
 /* Rows [r0, r0 + MR * rows) x vectors [v0, v0 + NV) of a product (MR, NV in {1, 2}, rows the
- * configured rows of a row tile): the sums over the whole depth kp in tiles 0-3, in order of
- * k, then into acc[2 i + j] (16 x 16, 64 bytes a row) for the epilogue. ``DP`` is the tile
+ * configured rows of a row tile): the sums over k < kd rounded up to whole tile rows (kp is a
+ * multiple of them) in tiles 0-3, in order of k, then into acc[2 i + j] (16 x 16, 64 bytes a row) for the epilogue. ``DP`` is the tile
  * product, ``E`` bytes a value, ``KT`` values a tile row (64 / E). */
 #define LSTMX_AMX_SUMS(MR, NV, DP, E, KT)                                                   \
     do {                                                                                   \
@@ -45,7 +45,7 @@
         if (NV > 1) _tile_zero(1);                                                         \
         if (MR > 1) _tile_zero(2);                                                         \
         if (MR > 1 && NV > 1) _tile_zero(3);                                               \
-        for (k = 0; k < kp; k += (KT)) {                                                   \
+        for (k = 0; k < kd; k += (KT)) {                                                   \
             _tile_loadd(4, a0 + k * (E), lda);                                             \
             _tile_loadd(6, w0 + k * LSTMX_DOT_VEC * (E), LSTMX_AMX_ROW_BYTES);             \
             if (MR > 1) _tile_loadd(5, a1 + k * (E), lda);                                 \
@@ -128,10 +128,11 @@ LSTMX_AMX_TARGET static inline void lstmx_amx_int8_epilogue(
     }
 }
 
-/* lstmx_int8_vnni on AMX: the same arguments, the same results, for kp a multiple of 64. */
+/* lstmx_int8_vnni on AMX: the same arguments, the same results, for kp a multiple of 64 (the
+ * sums run over whole tile rows up to kd or past it, into kp's zero padding). */
 LSTMX_AMX_TARGET static void lstmx_int8_amx(
     ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo, ptrdiff_t v_hi, ptrdiff_t N, ptrdiff_t kp,
-    const uint8_t *A, const float *sa, const int8_t *W, const float *sw, const int32_t *wsum,
+    ptrdiff_t kd, const uint8_t *A, const float *sa, const int8_t *W, const float *sw, const int32_t *wsum,
     const float *bias, float *z, ptrdiff_t ldz, int32_t *raw)
 {
     int32_t acc[4][LSTMX_AMX_ROWS * LSTMX_DOT_VEC] __attribute__((aligned(64)));
@@ -170,10 +171,11 @@ LSTMX_AMX_TARGET static inline void lstmx_amx_bf16_epilogue(
     }
 }
 
-/* lstmx_bf16_dot on AMX: the same arguments, for kp a multiple of 32. */
+/* lstmx_bf16_dot on AMX: the same arguments, for kp a multiple of 32 (the sums run over whole
+ * tile rows up to kd or past it, into kp's zero padding). */
 LSTMX_AMX_TARGET static void lstmx_bf16_amx(
     ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo, ptrdiff_t v_hi, ptrdiff_t N, ptrdiff_t kp,
-    const uint16_t *A, const uint16_t *W, const float *bias, float *z, ptrdiff_t ldz)
+    ptrdiff_t kd, const uint16_t *A, const uint16_t *W, const float *bias, float *z, ptrdiff_t ldz)
 {
     float acc[4][LSTMX_AMX_ROWS * LSTMX_DOT_VEC] __attribute__((aligned(64)));
 #define LSTMX_T(MR, NV)                                                                     \
@@ -189,11 +191,11 @@ LSTMX_AMX_TARGET static void lstmx_bf16_amx(
 /* Not built for AVX-512 on x86-64 Linux with GCC 11 or later: no AMX, never called. */
 #define LSTMX_AMX_BUILT 0
 static void lstmx_int8_amx(ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo, ptrdiff_t v_hi,
-                           ptrdiff_t N, ptrdiff_t kp, const uint8_t *A, const float *sa,
+                           ptrdiff_t N, ptrdiff_t kp, ptrdiff_t kd, const uint8_t *A, const float *sa,
                            const int8_t *W, const float *sw, const int32_t *wsum,
                            const float *bias, float *z, ptrdiff_t ldz, int32_t *raw) {}
 static void lstmx_bf16_amx(ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo, ptrdiff_t v_hi,
-                           ptrdiff_t N, ptrdiff_t kp, const uint16_t *A, const uint16_t *W,
+                           ptrdiff_t N, ptrdiff_t kp, ptrdiff_t kd, const uint16_t *A, const uint16_t *W,
                            const float *bias, float *z, ptrdiff_t ldz) {}
 #endif
 

@@ -18,7 +18,8 @@
 
 /* The int8 products' signature (lstmx_int8_vnni's, _dot_avx512.h). */
 typedef void (*lstmx_int8_dot_fn)(ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo,
-                                  ptrdiff_t v_hi, ptrdiff_t N, ptrdiff_t kp, const uint8_t *A,
+                                  ptrdiff_t v_hi, ptrdiff_t N, ptrdiff_t kp, ptrdiff_t kd,
+                                  const uint8_t *A,
                                   const float *sa, const int8_t *W, const float *sw,
                                   const int32_t *wsum, const float *bias, float *z,
                                   ptrdiff_t ldz, int32_t *raw);
@@ -53,8 +54,8 @@ static int lstmx_ymm_vnni_kind(void)
  * its lanes beyond N neither read nor written. */
 #define LSTMX_YMM_PRODUCT(NAME, TARGET, DPBUSD)                                             \
 TARGET static inline __attribute__((always_inline)) void NAME##_tile(                       \
-    const int R, ptrdiff_t r0, ptrdiff_t v0, ptrdiff_t N, ptrdiff_t kp, const uint8_t *A,   \
-    const float *sa, const int8_t *W, const float *sw, const int32_t *wsum,                 \
+    const int R, ptrdiff_t r0, ptrdiff_t v0, ptrdiff_t N, ptrdiff_t kp, ptrdiff_t kd,       \
+    const uint8_t *A, const float *sa, const int8_t *W, const float *sw, const int32_t *wsum,                 \
     const float *bias, float *z, ptrdiff_t ldz, int32_t *raw)                               \
 {                                                                                           \
     const int V = 2;                                                                        \
@@ -72,7 +73,7 @@ TARGET static inline __attribute__((always_inline)) void NAME##_tile(           
     i1 = _mm256_sub_epi32(zero, _mm256_slli_epi32(_mm256_loadu_si256(                       \
         (const __m256i *)(wsum + v0 * LSTMX_DOT_VEC + 8)), 7));                             \
     LSTMX_DOT_DECLARE(__m256i, i0, i1, zero, zero);                                         \
-    for (k = 0; k < kp; k += 4) {                                                           \
+    for (k = 0; k < kd; k += 4) {                                                           \
         LSTMX_DOT_LOAD_W(_mm256_loadu_si256, w + k * LSTMX_DOT_VEC);                        \
         LSTMX_DOT_ROWS(_mm256_set1_epi32, a + k, DPBUSD);                                   \
     }                                                                                       \
@@ -105,8 +106,9 @@ TARGET static inline __attribute__((always_inline)) void NAME##_tile(           
 /* As lstmx_int8_vnni (_dot_avx512.h), the same arguments and the same results. */          \
 TARGET static void NAME(                                                                    \
     ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo, ptrdiff_t v_hi, ptrdiff_t N,            \
-    ptrdiff_t kp, const uint8_t *A, const float *sa, const int8_t *W, const float *sw,      \
-    const int32_t *wsum, const float *bias, float *z, ptrdiff_t ldz, int32_t *raw)          \
+    ptrdiff_t kp, ptrdiff_t kd, const uint8_t *A, const float *sa, const int8_t *W,         \
+    const float *sw, const int32_t *wsum, const float *bias, float *z, ptrdiff_t ldz,       \
+    int32_t *raw)                                                                           \
 {                                                                                           \
     ptrdiff_t v0;                                                                           \
     for (v0 = v_lo; v0 < v_hi; v0++) {                                                      \
@@ -114,7 +116,8 @@ TARGET static void NAME(                                                        
     }                                                                                       \
 }
 
-#define LSTMX_YMM_EACH(TILE, RR) TILE(RR, r0, v0, N, kp, A, sa, W, sw, wsum, bias, z, ldz, raw)
+#define LSTMX_YMM_EACH(TILE, RR) TILE(RR, r0, v0, N, kp, kd, A, sa, W, sw, wsum, bias, z, ldz, \
+                                      raw)
 #define LSTMX_AVXVNNI_OP(c, wv) c = _mm256_dpbusd_avx_epi32(c, x, wv)
 #define LSTMX_VNNI256_OP(c, wv) c = _mm256_dpbusd_epi32(c, x, wv)
 LSTMX_YMM_PRODUCT(lstmx_int8_avxvnni, LSTMX_AVXVNNI_TARGET, LSTMX_AVXVNNI_OP)

@@ -65,7 +65,7 @@ static int lstmx_dot_has_bf16(void)
  * the sums stay below 2**31 while 255 * 127 * kp does. */
 LSTMX_VNNI_TARGET LSTMX_DOT_INLINE void lstmx_vnni_tile(
     const int R, const int V, ptrdiff_t r0, ptrdiff_t v0, ptrdiff_t N, ptrdiff_t kp,
-    const uint8_t *A, const float *sa, const int8_t *W, const float *sw, const int32_t *wsum,
+    ptrdiff_t kd, const uint8_t *A, const float *sa, const int8_t *W, const float *sw, const int32_t *wsum,
     const float *bias, float *z, ptrdiff_t ldz, int32_t *raw)
 {
     const ptrdiff_t ldw = LSTMX_DOT_VEC * kp;
@@ -87,7 +87,7 @@ LSTMX_VNNI_TARGET LSTMX_DOT_INLINE void lstmx_vnni_tile(
     i3 = LSTMX_START(3);
 #undef LSTMX_START
     LSTMX_DOT_DECLARE(__m512i, i0, i1, i2, i3);
-    for (k = 0; k < kp; k += 4) {
+    for (k = 0; k < kd; k += 4) {
         LSTMX_DOT_LOAD_W(_mm512_loadu_si512, w + k * 16);
 #define LSTMX_OP(c, wv) c = _mm512_dpbusd_epi32(c, x, wv)
         LSTMX_DOT_ROWS(_mm512_set1_epi32, a + k, LSTMX_OP);
@@ -123,14 +123,16 @@ LSTMX_VNNI_TARGET LSTMX_DOT_INLINE void lstmx_vnni_tile(
  * A = q + 128 (rows of kp bytes) and wsum[n] = sum_k W[n, k]; or, when raw is not NULL,
  * raw[r, n] = sum_k q[r, k] W[n, k] (N apart).
  * W packed as the head of this file says (G = 4), with N padded to 16 and kp to 4; wsum and
- * sw padded likewise. The sums are exact: the same integers as the other instruction sets give. */
+ * sw padded likewise. The sums run over k < kd (kd <= kp, a multiple of 4: past it the
+ * weights are zero padding). The sums are exact: the same integers as the other instruction
+ * sets give. */
 LSTMX_VNNI_TARGET static void lstmx_int8_vnni(
     ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo, ptrdiff_t v_hi, ptrdiff_t N, ptrdiff_t kp,
-    const uint8_t *A, const float *sa, const int8_t *W, const float *sw, const int32_t *wsum,
-    const float *bias, float *z, ptrdiff_t ldz, int32_t *raw)
+    ptrdiff_t kd, const uint8_t *A, const float *sa, const int8_t *W, const float *sw,
+    const int32_t *wsum, const float *bias, float *z, ptrdiff_t ldz, int32_t *raw)
 {
-#define LSTMX_T(RR, VV) lstmx_vnni_tile(RR, VV, r0, v0, N, kp, A, sa, W, sw, wsum, bias, z, ldz, \
-                                        raw)
+#define LSTMX_T(RR, VV) lstmx_vnni_tile(RR, VV, r0, v0, N, kp, kd, A, sa, W, sw, wsum, bias, z, \
+                                        ldz, raw)
     LSTMX_DOT_FOR_TILES(LSTMX_T);
 #undef LSTMX_T
 }
@@ -142,7 +144,7 @@ LSTMX_VNNI_TARGET static void lstmx_int8_vnni(
  * nearest even, with bfloat16 subnormals read as zero and float32 ones flushed to zero. */
 LSTMX_BF16_TARGET LSTMX_DOT_INLINE void lstmx_bf16_tile(
     const int R, const int V, ptrdiff_t r0, ptrdiff_t v0, ptrdiff_t N, ptrdiff_t kp,
-    const uint16_t *A, const uint16_t *W, const float *bias, float *z, ptrdiff_t ldz)
+    ptrdiff_t kd, const uint16_t *A, const uint16_t *W, const float *bias, float *z, ptrdiff_t ldz)
 {
     const ptrdiff_t ldw = LSTMX_DOT_VEC * kp;
     const uint16_t *w = W + v0 * ldw;
@@ -153,7 +155,7 @@ LSTMX_BF16_TARGET LSTMX_DOT_INLINE void lstmx_bf16_tile(
     __m512bh x, w0, w1, w2, w3;
     __m512 zero = _mm512_setzero_ps();
     LSTMX_DOT_DECLARE(__m512, zero, zero, zero, zero);
-    for (k = 0; k < kp; k += 2) {
+    for (k = 0; k < kd; k += 2) {
         LSTMX_DOT_LOAD_W((__m512bh)_mm512_loadu_si512, w + k * 16);
 #define LSTMX_OP(c, wv) c = _mm512_dpbf16_ps(c, x, wv)
         LSTMX_DOT_ROWS((__m512bh)_mm512_set1_epi32, a + k, LSTMX_OP);
@@ -176,14 +178,16 @@ LSTMX_BF16_TARGET LSTMX_DOT_INLINE void lstmx_bf16_tile(
 }
 
 /* z[r, n] = sum_k a[r, k] w[n, k] + (bias[n], or z[r, n] when bias is NULL) in float32 for
- * rows [r_lo, r_hi) and the channels of vectors [v_lo, v_hi) below N: A bfloat16 bits (rows of kp, zero-padded), W packed as the
- * head of this file says (G = 2), N padded to 16 and kp to 2. Each sum runs over k in order,
- * two products at a time, and is added to z once. */
+ * rows [r_lo, r_hi) and the channels of vectors [v_lo, v_hi) below N: A bfloat16 bits (rows
+ * of kp, zero-padded), W packed as the head of this file says (G = 2), N padded to 16 and kp
+ * to 2. Each sum runs over k < kd (kd <= kp, even) in order, two products at a time, and is
+ * added to z once. */
 LSTMX_BF16_TARGET static void lstmx_bf16_dot(
     ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo, ptrdiff_t v_hi, ptrdiff_t N, ptrdiff_t kp,
-    const uint16_t *A, const uint16_t *W, const float *bias, float *z, ptrdiff_t ldz)
+    ptrdiff_t kd, const uint16_t *A, const uint16_t *W, const float *bias, float *z,
+    ptrdiff_t ldz)
 {
-#define LSTMX_T(RR, VV) lstmx_bf16_tile(RR, VV, r0, v0, N, kp, A, W, bias, z, ldz)
+#define LSTMX_T(RR, VV) lstmx_bf16_tile(RR, VV, r0, v0, N, kp, kd, A, W, bias, z, ldz)
     LSTMX_DOT_FOR_TILES(LSTMX_T);
 #undef LSTMX_T
 }
@@ -195,11 +199,11 @@ LSTMX_BF16_TARGET static void lstmx_bf16_dot(
 static int lstmx_dot_has_vnni(void) { return 0; }
 static int lstmx_dot_has_bf16(void) { return 0; }
 static void lstmx_int8_vnni(ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo, ptrdiff_t v_hi,
-                            ptrdiff_t N, ptrdiff_t kp, const uint8_t *A, const float *sa,
+                            ptrdiff_t N, ptrdiff_t kp, ptrdiff_t kd, const uint8_t *A, const float *sa,
                             const int8_t *W, const float *sw, const int32_t *wsum,
                             const float *bias, float *z, ptrdiff_t ldz, int32_t *raw) {}
 static void lstmx_bf16_dot(ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo, ptrdiff_t v_hi,
-                           ptrdiff_t N, ptrdiff_t kp, const uint16_t *A, const uint16_t *W,
+                           ptrdiff_t N, ptrdiff_t kp, ptrdiff_t kd, const uint16_t *A, const uint16_t *W,
                            const float *bias, float *z, ptrdiff_t ldz) {}
 #endif
 

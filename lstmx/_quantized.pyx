@@ -11,18 +11,22 @@ int8: a row of activations (x for the input projection, h for the recurrent prod
 the projection) is quantised at each step to integers q in [-127, 127] with its own scale;
 weights arrive quantised per output channel to int8 in [-127, 127]. The products are exact
 integer dot products, so they are sum q * w exactly and bit-identical on every instruction
-set and any number of threads: ``vpdpbusd`` where the CPU has AVX512_VNNI
-(``_dot_avx512.h``; or AVX-VNNI in the AVX2 build, ``_dot_avx2.h``) on the unsigned bytes
+set and any number of threads: AMX's ``tdpbusd`` where the CPU and Linux allow it
+(``_dot_amx.h``; batches of 8 rows or more), else ``vpdpbusd`` where the CPU has AVX512_VNNI
+(``_dot_avx512.h``; or AVX-VNNI in the AVX2 build, ``_dot_avx2.h``), on the unsigned bytes
 q + 128, less 128 times each weight row's sum; else (``_int8_dot.h``) ``vpmaddubsw`` on AVX2
 on |q| and w * sign(q), whose int16 pair sums cannot saturate, or a scalar loop. Each sum is
 then scaled back to float32 and everything else is float32.
 
 bfloat16: activations are rounded to bfloat16 before the products; weights arrive as
-bfloat16. Where the CPU has AVX512_BF16 the products run on ``vdpbf16ps`` (``_dot_avx512.h``),
-summing in float32; elsewhere on BLAS, the bfloat16 values held in float32.
+bfloat16. The products run on AMX's ``tdpbf16ps`` where the CPU and Linux allow it
+(``_dot_amx.h``; layers with a step of AMX_BF16_STEP_WORK multiply-adds or more), else on
+``vdpbf16ps`` where the CPU has AVX512_BF16 (``_dot_avx512.h``), summing in float32;
+elsewhere on BLAS, the bfloat16 values held in float32.
 
-The environment variable ``LSTMX_DOT_PRODUCTS=generic``, read at import, turns the
-dot-product instructions off (the tests run both ways).
+The environment variable ``LSTMX_DOT_PRODUCTS``, read at import, keeps the vector
+instructions only (``vector``) or turns them all off (``generic``); the tests run every
+way.
 """
 import os
 
@@ -40,7 +44,7 @@ from lstmx._activations_rational cimport sigmoid, tanh_
 from lstmx._blas cimport NoTrans, Trans, gemm
 from lstmx._cpu import l2_cache_bytes
 from lstmx._openmp cimport max_threads, num_threads
-from lstmx._workspace import MIN_BYTES as POOL_MIN_BYTES, empty as pooled_empty
+from lstmx._workspace import MIN_BYTES as POOL_MIN_BYTES, empty as pooled_empty, line_aligned
 
 cnp.import_array()
 
@@ -75,20 +79,21 @@ cdef extern from "_int8_dot.h":
     void tile_add "lstmx_int8_tile_add"(const int32_t *acc, float s, const float *sw,
                                         const float *z0, float *z) noexcept nogil
 
-# The dot-product kernels' signatures, on vectors or AMX's tiles alike.
+# The dot-product kernels' signatures, on vectors or AMX's tiles alike. kp is the depth held
+# (A's rows, each packed vector's), kd <= kp the depth summed (past it all is zero padding).
 # int8: z[r, n] = float(sum_k q[r, k] W[n, k]) * (sa[r] * sw[n]) + (bias[n] or z[r, n]) (or
 # raw[r, n] = the sum) for rows [r_lo, r_hi) and the channels of vectors [v_lo, v_hi): as
 # int_product, exact.
 ctypedef void (*int8_dot_fn)(
     Py_ssize_t r_lo, Py_ssize_t r_hi, Py_ssize_t v_lo, Py_ssize_t v_hi, Py_ssize_t N,
-    Py_ssize_t kp, const uint8_t *A, const float *sa, const int8_t *W, const float *sw,
+    Py_ssize_t kp, Py_ssize_t kd, const uint8_t *A, const float *sa, const int8_t *W, const float *sw,
     const int32_t *wsum, const float *bias, float *z, Py_ssize_t ldz,
     int32_t *raw) noexcept nogil
 # bfloat16: z[r, n] = sum_k a[r, k] w[n, k] + (bias[n] or z[r, n]) over bfloat16 a and w,
 # float32 sums.
 ctypedef void (*bf16_dot_fn)(
     Py_ssize_t r_lo, Py_ssize_t r_hi, Py_ssize_t v_lo, Py_ssize_t v_hi, Py_ssize_t N,
-    Py_ssize_t kp, const uint16_t *A, const uint16_t *W, const float *bias, float *z,
+    Py_ssize_t kp, Py_ssize_t kd, const uint16_t *A, const uint16_t *W, const float *bias, float *z,
     Py_ssize_t ldz) noexcept nogil
 
 cdef extern from "_dot_avx512.h":
@@ -142,7 +147,6 @@ cdef bint DPBF16 = DOT_BUILT and _VECTORS and dot_has_bf16()
 cdef int _AMX = amx_ready() if AMX_BUILT and _DOT_SETTING == "auto" and (VNNI or DPBF16) else 0
 cdef bint AMX_INT8 = VNNI and YMM_KIND == 0 and (_AMX & 1) != 0
 cdef bint AMX_BF16 = DPBF16 and (_AMX & 2) != 0
-cdef bf16_dot_fn bf16_products = bf16_amx if AMX_BF16 else bf16_dot
 cdef int8_dot_fn int8_dot = ymm_int8_dot() if YMM_KIND != 0 else int8_vnni
 # What runs, by name: "tdpbusd" (AMX; products of fewer than AMX_INT8_ROWS rows on vpdpbusd,
 # the same sums), "vpdpbusd" (512-bit), "vpdpbusd-avxvnni" or
@@ -180,6 +184,10 @@ cdef enum:
     # 2 ran 0.7-0.8x as fast with an input projection on the tiles; docs/quantization.md).
     # The sums are the same either way.
     AMX_INT8_ROWS = 8
+    # A bfloat16 layer whose step has fewer multiply-adds (B 4H (I + Hout)) runs on
+    # vdpbf16ps: at a batch of 1 and H = 100 (53 K a step) the tiles ran 0.64-0.78x as fast,
+    # at 1 and H = 256 (393 K) 2x. A function of the shape, so the bits are one too.
+    AMX_BF16_STEP_WORK = 1 << 17
 
 # Weight rows are padded to a multiple of this: a tile's on the generic products, a
 # vector's on vpdpbusd.
@@ -335,8 +343,8 @@ cdef void int_product_columns(
         r += ROWS
 
 
-cdef void int_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const uint8_t *A,
-                      const float *sa, const int8_t *W, const float *sw, const int32_t *wsum,
+cdef void int_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, Py_ssize_t K,
+                      const uint8_t *A, const float *sa, const int8_t *W, const float *sw, const int32_t *wsum,
                       const float *bias, float *z, Py_ssize_t ldz, int32_t *raw,
                       int threads, bint tiles) noexcept nogil:
     """z[r, n] = float(sum_k q[r, k] W[n, k]) * (sa[r] * sw[n]) + (bias[n], or z[r, n] where
@@ -345,7 +353,9 @@ cdef void int_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const uint8_
     have none); or, where raw is not NULL, raw[r, n] = the integer sum.
 
     A (rows, Kp) uint8; W (N rounded up to INT8_COLS, Kp) int8, zero-padded to Kp and laid out
-    by ``pack_weights`` (A's padding is then any byte). Threads split the columns, so
+    by ``pack_weights`` (A's padding is then any byte); K <= Kp the depth before padding,
+    which the dot-product vectors stop at (AMX's tiles at whole tile rows). Threads split
+    the columns, so
     each sum is computed by one thread in one order whatever the number of threads: the
     result does not depend on it. ``tiles``: AMX's where this process has them and the
     product has AMX_INT8_ROWS rows or more (the same sums).
@@ -355,18 +365,19 @@ cdef void int_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const uint8_
     cdef int tid
     cdef int8_dot_fn dot = (int8_amx if tiles and AMX_INT8 and rows >= AMX_INT8_ROWS
                             else int8_dot)
+    cdef Py_ssize_t kd = (K + 3) // 4 * 4
     if rows * N * Kp < PARALLEL_WORK or blocks < 2:
         threads = 1
     if VNNI:
         # W in vectors of DOT_VEC channels (pack_weights); threads split the vectors.
         if threads == 1:
-            dot(0, rows, 0, vecs, N, Kp, A, sa, W, sw, wsum, bias, z, ldz, raw)
+            dot(0, rows, 0, vecs, N, Kp, kd, A, sa, W, sw, wsum, bias, z, ldz, raw)
             return
         with parallel(num_threads=threads):
             tid = threadid()
             threads = num_threads()
-            dot(0, rows, vecs * tid // threads, vecs * (tid + 1) // threads, N, Kp, A, sa, W,
-                sw, wsum, bias, z, ldz, raw)
+            dot(0, rows, vecs * tid // threads, vecs * (tid + 1) // threads, N, Kp, kd, A, sa,
+                W, sw, wsum, bias, z, ldz, raw)
         return
     if threads == 1:
         int_product_blocks(0, blocks, rows, N, Kp, A, sa, W, sw, bias, z, ldz, raw)
@@ -394,33 +405,37 @@ cdef void int_product_blocks(Py_ssize_t b_lo, Py_ssize_t b_hi, Py_ssize_t rows, 
         r0 = r1
 
 
-cdef void bf16_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, const uint16_t *A,
-                       const uint16_t *W, const float *bias, float *z, Py_ssize_t ldz,
-                       int threads) noexcept nogil:
+cdef void bf16_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, Py_ssize_t K,
+                       const uint16_t *A, const uint16_t *W, const float *bias, float *z, Py_ssize_t ldz,
+                       int threads, bint tiles) noexcept nogil:
     """z[r, n] = sum_k a[r, k] W[n, k] + (bias[n], or z[r, n] where bias is NULL) for r < rows,
-    n < N, on vdpbf16ps: A (rows, Kp)
-    bfloat16 bits, zero-padded; W as ``pack_bfloat16`` lays it out. Threads split the columns,
-    each sum computed by one thread in one order: the result does not depend on them."""
+    n < N, on AMX's tdpbf16ps where ``tiles`` and the process has them, else on vdpbf16ps:
+    A (rows, Kp) bfloat16 bits, zero-padded, K <= Kp the depth before padding; W as
+    ``pack_bfloat16`` lays it out. Threads split the columns, each sum computed by one thread in one order: the result does not
+    depend on them."""
     cdef Py_ssize_t vecs = (N + DOT_VEC - 1) // DOT_VEC
     cdef int tid
+    cdef bf16_dot_fn dot = bf16_amx if tiles and AMX_BF16 else bf16_dot
+    cdef Py_ssize_t kd = (K + 1) // 2 * 2
     if rows * N * Kp < PARALLEL_WORK or vecs < 2:
         threads = 1
     if threads == 1:
-        bf16_products(0, rows, 0, vecs, N, Kp, A, W, bias, z, ldz)
+        dot(0, rows, 0, vecs, N, Kp, kd, A, W, bias, z, ldz)
         return
     with parallel(num_threads=threads):
         tid = threadid()
         threads = num_threads()
-        bf16_products(0, rows, vecs * tid // threads, vecs * (tid + 1) // threads, N, Kp, A, W,
-                      bias, z, ldz)
+        dot(0, rows, vecs * tid // threads, vecs * (tid + 1) // threads, N, Kp, kd, A, W, bias,
+            z, ldz)
 
 
 # ------------------------------------------------------------------------ one layer and direction
 
 cdef struct Operand:
     # One weight matrix (N, K) of a layer and direction, and the scratch its activations are
-    # rounded into: the fields of the products that run (int8; bfloat16 on vdpbf16ps or BLAS).
-    Py_ssize_t N, K, Kp            # Kp: padded depth (int8 and vdpbf16ps)
+    # rounded into: the fields of the products that run (int8; bfloat16 on the kernels' own
+    # products or BLAS).
+    Py_ssize_t N, K, Kp            # Kp: padded depth (int8 and bfloat16's own products)
     const int8_t *q                # int8 (N padded, Kp), pack_weights's layout
     const float *scale             # its per-row scales, padded
     const int32_t *sums            # its row sums, padded
@@ -435,6 +450,7 @@ cdef struct Operand:
 cdef struct Plan:
     bint int8, reverse, identity, lean
     bint rows                      # a team that splits the batch (forward_layer)
+    bint tiles                     # AMX's tiles for the products, where the process has them
     int threads
     Py_ssize_t T, B, n_in, H, P, Hout, Tc, ldy  # n_in: I is a macro of complex.h
     const float *x                 # (T*B, I)
@@ -463,11 +479,12 @@ cdef void product(const Plan *p, const Operand *o, Py_ssize_t rows, const float 
     cdef Py_ssize_t r
     if p.int8:
         quantize_rows(rows, o.K, v, ldv, o.aq + at * o.Kp, o.Kp, o.ascale + at)
-        int_product(rows, o.N, o.Kp, o.aq + at * o.Kp, o.ascale + at, o.q, o.scale, o.sums,
-                    bias, z, ldz, NULL, threads, p.B >= AMX_INT8_ROWS)
+        int_product(rows, o.N, o.Kp, o.K, o.aq + at * o.Kp, o.ascale + at, o.q, o.scale, o.sums,
+                    bias, z, ldz, NULL, threads, p.tiles)
     elif DPBF16:
         bits_rows_bf16(rows, o.K, v, ldv, o.ab + at * o.Kp, o.Kp)
-        bf16_product(rows, o.N, o.Kp, o.ab + at * o.Kp, o.bits, bias, z, ldz, threads)
+        bf16_product(rows, o.N, o.Kp, o.K, o.ab + at * o.Kp, o.bits, bias, z, ldz, threads,
+                     p.tiles)
     else:
         if bias != NULL:
             for r in range(rows):
@@ -481,7 +498,7 @@ cdef void forward_layer(Plan *p) noexcept nogil:
     """The forward pass of one layer and direction over the whole sequence: lstmx's float
     forward (``_layer_serial.pxi``) with quantised products.
 
-    On a team (``p.rows``: int8, or bfloat16 on vdpbf16ps) each thread takes its own rows of
+    On a team (``p.rows``: int8, or bfloat16 on the kernels' own products) each thread takes its own rows of
     the batch, whole pairs of them, through every step, input projection included. Rows never
     meet, so the team never waits for itself; and each sum is computed the same way whichever
     rows share its tile, so the results do not depend on the team. Otherwise (bfloat16 on
@@ -556,8 +573,8 @@ cdef Py_ssize_t L2_BYTES = l2_cache_bytes()
 
 cdef Py_ssize_t dot_chunk_steps(Py_ssize_t T, Py_ssize_t step_elements) noexcept:
     """Steps of a chunk (the input projection of that many steps at once) on the kernels' own
-    products (int8, and bfloat16 on vdpbf16ps) whose gate
-    pre-activations hold ``step_elements`` floats a step: as many as fill half of one core's
+    products (int8, and bfloat16 on vdpbf16ps or AMX) whose gate pre-activations hold
+    ``step_elements`` floats a step: as many as fill half of one core's
     L2, at least one, so that a step's rows are still in L2 when its recurrent product adds
     to them (with 4 MiB chunks every read of int8's missed). Longer chunks gain nothing: the
     products reuse the weights over ROW_BLOCK rows at most (a tile's on vpdpbusd)."""
@@ -651,6 +668,8 @@ def forward(*, str mode, cnp.ndarray x, Py_ssize_t input_size, tuple weights,
     p.P = p.Hout if p.Hout != p.H else 0
     p.reverse, p.identity = reverse, identity
     p.lean = pa is None
+    p.tiles = (p.B >= AMX_INT8_ROWS if p.int8
+               else p.B * G * (p.n_in + p.Hout) >= AMX_BF16_STEP_WORK)
     p.threads = max_threads()
     own = p.int8 or DPBF16             # the kernels' own products, not BLAS
     # A team of rows when every thread has a pair of rows and the pass has the work to pay
@@ -787,7 +806,8 @@ def pack_weights(const int8_t[:, ::1] q):
         # (tile, j, k // 32, k % 32) -> (tile, k // 32, j, k % 32): lstmx_int8_tile_index.
         packed = padded.reshape(Np // COLS, COLS, Kp // DEPTH_STEP, DEPTH_STEP
                                 ).transpose(0, 2, 1, 3)
-    return np.ascontiguousarray(packed).reshape(Np, Kp), sums
+    # On cache lines: a vector or tile row of weights split across two lines costs two reads.
+    return line_aligned(packed).reshape(Np, Kp), line_aligned(sums)
 
 
 def pack_bfloat16(const uint16_t[:, ::1] bits):
@@ -804,8 +824,8 @@ def pack_bfloat16(const uint16_t[:, ::1] bits):
     padded = np.zeros((Np, Kp), np.uint16)
     padded[:N, :K] = bits
     # (vector, j, k // 2, k % 2) -> (vector, k // 2, j, k % 2)
-    return np.ascontiguousarray(padded.reshape(Np // DOT_VEC, DOT_VEC, Kp // 2, 2)
-                                .transpose(0, 2, 1, 3)).reshape(Np, Kp)
+    return line_aligned(padded.reshape(Np // DOT_VEC, DOT_VEC, Kp // 2, 2)
+                        .transpose(0, 2, 1, 3)).reshape(Np, Kp)
 
 
 def bf16_matmul(const uint16_t[:, ::1] A, const uint16_t[:, ::1] W):
@@ -828,7 +848,7 @@ def bf16_matmul(const uint16_t[:, ::1] A, const uint16_t[:, ::1] W):
     a[:, :K] = A
     ab, wb = a, packed
     with nogil:
-        bf16_product(rows, N, Kp, &ab[0, 0], &wb[0, 0], NULL, &ov[0, 0], N, threads)
+        bf16_product(rows, N, Kp, K, &ab[0, 0], &wb[0, 0], NULL, &ov[0, 0], N, threads, True)
     return out
 
 
@@ -866,6 +886,7 @@ def int_matmul(const int8_t[:, ::1] A, const int8_t[:, ::1] W):
     bytes_ = np.zeros((rows, padded_depth(Kp)), np.uint8)
     bytes_[:, :Kp] = wide + ZERO
     packed, sums = pack_weights(W)
+    cdef Py_ssize_t K = Kp
     Kp = bytes_.shape[1]
     out = np.empty((rows, N), np.int32)
     cdef const uint8_t[:, ::1] u = bytes_
@@ -874,6 +895,6 @@ def int_matmul(const int8_t[:, ::1] A, const int8_t[:, ::1] W):
     cdef int32_t[:, ::1] ov = out
     cdef int threads = max_threads()
     with nogil:
-        int_product(rows, N, Kp, &u[0, 0], NULL, &wv[0, 0], NULL, &sv[0], NULL, NULL, 0,
+        int_product(rows, N, Kp, K, &u[0, 0], NULL, &wv[0, 0], NULL, &sv[0], NULL, NULL, 0,
                     &ov[0, 0], threads, True)
     return out

@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 
 from lstmx import _dispatch
+from lstmx._workspace import line_aligned
 from lstmx._config import LSTMConfig
 from lstmx.layers import LSTM, LSTMCell
 
@@ -194,7 +195,7 @@ class _Quantized:
                         packed, sums = kernels.pack_weights(q)
                         scales = np.zeros(packed.shape[0], _F32)
                         scales[:q.shape[0]] = scale
-                        mats += [packed, scales, sums]
+                        mats += [packed, line_aligned(scales), sums]
                     else:
                         mats.append(kernels.pack_bfloat16(np.ascontiguousarray(s[key])))
                 G = 4 * cfg.hidden_size

@@ -509,6 +509,16 @@ def test_each_available_variant_matches_reference_with_the_same_integer_products
     assert len(outputs) <= 1
 
 
+def test_an_unknown_dot_products_setting_is_refused_by_name():
+    env = dict(os.environ, LSTMX_DOT_PRODUCTS="amx")
+    out = subprocess.run([sys.executable, "-c", "from lstmx import _dispatch; "
+                          "_dispatch.quantized()"], env=env, capture_output=True, text=True,
+                         timeout=300, cwd=os.path.dirname(os.path.dirname(lstmx.__file__)))
+    assert out.returncode != 0
+    assert ("LSTMX_DOT_PRODUCTS must be 'auto', 'vector' or 'generic'; got 'amx'"
+            in out.stderr)
+
+
 def test_dot_product_instructions_are_used_where_the_cpu_has_them():
     assert (kernels.INT8_PRODUCTS, kernels.BF16_PRODUCTS) == expected_products(
         _dispatch.variant, os.environ.get("LSTMX_DOT_PRODUCTS", "auto"))
@@ -534,6 +544,36 @@ def test_bfloat16_products_sum_in_float32(rows, N, K, seed):
     exact = av @ wv.T
     bound = (K + 1) * EPS32 * (np.abs(av) @ np.abs(wv).T)
     assert (np.abs(got - exact) <= bound).all()
+
+
+STEP_DIGEST = """
+import hashlib, numpy as np, lstmx
+from lstmx import _dispatch
+rng = np.random.default_rng(5)
+for I, H in [(32, 100), (128, 256)]:  # 53 K and 393 K multiply-adds a step at a batch of 1
+    q = lstmx.LSTM(I, H, seed=1).quantize("bfloat16")
+    y, _ = q(rng.standard_normal((20, 1, I)).astype(np.float32))
+    print(hashlib.sha256(y.tobytes()).hexdigest())
+print(_dispatch.quantized().BF16_PRODUCTS)
+"""
+
+
+def test_bfloat16_layers_with_little_work_a_step_keep_the_vector_instructions():
+    # Where AMX runs, a bfloat16 layer with fewer than AMX_BF16_STEP_WORK multiply-adds a
+    # step (B 4H (I + Hout)) still runs on vdpbf16ps: the same bits as a process without AMX
+    # (LSTMX_DOT_PRODUCTS=vector); a larger one runs on the tiles, whose sums differ.
+    package_root = os.path.dirname(os.path.dirname(lstmx.__file__))
+    digests = {}
+    for dot in ("auto", "vector"):
+        env = dict(os.environ, LSTMX_DOT_PRODUCTS=dot,
+                   PYTHONPATH=os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]))
+        out = subprocess.run([sys.executable, "-c", STEP_DIGEST], env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        digests[dot] = out.stdout.split()
+    small, large, products = digests["auto"]
+    assert small == digests["vector"][0]
+    assert (large != digests["vector"][1]) == (products == "tdpbf16ps")
 
 
 def test_each_sum_depends_on_its_own_row_and_channel_only():
