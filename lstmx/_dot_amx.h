@@ -3,11 +3,12 @@
  * channels.
  *
  * One tdpbusd multiplies a tile of 16 rows x 64 activation bytes by 64 x 16 weights: 16384
- * multiply-adds, 256 times one vpdpbusd's (the bench measures both peaks). The weights are the vector kernels'
- * own (_dot_tiles.h: per vector of 16 channels, G inputs of each channel together, 64 bytes a
- * row of G inputs), which is exactly the layout a B tile reads: 16 such rows, 64 bytes apart.
- * The activations are the row-major rows the vector kernels read. Only the depth must be a
- * whole number of tiles: 64 bytes (int8) or 32 values (bfloat16), zero-padded.
+ * multiply-adds, 256 times one vpdpbusd's (the bench measures both peaks). The weights are
+ * the vector kernels' own (_dot_tiles.h: per vector of 16 channels, G inputs of each channel
+ * together, 64 bytes a row of G inputs), which is exactly the layout a B tile reads: 16 such
+ * rows, 64 bytes apart. The activations are the row-major rows the vector kernels read. Only
+ * the depth must be a whole number of tile rows: 64 bytes (int8) or 32 values (bfloat16),
+ * zero-padded. Both should start on cache lines (a tile row across two lines costs two).
  *
  * A call computes the same sums as lstmx_int8_vnni / lstmx_bf16_dot (its signature is theirs):
  *   - int8: exact integers, then the vector kernels' own epilogue, so the same bits;
@@ -27,12 +28,14 @@
 
 #if LSTMX_DOT_BUILT && LSTMX_AMX_COMPILES
 #define LSTMX_AMX_BUILT 1
-#define LSTMX_AMX_TARGET __attribute__((target("amx-tile,amx-int8,amx-bf16,avx512f,avx512bw,avx512vl")))
+#define LSTMX_AMX_TARGET \
+    __attribute__((target("amx-tile,amx-int8,amx-bf16,avx512f,avx512bw,avx512vl")))
 
 /* Rows [r0, r0 + MR * rows) x vectors [v0, v0 + NV) of a product (MR, NV in {1, 2}, rows the
  * configured rows of a row tile): the sums over k < kd rounded up to whole tile rows (kp is a
- * multiple of them) in tiles 0-3, in order of k, then into acc[2 i + j] (16 x 16, 64 bytes a row) for the epilogue. ``DP`` is the tile
- * product, ``E`` bytes a value, ``KT`` values a tile row (64 / E). */
+ * multiple of them) in tiles 0-3, in order of k, then into acc[2 i + j] (16 x 16, 64 bytes a
+ * row) for the epilogue. ``DP`` is the tile product, ``E`` bytes a value, ``KT`` values a
+ * tile row (64 / E). */
 #define LSTMX_AMX_SUMS(MR, NV, DP, E, KT)                                                   \
     do {                                                                                   \
         const char *a0 = (const char *)A + (r0 * kp) * (E);                                \
@@ -132,8 +135,8 @@ LSTMX_AMX_TARGET static inline void lstmx_amx_int8_epilogue(
  * sums run over whole tile rows up to kd or past it, into kp's zero padding). */
 LSTMX_AMX_TARGET static void lstmx_int8_amx(
     ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo, ptrdiff_t v_hi, ptrdiff_t N, ptrdiff_t kp,
-    ptrdiff_t kd, const uint8_t *A, const float *sa, const int8_t *W, const float *sw, const int32_t *wsum,
-    const float *bias, float *z, ptrdiff_t ldz, int32_t *raw)
+    ptrdiff_t kd, const uint8_t *A, const float *sa, const int8_t *W, const float *sw,
+    const int32_t *wsum, const float *bias, float *z, ptrdiff_t ldz, int32_t *raw)
 {
     int32_t acc[4][LSTMX_AMX_ROWS * LSTMX_DOT_VEC] __attribute__((aligned(64)));
 #define LSTMX_T(MR, NV)                                                                     \
@@ -164,8 +167,8 @@ LSTMX_AMX_TARGET static inline void lstmx_amx_bf16_epilogue(
             for (r = 0; r < rows; r++) {
                 float *zr = z + (r0 + i * LSTMX_AMX_ROWS + r) * ldz + n0;
                 __m512 zv = _mm512_maskz_loadu_ps(mask, bias != NULL ? bias + n0 : zr);
-                _mm512_mask_storeu_ps(
-                    zr, mask, _mm512_add_ps(zv, _mm512_loadu_ps(acc[2 * i + j] + r * LSTMX_DOT_VEC)));
+                __m512 sums = _mm512_loadu_ps(acc[2 * i + j] + r * LSTMX_DOT_VEC);
+                _mm512_mask_storeu_ps(zr, mask, _mm512_add_ps(zv, sums));
             }
         }
     }
@@ -188,15 +191,11 @@ LSTMX_AMX_TARGET static void lstmx_bf16_amx(
 }
 
 #else
-/* Not built for AVX-512 on x86-64 Linux with GCC 11 or later: no AMX, never called. */
+/* Not built for AVX-512 on x86-64 Linux with GCC 11 or later: no AMX. LSTMX_AMX_BUILT 0 keeps
+ * the module from calling these; the names stand for the vector kernels of the same signature. */
 #define LSTMX_AMX_BUILT 0
-static void lstmx_int8_amx(ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo, ptrdiff_t v_hi,
-                           ptrdiff_t N, ptrdiff_t kp, ptrdiff_t kd, const uint8_t *A, const float *sa,
-                           const int8_t *W, const float *sw, const int32_t *wsum,
-                           const float *bias, float *z, ptrdiff_t ldz, int32_t *raw) {}
-static void lstmx_bf16_amx(ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo, ptrdiff_t v_hi,
-                           ptrdiff_t N, ptrdiff_t kp, ptrdiff_t kd, const uint16_t *A, const uint16_t *W,
-                           const float *bias, float *z, ptrdiff_t ldz) {}
+#define lstmx_int8_amx lstmx_int8_vnni
+#define lstmx_bf16_amx lstmx_bf16_dot
 #endif
 
 #endif

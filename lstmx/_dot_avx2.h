@@ -55,8 +55,8 @@ static int lstmx_ymm_vnni_kind(void)
 #define LSTMX_YMM_PRODUCT(NAME, TARGET, DPBUSD)                                             \
 TARGET static inline __attribute__((always_inline)) void NAME##_tile(                       \
     const int R, ptrdiff_t r0, ptrdiff_t v0, ptrdiff_t N, ptrdiff_t kp, ptrdiff_t kd,       \
-    const uint8_t *A, const float *sa, const int8_t *W, const float *sw, const int32_t *wsum,                 \
-    const float *bias, float *z, ptrdiff_t ldz, int32_t *raw)                               \
+    const uint8_t *A, const float *sa, const int8_t *W, const float *sw,                    \
+    const int32_t *wsum, const float *bias, float *z, ptrdiff_t ldz, int32_t *raw)          \
 {                                                                                           \
     const int V = 2;                                                                        \
     const ptrdiff_t ldw = 32;                                                               \

@@ -65,8 +65,8 @@ static int lstmx_dot_has_bf16(void)
  * the sums stay below 2**31 while 255 * 127 * kp does. */
 LSTMX_VNNI_TARGET LSTMX_DOT_INLINE void lstmx_vnni_tile(
     const int R, const int V, ptrdiff_t r0, ptrdiff_t v0, ptrdiff_t N, ptrdiff_t kp,
-    ptrdiff_t kd, const uint8_t *A, const float *sa, const int8_t *W, const float *sw, const int32_t *wsum,
-    const float *bias, float *z, ptrdiff_t ldz, int32_t *raw)
+    ptrdiff_t kd, const uint8_t *A, const float *sa, const int8_t *W, const float *sw,
+    const int32_t *wsum, const float *bias, float *z, ptrdiff_t ldz, int32_t *raw)
 {
     const ptrdiff_t ldw = LSTMX_DOT_VEC * kp;
     const int8_t *w = W + v0 * ldw;
@@ -199,12 +199,13 @@ LSTMX_BF16_TARGET static void lstmx_bf16_dot(
 static int lstmx_dot_has_vnni(void) { return 0; }
 static int lstmx_dot_has_bf16(void) { return 0; }
 static void lstmx_int8_vnni(ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo, ptrdiff_t v_hi,
-                            ptrdiff_t N, ptrdiff_t kp, ptrdiff_t kd, const uint8_t *A, const float *sa,
-                            const int8_t *W, const float *sw, const int32_t *wsum,
-                            const float *bias, float *z, ptrdiff_t ldz, int32_t *raw) {}
+                            ptrdiff_t N, ptrdiff_t kp, ptrdiff_t kd, const uint8_t *A,
+                            const float *sa, const int8_t *W, const float *sw,
+                            const int32_t *wsum, const float *bias, float *z, ptrdiff_t ldz,
+                            int32_t *raw) {}
 static void lstmx_bf16_dot(ptrdiff_t r_lo, ptrdiff_t r_hi, ptrdiff_t v_lo, ptrdiff_t v_hi,
-                           ptrdiff_t N, ptrdiff_t kp, ptrdiff_t kd, const uint16_t *A, const uint16_t *W,
-                           const float *bias, float *z, ptrdiff_t ldz) {}
+                           ptrdiff_t N, ptrdiff_t kp, ptrdiff_t kd, const uint16_t *A,
+                           const uint16_t *W, const float *bias, float *z, ptrdiff_t ldz) {}
 #endif
 
 #endif

@@ -86,8 +86,8 @@ cdef extern from "_int8_dot.h":
 # int_product, exact.
 ctypedef void (*int8_dot_fn)(
     Py_ssize_t r_lo, Py_ssize_t r_hi, Py_ssize_t v_lo, Py_ssize_t v_hi, Py_ssize_t N,
-    Py_ssize_t kp, Py_ssize_t kd, const uint8_t *A, const float *sa, const int8_t *W, const float *sw,
-    const int32_t *wsum, const float *bias, float *z, Py_ssize_t ldz,
+    Py_ssize_t kp, Py_ssize_t kd, const uint8_t *A, const float *sa, const int8_t *W,
+    const float *sw, const int32_t *wsum, const float *bias, float *z, Py_ssize_t ldz,
     int32_t *raw) noexcept nogil
 # bfloat16: z[r, n] = sum_k a[r, k] w[n, k] + (bias[n] or z[r, n]) over bfloat16 a and w,
 # float32 sums.
@@ -344,9 +344,9 @@ cdef void int_product_columns(
 
 
 cdef void int_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, Py_ssize_t K,
-                      const uint8_t *A, const float *sa, const int8_t *W, const float *sw, const int32_t *wsum,
-                      const float *bias, float *z, Py_ssize_t ldz, int32_t *raw,
-                      int threads, bint tiles) noexcept nogil:
+                      const uint8_t *A, const float *sa, const int8_t *W, const float *sw,
+                      const int32_t *wsum, const float *bias, float *z, Py_ssize_t ldz,
+                      int32_t *raw, int threads, bint tiles) noexcept nogil:
     """z[r, n] = float(sum_k q[r, k] W[n, k]) * (sa[r] * sw[n]) + (bias[n], or z[r, n] where
     bias is NULL) for r < rows, n < N, with A = q + ZERO the activation bytes and wsum[n] =
     sum_k W[n, k] (which corrects vpdpbusd's sums for the zero point; the generic products
@@ -406,13 +406,13 @@ cdef void int_product_blocks(Py_ssize_t b_lo, Py_ssize_t b_hi, Py_ssize_t rows, 
 
 
 cdef void bf16_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, Py_ssize_t K,
-                       const uint16_t *A, const uint16_t *W, const float *bias, float *z, Py_ssize_t ldz,
-                       int threads, bint tiles) noexcept nogil:
+                       const uint16_t *A, const uint16_t *W, const float *bias, float *z,
+                       Py_ssize_t ldz, int threads, bint tiles) noexcept nogil:
     """z[r, n] = sum_k a[r, k] W[n, k] + (bias[n], or z[r, n] where bias is NULL) for r < rows,
     n < N, on AMX's tdpbf16ps where ``tiles`` and the process has them, else on vdpbf16ps:
     A (rows, Kp) bfloat16 bits, zero-padded, K <= Kp the depth before padding; W as
-    ``pack_bfloat16`` lays it out. Threads split the columns, each sum computed by one thread in one order: the result does not
-    depend on them."""
+    ``pack_bfloat16`` lays it out. Threads split the columns, each sum computed by one thread
+    in one order: the result does not depend on them."""
     cdef Py_ssize_t vecs = (N + DOT_VEC - 1) // DOT_VEC
     cdef int tid
     cdef bf16_dot_fn dot = bf16_amx if tiles and AMX_BF16 else bf16_dot
@@ -498,8 +498,9 @@ cdef void forward_layer(Plan *p) noexcept nogil:
     """The forward pass of one layer and direction over the whole sequence: lstmx's float
     forward (``_layer_serial.pxi``) with quantised products.
 
-    On a team (``p.rows``: int8, or bfloat16 on the kernels' own products) each thread takes its own rows of
-    the batch, whole pairs of them, through every step, input projection included. Rows never
+    On a team (``p.rows``: int8, or bfloat16 on the kernels' own products) each thread takes
+    its own rows of the batch, whole pairs of them, through every step, input projection
+    included. Rows never
     meet, so the team never waits for itself; and each sum is computed the same way whichever
     rows share its tile, so the results do not depend on the team. Otherwise (bfloat16 on
     BLAS, or a batch too small to share) the steps run on the calling thread and the products

@@ -12,9 +12,9 @@ A request takes a free buffer of its size, else the smallest free one up to a qu
 Every array from the pool starts on a cache line (``ALIGN_BYTES``): a large NumPy array is a
 page from mmap less malloc's 16-byte header, and a 64-byte vector load from one that is not
 line-aligned touches two lines. AMX's tile loads of bfloat16 weights so placed ran 2.4 times
-as long (docs/performance.md). At most ``KEEP_BYTES`` of free buffers are kept; arrays below
-``MIN_BYTES`` come from NumPy (malloc recycles small blocks without faults). ``release_memory()`` (also
-``lstmx.release_memory``) drops every free buffer.
+as long (docs/quantization.md). At most ``KEEP_BYTES`` of free buffers are kept; arrays
+below ``MIN_BYTES`` come from NumPy (malloc recycles small blocks without faults).
+``release_memory()`` (also ``lstmx.release_memory``) drops every free buffer.
 """
 from __future__ import annotations
 
