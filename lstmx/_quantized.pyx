@@ -355,10 +355,10 @@ cdef void int_product(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t Kp, Py_ssize_t K
     A (rows, Kp) uint8; W (N rounded up to INT8_COLS, Kp) int8, zero-padded to Kp and laid out
     by ``pack_weights`` (A's padding is then any byte); K <= Kp the depth before padding,
     which the dot-product vectors stop at (AMX's tiles at whole tile rows). Threads split
-    the columns, so
-    each sum is computed by one thread in one order whatever the number of threads: the
-    result does not depend on it. ``tiles``: AMX's where this process has them and the
-    product has AMX_INT8_ROWS rows or more (the same sums).
+    the columns, so each sum is computed by one thread in one order whatever the number of
+    threads: the result does not depend on it. ``tiles``: AMX's where this process has them
+    and the product has AMX_INT8_ROWS rows or more (the same sums; the layer's rule, from
+    its batch, is ``Plan.tiles``).
     """
     cdef Py_ssize_t blocks = (N + BLOCK_COLS - 1) // BLOCK_COLS
     cdef Py_ssize_t vecs = (N + DOT_VEC - 1) // DOT_VEC
@@ -500,8 +500,7 @@ cdef void forward_layer(Plan *p) noexcept nogil:
 
     On a team (``p.rows``: int8, or bfloat16 on the kernels' own products) each thread takes
     its own rows of the batch, whole pairs of them, through every step, input projection
-    included. Rows never
-    meet, so the team never waits for itself; and each sum is computed the same way whichever
+    included. Rows never meet, so the team never waits for itself; and each sum is computed the same way whichever
     rows share its tile, so the results do not depend on the team. Otherwise (bfloat16 on
     BLAS, or a batch too small to share) the steps run on the calling thread and the products
     split their columns between ``p.threads``."""
@@ -829,9 +828,10 @@ def pack_bfloat16(const uint16_t[:, ::1] bits):
                         .transpose(0, 2, 1, 3)).reshape(Np, Kp)
 
 
-def bf16_matmul(const uint16_t[:, ::1] A, const uint16_t[:, ::1] W):
+def bf16_matmul(const uint16_t[:, ::1] A, const uint16_t[:, ::1] W, bint tiles=True):
     """A @ W.T in float32 by the kernels' bfloat16 product, for A (rows, K) and W (N, K)
-    bfloat16 bits (uint16). For the tests."""
+    bfloat16 bits (uint16): on AMX's tiles where the process has them and ``tiles``, else on
+    vdpbf16ps (or BLAS). For the tests."""
     cdef Py_ssize_t rows = A.shape[0], N = W.shape[0], K = A.shape[1], Kp = bf16_depth(K)
     _check("A, W", W.shape[1] == K and rows > 0 and N > 0 and K > 0,
            "uint16 (rows, K) and (N, K)",
@@ -849,7 +849,7 @@ def bf16_matmul(const uint16_t[:, ::1] A, const uint16_t[:, ::1] W):
     a[:, :K] = A
     ab, wb = a, packed
     with nogil:
-        bf16_product(rows, N, Kp, K, &ab[0, 0], &wb[0, 0], NULL, &ov[0, 0], N, threads, True)
+        bf16_product(rows, N, Kp, K, &ab[0, 0], &wb[0, 0], NULL, &ov[0, 0], N, threads, tiles)
     return out
 
 

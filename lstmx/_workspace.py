@@ -95,8 +95,14 @@ def empty(shape, dtype) -> np.ndarray:
             _trim(KEEP_BYTES - size)
             base = np.empty(size + ALIGN_BYTES, np.uint8)
             _buffers.setdefault(size, []).append(base)
+    return _on_a_line(base, size).view(dtype).reshape(shape)
+
+
+def _on_a_line(base: np.ndarray, size: int) -> np.ndarray:
+    """The ``size`` bytes of uint8 buffer ``base`` (``ALIGN_BYTES`` longer) from its first
+    cache line."""
     start = -base.ctypes.data % ALIGN_BYTES
-    return base[start:start + size].view(dtype).reshape(shape)
+    return base[start:start + size]
 
 
 def _take(size: int):
@@ -141,9 +147,8 @@ def line_aligned(a) -> np.ndarray:
     """A C-contiguous copy of array ``a`` that starts on a cache line, not from the pool: for
     arrays kept as long as a model (its packed weights)."""
     a = np.asarray(a)
-    base = np.empty(a.nbytes + ALIGN_BYTES, np.uint8)
-    start = -base.ctypes.data % ALIGN_BYTES
-    out = base[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out = _on_a_line(np.empty(a.nbytes + ALIGN_BYTES, np.uint8), a.nbytes)
+    out = out.view(a.dtype).reshape(a.shape)
     np.copyto(out, a)
     return out
 

@@ -13,8 +13,8 @@ import dataclasses
 import numpy as np
 
 from lstmx import _dispatch
-from lstmx._workspace import line_aligned
 from lstmx._config import LSTMConfig
+from lstmx._workspace import line_aligned
 from lstmx.layers import LSTM, LSTMCell
 
 __all__ = ["QuantizedLSTM", "QuantizedLSTMCell", "MODES"]

@@ -527,8 +527,8 @@ def test_dot_product_instructions_are_used_where_the_cpu_has_them():
 @given(rows=st.integers(1, 20), N=st.integers(1, 70), K=st.integers(1, 80),
        seed=st.integers(0, 2 ** 32 - 1))
 def test_bfloat16_products_sum_in_float32(rows, N, K, seed):
-    # vdpbf16ps (or BLAS on the values) sums products of bfloat16 values, each exact in
-    # float32, with float32 roundings: within K * eps32 * sum |a w| of the exact sum.
+    # tdpbf16ps, vdpbf16ps (or BLAS on the values) sum products of bfloat16 values, each
+    # exact in float32, with float32 roundings: within K * eps32 * sum |a w| of the exact sum.
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((rows, K)).astype(np.float32)
     w = rng.standard_normal((N, K)).astype(np.float32)
@@ -536,14 +536,15 @@ def test_bfloat16_products_sum_in_float32(rows, N, K, seed):
     A, W = bits(a), bits(w)
     av, wv = ref.bfloat16_values(A).astype(np.float64), ref.bfloat16_values(W).astype(np.float64)
     got = kernels.bf16_matmul(A, W)
-    assert got.dtype == np.float32 and got.shape == (rows, N)
-    if kernels.BF16_PRODUCTS == "vdpbf16ps":
-        # The instruction's own order and rounding, bit for bit.
-        assert_array_equal(got, ref.vdpbf16ps_product(ref.bfloat16_values(A),
-                                                      ref.bfloat16_values(W)))
+    vector = kernels.bf16_matmul(A, W, tiles=False)    # vdpbf16ps (or BLAS) even on AMX
+    assert got.dtype == vector.dtype == np.float32 and got.shape == vector.shape == (rows, N)
+    if kernels.BF16_PRODUCTS in ("vdpbf16ps", "tdpbf16ps"):
+        # vdpbf16ps's own order and rounding, bit for bit (the path of small layers on AMX).
+        assert_array_equal(vector, ref.vdpbf16ps_product(ref.bfloat16_values(A),
+                                                         ref.bfloat16_values(W)))
     exact = av @ wv.T
     bound = (K + 1) * EPS32 * (np.abs(av) @ np.abs(wv).T)
-    assert (np.abs(got - exact) <= bound).all()
+    assert (np.abs(got - exact) <= bound).all() and (np.abs(vector - exact) <= bound).all()
 
 
 STEP_DIGEST = """
