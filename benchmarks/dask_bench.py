@@ -22,7 +22,7 @@ CPU-bound processes of this session got together, before and after (the ceiling 
 
 Writes JSON to benchmarks/results/dask-<date>.json (or --out). Takes a minute or two::
 
-    python benchmarks/dask_bench.py [--repeat 3] [--batches 8] [--sizes M L]
+    python benchmarks/dask_bench.py [--repeat 3] [--batches 8] [--sizes M L] [--quiet-workers]
 
 with lstmx (and lstmx.dask) importable: installed, or ``PYTHONPATH=.`` from a checkout.
 """
@@ -42,6 +42,14 @@ import numpy as np
 SIZES = {"M": dict(T=50, B=32, I=128, H=256), "L": dict(T=100, B=64, I=512, H=512)}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 TIMEOUT = 600
+# Dask's own periodic work made less frequent (--quiet-workers; docs/scaling.md): the workers'
+# statistical profiler off (it samples every thread's stack 100 times a second), and the event
+# loops' tick and the memory and system monitors at 1-5 s instead of 20-500 ms. On a machine
+# whose cores all compute, each wake-up takes its time from a worker's task.
+QUIET_WORKERS = {"distributed.worker.profile.enabled": False,
+                 "distributed.admin.tick.interval": "1s",
+                 "distributed.worker.memory.monitor-interval": "1s",
+                 "distributed.admin.system-monitor.interval": "5s"}
 
 
 def cpu():
@@ -211,17 +219,24 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batches", type=int, default=8, help="batches of B in the dataset")
     parser.add_argument("--out", default=None, help="JSON path")
+    parser.add_argument("--quiet-workers", action="store_true",
+                        help="make Dask's periodic work less frequent (QUIET_WORKERS)")
     args = parser.parse_args(argv)
 
     import dask
     import distributed
     import lstmx
+    if args.quiet_workers:
+        # Before the clusters start: the scheduler reads it here, and each nanny passes its
+        # process's configuration on to its worker.
+        dask.config.set(QUIET_WORKERS)
 
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
               "cpu": cpu(), "versions": {"lstmx": lstmx.__version__, "dask": dask.__version__,
                                          "distributed": distributed.__version__,
                                          "numpy": np.__version__},
               "repeat": args.repeat, "batches": args.batches, "sizes": {},
+              "dask_config": {k: dask.config.get(k) for k in QUIET_WORKERS},
               # The machine is shared: how busy it was, before and after.
               "loadavg_start": os.getloadavg()}
     rng = np.random.default_rng(0)

@@ -475,6 +475,32 @@ def test_step_that_keeps_losing_workers_raises_and_leaves_model(client):
                                         client=client, timeout=TIMEOUT))
 
 
+def test_quiet_workers_configuration_reaches_the_workers():
+    """The bench's --quiet-workers settings (docs/scaling.md): every key is one of Dask's, a
+    nanny passes them to its worker, and predict runs under them as under the defaults."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "dask_bench.py")
+    spec = importlib.util.spec_from_file_location("dask_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    defaults = {k: dask.config.get(k) for k in bench.QUIET_WORKERS}  # KeyError if renamed
+    assert defaults != bench.QUIET_WORKERS
+    with dask.config.set(bench.QUIET_WORKERS):
+        cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                           dashboard_address=":0", timeout=TIMEOUT)
+        with cluster, distributed.Client(cluster, set_as_default=False,
+                                         timeout=TIMEOUT) as c:
+            seen = c.run(lambda keys: {k: dask.config.get(k) for k in keys},
+                         list(bench.QUIET_WORKERS))
+            assert list(seen.values()) == [bench.QUIET_WORKERS]
+            lstm = lstmx.LSTM(3, 5, seed=0)
+            x = np.random.default_rng(0).standard_normal((4, 6, 3)).astype(np.float32)
+            (y,) = compute(c, ldask.predict(lstm, da.from_array(x, chunks=(4, 3, 3)),
+                                            client=c))
+            np.testing.assert_array_equal(y, np.concatenate(
+                [lstm(x[:, :3])[0], lstm(x[:, 3:])[0]], axis=1))
+
+
 def test_example_trains_on_chunks_from_disk(tmp_path, capsys):
     require("matplotlib")
     import sys
