@@ -209,9 +209,17 @@ cdef inline void gemm_small_strided(
                 p0 = p1
             j0 += 2 * half
         while j0 < n:
+            # The local blocks are filled and added whole (SMALL_BLOCK, a constant), and a
+            # block narrower than that goes to C with its last sum rather than copied: GCC
+            # makes a fill or a copy of ``width`` elements a call to memset or memcpy, and at
+            # a small hidden size those calls cost more than the row's arithmetic
+            # (docs/performance.md). The sums are the same.
             width = SMALL_BLOCK if n - j0 >= SMALL_BLOCK else n - j0
-            for j in range(width):
-                total[j] = 0 if beta == 0 else beta * C[i * ldc + j0 + j]
+            for j in range(SMALL_BLOCK):
+                total[j] = 0
+            if beta != 0:
+                for j in range(width):
+                    total[j] = beta * C[i * ldc + j0 + j]
             p0 = 0
             while p0 < k:
                 p1 = k if p0 + depth > k else p0 + depth
@@ -221,18 +229,26 @@ cdef inline void gemm_small_strided(
                     else:
                         two_chains_d(p0, p1, A + i * a_row, a_col, B + j0, ldb, total)
                 else:
-                    for j in range(width):
+                    for j in range(SMALL_BLOCK):
                         acc[j] = 0
                     for p in range(p0, p1):
                         a = A[i * a_row + p * a_col]
                         b = B + p * ldb + j0
                         for j in range(width):
                             acc[j] += a * b[j]
-                    for j in range(width):
-                        total[j] += acc[j]
+                    if width < SMALL_BLOCK and p1 == k:
+                        for j in range(width):
+                            C[i * ldc + j0 + j] = total[j] + acc[j]
+                    else:
+                        for j in range(SMALL_BLOCK):
+                            total[j] += acc[j]
                 p0 = p1
-            for j in range(width):
-                C[i * ldc + j0 + j] = total[j]
+            if width == SMALL_BLOCK:
+                for j in range(SMALL_BLOCK):
+                    C[i * ldc + j0 + j] = total[j]
+            elif k == 0:
+                for j in range(width):
+                    C[i * ldc + j0 + j] = total[j]
             j0 += width
 
 
