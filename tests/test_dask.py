@@ -7,6 +7,7 @@ gradients and steps against one process's ``backward`` over the whole batch, to 
 One LocalCluster serves the module; every cluster operation has a timeout.
 """
 import contextlib
+import gc
 import os
 import signal
 import threading
@@ -495,10 +496,14 @@ def test_quiet_workers_configuration_reaches_the_workers():
             assert list(seen.values()) == [bench.QUIET_WORKERS]
             lstm = lstmx.LSTM(3, 5, seed=0)
             x = np.random.default_rng(0).standard_normal((4, 6, 3)).astype(np.float32)
-            (y,) = compute(c, ldask.predict(lstm, da.from_array(x, chunks=(4, 3, 3)),
-                                            client=c))
-            np.testing.assert_array_equal(y, np.concatenate(
-                [lstm(x[:, :3])[0], lstm(x[:, 3:])[0]], axis=1))
+            graph = ldask.predict(lstm, da.from_array(x, chunks=(4, 3, 3)), client=c)
+            (y,) = compute(c, graph)
+            # The graph holds the scattered model's future: released while its client is
+            # open, not by a later test's garbage collection.
+            del graph
+            gc.collect()
+    np.testing.assert_array_equal(y, np.concatenate(
+        [lstm(x[:, :3])[0], lstm(x[:, 3:])[0]], axis=1))
 
 
 def test_example_trains_on_chunks_from_disk(tmp_path, capsys):
