@@ -497,9 +497,10 @@ cdef inline void rows_tile(Py_ssize_t rows, Py_ssize_t k, const floating *A, Py_
     unless NULL) for two or three rows left over after the whole tiles (and on AVX2, four
     rows and the tiles), over a strip (zero-padded past ``cols``; the caller's pass of it
     for a tile): _rows_tile.h, each element summed as micro_tile sums it (from the bias or
-    zero, k in order, C added last), so a row has the same bits whichever kernel runs it. Three rows by a pass of 4 vectors are as many accumulators as a tile,
-    where a tile cut to three rows (edge_tile) does a whole tile's work, and two rows load
-    each row of the strip once for both."""
+    zero, k in order, C added last), so a row has the same bits whichever kernel runs it.
+    Three rows by a pass of 4 vectors are as many accumulators as a tile, where a tile cut
+    to three rows (edge_tile) does a whole tile's work, and two rows load each row of the
+    strip once for both."""
     if floating is float:
         rows_tile_f(rows, k, A, a_row, a_col, Bp, TILE_COLS, C, ldc, cols, add, bias)
     else:
