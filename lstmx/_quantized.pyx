@@ -500,10 +500,10 @@ cdef void forward_layer(Plan *p) noexcept nogil:
 
     On a team (``p.rows``: int8, or bfloat16 on the kernels' own products) each thread takes
     its own rows of the batch, whole pairs of them, through every step, input projection
-    included. Rows never meet, so the team never waits for itself; and each sum is computed the same way whichever
-    rows share its tile, so the results do not depend on the team. Otherwise (bfloat16 on
-    BLAS, or a batch too small to share) the steps run on the calling thread and the products
-    split their columns between ``p.threads``."""
+    included. Rows never meet, so the team never waits for itself; and each sum is computed
+    the same way whichever rows share its tile, so the results do not depend on the team.
+    Otherwise (bfloat16 on BLAS, or a batch too small to share) the steps run on the calling
+    thread and the products split their columns between ``p.threads``."""
     cdef int part, parts
     cdef Py_ssize_t pairs = (p.B + ROWS - 1) // ROWS
     if p.rows:
